@@ -1,0 +1,5 @@
+//! gRPC adapters: each call unpacks the request, calls the service layer and maps errors with
+//! `From<EcsError> for Status` (in `error.rs`). No logic lives here.
+
+pub mod agent;
+pub mod ecs;

@@ -1,0 +1,97 @@
+//! `berth-controller`: serves the ECS API and the agent link from one gRPC port.
+
+use anyhow::Context;
+use berth_controller::api::{agent::AgentApi, ecs::EcsApi};
+use berth_controller::fleet::Fleet;
+use berth_controller::service::Controller;
+use berth_controller::store::redb_store::RedbStore;
+use berth_proto::v1::{agent_server::AgentServer, ecs_server::EcsServer};
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Berth's controller: clusters, task definitions, tasks and container instances.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Address to serve the API and the agent link on (loopback by default).
+    #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:7480")]
+    listen: SocketAddr,
+    /// Directory for the embedded store (state.redb).
+    #[arg(long, env = "BERTH_DATA_DIR", default_value = "/var/lib/berth/controller")]
+    data_dir: PathBuf,
+    /// KEY=VALUE file read before flags and environment (keys are the BERTH_* variables).
+    #[arg(long, env = "BERTH_CONTROLLER_CONFIG", default_value = "/etc/berth/controller.conf")]
+    config: PathBuf,
+}
+
+fn config_path() -> PathBuf {
+    // The config file is read before clap, so find --config by hand.
+    let mut args = std::env::args();
+    while let Some(a) = args.next() {
+        if a == "--config" {
+            if let Some(p) = args.next() {
+                return p.into();
+            }
+        } else if let Some(p) = a.strip_prefix("--config=") {
+            return p.into();
+        }
+    }
+    std::env::var_os("BERTH_CONTROLLER_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/etc/berth/controller.conf".into())
+}
+
+fn main() {
+    if let Err(e) = berth_proto::config::apply_env_file(&config_path()) {
+        eprintln!("berth-controller: config: {e}");
+        std::process::exit(2);
+    }
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth-controller: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(serve(args)) {
+        eprintln!("berth-controller: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let store = RedbStore::open(&args.data_dir.join("state.redb"))?;
+    let controller = Arc::new(Controller::load(Arc::new(store), Arc::new(Fleet::default()))?);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(listen = %args.listen, data_dir = %args.data_dir.display(), "berth-controller serving");
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {},
+        }
+    };
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .add_service(EcsServer::new(EcsApi(controller.clone())))
+        .add_service(AgentServer::new(AgentApi(controller)))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! The controller's domain errors, named after the ECS exceptions a user already knows.
+
+/// What went wrong, as ECS names it. The doc comment of each variant is the exception name the
+/// CLI prints (`An error occurred (NAME) when calling the OP operation: MESSAGE`).
+#[derive(Debug, thiserror::Error)]
+pub enum EcsError {
+    /// ClusterNotFoundException
+    #[error("Cluster not found.")]
+    ClusterNotFound,
+    /// ClientException: a bad request the caller must change.
+    #[error("{0}")]
+    Client(String),
+    /// InvalidParameterException: a parameter is missing or has a wrong value.
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// ClusterContainsContainerInstancesException
+    #[error("The Cluster cannot be deleted while Container Instances are active or draining.")]
+    ClusterContainsContainerInstances,
+    /// ClusterContainsTasksException
+    #[error("The Cluster cannot be deleted while Tasks are active.")]
+    ClusterContainsTasks,
+    /// ServerException: the store failed; nothing was changed.
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl EcsError {
+    /// The ECS exception name for this error.
+    pub fn exception_name(&self) -> &'static str {
+        match self {
+            EcsError::ClusterNotFound => "ClusterNotFoundException",
+            EcsError::Client(_) => "ClientException",
+            EcsError::InvalidParameter(_) => "InvalidParameterException",
+            EcsError::ClusterContainsContainerInstances => {
+                "ClusterContainsContainerInstancesException"
+            }
+            EcsError::ClusterContainsTasks => "ClusterContainsTasksException",
+            EcsError::Store(_) => "ServerException",
+        }
+    }
+
+    /// Shorthand for an InvalidParameterException.
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        EcsError::InvalidParameter(msg.into())
+    }
+
+    /// Shorthand for a ClientException.
+    pub fn client(msg: impl Into<String>) -> Self {
+        EcsError::Client(msg.into())
+    }
+}
+
+/// The metadata key carrying the ECS exception name on a gRPC error.
+pub const EXCEPTION_METADATA: &str = "x-berth-exception";
+
+/// Maps a domain error to a gRPC status, in this one place.
+impl From<EcsError> for tonic::Status {
+    fn from(e: EcsError) -> Self {
+        let code = match &e {
+            EcsError::ClusterNotFound => tonic::Code::NotFound,
+            EcsError::Client(_) | EcsError::InvalidParameter(_) => tonic::Code::InvalidArgument,
+            EcsError::ClusterContainsContainerInstances | EcsError::ClusterContainsTasks => {
+                tonic::Code::FailedPrecondition
+            }
+            EcsError::Store(_) => tonic::Code::Internal,
+        };
+        let mut status = tonic::Status::new(code, e.to_string());
+        if let Ok(v) = e.exception_name().parse() {
+            status.metadata_mut().insert(EXCEPTION_METADATA, v);
+        }
+        status
+    }
+}

@@ -1,0 +1,89 @@
+//! Live agent sessions: which container instances have a connected agent, and a wake-up for
+//! each session when what its instance should run changes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+struct Session {
+    id: u64,
+    changed: Arc<Notify>,
+}
+
+/// The agent sessions of this controller.
+#[derive(Default)]
+pub struct Fleet {
+    sessions: Mutex<HashMap<String, Session>>,
+    next_id: AtomicU64,
+}
+
+/// A session's handle: detaches itself when dropped.
+pub struct Attached {
+    fleet: Arc<Fleet>,
+    instance: String,
+    id: u64,
+    /// Notified whenever the instance's desired tasks change.
+    pub changed: Arc<Notify>,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.fleet.sessions.lock() {
+            if s.get(&self.instance).is_some_and(|x| x.id == self.id) {
+                s.remove(&self.instance);
+            }
+        }
+    }
+}
+
+impl Fleet {
+    /// Attaches a session for `instance`, replacing any older one (an agent that reconnected).
+    pub fn attach(self: &Arc<Self>, instance: &str) -> Attached {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let changed = Arc::new(Notify::new());
+        if let Ok(mut s) = self.sessions.lock() {
+            if let Some(old) = s.insert(
+                instance.to_string(),
+                Session {
+                    id,
+                    changed: changed.clone(),
+                },
+            ) {
+                // Wake the replaced session so it notices and ends.
+                old.changed.notify_one();
+            }
+        }
+        Attached {
+            fleet: self.clone(),
+            instance: instance.to_string(),
+            id,
+            changed,
+        }
+    }
+
+    /// Whether `attached` is still the instance's current session.
+    pub fn is_current(&self, attached: &Attached) -> bool {
+        self.sessions
+            .lock()
+            .map(|s| s.get(&attached.instance).is_some_and(|x| x.id == attached.id))
+            .unwrap_or(false)
+    }
+
+    /// Whether an agent is connected for `instance`.
+    pub fn connected(&self, instance: &str) -> bool {
+        self.sessions
+            .lock()
+            .map(|s| s.contains_key(instance))
+            .unwrap_or(false)
+    }
+
+    /// Tells the instance's session that its desired tasks changed.
+    pub fn notify(&self, instance: &str) {
+        if let Ok(s) = self.sessions.lock() {
+            if let Some(x) = s.get(instance) {
+                x.changed.notify_one();
+            }
+        }
+    }
+}

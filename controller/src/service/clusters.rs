@@ -1,0 +1,219 @@
+//! CreateCluster, ListClusters, DescribeClusters, DeleteCluster.
+
+use super::{cluster_name, put, Controller, State, CLUSTER_PREFIX};
+use crate::error::EcsError;
+use berth_proto::arn;
+use berth_proto::v1::*;
+
+/// Cluster names: up to 255 letters, numbers, hyphens and underscores (ECS's rule).
+pub(crate) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+impl State {
+    /// The ACTIVE cluster with this name.
+    pub(crate) fn active_cluster(&self, name: &str) -> Result<&Cluster, EcsError> {
+        self.clusters
+            .get(name)
+            .filter(|c| c.status == "ACTIVE")
+            .ok_or(EcsError::ClusterNotFound)
+    }
+
+    /// The cluster with its counts filled in from tasks and instances.
+    fn cluster_view(&self, c: &Cluster, include: &[String]) -> Cluster {
+        let mut v = c.clone();
+        let arn = &c.cluster_arn;
+        let (mut running, mut pending) = (0, 0);
+        for t in self.tasks.values().filter(|t| &t.cluster_arn == arn) {
+            match t.last_status.as_str() {
+                "RUNNING" => running += 1,
+                "STOPPED" => {}
+                _ if t.desired_status == "RUNNING" => pending += 1,
+                _ => {}
+            }
+        }
+        v.running_tasks_count = running;
+        v.pending_tasks_count = pending;
+        v.registered_container_instances_count = self
+            .instances
+            .values()
+            .filter(|i| &i.cluster_arn == arn && i.container_instance.as_ref().is_some_and(|ci| ci.status != "INACTIVE"))
+            .count() as i32;
+        let has = |what: &str| include.iter().any(|i| i.eq_ignore_ascii_case(what));
+        if has("STATISTICS") {
+            let stat = |name: &str, value: i32| KeyValuePair {
+                name: name.to_string(),
+                value: value.to_string(),
+            };
+            v.statistics = vec![
+                stat("runningEC2TasksCount", running),
+                stat("runningFargateTasksCount", 0),
+                stat("pendingEC2TasksCount", pending),
+                stat("pendingFargateTasksCount", 0),
+                stat("activeEC2ServiceCount", 0),
+                stat("activeFargateServiceCount", 0),
+                stat("drainingEC2ServiceCount", 0),
+                stat("drainingFargateServiceCount", 0),
+            ];
+        }
+        if !has("SETTINGS") {
+            v.settings.clear();
+        }
+        if !has("TAGS") {
+            v.tags.clear();
+        }
+        v
+    }
+}
+
+impl Controller {
+    /// CreateCluster: creates the cluster, or returns it when it exists (as ECS does).
+    pub async fn create_cluster(&self, req: CreateClusterRequest) -> Result<Cluster, EcsError> {
+        let name = if req.cluster_name.is_empty() {
+            super::DEFAULT_CLUSTER.to_string()
+        } else {
+            req.cluster_name.clone()
+        };
+        if !valid_name(&name) {
+            return Err(EcsError::invalid(format!(
+                "clusterName: '{name}' is not valid; up to 255 letters (uppercase and lowercase), numbers, hyphens, and underscores are allowed"
+            )));
+        }
+        for s in &req.settings {
+            if s.name != "containerInsights" {
+                return Err(EcsError::invalid(format!(
+                    "settings: unknown setting name '{}'; the only cluster setting is containerInsights",
+                    s.name
+                )));
+            }
+            if !["enabled", "disabled", "enhanced"].contains(&s.value.as_str()) {
+                return Err(EcsError::invalid(format!(
+                    "settings: containerInsights must be enabled, disabled or enhanced, not '{}'",
+                    s.value
+                )));
+            }
+        }
+        validate_tags(&req.tags)?;
+        let mut st = self.state.lock().await;
+        if let Some(c) = st.clusters.get(&name).filter(|c| c.status == "ACTIVE") {
+            return Ok(st.cluster_view(c, &["SETTINGS".into(), "TAGS".into()]));
+        }
+        let settings = if req.settings.is_empty() {
+            vec![ClusterSetting {
+                name: "containerInsights".into(),
+                value: "disabled".into(),
+            }]
+        } else {
+            req.settings
+        };
+        let c = Cluster {
+            cluster_arn: arn::cluster(&name),
+            cluster_name: name.clone(),
+            status: "ACTIVE".into(),
+            tags: req.tags,
+            settings,
+            capacity_providers: req.capacity_providers,
+            ..Default::default()
+        };
+        self.commit(vec![put(format!("{CLUSTER_PREFIX}{name}"), &c)])?;
+        st.clusters.insert(name, c.clone());
+        Ok(st.cluster_view(&c, &["SETTINGS".into(), "TAGS".into()]))
+    }
+
+    /// ListClusters: the ARNs of ACTIVE clusters.
+    pub async fn list_clusters(&self) -> Vec<String> {
+        let st = self.state.lock().await;
+        st.clusters
+            .values()
+            .filter(|c| c.status == "ACTIVE")
+            .map(|c| c.cluster_arn.clone())
+            .collect()
+    }
+
+    /// DescribeClusters: found clusters, and a MISSING failure for each unknown one.
+    pub async fn describe_clusters(
+        &self,
+        req: DescribeClustersRequest,
+    ) -> Result<DescribeClustersResponse, EcsError> {
+        for i in &req.include {
+            if !["STATISTICS", "SETTINGS", "TAGS", "CONFIGURATIONS", "ATTACHMENTS"]
+                .contains(&i.to_ascii_uppercase().as_str())
+            {
+                return Err(EcsError::invalid(format!(
+                    "include: '{i}' is not one of STATISTICS, SETTINGS, TAGS, CONFIGURATIONS, ATTACHMENTS"
+                )));
+            }
+        }
+        let names = if req.clusters.is_empty() {
+            vec![super::DEFAULT_CLUSTER.to_string()]
+        } else {
+            req.clusters
+        };
+        let st = self.state.lock().await;
+        let mut out = DescribeClustersResponse::default();
+        for n in names {
+            let name = cluster_name(Some(&n))?;
+            match st.clusters.get(&name) {
+                Some(c) => out.clusters.push(st.cluster_view(c, &req.include)),
+                None => out.failures.push(Failure {
+                    arn: arn::cluster(&name),
+                    reason: "MISSING".into(),
+                    detail: String::new(),
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// DeleteCluster: refused while container instances or tasks remain; the cluster then shows
+    /// INACTIVE.
+    pub async fn delete_cluster(&self, cluster: &str) -> Result<Cluster, EcsError> {
+        let name = cluster_name(Some(cluster))?;
+        let mut st = self.state.lock().await;
+        let c = st.active_cluster(&name)?.clone();
+        if st.instances.values().any(|i| {
+            i.cluster_arn == c.cluster_arn
+                && i.container_instance
+                    .as_ref()
+                    .is_some_and(|ci| ci.status != "INACTIVE")
+        }) {
+            return Err(EcsError::ClusterContainsContainerInstances);
+        }
+        if st
+            .tasks
+            .values()
+            .any(|t| t.cluster_arn == c.cluster_arn && t.last_status != "STOPPED")
+        {
+            return Err(EcsError::ClusterContainsTasks);
+        }
+        let mut deleted = c;
+        deleted.status = "INACTIVE".into();
+        self.commit(vec![put(format!("{CLUSTER_PREFIX}{name}"), &deleted)])?;
+        st.clusters.insert(name, deleted.clone());
+        Ok(st.cluster_view(&deleted, &[]))
+    }
+}
+
+/// Tags: keys 1–128 characters, values up to 256, at most 50 (ECS's limits).
+pub(crate) fn validate_tags(tags: &[Tag]) -> Result<(), EcsError> {
+    if tags.len() > 50 {
+        return Err(EcsError::invalid("tags: at most 50 tags are allowed"));
+    }
+    for (i, t) in tags.iter().enumerate() {
+        if t.key.is_empty() || t.key.len() > 128 {
+            return Err(EcsError::invalid(format!(
+                "tags[{i}].key: must be 1 to 128 characters"
+            )));
+        }
+        if t.value.len() > 256 {
+            return Err(EcsError::invalid(format!(
+                "tags[{i}].value: must be at most 256 characters"
+            )));
+        }
+    }
+    Ok(())
+}

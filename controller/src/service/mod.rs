@@ -1,0 +1,142 @@
+//! The controller's service layer: ECS semantics over an in-memory view of the store.
+//! The gRPC API and the agent link are thin adapters over [`Controller`].
+//!
+//! Every mutation is committed to the [`Store`] before the in-memory view changes, so a failed
+//! commit changes nothing and a restart reloads exactly what was acknowledged.
+
+mod clusters;
+mod instances;
+mod task_definitions;
+mod tasks;
+pub mod validation;
+
+pub use tasks::DesiredView;
+
+use crate::error::EcsError;
+use crate::fleet::Fleet;
+use crate::store::{Store, StoreError, Write};
+use berth_proto::v1::{Cluster, ContainerInstanceRecord, RegisterTaskDefinitionResponse, Task};
+use prost::Message;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// The name of the cluster used when a call names none, as in ECS.
+pub const DEFAULT_CLUSTER: &str = "default";
+
+pub(crate) const CLUSTER_PREFIX: &str = "cluster/";
+pub(crate) const TASKDEF_PREFIX: &str = "taskdef/";
+pub(crate) const TASK_PREFIX: &str = "task/";
+pub(crate) const INSTANCE_PREFIX: &str = "instance/";
+
+/// Everything the controller knows, loaded from the store at start.
+#[derive(Default)]
+pub(crate) struct State {
+    /// By cluster name.
+    clusters: BTreeMap<String, Cluster>,
+    /// By family, then revision; each with its tags.
+    task_definitions: BTreeMap<String, BTreeMap<i32, RegisterTaskDefinitionResponse>>,
+    /// By task id.
+    tasks: BTreeMap<String, Task>,
+    /// By container instance id.
+    instances: BTreeMap<String, ContainerInstanceRecord>,
+    /// Tasks an agent holds that the controller does not want: their stop is confirmed to the
+    /// agent in its desired set until it reports them stopped. Not persisted: agents report them
+    /// again after a restart.
+    orphans: HashMap<String, BTreeSet<String>>,
+}
+
+/// The controller: clusters, task definitions, tasks and container instances.
+pub struct Controller {
+    state: tokio::sync::Mutex<State>,
+    store: Arc<dyn Store>,
+    fleet: Arc<Fleet>,
+}
+
+fn decode<M: Message + Default>(key: &str, bytes: &[u8]) -> Result<M, StoreError> {
+    M::decode(bytes).map_err(|source| StoreError::Decode {
+        key: key.to_string(),
+        source,
+    })
+}
+
+pub(crate) fn put<M: Message>(key: String, m: &M) -> Write {
+    Write::Put(key, m.encode_to_vec())
+}
+
+pub(crate) fn taskdef_key(family: &str, revision: i32) -> String {
+    format!("{TASKDEF_PREFIX}{family}/{revision:010}")
+}
+
+/// Now, as a protobuf timestamp.
+pub(crate) fn now() -> pbjson_types::Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    pbjson_types::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// A new ECS-style id: 32 lowercase hex digits.
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+impl Controller {
+    /// Loads the controller's state from `store`.
+    pub fn load(store: Arc<dyn Store>, fleet: Arc<Fleet>) -> Result<Self, StoreError> {
+        let mut state = State::default();
+        for (k, v) in store.scan(CLUSTER_PREFIX)? {
+            let c: Cluster = decode(&k, &v)?;
+            state.clusters.insert(c.cluster_name.clone(), c);
+        }
+        for (k, v) in store.scan(TASKDEF_PREFIX)? {
+            let r: RegisterTaskDefinitionResponse = decode(&k, &v)?;
+            if let Some(td) = &r.task_definition {
+                state
+                    .task_definitions
+                    .entry(td.family.clone())
+                    .or_default()
+                    .insert(td.revision, r.clone());
+            }
+        }
+        for (k, v) in store.scan(TASK_PREFIX)? {
+            let t: Task = decode(&k, &v)?;
+            state.tasks.insert(k[TASK_PREFIX.len()..].to_string(), t);
+        }
+        for (k, v) in store.scan(INSTANCE_PREFIX)? {
+            let r: ContainerInstanceRecord = decode(&k, &v)?;
+            state
+                .instances
+                .insert(k[INSTANCE_PREFIX.len()..].to_string(), r);
+        }
+        Ok(Self {
+            state: tokio::sync::Mutex::new(state),
+            store,
+            fleet,
+        })
+    }
+
+    /// The agent sessions this controller serves.
+    pub fn fleet(&self) -> &Arc<Fleet> {
+        &self.fleet
+    }
+
+    fn commit(&self, writes: Vec<Write>) -> Result<(), EcsError> {
+        self.store.commit(writes).map_err(EcsError::from)
+    }
+}
+
+/// The cluster name a request means: its short name or ARN, or "default".
+pub(crate) fn cluster_name(cluster: Option<&str>) -> Result<String, EcsError> {
+    match cluster.filter(|c| !c.is_empty()) {
+        None => Ok(DEFAULT_CLUSTER.to_string()),
+        Some(c) => berth_proto::arn::resource("cluster", c)
+            .map(str::to_string)
+            .ok_or_else(|| EcsError::invalid(format!("cluster: '{c}' is not a cluster ARN"))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

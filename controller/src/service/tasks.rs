@@ -1,0 +1,591 @@
+//! RunTask, StopTask, ListTasks, DescribeTasks, and the two halves of the agent link: the
+//! desired tasks of an instance and the state changes its agent reports.
+
+use super::instances::resource_int;
+use super::validation::{parse_task_cpu, parse_task_memory};
+use super::{cluster_name, new_id, now, put, Controller, State, INSTANCE_PREFIX, TASK_PREFIX};
+use crate::error::EcsError;
+use crate::scheduler;
+use berth_proto::arn;
+use berth_proto::v1::*;
+
+/// ECS's task statuses in the only order they may take.
+pub const TASK_STATUSES: [&str; 8] = [
+    "PROVISIONING",
+    "PENDING",
+    "ACTIVATING",
+    "RUNNING",
+    "DEACTIVATING",
+    "STOPPING",
+    "DEPROVISIONING",
+    "STOPPED",
+];
+
+/// How far along a task status is; unknown statuses rank lowest.
+pub fn status_rank(s: &str) -> usize {
+    TASK_STATUSES.iter().position(|x| *x == s).unwrap_or(0)
+}
+
+/// Container statuses in order.
+fn container_rank(s: &str) -> usize {
+    ["PENDING", "RUNNING", "STOPPED"]
+        .iter()
+        .position(|x| *x == s)
+        .unwrap_or(0)
+}
+
+/// What an agent should converge on.
+#[derive(Debug, Clone, Default)]
+pub struct DesiredView {
+    /// Every task on the instance not yet STOPPED, and orphans whose stop is confirmed.
+    pub tasks: Vec<TaskAssignment>,
+}
+
+fn task_id(name_or_arn: &str) -> Option<&str> {
+    arn::short_id("task", name_or_arn)
+}
+
+impl State {
+    fn cluster_task(&self, cluster_arn: &str, given: &str) -> Option<&Task> {
+        task_id(given)
+            .and_then(|id| self.tasks.get(id))
+            .filter(|t| t.cluster_arn == cluster_arn)
+    }
+}
+
+/// Applies container overrides to a definition's containers.
+fn apply_overrides(
+    td: &TaskDefinition,
+    overrides: &TaskOverride,
+) -> Result<Vec<ContainerDefinition>, EcsError> {
+    let mut containers = td.container_definitions.clone();
+    for o in &overrides.container_overrides {
+        let Some(c) = containers.iter_mut().find(|c| c.name == o.name) else {
+            return Err(EcsError::invalid(format!(
+                "overrides.containerOverrides: override for container named '{}' is not a container in the TaskDefinition",
+                o.name
+            )));
+        };
+        if !o.command.is_empty() {
+            c.command = o.command.clone();
+        }
+        for kv in &o.environment {
+            match c.environment.iter_mut().find(|e| e.name == kv.name) {
+                Some(e) => e.value = kv.value.clone(),
+                None => c.environment.push(kv.clone()),
+            }
+        }
+        if let Some(v) = o.cpu {
+            if v < 0 {
+                return Err(EcsError::invalid(format!(
+                    "overrides.containerOverrides[{}].cpu: {v} must not be negative",
+                    o.name
+                )));
+            }
+            c.cpu = Some(v);
+        }
+        if let Some(v) = o.memory {
+            if v < 6 {
+                return Err(EcsError::invalid(format!(
+                    "overrides.containerOverrides[{}].memory: {v} is below the minimum of 6 MiB",
+                    o.name
+                )));
+            }
+            c.memory = Some(v);
+        }
+        if let Some(v) = o.memory_reservation {
+            if v <= 0 || c.memory.is_some_and(|m| v > m) {
+                return Err(EcsError::invalid(format!(
+                    "overrides.containerOverrides[{}].memoryReservation: {v} must be positive and at most the container's memory",
+                    o.name
+                )));
+            }
+            c.memory_reservation = Some(v);
+        }
+    }
+    Ok(containers)
+}
+
+/// The task definition an agent runs: the registered one with the task's overrides applied.
+pub(crate) fn effective_definition(td: &TaskDefinition, task: &Task) -> TaskDefinition {
+    let mut out = td.clone();
+    if let Some(o) = &task.overrides {
+        if let Ok(c) = apply_overrides(td, o) {
+            out.container_definitions = c;
+        }
+        if o.cpu.is_some() {
+            out.cpu = o.cpu.clone();
+        }
+        if o.memory.is_some() {
+            out.memory = o.memory.clone();
+        }
+    }
+    out
+}
+
+impl Controller {
+    /// RunTask: places `count` tasks on the cluster's instances.
+    pub async fn run_task(&self, req: RunTaskRequest) -> Result<RunTaskResponse, EcsError> {
+        let name = cluster_name(req.cluster.as_deref())?;
+        let count = req.count.unwrap_or(1);
+        if !(1..=10).contains(&count) {
+            return Err(EcsError::invalid(format!(
+                "count: {count} is outside 1-10"
+            )));
+        }
+        let launch_type = req.launch_type.clone().unwrap_or_else(|| "EC2".into());
+        if !["EC2", "EXTERNAL", "FARGATE"].contains(&launch_type.as_str()) {
+            return Err(EcsError::invalid(format!(
+                "launchType: '{launch_type}' is not one of EC2, EXTERNAL, FARGATE"
+            )));
+        }
+        if req.task_definition.is_empty() {
+            return Err(EcsError::invalid("taskDefinition: is required"));
+        }
+        if let Some(s) = &req.started_by {
+            if s.len() > 128 {
+                return Err(EcsError::invalid("startedBy: at most 128 characters"));
+            }
+        }
+        super::clusters::validate_tags(&req.tags)?;
+        let overrides = req.overrides.clone().unwrap_or_default();
+        let mut st = self.state.lock().await;
+        let cluster_arn = st.active_cluster(&name)?.cluster_arn.clone();
+        let td = st
+            .find_task_definition(&req.task_definition)?
+            .task_definition
+            .clone()
+            .unwrap_or_default();
+        if td.status != "ACTIVE" {
+            return Err(EcsError::client(format!(
+                "TaskDefinition is inactive: {} was deregistered and cannot run new tasks",
+                td.task_definition_arn
+            )));
+        }
+        if launch_type == "FARGATE" && td.network_mode != "awsvpc" {
+            return Err(EcsError::invalid(
+                "launchType: FARGATE tasks need a task definition with networkMode awsvpc",
+            ));
+        }
+        let containers = apply_overrides(&td, &overrides)?;
+        let task_cpu = overrides.cpu.clone().or(td.cpu.clone());
+        let task_memory = overrides.memory.clone().or(td.memory.clone());
+        let cpu_need = task_cpu
+            .as_deref()
+            .and_then(parse_task_cpu)
+            .unwrap_or_else(|| containers.iter().map(|c| c.cpu.unwrap_or(0) as i64).sum());
+        let mem_need = task_memory
+            .as_deref()
+            .and_then(parse_task_memory)
+            .unwrap_or_else(|| {
+                containers
+                    .iter()
+                    .map(|c| c.memory.or(c.memory_reservation).unwrap_or(0) as i64)
+                    .sum()
+            });
+        let fleet = self.fleet.clone();
+        let mut candidates = st.candidates(&cluster_arn, |id| fleet.connected(id));
+        let mut out = RunTaskResponse::default();
+        if candidates.is_empty() {
+            out.failures.push(Failure {
+                arn: cluster_arn.clone(),
+                reason: "MISSING".into(),
+                detail: "No Container Instances were found in your cluster.".into(),
+            });
+            return Ok(out);
+        }
+        let mut writes = Vec::new();
+        let mut placed = Vec::new();
+        for _ in 0..count {
+            let i = match scheduler::place(&mut candidates, cpu_need, mem_need) {
+                Ok(i) => i,
+                Err(failures) => {
+                    for (arn, reason) in failures {
+                        if !out.failures.iter().any(|f| f.arn == arn) {
+                            out.failures.push(Failure {
+                                arn,
+                                reason: reason.into(),
+                                detail: String::new(),
+                            });
+                        }
+                    }
+                    continue;
+                }
+            };
+            let instance_arn = candidates[i].arn.clone();
+            let instance_id = arn::short_id("container-instance", &instance_arn)
+                .unwrap_or_default()
+                .to_string();
+            let az = st
+                .instances
+                .get(&instance_id)
+                .and_then(|r| r.container_instance.as_ref())
+                .and_then(|ci| {
+                    ci.attributes
+                        .iter()
+                        .find(|a| a.name == "ecs.availability-zone")
+                        .and_then(|a| a.value.clone())
+                });
+            let id = new_id();
+            let task_arn = arn::task(&name, &id);
+            let task = Task {
+                task_arn: task_arn.clone(),
+                cluster_arn: cluster_arn.clone(),
+                task_definition_arn: td.task_definition_arn.clone(),
+                container_instance_arn: Some(instance_arn),
+                overrides: Some(overrides.clone()),
+                last_status: "PROVISIONING".into(),
+                desired_status: "RUNNING".into(),
+                cpu: Some(cpu_need.to_string()),
+                memory: Some(mem_need.to_string()),
+                containers: containers
+                    .iter()
+                    .map(|c| Container {
+                        container_arn: arn::container(&name, &id, &new_id()),
+                        task_arn: task_arn.clone(),
+                        name: c.name.clone(),
+                        image: c.image.clone(),
+                        last_status: "PENDING".into(),
+                        health_status: "UNKNOWN".into(),
+                        cpu: c.cpu.map(|v| v.to_string()),
+                        memory: c.memory.map(|v| v.to_string()),
+                        memory_reservation: c.memory_reservation.map(|v| v.to_string()),
+                        ..Default::default()
+                    })
+                    .collect(),
+                started_by: req.started_by.clone(),
+                version: 1,
+                group: Some(req.group.clone().unwrap_or_else(|| format!("family:{}", td.family))),
+                launch_type: launch_type.clone(),
+                health_status: "UNKNOWN".into(),
+                tags: req.tags.clone(),
+                availability_zone: az,
+                created_at: Some(now()),
+                ..Default::default()
+            };
+            writes.push(put(format!("{TASK_PREFIX}{id}"), &task));
+            placed.push((id, instance_id, task));
+        }
+        self.commit(writes)?;
+        for (id, instance_id, task) in placed {
+            st.tasks.insert(id, task.clone());
+            self.fleet.notify(&instance_id);
+            out.tasks.push(task);
+        }
+        Ok(out)
+    }
+
+    /// StopTask: sets the task's desired status to STOPPED; its agent stops it.
+    pub async fn stop_task(&self, req: StopTaskRequest) -> Result<Task, EcsError> {
+        let name = cluster_name(req.cluster.as_deref())?;
+        if let Some(r) = &req.reason {
+            if r.len() > 255 {
+                return Err(EcsError::invalid("reason: at most 255 characters"));
+            }
+        }
+        let mut st = self.state.lock().await;
+        let cluster_arn = st.active_cluster(&name)?.cluster_arn.clone();
+        let mut task = st
+            .cluster_task(&cluster_arn, &req.task)
+            .cloned()
+            .ok_or_else(|| EcsError::invalid("The referenced task was not found."))?;
+        if task.desired_status == "STOPPED" {
+            return Ok(task);
+        }
+        task.desired_status = "STOPPED".into();
+        task.stop_code = Some("UserInitiated".into());
+        task.stopped_reason = Some(
+            req.reason
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| "Task stopped by user".into()),
+        );
+        task.stopping_at = Some(now());
+        task.version += 1;
+        let id = task_id(&task.task_arn).unwrap_or_default().to_string();
+        self.commit(vec![put(format!("{TASK_PREFIX}{id}"), &task)])?;
+        st.tasks.insert(id, task.clone());
+        if let Some(instance) = task
+            .container_instance_arn
+            .as_deref()
+            .and_then(|a| arn::short_id("container-instance", a))
+        {
+            self.fleet.notify(instance);
+        }
+        Ok(task)
+    }
+
+    /// ListTasks: task ARNs filtered as ECS filters them (desiredStatus RUNNING by default).
+    pub async fn list_tasks(&self, req: ListTasksRequest) -> Result<Vec<String>, EcsError> {
+        let name = cluster_name(req.cluster.as_deref())?;
+        let desired = req
+            .desired_status
+            .as_deref()
+            .unwrap_or("RUNNING")
+            .to_ascii_uppercase();
+        if !["RUNNING", "PENDING", "STOPPED"].contains(&desired.as_str()) {
+            return Err(EcsError::invalid(format!(
+                "desiredStatus: '{desired}' is not RUNNING, PENDING or STOPPED"
+            )));
+        }
+        if req.family.is_some() && req.service_name.is_some() {
+            return Err(EcsError::invalid(
+                "family and serviceName cannot both be given",
+            ));
+        }
+        let st = self.state.lock().await;
+        let cluster_arn = st.active_cluster(&name)?.cluster_arn.clone();
+        let instance = req
+            .container_instance
+            .as_deref()
+            .map(|ci| arn::short_id("container-instance", ci).unwrap_or(ci).to_string());
+        Ok(st
+            .tasks
+            .values()
+            .filter(|t| t.cluster_arn == cluster_arn)
+            .filter(|t| match desired.as_str() {
+                // PENDING lists tasks that want to run and are not running yet.
+                "PENDING" => t.desired_status == "RUNNING" && status_rank(&t.last_status) < status_rank("RUNNING"),
+                d => t.desired_status == d,
+            })
+            .filter(|t| {
+                req.family.as_deref().is_none_or(|f| {
+                    arn::resource("task-definition", &t.task_definition_arn)
+                        .and_then(|r| r.rsplit_once(':'))
+                        .is_some_and(|(fam, _)| fam == f)
+                })
+            })
+            .filter(|t| {
+                req.started_by
+                    .as_deref()
+                    .is_none_or(|s| t.started_by.as_deref() == Some(s))
+            })
+            .filter(|t| {
+                instance.as_deref().is_none_or(|i| {
+                    t.container_instance_arn
+                        .as_deref()
+                        .and_then(|a| arn::short_id("container-instance", a))
+                        == Some(i)
+                })
+            })
+            .filter(|t| req.launch_type.as_deref().is_none_or(|l| t.launch_type == l))
+            .map(|t| t.task_arn.clone())
+            .collect())
+    }
+
+    /// DescribeTasks: found tasks, and a MISSING failure for each unknown one.
+    pub async fn describe_tasks(
+        &self,
+        req: DescribeTasksRequest,
+    ) -> Result<DescribeTasksResponse, EcsError> {
+        let name = cluster_name(req.cluster.as_deref())?;
+        if req.tasks.is_empty() {
+            return Err(EcsError::invalid("tasks: give at least one task id or ARN"));
+        }
+        if req.tasks.len() > 100 {
+            return Err(EcsError::invalid("tasks: at most 100 tasks per call"));
+        }
+        let st = self.state.lock().await;
+        let cluster_arn = st.active_cluster(&name)?.cluster_arn.clone();
+        let mut out = DescribeTasksResponse::default();
+        for given in req.tasks {
+            match st.cluster_task(&cluster_arn, &given) {
+                Some(t) => {
+                    let mut t = t.clone();
+                    if !req.include.iter().any(|i| i == "TAGS") {
+                        t.tags.clear();
+                    }
+                    out.tasks.push(t)
+                }
+                None => out.failures.push(Failure {
+                    arn: if given.starts_with("arn:") {
+                        given
+                    } else {
+                        arn::task(&name, &given)
+                    },
+                    reason: "MISSING".into(),
+                    detail: String::new(),
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether a container instance exists (an agent may open a session for it).
+    pub async fn instance_exists(&self, instance_id: &str) -> bool {
+        self.state.lock().await.instances.contains_key(instance_id)
+    }
+
+    /// The tasks the agent of `instance_id` should converge on.
+    pub async fn desired_view(&self, instance_id: &str) -> DesiredView {
+        let st = self.state.lock().await;
+        let Some(ci) = st
+            .instances
+            .get(instance_id)
+            .and_then(|r| r.container_instance.as_ref())
+        else {
+            return DesiredView::default();
+        };
+        let mut out = DesiredView::default();
+        for t in st.tasks.values().filter(|t| {
+            t.container_instance_arn.as_deref() == Some(&ci.container_instance_arn)
+                && t.last_status != "STOPPED"
+        }) {
+            let td = st
+                .find_task_definition(&t.task_definition_arn)
+                .ok()
+                .and_then(|r| r.task_definition.as_ref())
+                .map(|td| effective_definition(td, t));
+            out.tasks.push(TaskAssignment {
+                task: Some(t.clone()),
+                task_definition: td,
+                desired_status: t.desired_status.clone(),
+                stopped_reason: t.stopped_reason.clone(),
+                stop_code: t.stop_code.clone(),
+            });
+        }
+        for arn in st.orphans.get(instance_id).into_iter().flatten() {
+            out.tasks.push(TaskAssignment {
+                task: Some(Task {
+                    task_arn: arn.clone(),
+                    ..Default::default()
+                }),
+                task_definition: None,
+                desired_status: "STOPPED".into(),
+                stopped_reason: Some("Task is not known to the controller".into()),
+                stop_code: Some("ServiceSchedulerInitiated".into()),
+            });
+        }
+        out
+    }
+
+    /// Applies a state change reported by the agent of `instance_id`, once: a sequence number
+    /// at or below the last applied one is a resend and changes nothing. Statuses only move
+    /// forward. Returns whether the desired view of the instance changed.
+    pub async fn apply_state_change(
+        &self,
+        instance_id: &str,
+        change: TaskStateChange,
+    ) -> Result<bool, EcsError> {
+        let mut st = self.state.lock().await;
+        let Some(mut record) = st.instances.get(instance_id).cloned() else {
+            return Err(EcsError::invalid(format!(
+                "container instance {instance_id} is not registered"
+            )));
+        };
+        if change.seq <= record.last_state_change_seq {
+            return Ok(false);
+        }
+        record.last_state_change_seq = change.seq;
+        let mut writes = vec![put(format!("{INSTANCE_PREFIX}{instance_id}"), &record)];
+        let id = task_id(&change.task_arn).unwrap_or_default().to_string();
+        let instance_arn = record
+            .container_instance
+            .as_ref()
+            .map(|c| c.container_instance_arn.clone())
+            .unwrap_or_default();
+        let known = st
+            .tasks
+            .get(&id)
+            .filter(|t| t.container_instance_arn.as_deref() == Some(instance_arn.as_str()))
+            .cloned();
+        let mut view_changed = false;
+        let mut orphan_update: Option<bool> = None;
+        let mut updated = None;
+        match known {
+            Some(mut task) if task.last_status != "STOPPED" => {
+                merge(&mut task, &change);
+                if task.last_status == "STOPPED" {
+                    view_changed = true;
+                }
+                writes.push(put(format!("{TASK_PREFIX}{id}"), &task));
+                updated = Some(task);
+            }
+            _ => {
+                // A task the controller does not want on this instance (unknown, or already
+                // recorded STOPPED): confirm its stop until the agent reports it stopped.
+                let stopped = change.last_status == "STOPPED";
+                orphan_update = Some(!stopped);
+                view_changed = true;
+            }
+        }
+        self.commit(writes)?;
+        st.instances.insert(instance_id.to_string(), record);
+        if let Some(task) = updated {
+            st.tasks.insert(id, task);
+        }
+        match orphan_update {
+            Some(true) => {
+                st.orphans
+                    .entry(instance_id.to_string())
+                    .or_default()
+                    .insert(change.task_arn.clone());
+            }
+            Some(false) => {
+                if let Some(o) = st.orphans.get_mut(instance_id) {
+                    o.remove(&change.task_arn);
+                }
+            }
+            None => {}
+        }
+        Ok(view_changed)
+    }
+
+    /// The registered CPU of an instance (for tests and diagnostics).
+    pub async fn registered_cpu(&self, instance_id: &str) -> i64 {
+        let st = self.state.lock().await;
+        st.instances
+            .get(instance_id)
+            .and_then(|r| r.container_instance.as_ref())
+            .map(|ci| resource_int(&ci.registered_resources, "CPU"))
+            .unwrap_or(0)
+    }
+}
+
+/// Merges an agent's report into the controller's task, forward only.
+fn merge(task: &mut Task, c: &TaskStateChange) {
+    if status_rank(&c.last_status) > status_rank(&task.last_status) {
+        task.last_status = c.last_status.clone();
+    }
+    for cc in &c.containers {
+        if let Some(ct) = task.containers.iter_mut().find(|x| x.name == cc.name) {
+            if container_rank(&cc.last_status) > container_rank(&ct.last_status) {
+                ct.last_status = cc.last_status.clone();
+            }
+            if ct.exit_code.is_none() {
+                ct.exit_code = cc.exit_code;
+            }
+            if ct.reason.is_none() {
+                ct.reason = cc.reason.clone();
+            }
+            if ct.runtime_id.is_none() {
+                ct.runtime_id = cc.runtime_id.clone();
+            }
+            if ct.image_digest.is_none() {
+                ct.image_digest = cc.image_digest.clone();
+            }
+        }
+    }
+    if c.stop_code.is_some() && task.stop_code.is_none() {
+        task.stop_code = c.stop_code.clone();
+        task.stopped_reason = c.stopped_reason.clone();
+    }
+    if status_rank(&task.last_status) >= status_rank("STOPPING") {
+        task.desired_status = "STOPPED".into();
+    }
+    let set = |dst: &mut Option<pbjson_types::Timestamp>, src: &Option<pbjson_types::Timestamp>| {
+        if dst.is_none() {
+            *dst = src.clone();
+        }
+    };
+    set(&mut task.pull_started_at, &c.pull_started_at);
+    set(&mut task.pull_stopped_at, &c.pull_stopped_at);
+    set(&mut task.started_at, &c.started_at);
+    set(&mut task.stopping_at, &c.stopping_at);
+    set(&mut task.stopped_at, &c.stopped_at);
+    set(&mut task.execution_stopped_at, &c.execution_stopped_at);
+    if task.last_status == "RUNNING" {
+        task.connectivity = Some("CONNECTED".into());
+        set(&mut task.connectivity_at, &c.started_at);
+    }
+    task.version += 1;
+}

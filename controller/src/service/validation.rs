@@ -1,0 +1,342 @@
+//! RegisterTaskDefinition's rules, as ECS applies them. Each failure names the field and the rule.
+
+use crate::error::EcsError;
+use berth_proto::v1::{ContainerDefinition, RegisterTaskDefinitionRequest};
+use std::collections::HashSet;
+
+/// Network modes a task definition may name.
+pub const NETWORK_MODES: [&str; 4] = ["bridge", "host", "awsvpc", "none"];
+/// Launch types a task definition may require.
+pub const COMPATIBILITIES: [&str; 4] = ["EC2", "FARGATE", "EXTERNAL", "MANAGED_INSTANCES"];
+
+fn invalid(msg: String) -> EcsError {
+    EcsError::Client(msg)
+}
+
+/// Task-level cpu: "256" (units) or "0.25 vCPU" / "1 vcpu". Returns CPU units.
+pub fn parse_task_cpu(s: &str) -> Option<i64> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<i64>() {
+        return Some(n);
+    }
+    let lower = t.to_ascii_lowercase();
+    let num = lower.strip_suffix("vcpu")?.trim();
+    let v: f64 = num.parse().ok()?;
+    Some((v * 1024.0).round() as i64)
+}
+
+/// Task-level memory: "512" (MiB) or "1 GB" / "2GB". Returns MiB.
+pub fn parse_task_memory(s: &str) -> Option<i64> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<i64>() {
+        return Some(n);
+    }
+    let lower = t.to_ascii_lowercase();
+    let num = lower.strip_suffix("gb")?.trim();
+    let v: f64 = num.parse().ok()?;
+    Some((v * 1024.0).round() as i64)
+}
+
+/// Whether a task cpu/memory pair is one Fargate offers (the guide's table).
+pub fn fargate_pair_ok(cpu: i64, memory: i64) -> bool {
+    let gib = |g: i64| g * 1024;
+    match cpu {
+        256 => [512, gib(1), gib(2)].contains(&memory),
+        512 => (1..=4).map(gib).any(|m| m == memory),
+        1024 => (2..=8).map(gib).any(|m| m == memory),
+        2048 => (4..=16).map(gib).any(|m| m == memory),
+        4096 => (8..=30).map(gib).any(|m| m == memory),
+        _ => false,
+    }
+}
+
+fn valid_family(f: &str) -> bool {
+    !f.is_empty()
+        && f.len() <= 255
+        && f.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Checks a RegisterTaskDefinition request. Returns the task cpu/memory normalised to numbers.
+pub fn validate(req: &RegisterTaskDefinitionRequest) -> Result<(Option<i64>, Option<i64>), EcsError> {
+    if req.family.is_empty() {
+        return Err(invalid("family: is required; name the task definition family".into()));
+    }
+    if !valid_family(&req.family) {
+        return Err(invalid(format!(
+            "family: '{}' is not valid; up to 255 letters (uppercase and lowercase), numbers, hyphens, and underscores are allowed",
+            req.family
+        )));
+    }
+    let network_mode = req.network_mode.as_deref().unwrap_or("bridge");
+    if !NETWORK_MODES.contains(&network_mode) {
+        return Err(invalid(format!(
+            "networkMode: '{network_mode}' is not one of bridge, host, awsvpc, none"
+        )));
+    }
+    for c in &req.requires_compatibilities {
+        if !COMPATIBILITIES.contains(&c.as_str()) {
+            return Err(invalid(format!(
+                "requiresCompatibilities: '{c}' is not one of EC2, FARGATE, EXTERNAL, MANAGED_INSTANCES"
+            )));
+        }
+    }
+    let task_cpu = match req.cpu.as_deref() {
+        None => None,
+        Some(s) => match parse_task_cpu(s) {
+            Some(n) if n > 0 => Some(n),
+            _ => {
+                return Err(invalid(format!(
+                    "cpu: task cpu '{s}' is not valid; give a positive number of CPU units (\"512\") or vCPUs (\"0.5 vCPU\")"
+                )))
+            }
+        },
+    };
+    let task_memory = match req.memory.as_deref() {
+        None => None,
+        Some(s) => match parse_task_memory(s) {
+            Some(n) if n > 0 => Some(n),
+            _ => {
+                return Err(invalid(format!(
+                    "memory: task memory '{s}' is not valid; give a positive number of MiB (\"1024\") or GB (\"1 GB\")"
+                )))
+            }
+        },
+    };
+    if req.requires_compatibilities.iter().any(|c| c == "FARGATE") {
+        if network_mode != "awsvpc" {
+            return Err(invalid(format!(
+                "networkMode: task definitions that require FARGATE must use awsvpc, not {network_mode}"
+            )));
+        }
+        match (task_cpu, task_memory) {
+            (Some(cpu), Some(mem)) if fargate_pair_ok(cpu, mem) => {}
+            (Some(cpu), Some(mem)) => {
+                return Err(invalid(format!(
+                    "cpu/memory: task cpu {cpu} with memory {mem} is not a FARGATE combination; see the valid pairs (256: 512-2048, 512: 1024-4096, 1024: 2048-8192, 2048: 4096-16384, 4096: 8192-30720)"
+                )))
+            }
+            _ => {
+                return Err(invalid(
+                    "cpu/memory: task definitions that require FARGATE must set task-level cpu and memory".into(),
+                ))
+            }
+        }
+    }
+    let containers = &req.container_definitions;
+    if containers.is_empty() {
+        return Err(invalid(
+            "containerDefinitions: at least one container definition is required".into(),
+        ));
+    }
+    if containers.len() > 10 {
+        return Err(invalid(format!(
+            "containerDefinitions: {} containers given; a task definition holds at most 10",
+            containers.len()
+        )));
+    }
+    let volume_names: HashSet<&str> = req.volumes.iter().map(|v| v.name.as_str()).collect();
+    let mut names = HashSet::new();
+    for (i, c) in containers.iter().enumerate() {
+        validate_container(i, c, network_mode, task_cpu, task_memory, &volume_names)?;
+        if !names.insert(c.name.as_str()) {
+            return Err(invalid(format!(
+                "containerDefinitions[{i}].name: '{}' is used by another container; container names must be unique within a task definition",
+                c.name
+            )));
+        }
+    }
+    for (i, c) in containers.iter().enumerate() {
+        for (j, d) in c.depends_on.iter().enumerate() {
+            if !names.contains(d.container_name.as_str()) || d.container_name == c.name {
+                return Err(invalid(format!(
+                    "containerDefinitions[{i}].dependsOn[{j}].containerName: '{}' is not another container of this task definition",
+                    d.container_name
+                )));
+            }
+            if !["START", "COMPLETE", "SUCCESS", "HEALTHY"].contains(&d.condition.as_str()) {
+                return Err(invalid(format!(
+                    "containerDefinitions[{i}].dependsOn[{j}].condition: '{}' is not one of START, COMPLETE, SUCCESS, HEALTHY",
+                    d.condition
+                )));
+            }
+        }
+    }
+    if !containers.iter().any(|c| c.essential.unwrap_or(true)) {
+        return Err(invalid(
+            "containerDefinitions: no container is essential; at least one container must have essential true".into(),
+        ));
+    }
+    if let Some(task_cpu) = task_cpu {
+        let sum: i64 = containers.iter().map(|c| c.cpu.unwrap_or(0) as i64).sum();
+        if sum > task_cpu {
+            return Err(invalid(format!(
+                "containerDefinitions: the containers' cpu adds up to {sum}, more than the task cpu {task_cpu}"
+            )));
+        }
+    }
+    Ok((task_cpu, task_memory))
+}
+
+fn validate_container(
+    i: usize,
+    c: &ContainerDefinition,
+    network_mode: &str,
+    task_cpu: Option<i64>,
+    task_memory: Option<i64>,
+    volumes: &HashSet<&str>,
+) -> Result<(), EcsError> {
+    let field = |f: &str| format!("containerDefinitions[{i}].{f}");
+    if c.name.is_empty() {
+        return Err(invalid(format!("{}: is required", field("name"))));
+    }
+    if c.name.len() > 255
+        || !c
+            .name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+    {
+        return Err(invalid(format!(
+            "{}: '{}' is not valid; up to 255 letters, numbers, hyphens, and underscores are allowed",
+            field("name"),
+            c.name
+        )));
+    }
+    let who = format!("container '{}'", c.name);
+    if c.image.trim().is_empty() {
+        return Err(invalid(format!("{}: is required for {who}", field("image"))));
+    }
+    if let Some(cpu) = c.cpu {
+        if cpu < 0 {
+            return Err(invalid(format!(
+                "{}: {cpu} for {who} is not valid; cpu units must not be negative",
+                field("cpu")
+            )));
+        }
+        if let Some(tc) = task_cpu {
+            if cpu as i64 > tc {
+                return Err(invalid(format!(
+                    "{}: {cpu} for {who} is more than the task cpu {tc}",
+                    field("cpu")
+                )));
+            }
+        }
+    }
+    if let Some(m) = c.memory {
+        if m <= 0 {
+            return Err(invalid(format!(
+                "{}: {m} for {who} is not valid; memory must be a positive number of MiB",
+                field("memory")
+            )));
+        }
+        if m < 6 {
+            return Err(invalid(format!(
+                "{}: {m} MiB for {who} is below the minimum of 6 MiB",
+                field("memory")
+            )));
+        }
+        if let Some(tm) = task_memory {
+            if m as i64 > tm {
+                return Err(invalid(format!(
+                    "{}: {m} MiB for {who} is more than the task memory {tm} MiB",
+                    field("memory")
+                )));
+            }
+        }
+    }
+    if let Some(r) = c.memory_reservation {
+        if r <= 0 {
+            return Err(invalid(format!(
+                "{}: {r} for {who} is not valid; memoryReservation must be a positive number of MiB",
+                field("memoryReservation")
+            )));
+        }
+        if let Some(m) = c.memory {
+            if r > m {
+                return Err(invalid(format!(
+                    "{}: {r} MiB for {who} is more than its memory limit {m} MiB; the soft limit must not exceed the hard limit",
+                    field("memoryReservation")
+                )));
+            }
+        }
+        if let Some(tm) = task_memory {
+            if r as i64 > tm {
+                return Err(invalid(format!(
+                    "{}: {r} MiB for {who} is more than the task memory {tm} MiB",
+                    field("memoryReservation")
+                )));
+            }
+        }
+    }
+    if task_memory.is_none() && c.memory.is_none() && c.memory_reservation.is_none() {
+        return Err(invalid(format!(
+            "containerDefinitions[{i}]: {who} sets neither memory nor memoryReservation, and the task sets no memory; at least one is required"
+        )));
+    }
+    for (j, p) in c.port_mappings.iter().enumerate() {
+        let pf = format!("containerDefinitions[{i}].portMappings[{j}]");
+        let port = p.container_port.unwrap_or(0);
+        if p.container_port_range.is_none() && !(1..=65535).contains(&port) {
+            return Err(invalid(format!(
+                "{pf}.containerPort: {port} is not a port (1-65535)"
+            )));
+        }
+        if let Some(h) = p.host_port {
+            if !(0..=65535).contains(&h) {
+                return Err(invalid(format!("{pf}.hostPort: {h} is not a port (0-65535)")));
+            }
+            if (network_mode == "awsvpc" || network_mode == "host") && h != 0 && h != port {
+                return Err(invalid(format!(
+                    "{pf}.hostPort: {h} must equal containerPort {port} in {network_mode} network mode"
+                )));
+            }
+        }
+        if let Some(proto) = &p.protocol {
+            if proto != "tcp" && proto != "udp" {
+                return Err(invalid(format!(
+                    "{pf}.protocol: '{proto}' is not tcp or udp"
+                )));
+            }
+        }
+    }
+    if let Some(t) = c.stop_timeout {
+        if !(0..=120).contains(&t) {
+            return Err(invalid(format!(
+                "{}: {t} for {who} is outside 0-120 seconds",
+                field("stopTimeout")
+            )));
+        }
+    }
+    if let Some(h) = &c.health_check {
+        let hf = |f: &str| format!("containerDefinitions[{i}].healthCheck.{f}");
+        match h.command.first().map(String::as_str) {
+            Some("CMD") | Some("CMD-SHELL") if h.command.len() > 1 => {}
+            _ => {
+                return Err(invalid(format!(
+                    "{}: must start with \"CMD\" or \"CMD-SHELL\" followed by the command",
+                    hf("command")
+                )))
+            }
+        }
+        let range = |f: &str, v: Option<i32>, lo: i32, hi: i32| match v {
+            Some(v) if !(lo..=hi).contains(&v) => Err(invalid(format!(
+                "{}: {v} is outside {lo}-{hi}",
+                hf(f)
+            ))),
+            _ => Ok(()),
+        };
+        range("interval", h.interval, 5, 300)?;
+        range("timeout", h.timeout, 2, 60)?;
+        range("retries", h.retries, 1, 10)?;
+        range("startPeriod", h.start_period, 0, 300)?;
+    }
+    for (j, m) in c.mount_points.iter().enumerate() {
+        if !volumes.contains(m.source_volume.as_str()) {
+            return Err(invalid(format!(
+                "containerDefinitions[{i}].mountPoints[{j}].sourceVolume: '{}' is not a volume of this task definition",
+                m.source_volume
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! Generates the tonic/prost code and, with pbjson, the serde JSON mapping of every message,
+//! so the ECS JSON shapes (camelCase keys) come from the one .proto definition.
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    let descriptors = out.join("berth_descriptor.bin");
+    let protos = ["berth/v1/ecs.proto", "berth/v1/agent.proto", "berth/v1/store.proto"];
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(&descriptors)
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::pbjson_types")
+        .compile_protos(&protos, &["."])?;
+    let set = std::fs::read(&descriptors)?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&set)?
+        .build(&[".berth"])?;
+    for p in protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    Ok(())
+}

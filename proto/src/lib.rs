@@ -1,0 +1,126 @@
+//! Berth's gRPC contract: the ECS-shaped model (clusters, task definitions, tasks, container
+//! instances), the user-facing `Ecs` service and the agent link, generated from `berth/v1/*.proto`.
+//! Every message also has serde (de)serialisation with ECS's camelCase JSON names.
+//! Beyond the generated code it holds only ARN helpers and the config-file convention both
+//! daemons share.
+
+#![allow(clippy::all, missing_docs)]
+
+/// Version 1 of the contract.
+pub mod v1 {
+    tonic::include_proto!("berth.v1");
+    include!(concat!(env!("OUT_DIR"), "/berth.v1.serde.rs"));
+}
+
+pub use pbjson_types::Timestamp;
+
+/// ECS-style ARNs: `arn:aws:ecs:REGION:ACCOUNT:RESOURCE`. Berth keeps ECS's shape so scripts that
+/// split ARNs keep working; region and account are fixed placeholders for an on-premises fleet.
+pub mod arn {
+    /// The region written into ARNs.
+    pub const REGION: &str = "on-prem";
+    /// The account written into ARNs.
+    pub const ACCOUNT: &str = "000000000000";
+
+    fn prefix() -> String {
+        format!("arn:aws:ecs:{REGION}:{ACCOUNT}:")
+    }
+
+    /// `…:cluster/NAME`
+    pub fn cluster(name: &str) -> String {
+        format!("{}cluster/{name}", prefix())
+    }
+    /// `…:task-definition/FAMILY:REVISION`
+    pub fn task_definition(family: &str, revision: i32) -> String {
+        format!("{}task-definition/{family}:{revision}", prefix())
+    }
+    /// `…:task/CLUSTER/ID`
+    pub fn task(cluster: &str, id: &str) -> String {
+        format!("{}task/{cluster}/{id}", prefix())
+    }
+    /// `…:container-instance/CLUSTER/ID`
+    pub fn container_instance(cluster: &str, id: &str) -> String {
+        format!("{}container-instance/{cluster}/{id}", prefix())
+    }
+    /// `…:container/CLUSTER/TASK/ID`
+    pub fn container(cluster: &str, task: &str, id: &str) -> String {
+        format!("{}container/{cluster}/{task}/{id}", prefix())
+    }
+
+    /// The resource part of an ARN of the given kind (`cluster`, `task`, ...), or the input
+    /// itself when it is not an ARN. `None` when it is an ARN of another kind.
+    pub fn resource<'a>(kind: &str, name_or_arn: &'a str) -> Option<&'a str> {
+        if !name_or_arn.starts_with("arn:") {
+            return Some(name_or_arn);
+        }
+        // arn:partition:service:region:account:resource
+        let resource = name_or_arn.splitn(6, ':').nth(5)?;
+        let rest = resource.strip_prefix(kind)?.strip_prefix('/')?;
+        Some(rest)
+    }
+
+    /// The last path segment of an ARN's resource (a task or instance id), or the input itself.
+    pub fn short_id<'a>(kind: &str, name_or_arn: &'a str) -> Option<&'a str> {
+        resource(kind, name_or_arn).map(|r| r.rsplit('/').next().unwrap_or(r))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn parses_short_names_and_arns() {
+            assert_eq!(resource("cluster", "prod"), Some("prod"));
+            assert_eq!(resource("cluster", &cluster("prod")), Some("prod"));
+            assert_eq!(short_id("task", &task("prod", "abc")), Some("abc"));
+            assert_eq!(short_id("task", "abc"), Some("abc"));
+            assert_eq!(resource("task", &cluster("prod")), None);
+            assert_eq!(
+                resource("task-definition", &task_definition("web", 3)),
+                Some("web:3")
+            );
+        }
+    }
+}
+
+/// The configuration-file convention both daemons share, like the ECS agent's
+/// `/etc/ecs/ecs.config`: `KEY=VALUE` lines (`#` comments) whose keys are the daemons'
+/// environment variables. A variable already set in the environment wins over the file, and a
+/// flag wins over both.
+pub mod config {
+    use std::path::Path;
+
+    /// The `KEY=VALUE` pairs of a config file. A missing file is empty; a malformed line is an
+    /// error naming the file and line.
+    pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, String> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let mut out = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (k, v) = line.split_once('=').ok_or_else(|| {
+                format!("{}:{}: expected KEY=VALUE, got '{line}'", path.display(), n + 1)
+            })?;
+            out.push((k.trim().to_string(), v.trim().trim_matches('"').to_string()));
+        }
+        Ok(out)
+    }
+
+    /// Sets each pair of the file as an environment variable unless the environment has it.
+    /// Call before spawning threads.
+    pub fn apply_env_file(path: &Path) -> Result<(), String> {
+        for (k, v) in read_env_file(path)? {
+            if std::env::var_os(&k).is_none() {
+                // SAFETY: called at start-up, before the runtime or any other thread exists.
+                unsafe { std::env::set_var(k, v) };
+            }
+        }
+        Ok(())
+    }
+}
