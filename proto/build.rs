@@ -5,7 +5,11 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptors = out.join("berth_descriptor.bin");
-    let protos = ["berth/v1/ecs.proto", "berth/v1/agent.proto", "berth/v1/store.proto"];
+    let protos = [
+        "berth/v1/ecs.proto",
+        "berth/v1/agent.proto",
+        "berth/v1/store.proto",
+    ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptors)
         .compile_well_known_types(true)
@@ -14,6 +18,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let set = std::fs::read(&descriptors)?;
     pbjson_build::Builder::new()
         .register_descriptors(&set)?
+        // ECS's JSON shows zero counts and empty lists ("failures": []); optional fields stay
+        // absent when unset.
+        .emit_fields()
         .build(&[".berth"])?;
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

@@ -1,1 +1,312 @@
-fn main(){}
+//! `berth-agent`: run the agent, or `berth-agent image load FILE` to import an image archive.
+
+use anyhow::Context;
+use berth_agent::cgroups::HostCgroups;
+use berth_agent::engine::{reporter::Reporter, Engine, EngineConfig};
+use berth_agent::runtime::containerd::Containerd;
+use berth_agent::session::{self, Registration};
+use berth_agent::state::{read_json, AgentState, DataDir};
+use berth_proto::v1::{Attribute, Resource, VersionInfo};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Berth's agent: runs the controller's tasks on this host with containerd + runc.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// The controller's URL.
+    #[arg(
+        long,
+        env = "BERTH_CONTROLLER",
+        default_value = "http://127.0.0.1:7480",
+        global = true
+    )]
+    controller: String,
+    /// The cluster to join (like ECS_CLUSTER).
+    #[arg(long, env = "BERTH_CLUSTER", default_value = "default", global = true)]
+    cluster: String,
+    /// Where the agent keeps its state and container logs.
+    #[arg(
+        long,
+        env = "BERTH_DATA_DIR",
+        default_value = "/var/lib/berth/agent",
+        global = true
+    )]
+    data_dir: PathBuf,
+    /// containerd's socket.
+    #[arg(
+        long,
+        env = "BERTH_CONTAINERD_SOCKET",
+        default_value = "/run/containerd/containerd.sock",
+        global = true
+    )]
+    containerd_socket: PathBuf,
+    /// The containerd namespace for Berth's images and containers.
+    #[arg(
+        long,
+        env = "BERTH_CONTAINERD_NAMESPACE",
+        default_value = "berth",
+        global = true
+    )]
+    containerd_namespace: String,
+    /// The cgroup under which each task gets `<task-id>`.
+    #[arg(
+        long,
+        env = "BERTH_CGROUP_PARENT",
+        default_value = "berth",
+        global = true
+    )]
+    cgroup_parent: String,
+    /// MiB of memory kept back from tasks (like ECS_RESERVED_MEMORY).
+    #[arg(
+        long,
+        env = "BERTH_RESERVED_MEMORY",
+        default_value_t = 0,
+        global = true
+    )]
+    reserved_memory: i64,
+    /// Host ports tasks may not use (like ECS_RESERVED_PORTS).
+    #[arg(
+        long,
+        env = "BERTH_RESERVED_PORTS",
+        value_delimiter = ',',
+        default_value = "22,2375,2376,51678,51679",
+        global = true
+    )]
+    reserved_ports: Vec<u16>,
+    /// ecs.availability-zone attribute of this instance.
+    #[arg(long, env = "BERTH_AVAILABILITY_ZONE", global = true)]
+    availability_zone: Option<String>,
+    /// Extra instance attributes, NAME=VALUE (comma-separated; like ECS_INSTANCE_ATTRIBUTES).
+    #[arg(
+        long = "attribute",
+        env = "BERTH_INSTANCE_ATTRIBUTES",
+        value_delimiter = ',',
+        global = true
+    )]
+    attributes: Vec<String>,
+    /// Seconds between a container's stop signal and SIGKILL (like ECS_CONTAINER_STOP_TIMEOUT).
+    #[arg(
+        long,
+        env = "BERTH_CONTAINER_STOP_TIMEOUT",
+        default_value_t = 30,
+        global = true
+    )]
+    container_stop_timeout: u64,
+    /// KEY=VALUE file read first (keys are the BERTH_* variables), like /etc/ecs/ecs.config.
+    #[arg(
+        long,
+        env = "BERTH_AGENT_CONFIG",
+        default_value = "/etc/berth/agent.conf",
+        global = true
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Images in containerd's store.
+    Image {
+        #[command(subcommand)]
+        action: ImageCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCommand {
+    /// Imports an OCI image-layout archive (what `ctr images import` takes) and unpacks it.
+    Load {
+        /// The archive.
+        file: PathBuf,
+    },
+}
+
+fn config_path() -> PathBuf {
+    let mut args = std::env::args();
+    while let Some(a) = args.next() {
+        if a == "--config" {
+            if let Some(p) = args.next() {
+                return p.into();
+            }
+        } else if let Some(p) = a.strip_prefix("--config=") {
+            return p.into();
+        }
+    }
+    std::env::var_os("BERTH_AGENT_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/etc/berth/agent.conf".into())
+}
+
+fn main() {
+    if let Err(e) = berth_proto::config::apply_env_file(&config_path()) {
+        eprintln!("berth-agent: config: {e}");
+        std::process::exit(2);
+    }
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth-agent: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = rt.block_on(async {
+        match &args.command {
+            Some(Command::Image {
+                action: ImageCommand::Load { file },
+            }) => load(&args, file).await,
+            None => serve(args).await,
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("berth-agent: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn connect(args: &Args) -> anyhow::Result<(Containerd, String)> {
+    Containerd::connect(&args.containerd_socket, &args.containerd_namespace)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach containerd at {}",
+                args.containerd_socket.display()
+            )
+        })
+}
+
+async fn load(args: &Args, file: &PathBuf) -> anyhow::Result<()> {
+    let (cd, _) = connect(args).await?;
+    let path = file.clone();
+    let archive =
+        tokio::task::spawn_blocking(move || berth_agent::runtime::image::read_archive(&path))
+            .await??;
+    for name in cd.import(&archive).await? {
+        println!("unpacked image: {name}");
+    }
+    Ok(())
+}
+
+fn mem_total_mib() -> anyhow::Result<i64> {
+    let text = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
+    let kb: i64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no MemTotal in /proc/meminfo")?;
+    Ok(kb / 1024)
+}
+
+fn int_resource(name: &str, v: i64) -> Resource {
+    Resource {
+        name: name.into(),
+        r#type: "INTEGER".into(),
+        integer_value: v as i32,
+        ..Default::default()
+    }
+}
+
+fn attr(name: &str, value: &str) -> Attribute {
+    Attribute {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let (runtime, version) = connect(&args).await?;
+    let dir = DataDir(args.data_dir.clone());
+    std::fs::create_dir_all(&dir.0).with_context(|| format!("creating {}", dir.0.display()))?;
+    let state: AgentState = read_json(&dir.agent())?.unwrap_or_default();
+    let reporter = Arc::new(Reporter::new(dir.clone(), state));
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as i64;
+    let memory = mem_total_mib()? - args.reserved_memory;
+    anyhow::ensure!(
+        memory > 0,
+        "--reserved-memory {} leaves no memory for tasks",
+        args.reserved_memory
+    );
+    let ports: Vec<String> = args.reserved_ports.iter().map(|p| p.to_string()).collect();
+    let resources = vec![
+        int_resource("CPU", cores * 1024),
+        int_resource("MEMORY", memory),
+        Resource {
+            name: "PORTS".into(),
+            r#type: "STRINGSET".into(),
+            string_set_value: ports,
+            ..Default::default()
+        },
+        Resource {
+            name: "PORTS_UDP".into(),
+            r#type: "STRINGSET".into(),
+            ..Default::default()
+        },
+    ];
+    let arch = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let mut attributes = vec![
+        attr("ecs.os-type", "linux"),
+        attr("ecs.os-family", "LINUX"),
+        attr("ecs.cpu-architecture", arch),
+        attr("ecs.capability.containerd", &version),
+    ];
+    if let Some(az) = &args.availability_zone {
+        attributes.push(attr("ecs.availability-zone", az));
+    }
+    for a in &args.attributes {
+        let (k, v) = a
+            .split_once('=')
+            .with_context(|| format!("--attribute '{a}': expected NAME=VALUE"))?;
+        attributes.push(attr(k.trim(), v.trim()));
+    }
+    let engine = Engine::start(
+        Arc::new(runtime),
+        Arc::new(HostCgroups::new(&args.cgroup_parent)),
+        reporter.clone(),
+        EngineConfig {
+            data_dir: dir,
+            cluster: args.cluster.clone(),
+            stop_timeout: Duration::from_secs(args.container_stop_timeout),
+        },
+    )?;
+    tracing::info!(cluster = %args.cluster, containerd = %version, "berth-agent started");
+    let reg = Registration {
+        controller: args.controller.clone(),
+        cluster: args.cluster.clone(),
+        resources,
+        attributes,
+        version_info: VersionInfo {
+            agent_version: Some(env!("CARGO_PKG_VERSION").into()),
+            agent_hash: None,
+            docker_version: Some(format!("containerd {version}")),
+        },
+    };
+    tokio::select! {
+        _ = session::run(reg, engine, reporter) => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => { s.recv().await; }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+    // Containers keep running: a restarted agent picks them up from its data dir.
+    tracing::info!("berth-agent exiting; tasks keep running");
+    Ok(())
+}

@@ -66,7 +66,10 @@ impl Fleet {
     pub fn is_current(&self, attached: &Attached) -> bool {
         self.sessions
             .lock()
-            .map(|s| s.get(&attached.instance).is_some_and(|x| x.id == attached.id))
+            .map(|s| {
+                s.get(&attached.instance)
+                    .is_some_and(|x| x.id == attached.id)
+            })
             .unwrap_or(false)
     }
 

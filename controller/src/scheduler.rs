@@ -72,7 +72,10 @@ mod tests {
         let err = place(&mut c, 512, 512).unwrap_err();
         assert_eq!(
             err,
-            vec![("a".to_string(), "RESOURCE:CPU"), ("b".to_string(), "RESOURCE:MEMORY")]
+            vec![
+                ("a".to_string(), "RESOURCE:CPU"),
+                ("b".to_string(), "RESOURCE:MEMORY")
+            ]
         );
     }
 }

@@ -105,7 +105,11 @@ pub mod config {
                 continue;
             }
             let (k, v) = line.split_once('=').ok_or_else(|| {
-                format!("{}:{}: expected KEY=VALUE, got '{line}'", path.display(), n + 1)
+                format!(
+                    "{}:{}: expected KEY=VALUE, got '{line}'",
+                    path.display(),
+                    n + 1
+                )
             })?;
             out.push((k.trim().to_string(), v.trim().trim_matches('"').to_string()));
         }

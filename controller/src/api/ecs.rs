@@ -31,7 +31,9 @@ impl Ecs for EcsApi {
         &self,
         r: Request<DescribeClustersRequest>,
     ) -> R<DescribeClustersResponse> {
-        Ok(Response::new(self.0.describe_clusters(r.into_inner()).await?))
+        Ok(Response::new(
+            self.0.describe_clusters(r.into_inner()).await?,
+        ))
     }
 
     async fn delete_cluster(&self, r: Request<DeleteClusterRequest>) -> R<DeleteClusterResponse> {
@@ -65,7 +67,10 @@ impl Ecs for EcsApi {
         r: Request<DescribeTaskDefinitionRequest>,
     ) -> R<DescribeTaskDefinitionResponse> {
         let req = r.into_inner();
-        let record = self.0.describe_task_definition(&req.task_definition).await?;
+        let record = self
+            .0
+            .describe_task_definition(&req.task_definition)
+            .await?;
         let tags = if req.include.iter().any(|i| i == "TAGS") {
             record.tags
         } else {

@@ -19,10 +19,18 @@ struct Args {
     #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:7480")]
     listen: SocketAddr,
     /// Directory for the embedded store (state.redb).
-    #[arg(long, env = "BERTH_DATA_DIR", default_value = "/var/lib/berth/controller")]
+    #[arg(
+        long,
+        env = "BERTH_DATA_DIR",
+        default_value = "/var/lib/berth/controller"
+    )]
     data_dir: PathBuf,
     /// KEY=VALUE file read before flags and environment (keys are the BERTH_* variables).
-    #[arg(long, env = "BERTH_CONTROLLER_CONFIG", default_value = "/etc/berth/controller.conf")]
+    #[arg(
+        long,
+        env = "BERTH_CONTROLLER_CONFIG",
+        default_value = "/etc/berth/controller.conf"
+    )]
     config: PathBuf,
 }
 
@@ -51,8 +59,7 @@ fn main() {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let rt = match tokio::runtime::Runtime::new() {
@@ -72,26 +79,32 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let store = RedbStore::open(&args.data_dir.join("state.redb"))?;
-    let controller = Arc::new(Controller::load(Arc::new(store), Arc::new(Fleet::default()))?);
+    let controller = Arc::new(Controller::load(
+        Arc::new(store),
+        Arc::new(Fleet::default()),
+    )?);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %args.listen, data_dir = %args.data_dir.display(), "berth-controller serving");
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {},
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {},
         }
     };
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .add_service(EcsServer::new(EcsApi(controller.clone())))
         .add_service(AgentServer::new(AgentApi(controller)))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
-        .await?;
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    // Every change is committed before it is acknowledged, so stopping drops the agents'
+    // long-lived sessions at once instead of waiting for them to end (they never do).
+    tokio::select! {
+        r = server => r?,
+        _ = shutdown => tracing::info!("berth-controller stopping"),
+    }
     Ok(())
 }

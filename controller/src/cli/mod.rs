@@ -65,13 +65,24 @@ pub const OPERATIONS: &[Operation] = &[
             p("capacity-providers", "capacityProviders", StrList),
         ],
     },
-    Operation { name: "list-clusters", api: "ListClusters", params: &[p("max-results", "maxResults", Int)] },
+    Operation {
+        name: "list-clusters",
+        api: "ListClusters",
+        params: &[p("max-results", "maxResults", Int)],
+    },
     Operation {
         name: "describe-clusters",
         api: "DescribeClusters",
-        params: &[p("clusters", "clusters", StrList), p("include", "include", StrList)],
+        params: &[
+            p("clusters", "clusters", StrList),
+            p("include", "include", StrList),
+        ],
     },
-    Operation { name: "delete-cluster", api: "DeleteCluster", params: &[p("cluster", "cluster", Str)] },
+    Operation {
+        name: "delete-cluster",
+        api: "DeleteCluster",
+        params: &[p("cluster", "cluster", Str)],
+    },
     Operation {
         name: "register-task-definition",
         api: "RegisterTaskDefinition",
@@ -83,7 +94,11 @@ pub const OPERATIONS: &[Operation] = &[
             p("container-definitions", "containerDefinitions", StructList),
             p("volumes", "volumes", StructList),
             p("placement-constraints", "placementConstraints", StructList),
-            p("requires-compatibilities", "requiresCompatibilities", StrList),
+            p(
+                "requires-compatibilities",
+                "requiresCompatibilities",
+                StrList,
+            ),
             p("cpu", "cpu", Str),
             p("memory", "memory", Str),
             p("tags", "tags", StructList),
@@ -106,7 +121,10 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         name: "describe-task-definition",
         api: "DescribeTaskDefinition",
-        params: &[p("task-definition", "taskDefinition", Str), p("include", "include", StrList)],
+        params: &[
+            p("task-definition", "taskDefinition", Str),
+            p("include", "include", StrList),
+        ],
     },
     Operation {
         name: "deregister-task-definition",
@@ -132,7 +150,11 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         name: "stop-task",
         api: "StopTask",
-        params: &[p("cluster", "cluster", Str), p("task", "task", Str), p("reason", "reason", Str)],
+        params: &[
+            p("cluster", "cluster", Str),
+            p("task", "task", Str),
+            p("reason", "reason", Str),
+        ],
     },
     Operation {
         name: "list-tasks",
@@ -151,7 +173,11 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         name: "describe-tasks",
         api: "DescribeTasks",
-        params: &[p("cluster", "cluster", Str), p("tasks", "tasks", StrList), p("include", "include", StrList)],
+        params: &[
+            p("cluster", "cluster", Str),
+            p("tasks", "tasks", StrList),
+            p("include", "include", StrList),
+        ],
     },
     Operation {
         name: "list-container-instances",
@@ -204,11 +230,20 @@ pub fn command() -> Command {
         .version(env!("CARGO_PKG_VERSION"))
         .subcommand_required(true)
         .infer_long_args(true)
-        .arg(global("endpoint-url", "The controller's URL [env: BERTH_ENDPOINT] [default: http://127.0.0.1:7480]"))
+        .arg(global(
+            "endpoint-url",
+            "The controller's URL [env: BERTH_ENDPOINT] [default: http://127.0.0.1:7480]",
+        ))
         .arg(global("output", "json (default), text or table"))
         .arg(global("query", "A JMESPath query applied to the response"))
-        .arg(global("region", "Accepted for aws CLI compatibility; ignored"))
-        .arg(global("profile", "Accepted for aws CLI compatibility; ignored"))
+        .arg(global(
+            "region",
+            "Accepted for aws CLI compatibility; ignored",
+        ))
+        .arg(global(
+            "profile",
+            "Accepted for aws CLI compatibility; ignored",
+        ))
         .arg(
             Arg::new("no-cli-pager")
                 .long("no-cli-pager")
@@ -220,7 +255,11 @@ pub fn command() -> Command {
 }
 
 fn global(name: &'static str, help: &'static str) -> Arg {
-    Arg::new(name).long(name).global(true).action(ArgAction::Set).help(help)
+    Arg::new(name)
+        .long(name)
+        .global(true)
+        .action(ArgAction::Set)
+        .help(help)
 }
 
 /// A CLI failure with the aws CLI's exit code.
@@ -257,15 +296,21 @@ impl CliError {
 
 fn read_value(text: &str) -> Result<String, CliError> {
     match text.strip_prefix("file://") {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| CliError::Usage(format!("Error parsing parameter: Unable to load paramfile {text}: {e}"))),
+        Some(path) => std::fs::read_to_string(path).map_err(|e| {
+            CliError::Usage(format!(
+                "Error parsing parameter: Unable to load paramfile {text}: {e}"
+            ))
+        }),
         None => Ok(text.to_string()),
     }
 }
 
 fn parse_json(flag: &str, text: &str) -> Result<Value, CliError> {
-    serde_json::from_str(text)
-        .map_err(|e| CliError::Usage(format!("Error parsing parameter '--{flag}': Invalid JSON: {e}\nJSON received: {text}")))
+    serde_json::from_str(text).map_err(|e| {
+        CliError::Usage(format!(
+            "Error parsing parameter '--{flag}': Invalid JSON: {e}\nJSON received: {text}"
+        ))
+    })
 }
 
 fn parse_struct(flag: &str, text: &str) -> Result<Value, CliError> {
@@ -282,13 +327,20 @@ pub fn request_json(op: &Operation, m: &ArgMatches) -> Result<Value, CliError> {
     let mut req = match m.get_one::<String>("cli-input-json") {
         Some(t) => match parse_json("cli-input-json", &read_value(t)?)? {
             Value::Object(map) => map,
-            _ => return Err(CliError::Usage("--cli-input-json must be a JSON object".into())),
+            _ => {
+                return Err(CliError::Usage(
+                    "--cli-input-json must be a JSON object".into(),
+                ))
+            }
         },
         None => Map::new(),
     };
     for prm in op.params {
         let value = match prm.kind {
-            Str => m.get_one::<String>(prm.flag).map(|s| read_value(s).map(Value::String)).transpose()?,
+            Str => m
+                .get_one::<String>(prm.flag)
+                .map(|s| read_value(s).map(Value::String))
+                .transpose()?,
             Int => match m.get_one::<String>(prm.flag) {
                 Some(s) => Some(Value::from(s.trim().parse::<i64>().map_err(|_| {
                     CliError::Usage(format!("argument --{}: invalid int value: '{s}'", prm.flag))
@@ -301,14 +353,21 @@ pub fn request_json(op: &Operation, m: &ArgMatches) -> Result<Value, CliError> {
             },
             StrList => m.get_many::<String>(prm.flag).map(|vals| {
                 let items = vals
-                    .flat_map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect::<Vec<_>>())
+                    .flat_map(|v| {
+                        v.split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(String::from)
+                            .collect::<Vec<_>>()
+                    })
                     .map(Value::String)
                     .collect();
                 Value::Array(items)
             }),
             StructList => match m.get_many::<String>(prm.flag) {
                 Some(vals) => {
-                    let vals: Vec<String> = vals.map(|v| read_value(v)).collect::<Result<_, _>>()?;
+                    let vals: Vec<String> =
+                        vals.map(|v| read_value(v)).collect::<Result<_, _>>()?;
                     let mut items = Vec::new();
                     for v in &vals {
                         match parse_struct(prm.flag, v)? {
@@ -329,7 +388,8 @@ pub fn request_json(op: &Operation, m: &ArgMatches) -> Result<Value, CliError> {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(api: &str, v: Value) -> Result<T, CliError> {
-    serde_json::from_value(v).map_err(|e| CliError::Usage(format!("Parameter validation failed for {api}: {e}")))
+    serde_json::from_value(v)
+        .map_err(|e| CliError::Usage(format!("Parameter validation failed for {api}: {e}")))
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Value {
@@ -346,7 +406,11 @@ fn service_error(api: &'static str, s: tonic::Status, endpoint: &str) -> CliErro
         .and_then(|v| v.to_str().ok())
         .unwrap_or("ServerException")
         .to_string();
-    CliError::Service { exception, api, message: s.message().to_string() }
+    CliError::Service {
+        exception,
+        api,
+        message: s.message().to_string(),
+    }
 }
 
 macro_rules! call {
@@ -372,18 +436,67 @@ pub async fn invoke(op: &Operation, req: Value, endpoint: &str) -> Result<Value,
     Ok(match op.name {
         "create-cluster" => call!(c, create_cluster, CreateClusterRequest, api, req, endpoint),
         "list-clusters" => call!(c, list_clusters, ListClustersRequest, api, req, endpoint),
-        "describe-clusters" => call!(c, describe_clusters, DescribeClustersRequest, api, req, endpoint),
+        "describe-clusters" => call!(
+            c,
+            describe_clusters,
+            DescribeClustersRequest,
+            api,
+            req,
+            endpoint
+        ),
         "delete-cluster" => call!(c, delete_cluster, DeleteClusterRequest, api, req, endpoint),
-        "register-task-definition" => call!(c, register_task_definition, RegisterTaskDefinitionRequest, api, req, endpoint),
-        "list-task-definitions" => call!(c, list_task_definitions, ListTaskDefinitionsRequest, api, req, endpoint),
-        "describe-task-definition" => call!(c, describe_task_definition, DescribeTaskDefinitionRequest, api, req, endpoint),
-        "deregister-task-definition" => call!(c, deregister_task_definition, DeregisterTaskDefinitionRequest, api, req, endpoint),
+        "register-task-definition" => call!(
+            c,
+            register_task_definition,
+            RegisterTaskDefinitionRequest,
+            api,
+            req,
+            endpoint
+        ),
+        "list-task-definitions" => call!(
+            c,
+            list_task_definitions,
+            ListTaskDefinitionsRequest,
+            api,
+            req,
+            endpoint
+        ),
+        "describe-task-definition" => call!(
+            c,
+            describe_task_definition,
+            DescribeTaskDefinitionRequest,
+            api,
+            req,
+            endpoint
+        ),
+        "deregister-task-definition" => call!(
+            c,
+            deregister_task_definition,
+            DeregisterTaskDefinitionRequest,
+            api,
+            req,
+            endpoint
+        ),
         "run-task" => call!(c, run_task, RunTaskRequest, api, req, endpoint),
         "stop-task" => call!(c, stop_task, StopTaskRequest, api, req, endpoint),
         "list-tasks" => call!(c, list_tasks, ListTasksRequest, api, req, endpoint),
         "describe-tasks" => call!(c, describe_tasks, DescribeTasksRequest, api, req, endpoint),
-        "list-container-instances" => call!(c, list_container_instances, ListContainerInstancesRequest, api, req, endpoint),
-        "describe-container-instances" => call!(c, describe_container_instances, DescribeContainerInstancesRequest, api, req, endpoint),
+        "list-container-instances" => call!(
+            c,
+            list_container_instances,
+            ListContainerInstancesRequest,
+            api,
+            req,
+            endpoint
+        ),
+        "describe-container-instances" => call!(
+            c,
+            describe_container_instances,
+            DescribeContainerInstancesRequest,
+            api,
+            req,
+            endpoint
+        ),
         other => return Err(CliError::Usage(format!("unknown operation {other}"))),
     })
 }
@@ -408,10 +521,14 @@ pub async fn run(args: Vec<String>) -> Result<String, CliError> {
         .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
     let query = matches.get_one::<String>("query").cloned();
     let Some(("ecs", ecs)) = matches.subcommand() else {
-        return Err(CliError::Usage("usage: berth ecs OPERATION [--flags]".into()));
+        return Err(CliError::Usage(
+            "usage: berth ecs OPERATION [--flags]".into(),
+        ));
     };
     let Some((name, m)) = ecs.subcommand() else {
-        return Err(CliError::Usage("usage: berth ecs OPERATION [--flags]".into()));
+        return Err(CliError::Usage(
+            "usage: berth ecs OPERATION [--flags]".into(),
+        ));
     };
     let op = OPERATIONS
         .iter()
@@ -441,21 +558,50 @@ mod tests {
     #[test]
     fn guide_commands_build_ecs_requests() {
         assert_eq!(
-            req(&["berth", "ecs", "create-cluster", "--cluster-name", "production-cluster",
-                  "--tags", "key=Environment,value=Production", "key=Team,value=DevOps", "--region", "us-east-1"]),
+            req(&[
+                "berth",
+                "ecs",
+                "create-cluster",
+                "--cluster-name",
+                "production-cluster",
+                "--tags",
+                "key=Environment,value=Production",
+                "key=Team,value=DevOps",
+                "--region",
+                "us-east-1"
+            ]),
             json!({"clusterName": "production-cluster", "tags": [
                 {"key": "Environment", "value": "Production"}, {"key": "Team", "value": "DevOps"}]})
         );
         // A unique prefix of a flag, and a comma-separated list.
         assert_eq!(
-            req(&["berth", "ecs", "describe-clusters", "--cluster", "production-cluster",
-                  "--include", "STATISTICS,SETTINGS,CONFIGURATIONS"]),
+            req(&[
+                "berth",
+                "ecs",
+                "describe-clusters",
+                "--cluster",
+                "production-cluster",
+                "--include",
+                "STATISTICS,SETTINGS,CONFIGURATIONS"
+            ]),
             json!({"clusters": ["production-cluster"], "include": ["STATISTICS", "SETTINGS", "CONFIGURATIONS"]})
         );
-        let r = req(&["berth", "ecs", "run-task", "--cluster", "c", "--task-definition", "batch-job:1",
-                      "--overrides", r#"{"containerOverrides":[{"name":"b","environment":[{"name":"BATCH_ID","value":"2025-10-28"}]}]}"#]);
+        let r = req(&[
+            "berth",
+            "ecs",
+            "run-task",
+            "--cluster",
+            "c",
+            "--task-definition",
+            "batch-job:1",
+            "--overrides",
+            r#"{"containerOverrides":[{"name":"b","environment":[{"name":"BATCH_ID","value":"2025-10-28"}]}]}"#,
+        ]);
         let decoded: berth_proto::v1::RunTaskRequest = serde_json::from_value(r).unwrap();
-        assert_eq!(decoded.overrides.unwrap().container_overrides[0].environment[0].value, "2025-10-28");
+        assert_eq!(
+            decoded.overrides.unwrap().container_overrides[0].environment[0].value,
+            "2025-10-28"
+        );
     }
 
     #[test]
@@ -482,6 +628,9 @@ mod tests {
         assert_eq!(r.cpu.as_deref(), Some("512"));
         let bad: Result<berth_proto::v1::RegisterTaskDefinitionRequest, _> =
             serde_json::from_str(r#"{"family": "x", "containerDefinitionz": []}"#);
-        assert!(bad.unwrap_err().to_string().contains("containerDefinitionz"));
+        assert!(bad
+            .unwrap_err()
+            .to_string()
+            .contains("containerDefinitionz"));
     }
 }

@@ -30,7 +30,8 @@ impl std::str::FromStr for Format {
 
 /// Applies a JMESPath expression.
 pub fn query(value: &Value, expr: &str) -> Result<Value, String> {
-    let compiled = jmespath::compile(expr).map_err(|e| format!("Bad value for --query {expr}: {e}"))?;
+    let compiled =
+        jmespath::compile(expr).map_err(|e| format!("Bad value for --query {expr}: {e}"))?;
     let result = compiled
         .search(value)
         .map_err(|e| format!("--query {expr}: {e}"))?;
@@ -98,7 +99,11 @@ fn flatten(v: &Value, path: String, rows: &mut Vec<(String, String)>) {
     match v {
         Value::Object(map) => {
             for (k, c) in map {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 flatten(c, p, rows);
             }
         }
@@ -114,12 +119,24 @@ fn flatten(v: &Value, path: String, rows: &mut Vec<(String, String)>) {
 fn table(v: &Value, title: &str) -> String {
     let mut rows = Vec::new();
     flatten(v, String::new(), &mut rows);
-    let kw = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
-    let vw = rows.iter().map(|(_, v)| v.chars().count()).max().unwrap_or(0);
+    let kw = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    let vw = rows
+        .iter()
+        .map(|(_, v)| v.chars().count())
+        .max()
+        .unwrap_or(0);
     let width = (kw + vw + 5).max(title.chars().count() + 4);
     let vw = width - kw - 5;
     let line = "-".repeat(width);
-    let mut out = vec![line.clone(), format!("|{:^w$}|", title, w = width - 2), line.clone()];
+    let mut out = vec![
+        line.clone(),
+        format!("|{:^w$}|", title, w = width - 2),
+        line.clone(),
+    ];
     for (k, val) in rows {
         out.push(format!("| {k:<kw$} | {val:<vw$}|"));
     }

@@ -41,7 +41,12 @@ impl State {
         v.registered_container_instances_count = self
             .instances
             .values()
-            .filter(|i| &i.cluster_arn == arn && i.container_instance.as_ref().is_some_and(|ci| ci.status != "INACTIVE"))
+            .filter(|i| {
+                &i.cluster_arn == arn
+                    && i.container_instance
+                        .as_ref()
+                        .is_some_and(|ci| ci.status != "INACTIVE")
+            })
             .count() as i32;
         let has = |what: &str| include.iter().any(|i| i.eq_ignore_ascii_case(what));
         if has("STATISTICS") {
@@ -140,8 +145,14 @@ impl Controller {
         req: DescribeClustersRequest,
     ) -> Result<DescribeClustersResponse, EcsError> {
         for i in &req.include {
-            if !["STATISTICS", "SETTINGS", "TAGS", "CONFIGURATIONS", "ATTACHMENTS"]
-                .contains(&i.to_ascii_uppercase().as_str())
+            if ![
+                "STATISTICS",
+                "SETTINGS",
+                "TAGS",
+                "CONFIGURATIONS",
+                "ATTACHMENTS",
+            ]
+            .contains(&i.to_ascii_uppercase().as_str())
             {
                 return Err(EcsError::invalid(format!(
                     "include: '{i}' is not one of STATISTICS, SETTINGS, TAGS, CONFIGURATIONS, ATTACHMENTS"

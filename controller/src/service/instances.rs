@@ -46,7 +46,11 @@ impl State {
     }
 
     /// Instances of a cluster that can take tasks now: ACTIVE with a connected agent.
-    pub(crate) fn candidates(&self, cluster_arn: &str, connected: impl Fn(&str) -> bool) -> Vec<Candidate> {
+    pub(crate) fn candidates(
+        &self,
+        cluster_arn: &str,
+        connected: impl Fn(&str) -> bool,
+    ) -> Vec<Candidate> {
         self.instances
             .iter()
             .filter(|(id, r)| r.cluster_arn == cluster_arn && connected(id))
@@ -168,8 +172,14 @@ impl Controller {
         let st = self.state.lock().await;
         let cluster_arn = st.active_cluster(&name)?.cluster_arn.clone();
         if let Some(s) = &req.status {
-            if !["ACTIVE", "DRAINING", "REGISTERING", "DEREGISTERING", "REGISTRATION_FAILED"]
-                .contains(&s.as_str())
+            if ![
+                "ACTIVE",
+                "DRAINING",
+                "REGISTERING",
+                "DEREGISTERING",
+                "REGISTRATION_FAILED",
+            ]
+            .contains(&s.as_str())
             {
                 return Err(EcsError::invalid(format!(
                     "status: '{s}' is not a container instance status"

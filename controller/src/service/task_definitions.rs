@@ -19,7 +19,9 @@ impl State {
         name: &str,
     ) -> Result<&RegisterTaskDefinitionResponse, EcsError> {
         let r = arn::resource("task-definition", name).ok_or_else(|| {
-            EcsError::client(format!("taskDefinition: '{name}' is not a task definition ARN"))
+            EcsError::client(format!(
+                "taskDefinition: '{name}' is not a task definition ARN"
+            ))
         })?;
         let (family, revision) = match r.rsplit_once(':') {
             Some((f, rev)) => {
@@ -38,7 +40,11 @@ impl State {
             None => revisions
                 .values()
                 .rev()
-                .find(|r| r.task_definition.as_ref().is_some_and(|t| t.status == "ACTIVE"))
+                .find(|r| {
+                    r.task_definition
+                        .as_ref()
+                        .is_some_and(|t| t.status == "ACTIVE")
+                })
                 .ok_or_else(unable),
         }
     }
@@ -122,7 +128,11 @@ impl Controller {
         &self,
         req: ListTaskDefinitionsRequest,
     ) -> Result<Vec<String>, EcsError> {
-        let status = req.status.as_deref().unwrap_or("ACTIVE").to_ascii_uppercase();
+        let status = req
+            .status
+            .as_deref()
+            .unwrap_or("ACTIVE")
+            .to_ascii_uppercase();
         if !["ACTIVE", "INACTIVE", "ALL"].contains(&status.as_str()) {
             return Err(EcsError::invalid(format!(
                 "status: '{status}' is not ACTIVE, INACTIVE or ALL"
@@ -130,7 +140,9 @@ impl Controller {
         }
         let sort = req.sort.as_deref().unwrap_or("ASC").to_ascii_uppercase();
         if sort != "ASC" && sort != "DESC" {
-            return Err(EcsError::invalid(format!("sort: '{sort}' is not ASC or DESC")));
+            return Err(EcsError::invalid(format!(
+                "sort: '{sort}' is not ASC or DESC"
+            )));
         }
         let prefix = req.family_prefix.unwrap_or_default();
         let st = self.state.lock().await;

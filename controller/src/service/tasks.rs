@@ -129,9 +129,7 @@ impl Controller {
         let name = cluster_name(req.cluster.as_deref())?;
         let count = req.count.unwrap_or(1);
         if !(1..=10).contains(&count) {
-            return Err(EcsError::invalid(format!(
-                "count: {count} is outside 1-10"
-            )));
+            return Err(EcsError::invalid(format!("count: {count} is outside 1-10")));
         }
         let launch_type = req.launch_type.clone().unwrap_or_else(|| "EC2".into());
         if !["EC2", "EXTERNAL", "FARGATE"].contains(&launch_type.as_str()) {
@@ -255,7 +253,11 @@ impl Controller {
                     .collect(),
                 started_by: req.started_by.clone(),
                 version: 1,
-                group: Some(req.group.clone().unwrap_or_else(|| format!("family:{}", td.family))),
+                group: Some(
+                    req.group
+                        .clone()
+                        .unwrap_or_else(|| format!("family:{}", td.family)),
+                ),
                 launch_type: launch_type.clone(),
                 health_status: "UNKNOWN".into(),
                 tags: req.tags.clone(),
@@ -334,17 +336,21 @@ impl Controller {
         }
         let st = self.state.lock().await;
         let cluster_arn = st.active_cluster(&name)?.cluster_arn.clone();
-        let instance = req
-            .container_instance
-            .as_deref()
-            .map(|ci| arn::short_id("container-instance", ci).unwrap_or(ci).to_string());
+        let instance = req.container_instance.as_deref().map(|ci| {
+            arn::short_id("container-instance", ci)
+                .unwrap_or(ci)
+                .to_string()
+        });
         Ok(st
             .tasks
             .values()
             .filter(|t| t.cluster_arn == cluster_arn)
             .filter(|t| match desired.as_str() {
                 // PENDING lists tasks that want to run and are not running yet.
-                "PENDING" => t.desired_status == "RUNNING" && status_rank(&t.last_status) < status_rank("RUNNING"),
+                "PENDING" => {
+                    t.desired_status == "RUNNING"
+                        && status_rank(&t.last_status) < status_rank("RUNNING")
+                }
                 d => t.desired_status == d,
             })
             .filter(|t| {
@@ -367,7 +373,11 @@ impl Controller {
                         == Some(i)
                 })
             })
-            .filter(|t| req.launch_type.as_deref().is_none_or(|l| t.launch_type == l))
+            .filter(|t| {
+                req.launch_type
+                    .as_deref()
+                    .is_none_or(|l| t.launch_type == l)
+            })
             .map(|t| t.task_arn.clone())
             .collect())
     }

@@ -15,7 +15,8 @@ fn td(json: &str) -> RegisterTaskDefinitionRequest {
 #[tokio::test]
 async fn revisions_count_up_and_describe_finds_latest_active() {
     let c = controller();
-    let req = td(r#"{"family":"web","containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#);
+    let req =
+        td(r#"{"family":"web","containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#);
     let r1 = c.register_task_definition(req.clone()).await.unwrap();
     let r2 = c.register_task_definition(req).await.unwrap();
     assert_eq!(r1.task_definition.unwrap().revision, 1);
@@ -32,38 +33,102 @@ async fn revisions_count_up_and_describe_finds_latest_active() {
 async fn validation_names_the_field() {
     let c = controller();
     let cases = [
-        (r#"{"containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#, "family"),
-        (r#"{"family":"f","containerDefinitions":[{"image":"x","memory":64}]}"#, "name"),
-        (r#"{"family":"f","containerDefinitions":[{"name":"a","memory":64}]}"#, "image"),
-        (r#"{"family":"f","containerDefinitions":[{"name":"a","image":"x","memory":64},{"name":"a","image":"x","memory":64}]}"#, "unique"),
-        (r#"{"family":"f","containerDefinitions":[{"name":"a","image":"x","memory":64,"essential":false}]}"#, "essential"),
-        (r#"{"family":"f","memory":"128","containerDefinitions":[{"name":"a","image":"x","memory":256}]}"#, "task memory"),
-        (r#"{"family":"f","containerDefinitions":[{"name":"a","image":"x","memory":64,"memoryReservation":128}]}"#, "memoryReservation"),
-        (r#"{"family":"f","containerDefinitions":[{"name":"a","image":"x","memory":0}]}"#, "memory"),
-        (r#"{"family":"f","cpu":"0","containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#, "cpu"),
-        (r#"{"family":"f","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"512","containerDefinitions":[{"name":"a","image":"x"}]}"#, "awsvpc"),
-        (r#"{"family":"f","networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"4096","containerDefinitions":[{"name":"a","image":"x"}]}"#, "FARGATE combination"),
-        (r#"{"family":"f","networkMode":"vpc","containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#, "networkMode"),
+        (
+            r#"{"containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#,
+            "family",
+        ),
+        (
+            r#"{"family":"f","containerDefinitions":[{"image":"x","memory":64}]}"#,
+            "name",
+        ),
+        (
+            r#"{"family":"f","containerDefinitions":[{"name":"a","memory":64}]}"#,
+            "image",
+        ),
+        (
+            r#"{"family":"f","containerDefinitions":[{"name":"a","image":"x","memory":64},{"name":"a","image":"x","memory":64}]}"#,
+            "unique",
+        ),
+        (
+            r#"{"family":"f","containerDefinitions":[{"name":"a","image":"x","memory":64,"essential":false}]}"#,
+            "essential",
+        ),
+        (
+            r#"{"family":"f","memory":"128","containerDefinitions":[{"name":"a","image":"x","memory":256}]}"#,
+            "task memory",
+        ),
+        (
+            r#"{"family":"f","containerDefinitions":[{"name":"a","image":"x","memory":64,"memoryReservation":128}]}"#,
+            "memoryReservation",
+        ),
+        (
+            r#"{"family":"f","containerDefinitions":[{"name":"a","image":"x","memory":0}]}"#,
+            "memory",
+        ),
+        (
+            r#"{"family":"f","cpu":"0","containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#,
+            "cpu",
+        ),
+        (
+            r#"{"family":"f","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"512","containerDefinitions":[{"name":"a","image":"x"}]}"#,
+            "awsvpc",
+        ),
+        (
+            r#"{"family":"f","networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],"cpu":"256","memory":"4096","containerDefinitions":[{"name":"a","image":"x"}]}"#,
+            "FARGATE combination",
+        ),
+        (
+            r#"{"family":"f","networkMode":"vpc","containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#,
+            "networkMode",
+        ),
     ];
     for (json, needle) in cases {
-        let err = c.register_task_definition(td(json)).await.unwrap_err().to_string();
+        let err = c
+            .register_task_definition(td(json))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(needle), "{json}: {err}");
     }
-    let eleven: Vec<String> = (0..11).map(|i| format!(r#"{{"name":"c{i}","image":"x","memory":8}}"#)).collect();
+    let eleven: Vec<String> = (0..11)
+        .map(|i| format!(r#"{{"name":"c{i}","image":"x","memory":8}}"#))
+        .collect();
     let err = c
-        .register_task_definition(td(&format!(r#"{{"family":"f","containerDefinitions":[{}]}}"#, eleven.join(","))))
+        .register_task_definition(td(&format!(
+            r#"{{"family":"f","containerDefinitions":[{}]}}"#,
+            eleven.join(",")
+        )))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("at most 10"));
-    assert!(c.list_task_definitions(Default::default()).await.unwrap().is_empty());
+    assert!(c
+        .list_task_definitions(Default::default())
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]
 async fn run_task_without_instances_fails_with_missing() {
     let c = controller();
-    c.create_cluster(CreateClusterRequest { cluster_name: "default".into(), ..Default::default() }).await.unwrap();
-    c.register_task_definition(td(r#"{"family":"web","containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#)).await.unwrap();
-    let r = c.run_task(RunTaskRequest { task_definition: "web".into(), ..Default::default() }).await.unwrap();
+    c.create_cluster(CreateClusterRequest {
+        cluster_name: "default".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.register_task_definition(td(
+        r#"{"family":"web","containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#,
+    ))
+    .await
+    .unwrap();
+    let r = c
+        .run_task(RunTaskRequest {
+            task_definition: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert!(r.tasks.is_empty());
     assert_eq!(r.failures[0].reason, "MISSING");
 }
@@ -71,40 +136,102 @@ async fn run_task_without_instances_fails_with_missing() {
 #[tokio::test]
 async fn state_changes_apply_once_and_move_forward_only() {
     let c = controller();
-    c.create_cluster(CreateClusterRequest { cluster_name: "default".into(), ..Default::default() }).await.unwrap();
+    c.create_cluster(CreateClusterRequest {
+        cluster_name: "default".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let ci = c
         .register_container_instance(RegisterContainerInstanceRequest {
             cluster: "default".into(),
             total_resources: vec![
-                Resource { name: "CPU".into(), r#type: "INTEGER".into(), integer_value: 2048, ..Default::default() },
-                Resource { name: "MEMORY".into(), r#type: "INTEGER".into(), integer_value: 1024, ..Default::default() },
+                Resource {
+                    name: "CPU".into(),
+                    r#type: "INTEGER".into(),
+                    integer_value: 2048,
+                    ..Default::default()
+                },
+                Resource {
+                    name: "MEMORY".into(),
+                    r#type: "INTEGER".into(),
+                    integer_value: 1024,
+                    ..Default::default()
+                },
             ],
             ..Default::default()
         })
         .await
         .unwrap();
-    let id = berth_proto::arn::short_id("container-instance", &ci.container_instance_arn).unwrap().to_string();
+    let id = berth_proto::arn::short_id("container-instance", &ci.container_instance_arn)
+        .unwrap()
+        .to_string();
     let _session = c.fleet().attach(&id);
-    c.register_task_definition(td(r#"{"family":"web","containerDefinitions":[{"name":"a","image":"x","memory":600}]}"#)).await.unwrap();
-    let r = c.run_task(RunTaskRequest { task_definition: "web".into(), count: Some(2), ..Default::default() }).await.unwrap();
+    c.register_task_definition(td(
+        r#"{"family":"web","containerDefinitions":[{"name":"a","image":"x","memory":600}]}"#,
+    ))
+    .await
+    .unwrap();
+    let r = c
+        .run_task(RunTaskRequest {
+            task_definition: "web".into(),
+            count: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(r.tasks.len(), 1);
     assert_eq!(r.failures[0].reason, "RESOURCE:MEMORY");
     let task_arn = r.tasks[0].task_arn.clone();
-    let change = |seq, status: &str| TaskStateChange { seq, task_arn: task_arn.clone(), last_status: status.into(), ..Default::default() };
-    c.apply_state_change(&id, change(1, "RUNNING")).await.unwrap();
-    c.apply_state_change(&id, change(2, "PENDING")).await.unwrap();
+    let change = |seq, status: &str| TaskStateChange {
+        seq,
+        task_arn: task_arn.clone(),
+        last_status: status.into(),
+        ..Default::default()
+    };
+    c.apply_state_change(&id, change(1, "RUNNING"))
+        .await
+        .unwrap();
+    c.apply_state_change(&id, change(2, "PENDING"))
+        .await
+        .unwrap();
     // A resend of an applied seq changes nothing.
-    c.apply_state_change(&id, change(2, "STOPPED")).await.unwrap();
-    let t = c.describe_tasks(DescribeTasksRequest { tasks: vec![task_arn.clone()], ..Default::default() }).await.unwrap();
+    c.apply_state_change(&id, change(2, "STOPPED"))
+        .await
+        .unwrap();
+    let t = c
+        .describe_tasks(DescribeTasksRequest {
+            tasks: vec![task_arn.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(t.tasks[0].last_status, "RUNNING");
     assert_eq!(c.desired_view(&id).await.tasks.len(), 1);
-    c.apply_state_change(&id, change(3, "STOPPED")).await.unwrap();
+    c.apply_state_change(&id, change(3, "STOPPED"))
+        .await
+        .unwrap();
     assert!(c.desired_view(&id).await.tasks.is_empty());
     // A task the controller does not know gets its stop confirmed, until reported stopped.
-    let orphan = TaskStateChange { seq: 4, task_arn: "arn:aws:ecs:on-prem:0:task/default/zzz".into(), last_status: "RUNNING".into(), unknown_to_controller: true, ..Default::default() };
+    let orphan = TaskStateChange {
+        seq: 4,
+        task_arn: "arn:aws:ecs:on-prem:0:task/default/zzz".into(),
+        last_status: "RUNNING".into(),
+        unknown_to_controller: true,
+        ..Default::default()
+    };
     c.apply_state_change(&id, orphan.clone()).await.unwrap();
     let v = c.desired_view(&id).await;
     assert_eq!(v.tasks[0].desired_status, "STOPPED");
-    c.apply_state_change(&id, TaskStateChange { seq: 5, last_status: "STOPPED".into(), ..orphan }).await.unwrap();
+    c.apply_state_change(
+        &id,
+        TaskStateChange {
+            seq: 5,
+            last_status: "STOPPED".into(),
+            ..orphan
+        },
+    )
+    .await
+    .unwrap();
     assert!(c.desired_view(&id).await.tasks.is_empty());
 }

@@ -58,9 +58,13 @@ fn valid_family(f: &str) -> bool {
 }
 
 /// Checks a RegisterTaskDefinition request. Returns the task cpu/memory normalised to numbers.
-pub fn validate(req: &RegisterTaskDefinitionRequest) -> Result<(Option<i64>, Option<i64>), EcsError> {
+pub fn validate(
+    req: &RegisterTaskDefinitionRequest,
+) -> Result<(Option<i64>, Option<i64>), EcsError> {
     if req.family.is_empty() {
-        return Err(invalid("family: is required; name the task definition family".into()));
+        return Err(invalid(
+            "family: is required; name the task definition family".into(),
+        ));
     }
     if !valid_family(&req.family) {
         return Err(invalid(format!(
@@ -204,7 +208,10 @@ fn validate_container(
     }
     let who = format!("container '{}'", c.name);
     if c.image.trim().is_empty() {
-        return Err(invalid(format!("{}: is required for {who}", field("image"))));
+        return Err(invalid(format!(
+            "{}: is required for {who}",
+            field("image")
+        )));
     }
     if let Some(cpu) = c.cpu {
         if cpu < 0 {
@@ -283,7 +290,9 @@ fn validate_container(
         }
         if let Some(h) = p.host_port {
             if !(0..=65535).contains(&h) {
-                return Err(invalid(format!("{pf}.hostPort: {h} is not a port (0-65535)")));
+                return Err(invalid(format!(
+                    "{pf}.hostPort: {h} is not a port (0-65535)"
+                )));
             }
             if (network_mode == "awsvpc" || network_mode == "host") && h != 0 && h != port {
                 return Err(invalid(format!(
@@ -319,10 +328,9 @@ fn validate_container(
             }
         }
         let range = |f: &str, v: Option<i32>, lo: i32, hi: i32| match v {
-            Some(v) if !(lo..=hi).contains(&v) => Err(invalid(format!(
-                "{}: {v} is outside {lo}-{hi}",
-                hf(f)
-            ))),
+            Some(v) if !(lo..=hi).contains(&v) => {
+                Err(invalid(format!("{}: {v} is outside {lo}-{hi}", hf(f))))
+            }
             _ => Ok(()),
         };
         range("interval", h.interval, 5, 300)?;

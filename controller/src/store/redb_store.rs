@@ -62,7 +62,9 @@ impl Store for RedbStore {
                 for w in &writes {
                     match w {
                         Write::Put(k, v) => {
-                            table.insert(k.as_str(), v.as_slice()).map_err(|e| err(&e))?;
+                            table
+                                .insert(k.as_str(), v.as_slice())
+                                .map_err(|e| err(&e))?;
                         }
                         Write::Delete(k) => {
                             table.remove(k.as_str()).map_err(|e| err(&e))?;

@@ -1,0 +1,13 @@
+//! berth-agent: registers its host with the controller as a container instance and runs the
+//! tasks the controller assigns it, with containerd + runc inside cgroup limits. It never
+//! decides what should run (the controller does) and never stops a task the controller has not
+//! confirmed it wants stopped.
+//!
+//! Layout: [`engine`] (per-task actors and the state machine), [`runtime`] (containerd, images,
+//! OCI specs), [`cgroups`], [`session`] (controller link), [`state`] (persistence).
+
+pub mod cgroups;
+pub mod engine;
+pub mod runtime;
+pub mod session;
+pub mod state;
