@@ -185,9 +185,9 @@ async fn connect(args: &Args) -> anyhow::Result<(Containerd, String)> {
         })
 }
 
-async fn load(args: &Args, file: &PathBuf) -> anyhow::Result<()> {
+async fn load(args: &Args, file: &std::path::Path) -> anyhow::Result<()> {
     let (cd, _) = connect(args).await?;
-    let path = file.clone();
+    let path = file.to_path_buf();
     let archive =
         tokio::task::spawn_blocking(move || berth_agent::runtime::image::read_archive(&path))
             .await??;

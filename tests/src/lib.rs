@@ -1,1 +1,496 @@
+//! Harness for Berth's integration tests: a private containerd, the real `berth-controller`,
+//! `berth-agent` and `berth` binaries, and a busybox image built on the spot. Everything a test
+//! starts or creates is removed when its [`Cluster`] is dropped.
+//!
+//! These tests need root, containerd, runc and busybox-static. Without them a test is skipped
+//! with a message, except under `CI=true`, where it fails.
 
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The image every test runs.
+pub const IMAGE: &str = "localhost/busybox:latest";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The directory holding the workspace's binaries (target/debug or target/release).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test-binary>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// The path of a workspace binary.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` before the tests",
+        p.display()
+    );
+    p
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
+}
+
+/// Whether this host can run the integration tests; under CI=true a missing prerequisite
+/// panics instead of skipping.
+pub fn prerequisites() -> bool {
+    let mut missing = Vec::new();
+    if !nix::unistd::Uid::effective().is_root() {
+        missing.push("root".to_string());
+    }
+    for tool in ["containerd", "runc", "ctr"] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            missing.push(tool.to_string());
+        }
+    }
+    if !Path::new("/bin/busybox").exists() {
+        missing.push("busybox-static".to_string());
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("integration prerequisites missing: {}", missing.join(", "));
+    if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
+        panic!("{msg} (CI=true: failing instead of skipping)");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `f` until it returns Some or `timeout` passes (panicking with `what`).
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(10);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(200));
+    }
+}
+
+fn image_archive() -> &'static Path {
+    static ARCHIVE: OnceLock<PathBuf> = OnceLock::new();
+    ARCHIVE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("berth-it-image-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("image dir");
+        let out = dir.join("busybox.tar");
+        let status = Command::new(workspace_root().join("scripts/busybox-image.sh"))
+            .arg(&out)
+            .arg(IMAGE)
+            .stdout(Stdio::null())
+            .status()
+            .expect("running scripts/busybox-image.sh");
+        assert!(status.success(), "building the busybox image failed");
+        out
+    })
+}
+
+/// /sys/fs/cgroup (v2's root) and each hierarchy below it (v1's controllers, hybrid's unified).
+fn cgroup_roots() -> Vec<PathBuf> {
+    let mut out = vec![PathBuf::from("/sys/fs/cgroup")];
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        out.extend(
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir() && !p.is_symlink()),
+        );
+    }
+    out
+}
+
+fn spawn(cmd: &mut Command, log: &Path) -> Child {
+    let f = std::fs::File::create(log).expect("log file");
+    let f2 = f.try_clone().expect("log file");
+    cmd.stdout(f)
+        .stderr(f2)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"))
+}
+
+/// A private containerd, a controller and an agent (one cluster), torn down on drop.
+pub struct Cluster {
+    /// The test's scratch directory.
+    pub dir: PathBuf,
+    /// The cluster name.
+    pub name: String,
+    /// The controller's URL.
+    pub endpoint: String,
+    /// The agent's cgroup parent.
+    pub cgroup_parent: String,
+    containerd: Option<Child>,
+    controller: Option<Child>,
+    agent: Option<Child>,
+    controller_port: u16,
+}
+
+impl Cluster {
+    /// Starts containerd, loads the image, starts the controller, creates the cluster and
+    /// starts an agent in it, waiting until the instance is connected.
+    pub fn start(test: &str) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{}-{}", std::process::id(), n);
+        let dir = std::env::temp_dir().join(format!("berth-it-{test}-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("test dir");
+        let port = free_port();
+        let mut c = Cluster {
+            name: format!("it-{test}").replace('_', "-"),
+            endpoint: format!("http://127.0.0.1:{port}"),
+            cgroup_parent: format!("berth-it-{tag}"),
+            containerd: None,
+            controller: None,
+            agent: None,
+            controller_port: port,
+            dir,
+        };
+        c.start_containerd();
+        c.load_image();
+        c.start_controller();
+        c.ok(&["create-cluster", "--cluster-name", &c.name.clone()]);
+        c.start_agent();
+        c.wait_agent_connected();
+        c
+    }
+
+    /// containerd's socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("cd/containerd.sock")
+    }
+
+    fn start_containerd(&mut self) {
+        let cd = self.dir.join("cd");
+        let config = self.dir.join("containerd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{0}/containerd.sock\"\n[ttrpc]\n  address = \"{0}/containerd.sock.ttrpc\"\n[debug]\n  address = \"{0}/debug.sock\"\n",
+                cd.display()
+            ),
+        )
+        .expect("containerd config");
+        let child = spawn(
+            Command::new("containerd").arg("--config").arg(&config),
+            &self.dir.join("containerd.log"),
+        );
+        self.containerd = Some(child);
+        let sock = self.socket();
+        wait_for("containerd's socket", Duration::from_secs(20), || {
+            sock.exists().then_some(())
+        });
+    }
+
+    fn load_image(&self) {
+        let out = Command::new(bin("berth-agent"))
+            .args(["--containerd-socket"])
+            .arg(self.socket())
+            .args(["image", "load"])
+            .arg(image_archive())
+            .output()
+            .expect("berth-agent image load");
+        assert!(
+            out.status.success(),
+            "image load failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts (or restarts) the controller on the same port and data dir.
+    pub fn start_controller(&mut self) {
+        let child = spawn(
+            Command::new(bin("berth-controller"))
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{}", self.controller_port))
+                .arg("--data-dir")
+                .arg(self.dir.join("controller"))
+                .arg("--config")
+                .arg(self.dir.join("none.conf")),
+            &self.dir.join(format!(
+                "controller-{}.log",
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            )),
+        );
+        self.controller = Some(child);
+        let port = self.controller_port;
+        wait_for("the controller to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+    }
+
+    /// Starts (or restarts) the agent with the same data dir.
+    pub fn start_agent(&mut self) {
+        let child = spawn(
+            Command::new(bin("berth-agent"))
+                .arg("--controller")
+                .arg(&self.endpoint)
+                .arg("--cluster")
+                .arg(&self.name)
+                .arg("--data-dir")
+                .arg(self.dir.join("agent"))
+                .arg("--containerd-socket")
+                .arg(self.socket())
+                .arg("--cgroup-parent")
+                .arg(&self.cgroup_parent)
+                .arg("--availability-zone")
+                .arg("lab-1a")
+                .arg("--config")
+                .arg(self.dir.join("none.conf"))
+                .env("RUST_LOG", "info"),
+            &self.dir.join(format!(
+                "agent-{}.log",
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            )),
+        );
+        self.agent = Some(child);
+    }
+
+    /// Waits until the cluster shows a connected container instance.
+    pub fn wait_agent_connected(&self) {
+        wait_for("the agent to connect", Duration::from_secs(30), || {
+            let arns = self.json(&["list-container-instances", "--cluster", &self.name]);
+            let arn = arns["containerInstanceArns"][0].as_str()?.to_string();
+            let d = self.json(&[
+                "describe-container-instances",
+                "--cluster",
+                &self.name,
+                "--container-instances",
+                &arn,
+            ]);
+            (d["containerInstances"][0]["agentConnected"] == true).then_some(())
+        });
+    }
+
+    /// kill -9 the controller.
+    pub fn kill_controller(&mut self) {
+        if let Some(mut c) = self.controller.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// kill -9 the agent.
+    pub fn kill_agent(&mut self) {
+        if let Some(mut c) = self.agent.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs `berth ecs ARGS...` against this controller.
+    pub fn berth(&self, args: &[&str]) -> Output {
+        Command::new(bin("berth"))
+            .arg("--endpoint-url")
+            .arg(&self.endpoint)
+            .arg("ecs")
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .expect("running berth")
+    }
+
+    /// Runs `berth ecs ARGS...`, asserting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.berth(args);
+        assert!(
+            out.status.success(),
+            "berth ecs {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `berth ecs ARGS...` and parses its JSON output.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let text = self.ok(args);
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("berth ecs {args:?}: not JSON ({e}): {text}"))
+    }
+
+    /// Registers a task definition given as JSON text; returns `family:revision`.
+    pub fn register(&self, json: &str) -> String {
+        let file = self.dir.join(format!(
+            "td-{}.json",
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&file, json).expect("writing task definition");
+        let arg = format!("file://{}", file.display());
+        let v = self.json(&["register-task-definition", "--cli-input-json", &arg]);
+        let td = &v["taskDefinition"];
+        format!("{}:{}", td["family"].as_str().unwrap_or(""), td["revision"])
+    }
+
+    /// Runs one task; returns its ARN.
+    pub fn run_task(&self, td: &str) -> String {
+        let v = self.json(&["run-task", "--cluster", &self.name, "--task-definition", td]);
+        v["tasks"][0]["taskArn"]
+            .as_str()
+            .unwrap_or_else(|| panic!("run-task placed no task: {v}"))
+            .to_string()
+    }
+
+    /// The task as describe-tasks shows it.
+    pub fn task(&self, arn: &str) -> Value {
+        let v = self.json(&["describe-tasks", "--cluster", &self.name, "--tasks", arn]);
+        v["tasks"][0].clone()
+    }
+
+    /// Waits until the task's lastStatus is `status`; returns the task.
+    pub fn wait_status(&self, arn: &str, status: &str, timeout: Duration) -> Value {
+        wait_for(&format!("task {arn} to be {status}"), timeout, || {
+            let t = self.task(arn);
+            (t["lastStatus"] == status).then_some(t)
+        })
+    }
+
+    /// The cgroup directory of a task (or one of its containers) in a v1 controller.
+    pub fn cgroup_dir(&self, controller: &str, task_arn: &str, container: Option<&str>) -> PathBuf {
+        let id = task_arn.rsplit('/').next().unwrap_or_default();
+        let mut p = PathBuf::from("/sys/fs/cgroup")
+            .join(controller)
+            .join(&self.cgroup_parent)
+            .join(id);
+        if let Some(c) = container {
+            p = p.join(c);
+        }
+        p
+    }
+
+    /// Every cgroup directory left for a task, in any hierarchy.
+    pub fn cgroup_leftovers(&self, task_arn: &str) -> Vec<PathBuf> {
+        let id = task_arn.rsplit('/').next().unwrap_or_default();
+        cgroup_roots()
+            .into_iter()
+            .map(|r| r.join(&self.cgroup_parent).join(id))
+            .filter(|p| p.exists())
+            .collect()
+    }
+
+    /// containerd containers in the agent's namespace.
+    pub fn containerd_containers(&self) -> Vec<String> {
+        let out = Command::new("ctr")
+            .arg("-a")
+            .arg(self.socket())
+            .args(["-n", "berth", "containers", "ls", "-q"])
+            .output()
+            .expect("ctr");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    /// The agent's log so far (for failure messages).
+    pub fn agent_log(&self) -> String {
+        let mut logs = String::new();
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with("agent-") {
+                    logs.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+                }
+            }
+        }
+        logs
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill_agent();
+        self.kill_controller();
+        // Stop whatever containers are left, then containerd and its shims.
+        let sock = self.socket();
+        if let Some(mut cd) = self.containerd.take() {
+            let ctr = |args: &[&str]| {
+                Command::new("ctr")
+                    .arg("-a")
+                    .arg(&sock)
+                    .args(["-n", "berth"])
+                    .args(args)
+                    .output()
+            };
+            if let Ok(out) = ctr(&["tasks", "ls", "-q"]) {
+                for id in String::from_utf8_lossy(&out.stdout).lines() {
+                    let _ = ctr(&["tasks", "kill", "-s", "SIGKILL", id]);
+                    let _ = ctr(&["tasks", "delete", "-f", id]);
+                }
+            }
+            if let Ok(out) = ctr(&["containers", "ls", "-q"]) {
+                for id in String::from_utf8_lossy(&out.stdout).lines() {
+                    let _ = ctr(&["containers", "delete", id]);
+                }
+            }
+            let _ = cd.kill();
+            let _ = cd.wait();
+        }
+        // Shims outlive containerd: end the ones serving this test's containerd.
+        let _ = Command::new("pkill")
+            .arg("-9")
+            .arg("-f")
+            .arg(format!("containerd-shim.*{}", self.dir.display()))
+            .status();
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "umount -R {0}/cd/root 2>/dev/null; umount -lR {0}/cd/state 2>/dev/null; true",
+                self.dir.display()
+            ))
+            .status();
+        // Task cgroups (deepest first), then the parent, in every hierarchy.
+        {
+            for root in cgroup_roots() {
+                let parent = root.join(&self.cgroup_parent);
+                if let Ok(tasks) = std::fs::read_dir(&parent) {
+                    for t in tasks.flatten().filter(|t| t.path().is_dir()) {
+                        if let Ok(cs) = std::fs::read_dir(t.path()) {
+                            for c in cs.flatten().filter(|c| c.path().is_dir()) {
+                                let _ = std::fs::remove_dir(c.path());
+                            }
+                        }
+                        let _ = std::fs::remove_dir(t.path());
+                    }
+                }
+                let _ = std::fs::remove_dir(&parent);
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("test files kept for inspection in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

@@ -584,7 +584,7 @@ fn merge(task: &mut Task, c: &TaskStateChange) {
     }
     let set = |dst: &mut Option<pbjson_types::Timestamp>, src: &Option<pbjson_types::Timestamp>| {
         if dst.is_none() {
-            *dst = src.clone();
+            *dst = *src;
         }
     };
     set(&mut task.pull_started_at, &c.pull_started_at);

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# The main job on one fresh Debian/Ubuntu host, as root: installs what is missing, builds Berth,
+# starts containerd + berth-controller + berth-agent on this host (embedded store), registers the
+# ECS guide's web-app task definition and runs it for real, then shows it RUNNING and answering.
+#   BERTH_DEMO_PORT   port the web app listens on (default 8080; host network mode)
+#   BERTH_DEMO_DIR    state directory (default /var/lib/berth-demo)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+bash scripts/install-deps.sh
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+port=${BERTH_DEMO_PORT:-8080}
+state=${BERTH_DEMO_DIR:-/var/lib/berth-demo}
+mkdir -p "$state"
+
+echo "== building (release)"
+cargo build --release --workspace --quiet
+install -m 0755 target/release/berth target/release/berth-controller target/release/berth-agent /usr/local/bin/
+export BERTH_ENDPOINT=http://127.0.0.1:7480
+
+wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
+  local deadline=$(( $(date +%s) + $1 )) what=$2; shift 2
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$deadline" ] || { echo "timed out waiting for $what" >&2; exit 1; }
+    sleep 0.2
+  done
+}
+systemd=no
+[ -d /run/systemd/system ] && systemd=yes
+
+echo "== containerd"
+sock=/run/containerd/containerd.sock
+if ! ctr -a "$sock" version >/dev/null 2>&1; then
+  if [ $systemd = yes ]; then
+    systemctl enable --now containerd
+  else
+    mkdir -p /run/containerd
+    nohup containerd >"$state/containerd.log" 2>&1 &
+    echo $! > "$state/containerd.pid"
+  fi
+  wait_for 30 containerd ctr -a "$sock" version
+fi
+
+stop_pid() { # stops a daemon this script started earlier and waits for it to exit
+  [ -f "$1" ] || return 0
+  local pid; pid=$(cat "$1"); rm -f "$1"
+  kill "$pid" 2>/dev/null || return 0
+  wait_for 30 "process $pid to exit" sh -c "! kill -0 $pid"
+}
+echo "== berth-controller"
+mkdir -p /etc/berth
+cat > /etc/berth/controller.conf <<CONF
+BERTH_LISTEN=127.0.0.1:7480
+BERTH_DATA_DIR=$state/controller
+CONF
+if [ $systemd = yes ]; then
+  cp systemd/berth-controller.service systemd/berth-agent.service /etc/systemd/system/
+  systemctl daemon-reload
+  systemctl restart berth-controller
+else
+  stop_pid "$state/controller.pid"
+  nohup berth-controller >"$state/controller.log" 2>&1 &
+  echo $! > "$state/controller.pid"
+fi
+wait_for 30 "the controller" berth ecs list-clusters
+
+berth ecs create-cluster --cluster-name web-app-cluster --settings name=containerInsights,value=enabled \
+  --query 'cluster.[clusterName,status]' --output text
+
+echo "== berth-agent"
+cat > /etc/berth/agent.conf <<CONF
+BERTH_CLUSTER=web-app-cluster
+BERTH_CONTROLLER=http://127.0.0.1:7480
+BERTH_DATA_DIR=$state/agent
+BERTH_CONTAINERD_SOCKET=$sock
+CONF
+if [ $systemd = yes ]; then
+  systemctl restart berth-agent
+else
+  stop_pid "$state/agent.pid"
+  nohup berth-agent >"$state/agent.log" 2>&1 &
+  echo $! > "$state/agent.pid"
+fi
+connected() { [ "$(berth ecs describe-container-instances --cluster web-app-cluster \
+  --container-instances "$(berth ecs list-container-instances --cluster web-app-cluster --query 'containerInstanceArns[0]' --output text)" \
+  --query 'containerInstances[0].agentConnected' --output text)" = True ]; }
+wait_for 30 "the agent to connect" connected
+
+echo "== image (built locally: no registry needed)"
+bash scripts/busybox-image.sh "$state/web-app.tar" localhost/web-app:latest
+berth-agent --containerd-socket "$sock" image load "$state/web-app.tar"
+
+# A web app left from an earlier run holds the port: stop it first.
+for t in $(berth ecs list-tasks --cluster web-app-cluster --family web-app --query 'taskArns' --output text); do
+  [ "$t" = None ] || berth ecs stop-task --cluster web-app-cluster --task "$t" --reason "demo re-run" >/dev/null
+done
+wait_for 60 "earlier web-app tasks to stop" sh -c "[ \"\$(berth ecs list-tasks --cluster web-app-cluster --family web-app --query 'length(taskArns)')\" = 0 ] && ! curl -s -o /dev/null http://127.0.0.1:$port/"
+
+echo "== the guide's task definition (local image, host network: awsvpc arrives with networking)"
+cat > "$state/task-definition.json" <<JSON
+{
+  "family": "web-app",
+  "networkMode": "host",
+  "cpu": "256",
+  "memory": "512",
+  "executionRoleArn": "arn:aws:iam::123456789012:role/ecsTaskExecutionRole",
+  "containerDefinitions": [
+    {
+      "name": "nginx",
+      "image": "localhost/web-app:latest",
+      "cpu": 256,
+      "memory": 512,
+      "essential": true,
+      "command": ["httpd", "-f", "-p", "$port", "-h", "/www"],
+      "portMappings": [
+        {
+          "containerPort": $port,
+          "protocol": "tcp"
+        }
+      ],
+      "logConfiguration": {
+        "logDriver": "awslogs",
+        "options": {
+          "awslogs-group": "/ecs/web-app",
+          "awslogs-region": "us-east-1",
+          "awslogs-stream-prefix": "nginx"
+        }
+      }
+    }
+  ]
+}
+JSON
+td=$(berth ecs register-task-definition --cli-input-json "file://$state/task-definition.json" \
+  --query 'taskDefinition.[family,revision]' --output text | tr '\t' ':')
+echo "registered $td"
+task=$(berth ecs run-task --cluster web-app-cluster --task-definition "$td" --count 1 --query 'tasks[0].taskArn' --output text)
+echo "started $task"
+running() { [ "$(berth ecs describe-tasks --cluster web-app-cluster --tasks "$task" --query 'tasks[0].lastStatus' --output text)" = RUNNING ]; }
+wait_for 60 "the task to be RUNNING" running
+berth ecs describe-tasks --cluster web-app-cluster --tasks "$task" \
+  --query 'tasks[0].{taskArn: taskArn, lastStatus: lastStatus, desiredStatus: desiredStatus, startedAt: startedAt, container: containers[0].name}' --output table
+wait_for 30 "the web app to answer" curl -sf "http://127.0.0.1:$port/"
+echo "== curl http://127.0.0.1:$port/"
+curl -s "http://127.0.0.1:$port/"
+cat <<MSG
+
+The web app is RUNNING on this host. Try:
+  berth ecs list-tasks --cluster web-app-cluster
+  berth ecs describe-tasks --cluster web-app-cluster --tasks $task --query 'tasks[0].containers[0]'
+  berth ecs stop-task --cluster web-app-cluster --task $task --reason "done"
+MSG

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what Berth needs on a Debian/Ubuntu host, as root: containerd, runc, protoc (for the
+# build), busybox-static (for the local demo/test image), iptables, curl. Idempotent.
+set -euo pipefail
+[ "$(id -u)" = 0 ] || { echo "install-deps.sh: run as root" >&2; exit 1; }
+pkgs=(containerd runc protobuf-compiler busybox-static iptables curl ca-certificates gcc libc6-dev pkg-config)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps.sh: no Rust toolchain; install Rust 1.88 or newer with rustup (https://rustup.rs)" >&2
+  exit 1
+fi
