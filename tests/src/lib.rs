@@ -20,12 +20,14 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// The directory holding the workspace's binaries (target/debug or target/release).
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test-binary>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
+    let exe = std::env::current_exe().expect("executable path");
+    // target/<profile>/deps/<test-binary>, or target/<profile>/<bench-binary>
+    let dir = exe.parent().expect("executable dir");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("target dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// The path of a workspace binary.
@@ -291,6 +293,11 @@ impl Cluster {
             ]);
             (d["containerInstances"][0]["agentConnected"] == true).then_some(())
         });
+    }
+
+    /// The agent's process id.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(|c| c.id())
     }
 
     /// kill -9 the controller.

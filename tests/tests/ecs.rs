@@ -445,6 +445,10 @@ fn controller_restart_keeps_every_object() {
     c.wait_status(&task, "RUNNING", T);
     let before_td = c.json(&["describe-task-definition", "--task-definition", &td]);
     c.kill_controller();
+    // An unreachable controller is retried with back-off, never fatal.
+    wait_for("the agent to retry", T, || {
+        (c.agent_log().matches("reconnecting").count() >= 2).then_some(())
+    });
     c.start_controller();
     assert_eq!(
         c.json(&["describe-task-definition", "--task-definition", &td]),
@@ -712,4 +716,59 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         "clusterName",
     );
     assert_fails(&c, &["list-clusters", "--output", "yaml"], 252, "--output");
+}
+
+#[test]
+fn operator_errors_are_one_clear_line() {
+    if !prerequisites() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("berth-it-operator-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |bin: &str, args: &[&str]| {
+        std::process::Command::new(berth_tests::bin(bin))
+            .args(args)
+            .arg("--config")
+            .arg(dir.join("none.conf"))
+            .output()
+            .unwrap()
+    };
+    let sock = dir.join("no-containerd.sock");
+    let out = run(
+        "berth-agent",
+        &[
+            "--containerd-socket",
+            sock.to_str().unwrap(),
+            "--data-dir",
+            dir.join("a").to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cannot reach containerd") && err.contains("no-containerd.sock"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let out = run("berth-agent", &["--no-such-flag"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
+    let out = run("berth-controller", &["--listen", "not-an-address"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not-an-address"));
+    let help = run("berth-agent", &["--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--controller",
+        "--cluster",
+        "--data-dir",
+        "--containerd-socket",
+        "--containerd-namespace",
+        "--cgroup-parent",
+        "BERTH_CLUSTER",
+        "[default: berth]",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
