@@ -125,24 +125,11 @@ enum ImageCommand {
     },
 }
 
-fn config_path() -> PathBuf {
-    let mut args = std::env::args();
-    while let Some(a) = args.next() {
-        if a == "--config" {
-            if let Some(p) = args.next() {
-                return p.into();
-            }
-        } else if let Some(p) = a.strip_prefix("--config=") {
-            return p.into();
-        }
-    }
-    std::env::var_os("BERTH_AGENT_CONFIG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/etc/berth/agent.conf".into())
-}
-
 fn main() {
-    if let Err(e) = berth_proto::config::apply_env_file(&config_path()) {
+    if let Err(e) = berth_proto::config::apply_env_file(&berth_proto::config::path_from_args(
+        "BERTH_AGENT_CONFIG",
+        "/etc/berth/agent.conf",
+    )) {
         eprintln!("berth-agent: config: {e}");
         std::process::exit(2);
     }

@@ -22,15 +22,29 @@ fn err(path: &Path, e: impl std::fmt::Display) -> StateError {
     }
 }
 
+/// Runs blocking file I/O (fsync) without stalling other tasks on a multi-threaded runtime.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// Writes `value` as JSON to `path` atomically.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| err(path, e))?;
+    blocking(|| write_atomically(path, &bytes))
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
     let tmp = path.with_extension("tmp");
-    let bytes = serde_json::to_vec(value).map_err(|e| err(path, e))?;
     let mut f = std::fs::File::create(&tmp).map_err(|e| err(&tmp, e))?;
-    f.write_all(&bytes).map_err(|e| err(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| err(&tmp, e))?;
     f.sync_all().map_err(|e| err(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| err(path, e))
 }

@@ -14,6 +14,45 @@ pub mod v1 {
 
 pub use pbjson_types::Timestamp;
 
+/// Now, as a protobuf timestamp.
+pub fn now() -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// ECS's task statuses, in the only order a task may take them.
+pub mod status {
+    /// lastStatus / desiredStatus values of a task, in order.
+    pub const TASK: [&str; 8] = [
+        "PROVISIONING",
+        "PENDING",
+        "ACTIVATING",
+        "RUNNING",
+        "DEACTIVATING",
+        "STOPPING",
+        "DEPROVISIONING",
+        "STOPPED",
+    ];
+
+    /// How far along a task status is; unknown statuses rank lowest.
+    pub fn rank(s: &str) -> usize {
+        TASK.iter().position(|x| *x == s).unwrap_or(0)
+    }
+
+    /// How far along a container status (PENDING, RUNNING, STOPPED) is.
+    pub fn container_rank(s: &str) -> usize {
+        ["PENDING", "RUNNING", "STOPPED"]
+            .iter()
+            .position(|x| *x == s)
+            .unwrap_or(0)
+    }
+}
+
 /// ECS-style ARNs: `arn:aws:ecs:REGION:ACCOUNT:RESOURCE`. Berth keeps ECS's shape so scripts that
 /// split ARNs keep working; region and account are fixed placeholders for an on-premises fleet.
 pub mod arn {
@@ -114,6 +153,25 @@ pub mod config {
             out.push((k.trim().to_string(), v.trim().trim_matches('"').to_string()));
         }
         Ok(out)
+    }
+
+    /// The config file a daemon reads: `--config PATH` (or `--config=PATH`) on its command line,
+    /// else the `env` variable, else `default`. Found before flag parsing, since the file's
+    /// values become environment variables that the flags fall back to.
+    pub fn path_from_args(env: &str, default: &str) -> std::path::PathBuf {
+        let mut args = std::env::args();
+        while let Some(a) = args.next() {
+            if a == "--config" {
+                if let Some(p) = args.next() {
+                    return p.into();
+                }
+            } else if let Some(p) = a.strip_prefix("--config=") {
+                return p.into();
+            }
+        }
+        std::env::var_os(env)
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| default.into())
     }
 
     /// Sets each pair of the file as an environment variable unless the environment has it.

@@ -8,6 +8,7 @@ use crate::cgroups::Cgroups;
 use crate::runtime::spec::{self, SpecContext};
 use crate::runtime::{ContainerState, CreateContainer, Runtime, RuntimeError};
 use crate::state::TaskRecord;
+use berth_proto::status::rank;
 use berth_proto::v1::{ContainerDefinition, ContainerStateChange};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,34 +17,13 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn, Instrument};
 
-const STATUSES: [&str; 8] = [
-    "PROVISIONING",
-    "PENDING",
-    "ACTIVATING",
-    "RUNNING",
-    "DEACTIVATING",
-    "STOPPING",
-    "DEPROVISIONING",
-    "STOPPED",
-];
-
-fn rank(s: &str) -> usize {
-    STATUSES.iter().position(|x| *x == s).unwrap_or(0)
-}
-
 /// The reason ECS gives for an OOM kill.
 pub const OOM_REASON: &str = "OutOfMemoryError: Container killed due to memory usage";
 /// The reason ECS gives when an essential container exits.
 pub const ESSENTIAL_EXITED: &str = "Essential container in task exited";
 
 fn now() -> Option<pbjson_types::Timestamp> {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Some(pbjson_types::Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    })
+    Some(berth_proto::now())
 }
 
 /// Signal number of a signal name (`SIGQUIT`, `QUIT`) or number; SIGTERM when empty or unknown.
@@ -58,12 +38,7 @@ pub fn signal_number(name: &str) -> u32 {
         format!("SIG{upper}")
     };
     full.parse::<nix::sys::signal::Signal>()
-        .map(|s| s as i32 as u32)
-        .unwrap_or(libc_sigterm())
-}
-
-fn libc_sigterm() -> u32 {
-    nix::sys::signal::Signal::SIGTERM as i32 as u32
+        .unwrap_or(nix::sys::signal::Signal::SIGTERM) as i32 as u32
 }
 
 /// The containerd ID of a task's container: `<task-id>-<name>`, within containerd's 76 chars.

@@ -34,25 +34,11 @@ struct Args {
     config: PathBuf,
 }
 
-fn config_path() -> PathBuf {
-    // The config file is read before clap, so find --config by hand.
-    let mut args = std::env::args();
-    while let Some(a) = args.next() {
-        if a == "--config" {
-            if let Some(p) = args.next() {
-                return p.into();
-            }
-        } else if let Some(p) = a.strip_prefix("--config=") {
-            return p.into();
-        }
-    }
-    std::env::var_os("BERTH_CONTROLLER_CONFIG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/etc/berth/controller.conf".into())
-}
-
 fn main() {
-    if let Err(e) = berth_proto::config::apply_env_file(&config_path()) {
+    if let Err(e) = berth_proto::config::apply_env_file(&berth_proto::config::path_from_args(
+        "BERTH_CONTROLLER_CONFIG",
+        "/etc/berth/controller.conf",
+    )) {
         eprintln!("berth-controller: config: {e}");
         std::process::exit(2);
     }

@@ -67,16 +67,7 @@ pub(crate) fn taskdef_key(family: &str, revision: i32) -> String {
     format!("{TASKDEF_PREFIX}{family}/{revision:010}")
 }
 
-/// Now, as a protobuf timestamp.
-pub(crate) fn now() -> pbjson_types::Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    pbjson_types::Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
-}
+pub(crate) use berth_proto::now;
 
 /// A new ECS-style id: 32 lowercase hex digits.
 pub(crate) fn new_id() -> String {

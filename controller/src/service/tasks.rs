@@ -7,32 +7,8 @@ use super::{cluster_name, new_id, now, put, Controller, State, INSTANCE_PREFIX, 
 use crate::error::EcsError;
 use crate::scheduler;
 use berth_proto::arn;
+use berth_proto::status::{container_rank, rank as status_rank};
 use berth_proto::v1::*;
-
-/// ECS's task statuses in the only order they may take.
-pub const TASK_STATUSES: [&str; 8] = [
-    "PROVISIONING",
-    "PENDING",
-    "ACTIVATING",
-    "RUNNING",
-    "DEACTIVATING",
-    "STOPPING",
-    "DEPROVISIONING",
-    "STOPPED",
-];
-
-/// How far along a task status is; unknown statuses rank lowest.
-pub fn status_rank(s: &str) -> usize {
-    TASK_STATUSES.iter().position(|x| *x == s).unwrap_or(0)
-}
-
-/// Container statuses in order.
-fn container_rank(s: &str) -> usize {
-    ["PENDING", "RUNNING", "STOPPED"]
-        .iter()
-        .position(|x| *x == s)
-        .unwrap_or(0)
-}
 
 /// What an agent should converge on.
 #[derive(Debug, Clone, Default)]
