@@ -59,6 +59,8 @@ pub(crate) struct TaskActor<R, C> {
     rx: mpsc::UnboundedReceiver<Event>,
     /// SIGKILL deadlines of containers sent their stop signal.
     kill_at: HashMap<String, Instant>,
+    /// Events taken off the channel while starting, for the main loop to handle in order.
+    deferred: std::collections::VecDeque<Event>,
 }
 
 impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
@@ -76,6 +78,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             tx,
             rx,
             kill_at: HashMap::new(),
+            deferred: Default::default(),
         }
     }
 
@@ -140,6 +143,10 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                     self.finish().await;
                     return;
                 }
+                if let Some(ev) = self.deferred.pop_front() {
+                    self.handle(ev).await;
+                    continue;
+                }
                 let deadline = self.kill_at.values().min().copied();
                 tokio::select! {
                     ev = self.rx.recv() => match ev {
@@ -166,11 +173,13 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         }
     }
 
-    /// Before starting, drains a pending stop so a task stopped while starting stops at once.
+    /// While starting: whether a stop arrived, so a task stopped while starting stops at once.
+    /// Other events (an early exit) are kept for the main loop, never dropped.
     fn stop_requested(&mut self) -> Option<(String, String)> {
         while let Ok(ev) = self.rx.try_recv() {
-            if let Event::Stop { reason, code } = ev {
-                return Some((reason, code));
+            match ev {
+                Event::Stop { reason, code } => return Some((reason, code)),
+                other => self.deferred.push_back(other),
             }
         }
         None

@@ -22,6 +22,8 @@ struct FakeRuntime {
     kills: Mutex<Vec<(String, u32, tokio::time::Instant)>>,
     ignore_sigterm: bool,
     fail_start: bool,
+    /// A container (by name suffix) that exits with this status as soon as it starts.
+    exit_on_start: Option<(&'static str, u32)>,
 }
 
 impl FakeRuntime {
@@ -46,6 +48,8 @@ impl Runtime for FakeRuntime {
         })
     }
     async fn create(&self, c: &CreateContainer) -> Result<(), RuntimeError> {
+        // Real runtime calls are I/O: other tasks (waiters) run meanwhile.
+        tokio::task::yield_now().await;
         self.containers.lock().unwrap().insert(
             c.id.clone(),
             (ContainerState::Created, watch::channel(None).0),
@@ -62,6 +66,13 @@ impl Runtime for FakeRuntime {
         }
         if let Some((state, _)) = self.containers.lock().unwrap().get_mut(&c.id) {
             *state = ContainerState::Running;
+        }
+        if let Some((name, code)) = self.exit_on_start {
+            if c.id.ends_with(name) {
+                self.exit(&c.id, code);
+                // Let its waiter deliver the exit while later containers are still starting.
+                tokio::task::yield_now().await;
+            }
         }
         Ok(())
     }
@@ -388,4 +399,21 @@ async fn reports_survive_until_acknowledged() {
         .unwrap();
     assert!(on_disk.outbox.iter().all(|c| c.seq > running.seq));
     assert!(on_disk.next_seq > running.seq);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exit_during_start_up_is_not_lost() {
+    let h = harness(FakeRuntime {
+        exit_on_start: Some(("main", 0)),
+        ..Default::default()
+    });
+    let three = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+      {"name":"main","image":"i"},{"name":"side","image":"i","essential":false},{"name":"third","image":"i","essential":false}]}"#;
+    h.engine.apply_desired(&assignment("RUNNING", three));
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(
+        stopped.stop_code.as_deref(),
+        Some("EssentialContainerExited")
+    );
+    assert_eq!(container(&stopped, "main").exit_code, Some(0));
 }
