@@ -329,7 +329,8 @@ fn essential_exit_stops_the_sibling_and_oom_is_reported() {
     let td = c.register(&format!(
         r#"{{"family": "batch-job", "networkMode": "none",
         "containerDefinitions": [
-          {{"name": "worker", "image": "{IMAGE}", "memory": 32, "command": ["sh", "-c", "sleep 1; exit 3"]}},
+          {{"name": "worker", "image": "{IMAGE}", "memory": 32, "command": ["sh", "-c", "echo working on $BATCH_ID; echo oops >&2; sleep 1; exit 3"],
+           "environment": [{{"name": "BATCH_ID", "value": "2025-10-28"}}]}},
           {{"name": "sidecar", "image": "{IMAGE}", "memory": 32, "essential": false, "stopTimeout": 60,
             "command": ["sh", "-c", "trap 'exit 143' TERM; while true; do sleep 1; done"]}}
         ]}}"#

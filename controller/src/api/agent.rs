@@ -111,8 +111,9 @@ impl Agent for AgentApi {
                                             if !send_desired(seq).await { break; }
                                         }
                                     }
-                                    // Not acknowledged: the agent keeps it and sends it again.
-                                    Err(e) => warn!(error = %e, "state change not applied"),
+                                    // Not acknowledged: ending the session makes the agent
+                                    // reconnect and send it again.
+                                    Err(e) => { warn!(error = %e, "state change not applied; closing the session"); break; }
                                 }
                             }
                             Some(Ok(_)) => {}
