@@ -773,3 +773,45 @@ fn operator_errors_are_one_clear_line() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn churn_of_short_tasks_all_start_and_stop_cleanly() {
+    if !prerequisites() {
+        return;
+    }
+    // Tasks exiting (and being deleted) while others are created: containerd garbage-collects
+    // after each deletion, which must never take a snapshot a new container is about to use.
+    let c = Cluster::start("churn");
+    let td = c.register(&format!(
+        r#"{{"family": "blip", "networkMode": "none",
+        "containerDefinitions": [{{"name": "app", "image": "{IMAGE}", "memory": 8, "command": ["true"]}}]}}"#
+    ));
+    let mut arns = Vec::new();
+    for _ in 0..3 {
+        let r = c.json(&[
+            "run-task",
+            "--cluster",
+            &c.name,
+            "--task-definition",
+            &td,
+            "--count",
+            "10",
+        ]);
+        arns.extend(
+            r["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["taskArn"].as_str().unwrap().to_string()),
+        );
+    }
+    assert_eq!(arns.len(), 30);
+    for arn in &arns {
+        let t = c.wait_status(arn, "STOPPED", T);
+        assert_eq!(t["stopCode"], "EssentialContainerExited", "{t}");
+        assert_eq!(t["containers"][0]["exitCode"], 0, "{t}");
+    }
+    wait_for("every container to be removed", T, || {
+        c.containerd_containers().is_empty().then_some(())
+    });
+}

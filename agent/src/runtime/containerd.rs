@@ -459,6 +459,68 @@ impl Containerd {
     }
 }
 
+impl Containerd {
+    /// Creates the snapshot and the container record while `lease` protects them.
+    async fn create_leased(&self, c: &CreateContainer, lease: &str) -> Result<(), RuntimeError> {
+        let id = c.id.as_str();
+        match self
+            .client
+            .snapshots()
+            .prepare(self.req_lease(
+                PrepareSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.into(),
+                    key: id.to_string(),
+                    parent: c.image.chain_id.clone(),
+                    labels: HashMap::new(),
+                },
+                Some(lease),
+            ))
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::AlreadyExists => {}
+            Err(s) => return Err(call("prepare snapshot", id)(s)),
+        }
+        let spec = serde_json::to_vec(&c.spec).map_err(|e| RuntimeError::Call {
+            op: "encode spec",
+            id: id.to_string(),
+            message: e.to_string(),
+        })?;
+        let container = Container {
+            id: id.to_string(),
+            labels: c.labels.clone(),
+            image: c.image.name.clone(),
+            runtime: Some(ContainerRuntime {
+                name: RUNC_V2.into(),
+                options: None,
+            }),
+            spec: Some(prost_types::Any {
+                type_url: SPEC_TYPE_URL.into(),
+                value: spec,
+            }),
+            snapshotter: SNAPSHOTTER.into(),
+            snapshot_key: id.to_string(),
+            ..Default::default()
+        };
+        match self
+            .client
+            .containers()
+            .create(self.req_lease(
+                CreateContainerRequest {
+                    container: Some(container),
+                },
+                Some(lease),
+            ))
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::AlreadyExists => {}
+            Err(s) => return Err(call("create container", id)(s)),
+        }
+        Ok(())
+    }
+}
+
 fn leases_create(id: &str, expire: String) -> containerd_client::services::v1::CreateRequest {
     let mut labels = HashMap::new();
     labels.insert("containerd.io/gc.expire".to_string(), expire);
@@ -553,56 +615,10 @@ impl Runtime for Containerd {
     }
 
     async fn create(&self, c: &CreateContainer) -> Result<(), RuntimeError> {
-        let id = c.id.as_str();
-        match self
-            .client
-            .snapshots()
-            .prepare(self.req(PrepareSnapshotRequest {
-                snapshotter: SNAPSHOTTER.into(),
-                key: id.to_string(),
-                parent: c.image.chain_id.clone(),
-                labels: HashMap::new(),
-            }))
+        // Under a lease: until the container record names the snapshot, nothing else keeps
+        // containerd's garbage collector (run after any other deletion) from removing it.
+        self.with_lease(|lease| async move { self.create_leased(c, &lease).await })
             .await
-        {
-            Ok(_) => {}
-            Err(s) if s.code() == Code::AlreadyExists => {}
-            Err(s) => return Err(call("prepare snapshot", id)(s)),
-        }
-        let spec = serde_json::to_vec(&c.spec).map_err(|e| RuntimeError::Call {
-            op: "encode spec",
-            id: id.to_string(),
-            message: e.to_string(),
-        })?;
-        let container = Container {
-            id: id.to_string(),
-            labels: c.labels.clone(),
-            image: c.image.name.clone(),
-            runtime: Some(ContainerRuntime {
-                name: RUNC_V2.into(),
-                options: None,
-            }),
-            spec: Some(prost_types::Any {
-                type_url: SPEC_TYPE_URL.into(),
-                value: spec,
-            }),
-            snapshotter: SNAPSHOTTER.into(),
-            snapshot_key: id.to_string(),
-            ..Default::default()
-        };
-        match self
-            .client
-            .containers()
-            .create(self.req(CreateContainerRequest {
-                container: Some(container),
-            }))
-            .await
-        {
-            Ok(_) => {}
-            Err(s) if s.code() == Code::AlreadyExists => {}
-            Err(s) => return Err(call("create container", id)(s)),
-        }
-        Ok(())
     }
 
     async fn start(&self, c: &CreateContainer) -> Result<(), RuntimeError> {
