@@ -256,6 +256,7 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
             }
         }
         for rec in to_spawn {
+            tracing::debug!(task = %rec.task.task_arn, "task assigned");
             let id = task_id(&rec.task.task_arn);
             if let Err(e) = write_json(&self.shared.config.data_dir.task(&id), &rec) {
                 error!(task = %id, error = %e, "cannot persist new task; not starting it");

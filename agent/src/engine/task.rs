@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{info, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 /// The reason ECS gives for an OOM kill.
 pub const OOM_REASON: &str = "OutOfMemoryError: Container killed due to memory usage";
@@ -219,6 +219,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             }
         }
         self.rec.state.pull_stopped_at = now();
+        debug!("images resolved");
         let cpu = self
             .rec
             .definition

@@ -315,38 +315,39 @@ async fn sigkill_only_after_stop_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn start_failures_are_reported_as_ecs_names_them() {
-    let h = harness(FakeRuntime {
-        fail_start: true,
-        ..Default::default()
-    });
-    h.engine.apply_desired(&assignment("RUNNING", TWO));
-    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
-    assert_eq!(stopped.stop_code.as_deref(), Some("TaskFailedToStart"));
-    assert!(stopped
-        .stopped_reason
-        .as_deref()
-        .unwrap()
-        .starts_with("CannotStartContainerError: exec"));
-
-    let h = harness(FakeRuntime::default());
-    let td = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[{"name":"main","image":"missing"}]}"#;
-    h.engine.apply_desired(&assignment("RUNNING", td));
-    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
-    assert!(stopped
-        .stopped_reason
-        .as_deref()
-        .unwrap()
-        .starts_with("CannotPullContainerError"));
-
-    let h = harness(FakeRuntime::default());
-    let td = r#"{"family":"f","revision":1,"networkMode":"awsvpc","containerDefinitions":[{"name":"main","image":"i"}]}"#;
-    h.engine.apply_desired(&assignment("RUNNING", td));
-    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
-    assert!(stopped
-        .stopped_reason
-        .as_deref()
-        .unwrap()
-        .starts_with("ContainerNetworkingError"));
+    let one = |mode: &str, image: &str| {
+        format!(
+            r#"{{"family":"f","revision":1,"networkMode":"{mode}","containerDefinitions":[{{"name":"main","image":"{image}"}}]}}"#
+        )
+    };
+    let cases = [
+        (
+            FakeRuntime {
+                fail_start: true,
+                ..Default::default()
+            },
+            one("none", "i"),
+            "CannotStartContainerError: exec",
+        ),
+        (
+            FakeRuntime::default(),
+            one("none", "missing"),
+            "CannotPullContainerError",
+        ),
+        (
+            FakeRuntime::default(),
+            one("awsvpc", "i"),
+            "ContainerNetworkingError",
+        ),
+    ];
+    for (runtime, td, reason) in cases {
+        let h = harness(runtime);
+        h.engine.apply_desired(&assignment("RUNNING", &td));
+        let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+        assert_eq!(stopped.stop_code.as_deref(), Some("TaskFailedToStart"));
+        let got = stopped.stopped_reason.unwrap_or_default();
+        assert!(got.starts_with(reason), "{td}: {got}");
+    }
 }
 
 #[tokio::test(start_paused = true)]

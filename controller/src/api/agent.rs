@@ -77,6 +77,7 @@ impl Agent for AgentApi {
                     let tx = tx.clone();
                     async move {
                         let view = controller.desired_view(&instance_id).await;
+                        tracing::debug!(seq, tasks = view.tasks.len(), "sending desired tasks");
                         let msg = ControllerMessage {
                             message: Some(ToAgent::DesiredTasks(DesiredTasks {
                                 seq,
@@ -102,6 +103,7 @@ impl Agent for AgentApi {
                         msg = inbound.next() => match msg {
                             Some(Ok(AgentMessage { message: Some(FromAgent::TaskStateChange(c)) })) => {
                                 let seq_in = c.seq;
+                                tracing::debug!(task = %c.task_arn, status = %c.last_status, seq = seq_in, "state change received");
                                 match controller.apply_state_change(&instance_id, c).await {
                                     Ok(changed) => {
                                         let ack = ControllerMessage { message: Some(ToAgent::StateChangeAck(seq_in)) };

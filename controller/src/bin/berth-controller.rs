@@ -85,7 +85,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .add_service(EcsServer::new(EcsApi(controller.clone())))
         .add_service(AgentServer::new(AgentApi(controller)))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        // Small request/response messages: Nagle's algorithm would hold them back for the
+        // peer's delayed ACK (tens of milliseconds on every RunTask and state change).
+        .serve_with_incoming(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        );
     // Every change is committed before it is acknowledged, so stopping drops the agents'
     // long-lived sessions at once instead of waiting for them to end (they never do).
     tokio::select! {
