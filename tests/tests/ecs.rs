@@ -229,6 +229,33 @@ fn guide_flow_end_to_end() {
     ]);
     assert_eq!(stopped_list["taskArns"][0], task.as_str());
 
+    // The guide's Fargate run-task pastes unchanged (awsVpcConfiguration as the guide spells
+    // it); until networking lands, an awsvpc task stops with a reason that says so.
+    let r = c.json(&[
+        "run-task",
+        "--cluster",
+        &name,
+        "--task-definition",
+        "web-app:1",
+        "--count",
+        "1",
+        "--launch-type",
+        "FARGATE",
+        "--network-configuration",
+        "awsVpcConfiguration={subnets=[subnet-12345],securityGroups=[sg-12345678]}",
+    ]);
+    let fargate = r["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    assert_eq!(r["tasks"][0]["launchType"], "FARGATE");
+    let t = c.wait_status(&fargate, "STOPPED", T);
+    assert_eq!(t["stopCode"], "TaskFailedToStart");
+    assert!(
+        t["stoppedReason"]
+            .as_str()
+            .unwrap()
+            .starts_with("ContainerNetworkingError: network mode awsvpc"),
+        "{t}"
+    );
+
     let dereg = c.json(&[
         "deregister-task-definition",
         "--task-definition",

@@ -387,9 +387,62 @@ pub fn request_json(op: &Operation, m: &ArgMatches) -> Result<Value, CliError> {
     Ok(Value::Object(req))
 }
 
-fn decode<T: serde::de::DeserializeOwned>(api: &str, v: Value) -> Result<T, CliError> {
-    serde_json::from_value(v)
-        .map_err(|e| CliError::Usage(format!("Parameter validation failed for {api}: {e}")))
+/// From serde's "unknown field `X`, expected one of `a`, `b`" error: the expected name that is
+/// `X` in another letter case, if any.
+fn case_variant(message: &str) -> Option<(String, String)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (given, expected) = rest.split_once('`')?;
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .find(|name| name.eq_ignore_ascii_case(given) && *name != given)
+        .map(|name| (given.to_string(), name.to_string()))
+}
+
+/// Renames the key `from` to `to` in every object of `v`; whether any was renamed.
+fn rename_key(v: &mut Value, from: &str, to: &str) -> bool {
+    let mut renamed = false;
+    match v {
+        Value::Object(map) => {
+            if let Some(x) = map.remove(from) {
+                map.insert(to.to_string(), x);
+                renamed = true;
+            }
+            for c in map.values_mut() {
+                renamed |= rename_key(c, from, to);
+            }
+        }
+        Value::Array(items) => {
+            for c in items {
+                renamed |= rename_key(c, from, to);
+            }
+        }
+        _ => {}
+    }
+    renamed
+}
+
+/// Decodes a request. A key that differs from a known one only in letter case is taken as
+/// that key (the ECS guide writes `awsVpcConfiguration`); any other unknown key is an error
+/// naming it.
+fn decode<T: serde::de::DeserializeOwned>(api: &str, mut v: Value) -> Result<T, CliError> {
+    loop {
+        match serde_json::from_value(v.clone()) {
+            Ok(t) => return Ok(t),
+            Err(e) => {
+                let message = e.to_string();
+                match case_variant(&message) {
+                    Some((from, to)) if rename_key(&mut v, &from, &to) => continue,
+                    _ => {
+                        return Err(CliError::Usage(format!(
+                            "Parameter validation failed for {api}: {message}"
+                        )))
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Value {
@@ -602,6 +655,38 @@ mod tests {
             decoded.overrides.unwrap().container_overrides[0].environment[0].value,
             "2025-10-28"
         );
+    }
+
+    #[test]
+    fn keys_in_another_letter_case_are_taken_as_the_known_key() {
+        // The guide's run-task writes awsVpcConfiguration.
+        let r = req(&[
+            "berth",
+            "ecs",
+            "run-task",
+            "--cluster",
+            "production-cluster",
+            "--task-definition",
+            "batch-job:1",
+            "--count",
+            "1",
+            "--launch-type",
+            "FARGATE",
+            "--network-configuration",
+            "awsVpcConfiguration={subnets=[subnet-12345],securityGroups=[sg-12345678]}",
+        ]);
+        let decoded: berth_proto::v1::RunTaskRequest = decode("RunTask", r).unwrap();
+        let vpc = decoded
+            .network_configuration
+            .unwrap()
+            .awsvpc_configuration
+            .unwrap();
+        assert_eq!(vpc.subnets, ["subnet-12345"]);
+        let bad = decode::<berth_proto::v1::RunTaskRequest>(
+            "RunTask",
+            serde_json::json!({"taskDefinitionz": "x"}),
+        );
+        assert!(bad.unwrap_err().to_string().contains("taskDefinitionz"));
     }
 
     #[test]
