@@ -1,7 +1,6 @@
 //! RunTask, StopTask, ListTasks, DescribeTasks, and the two halves of the agent link: the
 //! desired tasks of an instance and the state changes its agent reports.
 
-use super::instances::resource_int;
 use super::validation::{parse_task_cpu, parse_task_memory};
 use super::{cluster_name, new_id, now, put, Controller, State, INSTANCE_PREFIX, TASK_PREFIX};
 use crate::error::EcsError;
@@ -514,16 +513,6 @@ impl Controller {
             None => {}
         }
         Ok(view_changed)
-    }
-
-    /// The registered CPU of an instance (for tests and diagnostics).
-    pub async fn registered_cpu(&self, instance_id: &str) -> i64 {
-        let st = self.state.lock().await;
-        st.instances
-            .get(instance_id)
-            .and_then(|r| r.container_instance.as_ref())
-            .map(|ci| resource_int(&ci.registered_resources, "CPU"))
-            .unwrap_or(0)
     }
 }
 
