@@ -36,6 +36,15 @@ fn call<'a>(op: &'static str, id: &'a str) -> impl Fn(Status) -> RuntimeError + 
     }
 }
 
+/// `Ok(true)` when a lookup found its object, `Ok(false)` on NotFound, the error otherwise.
+fn found<T>(r: Result<T, Status>, op: &'static str, id: &str) -> Result<bool, RuntimeError> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(s) if s.code() == Code::NotFound => Ok(false),
+        Err(s) => Err(call(op, id)(s)),
+    }
+}
+
 fn image_err(image: &str, message: impl Into<String>) -> RuntimeError {
     RuntimeError::Image {
         image: image.to_string(),
@@ -122,18 +131,14 @@ impl Containerd {
     }
 
     async fn blob_exists(&self, digest: &str) -> Result<bool, RuntimeError> {
-        match self
+        let r = self
             .client
             .content()
             .info(self.req(InfoRequest {
                 digest: digest.to_string(),
             }))
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(s) if s.code() == Code::NotFound => Ok(false),
-            Err(s) => Err(call("content info", digest)(s)),
-        }
+            .await;
+        found(r, "content info", digest)
     }
 
     /// Writes a blob (with labels) unless it is there; sets the labels when it is.
@@ -202,19 +207,15 @@ impl Containerd {
     }
 
     async fn snapshot_exists(&self, key: &str) -> Result<bool, RuntimeError> {
-        match self
+        let r = self
             .client
             .snapshots()
             .stat(self.req(StatSnapshotRequest {
                 snapshotter: SNAPSHOTTER.into(),
                 key: key.to_string(),
             }))
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(s) if s.code() == Code::NotFound => Ok(false),
-            Err(s) => Err(call("stat snapshot", key)(s)),
-        }
+            .await;
+        found(r, "stat snapshot", key)
     }
 
     /// Unpacks the layers of a manifest into committed snapshots named by chain ID.
@@ -310,7 +311,7 @@ impl Containerd {
         Fut: std::future::Future<Output = Result<T, RuntimeError>>,
     {
         let id = format!("berth-{}", uuid::Uuid::new_v4().simple());
-        let expire = chrono_like_rfc3339(std::time::SystemTime::now() + Duration::from_secs(3600));
+        let expire = rfc3339(std::time::SystemTime::now() + Duration::from_secs(3600));
         self.client
             .leases()
             .create(self.req(leases_create(&id, expire)))
@@ -530,30 +531,17 @@ fn leases_create(id: &str, expire: String) -> containerd_client::services::v1::C
     }
 }
 
-/// RFC 3339 in UTC without pulling in a date crate.
-fn chrono_like_rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+/// RFC 3339 text of a time, as containerd's `containerd.io/gc.expire` label wants it.
+fn rfc3339(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let ts = pbjson_types::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: 0,
+    };
+    // The JSON form of a protobuf Timestamp is the quoted RFC 3339 string.
+    serde_json::to_string(&ts)
+        .map(|q| q.trim_matches('"').to_string())
+        .unwrap_or_default()
 }
 
 #[async_trait]
@@ -770,6 +758,6 @@ mod tests {
     #[test]
     fn formats_rfc3339() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
-        assert_eq!(super::chrono_like_rfc3339(t), "2023-11-14T22:13:20Z");
+        assert_eq!(super::rfc3339(t), "2023-11-14T22:13:20+00:00");
     }
 }
