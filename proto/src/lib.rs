@@ -26,31 +26,146 @@ pub fn now() -> Timestamp {
     }
 }
 
-/// ECS's task statuses, in the only order a task may take them.
+/// ECS's task and container statuses as enums, ordered by lifecycle: statuses only move forward,
+/// so `a < b` means `a` comes first. Strings exist only on the wire (`as_str` / `parse`); an
+/// unknown status is an error, never "the lowest".
 pub mod status {
-    /// lastStatus / desiredStatus values of a task, in order.
-    pub const TASK: [&str; 8] = [
-        "PROVISIONING",
-        "PENDING",
-        "ACTIVATING",
-        "RUNNING",
-        "DEACTIVATING",
-        "STOPPING",
-        "DEPROVISIONING",
-        "STOPPED",
-    ];
+    use std::fmt;
+    use std::str::FromStr;
 
-    /// How far along a task status is; unknown statuses rank lowest.
-    pub fn rank(s: &str) -> usize {
-        TASK.iter().position(|x| *x == s).unwrap_or(0)
+    /// A status string that is not one ECS defines.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct UnknownStatus {
+        /// "task" or "container".
+        pub kind: &'static str,
+        /// What was given.
+        pub value: String,
     }
 
-    /// How far along a container status (PENDING, RUNNING, STOPPED) is.
-    pub fn container_rank(s: &str) -> usize {
-        ["PENDING", "RUNNING", "STOPPED"]
-            .iter()
-            .position(|x| *x == s)
-            .unwrap_or(0)
+    impl fmt::Display for UnknownStatus {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "'{}' is not a {} status", self.value, self.kind)
+        }
+    }
+
+    impl std::error::Error for UnknownStatus {}
+
+    macro_rules! status_enum {
+        ($(#[$doc:meta])* $name:ident, $kind:literal, [$($variant:ident = $text:literal),+ $(,)?]) => {
+            $(#[$doc])*
+            #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+            pub enum $name {
+                $(
+                    #[doc = $text]
+                    $variant,
+                )+
+            }
+
+            impl $name {
+                /// Every status, in lifecycle order.
+                pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+                /// The wire form (`"RUNNING"`).
+                pub fn as_str(self) -> &'static str {
+                    match self {
+                        $($name::$variant => $text,)+
+                    }
+                }
+
+                /// Parses the wire form; anything else is an error.
+                pub fn parse(s: &str) -> Result<Self, UnknownStatus> {
+                    match s {
+                        $($text => Ok($name::$variant),)+
+                        _ => Err(UnknownStatus { kind: $kind, value: s.to_string() }),
+                    }
+                }
+            }
+
+            impl FromStr for $name {
+                type Err = UnknownStatus;
+                fn from_str(s: &str) -> Result<Self, Self::Err> {
+                    Self::parse(s)
+                }
+            }
+
+            impl fmt::Display for $name {
+                fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str(self.as_str())
+                }
+            }
+
+            impl From<$name> for String {
+                fn from(s: $name) -> String {
+                    s.as_str().to_string()
+                }
+            }
+
+            impl PartialEq<str> for $name {
+                fn eq(&self, other: &str) -> bool {
+                    self.as_str() == other
+                }
+            }
+
+            impl PartialEq<&str> for $name {
+                fn eq(&self, other: &&str) -> bool {
+                    self.as_str() == *other
+                }
+            }
+
+            impl PartialEq<String> for $name {
+                fn eq(&self, other: &String) -> bool {
+                    self.as_str() == other
+                }
+            }
+        };
+    }
+
+    status_enum!(
+        /// A task's lastStatus / desiredStatus.
+        TaskStatus, "task", [
+        Provisioning = "PROVISIONING",
+        Pending = "PENDING",
+        Activating = "ACTIVATING",
+        Running = "RUNNING",
+        Deactivating = "DEACTIVATING",
+        Stopping = "STOPPING",
+        Deprovisioning = "DEPROVISIONING",
+        Stopped = "STOPPED",
+    ]);
+
+    status_enum!(
+        /// A container's lastStatus.
+        ContainerStatus, "container", [
+        Pending = "PENDING",
+        Running = "RUNNING",
+        Stopped = "STOPPED",
+    ]);
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn statuses_round_trip_in_lifecycle_order() {
+            for pair in TaskStatus::ALL.windows(2) {
+                assert!(pair[0] < pair[1], "{} before {}", pair[0], pair[1]);
+            }
+            for s in TaskStatus::ALL {
+                assert_eq!(TaskStatus::parse(s.as_str()), Ok(*s));
+            }
+            for s in ContainerStatus::ALL {
+                assert_eq!(s.as_str().parse::<ContainerStatus>(), Ok(*s));
+            }
+            assert_eq!(TaskStatus::Stopping, "STOPPING");
+        }
+
+        #[test]
+        fn an_unknown_status_is_an_error() {
+            let e = TaskStatus::parse("RUNING").unwrap_err();
+            assert_eq!(e.to_string(), "'RUNING' is not a task status");
+            assert!(ContainerStatus::parse("PROVISIONING").is_err());
+            assert!(TaskStatus::parse("running").is_err());
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use crate::cgroups::Cgroups;
 use crate::runtime::spec::{self, SpecContext};
 use crate::runtime::{ContainerState, CreateContainer, Runtime, RuntimeError};
 use crate::state::TaskRecord;
-use berth_proto::status::rank;
+use berth_proto::status::TaskStatus;
 use berth_proto::v1::{ContainerDefinition, ContainerStateChange};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -98,9 +98,14 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             .find(|c| c.name == name)
     }
 
-    fn set_status(&mut self, status: &str) {
-        if rank(status) > rank(&self.rec.state.last_status) {
-            self.rec.state.last_status = status.to_string();
+    /// The task's known status; a record the agent wrote itself always parses.
+    fn status(&self) -> Option<TaskStatus> {
+        TaskStatus::parse(&self.rec.state.last_status).ok()
+    }
+
+    fn set_status(&mut self, status: TaskStatus) {
+        if self.status().is_none_or(|s| status > s) {
+            self.rec.state.last_status = status.into();
         }
     }
 
@@ -109,7 +114,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
     }
 
     fn stopping(&self) -> bool {
-        rank(&self.rec.state.last_status) >= rank("STOPPING")
+        self.status().is_some_and(|s| s >= TaskStatus::Stopping)
     }
 
     fn all_stopped(&self) -> bool {
@@ -131,7 +136,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             if recovering {
                 self.recover().await;
             }
-            if !self.stopping() && rank(&self.rec.state.last_status) < rank("RUNNING") {
+            if self.status().is_none_or(|s| s < TaskStatus::Running) {
                 self.start().await;
             }
             loop {
@@ -186,7 +191,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
     }
 
     async fn start(&mut self) {
-        self.set_status("PENDING");
+        self.set_status(TaskStatus::Pending);
         let mode = self.rec.definition.network_mode.clone();
         if mode != "host" && mode != "none" {
             return self
@@ -296,7 +301,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             }
             self.watch(&d.name, &cid);
         }
-        self.set_status("RUNNING");
+        self.set_status(TaskStatus::Running);
         self.rec.state.started_at = now();
         self.publish();
     }
@@ -386,7 +391,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         if self.stopping() {
             return;
         }
-        self.set_status("STOPPING");
+        self.set_status(TaskStatus::Stopping);
         self.rec.state.stopping_at = now();
         self.publish();
         self.signal_running().await;
@@ -499,7 +504,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         }
         self.rec.state.execution_stopped_at = now();
         self.rec.state.stopped_at = now();
-        self.set_status("STOPPED");
+        self.set_status(TaskStatus::Stopped);
         info!(reason = ?self.rec.state.stopped_reason, "task stopped");
         self.publish();
     }

@@ -6,7 +6,7 @@ use super::{cluster_name, new_id, now, put, Controller, State, INSTANCE_PREFIX, 
 use crate::error::EcsError;
 use crate::scheduler;
 use berth_proto::arn;
-use berth_proto::status::{container_rank, rank as status_rank};
+use berth_proto::status::{ContainerStatus, TaskStatus};
 use berth_proto::v1::*;
 
 /// What an agent should converge on.
@@ -324,7 +324,7 @@ impl Controller {
                 // PENDING lists tasks that want to run and are not running yet.
                 "PENDING" => {
                     t.desired_status == "RUNNING"
-                        && status_rank(&t.last_status) < status_rank("RUNNING")
+                        && TaskStatus::parse(&t.last_status).is_ok_and(|s| s < TaskStatus::Running)
                 }
                 d => t.desired_status == d,
             })
@@ -478,7 +478,7 @@ impl Controller {
         let mut updated = None;
         match known {
             Some(mut task) if task.last_status != "STOPPED" => {
-                merge(&mut task, &change);
+                merge(&mut task, &change)?;
                 if task.last_status == "STOPPED" {
                     view_changed = true;
                 }
@@ -516,15 +516,23 @@ impl Controller {
     }
 }
 
-/// Merges an agent's report into the controller's task, forward only.
-fn merge(task: &mut Task, c: &TaskStateChange) {
-    if status_rank(&c.last_status) > status_rank(&task.last_status) {
-        task.last_status = c.last_status.clone();
+/// Merges an agent's report into the controller's task, forward only. A status the contract
+/// does not define is refused (and the report not acknowledged), never ranked.
+fn merge(task: &mut Task, c: &TaskStateChange) -> Result<(), EcsError> {
+    let bad = |e: berth_proto::status::UnknownStatus| {
+        EcsError::invalid(format!("task state change for {}: {e}", c.task_arn))
+    };
+    let reported = TaskStatus::parse(&c.last_status).map_err(bad)?;
+    let current = TaskStatus::parse(&task.last_status).map_err(bad)?;
+    if reported > current {
+        task.last_status = reported.into();
     }
     for cc in &c.containers {
+        let reported = ContainerStatus::parse(&cc.last_status).map_err(bad)?;
         if let Some(ct) = task.containers.iter_mut().find(|x| x.name == cc.name) {
-            if container_rank(&cc.last_status) > container_rank(&ct.last_status) {
-                ct.last_status = cc.last_status.clone();
+            let current = ContainerStatus::parse(&ct.last_status).map_err(bad)?;
+            if reported > current {
+                ct.last_status = reported.into();
             }
             if ct.exit_code.is_none() {
                 ct.exit_code = cc.exit_code;
@@ -544,7 +552,7 @@ fn merge(task: &mut Task, c: &TaskStateChange) {
         task.stop_code = c.stop_code.clone();
         task.stopped_reason = c.stopped_reason.clone();
     }
-    if status_rank(&task.last_status) >= status_rank("STOPPING") {
+    if TaskStatus::parse(&task.last_status).is_ok_and(|s| s >= TaskStatus::Stopping) {
         task.desired_status = "STOPPED".into();
     }
     let set = |dst: &mut Option<pbjson_types::Timestamp>, src: &Option<pbjson_types::Timestamp>| {
@@ -563,4 +571,5 @@ fn merge(task: &mut Task, c: &TaskStateChange) {
         set(&mut task.connectivity_at, &c.started_at);
     }
     task.version += 1;
+    Ok(())
 }
