@@ -501,20 +501,39 @@ fn agent_restart_keeps_containers_and_status_flows() {
     let web = c.register(&web_td(port));
     let batch = c.register(&format!(
         r#"{{"family": "batch", "networkMode": "none",
-        "containerDefinitions": [{{"name": "job", "image": "{IMAGE}", "memory": 16, "command": ["sh", "-c", "read x < /dev/stdin || true; sleep 3; exit 7"]}}]}}"#
+        "containerDefinitions": [{{"name": "job", "image": "{IMAGE}", "memory": 16, "command": ["sh", "-c", "read x < /dev/stdin || true; sleep 5; exit 7"]}}]}}"#
     ));
     let web_task = c.run_task(&web);
     let t = c.wait_status(&web_task, "RUNNING", T);
     let runtime_id = t["containers"][0]["runtimeId"].clone();
     wait_for("the web app", T, || http_get(port));
     let batch_task = c.run_task(&batch);
-    c.wait_status(&batch_task, "RUNNING", T);
+    let b = c.wait_status(&batch_task, "RUNNING", T);
+    let batch_id = b["containers"][0]["runtimeId"]
+        .as_str()
+        .expect("batch runtimeId")
+        .to_string();
 
     c.kill_agent();
-    // While the agent is down the web app still answers and the batch job finishes.
+    // While the agent is down the web app still answers and the batch job finishes: the agent
+    // stays down until containerd itself reports the exit, so the exit code can only come from
+    // the restarted agent's recovery.
     assert!(
         http_get(port).is_some(),
         "the container died with the agent"
+    );
+    assert_eq!(
+        c.containerd_task_status(&batch_id).as_deref(),
+        Some("RUNNING"),
+        "the batch job must still run when the agent goes down"
+    );
+    wait_for("containerd to report the batch job's exit", T, || {
+        (c.containerd_task_status(&batch_id).as_deref() == Some("STOPPED")).then_some(())
+    });
+    assert_eq!(
+        c.task(&batch_task)["lastStatus"],
+        "RUNNING",
+        "the controller heard nothing while the agent was down"
     );
     c.start_agent();
     c.wait_agent_connected();
