@@ -861,3 +861,36 @@ fn churn_of_short_tasks_all_start_and_stop_cleanly() {
         c.containerd_containers().is_empty().then_some(())
     });
 }
+
+/// Issue 5, item 1: a three-container task stopped right after run-task reaches STOPPED, every
+/// container STOPPED (those never started without an exit code), its cgroup and containerd
+/// containers removed, and the host can place the next task (its cpu/memory were released).
+#[test]
+fn stop_right_after_run_task_stops_every_container_and_frees_the_host() {
+    if !prerequisites() {
+        return;
+    }
+    let c = Cluster::start("stopwhilestart");
+    // Half the 2-core host each: two leaked tasks would leave no room for a third.
+    let td = c.register(&format!(
+        r#"{{"family": "trio", "networkMode": "none", "cpu": "1024", "memory": "128",
+        "containerDefinitions": [
+          {{"name": "a", "image": "{IMAGE}", "memory": 16, "stopTimeout": 2, "command": ["sleep", "1000"]}},
+          {{"name": "b", "image": "{IMAGE}", "memory": 16, "stopTimeout": 2, "essential": false, "command": ["sleep", "1000"]}},
+          {{"name": "c", "image": "{IMAGE}", "memory": 16, "stopTimeout": 2, "essential": false, "command": ["sleep", "1000"]}}]}}"#
+    ));
+    for _ in 0..3 {
+        let task = c.run_task(&td);
+        c.ok(&["stop-task", "--cluster", &c.name, "--task", &task]);
+        let t = c.wait_status(&task, "STOPPED", T);
+        for ct in t["containers"].as_array().expect("containers") {
+            assert_eq!(ct["lastStatus"], "STOPPED", "{t}");
+        }
+        wait_for("the task's cgroups to be removed", T, || {
+            c.cgroup_leftovers(&task).is_empty().then_some(())
+        });
+    }
+    wait_for("every container to be removed", T, || {
+        c.containerd_containers().is_empty().then_some(())
+    });
+}

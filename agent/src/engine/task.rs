@@ -601,55 +601,60 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         let tx = self.tx.clone();
         let (name, cid) = (name.to_string(), cid.to_string());
         let key = name.clone();
-        let handle = tokio::spawn(async move {
-            let mut attempt = 0;
-            loop {
-                let quiet = match tokio::time::timeout(WAIT_POLL, runtime.wait(&cid)).await {
-                    Ok(Ok(status)) => {
-                        let _ = tx.send(Event::Exited {
-                            name,
-                            status: Some(status),
-                        });
+        let handle = tokio::spawn(
+            async move {
+                let mut attempt = 0;
+                loop {
+                    let quiet = match tokio::time::timeout(WAIT_POLL, runtime.wait(&cid)).await {
+                        Ok(Ok(status)) => {
+                            let _ = tx.send(Event::Exited {
+                                name,
+                                status: Some(status),
+                            });
+                            return;
+                        }
+                        Ok(Err(e)) => {
+                            warn!(container = %cid, error = %e, "wait failed; checking the state");
+                            false
+                        }
+                        Err(_) => true,
+                    };
+                    match bounded("state", &cid, call, runtime.state(&cid)).await {
+                        Ok(ContainerState::Stopped(status)) => {
+                            let _ = tx.send(Event::Exited {
+                                name,
+                                status: Some(status),
+                            });
+                            return;
+                        }
+                        Ok(ContainerState::Missing) => {
+                            warn!(container = %cid, "container gone from containerd; no exit code");
+                            let _ = tx.send(Event::Exited { name, status: None });
+                            return;
+                        }
+                        Ok(_) if quiet => {
+                            attempt = 0;
+                            continue;
+                        }
+                        Ok(s) => debug!(container = %cid, state = ?s, "still there; waiting again"),
+                        Err(e) => {
+                            warn!(container = %cid, error = %e, "cannot get the state; retrying")
+                        }
+                    }
+                    if tx.is_closed() {
                         return;
                     }
-                    Ok(Err(e)) => {
-                        warn!(container = %cid, error = %e, "wait failed; checking the state");
-                        false
-                    }
-                    Err(_) => true,
-                };
-                match bounded("state", &cid, call, runtime.state(&cid)).await {
-                    Ok(ContainerState::Stopped(status)) => {
-                        let _ = tx.send(Event::Exited {
-                            name,
-                            status: Some(status),
-                        });
-                        return;
-                    }
-                    Ok(ContainerState::Missing) => {
-                        warn!(container = %cid, "container gone from containerd; no exit code");
-                        let _ = tx.send(Event::Exited { name, status: None });
-                        return;
-                    }
-                    Ok(_) if quiet => {
-                        attempt = 0;
-                        continue;
-                    }
-                    Ok(s) => debug!(container = %cid, state = ?s, "still there; waiting again"),
-                    Err(e) => warn!(container = %cid, error = %e, "cannot get the state; retrying"),
+                    attempt += 1;
+                    tokio::time::sleep(backoff(
+                        Duration::from_millis(100),
+                        attempt,
+                        Duration::from_secs(5),
+                    ))
+                    .await;
                 }
-                if tx.is_closed() {
-                    return;
-                }
-                attempt += 1;
-                tokio::time::sleep(backoff(
-                    Duration::from_millis(100),
-                    attempt,
-                    Duration::from_secs(5),
-                ))
-                .await;
             }
-        });
+            .in_current_span(),
+        );
         if let Some(old) = self.watchers.insert(key, handle) {
             old.abort();
         }
