@@ -679,6 +679,11 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             self.rec.state.stopped_reason = Some(reason);
             changed = true;
         }
+        self.enter_stopping(changed);
+    }
+
+    /// STOPPING: never-started containers to STOPPED, running ones signalled (idempotent).
+    fn enter_stopping(&mut self, mut changed: bool) {
         for c in &mut self.rec.state.containers {
             if Self::container_status(c) == ContainerStatus::Pending {
                 c.last_status = ContainerStatus::Stopped.into();
@@ -974,9 +979,8 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             }
         }
         if self.stopping() {
-            let reason = self.rec.state.stopped_reason.clone().unwrap_or_default();
-            let code = self.rec.state.stop_code.clone().unwrap_or_default();
-            self.begin_stop(reason, code).await;
+            // Signals again: the SIGKILL deadlines died with the previous agent.
+            self.enter_stopping(true);
         } else {
             self.publish();
         }
