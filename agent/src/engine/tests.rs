@@ -1059,3 +1059,38 @@ async fn recovery_applies_the_start_rules_to_created_containers() {
     assert_eq!(container(&stopped, "side").exit_code, Some(143));
     assert_forward_only(&h);
 }
+
+/// Item 3: a failed SIGKILL is sent again with back-off (1 s, 2 s, …) until it works; the exit
+/// code is containerd's and there is no TaskStateError.
+#[tokio::test(start_paused = true)]
+async fn a_failed_sigkill_is_retried_with_back_off() {
+    let rt = FakeRuntime {
+        ignore_sigterm: true,
+        ..Default::default()
+    };
+    // The stop signal and the first two SIGKILLs fail.
+    rt.faults.inject(
+        "kill",
+        Some("main"),
+        Fault::Fail(3, tonic::Code::Unavailable),
+    );
+    let h = harness(rt);
+    let td = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[{"name":"main","image":"i","stopTimeout":2}]}"#;
+    h.engine.apply_desired(&assignment("RUNNING", td));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    let asked = tokio::time::Instant::now();
+    h.engine.apply_desired(&DesiredTasks {
+        seq: 2,
+        ..assignment("STOPPED", td)
+    });
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    let kills = h.runtime.kills.lock().unwrap().clone();
+    assert_eq!(kills.len(), 1, "only the third SIGKILL got through");
+    assert_eq!(kills[0].1, 9);
+    assert_eq!(kills[0].2 - asked, Duration::from_secs(2 + 1 + 2));
+    assert_eq!(h.runtime.count("kill", "main"), 4);
+    let main = container(&stopped, "main");
+    assert_eq!((main.exit_code, main.reason.as_deref()), (Some(137), None));
+    assert_eq!(stopped.stopped_reason.as_deref(), Some("by test"));
+    assert_forward_only(&h);
+}
