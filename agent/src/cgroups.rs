@@ -16,6 +16,17 @@ pub struct CgroupError {
     message: String,
 }
 
+#[cfg(test)]
+impl CgroupError {
+    /// An injected failure, for the engine's fakes.
+    pub(crate) fn test(op: &str) -> Self {
+        Self {
+            path: "test".into(),
+            message: format!("{op}: injected"),
+        }
+    }
+}
+
 /// What the engine needs from cgroups.
 pub trait Cgroups: Send + Sync + 'static {
     /// Creates the task cgroup with its limits (task cpu units, task memory MiB).

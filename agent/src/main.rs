@@ -269,6 +269,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             data_dir: dir,
             cluster: args.cluster.clone(),
             stop_timeout: Duration::from_secs(args.container_stop_timeout),
+            timeouts: Default::default(),
         },
     )?;
     tracing::info!(cluster = %args.cluster, containerd = %version, "berth-agent started");

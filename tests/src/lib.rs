@@ -420,6 +420,21 @@ impl Cluster {
             .collect()
     }
 
+    /// The status containerd gives a container's task (`RUNNING`, `STOPPED`, …), read with
+    /// `ctr tasks ls`; `None` when it has no task.
+    pub fn containerd_task_status(&self, container_id: &str) -> Option<String> {
+        let out = Command::new("ctr")
+            .arg("-a")
+            .arg(self.socket())
+            .args(["-n", "berth", "tasks", "ls"])
+            .output()
+            .expect("ctr");
+        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+            let mut cols = l.split_whitespace();
+            (cols.next() == Some(container_id)).then(|| cols.nth(1).unwrap_or_default().to_string())
+        })
+    }
+
     /// The agent's log so far (for failure messages).
     pub fn agent_log(&self) -> String {
         let mut logs = String::new();

@@ -501,20 +501,39 @@ fn agent_restart_keeps_containers_and_status_flows() {
     let web = c.register(&web_td(port));
     let batch = c.register(&format!(
         r#"{{"family": "batch", "networkMode": "none",
-        "containerDefinitions": [{{"name": "job", "image": "{IMAGE}", "memory": 16, "command": ["sh", "-c", "read x < /dev/stdin || true; sleep 3; exit 7"]}}]}}"#
+        "containerDefinitions": [{{"name": "job", "image": "{IMAGE}", "memory": 16, "command": ["sh", "-c", "read x < /dev/stdin || true; sleep 5; exit 7"]}}]}}"#
     ));
     let web_task = c.run_task(&web);
     let t = c.wait_status(&web_task, "RUNNING", T);
     let runtime_id = t["containers"][0]["runtimeId"].clone();
     wait_for("the web app", T, || http_get(port));
     let batch_task = c.run_task(&batch);
-    c.wait_status(&batch_task, "RUNNING", T);
+    let b = c.wait_status(&batch_task, "RUNNING", T);
+    let batch_id = b["containers"][0]["runtimeId"]
+        .as_str()
+        .expect("batch runtimeId")
+        .to_string();
 
     c.kill_agent();
-    // While the agent is down the web app still answers and the batch job finishes.
+    // While the agent is down the web app still answers and the batch job finishes: the agent
+    // stays down until containerd itself reports the exit, so the exit code can only come from
+    // the restarted agent's recovery.
     assert!(
         http_get(port).is_some(),
         "the container died with the agent"
+    );
+    assert_eq!(
+        c.containerd_task_status(&batch_id).as_deref(),
+        Some("RUNNING"),
+        "the batch job must still run when the agent goes down"
+    );
+    wait_for("containerd to report the batch job's exit", T, || {
+        (c.containerd_task_status(&batch_id).as_deref() == Some("STOPPED")).then_some(())
+    });
+    assert_eq!(
+        c.task(&batch_task)["lastStatus"],
+        "RUNNING",
+        "the controller heard nothing while the agent was down"
     );
     c.start_agent();
     c.wait_agent_connected();
@@ -837,6 +856,39 @@ fn churn_of_short_tasks_all_start_and_stop_cleanly() {
         let t = c.wait_status(arn, "STOPPED", T);
         assert_eq!(t["stopCode"], "EssentialContainerExited", "{t}");
         assert_eq!(t["containers"][0]["exitCode"], 0, "{t}");
+    }
+    wait_for("every container to be removed", T, || {
+        c.containerd_containers().is_empty().then_some(())
+    });
+}
+
+/// Issue 5, item 1: a three-container task stopped right after run-task reaches STOPPED, every
+/// container STOPPED (those never started without an exit code), its cgroup and containerd
+/// containers removed, and the host can place the next task (its cpu/memory were released).
+#[test]
+fn stop_right_after_run_task_stops_every_container_and_frees_the_host() {
+    if !prerequisites() {
+        return;
+    }
+    let c = Cluster::start("stopwhilestart");
+    // Half the 2-core host each: two leaked tasks would leave no room for a third.
+    let td = c.register(&format!(
+        r#"{{"family": "trio", "networkMode": "none", "cpu": "1024", "memory": "128",
+        "containerDefinitions": [
+          {{"name": "a", "image": "{IMAGE}", "memory": 16, "stopTimeout": 2, "command": ["sleep", "1000"]}},
+          {{"name": "b", "image": "{IMAGE}", "memory": 16, "stopTimeout": 2, "essential": false, "command": ["sleep", "1000"]}},
+          {{"name": "c", "image": "{IMAGE}", "memory": 16, "stopTimeout": 2, "essential": false, "command": ["sleep", "1000"]}}]}}"#
+    ));
+    for _ in 0..3 {
+        let task = c.run_task(&td);
+        c.ok(&["stop-task", "--cluster", &c.name, "--task", &task]);
+        let t = c.wait_status(&task, "STOPPED", T);
+        for ct in t["containers"].as_array().expect("containers") {
+            assert_eq!(ct["lastStatus"], "STOPPED", "{t}");
+        }
+        wait_for("the task's cgroups to be removed", T, || {
+            c.cgroup_leftovers(&task).is_empty().then_some(())
+        });
     }
     wait_for("every container to be removed", T, || {
         c.containerd_containers().is_empty().then_some(())

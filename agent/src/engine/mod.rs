@@ -24,6 +24,30 @@ pub struct EngineConfig {
     pub cluster: String,
     /// Default time between the stop signal and SIGKILL (ECS_CONTAINER_STOP_TIMEOUT).
     pub stop_timeout: Duration,
+    /// Bounds on the runtime and cgroup calls the engine makes.
+    pub timeouts: Timeouts,
+}
+
+/// How long the engine gives each kind of call before it counts as failed. `wait` has none: it
+/// is a long poll the engine cancels and retries.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// A containerd call: create, start, kill, state, delete.
+    pub call: Duration,
+    /// Resolving an image (which may unpack its layers).
+    pub image: Duration,
+    /// A cgroup file-system operation (create, OOM check, remove).
+    pub cgroup: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            call: Duration::from_secs(60),
+            image: Duration::from_secs(900),
+            cgroup: Duration::from_secs(10),
+        }
+    }
 }
 
 /// What an actor is told.
@@ -36,12 +60,13 @@ pub enum Event {
         /// stopCode to show.
         code: String,
     },
-    /// A container's process exited.
+    /// A container's process exited, or its container vanished.
     Exited {
         /// Container name.
         name: String,
-        /// Exit status.
-        status: u32,
+        /// The exit status containerd reported; `None` when the container is gone from
+        /// containerd and no status can be known (never invented).
+        status: Option<u32>,
     },
 }
 

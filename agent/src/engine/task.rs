@@ -1,26 +1,104 @@
 //! One task's actor: starts its containers, watches them exit, stops them (stop signal, then
 //! SIGKILL after stopTimeout) and cleans up. Statuses only move forward; every change is
 //! persisted and reported. Driven by events only: container exits, the controller's stop, and
-//! the stop-timeout deadline.
+//! the SIGKILL deadlines.
+//!
+//! It never reports a container STOPPED while its process may still run: an exit code is only
+//! ever one containerd reported; "containerd unreachable" (retried with back-off) is told apart
+//! from "container gone" (NotFound); every runtime and cgroup call is bounded, signals are sent
+//! from tasks of their own so a hung call delays no other container's deadline, and a task
+//! whose processes cannot be killed or cleaned up is reported STOPPED with
+//! [`TASK_STATE_ERROR`] only after bounded SIGKILL and cleanup retries.
 
 use super::{task_id, Event, Shared};
-use crate::cgroups::Cgroups;
+use crate::cgroups::{CgroupError, Cgroups};
 use crate::runtime::spec::{self, SpecContext};
 use crate::runtime::{ContainerState, CreateContainer, Runtime, RuntimeError};
 use crate::state::TaskRecord;
-use berth_proto::status::TaskStatus;
+use berth_proto::status::{ContainerStatus, TaskStatus};
 use berth_proto::v1::{ContainerDefinition, ContainerStateChange};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, error, info, warn, Instrument};
 
 /// The reason ECS gives for an OOM kill.
 pub const OOM_REASON: &str = "OutOfMemoryError: Container killed due to memory usage";
 /// The reason ECS gives when an essential container exits.
 pub const ESSENTIAL_EXITED: &str = "Essential container in task exited";
+/// The reason ECS gives a task the agent could not bring to a verified stop.
+pub const TASK_STATE_ERROR: &str =
+    "TaskStateError: Agent could not progress task's state to stopped";
+/// The reason of a container containerd no longer has (it has no exit code).
+pub const VANISHED: &str = "CannotInspectContainerError: container no longer exists";
+
+/// SIGKILLs sent to a container that does not exit before the agent gives up on it.
+pub const MAX_SIGKILLS: u32 = 5;
+/// Cleanup rounds (delete containers, remove the cgroup) before the agent gives up.
+pub const CLEANUP_ATTEMPTS: u32 = 8;
+/// How often a watcher re-checks a container's state while its `wait` long poll is quiet.
+const WAIT_POLL: Duration = Duration::from_secs(60);
+/// State queries made after a failed start before the container counts as possibly running.
+const SETTLE_ATTEMPTS: u32 = 8;
+
+/// `base × 2^attempt`, at most `cap`.
+fn backoff(base: Duration, attempt: u32, cap: Duration) -> Duration {
+    base.saturating_mul(1u32 << attempt.min(16)).min(cap)
+}
+
+/// A bounded runtime call.
+async fn bounded<T>(
+    op: &'static str,
+    id: &str,
+    after: Duration,
+    call: impl Future<Output = Result<T, RuntimeError>>,
+) -> Result<T, RuntimeError> {
+    match tokio::time::timeout(after, call).await {
+        Ok(r) => r,
+        Err(_) => Err(RuntimeError::Timeout {
+            op,
+            id: id.to_string(),
+            after,
+        }),
+    }
+}
+
+/// A cgroup operation that failed or did not finish in time.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupCallError {
+    /// The operation failed.
+    #[error(transparent)]
+    Failed(#[from] CgroupError),
+    /// The operation did not return in time (a hung file-system call).
+    #[error("cgroup {op}: no answer within {after:?}")]
+    Timeout {
+        /// The operation.
+        op: &'static str,
+        /// How long it was given.
+        after: Duration,
+    },
+    /// The blocking pool could not run it (or it panicked).
+    #[error("cgroup {op}: {source}")]
+    Join {
+        /// The operation.
+        op: &'static str,
+        /// The pool's error.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// What a start-phase call came to.
+enum Step<T> {
+    /// The call returned (or timed out).
+    Done(Result<T, RuntimeError>),
+    /// A stop arrived first; the call was abandoned.
+    Stop(String, String),
+}
 
 fn now() -> Option<pbjson_types::Timestamp> {
     Some(berth_proto::now())
@@ -57,20 +135,41 @@ pub(crate) struct TaskActor<R, C> {
     id: String,
     tx: mpsc::UnboundedSender<Event>,
     rx: mpsc::UnboundedReceiver<Event>,
-    /// SIGKILL deadlines of containers sent their stop signal.
+    /// Next SIGKILL of each container sent its stop signal and not yet exited.
     kill_at: HashMap<String, Instant>,
+    /// SIGKILLs sent so far, per container.
+    sigkills: HashMap<String, u32>,
+    /// Each running container's exit watcher; aborted when the actor ends.
+    watchers: HashMap<String, JoinHandle<()>>,
     /// Events taken off the channel while starting, for the main loop to handle in order.
-    deferred: std::collections::VecDeque<Event>,
+    deferred: VecDeque<Event>,
+    /// The agent gave up on a verified stop of some container (see [`TASK_STATE_ERROR`]).
+    gave_up: bool,
+}
+
+impl<R, C> Drop for TaskActor<R, C> {
+    fn drop(&mut self) {
+        for w in self.watchers.values() {
+            w.abort();
+        }
+    }
 }
 
 impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
     pub(crate) fn new(
         shared: Arc<Shared<R, C>>,
-        rec: TaskRecord,
+        mut rec: TaskRecord,
         tx: mpsc::UnboundedSender<Event>,
         rx: mpsc::UnboundedReceiver<Event>,
     ) -> Self {
         let id = task_id(&rec.task.task_arn);
+        for c in &mut rec.state.containers {
+            if let Err(e) = ContainerStatus::parse(&c.last_status) {
+                // Only the controller's assignment can carry one; the agent has not started it.
+                error!(task = %id, container = %c.name, error = %e, "treating the container as PENDING");
+                c.last_status = ContainerStatus::Pending.into();
+            }
+        }
         Self {
             shared,
             rec,
@@ -78,7 +177,10 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             tx,
             rx,
             kill_at: HashMap::new(),
-            deferred: Default::default(),
+            sigkills: HashMap::new(),
+            watchers: HashMap::new(),
+            deferred: VecDeque::new(),
+            gave_up: false,
         }
     }
 
@@ -96,6 +198,20 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             .containers
             .iter_mut()
             .find(|c| c.name == name)
+    }
+
+    /// A container's known status (validated in [`TaskActor::new`]).
+    fn container_status(c: &ContainerStateChange) -> ContainerStatus {
+        ContainerStatus::parse(&c.last_status).unwrap_or(ContainerStatus::Pending)
+    }
+
+    /// Moves a container's status forward (never back).
+    fn set_container_status(&mut self, name: &str, status: ContainerStatus) {
+        if let Some(c) = self.container(name) {
+            if status > Self::container_status(c) {
+                c.last_status = status.into();
+            }
+        }
     }
 
     /// The task's known status; a record the agent wrote itself always parses.
@@ -122,10 +238,31 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             .state
             .containers
             .iter()
-            .all(|c| c.last_status == "STOPPED")
+            .all(|c| Self::container_status(c) == ContainerStatus::Stopped)
     }
 
-    /// Runs the task to STOPPED.
+    fn timeouts(&self) -> &super::Timeouts {
+        &self.shared.config.timeouts
+    }
+
+    /// Runs a cgroup operation on the blocking pool, bounded by the cgroup timeout.
+    async fn cgroup<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&C, &str) -> Result<T, CgroupError> + Send + 'static,
+    ) -> Result<T, CgroupCallError> {
+        let cgroups = self.shared.cgroups.clone();
+        let id = self.id.clone();
+        let after = self.timeouts().cgroup;
+        let job = tokio::task::spawn_blocking(move || f(&cgroups, &id));
+        match tokio::time::timeout(after, job).await {
+            Ok(Ok(r)) => r.map_err(CgroupCallError::from),
+            Ok(Err(source)) => Err(CgroupCallError::Join { op, source }),
+            Err(_) => Err(CgroupCallError::Timeout { op, after }),
+        }
+    }
+
+    /// Runs to STOPPED.
     pub(crate) async fn run(mut self, recovering: bool) {
         let family = format!(
             "{}:{}",
@@ -136,14 +273,15 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             if recovering {
                 self.recover().await;
             }
-            if self.status().is_none_or(|s| s < TaskStatus::Running) {
+            if !self.stopping() && self.status().is_none_or(|s| s < TaskStatus::Running) {
                 self.start().await;
             }
             loop {
                 if self.all_stopped() {
                     if !self.stopping() {
                         // Every container exited by itself.
-                        self.begin_stop(ESSENTIAL_EXITED.into(), "EssentialContainerExited".into()).await;
+                        self.begin_stop(ESSENTIAL_EXITED.into(), "EssentialContainerExited".into())
+                            .await;
                     }
                     self.finish().await;
                     return;
@@ -171,7 +309,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
     async fn handle(&mut self, ev: Event) {
         match ev {
             Event::Stop { reason, code } => {
-                self.rec.desired_status = "STOPPED".into();
+                self.rec.desired_status = TaskStatus::Stopped.into();
                 self.begin_stop(reason, code).await;
             }
             Event::Exited { name, status } => self.on_exit(&name, status).await,
@@ -190,6 +328,37 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         None
     }
 
+    /// Runs a start-phase call bounded by `after`, abandoning it if a stop arrives first: a
+    /// hung call never holds up a stop request.
+    async fn start_call<T>(
+        &mut self,
+        op: &'static str,
+        id: &str,
+        after: Duration,
+        call: impl Future<Output = Result<T, RuntimeError>>,
+    ) -> Step<T> {
+        let call = bounded(op, id, after, call);
+        tokio::pin!(call);
+        loop {
+            tokio::select! {
+                r = &mut call => return Step::Done(r),
+                ev = self.rx.recv() => match ev {
+                    Some(Event::Stop { reason, code }) => return Step::Stop(reason, code),
+                    Some(other) => self.deferred.push_back(other),
+                    // The engine is gone: nothing can stop us any more.
+                    None => return Step::Done(call.await),
+                },
+            }
+        }
+    }
+
+    /// A stop that arrived while starting: stops at once.
+    async fn stop_while_starting(&mut self, reason: String, code: String) {
+        info!("stop requested while starting");
+        self.rec.desired_status = TaskStatus::Stopped.into();
+        self.begin_stop(reason, code).await;
+    }
+
     async fn start(&mut self) {
         self.set_status(TaskStatus::Pending);
         let mode = self.rec.definition.network_mode.clone();
@@ -205,9 +374,23 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         let mut images = HashMap::new();
         let defs = self.rec.definition.container_definitions.clone();
         for d in &defs {
-            match self.shared.runtime.image(&d.image).await {
+            let runtime = self.shared.runtime.clone();
+            let image = d.image.clone();
+            let after = self.timeouts().image;
+            let got = match self
+                .start_call("image", &d.image, after, async move {
+                    runtime.image(&image).await
+                })
+                .await
+            {
+                Step::Done(r) => r,
+                Step::Stop(reason, code) => return self.stop_while_starting(reason, code).await,
+            };
+            match got {
                 Ok(img) => {
-                    self.rec.stop_signals.insert(d.name.clone(), img.stop_signal.clone());
+                    self.rec
+                        .stop_signals
+                        .insert(d.name.clone(), img.stop_signal.clone());
                     if let Some(c) = self.container(&d.name) {
                         c.image_digest = Some(img.digest.clone());
                     }
@@ -225,6 +408,9 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         }
         self.rec.state.pull_stopped_at = now();
         debug!("images resolved");
+        if let Some((reason, code)) = self.stop_requested() {
+            return self.stop_while_starting(reason, code).await;
+        }
         let cpu = self
             .rec
             .definition
@@ -237,22 +423,22 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             .memory
             .as_deref()
             .and_then(|m| m.parse().ok());
-        if let Err(e) = self.shared.cgroups.create_task(&self.id, cpu, mem) {
+        if let Err(e) = self
+            .cgroup("create", move |c, id| c.create_task(id, cpu, mem))
+            .await
+        {
             return self
                 .fail_start(format!("ResourceInitializationError: {e}"))
                 .await;
         }
         for (i, d) in defs.iter().enumerate() {
             if let Some((reason, code)) = self.stop_requested() {
-                self.rec.desired_status = "STOPPED".into();
-                return self.begin_stop(reason, code).await;
+                return self.stop_while_starting(reason, code).await;
             }
-            let already = self
-                .rec
-                .state
-                .containers
-                .iter()
-                .any(|c| c.name == d.name && c.last_status != "PENDING");
+            let already =
+                self.rec.state.containers.iter().any(|c| {
+                    c.name == d.name && Self::container_status(c) != ContainerStatus::Pending
+                });
             if already {
                 continue;
             }
@@ -277,33 +463,107 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 c.runtime_id = Some(cid.clone());
             }
             self.publish();
-            let labels = self.labels(d);
-            let create = CreateContainer {
+            let create = Arc::new(CreateContainer {
                 id: cid.clone(),
                 image: img.clone(),
                 spec,
-                labels,
+                labels: self.labels(d),
                 log_path: self.shared.config.data_dir.log(&self.id, &d.name),
-            };
-            if let Err(e) = self.shared.runtime.create(&create).await {
-                return self
-                    .fail_start(format!("CannotCreateContainerError: {}", e.message()))
-                    .await;
+            });
+            let after = self.timeouts().call;
+            let (runtime, c) = (self.shared.runtime.clone(), create.clone());
+            // A create abandoned for a stop leaves at most a container record: nothing runs.
+            match self
+                .start_call(
+                    "create",
+                    &cid,
+                    after,
+                    async move { runtime.create(&c).await },
+                )
+                .await
+            {
+                Step::Done(Ok(())) => {}
+                Step::Done(Err(e)) => {
+                    return self
+                        .fail_start(format!("CannotCreateContainerError: {}", e.message()))
+                        .await
+                }
+                Step::Stop(reason, code) => return self.stop_while_starting(reason, code).await,
             }
-            if let Err(e) = self.shared.runtime.start(&create).await {
-                return self
-                    .fail_start(format!("CannotStartContainerError: {}", e.message()))
-                    .await;
+            let (runtime, c) = (self.shared.runtime.clone(), create.clone());
+            match self
+                .start_call("start", &cid, after, async move { runtime.start(&c).await })
+                .await
+            {
+                Step::Done(Ok(())) => {}
+                Step::Done(Err(e)) => {
+                    // The start may have happened anyway (a timeout, containerd restarting).
+                    self.settle_after_failed_start(&d.name, &cid).await;
+                    return self
+                        .fail_start(format!("CannotStartContainerError: {}", e.message()))
+                        .await;
+                }
+                Step::Stop(reason, code) => {
+                    self.settle_after_failed_start(&d.name, &cid).await;
+                    return self.stop_while_starting(reason, code).await;
+                }
             }
             info!(container = %d.name, id = %cid, "container started");
-            if let Some(c) = self.container(&d.name) {
-                c.last_status = "RUNNING".into();
-            }
+            self.set_container_status(&d.name, ContainerStatus::Running);
             self.watch(&d.name, &cid);
         }
         self.set_status(TaskStatus::Running);
         self.rec.state.started_at = now();
         self.publish();
+    }
+
+    /// After a start that failed or was abandoned: asks containerd whether the process runs
+    /// after all. Running (or still unknown after a few tries) → RUNNING and watched, so the
+    /// stop kills it; otherwise it stays PENDING and is stopped as never started.
+    async fn settle_after_failed_start(&mut self, name: &str, cid: &str) {
+        match self.settle(cid, Some(SETTLE_ATTEMPTS)).await {
+            Some(ContainerState::Created | ContainerState::Missing) => {}
+            Some(ContainerState::Stopped(code)) => {
+                self.set_container_status(name, ContainerStatus::Running);
+                self.deferred.push_back(Event::Exited {
+                    name: name.to_string(),
+                    status: Some(code),
+                });
+            }
+            Some(ContainerState::Running | ContainerState::Unknown) | None => {
+                warn!(container = %name, "the start may have happened; treating it as running");
+                self.set_container_status(name, ContainerStatus::Running);
+                self.watch(name, cid);
+            }
+        }
+    }
+
+    /// Asks containerd for a container's state until it gives a definite answer (not an error,
+    /// not UNKNOWN), with back-off; `None` after `attempts` tries when bounded.
+    async fn settle(&self, cid: &str, attempts: Option<u32>) -> Option<ContainerState> {
+        let mut attempt = 0;
+        loop {
+            let runtime = &self.shared.runtime;
+            match bounded("state", cid, self.timeouts().call, runtime.state(cid)).await {
+                Ok(ContainerState::Unknown) => {
+                    warn!(container = %cid, "containerd does not know the process's state; asking again")
+                }
+                Ok(s) => return Some(s),
+                Err(e) => {
+                    warn!(container = %cid, error = %e, "cannot get the container's state; asking again")
+                }
+            }
+            attempt += 1;
+            if attempts.is_some_and(|max| attempt >= max) {
+                return None;
+            }
+            tokio::time::sleep(backoff(
+                Duration::from_millis(100),
+                attempt,
+                Duration::from_secs(5),
+            ))
+            .await;
+        }
     }
 
     fn labels(&self, d: &ContainerDefinition) -> HashMap<String, String> {
@@ -331,80 +591,126 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         l
     }
 
-    /// Waits for a container's exit in the background and tells the actor.
-    fn watch(&self, name: &str, cid: &str) {
+    /// Watches a container's exit in the background and tells the actor. `wait` is a long poll:
+    /// when it fails (containerd restarting) or stays quiet for [`WAIT_POLL`], the watcher asks
+    /// for the state and waits again. It reports only an exit status containerd gave, or the
+    /// container's disappearance (NotFound) without one.
+    fn watch(&mut self, name: &str, cid: &str) {
         let runtime = self.shared.runtime.clone();
+        let call = self.timeouts().call;
         let tx = self.tx.clone();
         let (name, cid) = (name.to_string(), cid.to_string());
-        tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                match runtime.wait(&cid).await {
-                    Ok(status) => {
-                        let _ = tx.send(Event::Exited { name, status });
-                        return;
-                    }
-                    Err(e) => {
-                        // containerd restarting or the link failing: ask for the state, retry.
-                        match runtime.state(&cid).await {
-                            Ok(ContainerState::Stopped(status)) => {
-                                let _ = tx.send(Event::Exited { name, status });
-                                return;
-                            }
-                            Ok(ContainerState::Missing) => {
-                                let _ = tx.send(Event::Exited { name, status: 255 });
-                                return;
-                            }
-                            _ => {
-                                warn!(container = %cid, error = %e, "wait failed; retrying");
-                                if tx.is_closed() {
-                                    return;
-                                }
-                                tokio::time::sleep(backoff).await;
-                                backoff = (backoff * 2).min(Duration::from_secs(5));
-                            }
+        let key = name.clone();
+        let handle = tokio::spawn(
+            async move {
+                let mut attempt = 0;
+                loop {
+                    let quiet = match tokio::time::timeout(WAIT_POLL, runtime.wait(&cid)).await {
+                        Ok(Ok(status)) => {
+                            let _ = tx.send(Event::Exited {
+                                name,
+                                status: Some(status),
+                            });
+                            return;
+                        }
+                        Ok(Err(e)) => {
+                            warn!(container = %cid, error = %e, "wait failed; checking the state");
+                            false
+                        }
+                        Err(_) => true,
+                    };
+                    match bounded("state", &cid, call, runtime.state(&cid)).await {
+                        Ok(ContainerState::Stopped(status)) => {
+                            let _ = tx.send(Event::Exited {
+                                name,
+                                status: Some(status),
+                            });
+                            return;
+                        }
+                        Ok(ContainerState::Missing) => {
+                            warn!(container = %cid, "container gone from containerd; no exit code");
+                            let _ = tx.send(Event::Exited { name, status: None });
+                            return;
+                        }
+                        Ok(_) if quiet => {
+                            attempt = 0;
+                            continue;
+                        }
+                        Ok(s) => debug!(container = %cid, state = ?s, "still there; waiting again"),
+                        Err(e) => {
+                            warn!(container = %cid, error = %e, "cannot get the state; retrying")
                         }
                     }
+                    if tx.is_closed() {
+                        return;
+                    }
+                    attempt += 1;
+                    tokio::time::sleep(backoff(
+                        Duration::from_millis(100),
+                        attempt,
+                        Duration::from_secs(5),
+                    ))
+                    .await;
                 }
             }
-        });
+            .in_current_span(),
+        );
+        if let Some(old) = self.watchers.insert(key, handle) {
+            old.abort();
+        }
     }
 
     async fn fail_start(&mut self, reason: String) {
         warn!(%reason, "task failed to start");
         for c in &mut self.rec.state.containers {
-            if c.last_status == "PENDING" {
-                c.last_status = "STOPPED".into();
-                if c.reason.is_none() {
-                    c.reason = Some(reason.clone());
-                }
+            if Self::container_status(c) == ContainerStatus::Pending && c.reason.is_none() {
+                c.reason = Some(reason.clone());
             }
         }
         self.begin_stop(reason, "TaskFailedToStart".into()).await;
     }
 
+    /// Moves the task to STOPPING (once): containers never started go straight to STOPPED (as
+    /// ECS does), running ones get their stop signal.
     async fn begin_stop(&mut self, reason: String, code: String) {
+        let mut changed = false;
         if self.rec.state.stop_code.is_none() {
             self.rec.state.stop_code = Some(code);
             self.rec.state.stopped_reason = Some(reason);
+            changed = true;
         }
-        if self.stopping() {
-            return;
-        }
-        self.set_status(TaskStatus::Stopping);
-        self.rec.state.stopping_at = now();
-        self.publish();
-        self.signal_running().await;
+        self.enter_stopping(changed);
     }
 
-    /// Sends each running container its stop signal and arms its SIGKILL deadline.
-    async fn signal_running(&mut self) {
+    /// STOPPING: never-started containers to STOPPED, running ones signalled (idempotent).
+    fn enter_stopping(&mut self, mut changed: bool) {
+        for c in &mut self.rec.state.containers {
+            if Self::container_status(c) == ContainerStatus::Pending {
+                c.last_status = ContainerStatus::Stopped.into();
+                changed = true;
+            }
+        }
+        if !self.stopping() {
+            self.set_status(TaskStatus::Stopping);
+            self.rec.state.stopping_at = now();
+            changed = true;
+        }
+        if changed {
+            self.publish();
+        }
+        self.signal_running();
+    }
+
+    /// Sends each running container not yet signalled its stop signal and arms its SIGKILL
+    /// deadline. The signal goes out from a task of its own: the actor never waits on it.
+    fn signal_running(&mut self) {
         let running: Vec<(String, String)> = self
             .rec
             .state
             .containers
             .iter()
-            .filter(|c| c.last_status == "RUNNING")
+            .filter(|c| Self::container_status(c) == ContainerStatus::Running)
+            .filter(|c| !self.kill_at.contains_key(&c.name))
             .filter_map(|c| c.runtime_id.clone().map(|id| (c.name.clone(), id)))
             .collect();
         for (name, cid) in running {
@@ -420,13 +726,30 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                     .map(String::as_str)
                     .unwrap_or(""),
             );
-            if let Err(e) = self.shared.runtime.kill(&cid, sig).await {
-                warn!(container = %name, error = %e, "stop signal failed");
-            }
-            self.kill_at.insert(name, Instant::now() + timeout);
+            self.kill_at.insert(name.clone(), Instant::now() + timeout);
+            self.send_signal(&name, &cid, sig);
         }
     }
 
+    /// Sends a signal from a task of its own, bounded by the call timeout; a failure is logged
+    /// (a failed SIGKILL is retried by the deadline re-armed in [`Self::kill_overdue`]).
+    fn send_signal(&self, name: &str, cid: &str, sig: u32) {
+        let runtime = self.shared.runtime.clone();
+        let after = self.timeouts().call;
+        let (name, cid) = (name.to_string(), cid.to_string());
+        tokio::spawn(
+            async move {
+                if let Err(e) = bounded("kill", &cid, after, runtime.kill(&cid, sig)).await {
+                    warn!(container = %name, signal = sig, error = %e, "signal failed");
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// SIGKILLs each container past its deadline and re-arms the deadline with back-off, so a
+    /// failed or ignored SIGKILL is sent again; after [`MAX_SIGKILLS`] the agent gives up on
+    /// the container: it is reported STOPPED (no exit code) with [`TASK_STATE_ERROR`].
     async fn kill_overdue(&mut self) {
         let now = Instant::now();
         let overdue: Vec<String> = self
@@ -436,7 +759,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             .map(|(n, _)| n.clone())
             .collect();
         for name in overdue {
-            self.kill_at.remove(&name);
+            let sent = self.sigkills.get(&name).copied().unwrap_or(0);
             let cid = self
                 .rec
                 .state
@@ -444,39 +767,78 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 .iter()
                 .find(|c| c.name == name)
                 .and_then(|c| c.runtime_id.clone());
-            if let Some(cid) = cid {
+            let Some(cid) = cid.filter(|_| sent < MAX_SIGKILLS) else {
+                error!(container = %name, sigkills = sent, "the container does not stop; giving up on it");
+                self.give_up(&name);
+                continue;
+            };
+            if sent == 0 {
                 info!(container = %name, "stop timeout passed; sending SIGKILL");
-                if let Err(e) = self
-                    .shared
-                    .runtime
-                    .kill(&cid, nix::sys::signal::Signal::SIGKILL as i32 as u32)
-                    .await
-                {
-                    warn!(container = %name, error = %e, "SIGKILL failed");
-                }
+            } else {
+                warn!(container = %name, sigkills = sent, "still not stopped; sending SIGKILL again");
             }
+            self.sigkills.insert(name.clone(), sent + 1);
+            self.kill_at.insert(
+                name.clone(),
+                now + backoff(Duration::from_secs(1), sent, Duration::from_secs(30)),
+            );
+            self.send_signal(&name, &cid, nix::sys::signal::Signal::SIGKILL as i32 as u32);
         }
     }
 
-    async fn on_exit(&mut self, name: &str, status: u32) {
+    /// Reports a container that cannot be stopped as STOPPED with [`TASK_STATE_ERROR`].
+    fn give_up(&mut self, name: &str) {
         self.kill_at.remove(name);
-        let oom = self.shared.cgroups.oom_killed(&self.id, name);
+        if let Some(w) = self.watchers.remove(name) {
+            w.abort();
+        }
+        self.gave_up = true;
+        if let Some(c) = self.container(name) {
+            c.last_status = ContainerStatus::Stopped.into();
+            c.reason = Some(TASK_STATE_ERROR.into());
+        }
+        self.publish();
+    }
+
+    async fn on_exit(&mut self, name: &str, status: Option<u32>) {
+        self.kill_at.remove(name);
+        self.watchers.remove(name);
         let essential = self
             .def(name)
             .map(|d| d.essential.unwrap_or(true))
             .unwrap_or(true);
+        let already = self
+            .rec
+            .state
+            .containers
+            .iter()
+            .find(|c| c.name == name)
+            .is_none_or(|c| Self::container_status(c) == ContainerStatus::Stopped);
+        if already {
+            return;
+        }
+        let container = name.to_string();
+        let oom = match self
+            .cgroup("oom check", move |c, id| Ok(c.oom_killed(id, &container)))
+            .await
+        {
+            Ok(oom) => oom,
+            Err(e) => {
+                warn!(container = %name, error = %e, "cannot tell whether the kernel OOM-killed it");
+                false
+            }
+        };
         let Some(c) = self.container(name) else {
             return;
         };
-        if c.last_status == "STOPPED" {
-            return;
-        }
-        c.last_status = "STOPPED".into();
-        c.exit_code = Some(status as i32);
+        c.last_status = ContainerStatus::Stopped.into();
+        c.exit_code = status.map(|s| s as i32);
         if oom {
             c.reason = Some(OOM_REASON.into());
+        } else if status.is_none() {
+            c.reason = Some(VANISHED.into());
         }
-        info!(container = %name, exit_code = status, oom, "container exited");
+        info!(container = %name, exit_code = ?status, oom, "container exited");
         if essential && !self.stopping() {
             self.begin_stop(ESSENTIAL_EXITED.into(), "EssentialContainerExited".into())
                 .await;
@@ -485,22 +847,75 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         }
     }
 
-    /// Removes the containers and cgroups, then reports STOPPED.
+    /// Removes the containers and the task cgroup, retrying with back-off, then reports
+    /// STOPPED. While cleanup fails the task stays STOPPING (its resources stay counted); a
+    /// container whose delete keeps failing is SIGKILLed again if it may still run, and after
+    /// [`CLEANUP_ATTEMPTS`] rounds the task is reported STOPPED with [`TASK_STATE_ERROR`].
     async fn finish(&mut self) {
-        let ids: Vec<String> = self
+        for (_, w) in self.watchers.drain() {
+            w.abort();
+        }
+        let mut left: Vec<String> = self
             .rec
             .state
             .containers
             .iter()
             .filter_map(|c| c.runtime_id.clone())
             .collect();
-        for cid in ids {
-            if let Err(e) = self.shared.runtime.delete(&cid).await {
-                warn!(container = %cid, error = %e, "cleanup failed");
+        let mut cgroup_left = true;
+        let mut round = 0;
+        loop {
+            let mut failed = Vec::new();
+            for cid in left {
+                let runtime = &self.shared.runtime;
+                if let Err(e) =
+                    bounded("delete", &cid, self.timeouts().call, runtime.delete(&cid)).await
+                {
+                    warn!(container = %cid, error = %e, "cleanup failed");
+                    failed.push(cid);
+                }
             }
+            left = failed;
+            // The cgroup goes last: it is only empty once the containers' processes are gone.
+            if cgroup_left && left.is_empty() {
+                match self.cgroup("remove", |c, id| c.remove_task(id)).await {
+                    Ok(()) => cgroup_left = false,
+                    Err(e) => warn!(error = %e, "cgroup cleanup failed"),
+                }
+            }
+            if left.is_empty() && !cgroup_left {
+                break;
+            }
+            round += 1;
+            if round >= CLEANUP_ATTEMPTS {
+                error!(containers = ?left, cgroup = cgroup_left, "cleanup keeps failing; giving up");
+                self.gave_up = true;
+                break;
+            }
+            for cid in &left {
+                let state = bounded(
+                    "state",
+                    cid,
+                    self.timeouts().call,
+                    self.shared.runtime.state(cid),
+                )
+                .await;
+                if !matches!(
+                    state,
+                    Ok(ContainerState::Stopped(_) | ContainerState::Missing)
+                ) {
+                    self.send_signal(cid, cid, nix::sys::signal::Signal::SIGKILL as i32 as u32);
+                }
+            }
+            tokio::time::sleep(backoff(
+                Duration::from_millis(500),
+                round - 1,
+                Duration::from_secs(30),
+            ))
+            .await;
         }
-        if let Err(e) = self.shared.cgroups.remove_task(&self.id) {
-            warn!(error = %e, "cgroup cleanup incomplete");
+        if self.gave_up {
+            self.rec.state.stopped_reason = Some(TASK_STATE_ERROR.into());
         }
         self.rec.state.execution_stopped_at = now();
         self.rec.state.stopped_at = now();
@@ -509,56 +924,65 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         self.publish();
     }
 
-    /// After an agent restart: looks at each container as containerd has it now.
+    /// After an agent restart: looks at each container as containerd has it now, retrying
+    /// until containerd gives a definite answer (an error or UNKNOWN is never "gone").
     async fn recover(&mut self) {
-        let names: Vec<(String, Option<String>, String)> = self
+        let names: Vec<(String, Option<String>, ContainerStatus)> = self
             .rec
             .state
             .containers
             .iter()
-            .map(|c| (c.name.clone(), c.runtime_id.clone(), c.last_status.clone()))
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    c.runtime_id.clone(),
+                    Self::container_status(c),
+                )
+            })
             .collect();
         for (name, cid, status) in names {
-            if status == "STOPPED" {
+            if status == ContainerStatus::Stopped {
                 continue;
             }
             let Some(cid) = cid else { continue };
-            match self.shared.runtime.state(&cid).await {
-                Ok(ContainerState::Running) => {
-                    if let Some(c) = self.container(&name) {
-                        c.last_status = "RUNNING".into();
-                    }
+            let Some(state) = self.settle(&cid, None).await else {
+                continue;
+            };
+            info!(container = %name, state = ?state, "recovered");
+            match state {
+                ContainerState::Running | ContainerState::Unknown => {
+                    self.set_container_status(&name, ContainerStatus::Running);
                     self.watch(&name, &cid);
                 }
-                Ok(ContainerState::Stopped(code)) => {
-                    let _ = self.tx.send(Event::Exited { name, status: code });
+                ContainerState::Stopped(code) => {
+                    // Exited while the agent was down: handled in order by the main loop.
+                    self.set_container_status(&name, ContainerStatus::Running);
+                    self.deferred.push_back(Event::Exited {
+                        name,
+                        status: Some(code),
+                    });
                 }
-                Ok(ContainerState::Created) => {
-                    // Created but never started before the agent died: the start is lost.
-                    let _ = self.shared.runtime.delete(&cid).await;
-                    if let Some(c) = self.container(&name) {
-                        c.last_status = "STOPPED".into();
-                        c.reason = Some("CannotStartContainerError: the agent restarted before the container started".into());
-                    }
+                // Created, never started: start() starts it (or the stop stops it) by the
+                // same rules as a fresh start.
+                ContainerState::Created => {}
+                ContainerState::Missing if status == ContainerStatus::Running => {
+                    // Gone with no exit status to report: stopped without an exit code.
+                    self.deferred
+                        .push_back(Event::Exited { name, status: None });
                 }
-                Ok(ContainerState::Missing) | Err(_) => {
+                ContainerState::Missing => {
+                    // Never created: start() creates it.
                     if let Some(c) = self.container(&name) {
-                        if status == "RUNNING" {
-                            c.last_status = "STOPPED".into();
-                            c.reason = Some(
-                                "CannotInspectContainerError: container no longer exists".into(),
-                            );
-                        } else {
-                            // Never created: let start() create it.
-                            c.runtime_id = None;
-                        }
+                        c.runtime_id = None;
                     }
                 }
             }
         }
         if self.stopping() {
-            self.signal_running().await;
+            // Signals again: the SIGKILL deadlines died with the previous agent.
+            self.enter_stopping(true);
+        } else {
+            self.publish();
         }
-        self.publish();
     }
 }

@@ -6,6 +6,7 @@ use crate::cgroups::CgroupError;
 use crate::runtime::{ContainerState, CreateContainer, ImageConfig, RuntimeError};
 use crate::state::AgentState;
 use async_trait::async_trait;
+use berth_proto::status::{ContainerStatus, TaskStatus};
 use berth_proto::v1::{Task, TaskAssignment, TaskDefinition};
 use std::collections::HashMap;
 use tokio::sync::watch;
@@ -15,13 +16,63 @@ type FakeContainer = (ContainerState, watch::Sender<Option<u32>>);
 /// A task cgroup as created: task id, cpu units, MiB.
 type CreatedCgroup = (String, Option<i64>, Option<i64>);
 
+/// What an injected fault does to a call (youki's test double, per call).
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// The next n calls fail with this gRPC code (containerd's answer).
+    Fail(u32, tonic::Code),
+    /// Every call answers this state (`state` only): e.g. containerd's UNKNOWN.
+    Answer(u32, ContainerState),
+    /// The call never returns.
+    Hang,
+}
+
+/// Faults by operation, optionally only for containers whose ID ends with a suffix.
+#[derive(Default)]
+struct Faults(Mutex<Vec<(&'static str, Option<&'static str>, Fault)>>);
+
+impl Faults {
+    fn inject(&self, op: &'static str, only: Option<&'static str>, fault: Fault) {
+        self.0.lock().unwrap().push((op, only, fault));
+    }
+
+    /// The fault this call meets, consuming one of a counted fault.
+    fn take(&self, op: &str, id: &str) -> Option<Fault> {
+        let mut faults = self.0.lock().unwrap();
+        let i = faults
+            .iter()
+            .position(|(o, only, _)| *o == op && only.is_none_or(|s| id.ends_with(s)))?;
+        let fault = faults[i].2;
+        match fault {
+            Fault::Fail(n, code) => {
+                if n <= 1 {
+                    faults.remove(i);
+                } else {
+                    faults[i].2 = Fault::Fail(n - 1, code);
+                }
+            }
+            Fault::Answer(n, s) => {
+                if n <= 1 {
+                    faults.remove(i);
+                } else {
+                    faults[i].2 = Fault::Answer(n - 1, s);
+                }
+            }
+            Fault::Hang => {}
+        }
+        Some(fault)
+    }
+}
+
 #[derive(Default)]
 struct FakeRuntime {
     containers: Mutex<HashMap<String, FakeContainer>>,
-    /// Signals sent, in order: (container, signal, virtual time).
+    /// Signals delivered, in order: (container, signal, virtual time).
     kills: Mutex<Vec<(String, u32, tokio::time::Instant)>>,
+    /// Every call made: (operation, container, virtual time).
+    calls: Mutex<Vec<(&'static str, String, tokio::time::Instant)>>,
+    faults: Faults,
     ignore_sigterm: bool,
-    fail_start: bool,
     /// A container (by name suffix) that exits with this status as soon as it starts.
     exit_on_start: Option<(&'static str, u32)>,
 }
@@ -33,11 +84,59 @@ impl FakeRuntime {
             tx.send_replace(Some(code));
         }
     }
+
+    /// Puts a container in a state, as found after an agent restart.
+    fn put(&self, id: &str, state: ContainerState) {
+        let code = match state {
+            ContainerState::Stopped(c) => Some(c),
+            _ => None,
+        };
+        self.containers
+            .lock()
+            .unwrap()
+            .insert(id.into(), (state, watch::channel(code).0));
+    }
+
+    fn state_of(&self, id: &str) -> Option<ContainerState> {
+        self.containers.lock().unwrap().get(id).map(|c| c.0)
+    }
+
+    fn count(&self, op: &str, suffix: &str) -> usize {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(o, id, _)| *o == op && id.ends_with(suffix))
+            .count()
+    }
+
+    /// Records the call, then applies its fault: an error, an answer, or never returning.
+    async fn call(
+        &self,
+        op: &'static str,
+        id: &str,
+    ) -> Result<Option<ContainerState>, RuntimeError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((op, id.into(), tokio::time::Instant::now()));
+        match self.faults.take(op, id) {
+            None => Ok(None),
+            Some(Fault::Fail(_, code)) => Err(RuntimeError::Call {
+                op,
+                id: id.into(),
+                source: tonic::Status::new(code, "injected"),
+            }),
+            Some(Fault::Answer(_, s)) => Ok(Some(s)),
+            Some(Fault::Hang) => std::future::pending().await,
+        }
+    }
 }
 
 #[async_trait]
 impl Runtime for FakeRuntime {
     async fn image(&self, reference: &str) -> Result<ImageConfig, RuntimeError> {
+        self.call("image", reference).await?;
         if reference.contains("missing") {
             return Err(RuntimeError::ImageNotFound(reference.into()));
         }
@@ -48,22 +147,18 @@ impl Runtime for FakeRuntime {
         })
     }
     async fn create(&self, c: &CreateContainer) -> Result<(), RuntimeError> {
+        self.call("create", &c.id).await?;
         // Real runtime calls are I/O: other tasks (waiters) run meanwhile.
         tokio::task::yield_now().await;
-        self.containers.lock().unwrap().insert(
-            c.id.clone(),
-            (ContainerState::Created, watch::channel(None).0),
-        );
+        self.containers
+            .lock()
+            .unwrap()
+            .entry(c.id.clone())
+            .or_insert_with(|| (ContainerState::Created, watch::channel(None).0));
         Ok(())
     }
     async fn start(&self, c: &CreateContainer) -> Result<(), RuntimeError> {
-        if self.fail_start {
-            return Err(RuntimeError::Call {
-                op: "start",
-                id: c.id.clone(),
-                message: "exec: \"nope\": not found".into(),
-            });
-        }
+        self.call("start", &c.id).await?;
         if let Some((state, _)) = self.containers.lock().unwrap().get_mut(&c.id) {
             *state = ContainerState::Running;
         }
@@ -77,49 +172,55 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
     async fn wait(&self, id: &str) -> Result<u32, RuntimeError> {
+        self.call("wait", id).await?;
+        let not_found = || RuntimeError::Call {
+            op: "wait",
+            id: id.into(),
+            source: tonic::Status::not_found("no such task"),
+        };
         let mut rx = match self.containers.lock().unwrap().get(id) {
             Some((_, tx)) => tx.subscribe(),
-            None => {
-                return Err(RuntimeError::Call {
-                    op: "wait",
-                    id: id.into(),
-                    message: "not found".into(),
-                })
-            }
+            None => return Err(not_found()),
         };
         loop {
             if let Some(code) = *rx.borrow_and_update() {
                 return Ok(code);
             }
             if rx.changed().await.is_err() {
-                return Err(RuntimeError::Call {
-                    op: "wait",
-                    id: id.into(),
-                    message: "gone".into(),
-                });
+                return Err(not_found());
             }
         }
     }
     async fn kill(&self, id: &str, signal: u32) -> Result<(), RuntimeError> {
+        self.call("kill", id).await?;
         self.kills
             .lock()
             .unwrap()
             .push((id.into(), signal, tokio::time::Instant::now()));
         if signal == 9 || !self.ignore_sigterm {
-            self.exit(id, 128 + signal);
+            let running = matches!(self.state_of(id), Some(ContainerState::Running));
+            if running {
+                self.exit(id, 128 + signal);
+            }
         }
         Ok(())
     }
     async fn state(&self, id: &str) -> Result<ContainerState, RuntimeError> {
-        Ok(self
-            .containers
-            .lock()
-            .unwrap()
-            .get(id)
-            .map(|c| c.0)
-            .unwrap_or(ContainerState::Missing))
+        if let Some(s) = self.call("state", id).await? {
+            return Ok(s);
+        }
+        Ok(self.state_of(id).unwrap_or(ContainerState::Missing))
     }
     async fn delete(&self, id: &str) -> Result<(), RuntimeError> {
+        self.call("delete", id).await?;
+        if matches!(self.state_of(id), Some(ContainerState::Running)) {
+            // As containerd: a running task cannot be deleted.
+            return Err(RuntimeError::Call {
+                op: "delete",
+                id: id.into(),
+                source: tonic::Status::failed_precondition("task must be stopped"),
+            });
+        }
         self.containers.lock().unwrap().remove(id);
         Ok(())
     }
@@ -129,6 +230,29 @@ impl Runtime for FakeRuntime {
 struct FakeCgroups {
     created: Mutex<Vec<CreatedCgroup>>,
     removed: Mutex<Vec<String>>,
+    /// Containers the kernel OOM-killed.
+    oom: Mutex<Vec<String>>,
+    /// Faults by operation ("create_task", "remove_task"); `Fail(n, _)` fails n calls, `Hang`
+    /// blocks the calling thread until the harness is dropped.
+    faults: Faults,
+    hung: Arc<(Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl FakeCgroups {
+    fn fault(&self, op: &'static str, task_id: &str) -> Result<(), CgroupError> {
+        match self.faults.take(op, task_id) {
+            None | Some(Fault::Answer(..)) => Ok(()),
+            Some(Fault::Fail(..)) => Err(CgroupError::test(op)),
+            Some(Fault::Hang) => {
+                let (released, cv) = &*self.hung;
+                let mut r = released.lock().unwrap();
+                while !*r {
+                    r = cv.wait(r).unwrap();
+                }
+                Err(CgroupError::test(op))
+            }
+        }
+    }
 }
 
 impl Cgroups for FakeCgroups {
@@ -138,6 +262,7 @@ impl Cgroups for FakeCgroups {
         cpu: Option<i64>,
         mem: Option<i64>,
     ) -> Result<(), CgroupError> {
+        self.fault("create_task", task_id)?;
         self.created
             .lock()
             .unwrap()
@@ -147,10 +272,11 @@ impl Cgroups for FakeCgroups {
     fn container_path(&self, task_id: &str, container: &str) -> String {
         format!("/test/{task_id}/{container}")
     }
-    fn oom_killed(&self, _task_id: &str, _container: &str) -> bool {
-        false
+    fn oom_killed(&self, _task_id: &str, container: &str) -> bool {
+        self.oom.lock().unwrap().iter().any(|c| c == container)
     }
     fn remove_task(&self, task_id: &str) -> Result<(), CgroupError> {
+        self.fault("remove_task", task_id)?;
         self.removed.lock().unwrap().push(task_id.into());
         Ok(())
     }
@@ -166,16 +292,37 @@ struct Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
+        // Release any cgroup call hung on purpose, so the runtime can shut down.
+        let (released, cv) = &*self.cgroups.hung;
+        *released.lock().unwrap() = true;
+        cv.notify_all();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 fn harness(runtime: FakeRuntime) -> Harness {
+    harness_with(runtime, FakeCgroups::default(), Vec::new())
+}
+
+/// An engine over the fakes, started on a data dir that holds `records` (an agent restart).
+fn harness_with(runtime: FakeRuntime, cgroups: FakeCgroups, records: Vec<TaskRecord>) -> Harness {
+    harness_timed(runtime, cgroups, records, Timeouts::default())
+}
+
+fn harness_timed(
+    runtime: FakeRuntime,
+    cgroups: FakeCgroups,
+    records: Vec<TaskRecord>,
+    timeouts: Timeouts,
+) -> Harness {
     let dir = std::env::temp_dir().join(format!("berth-engine-{}", uuid::Uuid::new_v4().simple()));
     let data = DataDir(dir.clone());
+    for rec in &records {
+        write_json(&data.task(&task_id(&rec.task.task_arn)), rec).unwrap();
+    }
     let reporter = Arc::new(Reporter::new(data.clone(), AgentState::default()));
     let runtime = Arc::new(runtime);
-    let cgroups = Arc::new(FakeCgroups::default());
+    let cgroups = Arc::new(cgroups);
     let engine = Engine::start(
         runtime.clone(),
         cgroups.clone(),
@@ -184,6 +331,7 @@ fn harness(runtime: FakeRuntime) -> Harness {
             data_dir: data,
             cluster: "c".into(),
             stop_timeout: Duration::from_secs(30),
+            timeouts,
         },
     )
     .unwrap();
@@ -248,6 +396,37 @@ fn container<'a>(c: &'a TaskStateChange, name: &str) -> &'a berth_proto::v1::Con
     c.containers.iter().find(|x| x.name == name).unwrap()
 }
 
+fn all_reports(h: &Harness) -> Vec<TaskStateChange> {
+    h.reporter
+        .pending_after(0)
+        .into_iter()
+        .filter(|c| c.task_arn == ARN)
+        .collect()
+}
+
+/// Every consecutive pair of the task's reports moves forward (or stays), for the task and for
+/// each container; and a STOPPED task is reported once, last.
+fn assert_forward_only(h: &Harness) {
+    let reports = all_reports(h);
+    for pair in reports.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        let (sa, sb) = (
+            TaskStatus::parse(&a.last_status).unwrap(),
+            TaskStatus::parse(&b.last_status).unwrap(),
+        );
+        assert!(sa <= sb, "task went from {sa} to {sb}");
+        assert!(sa != TaskStatus::Stopped, "a report after STOPPED");
+        for cb in &b.containers {
+            let ca = container(a, &cb.name);
+            let (xa, xb) = (
+                ContainerStatus::parse(&ca.last_status).unwrap(),
+                ContainerStatus::parse(&cb.last_status).unwrap(),
+            );
+            assert!(xa <= xb, "container {} went from {xa} to {xb}", cb.name);
+        }
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn essential_exit_stops_siblings_and_cleans_up() {
     let h = harness(FakeRuntime::default());
@@ -276,23 +455,21 @@ async fn essential_exit_stops_siblings_and_cleans_up() {
         [ID.to_string()]
     );
     assert!(h.runtime.containers.lock().unwrap().is_empty());
-    // Statuses in the outbox never go backwards.
-    let order: Vec<String> = h
-        .reporter
-        .pending_after(0)
+    let order: Vec<String> = all_reports(&h)
         .iter()
         .map(|c| c.last_status.clone())
         .collect();
-    let pos = |s: &str| order.iter().position(|x| x == s).unwrap();
-    assert!(
-        pos("PENDING") < pos("RUNNING")
-            && pos("RUNNING") < pos("STOPPING")
-            && pos("STOPPING") < pos("STOPPED")
-    );
+    for s in ["PENDING", "RUNNING", "STOPPING", "STOPPED"] {
+        assert!(
+            order.iter().any(|x| x == s),
+            "{s} never reported: {order:?}"
+        );
+    }
+    assert_forward_only(&h);
 }
 
 #[tokio::test(start_paused = true)]
-async fn sigkill_only_after_stop_timeout() {
+async fn sigkill_exactly_at_stop_timeout() {
     let h = harness(FakeRuntime {
         ignore_sigterm: true,
         ..Default::default()
@@ -310,7 +487,10 @@ async fn sigkill_only_after_stop_timeout() {
     assert_eq!(container(&stopped, "main").exit_code, Some(137));
     let kills = h.runtime.kills.lock().unwrap().clone();
     assert_eq!((kills[0].1, kills[1].1), (15, 9));
-    assert!(kills[1].2 - kills[0].2 >= Duration::from_secs(7));
+    // Paused time makes the deadline exact: not early, not late.
+    assert_eq!(kills[1].2 - kills[0].2, Duration::from_secs(7));
+    assert_eq!(kills.len(), 2);
+    assert_forward_only(&h);
 }
 
 #[tokio::test(start_paused = true)]
@@ -320,14 +500,17 @@ async fn start_failures_are_reported_as_ecs_names_them() {
             r#"{{"family":"f","revision":1,"networkMode":"{mode}","containerDefinitions":[{{"name":"main","image":"{image}"}}]}}"#
         )
     };
+    let failing_start = || {
+        let r = FakeRuntime::default();
+        r.faults
+            .inject("start", None, Fault::Fail(1, tonic::Code::Unknown));
+        r
+    };
     let cases = [
         (
-            FakeRuntime {
-                fail_start: true,
-                ..Default::default()
-            },
+            failing_start(),
             one("none", "i"),
-            "CannotStartContainerError: exec",
+            "CannotStartContainerError: injected",
         ),
         (
             FakeRuntime::default(),
@@ -345,8 +528,10 @@ async fn start_failures_are_reported_as_ecs_names_them() {
         h.engine.apply_desired(&assignment("RUNNING", &td));
         let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
         assert_eq!(stopped.stop_code.as_deref(), Some("TaskFailedToStart"));
-        let got = stopped.stopped_reason.unwrap_or_default();
+        let got = stopped.stopped_reason.clone().unwrap_or_default();
         assert!(got.starts_with(reason), "{td}: {got}");
+        assert_eq!(container(&stopped, "main").exit_code, None);
+        assert_forward_only(&h);
     }
 }
 
@@ -361,10 +546,13 @@ async fn a_task_missing_from_the_desired_set_is_reported_not_stopped() {
     });
     let unknown = reported(&h, |c| c.unknown_to_controller).await;
     assert_eq!(unknown.last_status, "RUNNING");
+    // Give the actor every chance to act on it (paused time runs all tasks to idle first).
+    tokio::time::sleep(Duration::from_secs(120)).await;
     assert!(
         h.runtime.kills.lock().unwrap().is_empty(),
         "stopped without confirmation"
     );
+    assert!(all_reports(&h).iter().all(|c| c.last_status != "STOPPING"));
     // The confirmation: named with desired STOPPED.
     h.engine.apply_desired(&DesiredTasks {
         seq: 3,
@@ -402,19 +590,507 @@ async fn reports_survive_until_acknowledged() {
     assert!(on_disk.next_seq > running.seq);
 }
 
+const THREE: &str = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+  {"name":"main","image":"i"},{"name":"side","image":"i","essential":false},{"name":"third","image":"i","essential":false}]}"#;
+
 #[tokio::test(start_paused = true)]
 async fn an_exit_during_start_up_is_not_lost() {
     let h = harness(FakeRuntime {
         exit_on_start: Some(("main", 0)),
         ..Default::default()
     });
-    let three = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
-      {"name":"main","image":"i"},{"name":"side","image":"i","essential":false},{"name":"third","image":"i","essential":false}]}"#;
-    h.engine.apply_desired(&assignment("RUNNING", three));
+    h.engine.apply_desired(&assignment("RUNNING", THREE));
     let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
     assert_eq!(
         stopped.stop_code.as_deref(),
         Some("EssentialContainerExited")
     );
     assert_eq!(container(&stopped, "main").exit_code, Some(0));
+    assert_forward_only(&h);
+}
+
+/// Item 1: a stop right behind the start leaves no container PENDING and the task reaches
+/// STOPPED with its cgroup removed.
+#[tokio::test(start_paused = true)]
+async fn a_stop_while_starting_stops_never_started_containers() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", THREE));
+    h.engine.apply_desired(&DesiredTasks {
+        seq: 2,
+        ..assignment("STOPPED", THREE)
+    });
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(stopped.stop_code.as_deref(), Some("UserInitiated"));
+    for c in &stopped.containers {
+        assert_eq!(c.last_status, "STOPPED", "{}", c.name);
+        assert_eq!(c.exit_code, None, "{} never ran", c.name);
+    }
+    assert_eq!(h.runtime.count("start", ""), 0);
+    assert!(h.runtime.containers.lock().unwrap().is_empty());
+    if !h.cgroups.created.lock().unwrap().is_empty() {
+        assert_eq!(
+            h.cgroups.removed.lock().unwrap().as_slice(),
+            [ID.to_string()]
+        );
+    }
+    assert_forward_only(&h);
+}
+
+/// Item 1, mid-way: the stop arrives after the first container started; the rest never start.
+#[tokio::test(start_paused = true)]
+async fn a_stop_after_the_first_container_started_stops_the_rest_as_never_started() {
+    let rt = FakeRuntime::default();
+    // The second container's create hangs: the stop must not wait for it.
+    rt.faults.inject("create", Some("side"), Fault::Hang);
+    let h = harness(rt);
+    h.engine.apply_desired(&assignment("RUNNING", THREE));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.runtime.count("start", "main"), 1);
+    let asked = tokio::time::Instant::now();
+    h.engine.apply_desired(&DesiredTasks {
+        seq: 2,
+        ..assignment("STOPPED", THREE)
+    });
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert!(
+        tokio::time::Instant::now() - asked < Duration::from_secs(1),
+        "the stop waited for a hung create"
+    );
+    assert_eq!(container(&stopped, "main").exit_code, Some(143));
+    assert_eq!(container(&stopped, "side").exit_code, None);
+    assert_eq!(container(&stopped, "third").last_status, "STOPPED");
+    assert_eq!(h.runtime.count("create", "third"), 0);
+    assert_eq!(
+        h.cgroups.removed.lock().unwrap().as_slice(),
+        [ID.to_string()]
+    );
+    assert_forward_only(&h);
+}
+
+/// Item 3: one container's hung kill call neither delays another container's SIGKILL nor
+/// keeps the task from stopping; the hung one is given up on with TaskStateError, only after
+/// its SIGKILL retries, and the task stays STOPPING (resources counted) until then.
+#[tokio::test(start_paused = true)]
+async fn a_hung_kill_delays_no_other_container_and_is_given_up_after_bounded_retries() {
+    let rt = FakeRuntime {
+        ignore_sigterm: true,
+        ..Default::default()
+    };
+    rt.faults.inject("kill", Some("side"), Fault::Hang);
+    let h = harness(rt);
+    let td = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+      {"name":"main","image":"i","stopTimeout":7},{"name":"side","image":"i","essential":false,"stopTimeout":2}]}"#;
+    h.engine.apply_desired(&assignment("RUNNING", td));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    let asked = tokio::time::Instant::now();
+    h.engine.apply_desired(&DesiredTasks {
+        seq: 2,
+        ..assignment("STOPPED", td)
+    });
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    let kills = h.runtime.kills.lock().unwrap().clone();
+    let main = format!("{ID}-main");
+    let main_kills: Vec<_> = kills.iter().filter(|k| k.0 == main).collect();
+    assert_eq!(main_kills[0].2 - asked, Duration::ZERO, "SIGTERM at once");
+    assert_eq!(
+        (main_kills[1].1, main_kills[1].2 - asked),
+        (9, Duration::from_secs(7))
+    );
+    assert_eq!(container(&stopped, "main").exit_code, Some(137));
+    let side = container(&stopped, "side");
+    assert_eq!(side.exit_code, None, "no exit code is invented");
+    assert_eq!(side.reason.as_deref(), Some(task::TASK_STATE_ERROR));
+    assert_eq!(
+        stopped.stopped_reason.as_deref(),
+        Some(task::TASK_STATE_ERROR)
+    );
+    assert_eq!(stopped.stop_code.as_deref(), Some("UserInitiated"));
+    // 1 stop signal + MAX_SIGKILLS before giving up, and cleanup's own SIGKILLs after.
+    assert!(h.runtime.count("kill", "side") > 1 + task::MAX_SIGKILLS as usize);
+    let reports = all_reports(&h);
+    let stopping_until = reports.len() - 1;
+    assert!(reports[..stopping_until]
+        .iter()
+        .all(|c| c.last_status != "STOPPED"));
+    assert_forward_only(&h);
+}
+
+/// Item 3: a start call that hangs times out; the task fails to start and stops.
+#[tokio::test(start_paused = true)]
+async fn a_hung_start_times_out_and_the_task_stops() {
+    let rt = FakeRuntime::default();
+    rt.faults.inject("start", None, Fault::Hang);
+    let h = harness(rt);
+    h.engine.apply_desired(&assignment("RUNNING", TWO));
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(stopped.stop_code.as_deref(), Some("TaskFailedToStart"));
+    let reason = stopped.stopped_reason.unwrap_or_default();
+    assert!(reason.starts_with("CannotStartContainerError"), "{reason}");
+    assert!(reason.contains("no answer within"), "{reason}");
+    assert!(h.runtime.containers.lock().unwrap().is_empty());
+    assert_forward_only(&h);
+}
+
+/// Item 3: a cgroup call that never returns is bounded too (real threads, so real time).
+#[tokio::test]
+async fn a_hung_cgroup_create_fails_the_start_within_its_timeout() {
+    let cg = FakeCgroups::default();
+    cg.faults.inject("create_task", None, Fault::Hang);
+    let timeouts = Timeouts {
+        cgroup: Duration::from_millis(200),
+        ..Timeouts::default()
+    };
+    let h = harness_timed(FakeRuntime::default(), cg, Vec::new(), timeouts);
+    h.engine.apply_desired(&assignment("RUNNING", TWO));
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(20),
+        reported(&h, |c| c.last_status == "STOPPED"),
+    )
+    .await
+    .expect("the hung cgroup call blocked the task");
+    let reason = stopped.stopped_reason.unwrap_or_default();
+    assert!(
+        reason.starts_with("ResourceInitializationError: cgroup create: no answer"),
+        "{reason}"
+    );
+    assert_eq!(h.runtime.count("create", ""), 0);
+}
+
+/// Item 2: delete fails twice, then succeeds: STOPPED is reported only after it succeeded.
+#[tokio::test(start_paused = true)]
+async fn failed_cleanup_is_retried_before_stopped_is_reported() {
+    let rt = FakeRuntime::default();
+    rt.faults.inject(
+        "delete",
+        Some("main"),
+        Fault::Fail(2, tonic::Code::Unavailable),
+    );
+    let cg = FakeCgroups::default();
+    cg.faults
+        .inject("remove_task", None, Fault::Fail(1, tonic::Code::Unknown));
+    let h = harness_with(rt, cg, Vec::new());
+    h.engine.apply_desired(&assignment("RUNNING", TWO));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    h.runtime.exit(&format!("{ID}-main"), 0);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(h.runtime.count("delete", "main"), 3);
+    assert!(h.runtime.containers.lock().unwrap().is_empty());
+    assert_eq!(
+        h.cgroups.removed.lock().unwrap().as_slice(),
+        [ID.to_string()]
+    );
+    assert_eq!(
+        stopped.stopped_reason.as_deref(),
+        Some("Essential container in task exited"),
+        "a cleanup that succeeded in the end is no TaskStateError"
+    );
+    assert_forward_only(&h);
+}
+
+/// Item 2: a cleanup that never succeeds ends, after bounded retries, in STOPPED with
+/// TaskStateError (the processes are verified gone: containerd says they exited).
+#[tokio::test(start_paused = true)]
+async fn cleanup_that_keeps_failing_ends_in_task_state_error() {
+    let rt = FakeRuntime::default();
+    rt.faults.inject(
+        "delete",
+        Some("main"),
+        Fault::Fail(1000, tonic::Code::Internal),
+    );
+    let h = harness(rt);
+    h.engine.apply_desired(&assignment("RUNNING", TWO));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    h.runtime.exit(&format!("{ID}-main"), 0);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(
+        h.runtime.count("delete", "main"),
+        task::CLEANUP_ATTEMPTS as usize
+    );
+    assert_eq!(
+        stopped.stopped_reason.as_deref(),
+        Some(task::TASK_STATE_ERROR)
+    );
+    assert_eq!(container(&stopped, "main").exit_code, Some(0));
+    assert_forward_only(&h);
+}
+
+/// Item 2: the OOM reason comes from the cgroup, with containerd's exit code.
+#[tokio::test(start_paused = true)]
+async fn an_oom_kill_is_reported_with_ecs_reason() {
+    let cg = FakeCgroups::default();
+    cg.oom.lock().unwrap().push("main".into());
+    let h = harness_with(FakeRuntime::default(), cg, Vec::new());
+    h.engine.apply_desired(&assignment("RUNNING", TWO));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    h.runtime.exit(&format!("{ID}-main"), 137);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    let main = container(&stopped, "main");
+    assert_eq!(main.reason.as_deref(), Some(task::OOM_REASON));
+    assert_eq!(main.exit_code, Some(137));
+    assert_eq!(container(&stopped, "side").reason, None);
+}
+
+/// Item 2: while containerd restarts, `wait` and `state` fail; the watcher retries and reports
+/// the exit code containerd gives afterwards, never an invented one.
+#[tokio::test(start_paused = true)]
+async fn the_watcher_retries_while_containerd_restarts() {
+    let rt = FakeRuntime::default();
+    rt.faults.inject(
+        "wait",
+        Some("main"),
+        Fault::Fail(3, tonic::Code::Unavailable),
+    );
+    rt.faults.inject(
+        "state",
+        Some("main"),
+        Fault::Fail(2, tonic::Code::Unavailable),
+    );
+    rt.faults.inject(
+        "state",
+        Some("main"),
+        Fault::Answer(1, ContainerState::Unknown),
+    );
+    let h = harness(rt);
+    h.engine.apply_desired(&assignment("RUNNING", TWO));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(h.runtime.count("wait", "main") >= 4, "the watcher gave up");
+    assert!(all_reports(&h)
+        .iter()
+        .all(|c| c.last_status == "PENDING" || c.last_status == "RUNNING"));
+    h.runtime.exit(&format!("{ID}-main"), 42);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(container(&stopped, "main").exit_code, Some(42));
+    assert_forward_only(&h);
+}
+
+/// Item 2: a container containerd no longer has is stopped with a reason and no exit code.
+#[tokio::test(start_paused = true)]
+async fn a_vanished_container_gets_a_reason_and_no_exit_code() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", TWO));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    // Gone behind the agent's back: its waiters see NotFound.
+    h.runtime
+        .containers
+        .lock()
+        .unwrap()
+        .remove(&format!("{ID}-main"));
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    let main = container(&stopped, "main");
+    assert_eq!(main.exit_code, None);
+    assert_eq!(main.reason.as_deref(), Some(task::VANISHED));
+    assert_forward_only(&h);
+}
+
+/// A task record as persisted before an agent restart: the task at `task_status`, each
+/// container (name, status, has a runtime id).
+fn record(task_status: &str, containers: &[(&str, &str, bool)], stopping: bool) -> TaskRecord {
+    let a = assignment("RUNNING", THREE);
+    let t = &a.tasks[0];
+    TaskRecord {
+        task: t.task.clone().unwrap(),
+        definition: t.task_definition.clone().unwrap(),
+        desired_status: if stopping { "STOPPED" } else { "RUNNING" }.into(),
+        state: TaskStateChange {
+            task_arn: ARN.into(),
+            last_status: task_status.into(),
+            stop_code: stopping.then(|| "UserInitiated".into()),
+            stopped_reason: stopping.then(|| "by test".into()),
+            containers: containers
+                .iter()
+                .map(|(n, s, has_id)| ContainerStateChange {
+                    name: n.to_string(),
+                    last_status: s.to_string(),
+                    runtime_id: has_id.then(|| format!("{ID}-{n}")),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        },
+        stop_signals: Default::default(),
+    }
+}
+
+fn cid(name: &str) -> String {
+    format!("{ID}-{name}")
+}
+
+/// Recovery, every branch of `recover()` at once: running (kept, watched), exited while the
+/// agent was down (its exit code), created (started as a fresh start would), missing after
+/// RUNNING (stopped, no exit code), and state() failing or UNKNOWN (asked again, not "gone").
+#[tokio::test(start_paused = true)]
+async fn recovery_takes_each_container_as_containerd_has_it() {
+    let rt = FakeRuntime::default();
+    rt.put(&cid("main"), ContainerState::Running);
+    rt.put(&cid("side"), ContainerState::Stopped(7));
+    rt.put(&cid("third"), ContainerState::Created);
+    rt.faults.inject(
+        "state",
+        Some("main"),
+        Fault::Fail(2, tonic::Code::Unavailable),
+    );
+    rt.faults.inject(
+        "state",
+        Some("main"),
+        Fault::Answer(2, ContainerState::Unknown),
+    );
+    let rec = record(
+        "PENDING",
+        &[
+            ("main", "RUNNING", true),
+            ("side", "RUNNING", true),
+            ("third", "PENDING", true),
+        ],
+        false,
+    );
+    let h = harness_with(rt, FakeCgroups::default(), vec![rec]);
+    let running = reported(&h, |c| c.last_status == "RUNNING").await;
+    assert_eq!(container(&running, "main").last_status, "RUNNING");
+    assert_eq!(container(&running, "third").last_status, "RUNNING");
+    assert_eq!(h.runtime.count("start", "third"), 1, "created → started");
+    assert_eq!(h.runtime.count("start", "main"), 0, "not restarted");
+    assert!(
+        h.runtime.count("state", "main") >= 5,
+        "asked until it answered"
+    );
+    let side = reported(&h, |c| container(c, "side").last_status == "STOPPED").await;
+    assert_eq!(container(&side, "side").exit_code, Some(7));
+    // The watch was set up: main's exit is seen.
+    h.runtime.exit(&cid("main"), 3);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(container(&stopped, "main").exit_code, Some(3));
+    assert_eq!(
+        stopped.stop_code.as_deref(),
+        Some("EssentialContainerExited")
+    );
+    assert_forward_only(&h);
+}
+
+/// Recovery: a container recorded RUNNING that containerd no longer has is STOPPED with a
+/// reason and no exit code; a PENDING one never created is created and started.
+#[tokio::test(start_paused = true)]
+async fn recovery_of_missing_containers() {
+    let rt = FakeRuntime::default();
+    rt.put(&cid("main"), ContainerState::Running);
+    let rec = record(
+        "PENDING",
+        &[
+            ("main", "RUNNING", true),
+            ("side", "RUNNING", true),
+            ("third", "PENDING", true),
+        ],
+        false,
+    );
+    let h = harness_with(rt, FakeCgroups::default(), vec![rec]);
+    let running = reported(&h, |c| {
+        c.last_status == "RUNNING" && container(c, "side").last_status == "STOPPED"
+    })
+    .await;
+    let side = container(&running, "side");
+    assert_eq!(
+        (side.last_status.as_str(), side.exit_code),
+        ("STOPPED", None)
+    );
+    assert_eq!(side.reason.as_deref(), Some(task::VANISHED));
+    assert_eq!(container(&running, "third").last_status, "RUNNING");
+    assert_eq!(h.runtime.count("create", "third"), 1);
+    assert_forward_only(&h);
+}
+
+/// Recovery of a task that was STOPPING: a created container is stopped as never started (not
+/// started), a running one is signalled again, and the task reaches STOPPED.
+#[tokio::test(start_paused = true)]
+async fn recovery_of_a_stopping_task_stops_created_containers_without_starting_them() {
+    let rt = FakeRuntime::default();
+    rt.put(&cid("main"), ContainerState::Running);
+    rt.put(&cid("third"), ContainerState::Created);
+    let rec = record(
+        "STOPPING",
+        &[
+            ("main", "RUNNING", true),
+            ("side", "STOPPED", true),
+            ("third", "PENDING", true),
+        ],
+        true,
+    );
+    let h = harness_with(rt, FakeCgroups::default(), vec![rec]);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(h.runtime.count("start", ""), 0);
+    assert_eq!(container(&stopped, "main").exit_code, Some(143));
+    let third = container(&stopped, "third");
+    assert_eq!(
+        (third.last_status.as_str(), third.exit_code),
+        ("STOPPED", None)
+    );
+    assert_eq!(stopped.stop_code.as_deref(), Some("UserInitiated"));
+    assert!(h.runtime.containers.lock().unwrap().is_empty());
+    assert_forward_only(&h);
+}
+
+/// Recovery: an essential container found created whose start fails stops the task as a fresh
+/// start would (TaskFailedToStart), and the running sibling is stopped.
+#[tokio::test(start_paused = true)]
+async fn recovery_applies_the_start_rules_to_created_containers() {
+    let rt = FakeRuntime::default();
+    rt.put(&cid("main"), ContainerState::Created);
+    rt.put(&cid("side"), ContainerState::Running);
+    rt.faults
+        .inject("start", Some("main"), Fault::Fail(1, tonic::Code::Unknown));
+    let rec = record(
+        "PENDING",
+        &[
+            ("main", "PENDING", true),
+            ("side", "RUNNING", true),
+            ("third", "PENDING", false),
+        ],
+        false,
+    );
+    let h = harness_with(rt, FakeCgroups::default(), vec![rec]);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(stopped.stop_code.as_deref(), Some("TaskFailedToStart"));
+    let main = container(&stopped, "main");
+    assert!(main
+        .reason
+        .as_deref()
+        .unwrap_or("")
+        .starts_with("CannotStartContainerError"));
+    assert_eq!(main.exit_code, None);
+    assert_eq!(container(&stopped, "side").exit_code, Some(143));
+    assert_forward_only(&h);
+}
+
+/// Item 3: a failed SIGKILL is sent again with back-off (1 s, 2 s, …) until it works; the exit
+/// code is containerd's and there is no TaskStateError.
+#[tokio::test(start_paused = true)]
+async fn a_failed_sigkill_is_retried_with_back_off() {
+    let rt = FakeRuntime {
+        ignore_sigterm: true,
+        ..Default::default()
+    };
+    // The stop signal and the first two SIGKILLs fail.
+    rt.faults.inject(
+        "kill",
+        Some("main"),
+        Fault::Fail(3, tonic::Code::Unavailable),
+    );
+    let h = harness(rt);
+    let td = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[{"name":"main","image":"i","stopTimeout":2}]}"#;
+    h.engine.apply_desired(&assignment("RUNNING", td));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    let asked = tokio::time::Instant::now();
+    h.engine.apply_desired(&DesiredTasks {
+        seq: 2,
+        ..assignment("STOPPED", td)
+    });
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    let kills = h.runtime.kills.lock().unwrap().clone();
+    assert_eq!(kills.len(), 1, "only the third SIGKILL got through");
+    assert_eq!(kills[0].1, 9);
+    assert_eq!(kills[0].2 - asked, Duration::from_secs(2 + 1 + 2));
+    assert_eq!(h.runtime.count("kill", "main"), 4);
+    let main = container(&stopped, "main");
+    assert_eq!((main.exit_code, main.reason.as_deref()), (Some(137), None));
+    assert_eq!(stopped.stopped_reason.as_deref(), Some("by test"));
+    assert_forward_only(&h);
 }

@@ -86,10 +86,17 @@ pub struct Archive {
     pub images: Vec<(String, Value)>,
 }
 
-fn io_err(path: &Path, e: impl std::fmt::Display) -> RuntimeError {
+fn io_err(path: &Path, e: std::io::Error) -> RuntimeError {
     RuntimeError::Io {
         path: path.display().to_string(),
-        message: e.to_string(),
+        source: e,
+    }
+}
+
+fn archive_err(path: &Path, message: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Archive {
+        path: path.display().to_string(),
+        message: message.to_string(),
     }
 }
 
@@ -115,9 +122,9 @@ pub fn read_archive(path: &Path) -> Result<Archive, RuntimeError> {
     }
     let index_bytes = files
         .get("index.json")
-        .ok_or_else(|| io_err(path, "not an OCI image layout: no index.json"))?;
+        .ok_or_else(|| archive_err(path, "not an OCI image layout: no index.json"))?;
     let index: Value = serde_json::from_slice(index_bytes)
-        .map_err(|e| io_err(path, format!("index.json: {e}")))?;
+        .map_err(|e| archive_err(path, format!("index.json: {e}")))?;
     let mut blobs = HashMap::new();
     for (name, bytes) in files {
         if let Some(rest) = name.strip_prefix("blobs/") {
@@ -139,14 +146,14 @@ pub fn read_archive(path: &Path) -> Result<Archive, RuntimeError> {
         }
     }
     if images.is_empty() {
-        return Err(io_err(
+        return Err(archive_err(
             path,
             "index.json names no image (annotation io.containerd.image.name or org.opencontainers.image.ref.name)",
         ));
     }
     for (digest, bytes) in &blobs {
         if digest.starts_with("sha256:") && &digest_of(bytes) != digest {
-            return Err(io_err(
+            return Err(archive_err(
                 path,
                 format!("blob {digest} does not match its digest"),
             ));
@@ -173,9 +180,24 @@ mod tests {
 
     #[test]
     fn chain_ids_follow_the_spec() {
-        let d = vec!["sha256:a".to_string(), "sha256:b".to_string()];
-        let c = chain_ids(&d);
-        assert_eq!(c[0], "sha256:a");
-        assert_eq!(c[1], digest_of(b"sha256:a sha256:b"));
+        // Known answers computed outside this code, with coreutils:
+        //   printf 'sha256:a3ed… sha256:5f70…' | sha256sum
+        //   printf 'sha256:71de… sha256:e1e7…' | sha256sum
+        let d: Vec<String> = [
+            "sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4",
+            "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef",
+            "sha256:e1e7c5e1b6e2b7f3f8e3a9b2c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7",
+        ]
+        .map(String::from)
+        .into();
+        assert_eq!(
+            chain_ids(&d),
+            [
+                "sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4",
+                "sha256:71dec89dc33c1a1cd5f73cd1e0885ec74b73b03fb9d5a98fddb6486563565072",
+                "sha256:f82d095bb593d71ea65f026c67f307998d0ebd33a681756c5e9e72043a73a225",
+            ]
+        );
+        assert!(chain_ids(&[]).is_empty());
     }
 }

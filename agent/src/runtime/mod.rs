@@ -3,6 +3,7 @@
 
 pub mod containerd;
 pub mod image;
+pub mod import;
 pub mod spec;
 
 use async_trait::async_trait;
@@ -48,17 +49,20 @@ pub struct CreateContainer {
 /// A container's state as the runtime sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContainerState {
-    /// No such container (or no task for it).
+    /// No such container (or no task for it): containerd answered NotFound.
     Missing,
     /// Created, not started.
     Created,
     /// Running (or paused).
     Running,
-    /// Exited with this status.
+    /// Exited with this status, as containerd reported it.
     Stopped(u32),
+    /// containerd answered but does not know the process's state (its UNKNOWN status, e.g. the
+    /// shim is not answering): the process may still run, so this is never taken as gone.
+    Unknown,
 }
 
-/// A runtime failure, with the container or image it concerns.
+/// A runtime failure, with the container or image it concerns and its source.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// The image is not in the local store.
@@ -72,22 +76,60 @@ pub enum RuntimeError {
         /// What is wrong.
         message: String,
     },
-    /// A runtime call failed.
-    #[error("{op} {id}: {message}")]
+    /// containerd answered a call with an error.
+    #[error("{op} {id}: {}", .source.message())]
     Call {
+        /// The operation.
+        op: &'static str,
+        /// The container ID (or image, digest, snapshot).
+        id: String,
+        /// containerd's answer, with its code (NotFound, Unavailable, …).
+        #[source]
+        source: tonic::Status,
+    },
+    /// containerd did not answer a call in time.
+    #[error("{op} {id}: no answer within {after:?}")]
+    Timeout {
         /// The operation.
         op: &'static str,
         /// The container ID (or image).
         id: String,
-        /// containerd's message.
-        message: String,
+        /// How long the call was given.
+        after: std::time::Duration,
     },
-    /// Reading an archive or file failed.
-    #[error("{path}: {message}")]
+    /// Connecting to containerd's socket failed.
+    #[error("connect {socket}: {source}")]
+    Connect {
+        /// The socket.
+        socket: String,
+        /// The transport's error.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The runtime spec could not be encoded.
+    #[error("encode spec {id}: {source}")]
+    Spec {
+        /// The container ID.
+        id: String,
+        /// The encoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Reading or creating a file failed.
+    #[error("{path}: {source}")]
     Io {
         /// The file.
         path: String,
-        /// What went wrong.
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An image archive is not what it should be.
+    #[error("{path}: {message}")]
+    Archive {
+        /// The archive.
+        path: String,
+        /// What is wrong.
         message: String,
     },
 }
@@ -96,8 +138,34 @@ impl RuntimeError {
     /// containerd's own message, without our context (what ECS shows after the error name).
     pub fn message(&self) -> String {
         match self {
-            RuntimeError::Call { message, .. } => message.clone(),
+            RuntimeError::Call { source, .. } => source.message().to_string(),
             other => other.to_string(),
+        }
+    }
+
+    /// containerd's gRPC code, when it answered.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            RuntimeError::Call { source, .. } => Some(source.code()),
+            _ => None,
+        }
+    }
+
+    /// containerd answered that the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.code() == Some(tonic::Code::NotFound)
+    }
+
+    /// The call may succeed if repeated: containerd unreachable, restarting or slow.
+    pub fn is_transient(&self) -> bool {
+        use tonic::Code::*;
+        match self {
+            RuntimeError::Timeout { .. } | RuntimeError::Connect { .. } => true,
+            RuntimeError::Call { source, .. } => matches!(
+                source.code(),
+                Unavailable | DeadlineExceeded | Aborted | Cancelled | ResourceExhausted | Unknown
+            ),
+            _ => false,
         }
     }
 }
@@ -111,7 +179,8 @@ pub trait Runtime: Send + Sync + 'static {
     async fn create(&self, c: &CreateContainer) -> Result<(), RuntimeError>;
     /// Creates the container's task (runc create) and starts it (Docker's "start").
     async fn start(&self, c: &CreateContainer) -> Result<(), RuntimeError>;
-    /// Waits for the container to exit; returns its exit status.
+    /// Waits for the container to exit; returns its exit status. A long poll (no timeout): the
+    /// caller cancels it by dropping the future and retries it after an error.
     async fn wait(&self, id: &str) -> Result<u32, RuntimeError>;
     /// Sends a signal to the container's init process.
     async fn kill(&self, id: &str, signal: u32) -> Result<(), RuntimeError>;
