@@ -120,6 +120,9 @@ async fn once<R: Runtime, C: Cgroups>(
     tx.send(send(ToController::Hello(AgentHello {
         container_instance_arn: arn.clone(),
         cluster: reg.cluster.clone(),
+        protocol_version: berth_proto::link::PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        state_epoch: String::new(),
     })))
     .await
     .map_err(|_| "session closed".to_string())?;

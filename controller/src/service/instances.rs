@@ -26,9 +26,7 @@ pub(crate) fn task_reservation(t: &Task) -> (i64, i64) {
 
 impl State {
     fn instance_tasks<'a>(&'a self, instance_arn: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
-        self.tasks.values().filter(move |t| {
-            t.container_instance_arn.as_deref() == Some(instance_arn) && t.last_status != "STOPPED"
-        })
+        self.active_tasks(instance_arn).map(|(_, t)| t)
     }
 
     /// CPU units and MiB left on an instance.
@@ -156,7 +154,7 @@ impl Controller {
         let record = ContainerInstanceRecord {
             container_instance: Some(ci),
             cluster_arn,
-            last_state_change_seq: previous.map(|p| p.last_state_change_seq).unwrap_or(0),
+            ..previous.unwrap_or_default()
         };
         self.commit(vec![put(format!("{INSTANCE_PREFIX}{id}"), &record)])?;
         st.instances.insert(id.clone(), record.clone());
