@@ -1,20 +1,22 @@
-//! The link to the controller: register, then hold one bidirectional stream. Reconnects with
-//! ECS's back-off (250 ms growing ×1.5 to 2 min, with jitter) and never gives up.
+//! The link to the controller: register, then hold one bidirectional stream, read and written
+//! concurrently, with heartbeats both ways. Reconnects with ECS's back-off (250 ms growing ×1.5
+//! to 2 min, with jitter; reset only after a session received a desired set) and never gives up.
 
 use crate::cgroups::Cgroups;
 use crate::engine::{reporter::Reporter, Engine};
 use crate::runtime::Runtime;
-use berth_proto::v1::agent_client::AgentClient;
+use crate::state::StateError;
+use berth_proto::link;
 use berth_proto::v1::agent_message::Message as ToController;
 use berth_proto::v1::controller_message::Message as FromController;
 use berth_proto::v1::*;
 use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// What the agent registers with.
 #[derive(Debug, Clone)]
@@ -60,6 +62,44 @@ impl Backoff {
     }
 }
 
+/// Why a session ended (or never started). Each keeps its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The controller URL does not parse.
+    #[error("bad controller URL {url}: {source}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The controller cannot be reached.
+    #[error("connect: {0}")]
+    Connect(#[source] tonic::transport::Error),
+    /// RegisterContainerInstance failed.
+    #[error("register: {}", .0.message())]
+    Register(#[source] tonic::Status),
+    /// The container instance identity could not be persisted.
+    #[error("persisting the instance identity: {0}")]
+    Identity(#[source] StateError),
+    /// The controller refused the session or it failed.
+    #[error("session: {}", .0.message())]
+    Session(#[source] tonic::Status),
+    /// The peers do not speak a common protocol.
+    #[error("{0}")]
+    Protocol(String),
+    /// Nothing arrived from the controller for three heartbeat intervals.
+    #[error("nothing from the controller for {} s", .0.as_secs())]
+    Silent(Duration),
+    /// The controller's first message was not its hello.
+    #[error("the controller did not start the session with its hello")]
+    NoHello,
+    /// The request stream closed under us.
+    #[error("session closed")]
+    Closed,
+}
+
 /// Runs the link forever.
 pub async fn run<R: Runtime, C: Cgroups>(
     reg: Registration,
@@ -70,6 +110,7 @@ pub async fn run<R: Runtime, C: Cgroups>(
     loop {
         match once(&reg, &engine, &reporter, &mut backoff).await {
             Ok(()) => info!("controller closed the session"),
+            Err(LinkError::Protocol(line)) => error!("{line}"),
             Err(e) => warn!(controller = %reg.controller, error = %e, "controller link down"),
         }
         let delay = backoff.next_delay();
@@ -78,21 +119,28 @@ pub async fn run<R: Runtime, C: Cgroups>(
     }
 }
 
+fn send(m: ToController) -> AgentMessage {
+    AgentMessage { message: Some(m) }
+}
+
 async fn once<R: Runtime, C: Cgroups>(
     reg: &Registration,
     engine: &Engine<R, C>,
     reporter: &Arc<Reporter>,
     backoff: &mut Backoff,
-) -> Result<(), String> {
+) -> Result<(), LinkError> {
     let channel = tonic::transport::Endpoint::from_shared(reg.controller.clone())
-        .map_err(|e| format!("bad controller URL: {e}"))?
+        .map_err(|source| LinkError::Url {
+            url: reg.controller.clone(),
+            source,
+        })?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(10))
         .connect()
         .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let mut client = AgentClient::new(channel);
+        .map_err(LinkError::Connect)?;
+    let mut client = berth_proto::link::client(channel);
     let ci = client
         .register_container_instance(RegisterContainerInstanceRequest {
             cluster: reg.cluster.clone(),
@@ -105,65 +153,142 @@ async fn once<R: Runtime, C: Cgroups>(
                 .and_then(|h| h.into_string().ok()),
         })
         .await
-        .map_err(|s| format!("register: {}", s.message()))?
+        .map_err(LinkError::Register)?
         .into_inner()
         .container_instance
         .unwrap_or_default();
     let arn = ci.container_instance_arn.clone();
     reporter
         .set_identity(&arn, &reg.cluster)
-        .map_err(|e| format!("persisting identity: {e}"))?;
+        .await
+        .map_err(LinkError::Identity)?;
     info!(instance = %arn, cluster = %reg.cluster, "registered");
 
-    let (tx, rx) = mpsc::channel::<AgentMessage>(256);
-    let send = |m: ToController| AgentMessage { message: Some(m) };
+    let (tx, rx) = mpsc::channel::<AgentMessage>(64);
     tx.send(send(ToController::Hello(AgentHello {
         container_instance_arn: arn.clone(),
         cluster: reg.cluster.clone(),
-        protocol_version: berth_proto::link::PROTOCOL_VERSION,
+        protocol_version: link::PROTOCOL_VERSION,
         agent_version: env!("CARGO_PKG_VERSION").into(),
-        state_epoch: String::new(),
+        state_epoch: reporter.epoch().to_string(),
     })))
     .await
-    .map_err(|_| "session closed".to_string())?;
-    let mut inbound = client
-        .session(ReceiverStream::new(rx))
-        .await
-        .map_err(|s| format!("session: {}", s.message()))?
-        .into_inner();
-    backoff.reset();
-    let mut latest = reporter.subscribe();
-    // Everything not yet acknowledged goes again: the controller applies each seq once.
-    let mut sent = 0u64;
-    let mut last_desired = 0u64;
-    loop {
-        for change in reporter.pending_after(sent) {
-            sent = change.seq;
-            tx.send(send(ToController::TaskStateChange(change)))
-                .await
-                .map_err(|_| "session closed".to_string())?;
+    .map_err(|_| LinkError::Closed)?;
+    let inbound = match client.session(ReceiverStream::new(rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+            return Err(LinkError::Protocol(s.message().to_string()))
         }
-        tokio::select! {
-            changed = latest.changed() => {
-                if changed.is_err() { return Err("reporter gone".into()); }
-            }
-            msg = inbound.next() => match msg {
-                Some(Ok(ControllerMessage { message: Some(FromController::DesiredTasks(d)) })) => {
+        Err(s) => return Err(LinkError::Session(s)),
+    };
+    exchange(
+        inbound,
+        tx,
+        engine,
+        reporter,
+        backoff,
+        link::HEARTBEAT_INTERVAL,
+    )
+    .await
+}
+
+/// Checks the controller's hello: the protocol must be one this agent speaks.
+pub fn check_controller(hello: &ControllerHello) -> Result<(), LinkError> {
+    if link::speaks(hello.protocol_version) {
+        Ok(())
+    } else {
+        Err(LinkError::Protocol(link::refusal(
+            &format!("controller {}", hello.controller_version),
+            hello.protocol_version,
+        )))
+    }
+}
+
+/// The controller's next message; `None` when the stream ended.
+async fn next(
+    inbound: &mut tonic::Streaming<ControllerMessage>,
+    dead_after: Duration,
+) -> Result<Option<FromController>, LinkError> {
+    match tokio::time::timeout(dead_after, inbound.next()).await {
+        Err(_) => Err(LinkError::Silent(dead_after)),
+        Ok(None) => Ok(None),
+        Ok(Some(Err(s))) => Err(LinkError::Session(s)),
+        Ok(Some(Ok(m))) => Ok(m.message),
+    }
+}
+
+/// One session's exchange, reading and writing concurrently: the reader applies desired sets
+/// and acks (never waiting on a send), the writer sends reports, desired-set acks and
+/// heartbeats. The back-off resets only once a desired set has arrived.
+async fn exchange<R: Runtime, C: Cgroups>(
+    mut inbound: tonic::Streaming<ControllerMessage>,
+    tx: mpsc::Sender<AgentMessage>,
+    engine: &Engine<R, C>,
+    reporter: &Arc<Reporter>,
+    backoff: &mut Backoff,
+    heartbeat: Duration,
+) -> Result<(), LinkError> {
+    let dead_after = heartbeat * link::MISSED_HEARTBEATS;
+    match next(&mut inbound, dead_after).await? {
+        Some(FromController::Hello(h)) => check_controller(&h)?,
+        None => return Ok(()),
+        Some(_) => return Err(LinkError::NoHello),
+    }
+    engine.new_session();
+    let (desired_ack, mut desired_acks) = watch::channel(0u64);
+    let reader = async {
+        let mut last_desired = 0u64;
+        loop {
+            match next(&mut inbound, dead_after).await? {
+                Some(FromController::DesiredTasks(d)) => {
                     // Within a session sequence numbers rise; an older one is stale.
-                    if d.seq > last_desired || last_desired == 0 {
+                    if d.seq > last_desired {
+                        if last_desired == 0 {
+                            backoff.reset();
+                        }
                         last_desired = d.seq;
                         engine.apply_desired(&d);
                     }
-                    tx.send(send(ToController::DesiredTasksAck(d.seq))).await.map_err(|_| "session closed".to_string())?;
+                    desired_ack.send_replace(d.seq);
                 }
-                Some(Ok(ControllerMessage { message: Some(FromController::StateChangeAck(seq)) })) => {
-                    reporter.ack(seq).map_err(|e| format!("persisting ack: {e}"))?;
-                }
-                Some(Ok(_)) => {}
-                Some(Err(s)) => return Err(format!("session: {}", s.message())),
+                Some(FromController::StateChangeAck(seq)) => reporter.ack(seq),
+                Some(_) => {}
                 None => return Ok(()),
             }
         }
+    };
+    let writer = async {
+        let mut latest = reporter.subscribe();
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Everything not yet acknowledged goes again: the controller applies each seq once.
+        let mut sent = 0u64;
+        loop {
+            for change in reporter.pending_after(sent) {
+                sent = change.seq;
+                tx.send(send(ToController::TaskStateChange(change)))
+                    .await
+                    .map_err(|_| LinkError::Closed)?;
+                tick.reset();
+            }
+            let m = tokio::select! {
+                r = latest.changed() => {
+                    r.map_err(|_| LinkError::Closed)?;
+                    continue;
+                }
+                r = desired_acks.changed() => {
+                    r.map_err(|_| LinkError::Closed)?;
+                    ToController::DesiredTasksAck(*desired_acks.borrow_and_update())
+                }
+                _ = tick.tick() => ToController::Heartbeat(Heartbeat {}),
+            };
+            tx.send(send(m)).await.map_err(|_| LinkError::Closed)?;
+            tick.reset();
+        }
+    };
+    tokio::select! {
+        r = reader => r,
+        r = writer => r,
     }
 }
 

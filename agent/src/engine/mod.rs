@@ -6,14 +6,15 @@ pub mod task;
 
 use crate::cgroups::Cgroups;
 use crate::runtime::Runtime;
-use crate::state::{write_json, DataDir, TaskRecord};
+use crate::state::{DataDir, TaskRecord};
+use berth_proto::status::TaskStatus;
 use berth_proto::v1::{ContainerStateChange, DesiredTasks, TaskStateChange};
 use reporter::Reporter;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 /// Settings of the engine.
 #[derive(Debug, Clone)]
@@ -81,22 +82,44 @@ pub fn task_id(arn: &str) -> String {
         .to_string()
 }
 
+/// A record's state as reported: with what a controller that has no record of the task needs
+/// to adopt it (its task definition ARN and container images).
+fn report_of(rec: &TaskRecord) -> TaskStateChange {
+    let mut s = rec.state.clone();
+    if s.task_definition_arn.is_none() {
+        let arn = if rec.task.task_definition_arn.is_empty() {
+            &rec.definition.task_definition_arn
+        } else {
+            &rec.task.task_definition_arn
+        };
+        s.task_definition_arn = Some(arn.clone()).filter(|a| !a.is_empty());
+    }
+    for c in &mut s.containers {
+        if c.image.is_none() {
+            c.image = rec
+                .definition
+                .container_definitions
+                .iter()
+                .find(|d| d.name == c.name)
+                .map(|d| d.image.clone());
+        }
+    }
+    s
+}
+
 impl<R: Runtime, C: Cgroups> Shared<R, C> {
-    /// Persists the record, reports its state and remembers it.
+    /// Persists the record (off the async workers) and reports its state once it is on disk;
+    /// remembers it.
     pub(crate) fn publish(&self, rec: &TaskRecord) {
         let id = task_id(&rec.task.task_arn);
-        if let Err(e) = write_json(&self.config.data_dir.task(&id), rec) {
-            error!(task = %id, error = %e, "cannot persist task state");
-        }
-        if let Err(e) = self.reporter.report(rec.state.clone()) {
-            error!(task = %id, error = %e, "cannot persist report");
-        }
+        let report = report_of(rec);
+        self.reporter.persist(&id, rec, Some(report.clone()));
         if let Ok(mut entries) = self.entries.lock() {
             if let Some(e) = entries.get_mut(&id) {
-                e.state = rec.state.clone();
-                if rec.state.last_status == "STOPPED" {
+                if rec.state.last_status == TaskStatus::Stopped.as_str() {
                     e.tx = None;
                 }
+                e.state = report;
             }
         }
     }
@@ -122,6 +145,8 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
         };
         for rec in records {
             info!(task = %rec.task.task_arn, status = %rec.state.last_status, "resuming task");
+            // Resent under this process's epoch: the controller may not have stored it.
+            engine.shared.reporter.report(report_of(&rec));
             engine.spawn(rec, true);
         }
         Ok(engine)
@@ -136,7 +161,7 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                 id,
                 Entry {
                     tx: (!stopped).then(|| tx.clone()),
-                    state: rec.state.clone(),
+                    state: report_of(&rec),
                     reported_unknown: false,
                 },
             );
@@ -146,6 +171,17 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
         }
         let actor = task::TaskActor::new(self.shared.clone(), rec, tx, rx);
         tokio::spawn(actor.run(recovering));
+    }
+
+    /// A new session with the controller has started: its first desired set re-reports every
+    /// task the set does not name (the controller may have restarted and lost nothing only if
+    /// it hears them again).
+    pub fn new_session(&self) {
+        if let Ok(mut entries) = self.shared.entries.lock() {
+            for e in entries.values_mut() {
+                e.reported_unknown = false;
+            }
+        }
     }
 
     /// Converges on the controller's desired tasks. Never stops a task the controller did not
@@ -183,6 +219,11 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                         }
                     }
                     None => match (&a.task_definition, a.desired_status.as_str()) {
+                        (None, "RUNNING") => {
+                            // The controller sends a definition in the first set of a session
+                            // naming the task; without one there is nothing to start from.
+                            warn!(task = %task.task_arn, "assigned without a task definition; waiting for the next session's full set");
+                        }
                         (Some(td), "RUNNING") => {
                             let state = TaskStateChange {
                                 task_arn: task.task_arn.clone(),
@@ -196,6 +237,8 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                                         ..Default::default()
                                     })
                                     .collect(),
+                                task_definition_arn: Some(task.task_definition_arn.clone())
+                                    .filter(|a| !a.is_empty()),
                                 ..Default::default()
                             };
                             to_spawn.push(TaskRecord {
@@ -247,21 +290,17 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
             }
             for id in forget {
                 entries.remove(&id);
-                let _ = std::fs::remove_file(self.shared.config.data_dir.task(&id));
+                self.shared.reporter.forget(&id);
             }
         }
         for s in to_report {
-            if let Err(e) = self.shared.reporter.report(s) {
-                error!(error = %e, "cannot persist report");
-            }
+            self.shared.reporter.report(s);
         }
         for rec in to_spawn {
             tracing::debug!(task = %rec.task.task_arn, "task assigned");
             let id = task_id(&rec.task.task_arn);
-            if let Err(e) = write_json(&self.shared.config.data_dir.task(&id), &rec) {
-                error!(task = %id, error = %e, "cannot persist new task; not starting it");
-                continue;
-            }
+            // Written before any state the actor publishes (one writer, in order).
+            self.shared.reporter.persist(&id, &rec, None);
             self.spawn(rec, false);
         }
     }

@@ -234,7 +234,7 @@ const TWO: &str = r#"{"family":"f","revision":1,"networkMode":"none","cpu":"512"
 async fn reported(h: &Harness, f: impl Fn(&TaskStateChange) -> bool) -> TaskStateChange {
     let mut rx = h.reporter.subscribe();
     loop {
-        if let Some(c) = h.reporter.pending_after(0).into_iter().find(|c| f(c)) {
+        if let Some(c) = h.reporter.history().into_iter().find(|c| f(c)) {
             return c;
         }
         tokio::time::timeout(Duration::from_secs(600), rx.changed())
@@ -276,19 +276,19 @@ async fn essential_exit_stops_siblings_and_cleans_up() {
         [ID.to_string()]
     );
     assert!(h.runtime.containers.lock().unwrap().is_empty());
-    // Statuses in the outbox never go backwards.
+    // Statuses reported never go backwards.
     let order: Vec<String> = h
         .reporter
-        .pending_after(0)
+        .history()
         .iter()
         .map(|c| c.last_status.clone())
         .collect();
-    let pos = |s: &str| order.iter().position(|x| x == s).unwrap();
-    assert!(
-        pos("PENDING") < pos("RUNNING")
-            && pos("RUNNING") < pos("STOPPING")
-            && pos("STOPPING") < pos("STOPPED")
-    );
+    let ranks: Vec<TaskStatus> = order
+        .iter()
+        .map(|s| TaskStatus::parse(s).unwrap())
+        .collect();
+    assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{order:?}");
+    assert_eq!(ranks.last(), Some(&TaskStatus::Stopped));
 }
 
 #[tokio::test(start_paused = true)]
@@ -377,29 +377,8 @@ async fn a_task_missing_from_the_desired_set_is_reported_not_stopped() {
         tasks: vec![],
     });
     assert_eq!(h.engine.task_count(), 0);
+    h.reporter.flush().await;
     assert!(!h.dir.join("tasks").join(format!("{ID}.json")).exists());
-}
-
-#[tokio::test(start_paused = true)]
-async fn reports_survive_until_acknowledged() {
-    let h = harness(FakeRuntime::default());
-    h.engine.apply_desired(&assignment("RUNNING", TWO));
-    let running = reported(&h, |c| c.last_status == "RUNNING").await;
-    let on_disk: AgentState = crate::state::read_json(&h.dir.join("agent.json"))
-        .unwrap()
-        .unwrap();
-    assert!(on_disk.outbox.iter().any(|c| c.seq == running.seq));
-    h.reporter.ack(running.seq).unwrap();
-    assert!(h
-        .reporter
-        .pending_after(0)
-        .iter()
-        .all(|c| c.seq > running.seq));
-    let on_disk: AgentState = crate::state::read_json(&h.dir.join("agent.json"))
-        .unwrap()
-        .unwrap();
-    assert!(on_disk.outbox.iter().all(|c| c.seq > running.seq));
-    assert!(on_disk.next_seq > running.seq);
 }
 
 #[tokio::test(start_paused = true)]
@@ -417,4 +396,32 @@ async fn an_exit_during_start_up_is_not_lost() {
         Some("EssentialContainerExited")
     );
     assert_eq!(container(&stopped, "main").exit_code, Some(0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_session_start_re_reports_tasks_the_desired_set_does_not_name() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", TWO));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    let unknown = |h: &Harness| {
+        h.reporter
+            .history()
+            .iter()
+            .filter(|c| c.unknown_to_controller)
+            .count()
+    };
+    let empty = |seq| DesiredTasks { seq, tasks: vec![] };
+    h.engine.apply_desired(&empty(2));
+    let first = reported(&h, |c| c.unknown_to_controller).await;
+    // With what a controller that has no record of it needs to adopt it.
+    assert_eq!(container(&first, "main").image.as_deref(), Some("i"));
+    h.reporter.ack(first.seq);
+    // Within a session: once.
+    h.engine.apply_desired(&empty(3));
+    assert_eq!(unknown(&h), 1);
+    // A new session (the controller may have restarted): again.
+    h.engine.new_session();
+    h.engine.apply_desired(&empty(1));
+    assert_eq!(unknown(&h), 2);
+    assert!(h.runtime.kills.lock().unwrap().is_empty());
 }
