@@ -271,6 +271,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             stop_timeout: Duration::from_secs(args.container_stop_timeout),
         },
     )?;
+    // Containers no task record holds are reported (never stopped unconfirmed).
+    engine
+        .report_unrecorded()
+        .await
+        .context("listing Berth's containers in containerd")?;
     tracing::info!(cluster = %args.cluster, containerd = %version, "berth-agent started");
     let reg = Registration {
         controller: args.controller.clone(),
@@ -282,6 +287,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             agent_hash: None,
             docker_version: Some(format!("containerd {version}")),
         },
+        heartbeat: berth_proto::link::HEARTBEAT_INTERVAL,
     };
     tokio::select! {
         _ = session::run(reg, engine, reporter) => {}

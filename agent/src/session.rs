@@ -31,6 +31,9 @@ pub struct Registration {
     pub attributes: Vec<Attribute>,
     /// Agent and runtime versions.
     pub version_info: VersionInfo,
+    /// How often to send a heartbeat when idle (`berth_proto::link::HEARTBEAT_INTERVAL`); the
+    /// session is dead after `MISSED_HEARTBEATS` intervals without a message.
+    pub heartbeat: Duration,
 }
 
 /// The reconnect back-off.
@@ -56,9 +59,14 @@ impl Backoff {
         base.mul_f64(1.0 + jitter)
     }
 
-    /// Back to the shortest delay after a good connection.
+    /// Back to the shortest delay after a session that worked.
     pub fn reset(&mut self) {
         self.next = Self::MIN;
+    }
+
+    /// Whether the next delay is the shortest one.
+    pub fn is_reset(&self) -> bool {
+        self.next == Self::MIN
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod reporter;
 pub mod task;
+mod unrecorded;
 
 use crate::cgroups::Cgroups;
 use crate::runtime::Runtime;
@@ -60,6 +61,8 @@ pub(crate) struct Shared<R, C> {
     pub reporter: Arc<Reporter>,
     pub config: EngineConfig,
     entries: Mutex<HashMap<String, Entry>>,
+    /// Tasks known only from their labelled containers, by task ARN.
+    unrecorded: Mutex<HashMap<String, unrecorded::UnrecordedTask>>,
 }
 
 /// The engine.
@@ -141,6 +144,7 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                 reporter,
                 config,
                 entries: Mutex::new(HashMap::new()),
+                unrecorded: Mutex::new(HashMap::new()),
             }),
         };
         for rec in records {
@@ -182,6 +186,11 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                 e.reported_unknown = false;
             }
         }
+        if let Ok(mut u) = self.shared.unrecorded.lock() {
+            for t in u.values_mut() {
+                t.reported = false;
+            }
+        }
     }
 
     /// Converges on the controller's desired tasks. Never stops a task the controller did not
@@ -194,6 +203,11 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
             let Ok(mut entries) = self.shared.entries.lock() else {
                 return;
             };
+            let mut listed = self
+                .shared
+                .unrecorded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             for a in &desired.tasks {
                 let Some(task) = &a.task else { continue };
                 let id = task_id(&task.task_arn);
@@ -218,6 +232,30 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                             }
                         }
                     }
+                    None if listed.contains_key(&task.task_arn)
+                        || (a.desired_status == "RUNNING"
+                            && a.task_definition.is_some()
+                            && TaskStatus::parse(&task.last_status)
+                                .is_ok_and(|s| s > TaskStatus::Provisioning)) =>
+                    {
+                        // Containers of it may exist: inspect them, never start anew.
+                        let rec = unrecorded::inspect_first(
+                            task,
+                            a.task_definition.as_ref(),
+                            listed.remove(&task.task_arn).map(|t| t.containers),
+                        );
+                        let stop = (a.desired_status == "STOPPED").then(|| Event::Stop {
+                            reason: a
+                                .stopped_reason
+                                .clone()
+                                .unwrap_or_else(|| "Task stopped by user".into()),
+                            code: a
+                                .stop_code
+                                .clone()
+                                .unwrap_or_else(|| "UserInitiated".into()),
+                        });
+                        to_spawn.push((rec, true, stop));
+                    }
                     None => match (&a.task_definition, a.desired_status.as_str()) {
                         (None, "RUNNING") => {
                             // The controller sends a definition in the first set of a session
@@ -241,13 +279,17 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                                     .filter(|a| !a.is_empty()),
                                 ..Default::default()
                             };
-                            to_spawn.push(TaskRecord {
-                                task: task.clone(),
-                                definition: td.clone(),
-                                desired_status: "RUNNING".into(),
-                                state,
-                                stop_signals: Default::default(),
-                            });
+                            to_spawn.push((
+                                TaskRecord {
+                                    task: task.clone(),
+                                    definition: td.clone(),
+                                    desired_status: "RUNNING".into(),
+                                    state,
+                                    stop_signals: Default::default(),
+                                },
+                                false,
+                                None,
+                            ));
                         }
                         _ => {
                             // Wanted stopped and not here (never started, or long cleaned up).
@@ -292,16 +334,33 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                 entries.remove(&id);
                 self.shared.reporter.forget(&id);
             }
+            for (arn, t) in listed.iter_mut() {
+                if !wanted.contains(&task_id(arn)) && !t.reported {
+                    t.reported = true;
+                    to_report.push(t.report.clone());
+                }
+            }
         }
         for s in to_report {
             self.shared.reporter.report(s);
         }
-        for rec in to_spawn {
-            tracing::debug!(task = %rec.task.task_arn, "task assigned");
+        for (rec, recovering, stop) in to_spawn {
+            tracing::debug!(task = %rec.task.task_arn, recovering, "task assigned");
             let id = task_id(&rec.task.task_arn);
             // Written before any state the actor publishes (one writer, in order).
             self.shared.reporter.persist(&id, &rec, None);
-            self.spawn(rec, false);
+            self.spawn(rec, recovering);
+            if let Some(ev) = stop {
+                if let Some(tx) = self
+                    .shared
+                    .entries
+                    .lock()
+                    .ok()
+                    .and_then(|e| e.get(&id).and_then(|e| e.tx.clone()))
+                {
+                    let _ = tx.send(ev);
+                }
+            }
         }
     }
 

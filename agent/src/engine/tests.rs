@@ -24,6 +24,8 @@ struct FakeRuntime {
     fail_start: bool,
     /// A container (by name suffix) that exits with this status as soon as it starts.
     exit_on_start: Option<(&'static str, u32)>,
+    /// What `list` finds (containers with Berth's labels, e.g. left by a lost data dir).
+    listed: Vec<crate::runtime::LabelledContainer>,
 }
 
 impl FakeRuntime {
@@ -122,6 +124,12 @@ impl Runtime for FakeRuntime {
     async fn delete(&self, id: &str) -> Result<(), RuntimeError> {
         self.containers.lock().unwrap().remove(id);
         Ok(())
+    }
+    async fn list(
+        &self,
+        _cluster: &str,
+    ) -> Result<Vec<crate::runtime::LabelledContainer>, RuntimeError> {
+        Ok(self.listed.clone())
     }
 }
 
@@ -424,4 +432,91 @@ async fn every_session_start_re_reports_tasks_the_desired_set_does_not_name() {
     h.engine.apply_desired(&empty(1));
     assert_eq!(unknown(&h), 2);
     assert!(h.runtime.kills.lock().unwrap().is_empty());
+}
+
+/// A task's containers left running with no task record (a lost data dir).
+fn left_running(h: &Harness) {
+    for name in ["main", "side"] {
+        h.runtime.containers.lock().unwrap().insert(
+            format!("{ID}-{name}"),
+            (ContainerState::Running, watch::channel(None).0),
+        );
+    }
+}
+
+fn labelled(name: &str) -> crate::runtime::LabelledContainer {
+    crate::runtime::LabelledContainer {
+        id: format!("{ID}-{name}"),
+        labels: [
+            ("com.amazonaws.ecs.cluster", "c"),
+            ("com.amazonaws.ecs.task-arn", ARN),
+            ("com.amazonaws.ecs.container-name", name),
+            ("com.amazonaws.ecs.task-definition-family", "f"),
+            ("com.amazonaws.ecs.task-definition-version", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        state: ContainerState::Running,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn containers_no_record_holds_are_reported_then_inspected_not_restarted() {
+    let h = harness(FakeRuntime {
+        listed: vec![labelled("main"), labelled("side")],
+        ..Default::default()
+    });
+    left_running(&h);
+    assert_eq!(h.engine.report_unrecorded().await.unwrap(), 1);
+    let unknown = reported(&h, |c| c.unknown_to_controller).await;
+    assert_eq!(unknown.last_status, "RUNNING");
+    assert!(unknown
+        .task_definition_arn
+        .as_deref()
+        .is_some_and(|a| a.ends_with("task-definition/f:1")));
+    // Re-reported at every session start while the controller does not name it.
+    h.engine.new_session();
+    h.engine.apply_desired(&DesiredTasks {
+        seq: 1,
+        tasks: vec![],
+    });
+    assert_eq!(
+        h.reporter
+            .history()
+            .iter()
+            .filter(|c| c.unknown_to_controller)
+            .count(),
+        2
+    );
+    // The controller adopts it (names it RUNNING): its containers are watched, not recreated.
+    let mut d = assignment("RUNNING", TWO);
+    d.tasks[0].task.as_mut().unwrap().last_status = "RUNNING".into();
+    h.engine.apply_desired(&d);
+    reported(&h, |c| {
+        c.last_status == "RUNNING" && !c.unknown_to_controller
+    })
+    .await;
+    assert!(h.cgroups.created.lock().unwrap().is_empty(), "started anew");
+    h.runtime.exit(&format!("{ID}-main"), 7);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(container(&stopped, "main").exit_code, Some(7));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_task_the_agent_has_no_record_of_is_inspected_not_assumed() {
+    let h = harness(FakeRuntime::default());
+    // The controller says RUNNING; no record here and no container in containerd.
+    let mut d = assignment("RUNNING", TWO);
+    d.tasks[0].task.as_mut().unwrap().last_status = "RUNNING".into();
+    for c in &mut d.tasks[0].task.as_mut().unwrap().containers {
+        c.last_status = "RUNNING".into();
+    }
+    h.engine.apply_desired(&d);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert!(container(&stopped, "main")
+        .reason
+        .as_deref()
+        .is_some_and(|r| r.starts_with("CannotInspectContainerError")));
+    assert!(h.cgroups.created.lock().unwrap().is_empty(), "started anew");
 }

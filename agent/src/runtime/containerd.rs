@@ -3,7 +3,10 @@
 //! containerd 1.6 has no transfer service.
 
 use super::image::{chain_ids, digest_of, normalize, pick_manifest, Archive, INDEX_TYPES};
-use super::{ContainerState, CreateContainer, ImageConfig, Runtime, RuntimeError};
+use super::{
+    ContainerState, CreateContainer, ImageConfig, LabelledContainer, Runtime, RuntimeError,
+    CLUSTER_LABEL, TASK_ARN_LABEL,
+};
 use async_trait::async_trait;
 use containerd_client::services::v1::container::Runtime as ContainerRuntime;
 use containerd_client::services::v1::snapshots::{
@@ -750,6 +753,32 @@ impl Runtime for Containerd {
                 .map(|_| ()),
             "remove snapshot",
         )
+    }
+
+    async fn list(&self, cluster: &str) -> Result<Vec<LabelledContainer>, RuntimeError> {
+        // containerd's filter syntax: label keys with dots are quoted, values too.
+        let filter =
+            format!("labels.\"{CLUSTER_LABEL}\"==\"{cluster}\",labels.\"{TASK_ARN_LABEL}\"");
+        let containers = self
+            .client
+            .containers()
+            .list(self.req(ListContainersRequest {
+                filters: vec![filter],
+            }))
+            .await
+            .map_err(call("list containers", cluster))?
+            .into_inner()
+            .containers;
+        let mut out = Vec::with_capacity(containers.len());
+        for c in containers {
+            let state = self.state(&c.id).await?;
+            out.push(LabelledContainer {
+                id: c.id,
+                labels: c.labels,
+                state,
+            });
+        }
+        Ok(out)
     }
 }
 
