@@ -189,15 +189,7 @@ async fn once<R: Runtime, C: Cgroups>(
         }
         Err(s) => return Err(LinkError::Session(s)),
     };
-    exchange(
-        inbound,
-        tx,
-        engine,
-        reporter,
-        backoff,
-        link::HEARTBEAT_INTERVAL,
-    )
-    .await
+    exchange(inbound, tx, engine, reporter, backoff, reg.heartbeat).await
 }
 
 /// Checks the controller's hello: the protocol must be one this agent speaks.
@@ -303,6 +295,233 @@ async fn exchange<R: Runtime, C: Cgroups>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cgroups::CgroupError;
+    use crate::engine::EngineConfig;
+    use crate::runtime::{
+        ContainerState, CreateContainer, ImageConfig, LabelledContainer, RuntimeError,
+    };
+    use crate::state::{AgentState, DataDir};
+    use async_trait::async_trait;
+    use berth_proto::v1::agent_server::{Agent, AgentServer};
+    use std::sync::Mutex;
+
+    /// A runtime for sessions with no tasks: nothing may be called.
+    struct NoRuntime;
+    fn none<T>(op: &'static str) -> Result<T, RuntimeError> {
+        Err(RuntimeError::Call {
+            op,
+            id: String::new(),
+            message: "no runtime in this test".into(),
+        })
+    }
+    #[async_trait]
+    impl Runtime for NoRuntime {
+        async fn image(&self, _: &str) -> Result<ImageConfig, RuntimeError> {
+            none("image")
+        }
+        async fn create(&self, _: &CreateContainer) -> Result<(), RuntimeError> {
+            none("create")
+        }
+        async fn start(&self, _: &CreateContainer) -> Result<(), RuntimeError> {
+            none("start")
+        }
+        async fn wait(&self, _: &str) -> Result<u32, RuntimeError> {
+            none("wait")
+        }
+        async fn kill(&self, _: &str, _: u32) -> Result<(), RuntimeError> {
+            none("kill")
+        }
+        async fn state(&self, _: &str) -> Result<ContainerState, RuntimeError> {
+            none("state")
+        }
+        async fn delete(&self, _: &str) -> Result<(), RuntimeError> {
+            none("delete")
+        }
+        async fn list(&self, _: &str) -> Result<Vec<LabelledContainer>, RuntimeError> {
+            Ok(Vec::new())
+        }
+    }
+    struct NoCgroups;
+    impl Cgroups for NoCgroups {
+        fn create_task(&self, _: &str, _: Option<i64>, _: Option<i64>) -> Result<(), CgroupError> {
+            Ok(())
+        }
+        fn container_path(&self, _: &str, _: &str) -> String {
+            String::new()
+        }
+        fn oom_killed(&self, _: &str, _: &str) -> bool {
+            false
+        }
+        fn remove_task(&self, _: &str) -> Result<(), CgroupError> {
+            Ok(())
+        }
+    }
+
+    /// A controller that plays a script: its messages, then silence; records what it hears.
+    #[derive(Clone, Default)]
+    struct Scripted {
+        script: Vec<ControllerMessage>,
+        refuse: Option<String>,
+        heard: Arc<Mutex<Vec<ToController>>>,
+    }
+
+    #[tonic::async_trait]
+    impl Agent for Scripted {
+        async fn register_container_instance(
+            &self,
+            _: tonic::Request<RegisterContainerInstanceRequest>,
+        ) -> Result<tonic::Response<RegisterContainerInstanceResponse>, tonic::Status> {
+            Ok(tonic::Response::new(RegisterContainerInstanceResponse {
+                container_instance: Some(ContainerInstance {
+                    container_instance_arn:
+                        "arn:aws:ecs:on-prem:000000000000:container-instance/default/abc".into(),
+                    ..Default::default()
+                }),
+            }))
+        }
+        type SessionStream = ReceiverStream<Result<ControllerMessage, tonic::Status>>;
+        async fn session(
+            &self,
+            r: tonic::Request<tonic::Streaming<AgentMessage>>,
+        ) -> Result<tonic::Response<Self::SessionStream>, tonic::Status> {
+            if let Some(line) = &self.refuse {
+                return Err(tonic::Status::failed_precondition(line.clone()));
+            }
+            let (tx, rx) = mpsc::channel(16);
+            let (script, heard) = (self.script.clone(), self.heard.clone());
+            let mut inbound = r.into_inner();
+            tokio::spawn(async move {
+                for m in script {
+                    let _ = tx.send(Ok(m)).await;
+                }
+                while let Some(Ok(m)) = inbound.next().await {
+                    if let Some(m) = m.message {
+                        heard.lock().unwrap().push(m);
+                    }
+                }
+            });
+            Ok(tonic::Response::new(ReceiverStream::new(rx)))
+        }
+    }
+
+    fn from(m: FromController) -> ControllerMessage {
+        ControllerMessage { message: Some(m) }
+    }
+
+    fn controller_hello(v: u32) -> ControllerMessage {
+        from(FromController::Hello(ControllerHello {
+            protocol_version: v,
+            controller_version: "test".into(),
+        }))
+    }
+
+    /// Runs one session of a real agent session against `scripted`.
+    async fn session(scripted: Scripted, backoff: &mut Backoff) -> Result<(), LinkError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(AgentServer::new(scripted))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let dir =
+            std::env::temp_dir().join(format!("berth-session-{}", uuid::Uuid::new_v4().simple()));
+        let data = DataDir(dir.clone());
+        let reporter = Arc::new(Reporter::new(data.clone(), AgentState::default()));
+        let engine = Engine::start(
+            Arc::new(NoRuntime),
+            Arc::new(NoCgroups),
+            reporter.clone(),
+            EngineConfig {
+                data_dir: data,
+                cluster: "default".into(),
+                stop_timeout: Duration::from_secs(30),
+            },
+        )
+        .unwrap();
+        let reg = Registration {
+            controller: format!("http://{addr}"),
+            cluster: "default".into(),
+            resources: Vec::new(),
+            attributes: Vec::new(),
+            version_info: VersionInfo::default(),
+            heartbeat: Duration::from_millis(100),
+        };
+        let r = once(&reg, &engine, &reporter, backoff).await;
+        server.abort();
+        let _ = std::fs::remove_dir_all(dir);
+        r
+    }
+
+    #[tokio::test]
+    async fn a_controller_outside_the_protocol_window_is_refused_with_one_line() {
+        let scripted = Scripted {
+            script: vec![controller_hello(link::PROTOCOL_VERSION + 1)],
+            ..Default::default()
+        };
+        match session(scripted, &mut Backoff::default()).await {
+            Err(LinkError::Protocol(line)) => {
+                assert!(line.contains(&format!("link protocol {}", link::PROTOCOL_VERSION + 1)));
+                assert!(!line.contains('\n'));
+            }
+            other => panic!("expected a protocol refusal, got {other:?}"),
+        }
+        // And the controller's refusal of this agent is one line too.
+        let scripted = Scripted {
+            refuse: Some(link::refusal("agent 0.0.1", 0)),
+            ..Default::default()
+        };
+        assert!(matches!(
+            session(scripted, &mut Backoff::default()).await,
+            Err(LinkError::Protocol(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn back_off_resets_only_after_a_desired_set_and_a_silent_controller_is_noticed() {
+        let mut backoff = Backoff::default();
+        for _ in 0..3 {
+            backoff.next_delay();
+        }
+        // Connected, hello exchanged, but no desired set: not a working session.
+        let scripted = Scripted {
+            script: vec![controller_hello(link::PROTOCOL_VERSION)],
+            ..Default::default()
+        };
+        let t0 = std::time::Instant::now();
+        let r = session(scripted.clone(), &mut backoff).await;
+        assert!(matches!(r, Err(LinkError::Silent(_))), "{r:?}");
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        assert!(!backoff.is_reset());
+        // The agent sent heartbeats while it had nothing else to say.
+        assert!(scripted
+            .heard
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| matches!(m, ToController::Heartbeat(_))));
+        // A desired set makes it a session that worked.
+        let scripted = Scripted {
+            script: vec![
+                controller_hello(link::PROTOCOL_VERSION),
+                from(FromController::DesiredTasks(DesiredTasks {
+                    seq: 7,
+                    tasks: vec![],
+                })),
+            ],
+            ..Default::default()
+        };
+        let r = session(scripted.clone(), &mut backoff).await;
+        assert!(matches!(r, Err(LinkError::Silent(_))), "{r:?}");
+        assert!(backoff.is_reset());
+        let heard = scripted.heard.lock().unwrap();
+        assert!(
+            matches!(heard.first(), Some(ToController::Hello(h)) if !h.state_epoch.is_empty() && h.protocol_version == link::PROTOCOL_VERSION)
+        );
+        assert!(heard
+            .iter()
+            .any(|m| matches!(m, ToController::DesiredTasksAck(7))));
+    }
 
     #[test]
     fn backoff_grows_to_two_minutes_and_resets() {
