@@ -551,3 +551,70 @@ async fn a_flooding_agent_that_does_not_read_cannot_deadlock_the_session() {
     }
     a.ack(3000).await;
 }
+
+#[tokio::test]
+async fn a_task_follows_its_agent_re_registered_under_a_new_arn() {
+    let s = serve(Arc::new(MemoryStore::default()), link::HEARTBEAT_INTERVAL).await;
+    let old = register(s.addr).await;
+    let mut a = Agent::open(s.addr, hello(&old, "e1")).await.unwrap();
+    a.desired().await;
+    let task = run_task(&s.controller, WEB, 1).await.remove(0);
+    a.desired_until(|d| d.tasks.len() == 1).await;
+    a.report(report(1, &task.task_arn, "RUNNING")).await;
+    a.ack(1).await;
+    drop(a);
+    // The agent lost its identity and registered anew; it still runs the task.
+    let new = register(s.addr).await;
+    assert_ne!(new, old);
+    let mut a = Agent::open(s.addr, hello(&new, "e2")).await.unwrap();
+    assert!(a.desired().await.tasks.is_empty());
+    a.report(TaskStateChange {
+        unknown_to_controller: true,
+        ..report(1, &task.task_arn, "RUNNING")
+    })
+    .await;
+    let d = a.desired_until(|d| !d.tasks.is_empty()).await;
+    assert_eq!(names(&d), [(task.task_arn.clone(), "RUNNING".to_string())]);
+    let t = describe(&s.controller, &task.task_arn).await.unwrap();
+    assert_eq!(t.container_instance_arn.as_deref(), Some(new.as_str()));
+    assert_eq!(t.started_by, None, "moved, not adopted as a new task");
+}
+
+#[tokio::test]
+async fn a_session_of_a_superseded_epoch_cannot_apply_reports() {
+    let s = serve(Arc::new(MemoryStore::default()), link::HEARTBEAT_INTERVAL).await;
+    let ci = register(s.addr).await;
+    let mut old = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
+    old.desired().await;
+    let task = run_task(&s.controller, WEB, 1).await.remove(0);
+    old.desired_until(|d| d.tasks.len() == 1).await;
+    // A new agent process connects while the old session is still open.
+    let mut new = Agent::open(s.addr, hello(&ci, "e2")).await.unwrap();
+    new.desired().await;
+    // Whether or not the replaced session still reads, its report is not applied.
+    let _ = old
+        .tx
+        .send(msg(ToController::TaskStateChange(report(
+            9,
+            &task.task_arn,
+            "STOPPED",
+        ))))
+        .await;
+    while old.next().await.is_some() {}
+    assert_eq!(
+        describe(&s.controller, &task.task_arn)
+            .await
+            .unwrap()
+            .last_status,
+        "PROVISIONING"
+    );
+    new.report(report(1, &task.task_arn, "RUNNING")).await;
+    new.ack(1).await;
+    assert_eq!(
+        describe(&s.controller, &task.task_arn)
+            .await
+            .unwrap()
+            .last_status,
+        "RUNNING"
+    );
+}

@@ -874,7 +874,10 @@ fn a_task_the_controller_has_no_record_of_is_adopted_not_killed() {
     assert_eq!(t["lastStatus"], "RUNNING", "{t}");
     assert_eq!(t["desiredStatus"], "RUNNING");
     assert_eq!(t["taskDefinitionArn"], before["taskDefinitionArn"]);
-    assert_eq!(t["containers"][0]["image"], before["containers"][0]["image"]);
+    assert_eq!(
+        t["containers"][0]["image"],
+        before["containers"][0]["image"]
+    );
     assert_eq!(
         t["containers"][0]["runtimeId"], before["containers"][0]["runtimeId"],
         "not restarted"

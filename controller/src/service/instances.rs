@@ -6,6 +6,7 @@ use super::{cluster_name, new_id, now, put, Controller, State, DEFAULT_CLUSTER, 
 use crate::error::EcsError;
 use crate::scheduler::Candidate;
 use berth_proto::arn;
+use berth_proto::status::TaskStatus;
 use berth_proto::v1::*;
 
 /// A resource's integer value from a list of resources.
@@ -86,7 +87,7 @@ impl State {
         ci.agent_connected = connected;
         let (mut running, mut pending) = (0, 0);
         for t in self.instance_tasks(&ci.container_instance_arn) {
-            if t.last_status == "RUNNING" {
+            if TaskStatus::parse(&t.last_status) == Ok(TaskStatus::Running) {
                 running += 1;
             } else {
                 pending += 1;

@@ -6,7 +6,7 @@ use super::{cluster_name, new_id, now, put, Controller, State, TASK_PREFIX};
 use crate::error::EcsError;
 use crate::scheduler;
 use berth_proto::arn;
-use berth_proto::status::TaskStatus;
+use berth_proto::status::{ContainerStatus, TaskStatus};
 use berth_proto::v1::*;
 
 pub(crate) fn task_id(name_or_arn: &str) -> Option<&str> {
@@ -200,8 +200,8 @@ impl Controller {
                 task_definition_arn: td.task_definition_arn.clone(),
                 container_instance_arn: Some(instance_arn),
                 overrides: Some(overrides.clone()),
-                last_status: "PROVISIONING".into(),
-                desired_status: "RUNNING".into(),
+                last_status: TaskStatus::Provisioning.as_str().into(),
+                desired_status: TaskStatus::Running.as_str().into(),
                 cpu: Some(cpu_need.to_string()),
                 memory: Some(mem_need.to_string()),
                 containers: containers
@@ -211,7 +211,7 @@ impl Controller {
                         task_arn: task_arn.clone(),
                         name: c.name.clone(),
                         image: c.image.clone(),
-                        last_status: "PENDING".into(),
+                        last_status: ContainerStatus::Pending.as_str().into(),
                         health_status: "UNKNOWN".into(),
                         cpu: c.cpu.map(|v| v.to_string()),
                         memory: c.memory.map(|v| v.to_string()),
@@ -259,10 +259,10 @@ impl Controller {
             .cluster_task(&cluster_arn, &req.task)
             .cloned()
             .ok_or_else(|| EcsError::invalid("The referenced task was not found."))?;
-        if task.desired_status == "STOPPED" {
+        if task.desired_status == TaskStatus::Stopped.as_str() {
             return Ok(task);
         }
-        task.desired_status = "STOPPED".into();
+        task.desired_status = TaskStatus::Stopped.as_str().into();
         task.stop_code = Some("UserInitiated".into());
         task.stopped_reason = Some(
             req.reason
@@ -316,7 +316,7 @@ impl Controller {
             .filter(|t| match desired.as_str() {
                 // PENDING lists tasks that want to run and are not running yet.
                 "PENDING" => {
-                    t.desired_status == "RUNNING"
+                    t.desired_status == TaskStatus::Running.as_str()
                         && TaskStatus::parse(&t.last_status).is_ok_and(|s| s < TaskStatus::Running)
                 }
                 d => t.desired_status == d,

@@ -232,6 +232,24 @@ async fn state_changes_apply_once_and_move_forward_only() {
         .await
         .unwrap();
     assert!(desired(&c, &id).await.is_empty());
+    // A newer agent epoch supersedes the old one: its session cannot apply reports.
+    let newer = c
+        .open_session(&AgentHello {
+            state_epoch: "e2".into(),
+            container_instance_arn: ci.container_instance_arn.clone(),
+            protocol_version: berth_proto::link::PROTOCOL_VERSION,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        c.apply_state_change(&session, change(6, "RUNNING")).await,
+        Err(LinkError::Superseded(_))
+    ));
+    assert!(c
+        .apply_state_change(&newer, change(1, "STOPPED"))
+        .await
+        .is_ok());
 }
 
 async fn desired(c: &Controller, id: &str) -> Vec<TaskAssignment> {
