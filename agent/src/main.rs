@@ -272,10 +272,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         },
     )?;
     // Containers no task record holds are reported (never stopped unconfirmed).
-    engine
-        .report_unrecorded()
-        .await
-        .context("listing Berth's containers in containerd")?;
+    if let Err(e) = engine.report_unrecorded().await {
+        tracing::warn!(error = %e, "cannot list Berth's containers; containers with no task record go unreported until the next start");
+    }
     tracing::info!(cluster = %args.cluster, containerd = %version, "berth-agent started");
     let reg = Registration {
         controller: args.controller.clone(),

@@ -544,12 +544,60 @@ async fn a_flooding_agent_that_does_not_read_cannot_deadlock_the_session() {
     let ci = register(s.addr).await;
     let mut a = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
     a.desired().await;
-    let task = run_task(&s.controller, WEB, 1).await.remove(0);
-    // Thousands of reports written without reading a single reply.
-    for seq in 1..=3000 {
-        a.report(report(seq, &task.task_arn, "RUNNING")).await;
+    let td: RegisterTaskDefinitionRequest = serde_json::from_str(WEB).unwrap();
+    s.controller.register_task_definition(td).await.unwrap();
+    // Tasks whose overrides make every desired set ~4 MiB: more than HTTP/2 lets through
+    // unread.
+    let big = "x".repeat(200 * 1024);
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let r = s
+            .controller
+            .run_task(RunTaskRequest {
+                task_definition: "web".into(),
+                count: Some(10),
+                overrides: Some(TaskOverride {
+                    container_overrides: vec![ContainerOverride {
+                        name: "a".into(),
+                        environment: vec![KeyValuePair {
+                            name: "BIG".into(),
+                            value: big.clone(),
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        tasks.extend(r.tasks);
     }
-    a.ack(3000).await;
+    // Reports (each acknowledged, each stop changing the desired set) without reading a reply:
+    // the controller must keep reading and applying regardless.
+    let mut seq = 0;
+    for status in ["RUNNING", "STOPPED"] {
+        for t in &tasks {
+            seq += 1;
+            a.report(report(seq, &t.task_arn, status)).await;
+        }
+    }
+    let stopped = || async {
+        s.controller
+            .list_tasks(ListTasksRequest {
+                desired_status: Some("STOPPED".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len()
+    };
+    let t0 = tokio::time::Instant::now();
+    while stopped().await < tasks.len() {
+        assert!(t0.elapsed() < WAIT, "the controller stopped reading");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.ack(seq).await;
 }
 
 #[tokio::test]
