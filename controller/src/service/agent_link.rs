@@ -229,7 +229,6 @@ impl Controller {
                 // Recorded STOPPED (its agent confirmed it before): confirm the stop while the
                 // agent still reports it running; forget it once reported stopped.
                 orphan = Some(reported != TaskStatus::Stopped);
-                view_changed = true;
             }
             None if reported == TaskStatus::Stopped => {}
             None => {
@@ -247,14 +246,15 @@ impl Controller {
         }
         match orphan {
             Some(true) => {
-                st.orphans
+                view_changed |= st
+                    .orphans
                     .entry(instance_id.to_string())
                     .or_default()
                     .insert(change.task_arn.clone());
             }
             Some(false) => {
                 if let Some(o) = st.orphans.get_mut(instance_id) {
-                    o.remove(&change.task_arn);
+                    view_changed |= o.remove(&change.task_arn);
                 }
             }
             None => {}
