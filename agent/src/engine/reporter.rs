@@ -130,9 +130,11 @@ async fn write_loop(mut rx: mpsc::UnboundedReceiver<Op>, queue: Arc<Queue>) {
         };
         let mut delay = FIRST_RETRY;
         loop {
+            // Only writes asked for before the next flush may replace this one.
             if let Some(newer) = backlog
                 .iter_mut()
-                .find(|o| o.path().is_some() && o.path() == op.path())
+                .take_while(|o| o.path().is_some())
+                .find(|o| o.path() == op.path())
             {
                 // Superseded: a report it carried goes with the newer write of the same file.
                 if let (
