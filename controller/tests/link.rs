@@ -510,7 +510,7 @@ async fn an_agent_outside_the_protocol_window_is_refused_with_one_line() {
 
 #[tokio::test]
 async fn a_silent_agent_is_dropped_and_heartbeats_flow_both_ways() {
-    let s = serve(Arc::new(MemoryStore::default()), Duration::from_millis(100)).await;
+    let s = serve(Arc::new(MemoryStore::default()), Duration::from_millis(300)).await;
     let ci = register(s.addr).await;
     let id = berth_proto::arn::short_id("container-instance", &ci)
         .unwrap()
@@ -524,7 +524,7 @@ async fn a_silent_agent_is_dropped_and_heartbeats_flow_both_ways() {
         }
     }
     // An agent that keeps sending heartbeats stays connected past three intervals...
-    for _ in 0..6 {
+    for _ in 0..12 {
         a.send(ToController::Heartbeat(Heartbeat {})).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -534,7 +534,7 @@ async fn a_silent_agent_is_dropped_and_heartbeats_flow_both_ways() {
     // ...and one that falls silent is dropped within about three intervals.
     let t0 = tokio::time::Instant::now();
     while a.next().await.is_some() {}
-    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
     assert!(!s.controller.fleet().connected(&id));
 }
 
