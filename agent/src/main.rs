@@ -272,6 +272,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             timeouts: Default::default(),
         },
     )?;
+    // Containers no task record holds are reported (never stopped unconfirmed).
+    if let Err(e) = engine.report_unrecorded().await {
+        tracing::warn!(error = %e, "cannot list Berth's containers; containers with no task record go unreported until the next start");
+    }
     tracing::info!(cluster = %args.cluster, containerd = %version, "berth-agent started");
     let reg = Registration {
         controller: args.controller.clone(),
@@ -283,6 +287,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             agent_hash: None,
             docker_version: Some(format!("containerd {version}")),
         },
+        heartbeat: berth_proto::link::HEARTBEAT_INTERVAL,
     };
     tokio::select! {
         _ = session::run(reg, engine, reporter) => {}

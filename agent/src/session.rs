@@ -1,20 +1,22 @@
-//! The link to the controller: register, then hold one bidirectional stream. Reconnects with
-//! ECS's back-off (250 ms growing ×1.5 to 2 min, with jitter) and never gives up.
+//! The link to the controller: register, then hold one bidirectional stream, read and written
+//! concurrently, with heartbeats both ways. Reconnects with ECS's back-off (250 ms growing ×1.5
+//! to 2 min, with jitter; reset only after a session received a desired set) and never gives up.
 
 use crate::cgroups::Cgroups;
 use crate::engine::{reporter::Reporter, Engine};
 use crate::runtime::Runtime;
-use berth_proto::v1::agent_client::AgentClient;
+use crate::state::StateError;
+use berth_proto::link;
 use berth_proto::v1::agent_message::Message as ToController;
 use berth_proto::v1::controller_message::Message as FromController;
 use berth_proto::v1::*;
 use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// What the agent registers with.
 #[derive(Debug, Clone)]
@@ -29,6 +31,9 @@ pub struct Registration {
     pub attributes: Vec<Attribute>,
     /// Agent and runtime versions.
     pub version_info: VersionInfo,
+    /// How often to send a heartbeat when idle (`berth_proto::link::HEARTBEAT_INTERVAL`); the
+    /// session is dead after `MISSED_HEARTBEATS` intervals without a message.
+    pub heartbeat: Duration,
 }
 
 /// The reconnect back-off.
@@ -54,10 +59,53 @@ impl Backoff {
         base.mul_f64(1.0 + jitter)
     }
 
-    /// Back to the shortest delay after a good connection.
+    /// Back to the shortest delay after a session that worked.
     pub fn reset(&mut self) {
         self.next = Self::MIN;
     }
+
+    /// Whether the next delay is the shortest one.
+    pub fn is_reset(&self) -> bool {
+        self.next == Self::MIN
+    }
+}
+
+/// Why a session ended (or never started). Each keeps its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The controller URL does not parse.
+    #[error("bad controller URL {url}: {source}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The controller cannot be reached.
+    #[error("connect: {0}")]
+    Connect(#[source] tonic::transport::Error),
+    /// RegisterContainerInstance failed.
+    #[error("register: {}", .0.message())]
+    Register(#[source] tonic::Status),
+    /// The container instance identity could not be persisted.
+    #[error("persisting the instance identity: {0}")]
+    Identity(#[source] StateError),
+    /// The controller refused the session or it failed.
+    #[error("session: {}", .0.message())]
+    Session(#[source] tonic::Status),
+    /// The peers do not speak a common protocol.
+    #[error("{0}")]
+    Protocol(String),
+    /// Nothing arrived from the controller for three heartbeat intervals.
+    #[error("nothing from the controller for {} s", .0.as_secs())]
+    Silent(Duration),
+    /// The controller's first message was not its hello.
+    #[error("the controller did not start the session with its hello")]
+    NoHello,
+    /// The request stream closed under us.
+    #[error("session closed")]
+    Closed,
 }
 
 /// Runs the link forever.
@@ -70,6 +118,7 @@ pub async fn run<R: Runtime, C: Cgroups>(
     loop {
         match once(&reg, &engine, &reporter, &mut backoff).await {
             Ok(()) => info!("controller closed the session"),
+            Err(LinkError::Protocol(line)) => error!("{line}"),
             Err(e) => warn!(controller = %reg.controller, error = %e, "controller link down"),
         }
         let delay = backoff.next_delay();
@@ -78,21 +127,28 @@ pub async fn run<R: Runtime, C: Cgroups>(
     }
 }
 
+fn send(m: ToController) -> AgentMessage {
+    AgentMessage { message: Some(m) }
+}
+
 async fn once<R: Runtime, C: Cgroups>(
     reg: &Registration,
     engine: &Engine<R, C>,
     reporter: &Arc<Reporter>,
     backoff: &mut Backoff,
-) -> Result<(), String> {
+) -> Result<(), LinkError> {
     let channel = tonic::transport::Endpoint::from_shared(reg.controller.clone())
-        .map_err(|e| format!("bad controller URL: {e}"))?
+        .map_err(|source| LinkError::Url {
+            url: reg.controller.clone(),
+            source,
+        })?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(10))
         .connect()
         .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let mut client = AgentClient::new(channel);
+        .map_err(LinkError::Connect)?;
+    let mut client = berth_proto::link::client(channel);
     let ci = client
         .register_container_instance(RegisterContainerInstanceRequest {
             cluster: reg.cluster.clone(),
@@ -105,68 +161,368 @@ async fn once<R: Runtime, C: Cgroups>(
                 .and_then(|h| h.into_string().ok()),
         })
         .await
-        .map_err(|s| format!("register: {}", s.message()))?
+        .map_err(LinkError::Register)?
         .into_inner()
         .container_instance
         .unwrap_or_default();
     let arn = ci.container_instance_arn.clone();
     reporter
         .set_identity(&arn, &reg.cluster)
-        .map_err(|e| format!("persisting identity: {e}"))?;
+        .await
+        .map_err(LinkError::Identity)?;
     info!(instance = %arn, cluster = %reg.cluster, "registered");
 
-    let (tx, rx) = mpsc::channel::<AgentMessage>(256);
-    let send = |m: ToController| AgentMessage { message: Some(m) };
+    let (tx, rx) = mpsc::channel::<AgentMessage>(64);
     tx.send(send(ToController::Hello(AgentHello {
         container_instance_arn: arn.clone(),
         cluster: reg.cluster.clone(),
+        protocol_version: link::PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        state_epoch: reporter.epoch().to_string(),
     })))
     .await
-    .map_err(|_| "session closed".to_string())?;
-    let mut inbound = client
-        .session(ReceiverStream::new(rx))
-        .await
-        .map_err(|s| format!("session: {}", s.message()))?
-        .into_inner();
-    backoff.reset();
-    let mut latest = reporter.subscribe();
-    // Everything not yet acknowledged goes again: the controller applies each seq once.
-    let mut sent = 0u64;
-    let mut last_desired = 0u64;
-    loop {
-        for change in reporter.pending_after(sent) {
-            sent = change.seq;
-            tx.send(send(ToController::TaskStateChange(change)))
-                .await
-                .map_err(|_| "session closed".to_string())?;
+    .map_err(|_| LinkError::Closed)?;
+    let inbound = match client.session(ReceiverStream::new(rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+            return Err(LinkError::Protocol(s.message().to_string()))
         }
-        tokio::select! {
-            changed = latest.changed() => {
-                if changed.is_err() { return Err("reporter gone".into()); }
-            }
-            msg = inbound.next() => match msg {
-                Some(Ok(ControllerMessage { message: Some(FromController::DesiredTasks(d)) })) => {
+        Err(s) => return Err(LinkError::Session(s)),
+    };
+    exchange(inbound, tx, engine, reporter, backoff, reg.heartbeat).await
+}
+
+/// Checks the controller's hello: the protocol must be one this agent speaks.
+pub fn check_controller(hello: &ControllerHello) -> Result<(), LinkError> {
+    if link::speaks(hello.protocol_version) {
+        Ok(())
+    } else {
+        Err(LinkError::Protocol(link::refusal(
+            &format!("controller {}", hello.controller_version),
+            hello.protocol_version,
+        )))
+    }
+}
+
+/// The controller's next message; `None` when the stream ended.
+async fn next(
+    inbound: &mut tonic::Streaming<ControllerMessage>,
+    dead_after: Duration,
+) -> Result<Option<FromController>, LinkError> {
+    match tokio::time::timeout(dead_after, inbound.next()).await {
+        Err(_) => Err(LinkError::Silent(dead_after)),
+        Ok(None) => Ok(None),
+        Ok(Some(Err(s))) => Err(LinkError::Session(s)),
+        Ok(Some(Ok(m))) => Ok(m.message),
+    }
+}
+
+/// One session's exchange, reading and writing concurrently: the reader applies desired sets
+/// and acks (never waiting on a send), the writer sends reports, desired-set acks and
+/// heartbeats. The back-off resets only once a desired set has arrived.
+async fn exchange<R: Runtime, C: Cgroups>(
+    mut inbound: tonic::Streaming<ControllerMessage>,
+    tx: mpsc::Sender<AgentMessage>,
+    engine: &Engine<R, C>,
+    reporter: &Arc<Reporter>,
+    backoff: &mut Backoff,
+    heartbeat: Duration,
+) -> Result<(), LinkError> {
+    let dead_after = heartbeat * link::MISSED_HEARTBEATS;
+    match next(&mut inbound, dead_after).await? {
+        Some(FromController::Hello(h)) => check_controller(&h)?,
+        None => return Ok(()),
+        Some(_) => return Err(LinkError::NoHello),
+    }
+    engine.new_session();
+    let (desired_ack, mut desired_acks) = watch::channel(0u64);
+    let reader = async {
+        let mut last_desired = 0u64;
+        loop {
+            match next(&mut inbound, dead_after).await? {
+                Some(FromController::DesiredTasks(d)) => {
                     // Within a session sequence numbers rise; an older one is stale.
-                    if d.seq > last_desired || last_desired == 0 {
+                    if d.seq > last_desired {
+                        if last_desired == 0 {
+                            backoff.reset();
+                        }
                         last_desired = d.seq;
                         engine.apply_desired(&d);
                     }
-                    tx.send(send(ToController::DesiredTasksAck(d.seq))).await.map_err(|_| "session closed".to_string())?;
+                    desired_ack.send_replace(d.seq);
                 }
-                Some(Ok(ControllerMessage { message: Some(FromController::StateChangeAck(seq)) })) => {
-                    reporter.ack(seq).map_err(|e| format!("persisting ack: {e}"))?;
-                }
-                Some(Ok(_)) => {}
-                Some(Err(s)) => return Err(format!("session: {}", s.message())),
+                Some(FromController::StateChangeAck(seq)) => reporter.ack(seq),
+                Some(_) => {}
                 None => return Ok(()),
             }
         }
+    };
+    let writer = async {
+        let mut latest = reporter.subscribe();
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Everything not yet acknowledged goes again: the controller applies each seq once.
+        let mut sent = 0u64;
+        loop {
+            for change in reporter.pending_after(sent) {
+                sent = change.seq;
+                tx.send(send(ToController::TaskStateChange(change)))
+                    .await
+                    .map_err(|_| LinkError::Closed)?;
+                tick.reset();
+            }
+            let m = tokio::select! {
+                r = latest.changed() => {
+                    r.map_err(|_| LinkError::Closed)?;
+                    continue;
+                }
+                r = desired_acks.changed() => {
+                    r.map_err(|_| LinkError::Closed)?;
+                    ToController::DesiredTasksAck(*desired_acks.borrow_and_update())
+                }
+                _ = tick.tick() => ToController::Heartbeat(Heartbeat {}),
+            };
+            tx.send(send(m)).await.map_err(|_| LinkError::Closed)?;
+            tick.reset();
+        }
+    };
+    tokio::select! {
+        r = reader => r,
+        r = writer => r,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cgroups::CgroupError;
+    use crate::engine::EngineConfig;
+    use crate::runtime::{
+        ContainerState, CreateContainer, ImageConfig, LabelledContainer, RuntimeError,
+    };
+    use crate::state::{AgentState, DataDir};
+    use async_trait::async_trait;
+    use berth_proto::v1::agent_server::{Agent, AgentServer};
+    use std::sync::Mutex;
+
+    /// A runtime for sessions with no tasks: nothing may be called.
+    struct NoRuntime;
+    fn none<T>(op: &'static str) -> Result<T, RuntimeError> {
+        Err(RuntimeError::Call {
+            op,
+            id: String::new(),
+            source: tonic::Status::unimplemented("no runtime in this test"),
+        })
+    }
+    #[async_trait]
+    impl Runtime for NoRuntime {
+        async fn image(&self, _: &str) -> Result<ImageConfig, RuntimeError> {
+            none("image")
+        }
+        async fn create(&self, _: &CreateContainer) -> Result<(), RuntimeError> {
+            none("create")
+        }
+        async fn start(&self, _: &CreateContainer) -> Result<(), RuntimeError> {
+            none("start")
+        }
+        async fn wait(&self, _: &str) -> Result<u32, RuntimeError> {
+            none("wait")
+        }
+        async fn kill(&self, _: &str, _: u32) -> Result<(), RuntimeError> {
+            none("kill")
+        }
+        async fn state(&self, _: &str) -> Result<ContainerState, RuntimeError> {
+            none("state")
+        }
+        async fn delete(&self, _: &str) -> Result<(), RuntimeError> {
+            none("delete")
+        }
+        async fn list(&self, _: &str) -> Result<Vec<LabelledContainer>, RuntimeError> {
+            Ok(Vec::new())
+        }
+    }
+    struct NoCgroups;
+    impl Cgroups for NoCgroups {
+        fn create_task(&self, _: &str, _: Option<i64>, _: Option<i64>) -> Result<(), CgroupError> {
+            Ok(())
+        }
+        fn container_path(&self, _: &str, _: &str) -> String {
+            String::new()
+        }
+        fn oom_killed(&self, _: &str, _: &str) -> bool {
+            false
+        }
+        fn remove_task(&self, _: &str) -> Result<(), CgroupError> {
+            Ok(())
+        }
+    }
+
+    /// A controller that plays a script: its messages, then silence; records what it hears.
+    #[derive(Clone, Default)]
+    struct Scripted {
+        script: Vec<ControllerMessage>,
+        refuse: Option<String>,
+        heard: Arc<Mutex<Vec<ToController>>>,
+    }
+
+    #[tonic::async_trait]
+    impl Agent for Scripted {
+        async fn register_container_instance(
+            &self,
+            _: tonic::Request<RegisterContainerInstanceRequest>,
+        ) -> Result<tonic::Response<RegisterContainerInstanceResponse>, tonic::Status> {
+            Ok(tonic::Response::new(RegisterContainerInstanceResponse {
+                container_instance: Some(ContainerInstance {
+                    container_instance_arn:
+                        "arn:aws:ecs:on-prem:000000000000:container-instance/default/abc".into(),
+                    ..Default::default()
+                }),
+            }))
+        }
+        type SessionStream = ReceiverStream<Result<ControllerMessage, tonic::Status>>;
+        async fn session(
+            &self,
+            r: tonic::Request<tonic::Streaming<AgentMessage>>,
+        ) -> Result<tonic::Response<Self::SessionStream>, tonic::Status> {
+            if let Some(line) = &self.refuse {
+                return Err(tonic::Status::failed_precondition(line.clone()));
+            }
+            let (tx, rx) = mpsc::channel(16);
+            let (script, heard) = (self.script.clone(), self.heard.clone());
+            let mut inbound = r.into_inner();
+            tokio::spawn(async move {
+                for m in script {
+                    let _ = tx.send(Ok(m)).await;
+                }
+                while let Some(Ok(m)) = inbound.next().await {
+                    if let Some(m) = m.message {
+                        heard.lock().unwrap().push(m);
+                    }
+                }
+            });
+            Ok(tonic::Response::new(ReceiverStream::new(rx)))
+        }
+    }
+
+    fn from(m: FromController) -> ControllerMessage {
+        ControllerMessage { message: Some(m) }
+    }
+
+    fn controller_hello(v: u32) -> ControllerMessage {
+        from(FromController::Hello(ControllerHello {
+            protocol_version: v,
+            controller_version: "test".into(),
+        }))
+    }
+
+    /// Runs one session of a real agent session against `scripted`.
+    async fn session(scripted: Scripted, backoff: &mut Backoff) -> Result<(), LinkError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(AgentServer::new(scripted))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let dir =
+            std::env::temp_dir().join(format!("berth-session-{}", uuid::Uuid::new_v4().simple()));
+        let data = DataDir(dir.clone());
+        let reporter = Arc::new(Reporter::new(data.clone(), AgentState::default()));
+        let engine = Engine::start(
+            Arc::new(NoRuntime),
+            Arc::new(NoCgroups),
+            reporter.clone(),
+            EngineConfig {
+                data_dir: data,
+                cluster: "default".into(),
+                stop_timeout: Duration::from_secs(30),
+                timeouts: Default::default(),
+            },
+        )
+        .unwrap();
+        let reg = Registration {
+            controller: format!("http://{addr}"),
+            cluster: "default".into(),
+            resources: Vec::new(),
+            attributes: Vec::new(),
+            version_info: VersionInfo::default(),
+            heartbeat: Duration::from_millis(100),
+        };
+        let r = once(&reg, &engine, &reporter, backoff).await;
+        server.abort();
+        let _ = std::fs::remove_dir_all(dir);
+        r
+    }
+
+    #[tokio::test]
+    async fn a_controller_outside_the_protocol_window_is_refused_with_one_line() {
+        let scripted = Scripted {
+            script: vec![controller_hello(link::PROTOCOL_VERSION + 1)],
+            ..Default::default()
+        };
+        match session(scripted, &mut Backoff::default()).await {
+            Err(LinkError::Protocol(line)) => {
+                assert!(line.contains(&format!("link protocol {}", link::PROTOCOL_VERSION + 1)));
+                assert!(!line.contains('\n'));
+            }
+            other => panic!("expected a protocol refusal, got {other:?}"),
+        }
+        // And the controller's refusal of this agent is one line too.
+        let scripted = Scripted {
+            refuse: Some(link::refusal("agent 0.0.1", 0)),
+            ..Default::default()
+        };
+        assert!(matches!(
+            session(scripted, &mut Backoff::default()).await,
+            Err(LinkError::Protocol(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn back_off_resets_only_after_a_desired_set_and_a_silent_controller_is_noticed() {
+        let mut backoff = Backoff::default();
+        for _ in 0..3 {
+            backoff.next_delay();
+        }
+        // Connected, hello exchanged, but no desired set: not a working session.
+        let scripted = Scripted {
+            script: vec![controller_hello(link::PROTOCOL_VERSION)],
+            ..Default::default()
+        };
+        let t0 = std::time::Instant::now();
+        let r = session(scripted.clone(), &mut backoff).await;
+        assert!(matches!(r, Err(LinkError::Silent(_))), "{r:?}");
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        assert!(!backoff.is_reset());
+        // The agent sent heartbeats while it had nothing else to say.
+        assert!(scripted
+            .heard
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| matches!(m, ToController::Heartbeat(_))));
+        // A desired set makes it a session that worked.
+        let scripted = Scripted {
+            script: vec![
+                controller_hello(link::PROTOCOL_VERSION),
+                from(FromController::DesiredTasks(DesiredTasks {
+                    seq: 7,
+                    tasks: vec![],
+                })),
+            ],
+            ..Default::default()
+        };
+        let r = session(scripted.clone(), &mut backoff).await;
+        assert!(matches!(r, Err(LinkError::Silent(_))), "{r:?}");
+        assert!(backoff.is_reset());
+        let heard = scripted.heard.lock().unwrap();
+        assert!(
+            matches!(heard.first(), Some(ToController::Hello(h)) if !h.state_epoch.is_empty() && h.protocol_version == link::PROTOCOL_VERSION)
+        );
+        assert!(heard
+            .iter()
+            .any(|m| matches!(m, ToController::DesiredTasksAck(7))));
+    }
 
     #[test]
     fn backoff_grows_to_two_minutes_and_resets() {

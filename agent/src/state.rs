@@ -1,52 +1,87 @@
 //! What the agent persists in its data dir, so a restart (or kill -9) loses nothing:
-//! `agent.json` (its container instance ARN, the next report sequence number and the reports
-//! not yet acknowledged) and `tasks/<id>.json` (each task it holds, with what it knows of it).
-//! Every file is replaced atomically (write, fsync, rename).
+//! `agent.json` (its container instance ARN and cluster) and `tasks/<id>.json` (each task it
+//! holds, with the latest state it knows of it: the outbox is the set of those states the
+//! controller has not acknowledged). Every file is replaced atomically (write, fsync, rename),
+//! always on a blocking thread, never on an async worker.
 
 use berth_proto::v1::{Task, TaskDefinition, TaskStateChange};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// A persistence failure, naming the file.
+/// A persistence failure, naming the file and keeping the cause.
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct StateError {
-    path: String,
-    message: String,
+pub enum StateError {
+    /// Reading or writing the file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file's content is not what the agent wrote.
+    #[error("{path}: {source}")]
+    Json {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The blocking thread doing the write did not finish.
+    #[error("{path}: the writing thread failed: {source}")]
+    Thread {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
-fn err(path: &Path, e: impl std::fmt::Display) -> StateError {
-    StateError {
+fn io(path: &Path, source: std::io::Error) -> StateError {
+    StateError::Io {
         path: path.display().to_string(),
-        message: e.to_string(),
+        source,
     }
 }
 
-/// Runs blocking file I/O (fsync) without stalling other tasks on a multi-threaded runtime.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
+fn json(path: &Path, source: serde_json::Error) -> StateError {
+    StateError::Json {
+        path: path.display().to_string(),
+        source,
     }
 }
 
-/// Writes `value` as JSON to `path` atomically.
+/// Serialises `value` as the JSON bytes written for `path`.
+pub fn to_json<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, StateError> {
+    serde_json::to_vec(value).map_err(|e| json(path, e))
+}
+
+/// Writes `value` as JSON to `path` atomically. Blocking: call it on a blocking thread.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
-    let bytes = serde_json::to_vec(value).map_err(|e| err(path, e))?;
-    blocking(|| write_atomically(path, &bytes))
+    write_atomically(path, &to_json(path, value)?)
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+/// Writes `bytes` to `path` atomically (write, fsync, rename). Blocking.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| err(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| err(&tmp, e))?;
-    f.sync_all().map_err(|e| err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(path, e))
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| io(&tmp, e))?;
+    f.sync_all().map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+}
+
+/// Removes `path`; succeeds when it is already gone. Blocking.
+pub fn remove(path: &Path) -> Result<(), StateError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path, e)),
+        _ => Ok(()),
+    }
 }
 
 /// Reads JSON from `path`; `None` when the file does not exist.
@@ -54,23 +89,20 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>,
     match std::fs::read(path) {
         Ok(b) => serde_json::from_slice(&b)
             .map(Some)
-            .map_err(|e| err(path, e)),
+            .map_err(|e| json(path, e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(err(path, e)),
+        Err(e) => Err(io(path, e)),
     }
 }
 
-/// The agent's own state.
+/// The agent's own state. (Files written by older agents also hold `next_seq` and `outbox`:
+/// ignored, since every task's latest state is in its own file and is resent after a start.)
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AgentState {
     /// The container instance this host registered as.
     pub container_instance_arn: Option<String>,
     /// The cluster it registered in.
     pub cluster: Option<String>,
-    /// The sequence number of the next report.
-    pub next_seq: u64,
-    /// Reports the controller has not acknowledged, in order.
-    pub outbox: Vec<TaskStateChange>,
 }
 
 /// A task the agent holds.
@@ -115,7 +147,7 @@ impl DataDir {
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(err(&dir, e)),
+            Err(e) => return Err(io(&dir, e)),
         };
         let mut out = Vec::new();
         for e in entries.flatten() {

@@ -71,3 +71,16 @@ impl From<EcsError> for tonic::Status {
         status
     }
 }
+
+/// Maps a refused or failed agent session to a gRPC status.
+impl From<crate::service::LinkError> for tonic::Status {
+    fn from(e: crate::service::LinkError) -> Self {
+        use crate::service::LinkError;
+        match e {
+            LinkError::Protocol(m) => tonic::Status::failed_precondition(m),
+            LinkError::NotRegistered(_) => tonic::Status::not_found(e.to_string()),
+            LinkError::Superseded(_) => tonic::Status::aborted(e.to_string()),
+            LinkError::Ecs(e) => e.into(),
+        }
+    }
+}

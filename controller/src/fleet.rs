@@ -9,6 +9,8 @@ use tokio::sync::Notify;
 struct Session {
     id: u64,
     changed: Arc<Notify>,
+    /// The highest DesiredTasks seq the agent has acknowledged taking in.
+    desired_acked: Option<u64>,
 }
 
 /// The agent sessions of this controller.
@@ -48,6 +50,7 @@ impl Fleet {
                 Session {
                     id,
                     changed: changed.clone(),
+                    desired_acked: None,
                 },
             ) {
                 // Wake the replaced session so it notices and ends.
@@ -79,6 +82,26 @@ impl Fleet {
             .lock()
             .map(|s| s.contains_key(instance))
             .unwrap_or(false)
+    }
+
+    /// Records that the agent of `attached` took in DesiredTasks up to `seq`.
+    pub fn desired_acked(&self, attached: &Attached, seq: u64) {
+        if let Ok(mut s) = self.sessions.lock() {
+            if let Some(x) = s
+                .get_mut(&attached.instance)
+                .filter(|x| x.id == attached.id)
+            {
+                x.desired_acked = x.desired_acked.max(Some(seq));
+            }
+        }
+    }
+
+    /// The highest DesiredTasks seq the instance's current agent session has taken in.
+    pub fn taken_in(&self, instance: &str) -> Option<u64> {
+        self.sessions
+            .lock()
+            .ok()
+            .and_then(|s| s.get(instance).and_then(|x| x.desired_acked))
     }
 
     /// Tells the instance's session that its desired tasks changed.

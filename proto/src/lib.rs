@@ -302,3 +302,42 @@ pub mod config {
         Ok(())
     }
 }
+
+/// Constants of the agent link both sides share: its protocol version window and limits.
+pub mod link {
+    use std::time::Duration;
+
+    /// The link protocol this build speaks. 1 is the first versioned protocol (agent epochs,
+    /// hellos both ways, heartbeats, definitions once per session).
+    pub const PROTOCOL_VERSION: u32 = 1;
+    /// The oldest protocol this build still speaks. The window is N and N-1 once there is an
+    /// N-1: a fleet upgrades one side at a time within it.
+    pub const MIN_PROTOCOL_VERSION: u32 = 1;
+    /// The largest message either side sends or accepts (tonic's default is 4 MiB).
+    pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+    /// How often a side with nothing else to send sends a heartbeat.
+    pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+    /// Heartbeat intervals without any message after which a session is dead.
+    pub const MISSED_HEARTBEATS: u32 = 3;
+
+    /// Whether this build speaks protocol `v`.
+    pub fn speaks(v: u32) -> bool {
+        (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&v)
+    }
+
+    /// The one line each side logs (and the controller returns) when it refuses a peer.
+    pub fn refusal(peer: &str, v: u32) -> String {
+        format!(
+            "{peer} speaks link protocol {v}; this build speaks {MIN_PROTOCOL_VERSION}..={PROTOCOL_VERSION}: upgrade the older side"
+        )
+    }
+
+    /// An agent-link client with the link's message limits.
+    pub fn client(
+        channel: tonic::transport::Channel,
+    ) -> crate::v1::agent_client::AgentClient<tonic::transport::Channel> {
+        crate::v1::agent_client::AgentClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE)
+    }
+}

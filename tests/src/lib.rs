@@ -308,6 +308,11 @@ impl Cluster {
         }
     }
 
+    /// Deletes the controller's store (a controller restored from nothing); kill it first.
+    pub fn wipe_controller_store(&self) {
+        let _ = std::fs::remove_dir_all(self.dir.join("controller"));
+    }
+
     /// kill -9 the agent.
     pub fn kill_agent(&mut self) {
         if let Some(mut c) = self.agent.take() {

@@ -894,3 +894,48 @@ fn stop_right_after_run_task_stops_every_container_and_frees_the_host() {
         c.containerd_containers().is_empty().then_some(())
     });
 }
+
+#[test]
+fn a_task_the_controller_has_no_record_of_is_adopted_not_killed() {
+    if !prerequisites() {
+        return;
+    }
+    let mut c = Cluster::start("adopt");
+    let td = c.register(&format!(
+        r#"{{"family": "stray", "networkMode": "none",
+        "containerDefinitions": [{{"name": "app", "image": "{IMAGE}", "memory": 16, "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]}}]}}"#
+    ));
+    let task = c.run_task(&td);
+    let before = c.wait_status(&task, "RUNNING", T);
+    // Both restart; the controller from an empty store (restored from nothing), so the agent
+    // re-registers under a new instance ARN and its task is one the controller never assigned.
+    c.kill_agent();
+    c.kill_controller();
+    c.wipe_controller_store();
+    c.start_controller();
+    c.ok(&["create-cluster", "--cluster-name", &c.name.clone()]);
+    c.start_agent();
+    c.wait_agent_connected();
+    let listed = wait_for("the task to be adopted", T, || {
+        let v = c.json(&["list-tasks", "--cluster", &c.name]);
+        let arns = v["taskArns"].as_array()?.clone();
+        (!arns.is_empty()).then_some(arns)
+    });
+    assert_eq!(listed, [Value::from(task.clone())]);
+    let t = c.task(&task);
+    assert_eq!(t["lastStatus"], "RUNNING", "{t}");
+    assert_eq!(t["desiredStatus"], "RUNNING");
+    assert_eq!(t["taskDefinitionArn"], before["taskDefinitionArn"]);
+    assert_eq!(
+        t["containers"][0]["image"],
+        before["containers"][0]["image"]
+    );
+    assert_eq!(
+        t["containers"][0]["runtimeId"], before["containers"][0]["runtimeId"],
+        "not restarted"
+    );
+    // Only an explicit StopTask stops it.
+    c.ok(&["stop-task", "--cluster", &c.name, "--task", &task]);
+    c.wait_status(&task, "STOPPED", T);
+    assert!(c.containerd_containers().is_empty());
+}

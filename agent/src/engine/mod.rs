@@ -3,17 +3,19 @@
 
 pub mod reporter;
 pub mod task;
+mod unrecorded;
 
 use crate::cgroups::Cgroups;
 use crate::runtime::Runtime;
-use crate::state::{write_json, DataDir, TaskRecord};
+use crate::state::{DataDir, TaskRecord};
+use berth_proto::status::TaskStatus;
 use berth_proto::v1::{ContainerStateChange, DesiredTasks, TaskStateChange};
 use reporter::Reporter;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 /// Settings of the engine.
 #[derive(Debug, Clone)]
@@ -84,6 +86,8 @@ pub(crate) struct Shared<R, C> {
     pub reporter: Arc<Reporter>,
     pub config: EngineConfig,
     entries: Mutex<HashMap<String, Entry>>,
+    /// Tasks known only from their labelled containers, by task ARN.
+    unrecorded: Mutex<HashMap<String, unrecorded::UnrecordedTask>>,
 }
 
 /// The engine.
@@ -106,22 +110,44 @@ pub fn task_id(arn: &str) -> String {
         .to_string()
 }
 
+/// A record's state as reported: with what a controller that has no record of the task needs
+/// to adopt it (its task definition ARN and container images).
+fn report_of(rec: &TaskRecord) -> TaskStateChange {
+    let mut s = rec.state.clone();
+    if s.task_definition_arn.is_none() {
+        let arn = if rec.task.task_definition_arn.is_empty() {
+            &rec.definition.task_definition_arn
+        } else {
+            &rec.task.task_definition_arn
+        };
+        s.task_definition_arn = Some(arn.clone()).filter(|a| !a.is_empty());
+    }
+    for c in &mut s.containers {
+        if c.image.is_none() {
+            c.image = rec
+                .definition
+                .container_definitions
+                .iter()
+                .find(|d| d.name == c.name)
+                .map(|d| d.image.clone());
+        }
+    }
+    s
+}
+
 impl<R: Runtime, C: Cgroups> Shared<R, C> {
-    /// Persists the record, reports its state and remembers it.
+    /// Persists the record (off the async workers) and reports its state once it is on disk;
+    /// remembers it.
     pub(crate) fn publish(&self, rec: &TaskRecord) {
         let id = task_id(&rec.task.task_arn);
-        if let Err(e) = write_json(&self.config.data_dir.task(&id), rec) {
-            error!(task = %id, error = %e, "cannot persist task state");
-        }
-        if let Err(e) = self.reporter.report(rec.state.clone()) {
-            error!(task = %id, error = %e, "cannot persist report");
-        }
+        let report = report_of(rec);
+        self.reporter.persist(&id, rec, Some(report.clone()));
         if let Ok(mut entries) = self.entries.lock() {
             if let Some(e) = entries.get_mut(&id) {
-                e.state = rec.state.clone();
-                if rec.state.last_status == "STOPPED" {
+                if rec.state.last_status == TaskStatus::Stopped.as_str() {
                     e.tx = None;
                 }
+                e.state = report;
             }
         }
     }
@@ -143,10 +169,13 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                 reporter,
                 config,
                 entries: Mutex::new(HashMap::new()),
+                unrecorded: Mutex::new(HashMap::new()),
             }),
         };
         for rec in records {
             info!(task = %rec.task.task_arn, status = %rec.state.last_status, "resuming task");
+            // Resent under this process's epoch: the controller may not have stored it.
+            engine.shared.reporter.report(report_of(&rec));
             engine.spawn(rec, true);
         }
         Ok(engine)
@@ -161,7 +190,7 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                 id,
                 Entry {
                     tx: (!stopped).then(|| tx.clone()),
-                    state: rec.state.clone(),
+                    state: report_of(&rec),
                     reported_unknown: false,
                 },
             );
@@ -171,6 +200,22 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
         }
         let actor = task::TaskActor::new(self.shared.clone(), rec, tx, rx);
         tokio::spawn(actor.run(recovering));
+    }
+
+    /// A new session with the controller has started: its first desired set re-reports every
+    /// task the set does not name (the controller may have restarted and lost nothing only if
+    /// it hears them again).
+    pub fn new_session(&self) {
+        if let Ok(mut entries) = self.shared.entries.lock() {
+            for e in entries.values_mut() {
+                e.reported_unknown = false;
+            }
+        }
+        if let Ok(mut u) = self.shared.unrecorded.lock() {
+            for t in u.values_mut() {
+                t.reported = false;
+            }
+        }
     }
 
     /// Converges on the controller's desired tasks. Never stops a task the controller did not
@@ -183,6 +228,11 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
             let Ok(mut entries) = self.shared.entries.lock() else {
                 return;
             };
+            let mut listed = self
+                .shared
+                .unrecorded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             for a in &desired.tasks {
                 let Some(task) = &a.task else { continue };
                 let id = task_id(&task.task_arn);
@@ -207,7 +257,36 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                             }
                         }
                     }
+                    None if listed.contains_key(&task.task_arn)
+                        || (a.desired_status == "RUNNING"
+                            && a.task_definition.is_some()
+                            && TaskStatus::parse(&task.last_status)
+                                .is_ok_and(|s| s > TaskStatus::Provisioning)) =>
+                    {
+                        // Containers of it may exist: inspect them, never start anew.
+                        let rec = unrecorded::inspect_first(
+                            task,
+                            a.task_definition.as_ref(),
+                            listed.remove(&task.task_arn).map(|t| t.containers),
+                        );
+                        let stop = (a.desired_status == "STOPPED").then(|| Event::Stop {
+                            reason: a
+                                .stopped_reason
+                                .clone()
+                                .unwrap_or_else(|| "Task stopped by user".into()),
+                            code: a
+                                .stop_code
+                                .clone()
+                                .unwrap_or_else(|| "UserInitiated".into()),
+                        });
+                        to_spawn.push((rec, true, stop));
+                    }
                     None => match (&a.task_definition, a.desired_status.as_str()) {
+                        (None, "RUNNING") => {
+                            // The controller sends a definition in the first set of a session
+                            // naming the task; without one there is nothing to start from.
+                            warn!(task = %task.task_arn, "assigned without a task definition; waiting for the next session's full set");
+                        }
                         (Some(td), "RUNNING") => {
                             let state = TaskStateChange {
                                 task_arn: task.task_arn.clone(),
@@ -221,15 +300,21 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                                         ..Default::default()
                                     })
                                     .collect(),
+                                task_definition_arn: Some(task.task_definition_arn.clone())
+                                    .filter(|a| !a.is_empty()),
                                 ..Default::default()
                             };
-                            to_spawn.push(TaskRecord {
-                                task: task.clone(),
-                                definition: td.clone(),
-                                desired_status: "RUNNING".into(),
-                                state,
-                                stop_signals: Default::default(),
-                            });
+                            to_spawn.push((
+                                TaskRecord {
+                                    task: task.clone(),
+                                    definition: td.clone(),
+                                    desired_status: "RUNNING".into(),
+                                    state,
+                                    stop_signals: Default::default(),
+                                },
+                                false,
+                                None,
+                            ));
                         }
                         _ => {
                             // Wanted stopped and not here (never started, or long cleaned up).
@@ -272,22 +357,35 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
             }
             for id in forget {
                 entries.remove(&id);
-                let _ = std::fs::remove_file(self.shared.config.data_dir.task(&id));
+                self.shared.reporter.forget(&id);
+            }
+            for (arn, t) in listed.iter_mut() {
+                if !wanted.contains(&task_id(arn)) && !t.reported {
+                    t.reported = true;
+                    to_report.push(t.report.clone());
+                }
             }
         }
         for s in to_report {
-            if let Err(e) = self.shared.reporter.report(s) {
-                error!(error = %e, "cannot persist report");
-            }
+            self.shared.reporter.report(s);
         }
-        for rec in to_spawn {
-            tracing::debug!(task = %rec.task.task_arn, "task assigned");
+        for (rec, recovering, stop) in to_spawn {
+            tracing::debug!(task = %rec.task.task_arn, recovering, "task assigned");
             let id = task_id(&rec.task.task_arn);
-            if let Err(e) = write_json(&self.shared.config.data_dir.task(&id), &rec) {
-                error!(task = %id, error = %e, "cannot persist new task; not starting it");
-                continue;
+            // Written before any state the actor publishes (one writer, in order).
+            self.shared.reporter.persist(&id, &rec, None);
+            self.spawn(rec, recovering);
+            if let Some(ev) = stop {
+                if let Some(tx) = self
+                    .shared
+                    .entries
+                    .lock()
+                    .ok()
+                    .and_then(|e| e.get(&id).and_then(|e| e.tx.clone()))
+                {
+                    let _ = tx.send(ev);
+                }
             }
-            self.spawn(rec, false);
         }
     }
 

@@ -4,7 +4,7 @@
 use super::*;
 use crate::cgroups::CgroupError;
 use crate::runtime::{ContainerState, CreateContainer, ImageConfig, RuntimeError};
-use crate::state::AgentState;
+use crate::state::{write_json, AgentState};
 use async_trait::async_trait;
 use berth_proto::status::{ContainerStatus, TaskStatus};
 use berth_proto::v1::{Task, TaskAssignment, TaskDefinition};
@@ -75,6 +75,8 @@ struct FakeRuntime {
     ignore_sigterm: bool,
     /// A container (by name suffix) that exits with this status as soon as it starts.
     exit_on_start: Option<(&'static str, u32)>,
+    /// What `list` finds (containers with Berth's labels, e.g. left by a lost data dir).
+    listed: Vec<crate::runtime::LabelledContainer>,
 }
 
 impl FakeRuntime {
@@ -223,6 +225,12 @@ impl Runtime for FakeRuntime {
         }
         self.containers.lock().unwrap().remove(id);
         Ok(())
+    }
+    async fn list(
+        &self,
+        _cluster: &str,
+    ) -> Result<Vec<crate::runtime::LabelledContainer>, RuntimeError> {
+        Ok(self.listed.clone())
     }
 }
 
@@ -382,7 +390,7 @@ const TWO: &str = r#"{"family":"f","revision":1,"networkMode":"none","cpu":"512"
 async fn reported(h: &Harness, f: impl Fn(&TaskStateChange) -> bool) -> TaskStateChange {
     let mut rx = h.reporter.subscribe();
     loop {
-        if let Some(c) = h.reporter.pending_after(0).into_iter().find(|c| f(c)) {
+        if let Some(c) = h.reporter.history().into_iter().find(|c| f(c)) {
             return c;
         }
         tokio::time::timeout(Duration::from_secs(600), rx.changed())
@@ -398,7 +406,7 @@ fn container<'a>(c: &'a TaskStateChange, name: &str) -> &'a berth_proto::v1::Con
 
 fn all_reports(h: &Harness) -> Vec<TaskStateChange> {
     h.reporter
-        .pending_after(0)
+        .history()
         .into_iter()
         .filter(|c| c.task_arn == ARN)
         .collect()
@@ -459,12 +467,13 @@ async fn essential_exit_stops_siblings_and_cleans_up() {
         .iter()
         .map(|c| c.last_status.clone())
         .collect();
-    for s in ["PENDING", "RUNNING", "STOPPING", "STOPPED"] {
-        assert!(
-            order.iter().any(|x| x == s),
-            "{s} never reported: {order:?}"
-        );
-    }
+    // The outbox keeps the latest state per task, so an intermediate status may be superseded
+    // before it is written; what is reported only moves forward and ends STOPPED.
+    assert_eq!(
+        order.last().map(String::as_str),
+        Some("STOPPED"),
+        "{order:?}"
+    );
     assert_forward_only(&h);
 }
 
@@ -565,29 +574,8 @@ async fn a_task_missing_from_the_desired_set_is_reported_not_stopped() {
         tasks: vec![],
     });
     assert_eq!(h.engine.task_count(), 0);
+    h.reporter.flush().await;
     assert!(!h.dir.join("tasks").join(format!("{ID}.json")).exists());
-}
-
-#[tokio::test(start_paused = true)]
-async fn reports_survive_until_acknowledged() {
-    let h = harness(FakeRuntime::default());
-    h.engine.apply_desired(&assignment("RUNNING", TWO));
-    let running = reported(&h, |c| c.last_status == "RUNNING").await;
-    let on_disk: AgentState = crate::state::read_json(&h.dir.join("agent.json"))
-        .unwrap()
-        .unwrap();
-    assert!(on_disk.outbox.iter().any(|c| c.seq == running.seq));
-    h.reporter.ack(running.seq).unwrap();
-    assert!(h
-        .reporter
-        .pending_after(0)
-        .iter()
-        .all(|c| c.seq > running.seq));
-    let on_disk: AgentState = crate::state::read_json(&h.dir.join("agent.json"))
-        .unwrap()
-        .unwrap();
-    assert!(on_disk.outbox.iter().all(|c| c.seq > running.seq));
-    assert!(on_disk.next_seq > running.seq);
 }
 
 const THREE: &str = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
@@ -1093,4 +1081,119 @@ async fn a_failed_sigkill_is_retried_with_back_off() {
     assert_eq!((main.exit_code, main.reason.as_deref()), (Some(137), None));
     assert_eq!(stopped.stopped_reason.as_deref(), Some("by test"));
     assert_forward_only(&h);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_session_start_re_reports_tasks_the_desired_set_does_not_name() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", TWO));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    let unknown = |h: &Harness| {
+        h.reporter
+            .history()
+            .iter()
+            .filter(|c| c.unknown_to_controller)
+            .count()
+    };
+    let empty = |seq| DesiredTasks { seq, tasks: vec![] };
+    h.engine.apply_desired(&empty(2));
+    let first = reported(&h, |c| c.unknown_to_controller).await;
+    // With what a controller that has no record of it needs to adopt it.
+    assert_eq!(container(&first, "main").image.as_deref(), Some("i"));
+    h.reporter.ack(first.seq);
+    // Within a session: once.
+    h.engine.apply_desired(&empty(3));
+    assert_eq!(unknown(&h), 1);
+    // A new session (the controller may have restarted): again.
+    h.engine.new_session();
+    h.engine.apply_desired(&empty(1));
+    assert_eq!(unknown(&h), 2);
+    assert!(h.runtime.kills.lock().unwrap().is_empty());
+}
+
+/// A task's containers left running with no task record (a lost data dir).
+fn left_running(h: &Harness) {
+    for name in ["main", "side"] {
+        h.runtime.containers.lock().unwrap().insert(
+            format!("{ID}-{name}"),
+            (ContainerState::Running, watch::channel(None).0),
+        );
+    }
+}
+
+fn labelled(name: &str) -> crate::runtime::LabelledContainer {
+    crate::runtime::LabelledContainer {
+        id: format!("{ID}-{name}"),
+        labels: [
+            ("com.amazonaws.ecs.cluster", "c"),
+            ("com.amazonaws.ecs.task-arn", ARN),
+            ("com.amazonaws.ecs.container-name", name),
+            ("com.amazonaws.ecs.task-definition-family", "f"),
+            ("com.amazonaws.ecs.task-definition-version", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        state: ContainerState::Running,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn containers_no_record_holds_are_reported_then_inspected_not_restarted() {
+    let h = harness(FakeRuntime {
+        listed: vec![labelled("main"), labelled("side")],
+        ..Default::default()
+    });
+    left_running(&h);
+    assert_eq!(h.engine.report_unrecorded().await.unwrap(), 1);
+    let unknown = reported(&h, |c| c.unknown_to_controller).await;
+    assert_eq!(unknown.last_status, "RUNNING");
+    assert!(unknown
+        .task_definition_arn
+        .as_deref()
+        .is_some_and(|a| a.ends_with("task-definition/f:1")));
+    // Re-reported at every session start while the controller does not name it.
+    h.engine.new_session();
+    h.engine.apply_desired(&DesiredTasks {
+        seq: 1,
+        tasks: vec![],
+    });
+    assert_eq!(
+        h.reporter
+            .history()
+            .iter()
+            .filter(|c| c.unknown_to_controller)
+            .count(),
+        2
+    );
+    // The controller adopts it (names it RUNNING): its containers are watched, not recreated.
+    let mut d = assignment("RUNNING", TWO);
+    d.tasks[0].task.as_mut().unwrap().last_status = "RUNNING".into();
+    h.engine.apply_desired(&d);
+    reported(&h, |c| {
+        c.last_status == "RUNNING" && !c.unknown_to_controller
+    })
+    .await;
+    assert!(h.cgroups.created.lock().unwrap().is_empty(), "started anew");
+    h.runtime.exit(&format!("{ID}-main"), 7);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(container(&stopped, "main").exit_code, Some(7));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_task_the_agent_has_no_record_of_is_inspected_not_assumed() {
+    let h = harness(FakeRuntime::default());
+    // The controller says RUNNING; no record here and no container in containerd.
+    let mut d = assignment("RUNNING", TWO);
+    d.tasks[0].task.as_mut().unwrap().last_status = "RUNNING".into();
+    for c in &mut d.tasks[0].task.as_mut().unwrap().containers {
+        c.last_status = "RUNNING".into();
+    }
+    h.engine.apply_desired(&d);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert!(container(&stopped, "main")
+        .reason
+        .as_deref()
+        .is_some_and(|r| r.starts_with("CannotInspectContainerError")));
+    assert!(h.cgroups.created.lock().unwrap().is_empty(), "started anew");
 }

@@ -3,7 +3,10 @@
 //! poll the engine cancels and retries) is bounded by a timeout, and every error keeps
 //! containerd's status so callers can tell NotFound from Unavailable or a timeout.
 
-use super::{ContainerState, CreateContainer, ImageConfig, Runtime, RuntimeError};
+use super::{
+    ContainerState, CreateContainer, ImageConfig, LabelledContainer, Runtime, RuntimeError,
+    CLUSTER_LABEL, TASK_ARN_LABEL,
+};
 use async_trait::async_trait;
 use containerd_client::services::v1::container::Runtime as ContainerRuntime;
 use containerd_client::services::v1::snapshots::{
@@ -343,6 +346,34 @@ impl Runtime for Containerd {
             )
             .await,
         )
+    }
+
+    async fn list(&self, cluster: &str) -> Result<Vec<LabelledContainer>, RuntimeError> {
+        // containerd's filter syntax: label keys with dots are quoted, values too.
+        let filter =
+            format!("labels.\"{CLUSTER_LABEL}\"==\"{cluster}\",labels.\"{TASK_ARN_LABEL}\"");
+        let containers = rpc(
+            "list containers",
+            cluster,
+            self.client
+                .containers()
+                .list(self.req(ListContainersRequest {
+                    filters: vec![filter],
+                })),
+        )
+        .await?
+        .into_inner()
+        .containers;
+        let mut out = Vec::with_capacity(containers.len());
+        for c in containers {
+            let state = self.state(&c.id).await?;
+            out.push(LabelledContainer {
+                id: c.id,
+                labels: c.labels,
+                state,
+            });
+        }
+        Ok(out)
     }
 }
 

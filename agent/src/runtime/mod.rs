@@ -62,6 +62,24 @@ pub enum ContainerState {
     Unknown,
 }
 
+/// The containerd label naming a container's cluster.
+pub const CLUSTER_LABEL: &str = "com.amazonaws.ecs.cluster";
+/// The containerd label naming a container's task ARN.
+pub const TASK_ARN_LABEL: &str = "com.amazonaws.ecs.task-arn";
+/// The containerd label naming a container within its task.
+pub const CONTAINER_NAME_LABEL: &str = "com.amazonaws.ecs.container-name";
+
+/// A container found in the runtime carrying Berth's labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelledContainer {
+    /// The containerd container ID.
+    pub id: String,
+    /// Its labels (cluster, task ARN, container name, ...).
+    pub labels: std::collections::HashMap<String, String>,
+    /// Its state now.
+    pub state: ContainerState,
+}
+
 /// A runtime failure, with the container or image it concerns and its source.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -188,4 +206,6 @@ pub trait Runtime: Send + Sync + 'static {
     async fn state(&self, id: &str) -> Result<ContainerState, RuntimeError>;
     /// Removes the container's task, container and snapshot; succeeds when already gone.
     async fn delete(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Every container labelled with `cluster` (and a task ARN), with its state.
+    async fn list(&self, cluster: &str) -> Result<Vec<LabelledContainer>, RuntimeError>;
 }

@@ -1,23 +1,53 @@
-//! The `Agent` gRPC service: registration and the long-lived session of each agent.
+//! The `Agent` gRPC service: registration and the long-lived session of each agent. A thin
+//! adapter: the link's logic is in `service/agent_link.rs`.
 //!
-//! A session sends the instance's desired tasks whenever they change (and once at start), and
-//! acknowledges each state change after the service layer has stored it.
+//! A session reads and writes concurrently (a reader task applies reports; the writer sends the
+//! hello, desired tasks, acks and heartbeats), so neither side can block the other on flow
+//! control; a session that hears nothing for `MISSED_HEARTBEATS` intervals ends.
 
-use crate::service::Controller;
-use berth_proto::arn;
+use crate::fleet::Attached;
+use crate::service::{Controller, SentDefinitions, SessionInfo};
+use berth_proto::link;
 use berth_proto::v1::agent_message::Message as FromAgent;
-use berth_proto::v1::agent_server::Agent;
+use berth_proto::v1::agent_server::{Agent, AgentServer};
 use berth_proto::v1::controller_message::Message as ToAgent;
 use berth_proto::v1::*;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{info, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 /// Serves the agent link.
-pub struct AgentApi(pub Arc<Controller>);
+pub struct AgentApi {
+    controller: Arc<Controller>,
+    heartbeat: Duration,
+}
+
+impl AgentApi {
+    /// The agent link of `controller`, with the standard heartbeat interval.
+    pub fn new(controller: Arc<Controller>) -> Self {
+        Self {
+            controller,
+            heartbeat: link::HEARTBEAT_INTERVAL,
+        }
+    }
+
+    /// Sets the heartbeat interval (tests use a short one).
+    pub fn with_heartbeat(mut self, interval: Duration) -> Self {
+        self.heartbeat = interval;
+        self
+    }
+
+    /// The gRPC service, with the link's message size limits.
+    pub fn into_server(self) -> AgentServer<Self> {
+        AgentServer::new(self)
+            .max_decoding_message_size(link::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(link::MAX_MESSAGE_SIZE)
+    }
+}
 
 /// Desired-task sequence numbers rise across controller restarts without being stored: each
 /// session starts from the wall clock in microseconds.
@@ -28,13 +58,20 @@ fn seq_base() -> u64 {
         .unwrap_or(1)
 }
 
+fn to_agent(m: ToAgent) -> Result<ControllerMessage, Status> {
+    Ok(ControllerMessage { message: Some(m) })
+}
+
 #[tonic::async_trait]
 impl Agent for AgentApi {
     async fn register_container_instance(
         &self,
         r: Request<RegisterContainerInstanceRequest>,
     ) -> Result<Response<RegisterContainerInstanceResponse>, Status> {
-        let ci = self.0.register_container_instance(r.into_inner()).await?;
+        let ci = self
+            .controller
+            .register_container_instance(r.into_inner())
+            .await?;
         info!(instance = %ci.container_instance_arn, "container instance registered");
         Ok(Response::new(RegisterContainerInstanceResponse {
             container_instance: Some(ci),
@@ -48,86 +85,162 @@ impl Agent for AgentApi {
         r: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let mut inbound = r.into_inner();
-        let hello = match inbound.next().await {
-            Some(Ok(AgentMessage {
+        let dead_after = self.heartbeat * link::MISSED_HEARTBEATS;
+        let hello = match tokio::time::timeout(dead_after, inbound.next()).await {
+            Ok(Some(Ok(AgentMessage {
                 message: Some(FromAgent::Hello(h)),
-            })) => h,
+            }))) => h,
             _ => return Err(Status::invalid_argument("a session starts with AgentHello")),
         };
-        let instance_id = arn::short_id("container-instance", &hello.container_instance_arn)
-            .unwrap_or_default()
-            .to_string();
-        if !self.0.instance_exists(&instance_id).await {
-            return Err(Status::not_found(format!(
-                "container instance {} is not registered; register first",
-                hello.container_instance_arn
-            )));
-        }
-        let controller = self.0.clone();
-        let (tx, rx) = mpsc::channel(64);
-        let span = tracing::info_span!("session", instance = %instance_id);
-        tokio::spawn(
-            async move {
-                info!("agent connected");
-                let attached = controller.fleet().attach(&instance_id);
-                let mut seq = seq_base();
-                let send_desired = |seq: u64| {
-                    let controller = controller.clone();
-                    let instance_id = instance_id.clone();
-                    let tx = tx.clone();
-                    async move {
-                        let view = controller.desired_view(&instance_id).await;
-                        tracing::debug!(seq, tasks = view.tasks.len(), "sending desired tasks");
-                        let msg = ControllerMessage {
-                            message: Some(ToAgent::DesiredTasks(DesiredTasks {
-                                seq,
-                                tasks: view.tasks,
-                            })),
-                        };
-                        tx.send(Ok(msg)).await.is_ok()
-                    }
-                };
-                if !send_desired(seq).await {
-                    return;
-                }
-                loop {
-                    tokio::select! {
-                        _ = attached.changed.notified() => {
-                            if !controller.fleet().is_current(&attached) {
-                                info!("session replaced by a newer one");
-                                break;
-                            }
-                            seq += 1;
-                            if !send_desired(seq).await { break; }
-                        }
-                        msg = inbound.next() => match msg {
-                            Some(Ok(AgentMessage { message: Some(FromAgent::TaskStateChange(c)) })) => {
-                                let seq_in = c.seq;
-                                tracing::debug!(task = %c.task_arn, status = %c.last_status, seq = seq_in, "state change received");
-                                match controller.apply_state_change(&instance_id, c).await {
-                                    Ok(changed) => {
-                                        let ack = ControllerMessage { message: Some(ToAgent::StateChangeAck(seq_in)) };
-                                        if tx.send(Ok(ack)).await.is_err() { break; }
-                                        if changed {
-                                            seq += 1;
-                                            if !send_desired(seq).await { break; }
-                                        }
-                                    }
-                                    // Not acknowledged: ending the session makes the agent
-                                    // reconnect and send it again.
-                                    Err(e) => { warn!(error = %e, "state change not applied; closing the session"); break; }
-                                }
-                            }
-                            Some(Ok(_)) => {}
-                            Some(Err(e)) => { warn!(error = %e, "session stream failed"); break; }
-                            None => break,
-                        }
-                    }
-                }
-                info!("agent disconnected");
+        let info = match self.controller.open_session(&hello).await {
+            Ok(i) => i,
+            Err(e) => {
+                warn!(instance = %hello.container_instance_arn, "refusing agent session: {e}");
+                return Err(e.into());
             }
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let span = tracing::info_span!("session", instance = %info.instance_id);
+        tokio::spawn(
+            run(
+                self.controller.clone(),
+                info,
+                hello.agent_version,
+                inbound,
+                tx,
+                self.heartbeat,
+            )
             .instrument(span),
         );
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// The writer half of a session; owns the reader task.
+async fn run(
+    controller: Arc<Controller>,
+    info: SessionInfo,
+    agent_version: String,
+    inbound: Streaming<AgentMessage>,
+    tx: mpsc::Sender<Result<ControllerMessage, Status>>,
+    heartbeat: Duration,
+) {
+    info!(agent_version = %agent_version, epoch = %info.epoch, "agent connected");
+    let attached = Arc::new(controller.fleet().attach(&info.instance_id));
+    let (ack_tx, mut ack_rx) = watch::channel(0u64);
+    let (done_tx, mut done) = watch::channel(());
+    let reader = tokio::spawn(
+        read(
+            controller.clone(),
+            info.clone(),
+            inbound,
+            ack_tx,
+            attached.clone(),
+            heartbeat * link::MISSED_HEARTBEATS,
+            done_tx,
+        )
+        .in_current_span(),
+    );
+    let mut seq = seq_base();
+    let mut sent = SentDefinitions::default();
+    let hello = ToAgent::Hello(ControllerHello {
+        protocol_version: link::PROTOCOL_VERSION,
+        controller_version: env!("CARGO_PKG_VERSION").into(),
+    });
+    let first = controller
+        .desired_tasks(&info.instance_id, seq, &mut sent)
+        .await;
+    let mut queue = vec![hello, ToAgent::DesiredTasks(first)];
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    'session: loop {
+        for m in queue.drain(..) {
+            if let ToAgent::DesiredTasks(d) = &m {
+                debug!(seq = d.seq, tasks = d.tasks.len(), "sending desired tasks");
+            }
+            tokio::select! {
+                r = tx.send(to_agent(m)) => if r.is_err() { break 'session },
+                _ = done.changed() => break 'session,
+            }
+            tick.reset();
+        }
+        tokio::select! {
+            _ = done.changed() => break,
+            _ = attached.changed.notified() => {
+                if !controller.fleet().is_current(&attached) {
+                    info!("session replaced by a newer one");
+                    break;
+                }
+                seq += 1;
+                queue.push(ToAgent::DesiredTasks(controller.desired_tasks(&info.instance_id, seq, &mut sent).await));
+            }
+            r = ack_rx.changed() => {
+                if r.is_err() { break; }
+                let ack = *ack_rx.borrow_and_update();
+                queue.push(ToAgent::StateChangeAck(ack));
+            }
+            _ = tick.tick() => queue.push(ToAgent::Heartbeat(Heartbeat {})),
+        }
+    }
+    reader.abort();
+    info!("agent disconnected");
+}
+
+/// The reader half: applies reports, records desired acks; ends (dropping `_done`) when the
+/// stream ends, fails, a report cannot be stored, or nothing arrives for `dead_after`.
+async fn read(
+    controller: Arc<Controller>,
+    info: SessionInfo,
+    mut inbound: Streaming<AgentMessage>,
+    ack: watch::Sender<u64>,
+    attached: Arc<Attached>,
+    dead_after: Duration,
+    _done: watch::Sender<()>,
+) {
+    loop {
+        let msg = match tokio::time::timeout(dead_after, inbound.next()).await {
+            Err(_) => {
+                warn!(
+                    "nothing from the agent for {} ms; ending the session",
+                    dead_after.as_millis()
+                );
+                return;
+            }
+            Ok(None) => return,
+            Ok(Some(Err(e))) => {
+                warn!(error = %e, "session stream failed");
+                return;
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        match msg.message {
+            Some(FromAgent::TaskStateChange(c)) => {
+                let seq = c.seq;
+                debug!(task = %c.task_arn, status = %c.last_status, seq, "state change received");
+                match controller.apply_state_change(&info, c).await {
+                    Ok(changed) => {
+                        ack.send_if_modified(|v| {
+                            let newer = seq > *v;
+                            *v = (*v).max(seq);
+                            newer
+                        });
+                        if changed {
+                            attached.changed.notify_one();
+                        }
+                    }
+                    // Not acknowledged: ending the session makes the agent reconnect and send
+                    // it again.
+                    Err(e) => {
+                        warn!(error = %e, "state change not applied; closing the session");
+                        return;
+                    }
+                }
+            }
+            Some(FromAgent::DesiredTasksAck(seq)) => {
+                debug!(seq, "agent took in desired tasks");
+                controller.fleet().desired_acked(&attached, seq);
+            }
+            Some(FromAgent::Heartbeat(_)) | Some(FromAgent::Hello(_)) | None => {}
+        }
     }
 }

@@ -5,7 +5,7 @@ use berth_controller::api::{agent::AgentApi, ecs::EcsApi};
 use berth_controller::fleet::Fleet;
 use berth_controller::service::Controller;
 use berth_controller::store::redb_store::RedbStore;
-use berth_proto::v1::{agent_server::AgentServer, ecs_server::EcsServer};
+use berth_proto::v1::ecs_server::EcsServer;
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -84,7 +84,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .add_service(EcsServer::new(EcsApi(controller.clone())))
-        .add_service(AgentServer::new(AgentApi(controller)))
+        .add_service(AgentApi::new(controller).into_server())
         // Small request/response messages: Nagle's algorithm would hold them back for the
         // peer's delayed ACK (tens of milliseconds on every RunTask and state change).
         .serve_with_incoming(

@@ -6,6 +6,7 @@ use super::{cluster_name, new_id, now, put, Controller, State, DEFAULT_CLUSTER, 
 use crate::error::EcsError;
 use crate::scheduler::Candidate;
 use berth_proto::arn;
+use berth_proto::status::TaskStatus;
 use berth_proto::v1::*;
 
 /// A resource's integer value from a list of resources.
@@ -26,9 +27,7 @@ pub(crate) fn task_reservation(t: &Task) -> (i64, i64) {
 
 impl State {
     fn instance_tasks<'a>(&'a self, instance_arn: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
-        self.tasks.values().filter(move |t| {
-            t.container_instance_arn.as_deref() == Some(instance_arn) && t.last_status != "STOPPED"
-        })
+        self.active_tasks(instance_arn).map(|(_, t)| t)
     }
 
     /// CPU units and MiB left on an instance.
@@ -88,7 +87,7 @@ impl State {
         ci.agent_connected = connected;
         let (mut running, mut pending) = (0, 0);
         for t in self.instance_tasks(&ci.container_instance_arn) {
-            if t.last_status == "RUNNING" {
+            if TaskStatus::parse(&t.last_status) == Ok(TaskStatus::Running) {
                 running += 1;
             } else {
                 pending += 1;
@@ -156,7 +155,7 @@ impl Controller {
         let record = ContainerInstanceRecord {
             container_instance: Some(ci),
             cluster_arn,
-            last_state_change_seq: previous.map(|p| p.last_state_change_seq).unwrap_or(0),
+            ..previous.unwrap_or_default()
         };
         self.commit(vec![put(format!("{INSTANCE_PREFIX}{id}"), &record)])?;
         st.instances.insert(id.clone(), record.clone());

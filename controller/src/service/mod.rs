@@ -4,13 +4,14 @@
 //! Every mutation is committed to the [`Store`] before the in-memory view changes, so a failed
 //! commit changes nothing and a restart reloads exactly what was acknowledged.
 
+mod agent_link;
 mod clusters;
 mod instances;
 mod task_definitions;
 mod tasks;
 pub mod validation;
 
-pub use tasks::DesiredView;
+pub use agent_link::{LinkError, SentDefinitions, SessionInfo};
 
 use crate::error::EcsError;
 use crate::fleet::Fleet;
@@ -35,13 +36,16 @@ pub(crate) struct State {
     clusters: BTreeMap<String, Cluster>,
     /// By family, then revision; each with its tags.
     task_definitions: BTreeMap<String, BTreeMap<i32, RegisterTaskDefinitionResponse>>,
-    /// By task id.
+    /// By task id. A task's record is its tombstone until its agent confirms it STOPPED.
     tasks: BTreeMap<String, Task>,
+    /// Ids of the tasks not yet STOPPED, by container instance ARN (kept by `put_task`).
+    active: HashMap<String, BTreeSet<String>>,
     /// By container instance id.
     instances: BTreeMap<String, ContainerInstanceRecord>,
-    /// Tasks an agent holds that the controller does not want: their stop is confirmed to the
-    /// agent in its desired set until it reports them stopped. Not persisted: agents report them
-    /// again after a restart.
+    /// Tasks recorded STOPPED that an agent still reports running, by instance id: their stop
+    /// is confirmed in its desired set until it reports them stopped. Derived from reports, not
+    /// persisted: an agent re-reports every task the desired set does not name at every session
+    /// start.
     orphans: HashMap<String, BTreeSet<String>>,
 }
 
@@ -94,7 +98,7 @@ impl Controller {
         }
         for (k, v) in store.scan(TASK_PREFIX)? {
             let t: Task = decode(&k, &v)?;
-            state.tasks.insert(k[TASK_PREFIX.len()..].to_string(), t);
+            state.put_task(k[TASK_PREFIX.len()..].to_string(), t);
         }
         for (k, v) in store.scan(INSTANCE_PREFIX)? {
             let r: ContainerInstanceRecord = decode(&k, &v)?;

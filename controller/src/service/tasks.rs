@@ -1,22 +1,15 @@
-//! RunTask, StopTask, ListTasks, DescribeTasks, and the two halves of the agent link: the
-//! desired tasks of an instance and the state changes its agent reports.
+//! RunTask, StopTask, ListTasks, DescribeTasks. The agent link's half (desired tasks, state
+//! changes, adoption) is in `agent_link.rs`.
 
 use super::validation::{parse_task_cpu, parse_task_memory};
-use super::{cluster_name, new_id, now, put, Controller, State, INSTANCE_PREFIX, TASK_PREFIX};
+use super::{cluster_name, new_id, now, put, Controller, State, TASK_PREFIX};
 use crate::error::EcsError;
 use crate::scheduler;
 use berth_proto::arn;
 use berth_proto::status::{ContainerStatus, TaskStatus};
 use berth_proto::v1::*;
 
-/// What an agent should converge on.
-#[derive(Debug, Clone, Default)]
-pub struct DesiredView {
-    /// Every task on the instance not yet STOPPED, and orphans whose stop is confirmed.
-    pub tasks: Vec<TaskAssignment>,
-}
-
-fn task_id(name_or_arn: &str) -> Option<&str> {
+pub(crate) fn task_id(name_or_arn: &str) -> Option<&str> {
     arn::short_id("task", name_or_arn)
 }
 
@@ -207,8 +200,8 @@ impl Controller {
                 task_definition_arn: td.task_definition_arn.clone(),
                 container_instance_arn: Some(instance_arn),
                 overrides: Some(overrides.clone()),
-                last_status: "PROVISIONING".into(),
-                desired_status: "RUNNING".into(),
+                last_status: TaskStatus::Provisioning.as_str().into(),
+                desired_status: TaskStatus::Running.as_str().into(),
                 cpu: Some(cpu_need.to_string()),
                 memory: Some(mem_need.to_string()),
                 containers: containers
@@ -218,7 +211,7 @@ impl Controller {
                         task_arn: task_arn.clone(),
                         name: c.name.clone(),
                         image: c.image.clone(),
-                        last_status: "PENDING".into(),
+                        last_status: ContainerStatus::Pending.as_str().into(),
                         health_status: "UNKNOWN".into(),
                         cpu: c.cpu.map(|v| v.to_string()),
                         memory: c.memory.map(|v| v.to_string()),
@@ -245,7 +238,7 @@ impl Controller {
         }
         self.commit(writes)?;
         for (id, instance_id, task) in placed {
-            st.tasks.insert(id, task.clone());
+            st.put_task(id, task.clone());
             self.fleet.notify(&instance_id);
             out.tasks.push(task);
         }
@@ -266,10 +259,10 @@ impl Controller {
             .cluster_task(&cluster_arn, &req.task)
             .cloned()
             .ok_or_else(|| EcsError::invalid("The referenced task was not found."))?;
-        if task.desired_status == "STOPPED" {
+        if task.desired_status == TaskStatus::Stopped.as_str() {
             return Ok(task);
         }
-        task.desired_status = "STOPPED".into();
+        task.desired_status = TaskStatus::Stopped.as_str().into();
         task.stop_code = Some("UserInitiated".into());
         task.stopped_reason = Some(
             req.reason
@@ -280,7 +273,7 @@ impl Controller {
         task.version += 1;
         let id = task_id(&task.task_arn).unwrap_or_default().to_string();
         self.commit(vec![put(format!("{TASK_PREFIX}{id}"), &task)])?;
-        st.tasks.insert(id, task.clone());
+        st.put_task(id, task.clone());
         if let Some(instance) = task
             .container_instance_arn
             .as_deref()
@@ -323,7 +316,7 @@ impl Controller {
             .filter(|t| match desired.as_str() {
                 // PENDING lists tasks that want to run and are not running yet.
                 "PENDING" => {
-                    t.desired_status == "RUNNING"
+                    t.desired_status == TaskStatus::Running.as_str()
                         && TaskStatus::parse(&t.last_status).is_ok_and(|s| s < TaskStatus::Running)
                 }
                 d => t.desired_status == d,
@@ -399,177 +392,4 @@ impl Controller {
     pub async fn instance_exists(&self, instance_id: &str) -> bool {
         self.state.lock().await.instances.contains_key(instance_id)
     }
-
-    /// The tasks the agent of `instance_id` should converge on.
-    pub async fn desired_view(&self, instance_id: &str) -> DesiredView {
-        let st = self.state.lock().await;
-        let Some(ci) = st
-            .instances
-            .get(instance_id)
-            .and_then(|r| r.container_instance.as_ref())
-        else {
-            return DesiredView::default();
-        };
-        let mut out = DesiredView::default();
-        for t in st.tasks.values().filter(|t| {
-            t.container_instance_arn.as_deref() == Some(&ci.container_instance_arn)
-                && t.last_status != "STOPPED"
-        }) {
-            let td = st
-                .find_task_definition(&t.task_definition_arn)
-                .ok()
-                .and_then(|r| r.task_definition.as_ref())
-                .map(|td| effective_definition(td, t));
-            out.tasks.push(TaskAssignment {
-                task: Some(t.clone()),
-                task_definition: td,
-                desired_status: t.desired_status.clone(),
-                stopped_reason: t.stopped_reason.clone(),
-                stop_code: t.stop_code.clone(),
-            });
-        }
-        for arn in st.orphans.get(instance_id).into_iter().flatten() {
-            out.tasks.push(TaskAssignment {
-                task: Some(Task {
-                    task_arn: arn.clone(),
-                    ..Default::default()
-                }),
-                task_definition: None,
-                desired_status: "STOPPED".into(),
-                stopped_reason: Some("Task is not known to the controller".into()),
-                stop_code: Some("ServiceSchedulerInitiated".into()),
-            });
-        }
-        out
-    }
-
-    /// Applies a state change reported by the agent of `instance_id`, once: a sequence number
-    /// at or below the last applied one is a resend and changes nothing. Statuses only move
-    /// forward. Returns whether the desired view of the instance changed.
-    pub async fn apply_state_change(
-        &self,
-        instance_id: &str,
-        change: TaskStateChange,
-    ) -> Result<bool, EcsError> {
-        let mut st = self.state.lock().await;
-        let Some(mut record) = st.instances.get(instance_id).cloned() else {
-            return Err(EcsError::invalid(format!(
-                "container instance {instance_id} is not registered"
-            )));
-        };
-        if change.seq <= record.last_state_change_seq {
-            return Ok(false);
-        }
-        record.last_state_change_seq = change.seq;
-        let mut writes = vec![put(format!("{INSTANCE_PREFIX}{instance_id}"), &record)];
-        let id = task_id(&change.task_arn).unwrap_or_default().to_string();
-        let instance_arn = record
-            .container_instance
-            .as_ref()
-            .map(|c| c.container_instance_arn.clone())
-            .unwrap_or_default();
-        let known = st
-            .tasks
-            .get(&id)
-            .filter(|t| t.container_instance_arn.as_deref() == Some(instance_arn.as_str()))
-            .cloned();
-        let mut view_changed = false;
-        let mut orphan_update: Option<bool> = None;
-        let mut updated = None;
-        match known {
-            Some(mut task) if task.last_status != "STOPPED" => {
-                merge(&mut task, &change)?;
-                if task.last_status == "STOPPED" {
-                    view_changed = true;
-                }
-                writes.push(put(format!("{TASK_PREFIX}{id}"), &task));
-                updated = Some(task);
-            }
-            _ => {
-                // A task the controller does not want on this instance (unknown, or already
-                // recorded STOPPED): confirm its stop until the agent reports it stopped.
-                let stopped = change.last_status == "STOPPED";
-                orphan_update = Some(!stopped);
-                view_changed = true;
-            }
-        }
-        self.commit(writes)?;
-        st.instances.insert(instance_id.to_string(), record);
-        if let Some(task) = updated {
-            st.tasks.insert(id, task);
-        }
-        match orphan_update {
-            Some(true) => {
-                st.orphans
-                    .entry(instance_id.to_string())
-                    .or_default()
-                    .insert(change.task_arn.clone());
-            }
-            Some(false) => {
-                if let Some(o) = st.orphans.get_mut(instance_id) {
-                    o.remove(&change.task_arn);
-                }
-            }
-            None => {}
-        }
-        Ok(view_changed)
-    }
-}
-
-/// Merges an agent's report into the controller's task, forward only. A status the contract
-/// does not define is refused (and the report not acknowledged), never ranked.
-fn merge(task: &mut Task, c: &TaskStateChange) -> Result<(), EcsError> {
-    let bad = |e: berth_proto::status::UnknownStatus| {
-        EcsError::invalid(format!("task state change for {}: {e}", c.task_arn))
-    };
-    let reported = TaskStatus::parse(&c.last_status).map_err(bad)?;
-    let current = TaskStatus::parse(&task.last_status).map_err(bad)?;
-    if reported > current {
-        task.last_status = reported.into();
-    }
-    for cc in &c.containers {
-        let reported = ContainerStatus::parse(&cc.last_status).map_err(bad)?;
-        if let Some(ct) = task.containers.iter_mut().find(|x| x.name == cc.name) {
-            let current = ContainerStatus::parse(&ct.last_status).map_err(bad)?;
-            if reported > current {
-                ct.last_status = reported.into();
-            }
-            if ct.exit_code.is_none() {
-                ct.exit_code = cc.exit_code;
-            }
-            if ct.reason.is_none() {
-                ct.reason = cc.reason.clone();
-            }
-            if ct.runtime_id.is_none() {
-                ct.runtime_id = cc.runtime_id.clone();
-            }
-            if ct.image_digest.is_none() {
-                ct.image_digest = cc.image_digest.clone();
-            }
-        }
-    }
-    if c.stop_code.is_some() && task.stop_code.is_none() {
-        task.stop_code = c.stop_code.clone();
-        task.stopped_reason = c.stopped_reason.clone();
-    }
-    if TaskStatus::parse(&task.last_status).is_ok_and(|s| s >= TaskStatus::Stopping) {
-        task.desired_status = "STOPPED".into();
-    }
-    let set = |dst: &mut Option<pbjson_types::Timestamp>, src: &Option<pbjson_types::Timestamp>| {
-        if dst.is_none() {
-            *dst = *src;
-        }
-    };
-    set(&mut task.pull_started_at, &c.pull_started_at);
-    set(&mut task.pull_stopped_at, &c.pull_stopped_at);
-    set(&mut task.started_at, &c.started_at);
-    set(&mut task.stopping_at, &c.stopping_at);
-    set(&mut task.stopped_at, &c.stopped_at);
-    set(&mut task.execution_stopped_at, &c.execution_stopped_at);
-    if task.last_status == "RUNNING" {
-        task.connectivity = Some("CONNECTED".into());
-        set(&mut task.connectivity_at, &c.started_at);
-    }
-    task.version += 1;
-    Ok(())
 }

@@ -183,20 +183,29 @@ async fn state_changes_apply_once_and_move_forward_only() {
     assert_eq!(r.tasks.len(), 1);
     assert_eq!(r.failures[0].reason, "RESOURCE:MEMORY");
     let task_arn = r.tasks[0].task_arn.clone();
+    let session = c
+        .open_session(&AgentHello {
+            container_instance_arn: ci.container_instance_arn.clone(),
+            protocol_version: berth_proto::link::PROTOCOL_VERSION,
+            state_epoch: "e1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let change = |seq, status: &str| TaskStateChange {
         seq,
         task_arn: task_arn.clone(),
         last_status: status.into(),
         ..Default::default()
     };
-    c.apply_state_change(&id, change(1, "RUNNING"))
+    c.apply_state_change(&session, change(1, "RUNNING"))
         .await
         .unwrap();
-    c.apply_state_change(&id, change(2, "PENDING"))
+    c.apply_state_change(&session, change(2, "PENDING"))
         .await
         .unwrap();
     // A resend of an applied seq changes nothing.
-    c.apply_state_change(&id, change(2, "STOPPED"))
+    c.apply_state_change(&session, change(2, "STOPPED"))
         .await
         .unwrap();
     let t = c
@@ -207,31 +216,44 @@ async fn state_changes_apply_once_and_move_forward_only() {
         .await
         .unwrap();
     assert_eq!(t.tasks[0].last_status, "RUNNING");
-    assert_eq!(c.desired_view(&id).await.tasks.len(), 1);
-    c.apply_state_change(&id, change(3, "STOPPED"))
+    assert_eq!(desired(&c, &id).await.len(), 1);
+    c.apply_state_change(&session, change(3, "STOPPED"))
         .await
         .unwrap();
-    assert!(c.desired_view(&id).await.tasks.is_empty());
-    // A task the controller does not know gets its stop confirmed, until reported stopped.
-    let orphan = TaskStateChange {
-        seq: 4,
-        task_arn: "arn:aws:ecs:on-prem:0:task/default/zzz".into(),
-        last_status: "RUNNING".into(),
-        unknown_to_controller: true,
-        ..Default::default()
-    };
-    c.apply_state_change(&id, orphan.clone()).await.unwrap();
-    let v = c.desired_view(&id).await;
-    assert_eq!(v.tasks[0].desired_status, "STOPPED");
-    c.apply_state_change(
-        &id,
-        TaskStateChange {
-            seq: 5,
-            last_status: "STOPPED".into(),
-            ..orphan
-        },
-    )
-    .await
-    .unwrap();
-    assert!(c.desired_view(&id).await.tasks.is_empty());
+    assert!(desired(&c, &id).await.is_empty());
+    // Recorded STOPPED but reported running again: its stop is confirmed until reported
+    // stopped.
+    c.apply_state_change(&session, change(4, "RUNNING"))
+        .await
+        .unwrap();
+    let v = desired(&c, &id).await;
+    assert_eq!((v.len(), v[0].desired_status.as_str()), (1, "STOPPED"));
+    c.apply_state_change(&session, change(5, "STOPPED"))
+        .await
+        .unwrap();
+    assert!(desired(&c, &id).await.is_empty());
+    // A newer agent epoch supersedes the old one: its session cannot apply reports.
+    let newer = c
+        .open_session(&AgentHello {
+            state_epoch: "e2".into(),
+            container_instance_arn: ci.container_instance_arn.clone(),
+            protocol_version: berth_proto::link::PROTOCOL_VERSION,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        c.apply_state_change(&session, change(6, "RUNNING")).await,
+        Err(LinkError::Superseded(_))
+    ));
+    assert!(c
+        .apply_state_change(&newer, change(1, "STOPPED"))
+        .await
+        .is_ok());
+}
+
+async fn desired(c: &Controller, id: &str) -> Vec<TaskAssignment> {
+    c.desired_tasks(id, 1, &mut SentDefinitions::default())
+        .await
+        .tasks
 }

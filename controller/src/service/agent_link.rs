@@ -1,0 +1,401 @@
+//! The controller's half of the agent link, apart from RunTask: opening a session (protocol
+//! window, registration, the agent's state epoch), the desired tasks of an instance, and the
+//! state changes its agent reports, including adoption of tasks the controller has no record of.
+//!
+//! The rule (docs/ARCHITECTURE.md, "orphans"): every task the controller assigned keeps its
+//! persisted record until its agent confirms it STOPPED; the controller confirms a stop only for
+//! a task it holds a record of; a task an agent runs that the controller has no record of at all
+//! is adopted (a Task visible in ListTasks/DescribeTasks) and stopped only by StopTask.
+
+use super::tasks::{effective_definition, task_id};
+use super::validation::{parse_task_cpu, parse_task_memory};
+use super::{new_id, now, put, Controller, State, INSTANCE_PREFIX, TASK_PREFIX};
+use crate::error::EcsError;
+use berth_proto::arn;
+use berth_proto::link;
+use berth_proto::status::{ContainerStatus, TaskStatus};
+use berth_proto::v1::*;
+use std::collections::HashSet;
+use tracing::{info, warn};
+
+/// Why a session is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The agent speaks a protocol outside this controller's window.
+    #[error("{0}")]
+    Protocol(String),
+    /// The hello names no registered container instance.
+    #[error("container instance {0} is not registered; register first")]
+    NotRegistered(String),
+    /// A report came from a session whose epoch is no longer the instance's (a newer agent
+    /// process has connected since).
+    #[error("session of epoch {0} was superseded by a newer agent epoch")]
+    Superseded(String),
+    /// Storing failed, or a report was malformed.
+    #[error(transparent)]
+    Ecs(#[from] EcsError),
+}
+
+/// An open session: which instance, and the agent state epoch its reports are numbered in.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// The container instance id.
+    pub instance_id: String,
+    /// The agent's state epoch.
+    pub epoch: String,
+}
+
+/// What a session has sent so far: each task's definition goes once per session.
+#[derive(Debug, Default)]
+pub struct SentDefinitions(HashSet<String>);
+
+fn is_stopped(t: &Task) -> bool {
+    TaskStatus::parse(&t.last_status) == Ok(TaskStatus::Stopped)
+}
+
+impl State {
+    /// Stores `task` in the view, keeping the per-instance index of tasks not yet STOPPED.
+    pub(crate) fn put_task(&mut self, id: String, task: Task) {
+        if let Some(old) = self.tasks.get(&id) {
+            if let Some(set) = old
+                .container_instance_arn
+                .as_ref()
+                .and_then(|i| self.active.get_mut(i))
+            {
+                set.remove(&id);
+            }
+        }
+        if !is_stopped(&task) {
+            if let Some(i) = &task.container_instance_arn {
+                self.active.entry(i.clone()).or_default().insert(id.clone());
+            }
+        }
+        self.tasks.insert(id, task);
+    }
+
+    /// The tasks on an instance not yet STOPPED, from the index (no scan of every task).
+    pub(crate) fn active_tasks<'a>(
+        &'a self,
+        instance_arn: &str,
+    ) -> impl Iterator<Item = (&'a String, &'a Task)> + 'a {
+        self.active
+            .get(instance_arn)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.tasks.get_key_value(id))
+    }
+}
+
+impl Controller {
+    /// Opens a session for an agent's hello: refuses a protocol outside the window or an
+    /// unregistered instance; on a new state epoch, resets the instance's last applied report
+    /// seq (the agent's numbering restarted) and persists the epoch.
+    pub async fn open_session(&self, hello: &AgentHello) -> Result<SessionInfo, LinkError> {
+        if !link::speaks(hello.protocol_version) {
+            return Err(LinkError::Protocol(link::refusal(
+                &format!("agent {}", hello.agent_version),
+                hello.protocol_version,
+            )));
+        }
+        let instance_id = arn::short_id("container-instance", &hello.container_instance_arn)
+            .unwrap_or_default()
+            .to_string();
+        let mut st = self.state.lock().await;
+        let Some(mut record) = st.instances.get(&instance_id).cloned() else {
+            return Err(LinkError::NotRegistered(
+                hello.container_instance_arn.clone(),
+            ));
+        };
+        if record.state_epoch != hello.state_epoch {
+            info!(instance = %instance_id, epoch = %hello.state_epoch, previous = %record.state_epoch,
+                last_seq = record.last_state_change_seq, "new agent state epoch; report numbering restarts");
+            record.state_epoch = hello.state_epoch.clone();
+            record.last_state_change_seq = 0;
+            self.commit(vec![put(
+                format!("{INSTANCE_PREFIX}{instance_id}"),
+                &record,
+            )])?;
+            st.instances.insert(instance_id.clone(), record);
+        }
+        Ok(SessionInfo {
+            instance_id,
+            epoch: hello.state_epoch.clone(),
+        })
+    }
+
+    /// The tasks the agent of `instance_id` should converge on: every task on the instance not
+    /// yet STOPPED, and the confirmed stops of tasks recorded STOPPED that it still reports.
+    /// A task's definition is included only the first time this session names it.
+    pub async fn desired_tasks(
+        &self,
+        instance_id: &str,
+        seq: u64,
+        sent: &mut SentDefinitions,
+    ) -> DesiredTasks {
+        let st = self.state.lock().await;
+        let mut out = DesiredTasks {
+            seq,
+            tasks: Vec::new(),
+        };
+        let Some(ci) = st
+            .instances
+            .get(instance_id)
+            .and_then(|r| r.container_instance.as_ref())
+        else {
+            return out;
+        };
+        for (id, t) in st.active_tasks(&ci.container_instance_arn) {
+            let wants_running = t.desired_status == TaskStatus::Running.as_str();
+            let td = if wants_running && sent.0.insert(id.clone()) {
+                st.find_task_definition(&t.task_definition_arn)
+                    .ok()
+                    .and_then(|r| r.task_definition.as_ref())
+                    .map(|td| effective_definition(td, t))
+            } else {
+                None
+            };
+            out.tasks.push(TaskAssignment {
+                task: Some(t.clone()),
+                task_definition: td,
+                desired_status: t.desired_status.clone(),
+                stopped_reason: t.stopped_reason.clone(),
+                stop_code: t.stop_code.clone(),
+            });
+        }
+        for arn in st.orphans.get(instance_id).into_iter().flatten() {
+            out.tasks.push(TaskAssignment {
+                task: Some(Task {
+                    task_arn: arn.clone(),
+                    ..Default::default()
+                }),
+                task_definition: None,
+                desired_status: TaskStatus::Stopped.as_str().into(),
+                stopped_reason: Some("Task is recorded as stopped by the controller".into()),
+                stop_code: Some("ServiceSchedulerInitiated".into()),
+            });
+        }
+        out
+    }
+
+    /// Applies a state change reported in `session`, once: a sequence number at or below the
+    /// last applied one of the same epoch is a resend and changes nothing. Statuses only move
+    /// forward. Returns whether the desired tasks of the instance changed.
+    pub async fn apply_state_change(
+        &self,
+        session: &SessionInfo,
+        change: TaskStateChange,
+    ) -> Result<bool, LinkError> {
+        let instance_id = session.instance_id.as_str();
+        let mut st = self.state.lock().await;
+        let Some(mut record) = st.instances.get(instance_id).cloned() else {
+            return Err(LinkError::NotRegistered(instance_id.to_string()));
+        };
+        if record.state_epoch != session.epoch {
+            return Err(LinkError::Superseded(session.epoch.clone()));
+        }
+        if change.seq <= record.last_state_change_seq {
+            return Ok(false);
+        }
+        let bad = |e: berth_proto::status::UnknownStatus| {
+            EcsError::invalid(format!("task state change for {}: {e}", change.task_arn))
+        };
+        let reported = TaskStatus::parse(&change.last_status).map_err(bad)?;
+        record.last_state_change_seq = change.seq;
+        let mut writes = vec![put(format!("{INSTANCE_PREFIX}{instance_id}"), &record)];
+        let id = task_id(&change.task_arn).unwrap_or_default().to_string();
+        let instance_arn = record
+            .container_instance
+            .as_ref()
+            .map(|c| c.container_instance_arn.clone())
+            .unwrap_or_default();
+        let mut view_changed = false;
+        let mut orphan: Option<bool> = None;
+        let mut updated = None;
+        match st.tasks.get(&id).cloned() {
+            Some(mut task) if !is_stopped(&task) => {
+                if task.container_instance_arn.as_deref() != Some(instance_arn.as_str()) {
+                    // Its agent now runs under another instance ARN (re-registered): the task
+                    // follows the agent that reports it.
+                    info!(task = %change.task_arn, instance = %instance_arn, "task reported by another instance; moving it there");
+                    task.container_instance_arn = Some(instance_arn.clone());
+                    view_changed = true;
+                }
+                merge(&mut task, &change)?;
+                view_changed |= is_stopped(&task);
+                writes.push(put(format!("{TASK_PREFIX}{id}"), &task));
+                updated = Some(task);
+            }
+            Some(_) => {
+                // Recorded STOPPED (its agent confirmed it before): confirm the stop while the
+                // agent still reports it running; forget it once reported stopped.
+                orphan = Some(reported != TaskStatus::Stopped);
+            }
+            None if reported == TaskStatus::Stopped => {}
+            None => {
+                let task = adopt(&st, &record, &instance_arn, &change)?;
+                info!(task = %change.task_arn, instance = %instance_arn, "adopted a task the controller had no record of");
+                writes.push(put(format!("{TASK_PREFIX}{id}"), &task));
+                updated = Some(task);
+                view_changed = true;
+            }
+        }
+        self.commit(writes)?;
+        st.instances.insert(instance_id.to_string(), record);
+        if let Some(task) = updated {
+            st.put_task(id, task);
+        }
+        match orphan {
+            Some(true) => {
+                view_changed |= st
+                    .orphans
+                    .entry(instance_id.to_string())
+                    .or_default()
+                    .insert(change.task_arn.clone());
+            }
+            Some(false) => {
+                if let Some(o) = st.orphans.get_mut(instance_id) {
+                    view_changed |= o.remove(&change.task_arn);
+                }
+            }
+            None => {}
+        }
+        Ok(view_changed)
+    }
+}
+
+/// A Task for a report of a task the controller has no record of: what the agent knows of it,
+/// desired RUNNING (only StopTask stops it), holding what its definition reserves if known.
+fn adopt(
+    st: &State,
+    record: &ContainerInstanceRecord,
+    instance_arn: &str,
+    change: &TaskStateChange,
+) -> Result<Task, EcsError> {
+    let id = task_id(&change.task_arn).unwrap_or_default().to_string();
+    let cluster = arn::resource("cluster", &record.cluster_arn)
+        .unwrap_or_default()
+        .to_string();
+    let td_arn = change.task_definition_arn.clone().unwrap_or_default();
+    let td = st
+        .find_task_definition(&td_arn)
+        .ok()
+        .and_then(|r| r.task_definition.clone());
+    let (cpu, memory) = match &td {
+        Some(td) => (
+            td.cpu
+                .as_deref()
+                .and_then(parse_task_cpu)
+                .unwrap_or_else(|| {
+                    td.container_definitions
+                        .iter()
+                        .map(|c| c.cpu.unwrap_or(0) as i64)
+                        .sum()
+                }),
+            td.memory
+                .as_deref()
+                .and_then(parse_task_memory)
+                .unwrap_or_else(|| {
+                    td.container_definitions
+                        .iter()
+                        .map(|c| c.memory.or(c.memory_reservation).unwrap_or(0) as i64)
+                        .sum()
+                }),
+        ),
+        None => (0, 0),
+    };
+    let family = arn::resource("task-definition", &td_arn)
+        .and_then(|r| r.rsplit_once(':'))
+        .map(|(f, _)| f.to_string());
+    let mut task = Task {
+        task_arn: change.task_arn.clone(),
+        cluster_arn: record.cluster_arn.clone(),
+        task_definition_arn: td_arn,
+        container_instance_arn: Some(instance_arn.to_string()),
+        last_status: TaskStatus::Provisioning.as_str().into(),
+        desired_status: TaskStatus::Running.as_str().into(),
+        cpu: Some(cpu.to_string()),
+        memory: Some(memory.to_string()),
+        containers: change
+            .containers
+            .iter()
+            .map(|c| Container {
+                container_arn: arn::container(&cluster, &id, &new_id()),
+                task_arn: change.task_arn.clone(),
+                name: c.name.clone(),
+                image: c.image.clone().unwrap_or_default(),
+                last_status: ContainerStatus::Pending.as_str().into(),
+                health_status: "UNKNOWN".into(),
+                ..Default::default()
+            })
+            .collect(),
+        started_by: Some("berth:adopted".into()),
+        group: family.map(|f| format!("family:{f}")),
+        launch_type: "EXTERNAL".into(),
+        health_status: "UNKNOWN".into(),
+        created_at: Some(now()),
+        ..Default::default()
+    };
+    if td.is_none() {
+        warn!(task = %change.task_arn, "adopted task's definition is unknown here; it reserves nothing");
+    }
+    merge(&mut task, change)?;
+    Ok(task)
+}
+
+/// Merges an agent's report into the controller's task, forward only. A status the contract
+/// does not define is refused (and the report not acknowledged), never ranked.
+fn merge(task: &mut Task, c: &TaskStateChange) -> Result<(), EcsError> {
+    let bad = |e: berth_proto::status::UnknownStatus| {
+        EcsError::invalid(format!("task state change for {}: {e}", c.task_arn))
+    };
+    let reported = TaskStatus::parse(&c.last_status).map_err(bad)?;
+    let current = TaskStatus::parse(&task.last_status).map_err(bad)?;
+    if reported > current {
+        task.last_status = reported.into();
+    }
+    for cc in &c.containers {
+        let reported = ContainerStatus::parse(&cc.last_status).map_err(bad)?;
+        if let Some(ct) = task.containers.iter_mut().find(|x| x.name == cc.name) {
+            let current = ContainerStatus::parse(&ct.last_status).map_err(bad)?;
+            if reported > current {
+                ct.last_status = reported.into();
+            }
+            if ct.exit_code.is_none() {
+                ct.exit_code = cc.exit_code;
+            }
+            if ct.reason.is_none() {
+                ct.reason = cc.reason.clone();
+            }
+            if ct.runtime_id.is_none() {
+                ct.runtime_id = cc.runtime_id.clone();
+            }
+            if ct.image_digest.is_none() {
+                ct.image_digest = cc.image_digest.clone();
+            }
+        }
+    }
+    if c.stop_code.is_some() && task.stop_code.is_none() {
+        task.stop_code = c.stop_code.clone();
+        task.stopped_reason = c.stopped_reason.clone();
+    }
+    if TaskStatus::parse(&task.last_status).is_ok_and(|s| s >= TaskStatus::Stopping) {
+        task.desired_status = TaskStatus::Stopped.as_str().into();
+    }
+    let set = |dst: &mut Option<pbjson_types::Timestamp>, src: &Option<pbjson_types::Timestamp>| {
+        if dst.is_none() {
+            *dst = *src;
+        }
+    };
+    set(&mut task.pull_started_at, &c.pull_started_at);
+    set(&mut task.pull_stopped_at, &c.pull_stopped_at);
+    set(&mut task.started_at, &c.started_at);
+    set(&mut task.stopping_at, &c.stopping_at);
+    set(&mut task.stopped_at, &c.stopped_at);
+    set(&mut task.execution_stopped_at, &c.execution_stopped_at);
+    if TaskStatus::parse(&task.last_status) == Ok(TaskStatus::Running) {
+        task.connectivity = Some("CONNECTED".into());
+        set(&mut task.connectivity_at, &c.started_at);
+    }
+    task.version += 1;
+    Ok(())
+}

@@ -1,0 +1,668 @@
+//! The agent link, end to end over gRPC: an in-process controller on 127.0.0.1:0 (the real
+//! service over an in-memory store) and a scripted agent speaking the real proto. No root.
+
+use berth_controller::api::agent::AgentApi;
+use berth_controller::fleet::Fleet;
+use berth_controller::service::Controller;
+use berth_controller::store::{memory::MemoryStore, Store};
+use berth_proto::link;
+use berth_proto::v1::agent_message::Message as ToController;
+use berth_proto::v1::controller_message::Message as FromController;
+use berth_proto::v1::*;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::StreamExt;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Server {
+    addr: std::net::SocketAddr,
+    controller: Arc<Controller>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A controller serving the agent link on a free loopback port, over `store`.
+async fn serve(store: Arc<dyn Store>, heartbeat: Duration) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let controller = Arc::new(Controller::load(store, Arc::new(Fleet::default())).unwrap());
+    let api = AgentApi::new(controller.clone()).with_heartbeat(heartbeat);
+    let task = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(api.into_server())
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await;
+    });
+    Server {
+        addr,
+        controller,
+        task,
+    }
+}
+
+/// A scripted agent session.
+struct Agent {
+    tx: mpsc::Sender<AgentMessage>,
+    rx: tonic::Streaming<ControllerMessage>,
+    /// Desired sets that arrived while waiting for something else.
+    stash: std::collections::VecDeque<DesiredTasks>,
+}
+
+fn msg(m: ToController) -> AgentMessage {
+    AgentMessage { message: Some(m) }
+}
+
+fn hello(instance: &str, epoch: &str) -> AgentHello {
+    AgentHello {
+        container_instance_arn: instance.into(),
+        cluster: "default".into(),
+        protocol_version: link::PROTOCOL_VERSION,
+        agent_version: "test".into(),
+        state_epoch: epoch.into(),
+    }
+}
+
+async fn client(
+    addr: std::net::SocketAddr,
+) -> agent_client::AgentClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    link::client(channel)
+}
+
+impl Agent {
+    async fn open(addr: std::net::SocketAddr, hello: AgentHello) -> Result<Agent, tonic::Status> {
+        let (tx, rx) = mpsc::channel(4096);
+        tx.send(msg(ToController::Hello(hello))).await.unwrap();
+        let rx = client(addr)
+            .await
+            .session(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let mut a = Agent {
+            tx,
+            rx,
+            stash: Default::default(),
+        };
+        match a.next().await {
+            Some(FromController::Hello(h)) => {
+                assert_eq!(h.protocol_version, link::PROTOCOL_VERSION)
+            }
+            other => panic!("expected the controller's hello, got {other:?}"),
+        }
+        Ok(a)
+    }
+
+    /// The next message, heartbeats included; None when the stream ended.
+    async fn next(&mut self) -> Option<FromController> {
+        match tokio::time::timeout(WAIT, self.rx.next()).await {
+            Ok(Some(Ok(m))) => m.message,
+            Ok(_) => None,
+            Err(_) => panic!("nothing from the controller within {WAIT:?}"),
+        }
+    }
+
+    async fn desired(&mut self) -> DesiredTasks {
+        loop {
+            let next = match self.stash.pop_front() {
+                Some(d) => Some(FromController::DesiredTasks(d)),
+                None => self.next().await,
+            };
+            match next {
+                Some(FromController::DesiredTasks(d)) => {
+                    self.send(ToController::DesiredTasksAck(d.seq)).await;
+                    return d;
+                }
+                Some(_) => {}
+                None => panic!("session ended while waiting for desired tasks"),
+            }
+        }
+    }
+
+    /// Waits for a desired set satisfying `f`.
+    async fn desired_until(&mut self, f: impl Fn(&DesiredTasks) -> bool) -> DesiredTasks {
+        loop {
+            let d = self.desired().await;
+            if f(&d) {
+                return d;
+            }
+        }
+    }
+
+    async fn ack(&mut self, seq: u64) {
+        loop {
+            match self.next().await {
+                Some(FromController::StateChangeAck(s)) if s >= seq => return,
+                Some(FromController::DesiredTasks(d)) => self.stash.push_back(d),
+                Some(_) => {}
+                None => panic!("session ended while waiting for ack {seq}"),
+            }
+        }
+    }
+
+    async fn send(&self, m: ToController) {
+        self.tx.send(msg(m)).await.unwrap();
+    }
+
+    async fn report(&self, c: TaskStateChange) {
+        self.send(ToController::TaskStateChange(c)).await;
+    }
+}
+
+async fn register(addr: std::net::SocketAddr) -> String {
+    let r = client(addr)
+        .await
+        .register_container_instance(RegisterContainerInstanceRequest {
+            cluster: "default".into(),
+            total_resources: ["CPU", "MEMORY"]
+                .iter()
+                .map(|n| Resource {
+                    name: n.to_string(),
+                    r#type: "INTEGER".into(),
+                    integer_value: 1 << 20,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    r.into_inner()
+        .container_instance
+        .unwrap()
+        .container_instance_arn
+}
+
+async fn run_task(c: &Controller, td_json: &str, count: i32) -> Vec<Task> {
+    let td: RegisterTaskDefinitionRequest = serde_json::from_str(td_json).unwrap();
+    let family = td.family.clone();
+    c.register_task_definition(td).await.unwrap();
+    let r = c
+        .run_task(RunTaskRequest {
+            task_definition: family,
+            count: Some(count),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    r.tasks
+}
+
+const WEB: &str =
+    r#"{"family":"web","containerDefinitions":[{"name":"a","image":"busybox","memory":64}]}"#;
+
+fn report(seq: u64, task: &str, status: &str) -> TaskStateChange {
+    TaskStateChange {
+        seq,
+        task_arn: task.into(),
+        last_status: status.into(),
+        containers: vec![ContainerStateChange {
+            name: "a".into(),
+            last_status: if status == "STOPPED" {
+                "STOPPED"
+            } else {
+                "RUNNING"
+            }
+            .into(),
+            image: Some("busybox".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+async fn describe(c: &Controller, task: &str) -> Option<Task> {
+    c.describe_tasks(DescribeTasksRequest {
+        tasks: vec![task.into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .tasks
+    .pop()
+}
+
+fn names(d: &DesiredTasks) -> Vec<(String, String)> {
+    d.tasks
+        .iter()
+        .map(|a| {
+            (
+                a.task.as_ref().unwrap().task_arn.clone(),
+                a.desired_status.clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_lost_ack_means_a_resend_that_is_applied_once() {
+    let s = serve(Arc::new(MemoryStore::default()), link::HEARTBEAT_INTERVAL).await;
+    let ci = register(s.addr).await;
+    let mut a = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
+    a.desired().await;
+    let task = run_task(&s.controller, WEB, 1).await.remove(0);
+    a.desired_until(|d| d.tasks.len() == 1).await;
+    a.report(report(1, &task.task_arn, "RUNNING")).await;
+    a.ack(1).await;
+    let applied = describe(&s.controller, &task.task_arn).await.unwrap();
+    assert_eq!(applied.last_status, "RUNNING");
+    // The ack is lost with the connection: the agent reconnects (same epoch) and resends.
+    drop(a);
+    let mut a = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
+    a.desired().await;
+    a.report(report(1, &task.task_arn, "RUNNING")).await;
+    a.ack(1).await;
+    let again = describe(&s.controller, &task.task_arn).await.unwrap();
+    assert_eq!(again.version, applied.version, "a resend was applied twice");
+}
+
+#[tokio::test]
+async fn a_new_session_replaces_the_old_one() {
+    let s = serve(Arc::new(MemoryStore::default()), link::HEARTBEAT_INTERVAL).await;
+    let ci = register(s.addr).await;
+    let mut old = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
+    old.desired().await;
+    let mut new = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
+    new.desired().await;
+    run_task(&s.controller, WEB, 1).await;
+    new.desired_until(|d| d.tasks.len() == 1).await;
+    // The replaced session ends without being sent the new task.
+    loop {
+        match old.next().await {
+            Some(FromController::DesiredTasks(d)) => assert!(d.tasks.is_empty()),
+            Some(_) => {}
+            None => break,
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_task_is_adopted_and_survives_a_controller_restart() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let s = serve(store.clone(), link::HEARTBEAT_INTERVAL).await;
+    let ci = register(s.addr).await;
+    // A task definition the controller knows, and a task it has no record of (a controller
+    // restored from a backup).
+    let td: RegisterTaskDefinitionRequest = serde_json::from_str(WEB).unwrap();
+    let td_arn = s
+        .controller
+        .register_task_definition(td)
+        .await
+        .unwrap()
+        .task_definition
+        .unwrap()
+        .task_definition_arn;
+    let orphan = "arn:aws:ecs:on-prem:000000000000:task/default/0123456789abcdef0123456789abcdef";
+    let mut a = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
+    a.desired().await;
+    a.report(TaskStateChange {
+        unknown_to_controller: true,
+        task_definition_arn: Some(td_arn.clone()),
+        ..report(1, orphan, "RUNNING")
+    })
+    .await;
+    a.ack(1).await;
+    // Adopted: named RUNNING (not a stop confirmation), visible in ListTasks/DescribeTasks.
+    let d = a.desired_until(|d| !d.tasks.is_empty()).await;
+    assert_eq!(names(&d), [(orphan.to_string(), "RUNNING".to_string())]);
+    let t = describe(&s.controller, orphan).await.expect("adopted task");
+    assert_eq!(
+        (t.last_status.as_str(), t.desired_status.as_str()),
+        ("RUNNING", "RUNNING")
+    );
+    assert_eq!(t.task_definition_arn, td_arn);
+    assert_eq!(t.containers[0].image, "busybox");
+    assert_eq!(t.memory.as_deref(), Some("64"));
+    // The controller restarts on the same store.
+    drop(a);
+    drop(s);
+    let s = serve(store, link::HEARTBEAT_INTERVAL).await;
+    let listed = s
+        .controller
+        .list_tasks(ListTasksRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(listed, [orphan.to_string()]);
+    let mut a = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
+    let d = a.desired().await;
+    assert_eq!(names(&d), [(orphan.to_string(), "RUNNING".to_string())]);
+    // Only an explicit StopTask stops it.
+    s.controller
+        .stop_task(StopTaskRequest {
+            task: orphan.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    a.desired_until(|d| names(d) == [(orphan.to_string(), "STOPPED".to_string())])
+        .await;
+    a.report(report(2, orphan, "STOPPED")).await;
+    a.desired_until(|d| d.tasks.is_empty()).await;
+    assert_eq!(
+        describe(&s.controller, orphan).await.unwrap().last_status,
+        "STOPPED"
+    );
+}
+
+#[tokio::test]
+async fn a_stop_is_confirmed_after_a_controller_restart_until_the_agent_reports_it() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let s = serve(store.clone(), link::HEARTBEAT_INTERVAL).await;
+    let ci = register(s.addr).await;
+    let mut a = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
+    a.desired().await;
+    let task = run_task(&s.controller, WEB, 1).await.remove(0);
+    a.desired_until(|d| d.tasks.len() == 1).await;
+    a.report(report(1, &task.task_arn, "RUNNING")).await;
+    a.ack(1).await;
+    s.controller
+        .stop_task(StopTaskRequest {
+            task: task.task_arn.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    drop(a);
+    drop(s);
+    // The tombstone: after the restart the task is still named STOPPED until reported stopped.
+    let s = serve(store, link::HEARTBEAT_INTERVAL).await;
+    let mut a = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
+    let d = a.desired().await;
+    assert_eq!(names(&d), [(task.task_arn.clone(), "STOPPED".to_string())]);
+    a.report(report(2, &task.task_arn, "STOPPED")).await;
+    a.desired_until(|d| d.tasks.is_empty()).await;
+    // Recorded STOPPED yet reported running (a stale agent state): its stop is confirmed,
+    // it is not adopted again.
+    a.report(report(3, &task.task_arn, "RUNNING")).await;
+    let d = a.desired_until(|d| !d.tasks.is_empty()).await;
+    assert_eq!(names(&d), [(task.task_arn.clone(), "STOPPED".to_string())]);
+}
+
+#[tokio::test]
+async fn seq_going_backwards_is_accepted_in_a_new_epoch() {
+    let s = serve(Arc::new(MemoryStore::default()), link::HEARTBEAT_INTERVAL).await;
+    let ci = register(s.addr).await;
+    let mut a = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
+    a.desired().await;
+    let task = run_task(&s.controller, WEB, 1).await.remove(0);
+    a.desired_until(|d| d.tasks.len() == 1).await;
+    a.report(report(5, &task.task_arn, "RUNNING")).await;
+    a.ack(5).await;
+    // Same epoch (a reconnect): a lower seq is a resend, acknowledged and not applied.
+    drop(a);
+    let mut a = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
+    a.desired().await;
+    a.report(report(1, &task.task_arn, "STOPPED")).await;
+    a.ack(1).await;
+    assert_eq!(
+        describe(&s.controller, &task.task_arn)
+            .await
+            .unwrap()
+            .last_status,
+        "RUNNING"
+    );
+    drop(a);
+    // The agent's numbering restarted (a new process, a state file restored from a snapshot).
+    let mut a = Agent::open(s.addr, hello(&ci, "e2")).await.unwrap();
+    a.desired().await;
+    a.report(report(1, &task.task_arn, "STOPPED")).await;
+    a.ack(1).await;
+    assert_eq!(
+        describe(&s.controller, &task.task_arn)
+            .await
+            .unwrap()
+            .last_status,
+        "STOPPED"
+    );
+}
+
+#[tokio::test]
+async fn a_desired_set_over_four_mib_arrives_and_definitions_go_once_per_session() {
+    let s = serve(Arc::new(MemoryStore::default()), link::HEARTBEAT_INTERVAL).await;
+    let ci = register(s.addr).await;
+    let mut a = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
+    a.desired().await;
+    // 10 containers × 40 KiB of environment = 400 KiB per definition; 12 tasks ≈ 4.8 MiB.
+    let big = "x".repeat(40 * 1024);
+    let containers: Vec<String> = (0..10)
+        .map(|i| {
+            format!(
+                r#"{{"name":"c{i}","image":"busybox","memory":8,"environment":[{{"name":"E","value":"{big}"}}]}}"#
+            )
+        })
+        .collect();
+    let td = format!(
+        r#"{{"family":"big","containerDefinitions":[{}]}}"#,
+        containers.join(",")
+    );
+    let mut tasks = run_task(&s.controller, &td, 10).await;
+    tasks.extend(run_task(&s.controller, &td, 2).await);
+    let d = a.desired_until(|d| d.tasks.len() == 12).await;
+    use prost::Message;
+    assert!(
+        ControllerMessage {
+            message: Some(FromController::DesiredTasks(d.clone()))
+        }
+        .encoded_len()
+            > 4 * 1024 * 1024
+    );
+    assert!(d.tasks.iter().all(|t| t.task_definition.is_some()));
+    // Later sets of the session carry no definition the agent already has.
+    s.controller
+        .stop_task(StopTaskRequest {
+            task: tasks[0].task_arn.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let d = a
+        .desired_until(|d| d.tasks.iter().any(|t| t.desired_status == "STOPPED"))
+        .await;
+    assert!(d.tasks.iter().all(|t| t.task_definition.is_none()));
+    // A new session is a full resync.
+    drop(a);
+    let mut a = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
+    let d = a.desired().await;
+    assert_eq!(
+        d.tasks
+            .iter()
+            .filter(|t| t.task_definition.is_some())
+            .count(),
+        11
+    );
+}
+
+#[tokio::test]
+async fn an_agent_outside_the_protocol_window_is_refused_with_one_line() {
+    let s = serve(Arc::new(MemoryStore::default()), link::HEARTBEAT_INTERVAL).await;
+    let ci = register(s.addr).await;
+    for v in [0, link::PROTOCOL_VERSION + 1] {
+        let err = Agent::open(
+            s.addr,
+            AgentHello {
+                protocol_version: v,
+                ..hello(&ci, "e1")
+            },
+        )
+        .await
+        .err()
+        .expect("refused");
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            err.message().contains(&format!("link protocol {v}")) && !err.message().contains('\n'),
+            "{}",
+            err.message()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_silent_agent_is_dropped_and_heartbeats_flow_both_ways() {
+    let s = serve(Arc::new(MemoryStore::default()), Duration::from_millis(300)).await;
+    let ci = register(s.addr).await;
+    let id = berth_proto::arn::short_id("container-instance", &ci)
+        .unwrap()
+        .to_string();
+    let mut a = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
+    let first = a.desired().await;
+    // The controller sends heartbeats while it has nothing else to say.
+    loop {
+        if let Some(FromController::Heartbeat(_)) = a.next().await {
+            break;
+        }
+    }
+    // An agent that keeps sending heartbeats stays connected past three intervals...
+    for _ in 0..12 {
+        a.send(ToController::Heartbeat(Heartbeat {})).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(s.controller.fleet().connected(&id));
+    // DesiredTasksAck: the controller knows what the agent has taken in.
+    assert_eq!(s.controller.fleet().taken_in(&id), Some(first.seq));
+    // ...and one that falls silent is dropped within about three intervals.
+    let t0 = tokio::time::Instant::now();
+    while a.next().await.is_some() {}
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    assert!(!s.controller.fleet().connected(&id));
+}
+
+#[tokio::test]
+async fn a_flooding_agent_that_does_not_read_cannot_deadlock_the_session() {
+    let s = serve(Arc::new(MemoryStore::default()), link::HEARTBEAT_INTERVAL).await;
+    let ci = register(s.addr).await;
+    let mut a = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
+    a.desired().await;
+    let td: RegisterTaskDefinitionRequest = serde_json::from_str(WEB).unwrap();
+    s.controller.register_task_definition(td).await.unwrap();
+    // Tasks whose overrides make every desired set ~4 MiB: more than HTTP/2 lets through
+    // unread.
+    let big = "x".repeat(200 * 1024);
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let r = s
+            .controller
+            .run_task(RunTaskRequest {
+                task_definition: "web".into(),
+                count: Some(10),
+                overrides: Some(TaskOverride {
+                    container_overrides: vec![ContainerOverride {
+                        name: "a".into(),
+                        environment: vec![KeyValuePair {
+                            name: "BIG".into(),
+                            value: big.clone(),
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        tasks.extend(r.tasks);
+    }
+    // Reports (each acknowledged, each stop changing the desired set) without reading a reply:
+    // the controller must keep reading and applying regardless.
+    let mut seq = 0;
+    for status in ["RUNNING", "STOPPED"] {
+        for t in &tasks {
+            seq += 1;
+            a.report(report(seq, &t.task_arn, status)).await;
+        }
+    }
+    let stopped = || async {
+        s.controller
+            .list_tasks(ListTasksRequest {
+                desired_status: Some("STOPPED".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len()
+    };
+    let t0 = tokio::time::Instant::now();
+    while stopped().await < tasks.len() {
+        assert!(t0.elapsed() < WAIT, "the controller stopped reading");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.ack(seq).await;
+}
+
+#[tokio::test]
+async fn a_task_follows_its_agent_re_registered_under_a_new_arn() {
+    let s = serve(Arc::new(MemoryStore::default()), link::HEARTBEAT_INTERVAL).await;
+    let old = register(s.addr).await;
+    let mut a = Agent::open(s.addr, hello(&old, "e1")).await.unwrap();
+    a.desired().await;
+    let task = run_task(&s.controller, WEB, 1).await.remove(0);
+    a.desired_until(|d| d.tasks.len() == 1).await;
+    a.report(report(1, &task.task_arn, "RUNNING")).await;
+    a.ack(1).await;
+    drop(a);
+    // The agent lost its identity and registered anew; it still runs the task.
+    let new = register(s.addr).await;
+    assert_ne!(new, old);
+    let mut a = Agent::open(s.addr, hello(&new, "e2")).await.unwrap();
+    assert!(a.desired().await.tasks.is_empty());
+    a.report(TaskStateChange {
+        unknown_to_controller: true,
+        ..report(1, &task.task_arn, "RUNNING")
+    })
+    .await;
+    let d = a.desired_until(|d| !d.tasks.is_empty()).await;
+    assert_eq!(names(&d), [(task.task_arn.clone(), "RUNNING".to_string())]);
+    let t = describe(&s.controller, &task.task_arn).await.unwrap();
+    assert_eq!(t.container_instance_arn.as_deref(), Some(new.as_str()));
+    assert_eq!(t.started_by, None, "moved, not adopted as a new task");
+}
+
+#[tokio::test]
+async fn a_session_of_a_superseded_epoch_cannot_apply_reports() {
+    let s = serve(Arc::new(MemoryStore::default()), link::HEARTBEAT_INTERVAL).await;
+    let ci = register(s.addr).await;
+    let mut old = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
+    old.desired().await;
+    let task = run_task(&s.controller, WEB, 1).await.remove(0);
+    old.desired_until(|d| d.tasks.len() == 1).await;
+    // A new agent process connects while the old session is still open.
+    let mut new = Agent::open(s.addr, hello(&ci, "e2")).await.unwrap();
+    new.desired().await;
+    // Whether or not the replaced session still reads, its report is not applied.
+    let _ = old
+        .tx
+        .send(msg(ToController::TaskStateChange(report(
+            9,
+            &task.task_arn,
+            "STOPPED",
+        ))))
+        .await;
+    while old.next().await.is_some() {}
+    assert_eq!(
+        describe(&s.controller, &task.task_arn)
+            .await
+            .unwrap()
+            .last_status,
+        "PROVISIONING"
+    );
+    new.report(report(1, &task.task_arn, "RUNNING")).await;
+    new.ack(1).await;
+    assert_eq!(
+        describe(&s.controller, &task.task_arn)
+            .await
+            .unwrap()
+            .last_status,
+        "RUNNING"
+    );
+}
