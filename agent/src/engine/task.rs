@@ -96,8 +96,20 @@ pub enum CgroupCallError {
 enum Step<T> {
     /// The call returned (or timed out).
     Done(Result<T, RuntimeError>),
-    /// A stop arrived first; the call was abandoned.
+    /// A stop arrived during the call (which was abandoned, or ran to its end if it could leave
+    /// something behind in containerd).
     Stop(String, String),
+}
+
+/// What a stop arriving during a start-phase call does to that call.
+#[derive(Clone, Copy, PartialEq)]
+enum OnStop {
+    /// Drop it: it leaves nothing that could run or outlive the task (an image lookup).
+    Abandon,
+    /// Let it end (it is bounded) before the container is settled and cleaned up: containerd
+    /// goes on with a create or start whose caller went away, and would otherwise create the
+    /// container, its runc process and its cgroup after the task's cleanup.
+    Finish,
 }
 
 fn now() -> Option<pbjson_types::Timestamp> {
@@ -328,28 +340,59 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         None
     }
 
-    /// Runs a start-phase call bounded by `after`, abandoning it if a stop arrives first: a
-    /// hung call never holds up a stop request.
+    /// Runs a start-phase call bounded by `after`. A stop arriving meanwhile is acted on at once
+    /// (the task goes STOPPING and its running containers get their stop signal), so a hung
+    /// call never holds up a stop request; the call itself is abandoned or finished per
+    /// `on_stop`.
     async fn start_call<T>(
         &mut self,
         op: &'static str,
         id: &str,
         after: Duration,
+        on_stop: OnStop,
         call: impl Future<Output = Result<T, RuntimeError>>,
     ) -> Step<T> {
         let call = bounded(op, id, after, call);
         tokio::pin!(call);
+        let mut stop: Option<(String, String)> = None;
         loop {
             tokio::select! {
-                r = &mut call => return Step::Done(r),
-                ev = self.rx.recv() => match ev {
-                    Some(Event::Stop { reason, code }) => return Step::Stop(reason, code),
+                r = &mut call => return match stop {
+                    Some((reason, code)) => Step::Stop(reason, code),
+                    None => Step::Done(r),
+                },
+                ev = self.rx.recv(), if stop.is_none() => match ev {
+                    Some(Event::Stop { reason, code }) if on_stop == OnStop::Abandon => {
+                        return Step::Stop(reason, code)
+                    }
+                    Some(Event::Stop { reason, code }) => {
+                        info!(op, "stop requested while starting; letting the call end first");
+                        self.stop_running_siblings(&reason, &code);
+                        stop = Some((reason, code));
+                    }
                     Some(other) => self.deferred.push_back(other),
                     // The engine is gone: nothing can stop us any more.
                     None => return Step::Done(call.await),
                 },
             }
         }
+    }
+
+    /// A stop that arrived while a container's create or start is in flight: STOPPING now and
+    /// the running containers signalled, without deciding yet what became of the one in flight
+    /// (still PENDING, it may turn out to run).
+    fn stop_running_siblings(&mut self, reason: &str, code: &str) {
+        self.rec.desired_status = TaskStatus::Stopped.into();
+        if self.rec.state.stop_code.is_none() {
+            self.rec.state.stop_code = Some(code.to_string());
+            self.rec.state.stopped_reason = Some(reason.to_string());
+        }
+        if !self.stopping() {
+            self.set_status(TaskStatus::Stopping);
+            self.rec.state.stopping_at = now();
+        }
+        self.publish();
+        self.signal_running();
     }
 
     /// A stop that arrived while starting: stops at once.
@@ -378,7 +421,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             let image = d.image.clone();
             let after = self.timeouts().image;
             let got = match self
-                .start_call("image", &d.image, after, async move {
+                .start_call("image", &d.image, after, OnStop::Abandon, async move {
                     runtime.image(&image).await
                 })
                 .await
@@ -472,27 +515,40 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             });
             let after = self.timeouts().call;
             let (runtime, c) = (self.shared.runtime.clone(), create.clone());
-            // A create abandoned for a stop leaves at most a container record: nothing runs.
-            match self
-                .start_call(
-                    "create",
-                    &cid,
-                    after,
-                    async move { runtime.create(&c).await },
-                )
-                .await
-            {
+            // The create runs as a task of its own so that, abandoned for a stop or a timeout,
+            // it still ends, and what it leaves (a container record and its snapshot; never a
+            // process) is removed after it (`remove_after`).
+            let cid_for_join = cid.clone();
+            let mut job = tokio::spawn(async move { runtime.create(&c).await });
+            let step = self
+                .start_call("create", &cid, after, OnStop::Abandon, async {
+                    (&mut job).await.unwrap_or_else(|e| {
+                        Err(RuntimeError::Call {
+                            op: "create",
+                            id: cid_for_join,
+                            source: tonic::Status::internal(e.to_string()),
+                        })
+                    })
+                })
+                .await;
+            match step {
                 Step::Done(Ok(())) => {}
                 Step::Done(Err(e)) => {
+                    self.remove_after(job, &cid);
                     return self
                         .fail_start(format!("CannotCreateContainerError: {}", e.message()))
-                        .await
+                        .await;
                 }
-                Step::Stop(reason, code) => return self.stop_while_starting(reason, code).await,
+                Step::Stop(reason, code) => {
+                    self.remove_after(job, &cid);
+                    return self.stop_while_starting(reason, code).await;
+                }
             }
             let (runtime, c) = (self.shared.runtime.clone(), create.clone());
             match self
-                .start_call("start", &cid, after, async move { runtime.start(&c).await })
+                .start_call("start", &cid, after, OnStop::Finish, async move {
+                    runtime.start(&c).await
+                })
                 .await
             {
                 Step::Done(Ok(())) => {}
@@ -515,6 +571,26 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         self.set_status(TaskStatus::Running);
         self.rec.state.started_at = now();
         self.publish();
+    }
+
+    /// Once an abandoned or failed create has ended (it is bounded by the call timeout), removes
+    /// whatever it left in containerd, in the background: the task's own cleanup may already
+    /// have run.
+    fn remove_after(&self, job: tokio::task::JoinHandle<Result<(), RuntimeError>>, cid: &str) {
+        let runtime = self.shared.runtime.clone();
+        let after = self.timeouts().call;
+        let cid = cid.to_string();
+        tokio::spawn(
+            async move {
+                if tokio::time::timeout(after, job).await.is_err() {
+                    warn!(container = %cid, "an abandoned create did not end; its record may be left");
+                }
+                if let Err(e) = bounded("delete", &cid, after, runtime.delete(&cid)).await {
+                    warn!(container = %cid, error = %e, "cannot remove what an abandoned create left");
+                }
+            }
+            .in_current_span(),
+        );
     }
 
     /// After a start that failed or was abandoned: asks containerd whether the process runs

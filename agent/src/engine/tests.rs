@@ -25,6 +25,8 @@ enum Fault {
     Answer(u32, ContainerState),
     /// The call never returns.
     Hang,
+    /// The call takes this long (virtual time), then goes on as usual.
+    Delay(Duration),
 }
 
 /// Faults by operation, optionally only for containers whose ID ends with a suffix.
@@ -58,7 +60,7 @@ impl Faults {
                     faults[i].2 = Fault::Answer(n - 1, s);
                 }
             }
-            Fault::Hang => {}
+            Fault::Hang | Fault::Delay(_) => {}
         }
         Some(fault)
     }
@@ -131,6 +133,10 @@ impl FakeRuntime {
             }),
             Some(Fault::Answer(_, s)) => Ok(Some(s)),
             Some(Fault::Hang) => std::future::pending().await,
+            Some(Fault::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                Ok(None)
+            }
         }
     }
 }
@@ -249,7 +255,7 @@ struct FakeCgroups {
 impl FakeCgroups {
     fn fault(&self, op: &'static str, task_id: &str) -> Result<(), CgroupError> {
         match self.faults.take(op, task_id) {
-            None | Some(Fault::Answer(..)) => Ok(()),
+            None | Some(Fault::Answer(..)) | Some(Fault::Delay(_)) => Ok(()),
             Some(Fault::Fail(..)) => Err(CgroupError::test(op)),
             Some(Fault::Hang) => {
                 let (released, cv) = &*self.hung;
@@ -621,6 +627,50 @@ async fn a_stop_while_starting_stops_never_started_containers() {
             [ID.to_string()]
         );
     }
+    assert_forward_only(&h);
+}
+
+/// Item 1 against item 2: a stop arriving while a container's start is in flight in containerd
+/// (which goes on with it whether or not the caller waits) stops the running sibling at once,
+/// lets the start end, and then stops that container too: it is never reported STOPPED while
+/// its process may be about to run, and it is not left behind.
+#[tokio::test(start_paused = true)]
+async fn a_stop_during_a_start_in_flight_stops_what_that_start_made() {
+    let rt = FakeRuntime::default();
+    rt.faults
+        .inject("start", Some("side"), Fault::Delay(Duration::from_secs(5)));
+    let h = harness(rt);
+    h.engine.apply_desired(&assignment("RUNNING", THREE));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        h.runtime.count("start", "side"),
+        1,
+        "side's start is in flight"
+    );
+    let asked = tokio::time::Instant::now();
+    h.engine.apply_desired(&DesiredTasks {
+        seq: 2,
+        ..assignment("STOPPED", THREE)
+    });
+    let stopping = reported(&h, |c| c.last_status == "STOPPING").await;
+    assert_eq!(container(&stopping, "side").last_status, "PENDING");
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    let kills = h.runtime.kills.lock().unwrap().clone();
+    let main_kill = kills.iter().find(|k| k.0.ends_with("main")).unwrap();
+    assert_eq!(
+        main_kill.2, asked,
+        "the running sibling is signalled at once"
+    );
+    let side_kill = kills.iter().find(|k| k.0.ends_with("side")).unwrap();
+    assert!(
+        side_kill.2 >= asked + Duration::from_secs(4),
+        "side is signalled once its start ended"
+    );
+    assert_eq!(container(&stopped, "main").exit_code, Some(143));
+    assert_eq!(container(&stopped, "side").exit_code, Some(143));
+    assert_eq!(container(&stopped, "third").exit_code, None);
+    assert_eq!(h.runtime.count("create", "third"), 0);
+    assert!(h.runtime.containers.lock().unwrap().is_empty());
     assert_forward_only(&h);
 }
 
