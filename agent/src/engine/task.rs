@@ -225,19 +225,8 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         }
         self.rec.state.pull_stopped_at = now();
         debug!("images resolved");
-        let cpu = self
-            .rec
-            .definition
-            .cpu
-            .as_deref()
-            .and_then(|c| c.parse().ok());
-        let mem = self
-            .rec
-            .definition
-            .memory
-            .as_deref()
-            .and_then(|m| m.parse().ok());
-        if let Err(e) = self.shared.cgroups.create_task(&self.id, cpu, mem) {
+        let limits = crate::cgroups::TaskLimits::of(&self.rec.definition);
+        if let Err(e) = self.shared.cgroups.create_task(&self.id, &limits) {
             return self
                 .fail_start(format!("ResourceInitializationError: {e}"))
                 .await;

@@ -135,13 +135,12 @@ impl Cgroups for FakeCgroups {
     fn create_task(
         &self,
         task_id: &str,
-        cpu: Option<i64>,
-        mem: Option<i64>,
+        l: &crate::cgroups::TaskLimits,
     ) -> Result<(), CgroupError> {
         self.created
             .lock()
             .unwrap()
-            .push((task_id.into(), cpu, mem));
+            .push((task_id.into(), l.cpu_units, l.memory_mib));
         Ok(())
     }
     fn container_path(&self, task_id: &str, container: &str) -> String {
