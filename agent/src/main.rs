@@ -4,6 +4,7 @@ use anyhow::Context;
 use berth_agent::cgroups::HostCgroups;
 use berth_agent::engine::{reporter::Reporter, Engine, EngineConfig};
 use berth_agent::runtime::containerd::Containerd;
+use berth_agent::runtime::spec::SecurityOptions;
 use berth_agent::session::{self, Registration};
 use berth_agent::state::{read_json, AgentState, DataDir};
 use berth_proto::v1::{Attribute, Resource, VersionInfo};
@@ -95,6 +96,22 @@ struct Args {
         global = true
     )]
     container_stop_timeout: u64,
+    /// Allow containers with `privileged: true` (all capabilities, all devices, no seccomp).
+    /// Off by default; when on, the instance advertises ecs.capability.privileged-container.
+    #[arg(long, env = "BERTH_ALLOW_PRIVILEGED", global = true)]
+    allow_privileged: bool,
+    /// Maximum processes per container (its cgroup's pids.max); 0 for no limit.
+    #[arg(
+        long,
+        env = "BERTH_PIDS_LIMIT",
+        default_value_t = berth_agent::runtime::spec::DEFAULT_PIDS_LIMIT,
+        value_parser = clap::value_parser!(i64).range(0..),
+        global = true
+    )]
+    pids_limit: i64,
+    /// Set no_new_privs on every container, whatever its dockerSecurityOptions say.
+    #[arg(long, env = "BERTH_NO_NEW_PRIVILEGES", global = true)]
+    no_new_privileges: bool,
     /// KEY=VALUE file read first (keys are the BERTH_* variables), like /etc/ecs/ecs.config.
     #[arg(
         long,
@@ -252,6 +269,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         attr("ecs.cpu-architecture", arch),
         attr("ecs.capability.containerd", &version),
     ];
+    if args.allow_privileged {
+        attributes.push(Attribute {
+            name: "ecs.capability.privileged-container".into(),
+            ..Default::default()
+        });
+    }
     if let Some(az) = &args.availability_zone {
         attributes.push(attr("ecs.availability-zone", az));
     }
@@ -261,6 +284,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("--attribute '{a}': expected NAME=VALUE"))?;
         attributes.push(attr(k.trim(), v.trim()));
     }
+    let default_nofile = berth_agent::runtime::spec::grantable_nofile();
+    if default_nofile < berth_agent::runtime::spec::DEFAULT_NOFILE {
+        tracing::warn!(
+            default_nofile,
+            "the agent lacks CAP_SYS_RESOURCE: containers without a nofile ulimit get its own open-file limit instead of Docker's 1048576"
+        );
+    }
     let engine = Engine::start(
         Arc::new(runtime),
         Arc::new(HostCgroups::new(&args.cgroup_parent)),
@@ -269,6 +299,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             data_dir: dir,
             cluster: args.cluster.clone(),
             stop_timeout: Duration::from_secs(args.container_stop_timeout),
+            security: SecurityOptions {
+                allow_privileged: args.allow_privileged,
+                pids_limit: (args.pids_limit > 0).then_some(args.pids_limit),
+                force_no_new_privileges: args.no_new_privileges,
+                default_nofile,
+                privileged_caps: berth_agent::runtime::spec::bounding_caps(),
+            },
         },
     )?;
     tracing::info!(cluster = %args.cluster, containerd = %version, "berth-agent started");

@@ -24,6 +24,8 @@ pub struct EngineConfig {
     pub cluster: String,
     /// Default time between the stop signal and SIGKILL (ECS_CONTAINER_STOP_TIMEOUT).
     pub stop_timeout: Duration,
+    /// Privileged containers, pids limit, no_new_privs: applied to every container.
+    pub security: crate::runtime::spec::SecurityOptions,
 }
 
 /// What an actor is told.

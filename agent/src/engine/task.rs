@@ -253,6 +253,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 network_mode: &mode,
                 cgroups_path: self.shared.cgroups.container_path(&self.id, &d.name),
                 hostname: cid.chars().take(12).collect(),
+                security: &self.shared.config.security,
             };
             let spec = match spec::build(d, img, &ctx) {
                 Ok(s) => s,

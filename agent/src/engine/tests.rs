@@ -183,6 +183,7 @@ fn harness(runtime: FakeRuntime) -> Harness {
             data_dir: data,
             cluster: "c".into(),
             stop_timeout: Duration::from_secs(30),
+            security: Default::default(),
         },
     )
     .unwrap();
