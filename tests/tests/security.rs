@@ -8,8 +8,9 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-/// What the probe prints: the status lines that matter, then the open-file limits.
-const PROBE: &str = "grep -E '^(Seccomp|CapEff|NoNewPrivs):' /proc/self/status; echo nofile $(ulimit -n) $(ulimit -Hn); echo done; sleep 1000";
+/// What the probe prints: the status lines that matter, the open-file limits, and whether it
+/// may make a user namespace (no capability needed: only a seccomp filter forbids it).
+const PROBE: &str = "grep -E '^(Seccomp|CapEff|NoNewPrivs):' /proc/self/status; echo nofile $(ulimit -n) $(ulimit -Hn); if unshare -U true 2>/dev/null; then echo unshare allowed; else echo unshare denied; fi; echo done; sleep 1000";
 
 /// Docker's default capability set as CapEff shows it (chown, dac_override, fowner, fsetid,
 /// kill, setgid, setuid, setpcap, net_bind_service, net_raw, sys_chroot, mknod, audit_write,
@@ -71,6 +72,10 @@ fn unprivileged_containers_get_seccomp_default_caps_nofile_and_a_pids_limit() {
         field(&probe, "NoNewPrivs"),
         "0",
         "off by default, as Docker"
+    );
+    assert!(
+        probe.contains("unshare denied"),
+        "the filter denies unshare without CAP_SYS_ADMIN: {probe}"
     );
     assert!(
         probe.contains("nofile 4096 8192"),
@@ -190,6 +195,7 @@ fn privileged_containers_get_every_capability_and_no_seccomp_when_allowed() {
     assert_eq!(field(&out, "CapEff"), host_bounding, "{out}");
     assert_eq!(field(&out, "Seccomp"), "0", "no seccomp filter");
     assert_eq!(field(&out, "NoNewPrivs"), "0");
+    assert!(out.contains("unshare allowed"), "{out}");
     c.ok(&["stop-task", "--cluster", &c.name, "--task", &task]);
     c.wait_status(&task, "STOPPED", T);
 }

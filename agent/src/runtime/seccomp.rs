@@ -1,5 +1,5 @@
 //! Docker's default seccomp profile, kept as data (`seccomp_default.json`, the facts of moby's
-//! `profiles/seccomp/default.json` for x86_64 and aarch64) and applied as Docker applies it: a
+//! `seccomp/default.json` (github.com/moby/profiles, 2026-06) for x86_64 and aarch64) and applied as Docker applies it: a
 //! rule holds only when the container's bounding capabilities, the host's architecture and
 //! kernel version meet its `includes` and miss its `excludes`.
 
@@ -180,6 +180,13 @@ mod tests {
         let default_caps = caps(&["CHOWN", "SYS_CHROOT", "KILL"]);
         let f = default_filter(&default_caps, &X86).unwrap();
         assert!(!allowed(&f, "read").is_empty());
+        assert!(
+            allowed(&f, "io_uring_setup").is_empty(),
+            "io_uring is off, as in Docker"
+        );
+        // socket() is allowed for every family but AF_VSOCK (40).
+        let socket = allowed(&f, "socket");
+        assert!(!socket.is_empty() && socket.iter().all(|s| s.args().is_some()));
         assert!(!allowed(&f, "arch_prctl").is_empty());
         assert!(!allowed(&f, "chroot").is_empty(), "CAP_SYS_CHROOT is held");
         assert!(allowed(&f, "mount").is_empty(), "needs CAP_SYS_ADMIN");
