@@ -199,3 +199,18 @@ fn privileged_containers_get_every_capability_and_no_seccomp_when_allowed() {
     c.ok(&["stop-task", "--cluster", &c.name, "--task", &task]);
     c.wait_status(&task, "STOPPED", T);
 }
+
+#[test]
+fn a_bad_pids_limit_is_one_clear_line_without_root() {
+    let out = std::process::Command::new(berth_tests::bin("berth-agent"))
+        .args([
+            "--pids-limit=-1",
+            "--config",
+            "/nonexistent/berth-agent.conf",
+        ])
+        .output()
+        .expect("running berth-agent");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--pids-limit") && err.contains("-1"), "{err}");
+}
