@@ -98,7 +98,13 @@ struct Args {
     container_stop_timeout: u64,
     /// Allow containers with `privileged: true` (all capabilities, all devices, no seccomp).
     /// Off by default; when on, the instance advertises ecs.capability.privileged-container.
-    #[arg(long, env = "BERTH_ALLOW_PRIVILEGED", global = true)]
+    #[arg(
+        long,
+        env = "BERTH_ALLOW_PRIVILEGED",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        global = true
+    )]
     allow_privileged: bool,
     /// Maximum processes per container (its cgroup's pids.max); 0 for no limit.
     #[arg(
@@ -110,7 +116,13 @@ struct Args {
     )]
     pids_limit: i64,
     /// Set no_new_privs on every container, whatever its dockerSecurityOptions say.
-    #[arg(long, env = "BERTH_NO_NEW_PRIVILEGES", global = true)]
+    #[arg(
+        long,
+        env = "BERTH_NO_NEW_PRIVILEGES",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        global = true
+    )]
     no_new_privileges: bool,
     /// KEY=VALUE file read first (keys are the BERTH_* variables), like /etc/ecs/ecs.config.
     #[arg(
@@ -333,4 +345,27 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     // Containers keep running: a restarted agent picks them up from its data dir.
     tracing::info!("berth-agent exiting; tasks keep running");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_options_default_to_refusing_privileged_with_a_pids_limit() {
+        let a = Args::try_parse_from(["berth-agent"]).unwrap();
+        assert!(!a.allow_privileged && !a.no_new_privileges);
+        assert_eq!(a.pids_limit, 4096);
+        let a = Args::try_parse_from([
+            "berth-agent",
+            "--allow-privileged",
+            "--no-new-privileges",
+            "--pids-limit",
+            "0",
+        ])
+        .unwrap();
+        assert!(a.allow_privileged && a.no_new_privileges);
+        assert_eq!(a.pids_limit, 0);
+        assert!(Args::try_parse_from(["berth-agent", "--pids-limit=-5"]).is_err());
+    }
 }
