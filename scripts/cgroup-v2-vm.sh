@@ -7,7 +7,8 @@
 #
 #   scripts/cgroup-v2-vm.sh [WORKDIR]   (default WORKDIR: /tmp/berth-v2-vm, reused if present)
 #
-# Runs ecs::cgroup_files_show_shares_quota_and_limits and every test of tests/tests/security.rs
+# Runs ecs::cgroup_files_show_shares_quota_and_limits, ecs::essential_exit_stops_the_sibling_and_oom_is_reported
+# (OOM read from memory.events) and every test of tests/tests/security.rs
 # inside the VM and exits with their status.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,7 +63,7 @@ After=multi-user.target
 Type=oneshot
 Environment=CI=true
 WorkingDirectory=$repo
-ExecStart=/bin/sh -c 'echo "BERTH-V2 controllers: \$\$(cat /sys/fs/cgroup/cgroup.controllers)"; s=0; $repo/target/debug/deps/ecs cgroup_files_show_shares_quota_and_limits >/root/tests.log 2>&1 || s=1; $repo/target/debug/deps/security --test-threads=1 >>/root/tests.log 2>&1 || s=1; grep -E "^test |panicked|left:|right:|test result" -A2 /root/tests.log; echo "BERTH-V2-STATUS \$\$s"'
+ExecStart=/bin/sh -c 'echo "BERTH-V2 controllers: \$\$(cat /sys/fs/cgroup/cgroup.controllers)"; s=0; $repo/target/debug/deps/ecs --test-threads=1 cgroup_files_show_shares_quota_and_limits essential_exit_stops_the_sibling_and_oom_is_reported >/root/tests.log 2>&1 || s=1; $repo/target/debug/deps/security --test-threads=1 >>/root/tests.log 2>&1 || s=1; grep -E "^test |panicked|left:|right:|test result" -A2 /root/tests.log; echo "BERTH-V2-STATUS \$\$s"'
 StandardOutput=tty
 StandardError=tty
 TTYPath=/dev/console
