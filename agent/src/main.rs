@@ -317,6 +317,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 force_no_new_privileges: args.no_new_privileges,
                 default_nofile,
                 privileged_caps: berth_agent::runtime::spec::bounding_caps(),
+                // Devices present at start; a device plugged in later needs an agent restart.
+                privileged_devices: if args.allow_privileged {
+                    berth_agent::runtime::spec::host_devices(std::path::Path::new("/dev"))
+                } else {
+                    Vec::new()
+                },
             },
         },
     )?;

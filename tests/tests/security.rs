@@ -9,8 +9,9 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(60);
 
 /// What the probe prints: the status lines that matter, the open-file limits, and whether it
-/// may make a user namespace (no capability needed: only a seccomp filter forbids it).
-const PROBE: &str = "grep -E '^(Seccomp|CapEff|NoNewPrivs):' /proc/self/status; echo nofile $(ulimit -n) $(ulimit -Hn); if unshare -U true 2>/dev/null; then echo unshare allowed; else echo unshare denied; fi; echo done; sleep 1000";
+/// may make a user namespace (no capability needed: only a seccomp filter forbids it), and the
+/// device nodes it sees.
+const PROBE: &str = "grep -E '^(Seccomp|CapEff|NoNewPrivs):' /proc/self/status; echo nofile $(ulimit -n) $(ulimit -Hn); if unshare -U true 2>/dev/null; then echo unshare allowed; else echo unshare denied; fi; echo devs $(ls /dev); echo done; sleep 1000";
 
 /// Docker's default capability set as CapEff shows it (chown, dac_override, fowner, fsetid,
 /// kill, setgid, setuid, setpcap, net_bind_service, net_raw, sys_chroot, mknod, audit_write,
@@ -38,6 +39,24 @@ fn default_nofile() -> u64 {
         .find_map(|l| l.strip_prefix("Max open files"))
         .and_then(|v| v.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(1_048_576, |h| h.min(1_048_576))
+}
+
+/// A block device of the host (top level of /dev), if it has one.
+fn host_block_device() -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::read_dir("/dev").ok()?.flatten().find_map(|e| {
+        let ft = std::fs::symlink_metadata(e.path()).ok()?.file_type();
+        ft.is_block_device()
+            .then(|| e.file_name().to_string_lossy().into_owned())
+    })
+}
+
+/// The device names the probe listed.
+fn devs(out: &str) -> Vec<String> {
+    out.lines()
+        .find_map(|l| l.strip_prefix("devs "))
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .unwrap_or_default()
 }
 
 fn probe_output(c: &Cluster, task: &str, container: &str) -> String {
@@ -73,6 +92,12 @@ fn unprivileged_containers_get_seccomp_default_caps_nofile_and_a_pids_limit() {
         "0",
         "off by default, as Docker"
     );
+    if let Some(block) = host_block_device() {
+        assert!(
+            !devs(&probe).contains(&block),
+            "no host device {block} in an unprivileged container: {probe}"
+        );
+    }
     assert!(
         probe.contains("unshare denied"),
         "the filter denies unshare without CAP_SYS_ADMIN: {probe}"
@@ -196,6 +221,12 @@ fn privileged_containers_get_every_capability_and_no_seccomp_when_allowed() {
     assert_eq!(field(&out, "Seccomp"), "0", "no seccomp filter");
     assert_eq!(field(&out, "NoNewPrivs"), "0");
     assert!(out.contains("unshare allowed"), "{out}");
+    if let Some(block) = host_block_device() {
+        assert!(
+            devs(&out).contains(&block),
+            "the host's {block} is in a privileged container's /dev: {out}"
+        );
+    }
     c.ok(&["stop-task", "--cluster", &c.name, "--task", &task]);
     c.wait_status(&task, "STOPPED", T);
 }

@@ -8,10 +8,11 @@ use super::seccomp;
 use super::ImageConfig;
 use berth_proto::v1::ContainerDefinition;
 use oci_spec::runtime::{
-    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
-    LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimit, PosixRlimitBuilder,
-    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDevice,
+    LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
+    MountBuilder, PosixRlimit, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder,
+    Spec, SpecBuilder, UserBuilder,
 };
 
 pub use oci_spec::OciSpecError;
@@ -74,6 +75,8 @@ pub struct SecurityOptions {
     pub default_nofile: u64,
     /// The capabilities of a privileged container: every one the agent may hand on.
     pub privileged_caps: Vec<Capability>,
+    /// The host's device nodes, created in a privileged container's /dev (as Docker does).
+    pub privileged_devices: Vec<LinuxDevice>,
 }
 
 /// The default pids limit per container: a fork bomb stops there, while the busiest ordinary
@@ -88,6 +91,7 @@ impl Default for SecurityOptions {
             force_no_new_privileges: false,
             default_nofile: DEFAULT_NOFILE,
             privileged_caps: ALL_CAPS.to_vec(),
+            privileged_devices: Vec::new(),
         }
     }
 }
@@ -194,6 +198,60 @@ pub fn bounding_caps() -> Vec<Capability> {
             .collect(),
         None => ALL_CAPS.to_vec(),
     }
+}
+
+/// The device nodes under `dir` (the host's /dev), as Docker gives them to a privileged
+/// container: character and block devices, in subdirectories too, except the container's own
+/// pts, shm, mqueue and fd, and the console. Unreadable entries are skipped.
+pub fn host_devices(dir: &std::path::Path) -> Vec<LinuxDevice> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    const SKIP: [&str; 7] = ["pts", "shm", "mqueue", "fd", ".lxc", ".lxd-mounts", ".udev"];
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            // symlink_metadata: links (/dev/stdin, /dev/core) are not devices of their own.
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                if !SKIP.iter().any(|s| e.file_name() == *s) {
+                    dirs.push(path);
+                }
+                continue;
+            }
+            let typ = if ft.is_char_device() {
+                LinuxDeviceType::C
+            } else if ft.is_block_device() {
+                LinuxDeviceType::B
+            } else {
+                continue;
+            };
+            if path == dir.join("console") {
+                continue;
+            }
+            let rdev = meta.rdev();
+            if let Ok(dev) = LinuxDeviceBuilder::default()
+                .path(path)
+                .typ(typ)
+                .major(nix::sys::stat::major(rdev) as i64)
+                .minor(nix::sys::stat::minor(rdev) as i64)
+                .file_mode(meta.mode() & 0o7777)
+                .uid(meta.uid())
+                .gid(meta.gid())
+                .build()
+            {
+                out.push(dev);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.path().cmp(b.path()));
+    out
 }
 
 /// The default RLIMIT_NOFILE this host can give: [`DEFAULT_NOFILE`], or the agent's own hard
@@ -540,7 +598,10 @@ pub fn build(
         .namespaces(namespaces)
         .build()?;
     if privileged {
-        // As Docker: no seccomp filter, nothing masked or read-only.
+        // As Docker: the host's devices, no seccomp filter, nothing masked or read-only.
+        if !ctx.security.privileged_devices.is_empty() {
+            linux.set_devices(Some(ctx.security.privileged_devices.clone()));
+        }
         linux.set_seccomp(None);
         linux.set_masked_paths(None);
         linux.set_readonly_paths(None);
@@ -821,6 +882,38 @@ mod tests {
         assert_eq!(ALL_CAPS[24], Capability::SysResource);
         assert_eq!(ALL_CAPS[40], Capability::CheckpointRestore);
         assert!(!bounding_caps().is_empty());
+    }
+
+    #[test]
+    fn host_devices_are_the_device_nodes_of_dev() {
+        let devs = host_devices(std::path::Path::new("/dev"));
+        let null = devs
+            .iter()
+            .find(|d| d.path() == std::path::Path::new("/dev/null"))
+            .expect("/dev/null is a host device");
+        assert_eq!(null.typ(), LinuxDeviceType::C);
+        assert_eq!((null.major(), null.minor()), (1, 3));
+        assert!(devs.iter().all(|d| !d.path().starts_with("/dev/pts")
+            && d.path() != std::path::Path::new("/dev/console")));
+        let sec = SecurityOptions {
+            allow_privileged: true,
+            privileged_devices: devs.clone(),
+            ..Default::default()
+        };
+        let s = json(
+            &build(
+                &def(r#"{"name":"a","privileged":true}"#),
+                &image(),
+                &ctx(&sec),
+            )
+            .unwrap(),
+        );
+        assert_eq!(s["linux"]["devices"].as_array().unwrap().len(), devs.len());
+        let s = json(&build(&def(r#"{"name":"a"}"#), &image(), &ctx(&sec)).unwrap());
+        assert!(
+            s["linux"]["devices"].is_null(),
+            "unprivileged: runc's defaults only"
+        );
     }
 
     #[test]
