@@ -4,6 +4,7 @@ use anyhow::Context;
 use berth_agent::cgroups::HostCgroups;
 use berth_agent::engine::{reporter::Reporter, Engine, EngineConfig};
 use berth_agent::runtime::containerd::Containerd;
+use berth_agent::runtime::spec::SecurityOptions;
 use berth_agent::session::{self, Registration};
 use berth_agent::state::{read_json, AgentState, DataDir};
 use berth_proto::v1::{Attribute, Resource, VersionInfo};
@@ -95,6 +96,34 @@ struct Args {
         global = true
     )]
     container_stop_timeout: u64,
+    /// Allow containers with `privileged: true` (all capabilities, all devices, no seccomp).
+    /// Off by default; when on, the instance advertises ecs.capability.privileged-container.
+    #[arg(
+        long,
+        env = "BERTH_ALLOW_PRIVILEGED",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        global = true
+    )]
+    allow_privileged: bool,
+    /// Maximum processes per container (its cgroup's pids.max); 0 for no limit.
+    #[arg(
+        long,
+        env = "BERTH_PIDS_LIMIT",
+        default_value_t = berth_agent::runtime::spec::DEFAULT_PIDS_LIMIT,
+        value_parser = clap::value_parser!(i64).range(0..),
+        global = true
+    )]
+    pids_limit: i64,
+    /// Set no_new_privs on every container, whatever its dockerSecurityOptions say.
+    #[arg(
+        long,
+        env = "BERTH_NO_NEW_PRIVILEGES",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        global = true
+    )]
+    no_new_privileges: bool,
     /// KEY=VALUE file read first (keys are the BERTH_* variables), like /etc/ecs/ecs.config.
     #[arg(
         long,
@@ -252,6 +281,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         attr("ecs.cpu-architecture", arch),
         attr("ecs.capability.containerd", &version),
     ];
+    if args.allow_privileged {
+        attributes.push(Attribute {
+            name: "ecs.capability.privileged-container".into(),
+            ..Default::default()
+        });
+    }
     if let Some(az) = &args.availability_zone {
         attributes.push(attr("ecs.availability-zone", az));
     }
@@ -260,6 +295,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             .split_once('=')
             .with_context(|| format!("--attribute '{a}': expected NAME=VALUE"))?;
         attributes.push(attr(k.trim(), v.trim()));
+    }
+    let default_nofile = berth_agent::runtime::spec::grantable_nofile();
+    if default_nofile < berth_agent::runtime::spec::DEFAULT_NOFILE {
+        tracing::warn!(
+            default_nofile,
+            "the agent lacks CAP_SYS_RESOURCE: containers without a nofile ulimit get its own open-file limit instead of Docker's 1048576"
+        );
     }
     let engine = Engine::start(
         Arc::new(runtime),
@@ -270,6 +312,19 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             cluster: args.cluster.clone(),
             stop_timeout: Duration::from_secs(args.container_stop_timeout),
             timeouts: Default::default(),
+            security: SecurityOptions {
+                allow_privileged: args.allow_privileged,
+                pids_limit: (args.pids_limit > 0).then_some(args.pids_limit),
+                force_no_new_privileges: args.no_new_privileges,
+                default_nofile,
+                privileged_caps: berth_agent::runtime::spec::bounding_caps(),
+                // Devices present at start; a device plugged in later needs an agent restart.
+                privileged_devices: if args.allow_privileged {
+                    berth_agent::runtime::spec::host_devices(std::path::Path::new("/dev"))
+                } else {
+                    Vec::new()
+                },
+            },
         },
     )?;
     // Containers no task record holds are reported (never stopped unconfirmed).
@@ -302,4 +357,27 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     // Containers keep running: a restarted agent picks them up from its data dir.
     tracing::info!("berth-agent exiting; tasks keep running");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_options_default_to_refusing_privileged_with_a_pids_limit() {
+        let a = Args::try_parse_from(["berth-agent"]).unwrap();
+        assert!(!a.allow_privileged && !a.no_new_privileges);
+        assert_eq!(a.pids_limit, 4096);
+        let a = Args::try_parse_from([
+            "berth-agent",
+            "--allow-privileged",
+            "--no-new-privileges",
+            "--pids-limit",
+            "0",
+        ])
+        .unwrap();
+        assert!(a.allow_privileged && a.no_new_privileges);
+        assert_eq!(a.pids_limit, 0);
+        assert!(Args::try_parse_from(["berth-agent", "--pids-limit=-5"]).is_err());
+    }
 }

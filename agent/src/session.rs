@@ -343,7 +343,7 @@ mod tests {
     }
     struct NoCgroups;
     impl Cgroups for NoCgroups {
-        fn create_task(&self, _: &str, _: Option<i64>, _: Option<i64>) -> Result<(), CgroupError> {
+        fn create_task(&self, _: &str, _: &crate::cgroups::TaskLimits) -> Result<(), CgroupError> {
             Ok(())
         }
         fn container_path(&self, _: &str, _: &str) -> String {
@@ -437,6 +437,7 @@ mod tests {
                 cluster: "default".into(),
                 stop_timeout: Duration::from_secs(30),
                 timeouts: Default::default(),
+                security: Default::default(),
             },
         )
         .unwrap();

@@ -157,12 +157,19 @@ pub struct Cluster {
     controller: Option<Child>,
     agent: Option<Child>,
     controller_port: u16,
+    /// Extra environment of the agent (its BERTH_* options).
+    agent_env: Vec<(String, String)>,
 }
 
 impl Cluster {
     /// Starts containerd, loads the image, starts the controller, creates the cluster and
     /// starts an agent in it, waiting until the instance is connected.
     pub fn start(test: &str) -> Self {
+        Self::start_with_agent_env(test, &[])
+    }
+
+    /// [`Cluster::start`], the agent having these extra environment variables (BERTH_* options).
+    pub fn start_with_agent_env(test: &str, agent_env: &[(&str, &str)]) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}-{}", std::process::id(), n);
         let dir = std::env::temp_dir().join(format!("berth-it-{test}-{tag}"));
@@ -177,6 +184,10 @@ impl Cluster {
             controller: None,
             agent: None,
             controller_port: port,
+            agent_env: agent_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             dir,
         };
         c.start_containerd();
@@ -270,7 +281,8 @@ impl Cluster {
                 .arg("lab-1a")
                 .arg("--config")
                 .arg(self.dir.join("none.conf"))
-                .env("RUST_LOG", "info"),
+                .env("RUST_LOG", "info")
+                .envs(self.agent_env.iter().map(|(k, v)| (k, v))),
             &self.dir.join(format!(
                 "agent-{}.log",
                 COUNTER.fetch_add(1, Ordering::Relaxed)
@@ -399,6 +411,18 @@ impl Cluster {
             p = p.join(c);
         }
         p
+    }
+
+    /// What a container of a task wrote to stdout and stderr so far.
+    pub fn container_log(&self, task_arn: &str, container: &str) -> String {
+        let id = task_arn.rsplit('/').next().unwrap_or_default();
+        std::fs::read_to_string(
+            self.dir
+                .join("agent/logs")
+                .join(id)
+                .join(format!("{container}.log")),
+        )
+        .unwrap_or_default()
     }
 
     /// Every cgroup directory left for a task, in any hierarchy.

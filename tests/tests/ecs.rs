@@ -276,6 +276,56 @@ fn guide_flow_end_to_end() {
     );
 }
 
+/// cgroup files of a task (or one of its containers), on a v1 (hybrid) or a v2 (unified) host.
+struct CgroupFiles<'a> {
+    c: &'a Cluster,
+    task: &'a str,
+    unified: bool,
+}
+
+impl CgroupFiles<'_> {
+    fn new<'a>(c: &'a Cluster, task: &'a str) -> CgroupFiles<'a> {
+        CgroupFiles {
+            c,
+            task,
+            unified: std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+        }
+    }
+
+    /// A file: `v1` in the v1 `controller` hierarchy, or `v2` in the unified tree.
+    fn read(&self, container: Option<&str>, controller: &str, v1: &str, v2: &str) -> String {
+        if self.unified {
+            let id = self.task.rsplit('/').next().unwrap_or_default();
+            let mut p = std::path::PathBuf::from("/sys/fs/cgroup")
+                .join(&self.c.cgroup_parent)
+                .join(id);
+            if let Some(c) = container {
+                p = p.join(c);
+            }
+            read(p.join(v2))
+        } else {
+            read(self.c.cgroup_dir(controller, self.task, container).join(v1))
+        }
+    }
+
+    fn cpu_shares(&self, container: Option<&str>) -> String {
+        self.read(container, "cpu", "cpu.shares", "cpu.weight")
+    }
+
+    fn memory_limit(&self, container: Option<&str>) -> String {
+        self.read(container, "memory", "memory.limit_in_bytes", "memory.max")
+    }
+
+    fn memory_soft_limit(&self, container: Option<&str>) -> String {
+        self.read(
+            container,
+            "memory",
+            "memory.soft_limit_in_bytes",
+            "memory.low",
+        )
+    }
+}
+
 #[test]
 fn cgroup_files_show_shares_quota_and_limits() {
     if !prerequisites() {
@@ -291,59 +341,57 @@ fn cgroup_files_show_shares_quota_and_limits() {
     ));
     let task = c.run_task(&td);
     c.wait_status(&task, "RUNNING", T);
+    let f = CgroupFiles::new(&c, &task);
+    // On v2, shares are cpu.weight by runc's conversion: 1 + (shares - 2) * 9999 / 262142.
+    let (shares_100, shares_2) = if f.unified { ("4", "1") } else { ("100", "2") };
+    if f.unified {
+        assert_eq!(f.read(None, "cpu", "", "cpu.max"), "50000 100000");
+    } else {
+        assert_eq!(f.read(None, "cpu", "cpu.cfs_quota_us", ""), "50000");
+        assert_eq!(f.read(None, "cpu", "cpu.cfs_period_us", ""), "100000");
+    }
+    assert_eq!(f.memory_limit(None), (256u64 << 20).to_string());
+    assert_eq!(f.cpu_shares(Some("app")), shares_100);
     assert_eq!(
-        read(c.cgroup_dir("cpu", &task, None).join("cpu.cfs_quota_us")),
-        "50000"
-    );
-    assert_eq!(
-        read(c.cgroup_dir("cpu", &task, None).join("cpu.cfs_period_us")),
-        "100000"
-    );
-    assert_eq!(
-        read(
-            c.cgroup_dir("memory", &task, None)
-                .join("memory.limit_in_bytes")
-        ),
-        (256u64 << 20).to_string()
-    );
-    assert_eq!(
-        read(c.cgroup_dir("cpu", &task, Some("app")).join("cpu.shares")),
-        "100"
-    );
-    assert_eq!(
-        read(c.cgroup_dir("cpu", &task, Some("side")).join("cpu.shares")),
-        "2",
+        f.cpu_shares(Some("side")),
+        shares_2,
         "cpu 1 is raised to the minimum of 2 shares"
     );
+    assert_eq!(f.memory_limit(Some("app")), (128u64 << 20).to_string());
+    assert_eq!(f.memory_soft_limit(Some("app")), (64u64 << 20).to_string());
+    assert_eq!(f.memory_soft_limit(Some("side")), (32u64 << 20).to_string());
+
+    // Without task-level cpu, the task cgroup's shares are the sum of its containers' cpu
+    // (ECS's rule), so a big task outweighs a small one under contention.
+    let shares_td = c.register(&format!(
+        r#"{{"family": "shares", "networkMode": "none",
+        "containerDefinitions": [
+          {{"name": "big", "image": "{IMAGE}", "cpu": 700, "memory": 16, "command": ["sleep", "1000"], "stopTimeout": 2}},
+          {{"name": "small", "image": "{IMAGE}", "cpu": 100, "memory": 16, "essential": false, "command": ["sleep", "1000"], "stopTimeout": 2}}
+        ]}}"#
+    ));
+    let shares_task = c.run_task(&shares_td);
+    c.wait_status(&shares_task, "RUNNING", T);
+    let g = CgroupFiles::new(&c, &shares_task);
     assert_eq!(
-        read(
-            c.cgroup_dir("memory", &task, Some("app"))
-                .join("memory.limit_in_bytes")
-        ),
-        (128u64 << 20).to_string()
+        g.cpu_shares(None),
+        if g.unified { "31" } else { "800" },
+        "task shares = 700 + 100 (not the default 1024)"
     );
-    assert_eq!(
-        read(
-            c.cgroup_dir("memory", &task, Some("app"))
-                .join("memory.soft_limit_in_bytes")
-        ),
-        (64u64 << 20).to_string()
-    );
-    assert_eq!(
-        read(
-            c.cgroup_dir("memory", &task, Some("side"))
-                .join("memory.soft_limit_in_bytes")
-        ),
-        (32u64 << 20).to_string()
-    );
-    c.ok(&["stop-task", "--cluster", &c.name, "--task", &task]);
+
+    for t in [&task, &shares_task] {
+        c.ok(&["stop-task", "--cluster", &c.name, "--task", t]);
+    }
     let t = c.wait_status(&task, "STOPPED", T);
     assert_eq!(t["stoppedReason"], "Task stopped by user");
-    assert!(
-        c.cgroup_leftovers(&task).is_empty(),
-        "cgroups left: {:?}",
-        c.cgroup_leftovers(&task)
-    );
+    c.wait_status(&shares_task, "STOPPED", T);
+    for t in [&task, &shares_task] {
+        assert!(
+            c.cgroup_leftovers(t).is_empty(),
+            "cgroups left: {:?}",
+            c.cgroup_leftovers(t)
+        );
+    }
 }
 
 #[test]

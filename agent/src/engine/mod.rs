@@ -28,6 +28,8 @@ pub struct EngineConfig {
     pub stop_timeout: Duration,
     /// Bounds on the runtime and cgroup calls the engine makes.
     pub timeouts: Timeouts,
+    /// Privileged containers, pids limit, no_new_privs: applied to every container.
+    pub security: crate::runtime::spec::SecurityOptions,
 }
 
 /// How long the engine gives each kind of call before it counts as failed. `wait` has none: it

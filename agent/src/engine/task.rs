@@ -454,20 +454,9 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         if let Some((reason, code)) = self.stop_requested() {
             return self.stop_while_starting(reason, code).await;
         }
-        let cpu = self
-            .rec
-            .definition
-            .cpu
-            .as_deref()
-            .and_then(|c| c.parse().ok());
-        let mem = self
-            .rec
-            .definition
-            .memory
-            .as_deref()
-            .and_then(|m| m.parse().ok());
+        let limits = crate::cgroups::TaskLimits::of(&self.rec.definition);
         if let Err(e) = self
-            .cgroup("create", move |c, id| c.create_task(id, cpu, mem))
+            .cgroup("create", move |c, id| c.create_task(id, &limits))
             .await
         {
             return self
@@ -493,6 +482,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 network_mode: &mode,
                 cgroups_path: self.shared.cgroups.container_path(&self.id, &d.name),
                 hostname: cid.chars().take(12).collect(),
+                security: &self.shared.config.security,
             };
             let spec = match spec::build(d, img, &ctx) {
                 Ok(s) => s,

@@ -273,14 +273,13 @@ impl Cgroups for FakeCgroups {
     fn create_task(
         &self,
         task_id: &str,
-        cpu: Option<i64>,
-        mem: Option<i64>,
+        l: &crate::cgroups::TaskLimits,
     ) -> Result<(), CgroupError> {
         self.fault("create_task", task_id)?;
         self.created
             .lock()
             .unwrap()
-            .push((task_id.into(), cpu, mem));
+            .push((task_id.into(), l.cpu_units, l.memory_mib));
         Ok(())
     }
     fn container_path(&self, task_id: &str, container: &str) -> String {
@@ -346,6 +345,7 @@ fn harness_timed(
             cluster: "c".into(),
             stop_timeout: Duration::from_secs(30),
             timeouts,
+            security: Default::default(),
         },
     )
     .unwrap();

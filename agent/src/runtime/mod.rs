@@ -4,6 +4,7 @@
 pub mod containerd;
 pub mod image;
 pub mod import;
+pub mod seccomp;
 pub mod spec;
 
 use async_trait::async_trait;
@@ -38,8 +39,8 @@ pub struct CreateContainer {
     pub id: String,
     /// The resolved image.
     pub image: ImageConfig,
-    /// The OCI runtime spec (JSON).
-    pub spec: serde_json::Value,
+    /// The OCI runtime spec.
+    pub spec: oci_spec::runtime::Spec,
     /// containerd labels identifying cluster, task and container.
     pub labels: std::collections::HashMap<String, String>,
     /// Where the shim appends the container's stdout and stderr.

@@ -57,6 +57,34 @@ fn valid_family(f: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// Docker's ulimit names (the agent applies them as RLIMIT_<NAME>).
+const ULIMIT_NAMES: [&str; 15] = [
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+/// The dockerSecurityOptions entries the agent applies.
+const NO_NEW_PRIVILEGES: [&str; 5] = [
+    "no-new-privileges",
+    "no-new-privileges:true",
+    "no-new-privileges=true",
+    "no-new-privileges:false",
+    "no-new-privileges=false",
+];
+
 /// Checks a RegisterTaskDefinition request. Returns the task cpu/memory normalised to numbers.
 pub fn validate(
     req: &RegisterTaskDefinitionRequest,
@@ -308,6 +336,29 @@ fn validate_container(
             }
         }
     }
+    for (j, u) in c.ulimits.iter().enumerate() {
+        let uf = format!("containerDefinitions[{i}].ulimits[{j}]");
+        if !ULIMIT_NAMES.contains(&u.name.as_str()) {
+            return Err(invalid(format!(
+                "{uf}.name: '{}' for {who} is not a ulimit; use one of {}",
+                u.name,
+                ULIMIT_NAMES.join(", ")
+            )));
+        }
+        if u.soft_limit < 0 || u.hard_limit < 0 || u.soft_limit > u.hard_limit {
+            return Err(invalid(format!(
+                "{uf}: {} soft {} hard {} for {who} is not valid; limits must not be negative and softLimit must not exceed hardLimit",
+                u.name, u.soft_limit, u.hard_limit
+            )));
+        }
+    }
+    for (j, o) in c.docker_security_options.iter().enumerate() {
+        if !NO_NEW_PRIVILEGES.contains(&o.trim()) {
+            return Err(invalid(format!(
+                "containerDefinitions[{i}].dockerSecurityOptions[{j}]: '{o}' for {who} is not supported; Berth applies only \"no-new-privileges\""
+            )));
+        }
+    }
     if let Some(t) = c.stop_timeout {
         if !(0..=120).contains(&t) {
             return Err(invalid(format!(
@@ -347,4 +398,43 @@ fn validate_container(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn register(container_extra: &str) -> Result<(Option<i64>, Option<i64>), EcsError> {
+        let req: RegisterTaskDefinitionRequest = serde_json::from_str(&format!(
+            r#"{{"family":"f","containerDefinitions":[{{"name":"a","image":"i","memory":16{container_extra}}}]}}"#
+        ))
+        .unwrap();
+        validate(&req)
+    }
+
+    #[test]
+    fn ulimits_and_security_options_are_checked_at_registration() {
+        assert!(
+            register(r#","ulimits":[{"name":"nofile","softLimit":10,"hardLimit":20}]"#).is_ok()
+        );
+        assert!(register(r#","dockerSecurityOptions":["no-new-privileges"]"#).is_ok());
+        let e = register(r#","ulimits":[{"name":"files","softLimit":1,"hardLimit":1}]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ulimits[0].name") && e.contains("'files'"),
+            "{e}"
+        );
+        let e = register(r#","ulimits":[{"name":"nofile","softLimit":30,"hardLimit":20}]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("softLimit must not exceed hardLimit"), "{e}");
+        let e = register(r#","dockerSecurityOptions":["apparmor:unconfined"]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("dockerSecurityOptions[0]") && e.contains("apparmor"),
+            "{e}"
+        );
+    }
 }
