@@ -7,11 +7,12 @@
 //!   start returning: the least that RunTask -> RUNNING has to do on the agent's side.
 //!   kill/wait/delete happen outside the timed part.
 //! - berth: RunTask -> RUNNING as a client sees it (DescribeTasks every 5 ms), and the task's own
-//!   createdAt -> startedAt (server-side, from the same DescribeTasks answer).
+//!   createdAt -> startedAt (server-side, from the same DescribeTasks answer), split at
+//!   pullStartedAt and pullStoppedAt to show where the time goes.
 //!
 //! The two are measured interleaved (floor, berth, floor, berth, ...) after warm-up runs of each.
 //! Then `--tasks N` long-running tasks are started and the agent's VmRSS read with all of them
-//! RUNNING. Everything runs in a private containerd, controller and agent that are removed at
+//! RUNNING; then they are stopped (a failure if they do not all reach STOPPED). Everything runs in a private containerd, controller and agent that are removed at
 //! the end. Prints figures; exits non-zero only when something fails, never on a missed target.
 //!
 //!   cargo build --release --workspace && target/release/bench [COUNT] [--tasks N] [--warmup N]
@@ -35,6 +36,8 @@ use tonic::transport::Channel;
 const POLL: Duration = Duration::from_millis(5);
 /// How often to poll outside the timed part (stops, the many-tasks run).
 const POLL_SLOW: Duration = Duration::from_millis(50);
+/// A wait for many tasks fails when none of them has changed for this long.
+const STALL: Duration = Duration::from_secs(60);
 /// The RSS target with `--tasks` running tasks.
 const RSS_TARGET_MIB: f64 = 60.0;
 /// The start-latency target: Berth's client-observed p50 against the floor's p50.
@@ -59,7 +62,7 @@ struct Args {
 }
 
 const USAGE: &str =
-    "usage: bench [COUNT (default 50)] [--tasks N (default 200)] [--warmup N (default 3)]";
+    "usage: bench [COUNT (default 50)] [--tasks N (default 200; 0 skips it)] [--warmup N (default 3)]";
 
 fn args() -> Result<Args> {
     let mut out = Args {
@@ -205,6 +208,21 @@ impl Floor {
     }
 }
 
+/// One RunTask -> RUNNING, in milliseconds.
+#[derive(Default)]
+struct Sample {
+    /// RunTask sent -> DescribeTasks shows RUNNING.
+    client: f64,
+    /// The task's createdAt -> startedAt.
+    server: f64,
+    /// createdAt -> pullStartedAt: the controller stores and sends it, the agent takes it in.
+    intake: f64,
+    /// pullStartedAt -> pullStoppedAt: the agent resolves the image.
+    image: f64,
+    /// pullStoppedAt -> startedAt: task cgroup, containerd create + start, records.
+    start: f64,
+}
+
 struct Berth {
     client: EcsClient<Channel>,
     cluster: String,
@@ -257,7 +275,8 @@ impl Berth {
         Ok(out)
     }
 
-    /// Polls until every task is `status`; fails on a task that stopped instead of running.
+    /// Polls until every task is `status`; fails on a task that stopped instead of running, after
+    /// `timeout`, or when no task has reached `status` for [`STALL`].
     async fn wait_all(
         &mut self,
         arns: &[String],
@@ -265,12 +284,24 @@ impl Berth {
         poll: Duration,
         timeout: Duration,
     ) -> Result<Vec<Task>> {
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let mut last_note = started;
+        let (mut last_done, mut last_progress) = (0, started);
         loop {
             let tasks = self.describe(arns).await?;
             let done = tasks.iter().filter(|t| status == t.last_status).count();
             if done == arns.len() {
                 return Ok(tasks);
+            }
+            if done > last_done {
+                (last_done, last_progress) = (done, Instant::now());
+            } else if last_progress.elapsed() >= STALL {
+                bail!(
+                    "stalled: {done} of {} tasks {status} and none more for {} s",
+                    arns.len(),
+                    STALL.as_secs()
+                );
             }
             if status != TaskStatus::Stopped {
                 if let Some(t) = tasks.iter().find(|t| TaskStatus::Stopped == t.last_status) {
@@ -281,6 +312,14 @@ impl Berth {
                         t.stopped_reason.as_deref().unwrap_or("")
                     );
                 }
+            }
+            if poll >= POLL_SLOW && last_note.elapsed() >= Duration::from_secs(10) {
+                eprintln!(
+                    "  {done} of {} tasks {status} after {:.0} s",
+                    arns.len(),
+                    started.elapsed().as_secs_f64()
+                );
+                last_note = Instant::now();
             }
             if Instant::now() >= deadline {
                 bail!(
@@ -308,9 +347,8 @@ impl Berth {
             .map(|_| ())
     }
 
-    /// One RunTask -> RUNNING: (client-observed ms, server createdAt -> startedAt ms); then
-    /// stops the task (not timed).
-    async fn once(&mut self) -> Result<(f64, f64)> {
+    /// One RunTask -> RUNNING, then stops the task (not timed).
+    async fn once(&mut self) -> Result<Sample> {
         let t = Instant::now();
         let arns = self.run(1).await?;
         let tasks = self
@@ -318,10 +356,23 @@ impl Berth {
             .await?;
         let client = ms(t.elapsed());
         let task = tasks.first().context("describe-tasks returned no task")?;
-        let server = ts_ms(task.created_at.as_ref(), task.started_at.as_ref())
-            .with_context(|| format!("task {} lacks createdAt or startedAt", task.task_arn))?;
+        let span = |from: &Option<Timestamp>, to: &Option<Timestamp>, what: &str| {
+            ts_ms(from.as_ref(), to.as_ref())
+                .with_context(|| format!("task {} lacks {what}", task.task_arn))
+        };
+        let sample = Sample {
+            client,
+            server: span(&task.created_at, &task.started_at, "createdAt or startedAt")?,
+            intake: span(&task.created_at, &task.pull_started_at, "pullStartedAt")?,
+            image: span(
+                &task.pull_started_at,
+                &task.pull_stopped_at,
+                "pullStartedAt or pullStoppedAt",
+            )?,
+            start: span(&task.pull_stopped_at, &task.started_at, "pullStoppedAt")?,
+        };
         self.stop(&arns, Duration::from_secs(60)).await?;
-        Ok((client, server))
+        Ok(sample)
     }
 }
 
@@ -348,7 +399,19 @@ async fn main() -> Result<()> {
 /// cgroups) is removed when it returns, on failure too.
 async fn bench(args: &Args) -> Result<()> {
     let c = Cluster::start("bench");
+    let result = phases(&c, args).await;
+    if result.is_err() {
+        let log = c.agent_log();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        eprintln!("the agent's last log lines:");
+        for l in tail.into_iter().rev() {
+            eprintln!("  {l}");
+        }
+    }
+    result
+}
 
+async fn phases(c: &Cluster, args: &Args) -> Result<()> {
     let (runtime, containerd_version) = Containerd::connect(&c.socket(), NAMESPACE)
         .await
         .context("connecting to the bench's containerd")?;
@@ -383,43 +446,61 @@ async fn bench(args: &Args) -> Result<()> {
         floor.once().await?;
         berth.once().await?;
     }
-    let (mut floor_ms, mut client_ms, mut server_ms) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut floor_ms, mut samples) = (Vec::new(), Vec::new());
     for _ in 0..args.count {
         floor_ms.push(floor.once().await?);
-        let (client, server) = berth.once().await?;
-        client_ms.push(client);
-        server_ms.push(server);
+        samples.push(berth.once().await?);
     }
-
-    // Memory with many running tasks.
-    let t = Instant::now();
-    let mut arns = Vec::with_capacity(args.tasks);
-    while arns.len() < args.tasks {
-        let batch = (args.tasks - arns.len()).min(10);
-        arns.extend(berth.run(batch).await?);
-    }
-    let many_timeout = Duration::from_secs(60) + Duration::from_millis(500) * args.tasks as u32;
-    berth
-        .wait_all(&arns, TaskStatus::Running, POLL_SLOW, many_timeout)
-        .await?;
-    let all_running = t.elapsed();
-    let busy_rss = proc_status_mib(agent, "VmRSS:")?;
-    let peak_rss = proc_status_mib(agent, "VmHWM:")?;
-    let t = Instant::now();
-    berth.stop(&arns, many_timeout).await?;
-    let all_stopped = t.elapsed();
-
-    // The report.
-    let floor = Stats::of(floor_ms);
-    let client = Stats::of(client_ms);
-    let server = Stats::of(server_ms);
-    let high = if args.count >= 100 { "p99" } else { "max" };
     println!(
         "host: {} cores, containerd {containerd_version}, image {IMAGE}",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0)
     );
+    print_latency(args, Stats::of(floor_ms), &samples);
+
+    // Memory with many running tasks.
+    println!();
+    println!("agent RSS idle (connected, no task yet): {idle_rss:.1} MiB");
+    if args.tasks == 0 {
+        return Ok(());
+    }
+    let t = Instant::now();
+    let mut arns = Vec::with_capacity(args.tasks);
+    while arns.len() < args.tasks {
+        let batch = (args.tasks - arns.len()).min(10);
+        arns.extend(berth.run(batch).await?);
+    }
+    let many_timeout = Duration::from_secs(60) + Duration::from_secs(2) * args.tasks as u32;
+    berth
+        .wait_all(&arns, TaskStatus::Running, POLL_SLOW, many_timeout)
+        .await?;
+    let all_running = t.elapsed();
+    let busy_rss = proc_status_mib(agent, "VmRSS:")?;
+    let peak_rss = proc_status_mib(agent, "VmHWM:")?;
+    println!(
+        "agent RSS with {} running tasks: {busy_rss:.1} MiB (target < {RSS_TARGET_MIB:.0} MiB: {}); peak so far (VmHWM) {peak_rss:.1} MiB",
+        args.tasks,
+        met(busy_rss < RSS_TARGET_MIB)
+    );
+    println!(
+        "{} tasks: all RUNNING {:.1} s after the first RunTask",
+        args.tasks,
+        all_running.as_secs_f64()
+    );
+    let t = Instant::now();
+    berth.stop(&arns, many_timeout).await?;
+    println!(
+        "{} tasks: all STOPPED {:.1} s after the first StopTask",
+        args.tasks,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn print_latency(args: &Args, floor: Stats, samples: &[Sample]) {
+    let of = |f: fn(&Sample) -> f64| Stats::of(samples.iter().map(f).collect());
+    let high = if args.count >= 100 { "p99" } else { "max" };
     println!(
         "start latency: {} interleaved runs each (floor, berth, ...) after {} warm-up runs each; client polls every {} ms",
         args.count,
@@ -458,25 +539,31 @@ async fn bench(args: &Args) -> Result<()> {
         &floor,
         false,
     );
+    let client = of(|s| s.client);
     row("berth  RunTask -> RUNNING, client-observed", &client, true);
-    row("berth  createdAt -> startedAt, server-side", &server, true);
+    row(
+        "berth  createdAt -> startedAt, server-side",
+        &of(|s| s.server),
+        true,
+    );
+    row(
+        "         createdAt -> pullStartedAt (link, intake)",
+        &of(|s| s.intake),
+        false,
+    );
+    row(
+        "         pullStartedAt -> pullStoppedAt (image)",
+        &of(|s| s.image),
+        false,
+    );
+    row(
+        "         pullStoppedAt -> startedAt (cgroup, run)",
+        &of(|s| s.start),
+        false,
+    );
     let ratio = client.p50 / floor.p50;
     println!(
         "target: client-observed p50 <= {RATIO_TARGET:.2}x floor p50: {ratio:.2}x, {}",
         met(ratio <= RATIO_TARGET)
     );
-    println!();
-    println!("agent RSS idle (connected, no task yet): {idle_rss:.1} MiB");
-    println!(
-        "agent RSS with {} running tasks: {busy_rss:.1} MiB (target < {RSS_TARGET_MIB:.0} MiB: {}); peak so far (VmHWM) {peak_rss:.1} MiB",
-        args.tasks,
-        met(busy_rss < RSS_TARGET_MIB)
-    );
-    println!(
-        "{} tasks: all RUNNING {:.1} s after the first RunTask, all STOPPED {:.1} s after the first StopTask",
-        args.tasks,
-        all_running.as_secs_f64(),
-        all_stopped.as_secs_f64()
-    );
-    Ok(())
 }
