@@ -28,6 +28,7 @@ use berth_proto::Timestamp;
 use berth_tests::{prerequisites, remove_image_archive, Cluster, IMAGE};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
@@ -126,6 +127,24 @@ fn proc_status_mib(pid: u32, key: &str) -> Result<f64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .with_context(|| format!("no {key} in {path}"))?;
     Ok(kb / 1024.0)
+}
+
+/// A log line without its terminal colour codes (ESC [ ... m).
+fn without_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn ms(d: Duration) -> f64 {
@@ -387,14 +406,27 @@ fn met(ok: bool) -> &'static str {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<()> {
-    let args = args()?;
+async fn main() -> ExitCode {
+    let args = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     if !prerequisites() {
-        bail!("the bench needs root, containerd, runc, ctr and busybox-static");
+        eprintln!("bench: needs root, containerd, runc, ctr and busybox-static");
+        return ExitCode::FAILURE;
     }
     let result = bench(&args).await;
     remove_image_archive();
-    result
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: FAILED: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Runs the bench and prints its report. Its cluster (containerd, controller, agent, temp dir,
@@ -407,7 +439,7 @@ async fn bench(args: &Args) -> Result<()> {
         let tail: Vec<&str> = log.lines().rev().take(20).collect();
         eprintln!("the agent's last log lines:");
         for l in tail.into_iter().rev() {
-            eprintln!("  {l}");
+            eprintln!("  {}", without_ansi(l));
         }
     }
     result
