@@ -601,3 +601,38 @@ fn print_latency(args: &Args, floor: Stats, samples: &[Sample]) {
         met(ratio <= RATIO_TARGET)
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn p99_is_the_maximum_below_100_samples() {
+        let s = Stats::of((1..=50).rev().map(f64::from).collect());
+        assert_eq!((s.n, s.p50, s.p99), (50, 25.0, 50.0));
+        let s = Stats::of((1..=200).map(f64::from).collect());
+        assert_eq!((s.p50, s.p99), (100.0, 198.0));
+    }
+
+    #[test]
+    fn log_lines_lose_their_colour_codes() {
+        assert_eq!(
+            without_ansi("\x1b[2m2026\x1b[0m \x1b[32m INFO\x1b[0m task stopped"),
+            "2026  INFO task stopped"
+        );
+    }
+
+    #[test]
+    fn timestamps_subtract_to_milliseconds() {
+        let a = Timestamp {
+            seconds: 10,
+            nanos: 900_000_000,
+        };
+        let b = Timestamp {
+            seconds: 11,
+            nanos: 150_000_000,
+        };
+        assert_eq!(ts_ms(Some(&a), Some(&b)), Some(250.0));
+        assert_eq!(ts_ms(Some(&a), None), None);
+    }
+}
