@@ -2,8 +2,10 @@
 //! `berth-agent` and `berth` binaries, and a busybox image built on the spot. Everything a test
 //! starts or creates is removed when its [`Cluster`] is dropped.
 //!
-//! These tests need root, containerd, runc and busybox-static. Without them a test is skipped
-//! with a message, except under `CI=true`, where it fails.
+//! Tests on real containers need root, containerd, runc and busybox-static ([`prerequisites`]):
+//! without them such a test is skipped with a message, except under `CI=true`, where it fails.
+//! Tests that need only the binaries (operator errors, CLI parsing, bad input that never reaches
+//! containerd) use [`Cluster::controller_only`]: no containerd, no agent, no root, never skipped.
 
 use serde_json::Value;
 use std::net::TcpListener;
@@ -103,10 +105,19 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+fn image_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("berth-it-image-{}", std::process::id()))
+}
+
+/// Removes the image archive this process built (for programs that end, like the bench).
+pub fn remove_image_archive() {
+    let _ = std::fs::remove_dir_all(image_dir());
+}
+
 fn image_archive() -> &'static Path {
     static ARCHIVE: OnceLock<PathBuf> = OnceLock::new();
     ARCHIVE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("berth-it-image-{}", std::process::id()));
+        let dir = image_dir();
         std::fs::create_dir_all(&dir).expect("image dir");
         let out = dir.join("busybox.tar");
         let status = Command::new(workspace_root().join("scripts/busybox-image.sh"))
@@ -170,13 +181,33 @@ impl Cluster {
 
     /// [`Cluster::start`], the agent having these extra environment variables (BERTH_* options).
     pub fn start_with_agent_env(test: &str, agent_env: &[(&str, &str)]) -> Self {
+        let mut c = Self::new(test, agent_env);
+        c.start_containerd();
+        c.load_image();
+        c.start_controller();
+        c.ok(&["create-cluster", "--cluster-name", &c.name.clone()]);
+        c.start_agent();
+        c.wait_agent_connected();
+        c
+    }
+
+    /// Starts only the controller and creates the cluster: no containerd, no agent, so the
+    /// cluster has no container instances. Needs neither root nor containerd.
+    pub fn controller_only(test: &str) -> Self {
+        let mut c = Self::new(test, &[]);
+        c.start_controller();
+        c.ok(&["create-cluster", "--cluster-name", &c.name.clone()]);
+        c
+    }
+
+    fn new(test: &str, agent_env: &[(&str, &str)]) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}-{}", std::process::id(), n);
         let dir = std::env::temp_dir().join(format!("berth-it-{test}-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("test dir");
         let port = free_port();
-        let mut c = Cluster {
+        Cluster {
             name: format!("it-{test}").replace('_', "-"),
             endpoint: format!("http://127.0.0.1:{port}"),
             cgroup_parent: format!("berth-it-{tag}"),
@@ -189,14 +220,7 @@ impl Cluster {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             dir,
-        };
-        c.start_containerd();
-        c.load_image();
-        c.start_controller();
-        c.ok(&["create-cluster", "--cluster-name", &c.name.clone()]);
-        c.start_agent();
-        c.wait_agent_connected();
-        c
+        }
     }
 
     /// containerd's socket.
@@ -479,12 +503,24 @@ impl Cluster {
     }
 }
 
+/// Runs `berth ecs ARGS...` and asserts it fails with exit `code` and `needle` on stderr.
+pub fn assert_fails(c: &Cluster, args: &[&str], code: i32, needle: &str) {
+    let out = c.berth(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "berth ecs {args:?}: {err}");
+    assert!(
+        err.contains(needle),
+        "berth ecs {args:?}: expected '{needle}' in: {err}"
+    );
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill_agent();
         self.kill_controller();
         // Stop whatever containers are left, then containerd and its shims.
         let sock = self.socket();
+        let had_containerd = self.containerd.is_some();
         if let Some(mut cd) = self.containerd.take() {
             let ctr = |args: &[&str]| {
                 Command::new("ctr")
@@ -508,6 +544,20 @@ impl Drop for Cluster {
             let _ = cd.kill();
             let _ = cd.wait();
         }
+        if had_containerd {
+            self.remove_containerd_leftovers();
+        }
+        if std::thread::panicking() {
+            eprintln!("test files kept for inspection in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Cluster {
+    /// Shims, mounts and cgroups a private containerd leaves behind.
+    fn remove_containerd_leftovers(&self) {
         // Shims outlive containerd: end the ones serving this test's containerd.
         let _ = Command::new("pkill")
             .arg("-9")
@@ -537,11 +587,6 @@ impl Drop for Cluster {
                 }
                 let _ = std::fs::remove_dir(&parent);
             }
-        }
-        if std::thread::panicking() {
-            eprintln!("test files kept for inspection in {}", self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }

@@ -1,198 +1,644 @@
-//! Benchmark: RunTask → RUNNING latency as a client sees it (DescribeTasks every 5 ms), beside this machine's floor
-//! (`ctr run --rm` of the same image in the same containerd), and the agent's memory.
-//! Prints figures; asserts nothing.
+//! Benchmark: how long Berth takes to start a task, against this machine's floor, and what the
+//! agent costs in memory.
 //!
-//!   cargo build --release --workspace && cargo run --release -p berth-tests --bin bench [-- N]
+//! - floor: containerd create + start of the bench's container through one persistent gRPC client
+//!   running the agent's own runtime code (`Containerd::create` + `start`, the spec built by
+//!   `spec::build`), in the same private containerd, same image. Timed from before create to
+//!   start returning: the least that RunTask -> RUNNING has to do on the agent's side.
+//!   kill/wait/delete happen outside the timed part.
+//! - berth: RunTask -> RUNNING as a client sees it (DescribeTasks every 5 ms), and the task's own
+//!   createdAt -> startedAt (server-side, from the same DescribeTasks answer), split at
+//!   pullStartedAt and pullStoppedAt to show where the time goes.
+//!
+//! The two are measured interleaved (floor, berth, floor, berth, ...) after warm-up runs of each.
+//! Then `--tasks N` long-running tasks are started and the agent's VmRSS read with all of them
+//! RUNNING; then they are stopped (a failure if they do not all reach STOPPED). Everything runs in a private containerd, controller and agent that are removed at
+//! the end. Prints figures; exits non-zero only when something fails, never on a missed target.
+//!
+//!   cargo build --release --workspace && target/release/bench [COUNT] [--tasks N] [--warmup N]
 
+use anyhow::{bail, ensure, Context, Result};
+use berth_agent::runtime::containerd::Containerd;
+use berth_agent::runtime::spec::{self, SpecContext};
+use berth_agent::runtime::{CreateContainer, ImageConfig, Runtime};
+use berth_proto::status::TaskStatus;
 use berth_proto::v1::ecs_client::EcsClient;
 use berth_proto::v1::*;
-use berth_tests::{prerequisites, Cluster, IMAGE};
-use std::process::Command;
+use berth_proto::Timestamp;
+use berth_tests::{prerequisites, remove_image_archive, Cluster, IMAGE};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
+use tonic::transport::Channel;
 
-/// How often the client asks for the task's status: often enough to see RUNNING within 5 ms,
-/// rarely enough not to take CPU from the containers being started (the host has 2 cores).
+/// How often the client asks for the task's status while timing it: often enough to see RUNNING
+/// within 5 ms, rarely enough not to take CPU from the container being started (2 cores here).
 const POLL: Duration = Duration::from_millis(5);
+/// How often to poll outside the timed part (stops, the many-tasks run).
+const POLL_SLOW: Duration = Duration::from_millis(50);
+/// A wait for many tasks fails when none of them has changed for this long.
+const STALL: Duration = Duration::from_secs(60);
+/// The RSS target with `--tasks` running tasks.
+const RSS_TARGET_MIB: f64 = 60.0;
+/// The start-latency target: Berth's client-observed p50 against the floor's p50.
+const RATIO_TARGET: f64 = 1.25;
+/// containerd's namespace: the agent's default, so the floor uses the same image and snapshots.
+const NAMESPACE: &str = "berth";
+const SIGKILL: u32 = 9;
+
+/// The bench's one container: long-running, exits at once on SIGTERM. Memory 16 MiB so that
+/// `--tasks 200` fits any instance with 3.2 GiB; no cpu, so placement never runs out of CPU.
+/// stopTimeout 2 s: a stop that arrives before sh has set its trap is ignored (sh is the PID
+/// namespace's init), and the bench stops each task right after it is RUNNING.
+fn app_definition() -> String {
+    format!(
+        r#"{{"name": "app", "image": "{IMAGE}", "memory": 16, "stopTimeout": 2,
+          "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]}}"#
+    )
+}
+
+struct Args {
+    count: usize,
+    tasks: usize,
+    warmup: usize,
+}
+
+const USAGE: &str =
+    "usage: bench [COUNT (default 50)] [--tasks N (default 200; 0 skips it)] [--warmup N (default 3)]";
+
+fn args() -> Result<Args> {
+    let mut out = Args {
+        count: 50,
+        tasks: 200,
+        warmup: 3,
+    };
+    let mut it = std::env::args().skip(1);
+    let num = |flag: &str, v: Option<String>| -> Result<usize> {
+        let v = v.with_context(|| format!("{flag} needs a number; {USAGE}"))?;
+        v.parse()
+            .with_context(|| format!("{flag} {v}: not a number; {USAGE}"))
+    };
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--tasks" => out.tasks = num("--tasks", it.next())?,
+            "--warmup" => out.warmup = num("--warmup", it.next())?,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => out.count = num("COUNT", Some(a))?,
+        }
+    }
+    ensure!(out.count > 0, "COUNT must be at least 1; {USAGE}");
+    Ok(out)
+}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]
 }
 
-fn summary(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    (percentile(&v, 0.5), percentile(&v, 0.99))
+/// n, p50 and p99 (the maximum when n < 100, and labelled so).
+struct Stats {
+    n: usize,
+    p50: f64,
+    p99: f64,
 }
 
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
+impl Stats {
+    fn of(mut v: Vec<f64>) -> Self {
+        v.sort_by(|a, b| a.total_cmp(b));
+        Stats {
+            n: v.len(),
+            p50: percentile(&v, 0.5),
+            p99: percentile(&v, 0.99),
+        }
+    }
 }
 
-fn children(pid: u32) -> usize {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .map(|s| s.split_whitespace().count())
-        .unwrap_or(0)
+/// The kB value of a line of /proc/PID/status, in MiB.
+fn proc_status_mib(pid: u32, key: &str) -> Result<f64> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let kb: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no {key} in {path}"))?;
+    Ok(kb / 1024.0)
 }
 
-async fn wait_status(
-    client: &mut EcsClient<tonic::transport::Channel>,
-    cluster: &str,
-    arns: &[String],
-    status: &str,
-) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let r = client
-            .describe_tasks(DescribeTasksRequest {
-                cluster: Some(cluster.into()),
-                tasks: arns.to_vec(),
-                include: vec![],
+/// A log line without its terminal colour codes (ESC [ ... m).
+fn without_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn ts_ms(from: Option<&Timestamp>, to: Option<&Timestamp>) -> Option<f64> {
+    let (a, b) = (from?, to?);
+    Some((b.seconds - a.seconds) as f64 * 1000.0 + (b.nanos - a.nanos) as f64 / 1e6)
+}
+
+/// The floor's container: the spec the agent builds for the bench's container definition, with
+/// the agent's own `spec::build`. The one place that knows `spec::build`'s signature.
+fn floor_container(
+    def: &ContainerDefinition,
+    image: &ImageConfig,
+    id: &str,
+    cgroup_parent: &str,
+    log_dir: &Path,
+) -> Result<CreateContainer> {
+    // The agent's defaults, with the RLIMIT_NOFILE it would grant on this host.
+    let security = spec::SecurityOptions {
+        default_nofile: spec::grantable_nofile().min(spec::DEFAULT_NOFILE),
+        ..Default::default()
+    };
+    let ctx = SpecContext {
+        network_mode: "none",
+        cgroups_path: format!("/{cgroup_parent}/bench-floor/{id}"),
+        hostname: id.chars().take(12).collect(),
+        security: &security,
+    };
+    Ok(CreateContainer {
+        id: id.to_string(),
+        image: image.clone(),
+        spec: spec::build(def, image, &ctx)?,
+        labels: HashMap::new(),
+        log_path: log_dir.join(format!("{id}.log")),
+    })
+}
+
+/// containerd create + start through one persistent client, with the agent's runtime code.
+struct Floor {
+    runtime: Containerd,
+    image: ImageConfig,
+    def: ContainerDefinition,
+    cgroup_parent: String,
+    log_dir: PathBuf,
+    runs: usize,
+}
+
+impl Floor {
+    /// One create + start (timed), then kill, wait and delete (not timed). Milliseconds.
+    async fn once(&mut self) -> Result<f64> {
+        let id = format!("bench-floor-{}", self.runs);
+        self.runs += 1;
+        let c = floor_container(
+            &self.def,
+            &self.image,
+            &id,
+            &self.cgroup_parent,
+            &self.log_dir,
+        )?;
+        let t = Instant::now();
+        let started = async {
+            self.runtime.create(&c).await?;
+            self.runtime.start(&c).await
+        }
+        .await;
+        let elapsed = ms(t.elapsed());
+        let removed = self.remove(&id).await;
+        started.with_context(|| format!("floor: starting {id}"))?;
+        removed?;
+        Ok(elapsed)
+    }
+
+    async fn remove(&self, id: &str) -> Result<()> {
+        let rt = &self.runtime;
+        rt.kill(id, SIGKILL)
+            .await
+            .with_context(|| format!("floor: killing {id}"))?;
+        tokio::time::timeout(Duration::from_secs(30), rt.wait(id))
+            .await
+            .with_context(|| format!("floor: {id} did not exit within 30 s of SIGKILL"))?
+            .with_context(|| format!("floor: waiting for {id}"))?;
+        rt.delete(id)
+            .await
+            .with_context(|| format!("floor: deleting {id}"))
+    }
+}
+
+/// One RunTask -> RUNNING, in milliseconds.
+#[derive(Default)]
+struct Sample {
+    /// RunTask sent -> DescribeTasks shows RUNNING.
+    client: f64,
+    /// The task's createdAt -> startedAt.
+    server: f64,
+    /// createdAt -> pullStartedAt: the controller stores and sends it, the agent takes it in.
+    intake: f64,
+    /// pullStartedAt -> pullStoppedAt: the agent resolves the image.
+    image: f64,
+    /// pullStoppedAt -> startedAt: task cgroup, containerd create + start, records.
+    start: f64,
+}
+
+struct Berth {
+    client: EcsClient<Channel>,
+    cluster: String,
+    task_definition: String,
+}
+
+impl Berth {
+    async fn run(&mut self, count: usize) -> Result<Vec<String>> {
+        let r = self
+            .client
+            .run_task(RunTaskRequest {
+                cluster: Some(self.cluster.clone()),
+                task_definition: self.task_definition.clone(),
+                count: Some(count as i32),
+                ..Default::default()
             })
             .await
-            .expect("describe-tasks")
+            .context("run-task")?
             .into_inner();
-        if r.tasks.iter().all(|t| t.last_status == status) && r.tasks.len() == arns.len() {
-            return;
+        if let Some(f) = r.failures.first() {
+            bail!("run-task placed no task: {} {}", f.reason, f.detail);
         }
-        if let Some(t) = r
-            .tasks
-            .iter()
-            .find(|t| t.last_status == "STOPPED" && status != "STOPPED")
-        {
-            panic!(
-                "task {} stopped: {}",
-                t.task_arn,
-                t.stopped_reason.as_deref().unwrap_or("")
-            );
+        ensure!(
+            r.tasks.len() == count,
+            "run-task placed {} of {count} tasks",
+            r.tasks.len()
+        );
+        Ok(r.tasks.into_iter().map(|t| t.task_arn).collect())
+    }
+
+    async fn describe(&mut self, arns: &[String]) -> Result<Vec<Task>> {
+        let mut out = Vec::with_capacity(arns.len());
+        // DescribeTasks takes at most 100 tasks per call.
+        for chunk in arns.chunks(100) {
+            let r = self
+                .client
+                .describe_tasks(DescribeTasksRequest {
+                    cluster: Some(self.cluster.clone()),
+                    tasks: chunk.to_vec(),
+                    include: vec![],
+                })
+                .await
+                .context("describe-tasks")?
+                .into_inner();
+            if let Some(f) = r.failures.first() {
+                bail!("describe-tasks: {} {}", f.reason, f.detail);
+            }
+            out.extend(r.tasks);
         }
-        assert!(Instant::now() < deadline, "tasks did not reach {status}");
-        tokio::time::sleep(POLL).await;
+        Ok(out)
+    }
+
+    /// Polls until every task is `status`; fails on a task that stopped instead of running, after
+    /// `timeout`, or when no task has reached `status` for [`STALL`].
+    async fn wait_all(
+        &mut self,
+        arns: &[String],
+        status: TaskStatus,
+        poll: Duration,
+        timeout: Duration,
+    ) -> Result<Vec<Task>> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let mut last_note = started;
+        let (mut last_done, mut last_progress) = (0, started);
+        loop {
+            let tasks = self.describe(arns).await?;
+            let done = tasks.iter().filter(|t| status == t.last_status).count();
+            if done == arns.len() {
+                return Ok(tasks);
+            }
+            if done > last_done {
+                (last_done, last_progress) = (done, Instant::now());
+            } else if last_progress.elapsed() >= STALL {
+                bail!(
+                    "stalled: {done} of {} tasks {status} and none more for {} s",
+                    arns.len(),
+                    STALL.as_secs()
+                );
+            }
+            if status != TaskStatus::Stopped {
+                if let Some(t) = tasks.iter().find(|t| TaskStatus::Stopped == t.last_status) {
+                    bail!(
+                        "task {} stopped: {} {}",
+                        t.task_arn,
+                        t.stop_code.as_deref().unwrap_or(""),
+                        t.stopped_reason.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            if poll >= POLL_SLOW && last_note.elapsed() >= Duration::from_secs(10) {
+                eprintln!(
+                    "  {done} of {} tasks {status} after {:.0} s",
+                    arns.len(),
+                    started.elapsed().as_secs_f64()
+                );
+                last_note = Instant::now();
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{done} of {} tasks reached {status} within {timeout:?}",
+                    arns.len()
+                );
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    async fn stop(&mut self, arns: &[String], timeout: Duration) -> Result<()> {
+        for arn in arns {
+            self.client
+                .stop_task(StopTaskRequest {
+                    cluster: Some(self.cluster.clone()),
+                    task: arn.clone(),
+                    reason: Some("bench".into()),
+                })
+                .await
+                .context("stop-task")?;
+        }
+        self.wait_all(arns, TaskStatus::Stopped, POLL_SLOW, timeout)
+            .await
+            .map(|_| ())
+    }
+
+    /// One RunTask -> RUNNING, then stops the task (not timed).
+    async fn once(&mut self) -> Result<Sample> {
+        let t = Instant::now();
+        let arns = self.run(1).await?;
+        let tasks = self
+            .wait_all(&arns, TaskStatus::Running, POLL, Duration::from_secs(60))
+            .await?;
+        let client = ms(t.elapsed());
+        let task = tasks.first().context("describe-tasks returned no task")?;
+        let span = |from: &Option<Timestamp>, to: &Option<Timestamp>, what: &str| {
+            ts_ms(from.as_ref(), to.as_ref())
+                .with_context(|| format!("task {} lacks {what}", task.task_arn))
+        };
+        let sample = Sample {
+            client,
+            server: span(&task.created_at, &task.started_at, "createdAt or startedAt")?,
+            intake: span(&task.created_at, &task.pull_started_at, "pullStartedAt")?,
+            image: span(
+                &task.pull_started_at,
+                &task.pull_stopped_at,
+                "pullStartedAt or pullStoppedAt",
+            )?,
+            start: span(&task.pull_stopped_at, &task.started_at, "pullStoppedAt")?,
+        };
+        self.stop(&arns, Duration::from_secs(60)).await?;
+        Ok(sample)
     }
 }
 
-async fn stop_all(
-    client: &mut EcsClient<tonic::transport::Channel>,
-    cluster: &str,
-    arns: &[String],
-) {
-    for arn in arns {
-        client
-            .stop_task(StopTaskRequest {
-                cluster: Some(cluster.into()),
-                task: arn.clone(),
-                reason: None,
-            })
-            .await
-            .expect("stop-task");
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED (a figure, not a failure: timings on shared machines are noisy)"
     }
-    wait_status(client, cluster, arns, "STOPPED").await;
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() {
-    if !prerequisites() {
-        std::process::exit(1);
-    }
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(50);
-    let c = Cluster::start("bench");
-    let sock = c.socket();
-
-    // The floor: a whole create/start/exit/delete cycle with ctr, same image, same containerd.
-    let mut floor = Vec::new();
-    for i in 0..n {
-        let t = Instant::now();
-        let ok = Command::new("ctr")
-            .arg("-a")
-            .arg(&sock)
-            .args([
-                "-n",
-                "berth",
-                "run",
-                "--rm",
-                IMAGE,
-                &format!("floor-{i}"),
-                "/bin/true",
-            ])
-            .status()
-            .expect("ctr run")
-            .success();
-        assert!(ok, "ctr run failed");
-        floor.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-
-    let mut client = EcsClient::connect(c.endpoint.clone())
-        .await
-        .expect("controller");
-    let td = c.register(&format!(
-        r#"{{"family": "bench", "networkMode": "none",
-        "containerDefinitions": [{{"name": "app", "image": "{IMAGE}", "memory": 16,
-          "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]}}]}}"#
-    ));
-    let agent = c.agent_pid().expect("agent pid");
-    let idle_rss = rss_mib(agent);
-
-    let run = |client: &mut EcsClient<tonic::transport::Channel>| {
-        let mut client = client.clone();
-        let (cluster, td) = (c.name.clone(), td.clone());
-        async move {
-            client
-                .run_task(RunTaskRequest {
-                    cluster: Some(cluster),
-                    task_definition: td,
-                    ..Default::default()
-                })
-                .await
-                .expect("run-task")
-                .into_inner()
-                .tasks[0]
-                .task_arn
-                .clone()
+async fn main() -> ExitCode {
+    let args = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            return ExitCode::from(2);
         }
     };
-    let mut latency = Vec::new();
-    for _ in 0..n {
-        let t = Instant::now();
-        let arn = run(&mut client).await;
-        wait_status(&mut client, &c.name, std::slice::from_ref(&arn), "RUNNING").await;
-        latency.push(t.elapsed().as_secs_f64() * 1000.0);
-        stop_all(&mut client, &c.name, &[arn]).await;
+    if !prerequisites() {
+        eprintln!("bench: needs root, containerd, runc, ctr and busybox-static");
+        return ExitCode::FAILURE;
     }
-
-    let mut arns = Vec::new();
-    for _ in 0..20 {
-        arns.push(run(&mut client).await);
+    let result = bench(&args).await;
+    remove_image_archive();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: FAILED: {e:#}");
+            ExitCode::FAILURE
+        }
     }
-    wait_status(&mut client, &c.name, &arns, "RUNNING").await;
-    let busy_rss = rss_mib(agent);
-    let agent_children = children(agent);
-    stop_all(&mut client, &c.name, &arns).await;
+}
 
-    let (f50, f99) = summary(floor);
-    let (l50, l99) = summary(latency);
+/// Runs the bench and prints its report. Its cluster (containerd, controller, agent, temp dir,
+/// cgroups) is removed when it returns, on failure too.
+async fn bench(args: &Args) -> Result<()> {
+    let c = Cluster::start("bench");
+    let result = phases(&c, args).await;
+    if result.is_err() {
+        let log = c.agent_log();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        eprintln!("the agent's last log lines:");
+        for l in tail.into_iter().rev() {
+            eprintln!("  {}", without_ansi(l));
+        }
+    }
+    result
+}
+
+async fn phases(c: &Cluster, args: &Args) -> Result<()> {
+    let (runtime, containerd_version) = Containerd::connect(&c.socket(), NAMESPACE)
+        .await
+        .context("connecting to the bench's containerd")?;
+    let image = runtime.image(IMAGE).await.context("resolving the image")?;
+    let def: ContainerDefinition =
+        serde_json::from_str(&app_definition()).context("the bench's container definition")?;
+    let mut floor = Floor {
+        runtime,
+        image,
+        def,
+        cgroup_parent: c.cgroup_parent.clone(),
+        log_dir: c.dir.join("bench-floor"),
+        runs: 0,
+    };
+
+    let task_definition = c.register(&format!(
+        r#"{{"family": "bench", "networkMode": "none", "containerDefinitions": [{}]}}"#,
+        app_definition()
+    ));
+    let mut berth = Berth {
+        client: EcsClient::connect(c.endpoint.clone())
+            .await
+            .context("connecting to the controller")?,
+        cluster: c.name.clone(),
+        task_definition,
+    };
+    let agent = c.agent_pid().context("agent pid")?;
+    let idle_rss = proc_status_mib(agent, "VmRSS:")?;
+
+    // Start latency, interleaved.
+    for _ in 0..args.warmup {
+        floor.once().await?;
+        berth.once().await?;
+    }
+    let (mut floor_ms, mut samples) = (Vec::new(), Vec::new());
+    for _ in 0..args.count {
+        floor_ms.push(floor.once().await?);
+        samples.push(berth.once().await?);
+    }
     println!(
-        "host: {} cores",
+        "host: {} cores, containerd {containerd_version}, image {IMAGE}",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0)
     );
-    println!("floor  ctr run --rm {IMAGE} /bin/true   n={n}  p50 {f50:7.1} ms  p99 {f99:7.1} ms");
-    println!("berth  RunTask -> RUNNING (client sees)  n={n}  p50 {l50:7.1} ms  p99 {l99:7.1} ms");
+    print_latency(args, Stats::of(floor_ms), &samples);
+
+    // Memory with many running tasks.
+    println!();
+    println!("agent RSS idle (connected, no task yet): {idle_rss:.1} MiB");
+    if args.tasks == 0 {
+        return Ok(());
+    }
+    let t = Instant::now();
+    let mut arns = Vec::with_capacity(args.tasks);
+    while arns.len() < args.tasks {
+        let batch = (args.tasks - arns.len()).min(10);
+        arns.extend(berth.run(batch).await?);
+    }
+    let many_timeout = Duration::from_secs(60) + Duration::from_secs(2) * args.tasks as u32;
+    berth
+        .wait_all(&arns, TaskStatus::Running, POLL_SLOW, many_timeout)
+        .await?;
+    let all_running = t.elapsed();
+    let busy_rss = proc_status_mib(agent, "VmRSS:")?;
+    let peak_rss = proc_status_mib(agent, "VmHWM:")?;
     println!(
-        "ratio  p50 {:.2}x  p99 {:.2}x  (target: p50 within 1.5x)",
-        l50 / f50,
-        l99 / f99
+        "agent RSS with {} running tasks: {busy_rss:.1} MiB (target < {RSS_TARGET_MIB:.0} MiB: {}); peak so far (VmHWM) {peak_rss:.1} MiB",
+        args.tasks,
+        met(busy_rss < RSS_TARGET_MIB)
     );
-    println!("agent  RSS idle {idle_rss:.1} MiB, with 20 running tasks {busy_rss:.1} MiB (target: under 30 MiB)");
-    println!("agent  child processes with 20 running tasks: {agent_children} (containers are children of containerd's shims)");
+    println!(
+        "{} tasks: all RUNNING {:.1} s after the first RunTask",
+        args.tasks,
+        all_running.as_secs_f64()
+    );
+    let t = Instant::now();
+    berth.stop(&arns, many_timeout).await?;
+    println!(
+        "{} tasks: all STOPPED {:.1} s after the first StopTask",
+        args.tasks,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn print_latency(args: &Args, floor: Stats, samples: &[Sample]) {
+    let of = |f: fn(&Sample) -> f64| Stats::of(samples.iter().map(f).collect());
+    let high = if args.count >= 100 { "p99" } else { "max" };
+    println!(
+        "start latency: {} interleaved runs each (floor, berth, ...) after {} warm-up runs each; client polls every {} ms",
+        args.count,
+        args.warmup,
+        POLL.as_millis()
+    );
+    println!();
+    println!(
+        "{:<52} {:>4} {:>9} {:>9} {:>10} {:>10}",
+        "",
+        "n",
+        "p50 ms",
+        format!("{high} ms"),
+        "p50/floor",
+        format!("{high}/floor")
+    );
+    let row = |label: &str, s: &Stats, ratio: bool| {
+        let r = |a: f64, b: f64| {
+            if ratio {
+                format!("{:.2}x", a / b)
+            } else {
+                String::new()
+            }
+        };
+        println!(
+            "{label:<52} {:>4} {:>9.1} {:>9.1} {:>10} {:>10}",
+            s.n,
+            s.p50,
+            s.p99,
+            r(s.p50, floor.p50),
+            r(s.p99, floor.p99)
+        );
+    };
+    row(
+        "floor  containerd create+start (gRPC, agent's code)",
+        &floor,
+        false,
+    );
+    let client = of(|s| s.client);
+    row("berth  RunTask -> RUNNING, client-observed", &client, true);
+    row(
+        "berth  createdAt -> startedAt, server-side",
+        &of(|s| s.server),
+        true,
+    );
+    row(
+        "         createdAt -> pullStartedAt (link, intake)",
+        &of(|s| s.intake),
+        false,
+    );
+    row(
+        "         pullStartedAt -> pullStoppedAt (image)",
+        &of(|s| s.image),
+        false,
+    );
+    row(
+        "         pullStoppedAt -> startedAt (cgroup, run)",
+        &of(|s| s.start),
+        false,
+    );
+    let ratio = client.p50 / floor.p50;
+    println!(
+        "target: client-observed p50 <= {RATIO_TARGET:.2}x floor p50: {ratio:.2}x, {}",
+        met(ratio <= RATIO_TARGET)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn p99_is_the_maximum_below_100_samples() {
+        let s = Stats::of((1..=50).rev().map(f64::from).collect());
+        assert_eq!((s.n, s.p50, s.p99), (50, 25.0, 50.0));
+        let s = Stats::of((1..=200).map(f64::from).collect());
+        assert_eq!((s.p50, s.p99), (100.0, 198.0));
+    }
+
+    #[test]
+    fn log_lines_lose_their_colour_codes() {
+        assert_eq!(
+            without_ansi("\x1b[2m2026\x1b[0m \x1b[32m INFO\x1b[0m task stopped"),
+            "2026  INFO task stopped"
+        );
+    }
+
+    #[test]
+    fn timestamps_subtract_to_milliseconds() {
+        let a = Timestamp {
+            seconds: 10,
+            nanos: 900_000_000,
+        };
+        let b = Timestamp {
+            seconds: 11,
+            nanos: 150_000_000,
+        };
+        assert_eq!(ts_ms(Some(&a), Some(&b)), Some(250.0));
+        assert_eq!(ts_ms(Some(&a), None), None);
+    }
 }
