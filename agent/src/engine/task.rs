@@ -92,6 +92,14 @@ pub enum CgroupCallError {
     },
 }
 
+/// Sleeps until `deadline`, or forever when there is none.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What a start-phase call came to.
 enum Step<T> {
     /// The call returned (or timed out).
@@ -308,7 +316,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                         Some(ev) => self.handle(ev).await,
                         None => return,
                     },
-                    _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                    _ = until(deadline) => {
                         self.kill_overdue().await;
                     }
                 }
@@ -356,12 +364,17 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         tokio::pin!(call);
         let mut stop: Option<(String, String)> = None;
         loop {
+            let deadline = self.kill_at.values().min().copied();
             tokio::select! {
+                // Another container's SIGKILL is never held up by this call.
+                _ = until(deadline) => self.kill_overdue().await,
                 r = &mut call => return match stop {
                     Some((reason, code)) => Step::Stop(reason, code),
                     None => Step::Done(r),
                 },
-                ev = self.rx.recv(), if stop.is_none() => match ev {
+                ev = self.rx.recv() => match ev {
+                    // Already acted on: the first stop's reason stands.
+                    Some(Event::Stop { .. }) if stop.is_some() => {}
                     Some(Event::Stop { reason, code }) if on_stop == OnStop::Abandon => {
                         return Step::Stop(reason, code)
                     }
@@ -370,7 +383,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                         self.stop_running_siblings(&reason, &code);
                         stop = Some((reason, code));
                     }
-                    Some(other) => self.deferred.push_back(other),
+                    Some(other) => self.take_while_busy(other).await,
                     // The engine is gone: nothing can stop us any more.
                     None => return Step::Done(call.await),
                 },
@@ -606,11 +619,13 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
 
     /// Asks containerd for a container's state until it gives a definite answer (not an error,
     /// not UNKNOWN), with back-off; `None` after `attempts` tries when bounded.
-    async fn settle(&self, cid: &str, attempts: Option<u32>) -> Option<ContainerState> {
+    async fn settle(&mut self, cid: &str, attempts: Option<u32>) -> Option<ContainerState> {
         let mut attempt = 0;
         loop {
-            let runtime = &self.shared.runtime;
-            match bounded("state", cid, self.timeouts().call, runtime.state(cid)).await {
+            let runtime = self.shared.runtime.clone();
+            let after = self.timeouts().call;
+            let asked = bounded("state", cid, after, async move { runtime.state(cid).await });
+            match self.keeping_deadlines(asked).await {
                 Ok(ContainerState::Unknown) => {
                     warn!(container = %cid, "containerd does not know the process's state; asking again")
                 }
@@ -623,12 +638,36 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             if attempts.is_some_and(|max| attempt >= max) {
                 return None;
             }
-            tokio::time::sleep(backoff(
-                Duration::from_millis(100),
-                attempt,
-                Duration::from_secs(5),
-            ))
-            .await;
+            let pause = backoff(Duration::from_millis(100), attempt, Duration::from_secs(5));
+            self.keeping_deadlines(tokio::time::sleep(pause)).await;
+        }
+    }
+
+    /// Awaits `fut` while sending the SIGKILLs that fall due meanwhile and taking in exits: a
+    /// slow containerd call about one container never delays another container's SIGKILL
+    /// deadline.
+    async fn keeping_deadlines<T>(&mut self, fut: impl Future<Output = T>) -> T {
+        tokio::pin!(fut);
+        loop {
+            let deadline = self.kill_at.values().min().copied();
+            tokio::select! {
+                r = &mut fut => return r,
+                _ = until(deadline) => self.kill_overdue().await,
+                ev = self.rx.recv() => match ev {
+                    Some(ev) => self.take_while_busy(ev).await,
+                    None => return fut.await,
+                },
+            }
+        }
+    }
+
+    /// An event arriving while a start-phase call or a settle is in progress. Once the task is
+    /// stopping, an exit is recorded at once, so the SIGKILL retries see it; anything else is
+    /// kept, in order, for the main loop.
+    async fn take_while_busy(&mut self, ev: Event) {
+        match ev {
+            Event::Exited { name, status } if self.stopping() => self.on_exit(&name, status).await,
+            other => self.deferred.push_back(other),
         }
     }
 

@@ -674,6 +674,56 @@ async fn a_stop_during_a_start_in_flight_stops_what_that_start_made() {
     assert_forward_only(&h);
 }
 
+/// Item 3: one container's start hanging in containerd delays neither the stop request nor
+/// another container's SIGKILL deadline: the running sibling that ignores SIGTERM is killed
+/// exactly at its stopTimeout while the start is still in flight.
+#[tokio::test(start_paused = true)]
+async fn a_hung_start_delays_no_sibling_sigkill() {
+    let rt = FakeRuntime {
+        ignore_sigterm: true,
+        ..Default::default()
+    };
+    rt.faults.inject("start", Some("side"), Fault::Hang);
+    let h = harness(rt);
+    let td = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+      {"name":"main","image":"i","stopTimeout":7},{"name":"side","image":"i","essential":false}]}"#;
+    h.engine.apply_desired(&assignment("RUNNING", td));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        h.runtime.count("start", "side"),
+        1,
+        "side's start is in flight"
+    );
+    let asked = tokio::time::Instant::now();
+    h.engine.apply_desired(&DesiredTasks {
+        seq: 2,
+        ..assignment("STOPPED", td)
+    });
+    reported(&h, |c| c.last_status == "STOPPING").await;
+    let killed = reported(&h, |c| {
+        c.containers
+            .iter()
+            .any(|x| x.name == "main" && x.exit_code == Some(137))
+    })
+    .await;
+    assert_eq!(
+        container(&killed, "side").last_status,
+        "PENDING",
+        "side's start still hangs"
+    );
+    let kills = h.runtime.kills.lock().unwrap().clone();
+    let main: Vec<_> = kills.iter().filter(|k| k.0.ends_with("main")).collect();
+    assert_eq!((main[0].1, main[0].2), (15, asked), "SIGTERM at once");
+    assert_eq!(
+        (main[1].1, main[1].2),
+        (9, asked + Duration::from_secs(7)),
+        "SIGKILL exactly at stopTimeout"
+    );
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(container(&stopped, "side").exit_code, None);
+    assert_forward_only(&h);
+}
+
 /// Item 1, mid-way: the stop arrives after the first container started; the rest never start.
 #[tokio::test(start_paused = true)]
 async fn a_stop_after_the_first_container_started_stops_the_rest_as_never_started() {
