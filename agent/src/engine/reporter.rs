@@ -71,13 +71,16 @@ enum Op {
     },
     /// Answered once every earlier op is done.
     Flush(Option<tokio::sync::oneshot::Sender<()>>),
+    /// A report of a state already handed to the writer: queued once every earlier op is done,
+    /// so it never gets ahead of the write of that state.
+    Report(Box<TaskStateChange>),
 }
 
 impl Op {
     fn path(&self) -> Option<&PathBuf> {
         match self {
             Op::Put { path, .. } | Op::Delete { path } => Some(path),
-            Op::Flush(_) => None,
+            Op::Flush(_) | Op::Report(_) => None,
         }
     }
 
@@ -90,6 +93,7 @@ impl Op {
                 }
                 return Ok(());
             }
+            Op::Report(_) => return Ok(()),
         };
         let job = match self {
             Op::Put { bytes, .. } => {
@@ -153,11 +157,14 @@ async fn write_loop(mut rx: mpsc::UnboundedReceiver<Op>, queue: Arc<Queue>) {
             }
             match op.run().await {
                 Ok(()) => {
-                    if let Op::Put {
-                        report: Some(r), ..
-                    } = op
-                    {
-                        queue.push(*r);
+                    match op {
+                        Op::Put {
+                            report: Some(r), ..
+                        }
+                        | Op::Report(r) => {
+                            queue.push(*r);
+                        }
+                        _ => {}
                     }
                     break;
                 }
@@ -239,11 +246,17 @@ impl Reporter {
         }
     }
 
-    /// Queues a report whose content is already on disk or derived again when needed (a
-    /// task's state at start-up, a task missing from the desired set, a stop of a task the
-    /// agent never held). Returns its sequence number.
-    pub fn report(&self, change: TaskStateChange) -> u64 {
-        self.queue.push(change)
+    /// Queues a report whose content is on disk (or derived again when needed: a task's state
+    /// at start-up, a task missing from the desired set, a stop of a task the agent never held)
+    /// once every write asked for before it is done, so a re-report of a state never gets ahead
+    /// of that state's write (`a_report_waits_for_the_writes_before_it`).
+    pub fn report(&self, change: TaskStateChange) {
+        if let Err(mpsc::error::SendError(op)) = self.writes.send(Op::Report(Box::new(change))) {
+            // The writer is gone (the runtime is shutting down): queue it as it is.
+            if let Op::Report(r) = op {
+                self.queue.push(*r);
+            }
+        }
     }
 
     /// Drops every report up to `seq`: the controller has stored them.
@@ -384,7 +397,38 @@ mod tests {
         // A restart (a new reporter on the same dir) has a new epoch and numbers from 1 again.
         let r2 = Reporter::new(dir.clone(), AgentState::default());
         assert_ne!(r2.epoch(), r.epoch());
-        assert_eq!(r2.report(on_disk.state.clone()), 1);
+        r2.report(on_disk.state.clone());
+        r2.flush().await;
+        assert_eq!(r2.pending_after(0)[0].seq, 1);
+    }
+
+    #[tokio::test]
+    async fn a_report_waits_for_the_writes_before_it() {
+        let d = temp();
+        let dir = DataDir(d.0.clone());
+        std::fs::create_dir_all(&dir.0).unwrap();
+        // `tasks` is a file: the write of the STOPPED state fails until it is removed.
+        std::fs::write(dir.0.join("tasks"), b"in the way").unwrap();
+        let r = Reporter::new(dir.clone(), AgentState::default());
+        let mut rx = r.subscribe();
+        let rec = record("arn:t/a", "STOPPED");
+        r.persist("a", &rec, None);
+        // The engine re-reports the STOPPED state it holds in memory.
+        r.report(rec.state.clone());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), rx.changed())
+                .await
+                .is_err(),
+            "reported before its state was on disk"
+        );
+        std::fs::remove_file(dir.0.join("tasks")).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), rx.changed())
+            .await
+            .expect("reported once on disk")
+            .unwrap();
+        let on_disk: TaskRecord = crate::state::read_json(&dir.task("a")).unwrap().unwrap();
+        assert_eq!(on_disk.state.last_status, "STOPPED");
+        assert_eq!(r.pending_after(0)[0].last_status, "STOPPED");
     }
 
     #[tokio::test]

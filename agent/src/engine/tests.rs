@@ -1203,10 +1203,12 @@ async fn every_session_start_re_reports_tasks_the_desired_set_does_not_name() {
     h.reporter.ack(first.seq);
     // Within a session: once.
     h.engine.apply_desired(&empty(3));
+    h.reporter.flush().await;
     assert_eq!(unknown(&h), 1);
     // A new session (the controller may have restarted): again.
     h.engine.new_session();
     h.engine.apply_desired(&empty(1));
+    h.reporter.flush().await;
     assert_eq!(unknown(&h), 2);
     assert!(h.runtime.kills.lock().unwrap().is_empty());
 }
@@ -1258,6 +1260,7 @@ async fn containers_no_record_holds_are_reported_then_inspected_not_restarted() 
         seq: 1,
         tasks: vec![],
     });
+    h.reporter.flush().await;
     assert_eq!(
         h.reporter
             .history()
