@@ -251,11 +251,11 @@ impl Reporter {
     /// once every write asked for before it is done, so a re-report of a state never gets ahead
     /// of that state's write (`a_report_waits_for_the_writes_before_it`).
     pub fn report(&self, change: TaskStateChange) {
-        if let Err(mpsc::error::SendError(op)) = self.writes.send(Op::Report(Box::new(change))) {
-            // The writer is gone (the runtime is shutting down): queue it as it is.
-            if let Op::Report(r) = op {
-                self.queue.push(*r);
-            }
+        // The writer gone (the runtime is shutting down): queue it as it is.
+        if let Err(mpsc::error::SendError(Op::Report(r))) =
+            self.writes.send(Op::Report(Box::new(change)))
+        {
+            self.queue.push(*r);
         }
     }
 
