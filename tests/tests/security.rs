@@ -3,7 +3,6 @@
 //! and how privileged containers are refused or given everything.
 
 use berth_tests::{prerequisites, wait_for, Cluster, IMAGE};
-use serde_json::Value;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
@@ -185,16 +184,23 @@ fn privileged_containers_are_refused_by_default() {
         "the agent does not advertise privileged containers: {:?}",
         attributes(&c)
     );
+    // Placement avoids an instance that does not allow them (ECS's ATTRIBUTE failure); the
+    // agent's own refusal (CannotCreateContainerError, for a task that reaches it anyway) is
+    // spec::tests::privileged_is_refused_unless_the_agent_allows_it.
     let td = privileged_td(&c);
-    let task = c.run_task(&td);
-    let t: Value = c.wait_status(&task, "STOPPED", T);
-    assert_eq!(t["stopCode"], "TaskFailedToStart");
-    let reason = t["stoppedReason"].as_str().unwrap_or_default();
+    let v = c.json(&["run-task", "--cluster", &c.name, "--task-definition", &td]);
+    assert_eq!(v["tasks"].as_array().map(Vec::len), Some(0), "{v}");
+    assert_eq!(v["failures"][0]["reason"], "ATTRIBUTE", "{v}");
+    let detail = v["failures"][0]["detail"].as_str().unwrap_or_default();
     assert!(
-        reason.starts_with("CannotCreateContainerError: ")
-            && reason.contains("privileged")
-            && reason.contains("--allow-privileged"),
-        "{reason}"
+        detail.contains("ecs.capability.privileged-container"),
+        "{v}"
+    );
+    let listed = c.json(&["list-tasks", "--cluster", &c.name]);
+    assert_eq!(
+        listed["taskArns"].as_array().map(Vec::len),
+        Some(0),
+        "{listed}"
     );
     assert!(c.containerd_containers().is_empty());
 }

@@ -61,6 +61,7 @@ impl State {
                     arn: ci.container_instance_arn.clone(),
                     cpu,
                     memory,
+                    attributes: ci.attributes.iter().map(|a| a.name.clone()).collect(),
                 }
             })
             .collect()

@@ -74,6 +74,16 @@ fn apply_overrides(
     Ok(containers)
 }
 
+/// The attributes an instance needs to run these containers (ECS's requiresAttributes): a
+/// privileged container needs an agent that allows them.
+fn required_attributes(containers: &[ContainerDefinition]) -> Vec<String> {
+    let mut out = Vec::new();
+    if containers.iter().any(|c| c.privileged == Some(true)) {
+        out.push("ecs.capability.privileged-container".to_string());
+    }
+    out
+}
+
 /// The task definition an agent runs: the registered one with the task's overrides applied.
 pub(crate) fn effective_definition(td: &TaskDefinition, task: &Task) -> TaskDefinition {
     let mut out = td.clone();
@@ -160,18 +170,31 @@ impl Controller {
             });
             return Ok(out);
         }
+        let needs = scheduler::Needs {
+            cpu: cpu_need,
+            memory: mem_need,
+            attributes: required_attributes(&containers),
+        };
         let mut writes = Vec::new();
         let mut placed = Vec::new();
         for _ in 0..count {
-            let i = match scheduler::place(&mut candidates, cpu_need, mem_need) {
+            let i = match scheduler::place(&mut candidates, &needs) {
                 Ok(i) => i,
                 Err(failures) => {
                     for (arn, reason) in failures {
                         if !out.failures.iter().any(|f| f.arn == arn) {
+                            let detail = if reason == "ATTRIBUTE" {
+                                format!(
+                                    "the container instance lacks the attribute(s) the task requires: {}",
+                                    needs.attributes.join(", ")
+                                )
+                            } else {
+                                String::new()
+                            };
                             out.failures.push(Failure {
                                 arn,
                                 reason: reason.into(),
-                                detail: String::new(),
+                                detail,
                             });
                         }
                     }
