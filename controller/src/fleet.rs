@@ -76,11 +76,15 @@ impl Fleet {
             .unwrap_or(false)
     }
 
-    /// Whether an agent is connected for `instance`.
+    /// Whether an agent is connected for `instance` and in step: its current session has taken
+    /// in a desired set (DesiredTasksAck). Only then is the instance a placement candidate and
+    /// shown `agentConnected`: an agent that connected but cannot (or does not yet) take in what
+    /// it should run is not handed new tasks
+    /// (`link::an_instance_takes_tasks_only_once_its_agent_has_taken_in_a_desired_set`).
     pub fn connected(&self, instance: &str) -> bool {
         self.sessions
             .lock()
-            .map(|s| s.contains_key(instance))
+            .map(|s| s.get(instance).is_some_and(|x| x.desired_acked.is_some()))
             .unwrap_or(false)
     }
 

@@ -188,16 +188,66 @@ async fn run_task(c: &Controller, td_json: &str, count: i32) -> Vec<Task> {
     let td: RegisterTaskDefinitionRequest = serde_json::from_str(td_json).unwrap();
     let family = td.family.clone();
     c.register_task_definition(td).await.unwrap();
-    let r = c
+    let req = RunTaskRequest {
+        task_definition: family,
+        count: Some(count),
+        ..Default::default()
+    };
+    // The agent's DesiredTasksAck may still be on its way: until the controller has it, the
+    // instance is no candidate (MISSING).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c.run_task(req.clone()).await.unwrap();
+        let missing = r.failures.iter().any(|f| f.reason == "MISSING");
+        if missing && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        assert!(r.failures.is_empty(), "{:?}", r.failures);
+        return r.tasks;
+    }
+}
+
+/// Waits until the controller has taken in the agent's DesiredTasksAck (a placement candidate).
+async fn wait_connected(c: &Controller, instance_arn: &str) {
+    let id = berth_proto::arn::short_id("container-instance", instance_arn).unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !c.fleet().connected(id) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_instance_takes_tasks_only_once_its_agent_has_taken_in_a_desired_set() {
+    let s = serve(Arc::new(MemoryStore::default()), link::HEARTBEAT_INTERVAL).await;
+    let ci = register(s.addr).await;
+    let id = berth_proto::arn::short_id("container-instance", &ci)
+        .unwrap()
+        .to_string();
+    let mut a = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
+    // Connected, but its first desired set not yet acknowledged: no candidate.
+    let td: RegisterTaskDefinitionRequest = serde_json::from_str(WEB).unwrap();
+    s.controller.register_task_definition(td).await.unwrap();
+    let r = s
+        .controller
         .run_task(RunTaskRequest {
-            task_definition: family,
-            count: Some(count),
+            task_definition: "web".into(),
             ..Default::default()
         })
         .await
         .unwrap();
-    assert!(r.failures.is_empty(), "{:?}", r.failures);
-    r.tasks
+    assert!(r.tasks.is_empty());
+    assert_eq!(r.failures[0].reason, "MISSING", "{:?}", r.failures);
+    assert!(!s.controller.fleet().connected(&id));
+    // Once it has taken one in, it is.
+    a.desired().await;
+    let placed = run_task(&s.controller, WEB, 1).await;
+    assert_eq!(placed.len(), 1);
+    assert!(s.controller.fleet().connected(&id));
 }
 
 const WEB: &str =
@@ -544,6 +594,7 @@ async fn a_flooding_agent_that_does_not_read_cannot_deadlock_the_session() {
     let ci = register(s.addr).await;
     let mut a = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
     a.desired().await;
+    wait_connected(&s.controller, &ci).await;
     let td: RegisterTaskDefinitionRequest = serde_json::from_str(WEB).unwrap();
     s.controller.register_task_definition(td).await.unwrap();
     // Tasks whose overrides make every desired set ~4 MiB: more than HTTP/2 lets through

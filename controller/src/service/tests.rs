@@ -166,7 +166,9 @@ async fn state_changes_apply_once_and_move_forward_only() {
     let id = berth_proto::arn::short_id("container-instance", &ci.container_instance_arn)
         .unwrap()
         .to_string();
-    let _session = c.fleet().attach(&id);
+    let session = c.fleet().attach(&id);
+    // The agent has taken in its first desired set: a placement candidate.
+    c.fleet().desired_acked(&session, 1);
     c.register_task_definition(td(
         r#"{"family":"web","containerDefinitions":[{"name":"a","image":"x","memory":600}]}"#,
     ))
