@@ -8,14 +8,14 @@ mod unrecorded;
 use crate::cgroups::Cgroups;
 use crate::runtime::Runtime;
 use crate::state::{DataDir, TaskRecord};
-use berth_proto::status::TaskStatus;
+use berth_proto::status::{ContainerStatus, TaskStatus};
 use berth_proto::v1::{ContainerStateChange, DesiredTasks, TaskStateChange};
 use reporter::Reporter;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Settings of the engine.
 #[derive(Debug, Clone)]
@@ -105,6 +105,11 @@ impl<R, C> Clone for Engine<R, C> {
     }
 }
 
+/// Whether a task's known state is STOPPED (a state this agent wrote always parses).
+fn is_stopped(state: &TaskStateChange) -> bool {
+    TaskStatus::parse(&state.last_status) == Ok(TaskStatus::Stopped)
+}
+
 /// The short task id of a task ARN.
 pub fn task_id(arn: &str) -> String {
     berth_proto::arn::short_id("task", arn)
@@ -146,7 +151,7 @@ impl<R: Runtime, C: Cgroups> Shared<R, C> {
         self.reporter.persist(&id, rec, Some(report.clone()));
         if let Ok(mut entries) = self.entries.lock() {
             if let Some(e) = entries.get_mut(&id) {
-                if rec.state.last_status == TaskStatus::Stopped.as_str() {
+                if is_stopped(&rec.state) {
                     e.tx = None;
                 }
                 e.state = report;
@@ -185,7 +190,7 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
 
     fn spawn(&self, rec: TaskRecord, recovering: bool) {
         let id = task_id(&rec.task.task_arn);
-        let stopped = rec.state.last_status == "STOPPED";
+        let stopped = is_stopped(&rec.state);
         let (tx, rx) = mpsc::unbounded_channel();
         if let Ok(mut entries) = self.shared.entries.lock() {
             entries.insert(
@@ -239,9 +244,19 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                 let Some(task) = &a.task else { continue };
                 let id = task_id(&task.task_arn);
                 wanted.insert(id.clone());
+                let desired = match TaskStatus::parse(&a.desired_status) {
+                    Ok(s @ (TaskStatus::Running | TaskStatus::Stopped)) => s,
+                    _ => {
+                        // The contract has only these two: a newer controller's word this agent
+                        // does not understand changes nothing here (and stops nothing).
+                        error!(task = %task.task_arn, desired_status = %a.desired_status,
+                            "desired status is neither RUNNING nor STOPPED; assignment not acted on");
+                        continue;
+                    }
+                };
                 match entries.get_mut(&id) {
                     Some(e) => {
-                        if a.desired_status == "STOPPED" {
+                        if desired == TaskStatus::Stopped {
                             if let Some(tx) = &e.tx {
                                 let _ = tx.send(Event::Stop {
                                     reason: a
@@ -253,14 +268,14 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                                         .clone()
                                         .unwrap_or_else(|| "UserInitiated".into()),
                                 });
-                            } else if e.state.last_status == "STOPPED" {
+                            } else if is_stopped(&e.state) {
                                 // Stopped here; make sure the controller hears it again.
                                 to_report.push(e.state.clone());
                             }
                         }
                     }
                     None if listed.contains_key(&task.task_arn)
-                        || (a.desired_status == "RUNNING"
+                        || (desired == TaskStatus::Running
                             && a.task_definition.is_some()
                             && TaskStatus::parse(&task.last_status)
                                 .is_ok_and(|s| s > TaskStatus::Provisioning)) =>
@@ -271,7 +286,7 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                             a.task_definition.as_ref(),
                             listed.remove(&task.task_arn).map(|t| t.containers),
                         );
-                        let stop = (a.desired_status == "STOPPED").then(|| Event::Stop {
+                        let stop = (desired == TaskStatus::Stopped).then(|| Event::Stop {
                             reason: a
                                 .stopped_reason
                                 .clone()
@@ -283,13 +298,13 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                         });
                         to_spawn.push((rec, true, stop));
                     }
-                    None => match (&a.task_definition, a.desired_status.as_str()) {
-                        (None, "RUNNING") => {
+                    None => match (&a.task_definition, desired) {
+                        (None, TaskStatus::Running) => {
                             // The controller sends a definition in the first set of a session
                             // naming the task; without one there is nothing to start from.
                             warn!(task = %task.task_arn, "assigned without a task definition; waiting for the next session's full set");
                         }
-                        (Some(td), "RUNNING") => {
+                        (Some(td), TaskStatus::Running) => {
                             let state = TaskStateChange {
                                 task_arn: task.task_arn.clone(),
                                 last_status: task.last_status.clone(),
@@ -310,7 +325,7 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                                 TaskRecord {
                                     task: task.clone(),
                                     definition: td.clone(),
-                                    desired_status: "RUNNING".into(),
+                                    desired_status: TaskStatus::Running.into(),
                                     state,
                                     stop_signals: Default::default(),
                                 },
@@ -322,7 +337,7 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                             // Wanted stopped and not here (never started, or long cleaned up).
                             to_report.push(TaskStateChange {
                                 task_arn: task.task_arn.clone(),
-                                last_status: "STOPPED".into(),
+                                last_status: TaskStatus::Stopped.into(),
                                 stop_code: a.stop_code.clone(),
                                 stopped_reason: a.stopped_reason.clone(),
                                 containers: task
@@ -330,7 +345,7 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                                     .iter()
                                     .map(|c| ContainerStateChange {
                                         name: c.name.clone(),
-                                        last_status: "STOPPED".into(),
+                                        last_status: ContainerStatus::Stopped.into(),
                                         ..Default::default()
                                     })
                                     .collect(),
@@ -346,7 +361,7 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                     e.reported_unknown = false;
                     continue;
                 }
-                if e.state.last_status == "STOPPED" {
+                if is_stopped(&e.state) {
                     // The controller has recorded it stopped: nothing left to keep.
                     forget.push(id.clone());
                 } else if !e.reported_unknown {

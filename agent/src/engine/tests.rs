@@ -724,6 +724,29 @@ async fn a_hung_start_delays_no_sibling_sigkill() {
     assert_forward_only(&h);
 }
 
+/// A desired status the contract does not define (a newer controller) is not acted on: a new
+/// task is neither started nor reported STOPPED, a running one is not stopped.
+#[tokio::test(start_paused = true)]
+async fn an_unknown_desired_status_changes_nothing() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("DRAINING", TWO));
+    h.reporter.flush().await;
+    assert!(all_reports(&h).is_empty(), "{:?}", all_reports(&h));
+    assert_eq!(h.runtime.count("create", ""), 0);
+    h.engine.apply_desired(&assignment("RUNNING", TWO));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    h.engine.apply_desired(&DesiredTasks {
+        seq: 2,
+        ..assignment("STOPED", TWO)
+    });
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    h.reporter.flush().await;
+    assert!(h.runtime.kills.lock().unwrap().is_empty());
+    assert!(all_reports(&h)
+        .iter()
+        .all(|c| c.last_status == "RUNNING" || c.last_status == "PENDING"));
+}
+
 /// Item 1, mid-way: the stop arrives after the first container started; the rest never start.
 #[tokio::test(start_paused = true)]
 async fn a_stop_after_the_first_container_started_stops_the_rest_as_never_started() {

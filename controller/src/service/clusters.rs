@@ -3,6 +3,7 @@
 use super::{cluster_name, put, Controller, State, CLUSTER_PREFIX};
 use crate::error::EcsError;
 use berth_proto::arn;
+use berth_proto::status::TaskStatus;
 use berth_proto::v1::*;
 
 /// Cluster names: up to 255 letters, numbers, hyphens and underscores (ECS's rule).
@@ -29,10 +30,11 @@ impl State {
         let arn = &c.cluster_arn;
         let (mut running, mut pending) = (0, 0);
         for t in self.tasks.values().filter(|t| &t.cluster_arn == arn) {
-            match t.last_status.as_str() {
-                "RUNNING" => running += 1,
-                "STOPPED" => {}
-                _ if t.desired_status == "RUNNING" => pending += 1,
+            let desired = TaskStatus::parse(&t.desired_status);
+            match TaskStatus::parse(&t.last_status) {
+                Ok(TaskStatus::Running) => running += 1,
+                Ok(TaskStatus::Stopped) => {}
+                _ if desired == Ok(TaskStatus::Running) => pending += 1,
                 _ => {}
             }
         }
@@ -194,11 +196,10 @@ impl Controller {
         }) {
             return Err(EcsError::ClusterContainsContainerInstances);
         }
-        if st
-            .tasks
-            .values()
-            .any(|t| t.cluster_arn == c.cluster_arn && t.last_status != "STOPPED")
-        {
+        if st.tasks.values().any(|t| {
+            t.cluster_arn == c.cluster_arn
+                && TaskStatus::parse(&t.last_status) != Ok(TaskStatus::Stopped)
+        }) {
             return Err(EcsError::ClusterContainsTasks);
         }
         let mut deleted = c;

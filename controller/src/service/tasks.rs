@@ -310,16 +310,19 @@ impl Controller {
     /// ListTasks: task ARNs filtered as ECS filters them (desiredStatus RUNNING by default).
     pub async fn list_tasks(&self, req: ListTasksRequest) -> Result<Vec<String>, EcsError> {
         let name = cluster_name(req.cluster.as_deref())?;
-        let desired = req
+        let given = req
             .desired_status
             .as_deref()
             .unwrap_or("RUNNING")
             .to_ascii_uppercase();
-        if !["RUNNING", "PENDING", "STOPPED"].contains(&desired.as_str()) {
-            return Err(EcsError::invalid(format!(
-                "desiredStatus: '{desired}' is not RUNNING, PENDING or STOPPED"
-            )));
-        }
+        let desired = match TaskStatus::parse(&given) {
+            Ok(s @ (TaskStatus::Running | TaskStatus::Pending | TaskStatus::Stopped)) => s,
+            _ => {
+                return Err(EcsError::invalid(format!(
+                    "desiredStatus: '{given}' is not RUNNING, PENDING or STOPPED"
+                )))
+            }
+        };
         if req.family.is_some() && req.service_name.is_some() {
             return Err(EcsError::invalid(
                 "family and serviceName cannot both be given",
@@ -336,13 +339,17 @@ impl Controller {
             .tasks
             .values()
             .filter(|t| t.cluster_arn == cluster_arn)
-            .filter(|t| match desired.as_str() {
-                // PENDING lists tasks that want to run and are not running yet.
-                "PENDING" => {
-                    t.desired_status == TaskStatus::Running.as_str()
-                        && TaskStatus::parse(&t.last_status).is_ok_and(|s| s < TaskStatus::Running)
+            .filter(|t| {
+                let wants = TaskStatus::parse(&t.desired_status);
+                match desired {
+                    // PENDING lists tasks that want to run and are not running yet.
+                    TaskStatus::Pending => {
+                        wants == Ok(TaskStatus::Running)
+                            && TaskStatus::parse(&t.last_status)
+                                .is_ok_and(|s| s < TaskStatus::Running)
+                    }
+                    d => wants == Ok(d),
                 }
-                d => t.desired_status == d,
             })
             .filter(|t| {
                 req.family.as_deref().is_none_or(|f| {
