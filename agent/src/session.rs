@@ -1,6 +1,6 @@
 //! The link to the controller: register, then hold one bidirectional stream, read and written
 //! concurrently, with heartbeats both ways. Reconnects with ECS's back-off (250 ms growing ×1.5
-//! to 2 min, with jitter; reset only after a session received a desired set) and never gives up.
+//! to 2 min, with jitter; reset only after a session has worked both ways) and never gives up.
 
 use crate::cgroups::Cgroups;
 use crate::engine::{reporter::Reporter, Engine};
@@ -219,7 +219,9 @@ async fn next(
 
 /// One session's exchange, reading and writing concurrently: the reader applies desired sets
 /// and acks (never waiting on a send), the writer sends reports, desired-set acks and
-/// heartbeats. The back-off resets only once a desired set has arrived.
+/// heartbeats. The back-off resets only once the session has worked both ways: a desired set
+/// has arrived, and either nothing waits to be reported or the controller acknowledged a report
+/// (a controller that keeps closing the session on a report gets the growing back-off).
 async fn exchange<R: Runtime, C: Cgroups>(
     mut inbound: tonic::Streaming<ControllerMessage>,
     tx: mpsc::Sender<AgentMessage>,
@@ -238,12 +240,14 @@ async fn exchange<R: Runtime, C: Cgroups>(
     let (desired_ack, mut desired_acks) = watch::channel(0u64);
     let reader = async {
         let mut last_desired = 0u64;
+        let mut worked = false;
         loop {
             match next(&mut inbound, dead_after).await? {
                 Some(FromController::DesiredTasks(d)) => {
                     // Within a session sequence numbers rise; an older one is stale.
                     if d.seq > last_desired {
-                        if last_desired == 0 {
+                        if last_desired == 0 && !worked && reporter.pending_after(0).is_empty() {
+                            worked = true;
                             backoff.reset();
                         }
                         last_desired = d.seq;
@@ -251,7 +255,13 @@ async fn exchange<R: Runtime, C: Cgroups>(
                     }
                     desired_ack.send_replace(d.seq);
                 }
-                Some(FromController::StateChangeAck(seq)) => reporter.ack(seq),
+                Some(FromController::StateChangeAck(seq)) => {
+                    reporter.ack(seq);
+                    if last_desired > 0 && !worked {
+                        worked = true;
+                        backoff.reset();
+                    }
+                }
                 Some(_) => {}
                 None => return Ok(()),
             }
@@ -417,6 +427,15 @@ mod tests {
 
     /// Runs one session of a real agent session against `scripted`.
     async fn session(scripted: Scripted, backoff: &mut Backoff) -> Result<(), LinkError> {
+        session_with(scripted, backoff, None).await
+    }
+
+    /// [`session`], with a report waiting to be sent.
+    async fn session_with(
+        scripted: Scripted,
+        backoff: &mut Backoff,
+        pending: Option<TaskStateChange>,
+    ) -> Result<(), LinkError> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(
@@ -449,6 +468,10 @@ mod tests {
             version_info: VersionInfo::default(),
             heartbeat: Duration::from_millis(100),
         };
+        if let Some(p) = pending {
+            reporter.report(p);
+            reporter.flush().await;
+        }
         let r = once(&reg, &engine, &reporter, backoff).await;
         server.abort();
         let _ = std::fs::remove_dir_all(dir);
@@ -523,6 +546,43 @@ mod tests {
         assert!(heard
             .iter()
             .any(|m| matches!(m, ToController::DesiredTasksAck(7))));
+    }
+
+    /// A controller that sends its desired set but never acknowledges the report the agent has
+    /// waiting (e.g. it refuses it and closes the session) does not reset the back-off; one that
+    /// acknowledges it does.
+    #[tokio::test]
+    async fn back_off_resets_only_once_a_waiting_report_is_acknowledged() {
+        let waiting = TaskStateChange {
+            task_arn: "arn:aws:ecs:on-prem:000000000000:task/default/t1".into(),
+            last_status: "STOPPED".into(),
+            ..Default::default()
+        };
+        let desired = from(FromController::DesiredTasks(DesiredTasks {
+            seq: 7,
+            tasks: vec![],
+        }));
+        let mut backoff = Backoff::default();
+        backoff.next_delay();
+        let refusing = Scripted {
+            script: vec![controller_hello(link::PROTOCOL_VERSION), desired.clone()],
+            ..Default::default()
+        };
+        let _ = session_with(refusing.clone(), &mut backoff, Some(waiting.clone())).await;
+        assert!(!backoff.is_reset());
+        assert!(refusing.heard.lock().unwrap().iter().any(
+            |m| matches!(m, ToController::TaskStateChange(c) if c.task_arn == waiting.task_arn)
+        ));
+        let acking = Scripted {
+            script: vec![
+                controller_hello(link::PROTOCOL_VERSION),
+                desired,
+                from(FromController::StateChangeAck(1)),
+            ],
+            ..Default::default()
+        };
+        let _ = session_with(acking, &mut backoff, Some(waiting)).await;
+        assert!(backoff.is_reset());
     }
 
     #[test]
