@@ -36,6 +36,10 @@ pub struct Registration {
     pub heartbeat: Duration,
 }
 
+/// How long registering or opening the session may take before the attempt counts as failed
+/// (and is retried with the back-off): the controller hung or a network path black-holed.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The reconnect back-off.
 pub struct Backoff {
     next: Duration,
@@ -88,6 +92,9 @@ pub enum LinkError {
     /// RegisterContainerInstance failed.
     #[error("register: {}", .0.message())]
     Register(#[source] tonic::Status),
+    /// A call to the controller got no answer in time.
+    #[error("{0}: no answer from the controller within {secs} s", secs = CALL_TIMEOUT.as_secs())]
+    Timeout(&'static str),
     /// The container instance identity could not be persisted.
     #[error("persisting the instance identity: {0}")]
     Identity(#[source] StateError),
@@ -149,18 +156,19 @@ async fn once<R: Runtime, C: Cgroups>(
         .await
         .map_err(LinkError::Connect)?;
     let mut client = berth_proto::link::client(channel);
-    let ci = client
-        .register_container_instance(RegisterContainerInstanceRequest {
-            cluster: reg.cluster.clone(),
-            container_instance_arn: reporter.identity(&reg.cluster),
-            total_resources: reg.resources.clone(),
-            attributes: reg.attributes.clone(),
-            version_info: Some(reg.version_info.clone()),
-            hostname: nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok()),
-        })
+    let registered = client.register_container_instance(RegisterContainerInstanceRequest {
+        cluster: reg.cluster.clone(),
+        container_instance_arn: reporter.identity(&reg.cluster),
+        total_resources: reg.resources.clone(),
+        attributes: reg.attributes.clone(),
+        version_info: Some(reg.version_info.clone()),
+        hostname: nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok()),
+    });
+    let ci = tokio::time::timeout(CALL_TIMEOUT, registered)
         .await
+        .map_err(|_| LinkError::Timeout("register"))?
         .map_err(LinkError::Register)?
         .into_inner()
         .container_instance
@@ -182,7 +190,10 @@ async fn once<R: Runtime, C: Cgroups>(
     })))
     .await
     .map_err(|_| LinkError::Closed)?;
-    let inbound = match client.session(ReceiverStream::new(rx)).await {
+    let opened = tokio::time::timeout(CALL_TIMEOUT, client.session(ReceiverStream::new(rx)))
+        .await
+        .map_err(|_| LinkError::Timeout("opening the session"))?;
+    let inbound = match opened {
         Ok(r) => r.into_inner(),
         Err(s) if s.code() == tonic::Code::FailedPrecondition => {
             return Err(LinkError::Protocol(s.message().to_string()))

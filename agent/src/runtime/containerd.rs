@@ -222,10 +222,12 @@ impl Runtime for Containerd {
         .into_inner()
         .mounts;
         if let Some(dir) = c.log_path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io {
-                path: dir.display().to_string(),
-                source,
-            })?;
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|source| RuntimeError::Io {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
         }
         let log = format!("file://{}", c.log_path.display());
         let created = rpc(

@@ -113,14 +113,24 @@ impl Rule {
     }
 }
 
+/// The embedded profile, parsed once (every container start needs it).
+fn profile() -> Result<&'static Profile, ProfileError> {
+    static PARSED: std::sync::OnceLock<Profile> = std::sync::OnceLock::new();
+    if let Some(p) = PARSED.get() {
+        return Ok(p);
+    }
+    let parsed: Profile = serde_json::from_str(PROFILE).map_err(ProfileError)?;
+    Ok(PARSED.get_or_init(|| parsed))
+}
+
 /// Docker's default seccomp filter for a container with these bounding capabilities.
 pub fn default_filter(caps: &Capabilities, host: &Host<'_>) -> Result<LinuxSeccomp, ProfileError> {
-    let profile: Profile = serde_json::from_str(PROFILE).map_err(ProfileError)?;
+    let profile = profile()?;
     let syscalls: Vec<LinuxSyscall> = profile
         .syscalls
-        .into_iter()
+        .iter()
         .filter(|r| r.applies(caps, host))
-        .map(|r| r.syscall)
+        .map(|r| r.syscall.clone())
         .collect();
     let mut filter = LinuxSeccomp::default();
     filter.set_default_action(profile.default_action);
