@@ -1067,6 +1067,13 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                         status: Some(code),
                     });
                 }
+                // Recorded started, yet containerd holds it created with no process: whatever
+                // ran is gone with no exit status, as for a vanished container (and cleanup
+                // deletes what is left).
+                ContainerState::Created if status == ContainerStatus::Running => {
+                    self.deferred
+                        .push_back(Event::Exited { name, status: None });
+                }
                 // Created, never started: start() starts it (or the stop stops it) by the
                 // same rules as a fresh start.
                 ContainerState::Created => {}

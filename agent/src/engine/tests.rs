@@ -1109,6 +1109,33 @@ async fn recovery_of_missing_containers() {
     assert_forward_only(&h);
 }
 
+/// Recovery: a container recorded RUNNING that containerd holds as created, with no process,
+/// is STOPPED without an exit code (not left unwatched until the SIGKILL retries give up), and
+/// what is left of it is deleted.
+#[tokio::test(start_paused = true)]
+async fn recovery_of_a_started_container_found_only_created() {
+    let rt = FakeRuntime::default();
+    rt.put(&cid("main"), ContainerState::Created);
+    let rec = record("RUNNING", &[("main", "RUNNING", true)], false);
+    let h = harness_with(rt, FakeCgroups::default(), vec![rec]);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    let main = container(&stopped, "main");
+    assert_eq!(
+        (main.last_status.as_str(), main.exit_code),
+        ("STOPPED", None)
+    );
+    assert_eq!(
+        stopped.stop_code.as_deref(),
+        Some("EssentialContainerExited")
+    );
+    assert!(
+        h.runtime.kills.lock().unwrap().is_empty(),
+        "nothing to kill"
+    );
+    assert!(h.runtime.containers.lock().unwrap().is_empty(), "deleted");
+    assert_forward_only(&h);
+}
+
 /// Recovery of a task that was STOPPING: a created container is stopped as never started (not
 /// started), a running one is signalled again, and the task reaches STOPPED.
 #[tokio::test(start_paused = true)]
