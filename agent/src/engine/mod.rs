@@ -105,6 +105,20 @@ impl<R, C> Clone for Engine<R, C> {
     }
 }
 
+/// The stop the controller asks for in an assignment, with ECS's defaults for what it leaves out.
+fn stop_event(a: &berth_proto::v1::TaskAssignment) -> Event {
+    Event::Stop {
+        reason: a
+            .stopped_reason
+            .clone()
+            .unwrap_or_else(|| "Task stopped by user".into()),
+        code: a
+            .stop_code
+            .clone()
+            .unwrap_or_else(|| "UserInitiated".into()),
+    }
+}
+
 /// Whether a task's known state is STOPPED (a state this agent wrote always parses).
 fn is_stopped(state: &TaskStateChange) -> bool {
     TaskStatus::parse(&state.last_status) == Ok(TaskStatus::Stopped)
@@ -258,16 +272,7 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                     Some(e) => {
                         if desired == TaskStatus::Stopped {
                             if let Some(tx) = &e.tx {
-                                let _ = tx.send(Event::Stop {
-                                    reason: a
-                                        .stopped_reason
-                                        .clone()
-                                        .unwrap_or_else(|| "Task stopped by user".into()),
-                                    code: a
-                                        .stop_code
-                                        .clone()
-                                        .unwrap_or_else(|| "UserInitiated".into()),
-                                });
+                                let _ = tx.send(stop_event(a));
                             } else if is_stopped(&e.state) {
                                 // Stopped here; make sure the controller hears it again.
                                 to_report.push(e.state.clone());
@@ -286,16 +291,7 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                             a.task_definition.as_ref(),
                             listed.remove(&task.task_arn).map(|t| t.containers),
                         );
-                        let stop = (desired == TaskStatus::Stopped).then(|| Event::Stop {
-                            reason: a
-                                .stopped_reason
-                                .clone()
-                                .unwrap_or_else(|| "Task stopped by user".into()),
-                            code: a
-                                .stop_code
-                                .clone()
-                                .unwrap_or_else(|| "UserInitiated".into()),
-                        });
+                        let stop = (desired == TaskStatus::Stopped).then(|| stop_event(a));
                         to_spawn.push((rec, true, stop));
                     }
                     None => match (&a.task_definition, desired) {
