@@ -368,7 +368,15 @@ impl Runtime for Containerd {
         .containers;
         let mut out = Vec::with_capacity(containers.len());
         for c in containers {
-            let state = self.state(&c.id).await?;
+            // One container containerd cannot answer for does not hide the others: its process
+            // may still run, which is what UNKNOWN says.
+            let state = match self.state(&c.id).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(container = %c.id, error = %e, "cannot get the state of a listed container");
+                    ContainerState::Unknown
+                }
+            };
             out.push(LabelledContainer {
                 id: c.id,
                 labels: c.labels,

@@ -85,6 +85,8 @@ fn required_attributes(containers: &[ContainerDefinition]) -> Vec<String> {
 }
 
 /// The task definition an agent runs: the registered one with the task's overrides applied.
+/// Task-level cpu and memory go as plain units and MiB ("1 vCPU" → "1024", "2 GB" → "2048"),
+/// the form the agent's cgroup limits take.
 pub(crate) fn effective_definition(td: &TaskDefinition, task: &Task) -> TaskDefinition {
     let mut out = td.clone();
     if let Some(o) = &task.overrides {
@@ -98,6 +100,12 @@ pub(crate) fn effective_definition(td: &TaskDefinition, task: &Task) -> TaskDefi
             out.memory = o.memory.clone();
         }
     }
+    out.cpu = out
+        .cpu
+        .map(|c| parse_task_cpu(&c).map_or(c, |units| units.to_string()));
+    out.memory = out
+        .memory
+        .map(|m| parse_task_memory(&m).map_or(m, |mib| mib.to_string()));
     out
 }
 

@@ -259,3 +259,32 @@ async fn desired(c: &Controller, id: &str) -> Vec<TaskAssignment> {
         .await
         .tasks
 }
+
+/// The agent takes task cpu and memory as plain units and MiB: ECS's "1 vCPU" / "2 GB" forms,
+/// registered or given as overrides, reach it converted (it would otherwise set no limit while
+/// the controller reserved one).
+#[test]
+fn the_agent_gets_task_cpu_and_memory_in_units_and_mib() {
+    let registered: TaskDefinition = serde_json::from_str(
+        r#"{"family":"f","cpu":"1 vCPU","memory":"2 GB","containerDefinitions":[{"name":"a","image":"x"}]}"#,
+    )
+    .unwrap();
+    let plain = super::tasks::effective_definition(&registered, &Task::default());
+    assert_eq!(
+        (plain.cpu.as_deref(), plain.memory.as_deref()),
+        (Some("1024"), Some("2048"))
+    );
+    let overridden = Task {
+        overrides: Some(TaskOverride {
+            cpu: Some(".5 vcpu".into()),
+            memory: Some("1GB".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let eff = super::tasks::effective_definition(&registered, &overridden);
+    assert_eq!(
+        (eff.cpu.as_deref(), eff.memory.as_deref()),
+        (Some("512"), Some("1024"))
+    );
+}
