@@ -8,7 +8,7 @@
 //! is adopted (a Task visible in ListTasks/DescribeTasks) and stopped only by StopTask.
 
 use super::tasks::{effective_definition, task_id};
-use super::validation::{parse_task_cpu, parse_task_memory};
+use super::validation::task_needs;
 use super::{new_id, now, put, Controller, State, INSTANCE_PREFIX, TASK_PREFIX};
 use crate::error::EcsError;
 use berth_proto::arn;
@@ -281,25 +281,10 @@ fn adopt(
         .ok()
         .and_then(|r| r.task_definition.clone());
     let (cpu, memory) = match &td {
-        Some(td) => (
-            td.cpu
-                .as_deref()
-                .and_then(parse_task_cpu)
-                .unwrap_or_else(|| {
-                    td.container_definitions
-                        .iter()
-                        .map(|c| c.cpu.unwrap_or(0) as i64)
-                        .sum()
-                }),
-            td.memory
-                .as_deref()
-                .and_then(parse_task_memory)
-                .unwrap_or_else(|| {
-                    td.container_definitions
-                        .iter()
-                        .map(|c| c.memory.or(c.memory_reservation).unwrap_or(0) as i64)
-                        .sum()
-                }),
+        Some(td) => task_needs(
+            td.cpu.as_deref(),
+            td.memory.as_deref(),
+            &td.container_definitions,
         ),
         None => (0, 0),
     };

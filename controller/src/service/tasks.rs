@@ -1,7 +1,7 @@
 //! RunTask, StopTask, ListTasks, DescribeTasks. The agent link's half (desired tasks, state
 //! changes, adoption) is in `agent_link.rs`.
 
-use super::validation::{parse_task_cpu, parse_task_memory};
+use super::validation::{parse_task_cpu, parse_task_memory, task_needs};
 use super::{cluster_name, new_id, now, put, Controller, State, TASK_PREFIX};
 use crate::error::EcsError;
 use crate::scheduler;
@@ -154,19 +154,8 @@ impl Controller {
         let containers = apply_overrides(&td, &overrides)?;
         let task_cpu = overrides.cpu.clone().or(td.cpu.clone());
         let task_memory = overrides.memory.clone().or(td.memory.clone());
-        let cpu_need = task_cpu
-            .as_deref()
-            .and_then(parse_task_cpu)
-            .unwrap_or_else(|| containers.iter().map(|c| c.cpu.unwrap_or(0) as i64).sum());
-        let mem_need = task_memory
-            .as_deref()
-            .and_then(parse_task_memory)
-            .unwrap_or_else(|| {
-                containers
-                    .iter()
-                    .map(|c| c.memory.or(c.memory_reservation).unwrap_or(0) as i64)
-                    .sum()
-            });
+        let (cpu_need, mem_need) =
+            task_needs(task_cpu.as_deref(), task_memory.as_deref(), &containers);
         let fleet = self.fleet.clone();
         let mut candidates = st.candidates(&cluster_arn, |id| fleet.connected(id));
         let mut out = RunTaskResponse::default();

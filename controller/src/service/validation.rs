@@ -26,6 +26,25 @@ pub fn parse_task_cpu(s: &str) -> Option<i64> {
 }
 
 /// Task-level memory: "512" (MiB) or "1 GB" / "2GB". Returns MiB.
+/// What a task reserves on its instance, in cpu units and MiB: the task-level values when given,
+/// else the sums of its containers' (memory, or memoryReservation without it).
+pub(crate) fn task_needs(
+    cpu: Option<&str>,
+    memory: Option<&str>,
+    containers: &[berth_proto::v1::ContainerDefinition],
+) -> (i64, i64) {
+    let cpu = cpu
+        .and_then(parse_task_cpu)
+        .unwrap_or_else(|| containers.iter().map(|c| c.cpu.unwrap_or(0) as i64).sum());
+    let memory = memory.and_then(parse_task_memory).unwrap_or_else(|| {
+        containers
+            .iter()
+            .map(|c| c.memory.or(c.memory_reservation).unwrap_or(0) as i64)
+            .sum()
+    });
+    (cpu, memory)
+}
+
 pub fn parse_task_memory(s: &str) -> Option<i64> {
     let t = s.trim();
     if let Ok(n) = t.parse::<i64>() {
