@@ -674,20 +674,20 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
     fn labels(&self, d: &ContainerDefinition) -> HashMap<String, String> {
         let mut l = HashMap::new();
         l.insert(
-            "com.amazonaws.ecs.cluster".into(),
+            crate::runtime::CLUSTER_LABEL.into(),
             self.shared.config.cluster.clone(),
         );
         l.insert(
-            "com.amazonaws.ecs.task-arn".into(),
+            crate::runtime::TASK_ARN_LABEL.into(),
             self.rec.task.task_arn.clone(),
         );
-        l.insert("com.amazonaws.ecs.container-name".into(), d.name.clone());
+        l.insert(crate::runtime::CONTAINER_NAME_LABEL.into(), d.name.clone());
         l.insert(
-            "com.amazonaws.ecs.task-definition-family".into(),
+            crate::runtime::FAMILY_LABEL.into(),
             self.rec.definition.family.clone(),
         );
         l.insert(
-            "com.amazonaws.ecs.task-definition-version".into(),
+            crate::runtime::REVISION_LABEL.into(),
             self.rec.definition.revision.to_string(),
         );
         for (k, v) in &d.docker_labels {

@@ -7,7 +7,8 @@
 use super::{task::container_id, task_id, Engine};
 use crate::cgroups::Cgroups;
 use crate::runtime::{
-    ContainerState, LabelledContainer, Runtime, RuntimeError, CONTAINER_NAME_LABEL, TASK_ARN_LABEL,
+    ContainerState, LabelledContainer, Runtime, RuntimeError, CONTAINER_NAME_LABEL, FAMILY_LABEL,
+    REVISION_LABEL, TASK_ARN_LABEL,
 };
 use crate::state::TaskRecord;
 use berth_proto::status::{ContainerStatus, TaskStatus};
@@ -41,10 +42,8 @@ fn report_of(arn: &str, containers: &[LabelledContainer]) -> TaskStateChange {
         .any(|c| status_of(c.state) == ContainerStatus::Running);
     let label = |c: &LabelledContainer, k: &str| c.labels.get(k).cloned();
     let td_arn = containers.first().and_then(|c| {
-        let family = label(c, "com.amazonaws.ecs.task-definition-family")?;
-        let revision = label(c, "com.amazonaws.ecs.task-definition-version")?
-            .parse()
-            .ok()?;
+        let family = label(c, FAMILY_LABEL)?;
+        let revision = label(c, REVISION_LABEL)?.parse().ok()?;
         Some(berth_proto::arn::task_definition(&family, revision))
     });
     TaskStateChange {

@@ -69,6 +69,10 @@ pub const CLUSTER_LABEL: &str = "com.amazonaws.ecs.cluster";
 pub const TASK_ARN_LABEL: &str = "com.amazonaws.ecs.task-arn";
 /// The containerd label naming a container within its task.
 pub const CONTAINER_NAME_LABEL: &str = "com.amazonaws.ecs.container-name";
+/// The containerd label naming a container's task definition family.
+pub const FAMILY_LABEL: &str = "com.amazonaws.ecs.task-definition-family";
+/// The containerd label naming a container's task definition revision.
+pub const REVISION_LABEL: &str = "com.amazonaws.ecs.task-definition-version";
 
 /// A container found in the runtime carrying Berth's labels.
 #[derive(Debug, Clone, PartialEq)]
