@@ -7,6 +7,9 @@ pub enum EcsError {
     /// ClusterNotFoundException
     #[error("Cluster not found.")]
     ClusterNotFound,
+    /// ServiceNotFoundException
+    #[error("Service not found: {0}")]
+    ServiceNotFound(String),
     /// ClientException: a bad request the caller must change.
     #[error("{0}")]
     Client(String),
@@ -29,6 +32,7 @@ impl EcsError {
     pub fn exception_name(&self) -> &'static str {
         match self {
             EcsError::ClusterNotFound => "ClusterNotFoundException",
+            EcsError::ServiceNotFound(_) => "ServiceNotFoundException",
             EcsError::Client(_) => "ClientException",
             EcsError::InvalidParameter(_) => "InvalidParameterException",
             EcsError::ClusterContainsContainerInstances => {
@@ -57,7 +61,7 @@ pub const EXCEPTION_METADATA: &str = "x-berth-exception";
 impl From<EcsError> for tonic::Status {
     fn from(e: EcsError) -> Self {
         let code = match &e {
-            EcsError::ClusterNotFound => tonic::Code::NotFound,
+            EcsError::ClusterNotFound | EcsError::ServiceNotFound(_) => tonic::Code::NotFound,
             EcsError::Client(_) | EcsError::InvalidParameter(_) => tonic::Code::InvalidArgument,
             EcsError::ClusterContainsContainerInstances | EcsError::ClusterContainsTasks => {
                 tonic::Code::FailedPrecondition

@@ -98,7 +98,7 @@ fn guide_flow_end_to_end() {
     assert_eq!(c.register(guide), "web-app:1");
     let port = berth_tests::free_port();
     assert_eq!(c.register(&web_td(port)), "web-app:2");
-    let tds = c.json(&["list-task-definitions", "--family-prefix", "web"]);
+    let tds = c.json(&["list-task-definitions", "--family-prefix", "web-app"]);
     assert_eq!(tds["taskDefinitionArns"].as_array().unwrap().len(), 2);
     let td = c.json(&["describe-task-definition", "--task-definition", "web-app:1"]);
     assert_eq!(td["taskDefinition"]["networkMode"], "awsvpc");

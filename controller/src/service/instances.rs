@@ -169,6 +169,12 @@ impl Controller {
         req: ListContainerInstancesRequest,
     ) -> Result<Vec<String>, EcsError> {
         let name = cluster_name(req.cluster.as_deref())?;
+        if let Some(f) = req.filter.as_deref().filter(|f| !f.is_empty()) {
+            // Refused by name rather than ignored: a script would act on every instance.
+            return Err(EcsError::invalid(format!(
+                "filter: the cluster query language is not supported by Berth yet ('{f}')"
+            )));
+        }
         let st = self.state.lock().await;
         let cluster_arn = st.active_cluster(&name)?.cluster_arn.clone();
         if let Some(s) = &req.status {

@@ -149,7 +149,8 @@ impl Controller {
         let mut arns: Vec<String> = st
             .task_definitions
             .iter()
-            .filter(|(f, _)| f.starts_with(&prefix))
+            // ECS's familyPrefix is a whole family name (`web` does not list `web-app`).
+            .filter(|(f, _)| prefix.is_empty() || **f == prefix)
             .flat_map(|(_, revs)| revs.values())
             .filter_map(|r| r.task_definition.as_ref())
             .filter(|t| status == "ALL" || t.status == status)

@@ -1,7 +1,9 @@
 //! RunTask, StopTask, ListTasks, DescribeTasks. The agent link's half (desired tasks, state
 //! changes, adoption) is in `agent_link.rs`.
 
-use super::validation::{parse_task_cpu, parse_task_memory, task_needs};
+use super::validation::{
+    parse_task_cpu, parse_task_memory, task_cpu_value, task_memory_value, task_needs,
+};
 use super::{cluster_name, new_id, now, put, Controller, State, TASK_PREFIX};
 use crate::error::EcsError;
 use crate::scheduler;
@@ -152,6 +154,15 @@ impl Controller {
             ));
         }
         let containers = apply_overrides(&td, &overrides)?;
+        // The registration rules, ECS's "1 vCPU" / "2 GB" forms included.
+        // RunTask answers InvalidParameterException where registration answers ClientException.
+        let as_invalid = |e: EcsError| EcsError::invalid(e.to_string());
+        if let Some(c) = &overrides.cpu {
+            task_cpu_value("overrides.cpu", c).map_err(as_invalid)?;
+        }
+        if let Some(m) = &overrides.memory {
+            task_memory_value("overrides.memory", m).map_err(as_invalid)?;
+        }
         let task_cpu = overrides.cpu.clone().or(td.cpu.clone());
         let task_memory = overrides.memory.clone().or(td.memory.clone());
         let (cpu_need, mem_need) =
@@ -325,6 +336,11 @@ impl Controller {
                 "family and serviceName cannot both be given",
             ));
         }
+        // No services exist yet: a service filter never matches, and must not be ignored.
+        if let Some(service) = &req.service_name {
+            self.state.lock().await.active_cluster(&name)?;
+            return Err(EcsError::ServiceNotFound(service.clone()));
+        }
         let st = self.state.lock().await;
         let cluster_arn = st.active_cluster(&name)?.cluster_arn.clone();
         let instance = req.container_instance.as_deref().map(|ci| {
@@ -339,12 +355,8 @@ impl Controller {
             .filter(|t| {
                 let wants = TaskStatus::parse(&t.desired_status);
                 match desired {
-                    // PENDING lists tasks that want to run and are not running yet.
-                    TaskStatus::Pending => {
-                        wants == Ok(TaskStatus::Running)
-                            && TaskStatus::parse(&t.last_status)
-                                .is_ok_and(|s| s < TaskStatus::Running)
-                    }
+                    // ECS accepts PENDING but no task is ever desired PENDING: nothing.
+                    TaskStatus::Pending => false,
                     d => wants == Ok(d),
                 }
             })

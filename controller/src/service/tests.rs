@@ -288,3 +288,128 @@ fn the_agent_gets_task_cpu_and_memory_in_units_and_mib() {
         (Some("512"), Some("1024"))
     );
 }
+
+/// A cluster "default" with one instance of 2048 cpu and 1024 MiB whose agent has taken in a
+/// desired set (a placement candidate while the returned session lives).
+async fn with_instance(c: &Controller) -> crate::fleet::Attached {
+    c.create_cluster(CreateClusterRequest {
+        cluster_name: "default".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let resource = |name: &str, v: i32| Resource {
+        name: name.into(),
+        r#type: "INTEGER".into(),
+        integer_value: v,
+        ..Default::default()
+    };
+    let ci = c
+        .register_container_instance(RegisterContainerInstanceRequest {
+            cluster: "default".into(),
+            total_resources: vec![resource("CPU", 2048), resource("MEMORY", 1024)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let id = berth_proto::arn::short_id("container-instance", &ci.container_instance_arn)
+        .unwrap()
+        .to_string();
+    let session = c.fleet().attach(&id);
+    c.fleet().desired_acked(&session, 1);
+    session
+}
+
+/// Issue 6, "wrong today": filters are never silently ignored, overrides follow the
+/// registration rules, ECS reserves memoryReservation, familyPrefix is a whole family name,
+/// and desiredStatus PENDING lists nothing.
+#[tokio::test]
+async fn filters_overrides_and_reservations_follow_ecs() {
+    let c = controller();
+    let _session = with_instance(&c).await;
+    // memory 2000 > the instance's 1024 MiB, but ECS reserves the 512 of memoryReservation.
+    c.register_task_definition(td(
+        r#"{"family":"web","containerDefinitions":[{"name":"a","image":"x","memory":2000,"memoryReservation":512}]}"#,
+    ))
+    .await
+    .unwrap();
+    c.register_task_definition(td(
+        r#"{"family":"web-app","containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#,
+    ))
+    .await
+    .unwrap();
+    let run = |overrides: Option<TaskOverride>| RunTaskRequest {
+        task_definition: "web".into(),
+        overrides,
+        ..Default::default()
+    };
+    let placed = c.run_task(run(None)).await.unwrap();
+    assert_eq!(placed.tasks.len(), 1, "{:?}", placed.failures);
+
+    for (cpu, memory, field) in [
+        (Some("banana"), None, "overrides.cpu"),
+        (None, Some("-5"), "overrides.memory"),
+    ] {
+        let e = c
+            .run_task(run(Some(TaskOverride {
+                cpu: cpu.map(String::from),
+                memory: memory.map(String::from),
+                ..Default::default()
+            })))
+            .await
+            .unwrap_err();
+        assert_eq!(e.exception_name(), "InvalidParameterException");
+        assert!(e.to_string().starts_with(field), "{e}");
+    }
+    let ok = c
+        .run_task(run(Some(TaskOverride {
+            cpu: Some("0.25 vCPU".into()),
+            memory: Some("256".into()),
+            ..Default::default()
+        })))
+        .await
+        .unwrap();
+    assert_eq!(ok.tasks.len(), 1, "{:?}", ok.failures);
+
+    let e = c
+        .list_tasks(ListTasksRequest {
+            service_name: Some("ghost".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.exception_name(), "ServiceNotFoundException");
+    let e = c
+        .list_container_instances(ListContainerInstancesRequest {
+            filter: Some("attribute:ecs.os-type == linux".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().starts_with("filter:"), "{e}");
+    let pending = c
+        .list_tasks(ListTasksRequest {
+            desired_status: Some("PENDING".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(pending.is_empty(), "{pending:?}");
+    assert_eq!(
+        c.list_tasks(ListTasksRequest::default())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let tds = c
+        .list_task_definitions(ListTaskDefinitionsRequest {
+            family_prefix: Some("web".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(tds.len(), 1, "{tds:?}");
+    assert!(tds[0].ends_with("task-definition/web:1"));
+}

@@ -27,7 +27,7 @@ pub fn parse_task_cpu(s: &str) -> Option<i64> {
 
 /// Task-level memory: "512" (MiB) or "1 GB" / "2GB". Returns MiB.
 /// What a task reserves on its instance, in cpu units and MiB: the task-level values when given,
-/// else the sums of its containers' (memory, or memoryReservation without it).
+/// else the sums of its containers' (memoryReservation when set, as ECS reserves, else memory).
 pub(crate) fn task_needs(
     cpu: Option<&str>,
     memory: Option<&str>,
@@ -39,7 +39,7 @@ pub(crate) fn task_needs(
     let memory = memory.and_then(parse_task_memory).unwrap_or_else(|| {
         containers
             .iter()
-            .map(|c| c.memory.or(c.memory_reservation).unwrap_or(0) as i64)
+            .map(|c| c.memory_reservation.or(c.memory).unwrap_or(0) as i64)
             .sum()
     });
     (cpu, memory)
@@ -54,6 +54,26 @@ pub fn parse_task_memory(s: &str) -> Option<i64> {
     let num = lower.strip_suffix("gb")?.trim();
     let v: f64 = num.parse().ok()?;
     Some((v * 1024.0).round() as i64)
+}
+
+/// A task-level cpu value (registration or RunTask overrides), in CPU units; `field` names it.
+pub(crate) fn task_cpu_value(field: &str, s: &str) -> Result<i64, EcsError> {
+    match parse_task_cpu(s) {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(invalid(format!(
+            "{field}: task cpu '{s}' is not valid; give a positive number of CPU units (\"512\") or vCPUs (\"0.5 vCPU\")"
+        ))),
+    }
+}
+
+/// A task-level memory value (registration or RunTask overrides), in MiB; `field` names it.
+pub(crate) fn task_memory_value(field: &str, s: &str) -> Result<i64, EcsError> {
+    match parse_task_memory(s) {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(invalid(format!(
+            "{field}: task memory '{s}' is not valid; give a positive number of MiB (\"1024\") or GB (\"1 GB\")"
+        ))),
+    }
 }
 
 /// Whether a task cpu/memory pair is one Fargate offers (the guide's table).
@@ -132,28 +152,16 @@ pub fn validate(
             )));
         }
     }
-    let task_cpu = match req.cpu.as_deref() {
-        None => None,
-        Some(s) => match parse_task_cpu(s) {
-            Some(n) if n > 0 => Some(n),
-            _ => {
-                return Err(invalid(format!(
-                    "cpu: task cpu '{s}' is not valid; give a positive number of CPU units (\"512\") or vCPUs (\"0.5 vCPU\")"
-                )))
-            }
-        },
-    };
-    let task_memory = match req.memory.as_deref() {
-        None => None,
-        Some(s) => match parse_task_memory(s) {
-            Some(n) if n > 0 => Some(n),
-            _ => {
-                return Err(invalid(format!(
-                    "memory: task memory '{s}' is not valid; give a positive number of MiB (\"1024\") or GB (\"1 GB\")"
-                )))
-            }
-        },
-    };
+    let task_cpu = req
+        .cpu
+        .as_deref()
+        .map(|s| task_cpu_value("cpu", s))
+        .transpose()?;
+    let task_memory = req
+        .memory
+        .as_deref()
+        .map(|s| task_memory_value("memory", s))
+        .transpose()?;
     if req.requires_compatibilities.iter().any(|c| c == "FARGATE") {
         if network_mode != "awsvpc" {
             return Err(invalid(format!(
