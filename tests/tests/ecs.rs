@@ -608,7 +608,7 @@ fn placement_failures_are_reported_and_place_nothing() {
     let c = Cluster::start("placement");
     let n = c.name.clone();
     let cpu_hog = c.register(&format!(
-        r#"{{"family":"big-cpu","networkMode":"none","cpu":"1048576","containerDefinitions":[{{"name":"a","image":"{IMAGE}","memory":8}}]}}"#
+        r#"{{"family":"big-cpu","networkMode":"none","cpu":"196608","containerDefinitions":[{{"name":"a","image":"{IMAGE}","memory":8}}]}}"#
     ));
     let r = c.json(&["run-task", "--cluster", &n, "--task-definition", &cpu_hog]);
     assert_eq!(r["failures"][0]["reason"], "RESOURCE:CPU", "{r}");

@@ -221,6 +221,12 @@ pub(crate) fn validate_tags(tags: &[Tag]) -> Result<(), EcsError> {
                 "tags[{i}].key: must be 1 to 128 characters"
             )));
         }
+        if t.key.to_ascii_lowercase().starts_with("aws:") {
+            return Err(EcsError::invalid(format!(
+                "tags[{i}].key: '{}' uses the prefix aws:, which is reserved",
+                t.key
+            )));
+        }
         if t.value.len() > 256 {
             return Err(EcsError::invalid(format!(
                 "tags[{i}].value: must be at most 256 characters"

@@ -413,3 +413,23 @@ async fn filters_overrides_and_reservations_follow_ecs() {
     assert_eq!(tds.len(), 1, "{tds:?}");
     assert!(tds[0].ends_with("task-definition/web:1"));
 }
+
+/// Tag keys with the prefix `aws:` are AWS's: refused, naming the tag, and nothing is created.
+#[tokio::test]
+async fn reserved_tag_keys_are_refused() {
+    let c = controller();
+    let e = c
+        .create_cluster(CreateClusterRequest {
+            cluster_name: "tagged".into(),
+            tags: vec![Tag {
+                key: "AWS:owner".into(),
+                value: "me".into(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().starts_with("tags[0].key"), "{e}");
+    let listed = c.list_clusters().await;
+    assert!(listed.is_empty(), "{listed:?}");
+}

@@ -85,6 +85,8 @@ pub fn fargate_pair_ok(cpu: i64, memory: i64) -> bool {
         1024 => (2..=8).map(gib).any(|m| m == memory),
         2048 => (4..=16).map(gib).any(|m| m == memory),
         4096 => (8..=30).map(gib).any(|m| m == memory),
+        8192 => (16..=60).step_by(4).map(gib).any(|m| m == memory),
+        16384 => (32..=120).step_by(8).map(gib).any(|m| m == memory),
         _ => false,
     }
 }
@@ -162,7 +164,13 @@ pub fn validate(
         .as_deref()
         .map(|s| task_memory_value("memory", s))
         .transpose()?;
-    if req.requires_compatibilities.iter().any(|c| c == "FARGATE") {
+    if let Some(cpu) = task_cpu.filter(|c| !(128..=196_608).contains(c)) {
+        return Err(invalid(format!(
+            "cpu: task cpu {cpu} is outside 128-196608 CPU units (0.125-192 vCPU)"
+        )));
+    }
+    let fargate = req.requires_compatibilities.iter().any(|c| c == "FARGATE");
+    if fargate {
         if network_mode != "awsvpc" {
             return Err(invalid(format!(
                 "networkMode: task definitions that require FARGATE must use awsvpc, not {network_mode}"
@@ -172,7 +180,7 @@ pub fn validate(
             (Some(cpu), Some(mem)) if fargate_pair_ok(cpu, mem) => {}
             (Some(cpu), Some(mem)) => {
                 return Err(invalid(format!(
-                    "cpu/memory: task cpu {cpu} with memory {mem} is not a FARGATE combination; see the valid pairs (256: 512-2048, 512: 1024-4096, 1024: 2048-8192, 2048: 4096-16384, 4096: 8192-30720)"
+                    "cpu/memory: task cpu {cpu} with memory {mem} is not a FARGATE combination; see the valid pairs (256: 512-2048, 512: 1024-4096, 1024: 2048-8192, 2048: 4096-16384, 4096: 8192-30720, 8192: 16384-61440 in 4096 steps, 16384: 32768-122880 in 8192 steps)"
                 )))
             }
             _ => {
@@ -197,7 +205,15 @@ pub fn validate(
     let volume_names: HashSet<&str> = req.volumes.iter().map(|v| v.name.as_str()).collect();
     let mut names = HashSet::new();
     for (i, c) in containers.iter().enumerate() {
-        validate_container(i, c, network_mode, task_cpu, task_memory, &volume_names)?;
+        validate_container(
+            i,
+            c,
+            network_mode,
+            fargate,
+            task_cpu,
+            task_memory,
+            &volume_names,
+        )?;
         if !names.insert(c.name.as_str()) {
             return Err(invalid(format!(
                 "containerDefinitions[{i}].name: '{}' is used by another container; container names must be unique within a task definition",
@@ -241,6 +257,7 @@ fn validate_container(
     i: usize,
     c: &ContainerDefinition,
     network_mode: &str,
+    fargate: bool,
     task_cpu: Option<i64>,
     task_memory: Option<i64>,
     volumes: &HashSet<&str>,
@@ -387,10 +404,16 @@ fn validate_container(
         }
     }
     if let Some(t) = c.stop_timeout {
-        if !(0..=120).contains(&t) {
+        // ECS caps it at 120 s only for FARGATE tasks.
+        if t < 0 || (fargate && t > 120) {
             return Err(invalid(format!(
-                "{}: {t} for {who} is outside 0-120 seconds",
-                field("stopTimeout")
+                "{}: {t} for {who} is outside {} seconds",
+                field("stopTimeout"),
+                if fargate {
+                    "0-120 (FARGATE's cap)"
+                } else {
+                    "0 or more"
+                }
             )));
         }
     }
@@ -437,6 +460,42 @@ mod tests {
         ))
         .unwrap();
         validate(&req)
+    }
+
+    fn register_td(json: &str) -> Result<(Option<i64>, Option<i64>), EcsError> {
+        validate(&serde_json::from_str::<RegisterTaskDefinitionRequest>(json).unwrap())
+    }
+
+    /// Issue 6's validation items: Fargate's 8 and 16 vCPU sizes, EC2/EXTERNAL task cpu within
+    /// 128-196608 units, and stopTimeout capped at 120 s for FARGATE tasks only.
+    #[test]
+    fn task_sizes_and_stop_timeouts_follow_ecs() {
+        let fargate = |cpu: &str, memory: &str, stop: i64| {
+            register_td(&format!(
+                r#"{{"family":"f","requiresCompatibilities":["FARGATE"],"networkMode":"awsvpc","cpu":"{cpu}","memory":"{memory}",
+                "containerDefinitions":[{{"name":"a","image":"i","stopTimeout":{stop}}}]}}"#
+            ))
+        };
+        assert!(fargate("8192", "61440", 30).is_ok());
+        assert!(fargate("16 vCPU", "120 GB", 30).is_ok());
+        assert!(fargate("8192", "18432", 30).is_err(), "not a 4 GiB step");
+        let e = fargate("1024", "2048", 121).unwrap_err().to_string();
+        assert!(e.contains("stopTimeout") && e.contains("FARGATE"), "{e}");
+        assert!(
+            register(r#","stopTimeout":300"#).is_ok(),
+            "EC2 has no 120 s cap"
+        );
+        assert!(register(r#","stopTimeout":-1"#).is_err());
+        let e = register_td(
+            r#"{"family":"f","cpu":"64","containerDefinitions":[{"name":"a","image":"i","memory":16}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("cpu:") && e.contains("128-196608"), "{e}");
+        assert!(register_td(
+            r#"{"family":"f","cpu":"128","containerDefinitions":[{"name":"a","image":"i","memory":16}]}"#
+        )
+        .is_ok());
     }
 
     #[test]
