@@ -244,3 +244,31 @@ fn operator_errors_are_one_clear_line() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 6: every argument is checked before anything is sent, so a typo in `--query` leaves the
+/// controller as it was (it used to register, or run, and then fail with the result lost).
+#[test]
+fn a_bad_query_is_refused_before_anything_is_sent() {
+    let c = Cluster::controller_only("badquery");
+    let td = format!(
+        r#"{{"family": "q", "containerDefinitions": [{{"name": "a", "image": "{IMAGE}", "memory": 8}}]}}"#
+    );
+    assert_fails(
+        &c,
+        &[
+            "register-task-definition",
+            "--cli-input-json",
+            &td,
+            "--query",
+            "taskDefinition.[",
+        ],
+        252,
+        "Bad value for --query",
+    );
+    let families = c.json(&["list-task-definitions"]);
+    assert_eq!(
+        families["taskDefinitionArns"].as_array().map(Vec::len),
+        Some(0),
+        "{families}"
+    );
+}

@@ -572,7 +572,12 @@ pub async fn run(args: Vec<String>) -> Result<String, CliError> {
         .cloned()
         .or_else(|| std::env::var("BERTH_ENDPOINT").ok())
         .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
-    let query = matches.get_one::<String>("query").cloned();
+    // Every argument is checked before anything is sent (a bad query must not run a task).
+    let query = matches
+        .get_one::<String>("query")
+        .map(|q| output::compile_query(q))
+        .transpose()
+        .map_err(CliError::Usage)?;
     let Some(("ecs", ecs)) = matches.subcommand() else {
         return Err(CliError::Usage(
             "usage: berth ecs OPERATION [--flags]".into(),
@@ -589,8 +594,8 @@ pub async fn run(args: Vec<String>) -> Result<String, CliError> {
         .ok_or_else(|| CliError::Usage(format!("unknown operation {name}")))?;
     let req = request_json(op, m)?;
     let mut resp = invoke(op, req, &endpoint).await?;
-    if let Some(q) = query {
-        resp = output::query(&resp, &q).map_err(CliError::Usage)?;
+    if let Some(q) = &query {
+        resp = output::apply_query(&resp, q).map_err(CliError::Usage)?;
     }
     Ok(output::render(&resp, format, op.api))
 }

@@ -28,14 +28,25 @@ impl std::str::FromStr for Format {
     }
 }
 
-/// Applies a JMESPath expression.
-pub fn query(value: &Value, expr: &str) -> Result<Value, String> {
-    let compiled =
-        jmespath::compile(expr).map_err(|e| format!("Bad value for --query {expr}: {e}"))?;
+/// Compiles a JMESPath expression: done before any call is sent, so a typo changes nothing.
+pub fn compile_query(expr: &str) -> Result<jmespath::Expression<'static>, String> {
+    jmespath::compile(expr).map_err(|e| format!("Bad value for --query {expr}: {e}"))
+}
+
+/// Applies a compiled JMESPath expression.
+pub fn apply_query(
+    value: &Value,
+    compiled: &jmespath::Expression<'static>,
+) -> Result<Value, String> {
     let result = compiled
         .search(value)
-        .map_err(|e| format!("--query {expr}: {e}"))?;
+        .map_err(|e| format!("--query {compiled}: {e}"))?;
     serde_json::to_value(&*result).map_err(|e| format!("--query: {e}"))
+}
+
+/// Compiles and applies a JMESPath expression.
+pub fn query(value: &Value, expr: &str) -> Result<Value, String> {
+    apply_query(value, &compile_query(expr)?)
 }
 
 /// Renders `value` in `format`; `title` heads a table.
