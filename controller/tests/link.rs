@@ -194,11 +194,11 @@ async fn run_task(c: &Controller, td_json: &str, count: i32) -> Vec<Task> {
         ..Default::default()
     };
     // The agent's DesiredTasksAck may still be on its way: until the controller has it, the
-    // instance is no candidate (MISSING).
+    // instance is no candidate (AGENT).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let r = c.run_task(req.clone()).await.unwrap();
-        let missing = r.failures.iter().any(|f| f.reason == "MISSING");
+        let missing = r.failures.iter().any(|f| f.reason == "AGENT");
         if missing && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
@@ -241,7 +241,7 @@ async fn an_instance_takes_tasks_only_once_its_agent_has_taken_in_a_desired_set(
         .await
         .unwrap();
     assert!(r.tasks.is_empty());
-    assert_eq!(r.failures[0].reason, "MISSING", "{:?}", r.failures);
+    assert_eq!(r.failures[0].reason, "AGENT", "{:?}", r.failures);
     assert!(!s.controller.fleet().connected(&id));
     // Once it has taken one in, it is.
     a.desired().await;

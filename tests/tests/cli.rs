@@ -156,9 +156,12 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let mem_hog = c.register(&format!(
         r#"{{"family":"big-mem","networkMode":"none","memory":"16777216","containerDefinitions":[{{"name":"a","image":"{IMAGE}"}}]}}"#
     ));
-    let r = c.json(&["run-task", "--cluster", &n, "--task-definition", &mem_hog]);
-    assert_eq!(r["failures"][0]["reason"], "MISSING", "{r}");
-    assert!(r["tasks"].as_array().unwrap().is_empty());
+    assert_fails(
+        &c,
+        &["run-task", "--cluster", &n, "--task-definition", &mem_hog],
+        254,
+        "(InvalidParameterException) when calling the RunTask operation: No Container Instances were found in your cluster.",
+    );
     assert_fails(
         &c,
         &[
@@ -174,14 +177,18 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         "count",
     );
     c.ok(&["create-cluster", "--cluster-name", "empty"]);
-    let r = c.json(&[
-        "run-task",
-        "--cluster",
-        "empty",
-        "--task-definition",
-        &mem_hog,
-    ]);
-    assert_eq!(r["failures"][0]["reason"], "MISSING", "{r}");
+    assert_fails(
+        &c,
+        &[
+            "run-task",
+            "--cluster",
+            "empty",
+            "--task-definition",
+            &mem_hog,
+        ],
+        254,
+        "No Container Instances were found in your cluster.",
+    );
     let listed = c.json(&["list-tasks", "--cluster", &n]);
     assert!(listed["taskArns"].as_array().unwrap().is_empty());
     assert_fails(

@@ -169,15 +169,19 @@ impl Controller {
             task_needs(task_cpu.as_deref(), task_memory.as_deref(), &containers);
         let fleet = self.fleet.clone();
         let mut candidates = st.candidates(&cluster_arn, |id| fleet.connected(id));
-        let mut out = RunTaskResponse::default();
-        if candidates.is_empty() {
-            out.failures.push(Failure {
-                arn: cluster_arn.clone(),
-                reason: "MISSING".into(),
-                detail: "No Container Instances were found in your cluster.".into(),
-            });
-            return Ok(out);
+        // Registered and ACTIVE but with no agent in step: named as failures (ECS's AGENT) when
+        // nothing else takes the task, never silently skipped.
+        let disconnected: Vec<String> = st
+            .candidates(&cluster_arn, |id| !fleet.connected(id))
+            .into_iter()
+            .map(|c| c.arn)
+            .collect();
+        if candidates.is_empty() && disconnected.is_empty() {
+            return Err(EcsError::invalid(
+                "No Container Instances were found in your cluster.",
+            ));
         }
+        let mut out = RunTaskResponse::default();
         let needs = scheduler::Needs {
             cpu: cpu_need,
             memory: mem_need,
@@ -188,7 +192,8 @@ impl Controller {
         for _ in 0..count {
             let i = match scheduler::place(&mut candidates, &needs) {
                 Ok(i) => i,
-                Err(failures) => {
+                Err(mut failures) => {
+                    failures.extend(disconnected.iter().map(|arn| (arn.clone(), "AGENT")));
                     for (arn, reason) in failures {
                         if !out.failures.iter().any(|f| f.arn == arn) {
                             let detail = if reason == "ATTRIBUTE" {

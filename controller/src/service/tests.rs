@@ -109,7 +109,7 @@ async fn validation_names_the_field() {
 }
 
 #[tokio::test]
-async fn run_task_without_instances_fails_with_missing() {
+async fn run_task_without_instances_is_an_invalid_parameter() {
     let c = controller();
     c.create_cluster(CreateClusterRequest {
         cluster_name: "default".into(),
@@ -122,6 +122,34 @@ async fn run_task_without_instances_fails_with_missing() {
     ))
     .await
     .unwrap();
+    let e = c
+        .run_task(RunTaskRequest {
+            task_definition: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    // As ECS answers it (issue 6).
+    assert_eq!(e.exception_name(), "InvalidParameterException");
+    assert_eq!(
+        e.to_string(),
+        "No Container Instances were found in your cluster."
+    );
+    // An instance whose agent is not connected is named (AGENT), not skipped.
+    let resource = |name: &str, v: i32| Resource {
+        name: name.into(),
+        r#type: "INTEGER".into(),
+        integer_value: v,
+        ..Default::default()
+    };
+    let ci = c
+        .register_container_instance(RegisterContainerInstanceRequest {
+            cluster: "default".into(),
+            total_resources: vec![resource("CPU", 2048), resource("MEMORY", 1024)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let r = c
         .run_task(RunTaskRequest {
             task_definition: "web".into(),
@@ -130,7 +158,11 @@ async fn run_task_without_instances_fails_with_missing() {
         .await
         .unwrap();
     assert!(r.tasks.is_empty());
-    assert_eq!(r.failures[0].reason, "MISSING");
+    assert_eq!(r.failures.len(), 1, "{:?}", r.failures);
+    assert_eq!(
+        (r.failures[0].arn.as_str(), r.failures[0].reason.as_str()),
+        (ci.container_instance_arn.as_str(), "AGENT")
+    );
 }
 
 #[tokio::test]
