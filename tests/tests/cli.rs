@@ -279,3 +279,20 @@ fn a_bad_query_is_refused_before_anything_is_sent() {
         "{families}"
     );
 }
+
+/// Issue 6: a failure with nothing to add has no `detail` key, as ECS answers it.
+#[test]
+fn failures_omit_an_empty_detail() {
+    let c = Cluster::controller_only("nodetail");
+    let v = c.json(&[
+        "describe-tasks",
+        "--cluster",
+        &c.name,
+        "--tasks",
+        "0123456789abcdef0123456789abcdef",
+    ]);
+    assert_eq!(v["failures"][0]["reason"], "MISSING", "{v}");
+    assert!(v["failures"][0].get("detail").is_none(), "{v}");
+    let v = c.json(&["describe-clusters", "--clusters", "nowhere"]);
+    assert!(v["failures"][0].get("detail").is_none(), "{v}");
+}

@@ -175,7 +175,7 @@ impl Controller {
                 None => out.failures.push(Failure {
                     arn: arn::cluster(&name),
                     reason: "MISSING".into(),
-                    detail: String::new(),
+                    detail: None,
                 }),
             }
         }

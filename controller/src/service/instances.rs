@@ -230,7 +230,7 @@ impl Controller {
                 None => out.failures.push(Failure {
                     arn: given,
                     reason: "MISSING".into(),
-                    detail: String::new(),
+                    detail: None,
                 }),
             }
         }

@@ -196,14 +196,12 @@ impl Controller {
                     failures.extend(disconnected.iter().map(|arn| (arn.clone(), "AGENT")));
                     for (arn, reason) in failures {
                         if !out.failures.iter().any(|f| f.arn == arn) {
-                            let detail = if reason == "ATTRIBUTE" {
+                            let detail = (reason == "ATTRIBUTE").then(|| {
                                 format!(
                                     "the container instance lacks the attribute(s) the task requires: {}",
                                     needs.attributes.join(", ")
                                 )
-                            } else {
-                                String::new()
-                            };
+                            });
                             out.failures.push(Failure {
                                 arn,
                                 reason: reason.into(),
@@ -425,7 +423,7 @@ impl Controller {
                         arn::task(&name, &given)
                     },
                     reason: "MISSING".into(),
-                    detail: String::new(),
+                    detail: None,
                 }),
             }
         }

@@ -270,7 +270,11 @@ impl Berth {
             .context("run-task")?
             .into_inner();
         if let Some(f) = r.failures.first() {
-            bail!("run-task placed no task: {} {}", f.reason, f.detail);
+            bail!(
+                "run-task placed no task: {} {}",
+                f.reason,
+                f.detail.as_deref().unwrap_or("")
+            );
         }
         ensure!(
             r.tasks.len() == count,
@@ -295,7 +299,11 @@ impl Berth {
                 .context("describe-tasks")?
                 .into_inner();
             if let Some(f) = r.failures.first() {
-                bail!("describe-tasks: {} {}", f.reason, f.detail);
+                bail!(
+                    "describe-tasks: {} {}",
+                    f.reason,
+                    f.detail.as_deref().unwrap_or("")
+                );
             }
             out.extend(r.tasks);
         }
