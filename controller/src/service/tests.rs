@@ -136,20 +136,7 @@ async fn run_task_without_instances_is_an_invalid_parameter() {
         "No Container Instances were found in your cluster."
     );
     // An instance whose agent is not connected is named (AGENT), not skipped.
-    let resource = |name: &str, v: i32| Resource {
-        name: name.into(),
-        r#type: "INTEGER".into(),
-        integer_value: v,
-        ..Default::default()
-    };
-    let ci = c
-        .register_container_instance(RegisterContainerInstanceRequest {
-            cluster: "default".into(),
-            total_resources: vec![resource("CPU", 2048), resource("MEMORY", 1024)],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let ci = register_instance(&c).await;
     let r = c
         .run_task(RunTaskRequest {
             task_definition: "web".into(),
@@ -174,27 +161,7 @@ async fn state_changes_apply_once_and_move_forward_only() {
     })
     .await
     .unwrap();
-    let ci = c
-        .register_container_instance(RegisterContainerInstanceRequest {
-            cluster: "default".into(),
-            total_resources: vec![
-                Resource {
-                    name: "CPU".into(),
-                    r#type: "INTEGER".into(),
-                    integer_value: 2048,
-                    ..Default::default()
-                },
-                Resource {
-                    name: "MEMORY".into(),
-                    r#type: "INTEGER".into(),
-                    integer_value: 1024,
-                    ..Default::default()
-                },
-            ],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let ci = register_instance(&c).await;
     let id = berth_proto::arn::short_id("container-instance", &ci.container_instance_arn)
         .unwrap()
         .to_string();
@@ -321,6 +288,23 @@ fn the_agent_gets_task_cpu_and_memory_in_units_and_mib() {
     );
 }
 
+/// Registers an instance of 2048 cpu and 1024 MiB in the existing cluster "default".
+async fn register_instance(c: &Controller) -> ContainerInstance {
+    let resource = |name: &str, v: i32| Resource {
+        name: name.into(),
+        r#type: "INTEGER".into(),
+        integer_value: v,
+        ..Default::default()
+    };
+    c.register_container_instance(RegisterContainerInstanceRequest {
+        cluster: "default".into(),
+        total_resources: vec![resource("CPU", 2048), resource("MEMORY", 1024)],
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
 /// A cluster "default" with one instance of 2048 cpu and 1024 MiB whose agent has taken in a
 /// desired set (a placement candidate while the returned session lives).
 async fn with_instance(c: &Controller) -> crate::fleet::Attached {
@@ -330,20 +314,7 @@ async fn with_instance(c: &Controller) -> crate::fleet::Attached {
     })
     .await
     .unwrap();
-    let resource = |name: &str, v: i32| Resource {
-        name: name.into(),
-        r#type: "INTEGER".into(),
-        integer_value: v,
-        ..Default::default()
-    };
-    let ci = c
-        .register_container_instance(RegisterContainerInstanceRequest {
-            cluster: "default".into(),
-            total_resources: vec![resource("CPU", 2048), resource("MEMORY", 1024)],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let ci = register_instance(c).await;
     let id = berth_proto::arn::short_id("container-instance", &ci.container_instance_arn)
         .unwrap()
         .to_string();
