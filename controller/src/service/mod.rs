@@ -7,6 +7,7 @@
 mod agent_link;
 mod clusters;
 mod instances;
+pub mod pagination;
 mod task_definitions;
 mod tasks;
 pub mod validation;
