@@ -13,6 +13,8 @@ pub mod v1 {
 }
 
 pub use pbjson_types::Timestamp;
+/// The descriptor types, to decode [`FILE_DESCRIPTOR_SET`].
+pub use prost_types;
 
 /// The encoded `FileDescriptorSet` of every .proto file: the model's fields and their JSON
 /// names, for tests that walk the whole model.
