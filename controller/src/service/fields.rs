@@ -238,10 +238,9 @@ fn unsupported(op: Op, request: &Value, prefix: &str) -> Vec<String> {
         .iter()
         .filter(|f| f.op == op && f.kind == Unsupported)
     {
-        let path = field.path.strip_prefix(prefix).unwrap_or(field.path);
-        if path == field.path && !prefix.is_empty() {
+        let Some(path) = field.path.strip_prefix(prefix) else {
             continue;
-        }
+        };
         let segments: Vec<&str> = path.split('.').collect();
         let mut found = Vec::new();
         occurrences(request, &segments, "", &mut found);
@@ -254,7 +253,12 @@ fn unsupported(op: Op, request: &Value, prefix: &str) -> Vec<String> {
                 .flatten()
                 .filter_map(|e| e.get("type").and_then(Value::as_str))
                 .collect();
-            types.dedup();
+            let mut seen = Vec::new();
+            types.retain(|t| {
+                let first = !seen.contains(t);
+                seen.push(*t);
+                first
+            });
             let what = match types.as_slice() {
                 [] => String::new(),
                 [t] => format!(" type {t}"),

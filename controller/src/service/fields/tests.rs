@@ -286,14 +286,14 @@ fn unsupported_fields_are_named_together() {
     let req: RegisterTaskDefinitionRequest = serde_json::from_str(
         r#"{"family":"f","enableFaultInjection":false,"containerDefinitions":[
           {"name":"a","image":"i","memory":16},
-          {"name":"b","image":"i","memory":16,"resourceRequirements":[{"type":"GPU","value":"1"}],"credentialSpecs":["x"]}]}"#,
+          {"name":"b","image":"i","memory":16,"resourceRequirements":[{"type":"GPU","value":"1"},{"type":"NeuronDevice","value":"1"},{"type":"GPU","value":"2"}],"credentialSpecs":["x"]}]}"#,
     )
     .unwrap();
     let e = refuse_unsupported_registration(&req).unwrap_err();
     assert!(matches!(e, EcsError::Client(_)));
     assert_eq!(
         e.to_string(),
-        "containerDefinitions[1].resourceRequirements: type GPU is not supported by Berth (GPUs, inference accelerators and Neuron devices); \
+        "containerDefinitions[1].resourceRequirements: types GPU, NeuronDevice are not supported by Berth (GPUs, inference accelerators and Neuron devices); \
          containerDefinitions[1].credentialSpecs: is not supported by Berth (Active Directory gMSA credential specs)"
     );
     let run: RunTaskRequest = serde_json::from_str(
