@@ -13,6 +13,13 @@ pub mod v1 {
 }
 
 pub use pbjson_types::Timestamp;
+/// The descriptor types, to decode [`FILE_DESCRIPTOR_SET`].
+pub use prost_types;
+
+/// The encoded `FileDescriptorSet` of every .proto file: the model's fields and their JSON
+/// names, for tests that walk the whole model.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/berth_descriptor.bin"));
 
 /// Now, as a protobuf timestamp, to the microsecond: the JSON then reads
 /// `2025-10-28T14:30:45.123456+00:00`, as the aws CLI prints ECS timestamps.

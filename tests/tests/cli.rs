@@ -296,3 +296,92 @@ fn failures_omit_an_empty_detail() {
     let v = c.json(&["describe-clusters", "--clusters", "nowhere"]);
     assert!(v["failures"][0].get("detail").is_none(), "{v}");
 }
+
+/// The unsupported fields tests/fixtures/every-field-task-definition.json sets, as the error
+/// names them (the table in controller/src/service/fields.rs).
+const EVERY_FIELD_REFUSED: [&str; 9] = [
+    "proxyConfiguration",
+    "inferenceAccelerators",
+    "enableFaultInjection",
+    "containerDefinitions[0].resourceRequirements",
+    "containerDefinitions[0].firelensConfiguration",
+    "containerDefinitions[0].credentialSpecs",
+    "volumes[3].s3filesVolumeConfiguration",
+    "volumes[4].fsxWindowsFileServerVolumeConfiguration",
+    "volumes[5].configuredAtLaunch",
+];
+
+/// Whether `big` holds everything `small` does (objects may have more members: ECS's defaults).
+fn json_contains(
+    big: &serde_json::Value,
+    small: &serde_json::Value,
+    at: &str,
+) -> Result<(), String> {
+    use serde_json::Value;
+    match (big, small) {
+        (Value::Object(b), Value::Object(s)) => s.iter().try_for_each(|(k, sv)| {
+            let bv = b.get(k).ok_or(format!("{at}.{k} is missing"))?;
+            json_contains(bv, sv, &format!("{at}.{k}"))
+        }),
+        (Value::Array(b), Value::Array(s)) if b.len() == s.len() => b
+            .iter()
+            .zip(s)
+            .enumerate()
+            .try_for_each(|(i, (bv, sv))| json_contains(bv, sv, &format!("{at}[{i}]"))),
+        _ if big == small => Ok(()),
+        _ => Err(format!("{at}: {big} instead of {small}")),
+    }
+}
+
+/// Issue 6: a real task definition with every ECS field set, given to
+/// `register-task-definition --cli-input-json file://…`, is refused (ClientException, exit 254)
+/// naming every unsupported field in one message and registering nothing; without those fields
+/// it registers, and describe-task-definition shows every field given.
+#[test]
+fn every_field_task_definition_registers_but_for_the_unsupported() {
+    let c = Cluster::controller_only("everyfield");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/every-field-task-definition.json");
+    let arg = format!("file://{}", fixture.display());
+    let out = c.berth(&["register-task-definition", "--cli-input-json", &arg]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(254), "{err}");
+    assert!(err.contains("(ClientException)"), "{err}");
+    for field in EVERY_FIELD_REFUSED {
+        assert!(
+            err.contains(&format!("{field}:")),
+            "{field} is not named in: {err}"
+        );
+    }
+    assert!(
+        err.contains(
+            "resourceRequirements: types GPU, InferenceAccelerator are not supported by Berth"
+        ),
+        "{err}"
+    );
+    let all = c.json(&["list-task-definitions", "--status", "ALL"]);
+    assert_eq!(all["taskDefinitionArns"], serde_json::json!([]), "{all}");
+
+    let mut td: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&fixture).unwrap()).unwrap();
+    for path in EVERY_FIELD_REFUSED {
+        let (parent, key) = path.rsplit_once('.').unwrap_or(("", path));
+        let mut at = &mut td;
+        for seg in parent.split('.').filter(|s| !s.is_empty()) {
+            let (name, index) = seg.split_once('[').unwrap();
+            at = &mut at[name][index.trim_end_matches(']').parse::<usize>().unwrap()];
+        }
+        at.as_object_mut().unwrap().remove(key).unwrap();
+    }
+    let registered = c.register(&td.to_string());
+    assert_eq!(registered, "every-field:1");
+    let described = c.json(&[
+        "describe-task-definition",
+        "--task-definition",
+        "every-field:1",
+    ]);
+    td.as_object_mut().unwrap().remove("tags");
+    if let Err(e) = json_contains(&described["taskDefinition"], &td, "taskDefinition") {
+        panic!("{e}\n{described:#}");
+    }
+}

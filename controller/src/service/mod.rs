@@ -6,6 +6,7 @@
 
 mod agent_link;
 mod clusters;
+pub mod fields;
 mod instances;
 pub mod pagination;
 mod task_definitions;

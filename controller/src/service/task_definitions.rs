@@ -56,17 +56,39 @@ impl Controller {
         &self,
         req: RegisterTaskDefinitionRequest,
     ) -> Result<RegisterTaskDefinitionResponse, EcsError> {
+        // Every unsupported field at once, before the rules that assume a supported shape.
+        super::fields::refuse_unsupported_registration(&req)?;
         let (cpu, memory) = validate(&req)?;
         super::clusters::validate_tags(&req.tags)?;
-        let network_mode = req.network_mode.clone().unwrap_or_else(|| "bridge".into());
+        // Every member named, so a field added to the model cannot be dropped here unseen.
+        let RegisterTaskDefinitionRequest {
+            family,
+            task_role_arn,
+            execution_role_arn,
+            network_mode,
+            container_definitions,
+            volumes,
+            placement_constraints,
+            requires_compatibilities,
+            cpu: _,
+            memory: _,
+            tags,
+            pid_mode,
+            ipc_mode,
+            runtime_platform,
+            ephemeral_storage,
+            proxy_configuration,
+            inference_accelerators,
+            enable_fault_injection,
+        } = req;
+        let network_mode = network_mode.unwrap_or_else(|| "bridge".into());
         let mut compatibilities = vec!["EC2".to_string(), "EXTERNAL".to_string()];
         if network_mode == "awsvpc"
             && matches!((cpu, memory), (Some(c), Some(m)) if fargate_pair_ok(c, m))
         {
             compatibilities.push("FARGATE".into());
         }
-        let containers = req
-            .container_definitions
+        let containers = container_definitions
             .into_iter()
             .map(|mut c| {
                 // ECS shows the defaults it applied.
@@ -84,40 +106,46 @@ impl Controller {
         let mut st = self.state.lock().await;
         let revision = st
             .task_definitions
-            .get(&req.family)
+            .get(&family)
             .and_then(|r| r.keys().next_back().copied())
             .unwrap_or(0)
             + 1;
         let td = TaskDefinition {
-            task_definition_arn: arn::task_definition(&req.family, revision),
+            task_definition_arn: arn::task_definition(&family, revision),
             container_definitions: containers,
-            family: req.family.clone(),
-            task_role_arn: req.task_role_arn,
-            execution_role_arn: req.execution_role_arn,
+            family: family.clone(),
+            task_role_arn,
+            execution_role_arn,
             network_mode,
             revision,
-            volumes: req.volumes,
+            volumes,
             status: "ACTIVE".into(),
-            placement_constraints: req.placement_constraints,
+            placement_constraints,
             compatibilities,
-            requires_compatibilities: req.requires_compatibilities,
+            requires_compatibilities,
+            // Task cpu and memory as ECS shows them: units and MiB ("1 vCPU" → "1024").
             cpu: cpu.map(|c| c.to_string()),
             memory: memory.map(|m| m.to_string()),
-            pid_mode: req.pid_mode,
-            ipc_mode: req.ipc_mode,
-            runtime_platform: req.runtime_platform,
-            ephemeral_storage: req.ephemeral_storage,
+            pid_mode,
+            ipc_mode,
+            runtime_platform,
+            ephemeral_storage,
+            proxy_configuration,
+            inference_accelerators,
+            enable_fault_injection,
             registered_at: Some(now()),
             registered_by: Some("berth".into()),
+            // Set later in a revision's life (deregisteredAt, deleteRequestedAt) or by the
+            // controller's record (requiresAttributes).
             ..Default::default()
         };
         let record = RegisterTaskDefinitionResponse {
             task_definition: Some(td),
-            tags: req.tags,
+            tags,
         };
-        self.commit(vec![put(taskdef_key(&req.family, revision), &record)])?;
+        self.commit(vec![put(taskdef_key(&family, revision), &record)])?;
         st.task_definitions
-            .entry(req.family)
+            .entry(family)
             .or_default()
             .insert(revision, record.clone());
         Ok(record)

@@ -114,6 +114,7 @@ pub(crate) fn effective_definition(td: &TaskDefinition, task: &Task) -> TaskDefi
 impl Controller {
     /// RunTask: places `count` tasks on the cluster's instances.
     pub async fn run_task(&self, req: RunTaskRequest) -> Result<RunTaskResponse, EcsError> {
+        super::fields::refuse_unsupported_run_task(&req)?;
         let name = cluster_name(req.cluster.as_deref())?;
         let count = req.count.unwrap_or(1);
         if !(1..=10).contains(&count) {
@@ -264,6 +265,8 @@ impl Controller {
                 health_status: "UNKNOWN".into(),
                 tags: req.tags.clone(),
                 availability_zone: az,
+                enable_execute_command: Some(req.enable_execute_command.unwrap_or(false)),
+                platform_version: req.platform_version.clone(),
                 created_at: Some(now()),
                 ..Default::default()
             };

@@ -250,7 +250,172 @@ pub fn validate(
             )));
         }
     }
+    one_of("pidMode", req.pid_mode.as_deref(), &["host", "task"])?;
+    one_of(
+        "ipcMode",
+        req.ipc_mode.as_deref(),
+        &["host", "task", "none"],
+    )?;
+    if let Some(p) = &req.runtime_platform {
+        one_of(
+            "runtimePlatform.cpuArchitecture",
+            p.cpu_architecture.as_deref(),
+            &["X86_64", "ARM64"],
+        )?;
+        one_of(
+            "runtimePlatform.operatingSystemFamily",
+            p.operating_system_family.as_deref(),
+            OS_FAMILIES,
+        )?;
+    }
+    if let Some(e) = &req.ephemeral_storage {
+        if !(21..=200).contains(&e.size_in_gi_b) {
+            return Err(invalid(format!(
+                "ephemeralStorage.sizeInGiB: {} is outside 21-200 GiB",
+                e.size_in_gi_b
+            )));
+        }
+    }
+    for (i, p) in req.placement_constraints.iter().enumerate() {
+        if p.r#type != "memberOf" {
+            return Err(invalid(format!(
+                "placementConstraints[{i}].type: '{}' is not memberOf, the only constraint a task definition takes",
+                p.r#type
+            )));
+        }
+    }
     Ok((task_cpu, task_memory))
+}
+
+/// The operating system families ECS names (runtimePlatform.operatingSystemFamily).
+const OS_FAMILIES: &[&str] = &[
+    "LINUX",
+    "WINDOWS_SERVER_2019_FULL",
+    "WINDOWS_SERVER_2019_CORE",
+    "WINDOWS_SERVER_2016_FULL",
+    "WINDOWS_SERVER_2004_CORE",
+    "WINDOWS_SERVER_2022_CORE",
+    "WINDOWS_SERVER_2022_FULL",
+    "WINDOWS_SERVER_2025_CORE",
+    "WINDOWS_SERVER_2025_FULL",
+    "WINDOWS_SERVER_20H2_CORE",
+];
+
+/// The log drivers ECS accepts (logConfiguration.logDriver).
+const LOG_DRIVERS: &[&str] = &[
+    "json-file",
+    "syslog",
+    "journald",
+    "gelf",
+    "fluentd",
+    "awslogs",
+    "splunk",
+    "awsfirelens",
+];
+
+/// An enum-valued field: absent, or one of ECS's spellings.
+fn one_of(field: &str, value: Option<&str>, allowed: &[&str]) -> Result<(), EcsError> {
+    match value {
+        Some(v) if !allowed.contains(&v) => Err(invalid(format!(
+            "{field}: '{v}' is not one of {}",
+            allowed.join(", ")
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The container fields whose values ECS checks by enum or range and Berth does not act on yet:
+/// checked now, so a definition that registers here registers on ECS too.
+fn validate_container_shapes(i: usize, c: &ContainerDefinition) -> Result<(), EcsError> {
+    let field = |f: &str| format!("containerDefinitions[{i}].{f}");
+    one_of(
+        &field("versionConsistency"),
+        c.version_consistency.as_deref(),
+        &["enabled", "disabled"],
+    )?;
+    for (j, e) in c.environment_files.iter().enumerate() {
+        one_of(
+            &field(&format!("environmentFiles[{j}].type")),
+            Some(&e.r#type),
+            &["s3"],
+        )?;
+    }
+    if let Some(l) = &c.log_configuration {
+        one_of(
+            &field("logConfiguration.logDriver"),
+            Some(&l.log_driver),
+            LOG_DRIVERS,
+        )?;
+    }
+    for (j, p) in c.port_mappings.iter().enumerate() {
+        one_of(
+            &field(&format!("portMappings[{j}].appProtocol")),
+            p.app_protocol.as_deref(),
+            &["http", "http2", "grpc"],
+        )?;
+    }
+    if let Some(lp) = &c.linux_parameters {
+        for (j, d) in lp.devices.iter().enumerate() {
+            if d.host_path.is_empty() {
+                return Err(invalid(format!(
+                    "{}: is required",
+                    field(&format!("linuxParameters.devices[{j}].hostPath"))
+                )));
+            }
+            for p in &d.permissions {
+                one_of(
+                    &field(&format!("linuxParameters.devices[{j}].permissions")),
+                    Some(p),
+                    &["read", "write", "mknod"],
+                )?;
+            }
+        }
+        for (j, t) in lp.tmpfs.iter().enumerate() {
+            if t.container_path.is_empty() || t.size <= 0 {
+                return Err(invalid(format!(
+                    "{}: containerPath and a positive size (MiB) are required",
+                    field(&format!("linuxParameters.tmpfs[{j}]"))
+                )));
+            }
+        }
+        if let Some(s) = lp.shared_memory_size.filter(|s| *s <= 0) {
+            return Err(invalid(format!(
+                "{}: {s} is not a positive number of MiB",
+                field("linuxParameters.sharedMemorySize")
+            )));
+        }
+        if let Some(s) = lp.max_swap.filter(|s| *s < 0) {
+            return Err(invalid(format!(
+                "{}: {s} must not be negative",
+                field("linuxParameters.maxSwap")
+            )));
+        }
+        if let Some(s) = lp.swappiness.filter(|s| !(0..=100).contains(s)) {
+            return Err(invalid(format!(
+                "{}: {s} is outside 0-100",
+                field("linuxParameters.swappiness")
+            )));
+        }
+    }
+    for (j, h) in c.extra_hosts.iter().enumerate() {
+        if h.hostname.is_empty() || h.ip_address.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid(format!(
+                "{}: '{}' '{}' is not a hostname with an IP address",
+                field(&format!("extraHosts[{j}]")),
+                h.hostname,
+                h.ip_address
+            )));
+        }
+    }
+    if let Some(r) = &c.repository_credentials {
+        if r.credentials_parameter.is_empty() {
+            return Err(invalid(format!(
+                "{}: is required",
+                field("repositoryCredentials.credentialsParameter")
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn validate_container(
@@ -439,6 +604,7 @@ fn validate_container(
         range("retries", h.retries, 1, 10)?;
         range("startPeriod", h.start_period, 0, 300)?;
     }
+    validate_container_shapes(i, c)?;
     for (j, m) in c.mount_points.iter().enumerate() {
         if !volumes.contains(m.source_volume.as_str()) {
             return Err(invalid(format!(
@@ -496,6 +662,135 @@ mod tests {
             r#"{"family":"f","cpu":"128","containerDefinitions":[{"name":"a","image":"i","memory":16}]}"#
         )
         .is_ok());
+    }
+
+    /// The enums and ranges ECS checks on fields Berth records or has coming: a definition that
+    /// registers here registers on ECS too, and each refusal names the field.
+    #[test]
+    fn enums_and_ranges_of_the_newer_fields_follow_ecs() {
+        let td = |extra: &str, container_extra: &str| {
+            register_td(&format!(
+                r#"{{"family":"f"{extra},"containerDefinitions":[{{"name":"a","image":"i","memory":16{container_extra}}}]}}"#
+            ))
+        };
+        let fine = [
+            (r#","pidMode":"task","ipcMode":"none""#, ""),
+            (
+                r#","runtimePlatform":{"cpuArchitecture":"ARM64","operatingSystemFamily":"LINUX"}"#,
+                "",
+            ),
+            (r#","ephemeralStorage":{"sizeInGiB":21}"#, ""),
+            (
+                r#","placementConstraints":[{"type":"memberOf","expression":"attribute:a == b"}]"#,
+                "",
+            ),
+            (
+                "",
+                r#","versionConsistency":"disabled","extraHosts":[{"hostname":"db","ipAddress":"fd00::5"}]"#,
+            ),
+            (
+                "",
+                r#","linuxParameters":{"swappiness":0,"maxSwap":0,"sharedMemorySize":64,"tmpfs":[{"containerPath":"/t","size":1}],"devices":[{"hostPath":"/dev/fuse","permissions":["read"]}]}"#,
+            ),
+            (
+                "",
+                r#","logConfiguration":{"logDriver":"json-file"},"environmentFiles":[{"value":"arn:aws:s3:::b/f.env","type":"s3"}]"#,
+            ),
+        ];
+        for (extra, container_extra) in fine {
+            assert!(
+                td(extra, container_extra).is_ok(),
+                "{extra}{container_extra}"
+            );
+        }
+        let refused = [
+            (r#","pidMode":"shared""#, "", "pidMode: 'shared'"),
+            (r#","ipcMode":"private""#, "", "ipcMode: 'private'"),
+            (
+                r#","runtimePlatform":{"cpuArchitecture":"RISCV"}"#,
+                "",
+                "runtimePlatform.cpuArchitecture",
+            ),
+            (
+                r#","runtimePlatform":{"operatingSystemFamily":"linux"}"#,
+                "",
+                "runtimePlatform.operatingSystemFamily",
+            ),
+            (
+                r#","ephemeralStorage":{"sizeInGiB":20}"#,
+                "",
+                "ephemeralStorage.sizeInGiB",
+            ),
+            (
+                r#","placementConstraints":[{"type":"distinctInstance"}]"#,
+                "",
+                "placementConstraints[0].type",
+            ),
+            (
+                "",
+                r#","versionConsistency":"on""#,
+                "containerDefinitions[0].versionConsistency",
+            ),
+            (
+                "",
+                r#","environmentFiles":[{"value":"/x","type":"file"}]"#,
+                "environmentFiles[0].type",
+            ),
+            (
+                "",
+                r#","logConfiguration":{"logDriver":"loki"}"#,
+                "logConfiguration.logDriver: 'loki'",
+            ),
+            (
+                "",
+                r#","portMappings":[{"containerPort":80,"appProtocol":"tcp"}]"#,
+                "portMappings[0].appProtocol",
+            ),
+            (
+                "",
+                r#","linuxParameters":{"swappiness":101}"#,
+                "linuxParameters.swappiness",
+            ),
+            (
+                "",
+                r#","linuxParameters":{"maxSwap":-1}"#,
+                "linuxParameters.maxSwap",
+            ),
+            (
+                "",
+                r#","linuxParameters":{"sharedMemorySize":0}"#,
+                "linuxParameters.sharedMemorySize",
+            ),
+            (
+                "",
+                r#","linuxParameters":{"tmpfs":[{"containerPath":"/t","size":0}]}"#,
+                "linuxParameters.tmpfs[0]",
+            ),
+            (
+                "",
+                r#","linuxParameters":{"devices":[{"hostPath":"/dev/x","permissions":["rw"]}]}"#,
+                "linuxParameters.devices[0].permissions",
+            ),
+            (
+                "",
+                r#","linuxParameters":{"devices":[{"containerPath":"/dev/x"}]}"#,
+                "linuxParameters.devices[0].hostPath",
+            ),
+            (
+                "",
+                r#","extraHosts":[{"hostname":"db","ipAddress":"db.internal"}]"#,
+                "extraHosts[0]",
+            ),
+            (
+                "",
+                r#","repositoryCredentials":{"credentialsParameter":""}"#,
+                "repositoryCredentials.credentialsParameter",
+            ),
+        ];
+        for (extra, container_extra, needle) in refused {
+            let e = td(extra, container_extra).unwrap_err().to_string();
+            assert!(e.contains(needle), "{extra}{container_extra}: {e}");
+        }
     }
 
     #[test]

@@ -1,0 +1,352 @@
+//! What Berth does with every field of a task definition and of RunTask: the one table.
+//!
+//! Each field is one of four [`Kind`]s: applied today, recorded (stored and shown, no effect on
+//! premises), coming (accepted now, acted on once the named issue lands) or unsupported (no
+//! issue builds it: refused by name, every such field in one error). The README's section
+//! "Task-definition fields: applied, recorded, coming, unsupported" is generated from this table
+//! (`fields::tests::readme_section_is_the_table`), and the table covers every field of the model
+//! (`fields::tests::every_field_of_the_model_is_in_the_table`).
+
+use crate::error::EcsError;
+use berth_proto::v1::{RegisterTaskDefinitionRequest, RunTaskRequest, TaskOverride};
+use serde_json::Value;
+
+/// What Berth does with a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Acted on today.
+    Applied,
+    /// No local effect on premises: stored and shown, nothing else.
+    Recorded,
+    /// Accepted, stored and shown, not yet acted on: the open issue that builds it.
+    Coming(u32),
+    /// No issue builds it: refused by name when set.
+    Unsupported,
+}
+
+/// The request a field belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// RegisterTaskDefinition (an ECS task-definition.json).
+    RegisterTaskDefinition,
+    /// RunTask, its overrides included.
+    RunTask,
+}
+
+impl Op {
+    /// The ECS operation name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::RegisterTaskDefinition => "RegisterTaskDefinition",
+            Op::RunTask => "RunTask",
+        }
+    }
+}
+
+/// One field and what Berth does with it.
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    /// The request it belongs to.
+    pub op: Op,
+    /// Its JSON path from the request, members joined by dots, lists not indexed
+    /// (`containerDefinitions.linuxParameters`). An entry covers the members below it that have
+    /// no entry of their own.
+    pub path: &'static str,
+    /// What Berth does with it.
+    pub kind: Kind,
+    /// How, or why not.
+    pub note: &'static str,
+    /// For an unsupported field: a value that means "off" and is accepted (ECS's default,
+    /// e.g. propagateTags NONE); `false`, empty strings and empty lists are always accepted.
+    pub off: Option<&'static str>,
+}
+
+const fn f(op: Op, path: &'static str, kind: Kind, note: &'static str) -> Field {
+    Field {
+        op,
+        path,
+        kind,
+        note,
+        off: None,
+    }
+}
+
+use Kind::{Applied, Coming, Recorded, Unsupported};
+use Op::{RegisterTaskDefinition as Reg, RunTask as Run};
+
+/// Every field of RegisterTaskDefinition and RunTask.
+pub const FIELDS: &[Field] = &[
+    // RegisterTaskDefinition: the task.
+    f(Reg, "family", Applied, "revisions count up per family"),
+    f(Reg, "taskRoleArn", Recorded, "no IAM on premises"),
+    f(Reg, "executionRoleArn", Recorded, "no IAM on premises"),
+    f(Reg, "networkMode", Applied, "host and none; bridge and awsvpc register, and their tasks stop with ContainerNetworkingError until #8"),
+    f(Reg, "containerDefinitions", Applied, "at most 10, names unique, one essential"),
+    f(Reg, "volumes", Coming(9), "names checked against mountPoints"),
+    f(Reg, "placementConstraints", Coming(6), "memberOf placement is being built in #6"),
+    f(Reg, "requiresCompatibilities", Applied, "FARGATE's rules (awsvpc, cpu/memory pairs) are checked"),
+    f(Reg, "cpu", Applied, "the task cgroup's CPU quota; \"1 vCPU\" forms accepted"),
+    f(Reg, "memory", Applied, "the task cgroup's memory limit; \"2 GB\" forms accepted"),
+    f(Reg, "tags", Recorded, "stored with the task definition"),
+    f(Reg, "pidMode", Coming(9), ""),
+    f(Reg, "ipcMode", Coming(9), ""),
+    f(Reg, "proxyConfiguration", Unsupported, "App Mesh proxies"),
+    f(Reg, "inferenceAccelerators", Unsupported, "Elastic Inference accelerators"),
+    f(Reg, "ephemeralStorage", Recorded, "Fargate's task storage size; tasks use the host's disk"),
+    f(Reg, "runtimePlatform", Coming(6), "placement on matching instances is being built in #6"),
+    f(Reg, "enableFaultInjection", Unsupported, "ECS fault-injection endpoints"),
+    // RegisterTaskDefinition: each container.
+    f(Reg, "containerDefinitions.name", Applied, ""),
+    f(Reg, "containerDefinitions.image", Applied, "from containerd's store; registry pulls come with #11"),
+    f(Reg, "containerDefinitions.repositoryCredentials", Coming(11), "private registry credentials (secrets from #7)"),
+    f(Reg, "containerDefinitions.cpu", Applied, "CPU shares"),
+    f(Reg, "containerDefinitions.memory", Applied, "hard memory limit"),
+    f(Reg, "containerDefinitions.memoryReservation", Applied, "soft memory limit; what placement reserves"),
+    f(Reg, "containerDefinitions.links", Coming(9), ""),
+    f(Reg, "containerDefinitions.portMappings", Coming(8), "checked at registration; published ports and networkBindings come with #8"),
+    f(Reg, "containerDefinitions.essential", Applied, "an essential container's exit stops the task"),
+    f(Reg, "containerDefinitions.restartPolicy", Coming(9), ""),
+    f(Reg, "containerDefinitions.entryPoint", Applied, ""),
+    f(Reg, "containerDefinitions.command", Applied, ""),
+    f(Reg, "containerDefinitions.environment", Applied, ""),
+    f(Reg, "containerDefinitions.environmentFiles", Coming(9), ""),
+    f(Reg, "containerDefinitions.mountPoints", Coming(9), "sourceVolume checked against volumes"),
+    f(Reg, "containerDefinitions.volumesFrom", Coming(9), ""),
+    f(Reg, "containerDefinitions.linuxParameters", Coming(9), "capabilities, devices, initProcessEnabled, sharedMemorySize, tmpfs, maxSwap, swappiness"),
+    f(Reg, "containerDefinitions.secrets", Coming(7), ""),
+    f(Reg, "containerDefinitions.dependsOn", Coming(9), "names and conditions checked at registration"),
+    f(Reg, "containerDefinitions.startTimeout", Coming(9), ""),
+    f(Reg, "containerDefinitions.stopTimeout", Applied, "SIGKILL this long after SIGTERM"),
+    f(Reg, "containerDefinitions.versionConsistency", Recorded, "ECS pins a service's image tag to a digest; Berth runs the image its store holds"),
+    f(Reg, "containerDefinitions.hostname", Applied, ""),
+    f(Reg, "containerDefinitions.user", Applied, "numeric uid[:gid] or root; names from the image come with #9"),
+    f(Reg, "containerDefinitions.workingDirectory", Applied, ""),
+    f(Reg, "containerDefinitions.disableNetworking", Coming(9), ""),
+    f(Reg, "containerDefinitions.privileged", Applied, "only on agents started with --allow-privileged"),
+    f(Reg, "containerDefinitions.readonlyRootFilesystem", Applied, ""),
+    f(Reg, "containerDefinitions.dnsServers", Coming(8), ""),
+    f(Reg, "containerDefinitions.dnsSearchDomains", Coming(8), ""),
+    f(Reg, "containerDefinitions.extraHosts", Coming(8), ""),
+    f(Reg, "containerDefinitions.dockerSecurityOptions", Applied, "no-new-privileges; any other option is refused at registration"),
+    f(Reg, "containerDefinitions.interactive", Coming(9), ""),
+    f(Reg, "containerDefinitions.pseudoTerminal", Coming(9), ""),
+    f(Reg, "containerDefinitions.dockerLabels", Coming(9), ""),
+    f(Reg, "containerDefinitions.ulimits", Applied, "rlimits of the container's process"),
+    f(Reg, "containerDefinitions.logConfiguration", Coming(10), "output goes to the agent's local log files until then"),
+    f(Reg, "containerDefinitions.logConfiguration.options.awslogs-region", Recorded, "there is one region on premises"),
+    f(Reg, "containerDefinitions.healthCheck", Coming(9), "command and ranges checked at registration"),
+    f(Reg, "containerDefinitions.systemControls", Coming(9), ""),
+    f(Reg, "containerDefinitions.resourceRequirements", Unsupported, "GPUs, inference accelerators and Neuron devices"),
+    f(Reg, "containerDefinitions.firelensConfiguration", Unsupported, "FireLens log routing"),
+    f(Reg, "containerDefinitions.credentialSpecs", Unsupported, "Active Directory gMSA credential specs"),
+    // RegisterTaskDefinition: each volume.
+    f(Reg, "volumes.name", Coming(9), ""),
+    f(Reg, "volumes.host", Coming(9), "bind mounts under paths the agent allows"),
+    f(Reg, "volumes.dockerVolumeConfiguration", Coming(9), ""),
+    f(Reg, "volumes.efsVolumeConfiguration", Coming(9), "as NFS where the agent maps it"),
+    f(Reg, "volumes.s3filesVolumeConfiguration", Unsupported, "S3 Files volumes"),
+    f(Reg, "volumes.fsxWindowsFileServerVolumeConfiguration", Unsupported, "FSx for Windows File Server volumes"),
+    f(Reg, "volumes.configuredAtLaunch", Unsupported, "EBS volumes configured at launch"),
+    // RunTask.
+    f(Run, "cluster", Applied, ""),
+    f(Run, "taskDefinition", Applied, ""),
+    f(Run, "count", Applied, "1-10"),
+    f(Run, "overrides", Applied, "validated with the registration rules"),
+    f(Run, "startedBy", Applied, "shown, and ListTasks filters on it"),
+    f(Run, "launchType", Applied, "EC2, EXTERNAL, FARGATE (FARGATE runs on the cluster's own instances)"),
+    f(Run, "networkConfiguration", Coming(8), ""),
+    f(Run, "group", Recorded, "shown on the task"),
+    f(Run, "tags", Recorded, "shown on the task"),
+    f(Run, "placementConstraints", Coming(6), "being built in #6"),
+    f(Run, "placementStrategy", Coming(6), "being built in #6"),
+    f(Run, "clientToken", Coming(6), "idempotency is being built in #6"),
+    f(Run, "capacityProviderStrategy", Unsupported, "capacity providers"),
+    f(Run, "enableECSManagedTags", Unsupported, "ECS-managed tags"),
+    f(Run, "enableExecuteCommand", Coming(9), "ExecuteCommand; shown on the task"),
+    f(Run, "platformVersion", Recorded, "Fargate platform versions; shown on the task"),
+    Field {
+        off: Some("NONE"),
+        ..f(Run, "propagateTags", Unsupported, "tag propagation (NONE is accepted)")
+    },
+    f(Run, "referenceId", Recorded, "no effect on premises"),
+    f(Run, "volumeConfigurations", Unsupported, "EBS volumes configured at launch"),
+    // RunTask: overrides.
+    f(Run, "overrides.containerOverrides", Applied, "each must name a container of the task definition"),
+    f(Run, "overrides.cpu", Applied, ""),
+    f(Run, "overrides.memory", Applied, ""),
+    f(Run, "overrides.taskRoleArn", Recorded, "no IAM on premises"),
+    f(Run, "overrides.executionRoleArn", Recorded, "no IAM on premises"),
+    f(Run, "overrides.inferenceAcceleratorOverrides", Unsupported, "Elastic Inference accelerators"),
+    f(Run, "overrides.ephemeralStorage", Recorded, "Fargate's task storage size"),
+    f(Run, "overrides.containerOverrides.name", Applied, ""),
+    f(Run, "overrides.containerOverrides.command", Applied, ""),
+    f(Run, "overrides.containerOverrides.environment", Applied, ""),
+    f(Run, "overrides.containerOverrides.environmentFiles", Coming(9), ""),
+    f(Run, "overrides.containerOverrides.cpu", Applied, ""),
+    f(Run, "overrides.containerOverrides.memory", Applied, ""),
+    f(Run, "overrides.containerOverrides.memoryReservation", Applied, ""),
+    f(Run, "overrides.containerOverrides.resourceRequirements", Unsupported, "GPUs, inference accelerators and Neuron devices"),
+];
+
+/// Where `path`'s members occur in `value`, with their indexed paths (`containerDefinitions[1].links`).
+fn occurrences<'a>(
+    value: &'a Value,
+    segments: &[&str],
+    at: &str,
+    out: &mut Vec<(String, &'a Value)>,
+) {
+    let Some((first, rest)) = segments.split_first() else {
+        out.push((at.to_string(), value));
+        return;
+    };
+    match value {
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                occurrences(item, segments, &format!("{at}[{i}]"), out);
+            }
+        }
+        Value::Object(map) => {
+            if let Some(v) = map.get(*first) {
+                let at = if at.is_empty() {
+                    first.to_string()
+                } else {
+                    format!("{at}.{first}")
+                };
+                occurrences(v, rest, &at, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether a value asks for something: `false`, empty lists, empty strings and the field's
+/// "off" value do not.
+fn is_set(v: &Value, off: Option<&str>) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Array(a) => !a.is_empty(),
+        Value::String(s) => !s.is_empty() && off != Some(s.as_str()),
+        Value::Number(_) | Value::Object(_) => true,
+    }
+}
+
+/// One line per unsupported field that `request` (the JSON of an `op` request) sets.
+fn unsupported(op: Op, request: &Value, prefix: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for field in FIELDS
+        .iter()
+        .filter(|f| f.op == op && f.kind == Unsupported)
+    {
+        let Some(path) = field.path.strip_prefix(prefix) else {
+            continue;
+        };
+        let segments: Vec<&str> = path.split('.').collect();
+        let mut found = Vec::new();
+        occurrences(request, &segments, "", &mut found);
+        for (at, value) in found.into_iter().filter(|(_, v)| is_set(v, field.off)) {
+            let at = format!("{prefix}{at}");
+            // Lists of typed entries (resourceRequirements) name the types.
+            let mut types: Vec<&str> = value
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.get("type").and_then(Value::as_str))
+                .collect();
+            let mut seen = Vec::new();
+            types.retain(|t| {
+                let first = !seen.contains(t);
+                seen.push(*t);
+                first
+            });
+            let what = match types.as_slice() {
+                [] => String::new(),
+                [t] => format!(" type {t}"),
+                ts => format!(" types {}", ts.join(", ")),
+            };
+            let verb = if types.len() > 1 { "are" } else { "is" };
+            out.push(format!(
+                "{at}:{what} {verb} not supported by Berth ({})",
+                field.note
+            ));
+        }
+    }
+    out
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// RegisterTaskDefinition: a ClientException naming every unsupported field the request sets.
+pub fn refuse_unsupported_registration(
+    req: &RegisterTaskDefinitionRequest,
+) -> Result<(), EcsError> {
+    let found = unsupported(Reg, &to_json(req), "");
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(EcsError::client(found.join("; ")))
+}
+
+/// RunTask: an InvalidParameterException naming every unsupported field the request sets,
+/// its overrides included.
+pub fn refuse_unsupported_run_task(req: &RunTaskRequest) -> Result<(), EcsError> {
+    let found = unsupported(Run, &to_json(req), "");
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(EcsError::invalid(found.join("; ")))
+}
+
+/// Task overrides alone (RunTask's and StartTask's `overrides`): an InvalidParameterException
+/// naming every unsupported field they set.
+pub fn refuse_unsupported_overrides(overrides: &TaskOverride) -> Result<(), EcsError> {
+    let found = unsupported(Run, &to_json(overrides), "overrides.");
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(EcsError::invalid(found.join("; ")))
+}
+
+fn kind_text(kind: Kind) -> String {
+    match kind {
+        Applied => "applied".into(),
+        Recorded => "recorded".into(),
+        Coming(n) => format!("coming (#{n})"),
+        Unsupported => "unsupported: refused".into(),
+    }
+}
+
+/// The README section, generated from [`FIELDS`].
+pub fn readme_section() -> String {
+    let mut s = String::new();
+    s.push_str(
+        "Every field of ECS's RegisterTaskDefinition and RunTask decodes. What Berth does with each \
+(generated from `controller/src/service/fields.rs`; a member without a row of its own is covered \
+by its parent's row):\n\n\
+- **applied**: acted on today;\n\
+- **recorded**: stored and shown, with no effect on premises;\n\
+- **coming (#N)**: accepted, stored and shown, but not yet acted on until issue N lands;\n\
+- **unsupported**: no issue builds it; a request that sets it is refused, naming every such \
+field in one error (ClientException at registration, InvalidParameterException in RunTask).\n",
+    );
+    for op in [Reg, Run] {
+        s.push_str(&format!(
+            "\n### {}\n\n| Field | Kind | Note |\n|---|---|---|\n",
+            op.name()
+        ));
+        for field in FIELDS.iter().filter(|f| f.op == op) {
+            s.push_str(&format!(
+                "| `{}` | {} | {} |\n",
+                field.path,
+                kind_text(field.kind),
+                field.note
+            ));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests;
