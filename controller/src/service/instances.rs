@@ -189,7 +189,8 @@ impl State {
                 _ => res.clone(),
             })
             .collect();
-        ci.agent_connected = connected;
+        // A deregistered instance's session may still be ending: it is not connected.
+        ci.agent_connected = connected && ci.status != "INACTIVE";
         ci.attributes = attributes(r);
         let (mut running, mut pending) = (0, 0);
         for t in self.instance_tasks(&ci.container_instance_arn) {

@@ -361,7 +361,7 @@ impl Controller {
 
     /// Creates one task per placement (a container instance ARN), commits them together, and
     /// wakes each instance's agent. RunTask and StartTask both end here.
-    fn create_tasks(
+    pub(crate) fn create_tasks(
         &self,
         st: &mut State,
         launch: &Launch,
