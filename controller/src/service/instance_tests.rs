@@ -738,3 +738,24 @@ async fn start_task_places_on_the_named_instances_or_says_why_not() {
         .unwrap();
     assert_eq!(r.failures[0].reason, "INACTIVE");
 }
+
+/// A privileged container needs ECS's privileged-container capability: an instance whose agent
+/// does not advertise it is named ATTRIBUTE with the capability in the detail.
+#[tokio::test]
+async fn a_privileged_task_needs_the_capability() {
+    let c = controller_on(Arc::new(MemoryStore::default())).await;
+    let (_plain, _s) = instance(&c, 1024, "x86_64").await;
+    register_td(
+        &c,
+        r#"{"family":"priv","containerDefinitions":[{"name":"a","image":"busybox","memory":64,"privileged":true}]}"#,
+    )
+    .await;
+    let r = c.run_task(run("priv")).await.unwrap();
+    assert!(r.tasks.is_empty());
+    assert_eq!(r.failures[0].reason, "ATTRIBUTE");
+    assert!(r.failures[0]
+        .detail
+        .as_deref()
+        .unwrap()
+        .contains("com.amazonaws.ecs.capability.privileged-container"));
+}
