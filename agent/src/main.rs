@@ -180,13 +180,21 @@ fn main() {
         match &args.command {
             Some(Command::Image {
                 action: ImageCommand::Load { file },
-            }) => load(&args, file).await,
+            }) => load(&args, file).await.map(|()| 0),
             None => serve(args).await,
         }
     });
-    if let Err(e) = result {
-        eprintln!("berth-agent: {e:#}");
-        std::process::exit(1);
+    match result {
+        Ok(0) => {}
+        Ok(code) => {
+            // Leave the tasks' containers running: only this process ends.
+            drop(rt);
+            std::process::exit(code);
+        }
+        Err(e) => {
+            eprintln!("berth-agent: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 
@@ -240,7 +248,38 @@ fn attr(name: &str, value: &str) -> Attribute {
     }
 }
 
-async fn serve(args: Args) -> anyhow::Result<()> {
+/// The attributes ECS's agent advertises for the platform, under ECS's names, and the
+/// capabilities this agent has: placement matches a task's runtimePlatform and
+/// requiresAttributes against them, so a task never lands on a host that must refuse it.
+fn platform_attributes(rust_arch: &str, allow_privileged: bool) -> Vec<Attribute> {
+    let arch = match rust_arch {
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let mut out = vec![
+        attr("ecs.os-type", "linux"),
+        attr("ecs.os-family", "LINUX"),
+        attr("ecs.cpu-architecture", arch),
+    ];
+    let capability = |name: &str| Attribute {
+        name: name.into(),
+        ..Default::default()
+    };
+    // Task-level cpu and memory become the task cgroup's limits.
+    out.push(capability("ecs.capability.task-cpu-mem-limit"));
+    if allow_privileged {
+        out.push(capability(
+            "com.amazonaws.ecs.capability.privileged-container",
+        ));
+        // The name earlier Berth controllers require.
+        out.push(capability("ecs.capability.privileged-container"));
+    }
+    out
+}
+
+/// Runs the agent; the exit status: 0, or `link::EXIT_TERMINAL` once the instance was
+/// deregistered (the saved instance ARN is then forgotten).
+async fn serve(args: Args) -> anyhow::Result<i32> {
     let (runtime, version) = connect(&args).await?;
     let dir = DataDir(args.data_dir.clone());
     std::fs::create_dir_all(&dir.0).with_context(|| format!("creating {}", dir.0.display()))?;
@@ -271,22 +310,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             ..Default::default()
         },
     ];
-    let arch = match std::env::consts::ARCH {
-        "aarch64" => "arm64",
-        other => other,
-    };
-    let mut attributes = vec![
-        attr("ecs.os-type", "linux"),
-        attr("ecs.os-family", "LINUX"),
-        attr("ecs.cpu-architecture", arch),
-        attr("ecs.capability.containerd", &version),
-    ];
-    if args.allow_privileged {
-        attributes.push(Attribute {
-            name: "ecs.capability.privileged-container".into(),
-            ..Default::default()
-        });
-    }
+    let mut attributes = platform_attributes(std::env::consts::ARCH, args.allow_privileged);
+    attributes.push(attr("ecs.capability.containerd", &version));
     if let Some(az) = &args.availability_zone {
         attributes.push(attr("ecs.availability-zone", az));
     }
@@ -345,7 +370,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         heartbeat: berth_proto::link::HEARTBEAT_INTERVAL,
     };
     tokio::select! {
-        _ = session::run(reg, engine, reporter) => {}
+        terminal = session::run(reg, engine, reporter) => {
+            if let Err(e) = &terminal.forgotten {
+                tracing::error!(error = %e, "cannot forget the instance ARN; remove agent.json from the data dir before starting again");
+            }
+            tracing::error!(reason = %terminal.reason, exit = berth_proto::link::EXIT_TERMINAL,
+                "container instance deregistered; berth-agent stops for good (a new start registers a new instance); tasks keep running");
+            return Ok(berth_proto::link::EXIT_TERMINAL);
+        }
         _ = tokio::signal::ctrl_c() => {}
         _ = async {
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -356,12 +388,32 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     }
     // Containers keep running: a restarted agent picks them up from its data dir.
     tracing::info!("berth-agent exiting; tasks keep running");
-    Ok(())
+    Ok(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn names(a: &[Attribute]) -> Vec<(&str, Option<&str>)> {
+        a.iter()
+            .map(|a| (a.name.as_str(), a.value.as_deref()))
+            .collect()
+    }
+
+    #[test]
+    fn the_platform_is_advertised_under_ecs_names() {
+        let a = platform_attributes("aarch64", false);
+        let n = names(&a);
+        assert!(n.contains(&("ecs.cpu-architecture", Some("arm64"))));
+        assert!(n.contains(&("ecs.os-type", Some("linux"))));
+        assert!(n.contains(&("ecs.os-family", Some("LINUX"))));
+        assert!(!n.iter().any(|(k, _)| k.contains("privileged-container")));
+        let a = platform_attributes("x86_64", true);
+        let n = names(&a);
+        assert!(n.contains(&("ecs.cpu-architecture", Some("x86_64"))));
+        assert!(n.contains(&("com.amazonaws.ecs.capability.privileged-container", None)));
+    }
 
     #[test]
     fn security_options_default_to_refusing_privileged_with_a_pids_limit() {

@@ -113,17 +113,38 @@ pub enum LinkError {
     /// The request stream closed under us.
     #[error("session closed")]
     Closed,
+    /// The controller deregistered this container instance (or refuses its ARN as INACTIVE):
+    /// terminal, the agent forgets its ARN and exits.
+    #[error("container instance deregistered: {0}")]
+    Deregistered(String),
 }
 
-/// Runs the link forever.
+/// Why the link ended for good: the instance was deregistered. The agent has forgotten its
+/// instance ARN (unless `forgotten` says otherwise) and should exit with
+/// `link::EXIT_TERMINAL`, so its supervisor does not restart it; a later start registers anew.
+#[derive(Debug)]
+pub struct Terminal {
+    /// The controller's reason.
+    pub reason: String,
+    /// Whether the saved instance ARN was removed from the data dir.
+    pub forgotten: Result<(), StateError>,
+}
+
+/// Runs the link until the instance is deregistered (never otherwise); then forgets the saved
+/// instance ARN and returns.
 pub async fn run<R: Runtime, C: Cgroups>(
     reg: Registration,
     engine: Engine<R, C>,
     reporter: Arc<Reporter>,
-) {
+) -> Terminal {
     let mut backoff = Backoff::default();
     loop {
         match once(&reg, &engine, &reporter, &mut backoff).await {
+            Err(LinkError::Deregistered(reason)) => {
+                error!(%reason, "this container instance was deregistered; forgetting its ARN and stopping (tasks keep running, unmanaged)");
+                let forgotten = reporter.forget_identity().await;
+                return Terminal { reason, forgotten };
+            }
             Ok(()) => info!("controller closed the session"),
             Err(LinkError::Protocol(line)) => error!("{line}"),
             Err(e) => warn!(controller = %reg.controller, error = %e, "controller link down"),
@@ -169,7 +190,13 @@ async fn once<R: Runtime, C: Cgroups>(
     let ci = tokio::time::timeout(CALL_TIMEOUT, registered)
         .await
         .map_err(|_| LinkError::Timeout("register"))?
-        .map_err(LinkError::Register)?
+        .map_err(|s| {
+            if link::is_inactive_refusal(&s) {
+                LinkError::Deregistered(s.message().to_string())
+            } else {
+                LinkError::Register(s)
+            }
+        })?
         .into_inner()
         .container_instance
         .unwrap_or_default();
@@ -195,6 +222,9 @@ async fn once<R: Runtime, C: Cgroups>(
         .map_err(|_| LinkError::Timeout("opening the session"))?;
     let inbound = match opened {
         Ok(r) => r.into_inner(),
+        Err(s) if link::is_inactive_refusal(&s) => {
+            return Err(LinkError::Deregistered(s.message().to_string()))
+        }
         Err(s) if s.code() == tonic::Code::FailedPrecondition => {
             return Err(LinkError::Protocol(s.message().to_string()))
         }
@@ -265,6 +295,12 @@ async fn exchange<R: Runtime, C: Cgroups>(
                         engine.apply_desired(&d);
                     }
                     desired_ack.send_replace(d.seq);
+                }
+                Some(FromController::Deregistered(d)) => {
+                    return Err(LinkError::Deregistered(format!(
+                        "{}: {}",
+                        d.container_instance_arn, d.reason
+                    )));
                 }
                 Some(FromController::StateChangeAck(seq)) => {
                     reporter.ack(seq);
@@ -383,15 +419,23 @@ mod tests {
     struct Scripted {
         script: Vec<ControllerMessage>,
         refuse: Option<String>,
+        /// Refuse registration as the controller refuses a deregistered instance's ARN.
+        refuse_inactive: bool,
         heard: Arc<Mutex<Vec<ToController>>>,
+        registered_with: Arc<Mutex<Vec<Option<String>>>>,
     }
 
     #[tonic::async_trait]
     impl Agent for Scripted {
         async fn register_container_instance(
             &self,
-            _: tonic::Request<RegisterContainerInstanceRequest>,
+            r: tonic::Request<RegisterContainerInstanceRequest>,
         ) -> Result<tonic::Response<RegisterContainerInstanceResponse>, tonic::Status> {
+            let given = r.into_inner().container_instance_arn;
+            self.registered_with.lock().unwrap().push(given.clone());
+            if self.refuse_inactive {
+                return Err(link::inactive_refusal(&given.unwrap_or_default()));
+            }
             Ok(tonic::Response::new(RegisterContainerInstanceResponse {
                 container_instance: Some(ContainerInstance {
                     container_instance_arn:
@@ -487,6 +531,102 @@ mod tests {
         server.abort();
         let _ = std::fs::remove_dir_all(dir);
         r
+    }
+
+    /// Runs the agent's whole link (`run`, with its reconnects) against `scripted`, with a
+    /// saved identity, until it ends; returns how it ended and the identity left on disk.
+    async fn run_until_terminal(scripted: Scripted) -> (Terminal, AgentState) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(AgentServer::new(scripted))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let dir =
+            std::env::temp_dir().join(format!("berth-session-{}", uuid::Uuid::new_v4().simple()));
+        let data = DataDir(dir.clone());
+        std::fs::create_dir_all(&dir).unwrap();
+        let reporter = Arc::new(Reporter::new(data.clone(), AgentState::default()));
+        reporter
+            .set_identity(
+                "arn:aws:ecs:on-prem:000000000000:container-instance/default/abc",
+                "default",
+            )
+            .await
+            .unwrap();
+        let engine = Engine::start(
+            Arc::new(NoRuntime),
+            Arc::new(NoCgroups),
+            reporter.clone(),
+            EngineConfig {
+                data_dir: data.clone(),
+                cluster: "default".into(),
+                stop_timeout: Duration::from_secs(30),
+                timeouts: Default::default(),
+                security: Default::default(),
+            },
+        )
+        .unwrap();
+        let reg = Registration {
+            controller: format!("http://{addr}"),
+            cluster: "default".into(),
+            resources: Vec::new(),
+            attributes: Vec::new(),
+            version_info: VersionInfo::default(),
+            heartbeat: Duration::from_millis(100),
+        };
+        let terminal = tokio::time::timeout(Duration::from_secs(20), run(reg, engine, reporter))
+            .await
+            .expect("the link ends on deregistration");
+        let saved: AgentState = crate::state::read_json(&data.agent())
+            .unwrap()
+            .unwrap_or_default();
+        server.abort();
+        let _ = std::fs::remove_dir_all(dir);
+        (terminal, saved)
+    }
+
+    #[tokio::test]
+    async fn a_deregistration_message_ends_the_link_for_good_and_forgets_the_arn() {
+        let scripted = Scripted {
+            script: vec![
+                controller_hello(link::PROTOCOL_VERSION),
+                from(FromController::DesiredTasks(DesiredTasks {
+                    seq: 1,
+                    tasks: vec![],
+                })),
+                from(FromController::Deregistered(Deregistered {
+                    container_instance_arn:
+                        "arn:aws:ecs:on-prem:000000000000:container-instance/default/abc".into(),
+                    reason: "deregistered".into(),
+                })),
+            ],
+            ..Default::default()
+        };
+        let (terminal, saved) = run_until_terminal(scripted.clone()).await;
+        assert!(terminal.reason.contains("deregistered"), "{terminal:?}");
+        assert!(terminal.forgotten.is_ok());
+        assert_eq!(saved.container_instance_arn, None);
+        // It registered once, under its saved ARN, and did not reconnect afterwards.
+        assert_eq!(
+            *scripted.registered_with.lock().unwrap(),
+            vec![Some(
+                "arn:aws:ecs:on-prem:000000000000:container-instance/default/abc".to_string()
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_registration_refused_as_inactive_is_terminal_too() {
+        let scripted = Scripted {
+            refuse_inactive: true,
+            ..Default::default()
+        };
+        let (terminal, saved) = run_until_terminal(scripted.clone()).await;
+        assert!(terminal.reason.contains("INACTIVE"), "{terminal:?}");
+        assert_eq!(saved.container_instance_arn, None);
+        assert_eq!(scripted.registered_with.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]

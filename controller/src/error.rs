@@ -22,6 +22,17 @@ pub enum EcsError {
     /// ClusterContainsTasksException
     #[error("The Cluster cannot be deleted while Tasks are active.")]
     ClusterContainsTasks,
+    /// TargetNotFoundException: an attribute's target does not exist.
+    #[error("{0}")]
+    TargetNotFound(String),
+    /// AttributeLimitExceededException: more than 10 custom attributes on a resource.
+    #[error("{0}")]
+    AttributeLimitExceeded(String),
+    /// ClientException for an agent registering or opening a session under a container instance
+    /// that was deregistered; the link marks it (`berth_proto::link::inactive_refusal`) so the
+    /// agent stops for good.
+    #[error("container instance {0} was deregistered (INACTIVE)")]
+    InactiveInstance(String),
     /// ServerException: the store failed; nothing was changed.
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
@@ -39,6 +50,9 @@ impl EcsError {
                 "ClusterContainsContainerInstancesException"
             }
             EcsError::ClusterContainsTasks => "ClusterContainsTasksException",
+            EcsError::TargetNotFound(_) => "TargetNotFoundException",
+            EcsError::AttributeLimitExceeded(_) => "AttributeLimitExceededException",
+            EcsError::InactiveInstance(_) => "ClientException",
             EcsError::Store(_) => "ServerException",
         }
     }
@@ -61,8 +75,13 @@ pub const EXCEPTION_METADATA: &str = "x-berth-exception";
 impl From<EcsError> for tonic::Status {
     fn from(e: EcsError) -> Self {
         let code = match &e {
-            EcsError::ClusterNotFound | EcsError::ServiceNotFound(_) => tonic::Code::NotFound,
-            EcsError::Client(_) | EcsError::InvalidParameter(_) => tonic::Code::InvalidArgument,
+            EcsError::InactiveInstance(arn) => return berth_proto::link::inactive_refusal(arn),
+            EcsError::ClusterNotFound
+            | EcsError::ServiceNotFound(_)
+            | EcsError::TargetNotFound(_) => tonic::Code::NotFound,
+            EcsError::Client(_)
+            | EcsError::InvalidParameter(_)
+            | EcsError::AttributeLimitExceeded(_) => tonic::Code::InvalidArgument,
             EcsError::ClusterContainsContainerInstances | EcsError::ClusterContainsTasks => {
                 tonic::Code::FailedPrecondition
             }

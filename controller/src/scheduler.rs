@@ -1,5 +1,26 @@
-//! Placement: which container instance a new task goes to. Pure functions over a snapshot of the
-//! instances' remaining resources, so they are unit-tested without a controller.
+//! Placement: which container instance a new task goes to. Pure functions over a snapshot of
+//! the candidate instances, so they are unit-tested without a controller (and reused by the
+//! services scheduler).
+//!
+//! ECS's order: an instance must have every required attribute (requiresAttributes,
+//! runtimePlatform), the CPU and memory the task reserves, and satisfy every placement
+//! constraint (memberOf, distinctInstance); the strategies then rank what is left, in the order
+//! given (binpack, spread, random), each breaking the previous one's ties. Without a strategy
+//! Berth ranks by most free memory (spreading load), then by the candidates' order.
+
+use crate::query::{self, Expr, Target};
+use berth_proto::v1::{PlacementConstraint, PlacementStrategy};
+use rand::Rng;
+
+/// At most this many strategies per task (ECS).
+pub const MAX_STRATEGIES: usize = 5;
+/// At most this many constraints per task, the task definition's included (ECS).
+pub const MAX_CONSTRAINTS: usize = 10;
+
+/// A placement request that is malformed; names the field and the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PlacementError(pub String);
 
 /// An instance that could take a task.
 #[derive(Debug, Clone)]
@@ -10,8 +31,48 @@ pub struct Candidate {
     pub cpu: i64,
     /// MiB not yet reserved.
     pub memory: i64,
-    /// The names of its attributes (`ecs.capability.privileged-container`, …).
-    pub attributes: std::collections::BTreeSet<String>,
+    /// What the query language sees of it: attributes with values, tasks, task groups.
+    pub target: Target,
+    /// Tasks on it whose desired status is not STOPPED (distinctInstance looks at these).
+    pub active_tasks: i64,
+}
+
+/// A placement constraint, parsed.
+#[derive(Debug, Clone)]
+pub enum Constraint {
+    /// Each active task on a different instance.
+    DistinctInstance,
+    /// Only instances the expression matches.
+    MemberOf(Box<Expr>),
+}
+
+/// What binpack packs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinpackField {
+    /// CPU units.
+    Cpu,
+    /// Memory.
+    Memory,
+}
+
+/// What spread spreads over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpreadField {
+    /// Each instance (`instanceId` or `host`).
+    InstanceId,
+    /// The values of an attribute (`attribute:NAME`).
+    Attribute(String),
+}
+
+/// A placement strategy, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Strategy {
+    /// The instance with the least of the field left that still fits.
+    Binpack(BinpackField),
+    /// The instance (or attribute value) with the fewest tasks of the group.
+    Spread(SpreadField),
+    /// Any.
+    Random,
 }
 
 /// What a task needs of an instance.
@@ -21,46 +82,252 @@ pub struct Needs {
     pub cpu: i64,
     /// MiB.
     pub memory: i64,
-    /// Attributes the instance must have (ECS's requiresAttributes).
-    pub attributes: Vec<String>,
+    /// Attributes the instance must have (ECS's requiresAttributes, runtimePlatform): a name,
+    /// and the value it must have when one is given.
+    pub attributes: Vec<(String, Option<String>)>,
+    /// Constraints, the task definition's and the request's.
+    pub constraints: Vec<Constraint>,
+    /// Strategies, in order.
+    pub strategies: Vec<Strategy>,
+    /// The task's group (`family:NAME` by default).
+    pub group: String,
 }
 
-/// Places a task: among the candidates with every required attribute, the fitting one with the
-/// most free memory (spreading tasks), whose remaining resources are then reduced. Otherwise
-/// one `(instance ARN, "ATTRIBUTE" | "RESOURCE:CPU" | "RESOURCE:MEMORY")` per candidate, as ECS
-/// reports.
-pub fn place(
-    candidates: &mut [Candidate],
-    needs: &Needs,
-) -> Result<usize, Vec<(String, &'static str)>> {
-    let (cpu, memory) = (needs.cpu, needs.memory);
-    let has_attributes = |c: &Candidate| needs.attributes.iter().all(|a| c.attributes.contains(a));
-    let best = candidates
+/// Why an instance cannot take the task, as ECS names it in a RunTask failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A required attribute is missing.
+    Attribute,
+    /// Not enough CPU left.
+    Cpu,
+    /// Not enough memory left.
+    Memory,
+    /// A memberOf expression does not match it.
+    MemberOf,
+    /// It runs another active task.
+    DistinctInstance,
+}
+
+impl Reason {
+    /// ECS's failure reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Attribute => "ATTRIBUTE",
+            Reason::Cpu => "RESOURCE:CPU",
+            Reason::Memory => "RESOURCE:MEMORY",
+            Reason::MemberOf => "MemberOf placement constraint unsatisfied.",
+            Reason::DistinctInstance => "DistinctInstance placement constraint unsatisfied.",
+        }
+    }
+}
+
+/// One instance that could not take the task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The instance ARN.
+    pub arn: String,
+    /// Why.
+    pub reason: Reason,
+    /// What exactly (the missing attributes), when there is more to say.
+    pub detail: Option<String>,
+}
+
+/// Parses placement constraints (the task definition's first, then the request's), at most
+/// [`MAX_CONSTRAINTS`] in all. `field` names them in errors.
+pub fn parse_constraints<'a>(
+    field: &str,
+    constraints: impl IntoIterator<Item = &'a PlacementConstraint>,
+) -> Result<Vec<Constraint>, PlacementError> {
+    let mut out = Vec::new();
+    for (i, c) in constraints.into_iter().enumerate() {
+        let expr = c.expression.as_deref().filter(|e| !e.is_empty());
+        out.push(match (c.r#type.as_str(), expr) {
+            ("distinctInstance", None) => Constraint::DistinctInstance,
+            ("distinctInstance", Some(_)) => {
+                return Err(PlacementError(format!(
+                    "{field}[{i}]: distinctInstance takes no expression"
+                )))
+            }
+            ("memberOf", Some(e)) => Constraint::MemberOf(Box::new(
+                query::parse(e)
+                    .map_err(|q| PlacementError(format!("{field}[{i}].expression: {q}")))?,
+            )),
+            ("memberOf", None) => {
+                return Err(PlacementError(format!(
+                    "{field}[{i}]: memberOf needs an expression"
+                )))
+            }
+            (t, _) => {
+                return Err(PlacementError(format!(
+                    "{field}[{i}].type: '{t}' is not distinctInstance or memberOf"
+                )))
+            }
+        });
+    }
+    if out.len() > MAX_CONSTRAINTS {
+        return Err(PlacementError(format!(
+            "{field}: at most {MAX_CONSTRAINTS} placement constraints per task (the task definition's included), {} given",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// Parses placement strategies, at most [`MAX_STRATEGIES`].
+pub fn parse_strategies(
+    field: &str,
+    strategies: &[PlacementStrategy],
+) -> Result<Vec<Strategy>, PlacementError> {
+    if strategies.len() > MAX_STRATEGIES {
+        return Err(PlacementError(format!(
+            "{field}: at most {MAX_STRATEGIES} placement strategies per task, {} given",
+            strategies.len()
+        )));
+    }
+    strategies
         .iter()
         .enumerate()
-        .filter(|(_, c)| has_attributes(c) && c.cpu >= cpu && c.memory >= memory)
-        .max_by_key(|(i, c)| (c.memory, std::cmp::Reverse(*i)))
-        .map(|(i, _)| i);
-    match best {
-        Some(i) => {
-            candidates[i].cpu -= cpu;
-            candidates[i].memory -= memory;
-            Ok(i)
-        }
-        None => Err(candidates
+        .map(|(i, s)| {
+            let f = s.field.as_deref().filter(|f| !f.is_empty());
+            let bad = |m: String| PlacementError(format!("{field}[{i}]: {m}"));
+            match (s.r#type.as_str(), f) {
+                ("random", None) => Ok(Strategy::Random),
+                ("random", Some(f)) => Err(bad(format!("random takes no field ('{f}' given)"))),
+                ("binpack", Some(f)) => match f.to_ascii_lowercase().as_str() {
+                    "cpu" => Ok(Strategy::Binpack(BinpackField::Cpu)),
+                    "memory" => Ok(Strategy::Binpack(BinpackField::Memory)),
+                    _ => Err(bad(format!("binpack field '{f}' is not cpu or memory"))),
+                },
+                ("spread", Some("instanceId" | "host")) => {
+                    Ok(Strategy::Spread(SpreadField::InstanceId))
+                }
+                ("spread", Some(f)) => match f.strip_prefix("attribute:") {
+                    Some(name) if !name.is_empty() => {
+                        Ok(Strategy::Spread(SpreadField::Attribute(name.to_string())))
+                    }
+                    _ => Err(bad(format!(
+                        "spread field '{f}' is not instanceId, host or attribute:NAME"
+                    ))),
+                },
+                ("binpack" | "spread", None) => Err(bad(format!("{} needs a field", s.r#type))),
+                (t, _) => Err(bad(format!("type '{t}' is not random, spread or binpack"))),
+            }
+        })
+        .collect()
+}
+
+/// The first reason `c` cannot take a task with `needs`, in ECS's order.
+fn refusal(c: &Candidate, needs: &Needs) -> Option<Refusal> {
+    let missing: Vec<String> = needs
+        .attributes
+        .iter()
+        .filter(
+            |(name, value)| match (c.target.attributes.get(name), value) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(have), Some(want)) => have.as_deref() != Some(want.as_str()),
+            },
+        )
+        .map(|(name, value)| match value {
+            Some(v) => format!("{name}={v}"),
+            None => name.clone(),
+        })
+        .collect();
+    let (reason, detail) = if !missing.is_empty() {
+        (
+            Reason::Attribute,
+            Some(format!(
+                "the container instance lacks the attribute(s) the task requires: {}",
+                missing.join(", ")
+            )),
+        )
+    } else if c.cpu < needs.cpu {
+        (Reason::Cpu, None)
+    } else if c.memory < needs.memory {
+        (Reason::Memory, None)
+    } else if needs
+        .constraints
+        .iter()
+        .any(|k| matches!(k, Constraint::MemberOf(e) if !e.matches(&c.target)))
+    {
+        (Reason::MemberOf, None)
+    } else if c.active_tasks > 0
+        && needs
+            .constraints
             .iter()
-            .map(|c| {
-                let reason = if !has_attributes(c) {
-                    "ATTRIBUTE"
-                } else if c.cpu < cpu {
-                    "RESOURCE:CPU"
-                } else {
-                    "RESOURCE:MEMORY"
-                };
-                (c.arn.clone(), reason)
-            })
-            .collect()),
+            .any(|k| matches!(k, Constraint::DistinctInstance))
+    {
+        (Reason::DistinctInstance, None)
+    } else {
+        return None;
+    };
+    Some(Refusal {
+        arn: c.arn.clone(),
+        reason,
+        detail,
+    })
+}
+
+/// How many tasks of `group` the instances with `c`'s value of the spread field hold.
+fn spread_count(all: &[Candidate], c: &Candidate, field: &SpreadField, group: &str) -> i64 {
+    let in_group = |x: &Candidate| x.target.task_groups.get(group).copied().unwrap_or(0);
+    match field {
+        SpreadField::InstanceId => in_group(c),
+        SpreadField::Attribute(name) => {
+            let value = c.target.attributes.get(name);
+            all.iter()
+                .filter(|x| x.target.attributes.get(name) == value)
+                .map(in_group)
+                .sum()
+        }
     }
+}
+
+/// Places a task: the best-ranked candidate that can take it, whose remaining resources,
+/// task count and group count are then updated (so the next task of the same RunTask sees
+/// them). Otherwise one [`Refusal`] per candidate.
+pub fn place(candidates: &mut [Candidate], needs: &Needs) -> Result<usize, Vec<Refusal>> {
+    let fit: Vec<usize> = (0..candidates.len())
+        .filter(|&i| refusal(&candidates[i], needs).is_none())
+        .collect();
+    if fit.is_empty() {
+        return Err(candidates
+            .iter()
+            .filter_map(|c| refusal(c, needs))
+            .collect());
+    }
+    let mut rng = rand::rng();
+    // One sort key per strategy, then the default; compared in order.
+    let keys: Vec<(usize, Vec<i64>)> = fit
+        .iter()
+        .map(|&i| {
+            let c = &candidates[i];
+            let mut k: Vec<i64> = needs
+                .strategies
+                .iter()
+                .map(|s| match s {
+                    Strategy::Binpack(BinpackField::Cpu) => c.cpu,
+                    Strategy::Binpack(BinpackField::Memory) => c.memory,
+                    Strategy::Spread(f) => spread_count(candidates, c, f, &needs.group),
+                    Strategy::Random => rng.random_range(0..i64::MAX),
+                })
+                .collect();
+            k.push(-c.memory);
+            (i, k)
+        })
+        .collect();
+    let best = keys
+        .iter()
+        .min_by(|a, b| a.1.cmp(&b.1))
+        .map(|(i, _)| *i)
+        .unwrap_or(fit[0]);
+    let c = &mut candidates[best];
+    c.cpu -= needs.cpu;
+    c.memory -= needs.memory;
+    c.active_tasks += 1;
+    c.target.running_tasks_count += 1;
+    *c.target.task_groups.entry(needs.group.clone()).or_default() += 1;
+    Ok(best)
 }
 
 #[cfg(test)]
@@ -72,15 +339,42 @@ mod tests {
             arn: arn.into(),
             cpu,
             memory,
-            attributes: Default::default(),
+            target: Target::default(),
+            active_tasks: 0,
         }
+    }
+
+    fn with_attr(mut c: Candidate, name: &str, value: Option<&str>) -> Candidate {
+        c.target
+            .attributes
+            .insert(name.into(), value.map(str::to_string));
+        c
     }
 
     fn needs(cpu: i64, memory: i64) -> Needs {
         Needs {
             cpu,
             memory,
-            attributes: Vec::new(),
+            group: "family:web".into(),
+            ..Default::default()
+        }
+    }
+
+    fn reasons(r: Vec<Refusal>) -> Vec<(String, &'static str)> {
+        r.into_iter().map(|x| (x.arn, x.reason.as_str())).collect()
+    }
+
+    fn strategy(t: &str, f: Option<&str>) -> PlacementStrategy {
+        PlacementStrategy {
+            r#type: t.into(),
+            field: f.map(str::to_string),
+        }
+    }
+
+    fn constraint(t: &str, e: Option<&str>) -> PlacementConstraint {
+        PlacementConstraint {
+            r#type: t.into(),
+            expression: e.map(str::to_string),
         }
     }
 
@@ -90,6 +384,7 @@ mod tests {
         assert_eq!(place(&mut c, &needs(256, 512)), Ok(1));
         assert_eq!(c[1].memory, 2488);
         assert_eq!(c[1].cpu, 1792);
+        assert_eq!(c[1].target.task_groups.get("family:web"), Some(&1));
     }
 
     #[test]
@@ -97,7 +392,7 @@ mod tests {
         let mut c = vec![cand("a", 100, 5000), cand("b", 4096, 100)];
         let err = place(&mut c, &needs(512, 512)).unwrap_err();
         assert_eq!(
-            err,
+            reasons(err),
             vec![
                 ("a".to_string(), "RESOURCE:CPU"),
                 ("b".to_string(), "RESOURCE:MEMORY")
@@ -107,25 +402,209 @@ mod tests {
 
     #[test]
     fn a_required_attribute_limits_the_candidates() {
-        let mut privileged = cand("p", 1024, 100);
-        privileged
-            .attributes
-            .insert("ecs.capability.privileged-container".into());
+        let p = "com.amazonaws.ecs.capability.privileged-container";
+        let privileged = with_attr(cand("p", 1024, 100), p, None);
         let mut c = vec![cand("a", 4096, 5000), privileged];
         let mut n = needs(256, 50);
-        n.attributes = vec!["ecs.capability.privileged-container".into()];
+        n.attributes = vec![(p.into(), None)];
         assert_eq!(
             place(&mut c, &n),
             Ok(1),
             "not the roomier instance without it"
         );
         n.memory = 500;
+        let err = place(&mut c, &n).unwrap_err();
+        assert!(err[0].detail.as_deref().unwrap().contains(p));
         assert_eq!(
-            place(&mut c, &n).unwrap_err(),
+            reasons(err),
             vec![
                 ("a".to_string(), "ATTRIBUTE"),
                 ("p".to_string(), "RESOURCE:MEMORY")
             ]
         );
+    }
+
+    #[test]
+    fn a_required_value_must_match_so_an_arm_task_never_lands_on_x86() {
+        let mut c = vec![
+            with_attr(
+                cand("x86", 4096, 5000),
+                "ecs.cpu-architecture",
+                Some("x86_64"),
+            ),
+            with_attr(
+                cand("arm", 1024, 500),
+                "ecs.cpu-architecture",
+                Some("arm64"),
+            ),
+        ];
+        let mut n = needs(256, 64);
+        n.attributes = vec![("ecs.cpu-architecture".into(), Some("arm64".into()))];
+        assert_eq!(place(&mut c, &n), Ok(1));
+        c.truncate(1);
+        let err = place(&mut c, &n).unwrap_err();
+        assert_eq!(err[0].reason, Reason::Attribute);
+        assert!(err[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("ecs.cpu-architecture=arm64"));
+    }
+
+    #[test]
+    fn member_of_filters_by_the_query_language() {
+        let mut c = vec![
+            with_attr(cand("a", 4096, 5000), "stack", Some("dev")),
+            with_attr(cand("b", 1024, 500), "stack", Some("prod")),
+        ];
+        let mut n = needs(256, 64);
+        n.constraints = parse_constraints(
+            "placementConstraints",
+            &[constraint("memberOf", Some("attribute:stack == prod"))],
+        )
+        .unwrap();
+        assert_eq!(place(&mut c, &n), Ok(1));
+        n.memory = 1000;
+        assert_eq!(
+            reasons(place(&mut c, &n).unwrap_err()),
+            vec![
+                (
+                    "a".to_string(),
+                    "MemberOf placement constraint unsatisfied."
+                ),
+                ("b".to_string(), "RESOURCE:MEMORY")
+            ]
+        );
+    }
+
+    #[test]
+    fn distinct_instance_puts_each_task_of_a_run_on_its_own_instance() {
+        let mut c = vec![cand("a", 4096, 5000), cand("b", 4096, 4000)];
+        let mut n = needs(256, 64);
+        n.constraints = parse_constraints(
+            "placementConstraints",
+            &[constraint("distinctInstance", None)],
+        )
+        .unwrap();
+        assert_eq!(place(&mut c, &n), Ok(0));
+        assert_eq!(place(&mut c, &n), Ok(1));
+        assert_eq!(
+            reasons(place(&mut c, &n).unwrap_err()),
+            vec![
+                (
+                    "a".to_string(),
+                    "DistinctInstance placement constraint unsatisfied."
+                ),
+                (
+                    "b".to_string(),
+                    "DistinctInstance placement constraint unsatisfied."
+                )
+            ]
+        );
+    }
+
+    #[test]
+    fn binpack_takes_the_least_room_that_fits() {
+        let mut c = vec![
+            cand("big", 4096, 8000),
+            cand("small", 512, 600),
+            cand("tiny", 128, 100),
+        ];
+        let mut n = needs(256, 512);
+        n.strategies =
+            parse_strategies("placementStrategy", &[strategy("binpack", Some("memory"))]).unwrap();
+        assert_eq!(place(&mut c, &n), Ok(1));
+        n.strategies =
+            parse_strategies("placementStrategy", &[strategy("binpack", Some("cpu"))]).unwrap();
+        let mut c = vec![cand("big", 4096, 100), cand("small", 512, 8000)];
+        n.memory = 50;
+        assert_eq!(place(&mut c, &n), Ok(1));
+    }
+
+    #[test]
+    fn spread_over_instances_and_attribute_values_then_binpack_breaks_ties() {
+        let mut c = vec![
+            with_attr(cand("a1", 4096, 8000), "zone", Some("a")),
+            with_attr(cand("a2", 4096, 2000), "zone", Some("a")),
+            with_attr(cand("b1", 4096, 9000), "zone", Some("b")),
+        ];
+        c[0].target.task_groups.insert("family:web".into(), 1);
+        let mut n = needs(256, 64);
+        n.strategies = parse_strategies(
+            "placementStrategy",
+            &[
+                strategy("spread", Some("attribute:zone")),
+                strategy("binpack", Some("memory")),
+            ],
+        )
+        .unwrap();
+        // zone a holds one task of the group, zone b none.
+        assert_eq!(place(&mut c, &n), Ok(2));
+        // Now both zones hold one; binpack picks the fullest instance.
+        assert_eq!(place(&mut c, &n), Ok(1));
+        n.strategies = parse_strategies(
+            "placementStrategy",
+            &[strategy("spread", Some("instanceId"))],
+        )
+        .unwrap();
+        let mut c = vec![cand("x", 4096, 8000), cand("y", 4096, 2000)];
+        c[0].target.task_groups.insert("family:web".into(), 2);
+        assert_eq!(place(&mut c, &n), Ok(1));
+        // Tasks of another group do not count.
+        n.group = "family:other".into();
+        assert_eq!(place(&mut c, &n), Ok(0));
+    }
+
+    #[test]
+    fn random_places_somewhere_that_fits() {
+        let mut n = needs(256, 64);
+        n.strategies = parse_strategies("placementStrategy", &[strategy("random", None)]).unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..64 {
+            let mut c = vec![
+                cand("a", 4096, 8000),
+                cand("b", 4096, 8000),
+                cand("full", 0, 0),
+            ];
+            seen.insert(place(&mut c, &n).unwrap());
+        }
+        assert_eq!(seen, [0, 1].into_iter().collect());
+    }
+
+    #[test]
+    fn malformed_constraints_and_strategies_are_refused_by_name() {
+        let f = "placementConstraints";
+        for (c, want) in [
+            (constraint("distinctInstance", Some("x")), "no expression"),
+            (constraint("memberOf", None), "needs an expression"),
+            (constraint("memberOf", Some("bogus == 1")), "bogus"),
+            (constraint("sameHost", None), "sameHost"),
+        ] {
+            let e = parse_constraints(f, &[c]).unwrap_err();
+            assert!(e.0.contains(want) && e.0.contains(f), "{e}");
+        }
+        let eleven: Vec<_> = (0..11)
+            .map(|_| constraint("distinctInstance", None))
+            .collect();
+        assert!(parse_constraints(f, &eleven)
+            .unwrap_err()
+            .0
+            .contains("at most 10"));
+        let f = "placementStrategy";
+        for (s, want) in [
+            (strategy("binpack", Some("disk")), "disk"),
+            (strategy("binpack", None), "needs a field"),
+            (strategy("spread", Some("zone")), "zone"),
+            (strategy("random", Some("cpu")), "no field"),
+            (strategy("roundRobin", None), "roundRobin"),
+        ] {
+            let e = parse_strategies(f, &[s]).unwrap_err();
+            assert!(e.0.contains(want), "{e}");
+        }
+        let six: Vec<_> = (0..6).map(|_| strategy("random", None)).collect();
+        assert!(parse_strategies(f, &six)
+            .unwrap_err()
+            .0
+            .contains("at most 5"));
     }
 }

@@ -717,3 +717,97 @@ async fn a_session_of_a_superseded_epoch_cannot_apply_reports() {
         "RUNNING"
     );
 }
+
+/// DeregisterContainerInstance while the agent is connected: refused while a task runs there
+/// unless forced; forced, the task is recorded STOPPED (left running, unmanaged), the agent is
+/// told over the link and the session ends, and the INACTIVE ARN can neither register nor open
+/// a session again. A new registration is a new instance.
+#[tokio::test]
+async fn a_deregistered_instance_s_agent_is_told_and_its_arn_is_refused_afterwards() {
+    let s = serve(Arc::new(MemoryStore::default()), link::HEARTBEAT_INTERVAL).await;
+    let ci = register(s.addr).await;
+    let mut a = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
+    a.desired().await;
+    wait_connected(&s.controller, &ci).await;
+    let task = run_task(&s.controller, WEB, 1).await.remove(0);
+    a.desired_until(|d| d.tasks.len() == 1).await;
+    a.report(report(1, &task.task_arn, "RUNNING")).await;
+    a.ack(1).await;
+
+    let dereg = |force| DeregisterContainerInstanceRequest {
+        container_instance: ci.clone(),
+        force: Some(force),
+        ..Default::default()
+    };
+    let e = s
+        .controller
+        .deregister_container_instance(dereg(false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.exception_name(), "InvalidParameterException");
+    assert!(e.to_string().contains("Found running tasks"), "{e}");
+    let out = s
+        .controller
+        .deregister_container_instance(dereg(true))
+        .await
+        .unwrap();
+    assert_eq!(out.status, "INACTIVE");
+
+    // The agent hears it, then the session ends.
+    let told = loop {
+        match a.next().await {
+            Some(FromController::Deregistered(d)) => break d,
+            Some(_) => {}
+            None => panic!("the session ended without telling the agent"),
+        }
+    };
+    assert_eq!(told.container_instance_arn, ci);
+    while a.next().await.is_some() {}
+
+    // The task is recorded STOPPED, with a reason that says it was left running.
+    let t = describe(&s.controller, &task.task_arn).await.unwrap();
+    assert_eq!(
+        (t.last_status.as_str(), t.desired_status.as_str()),
+        ("STOPPED", "STOPPED")
+    );
+    assert!(
+        t.stopped_reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("left running"),
+        "{:?}",
+        t.stopped_reason
+    );
+
+    // Registering or opening a session under the INACTIVE ARN is refused, marked terminal.
+    let refused = client(s.addr)
+        .await
+        .register_container_instance(RegisterContainerInstanceRequest {
+            cluster: "default".into(),
+            container_instance_arn: Some(ci.clone()),
+            total_resources: ["CPU", "MEMORY"]
+                .iter()
+                .map(|n| Resource {
+                    name: n.to_string(),
+                    r#type: "INTEGER".into(),
+                    integer_value: 1024,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(link::is_inactive_refusal(&refused), "{refused:?}");
+    let refused = Agent::open(s.addr, hello(&ci, "e2")).await.err().unwrap();
+    assert!(link::is_inactive_refusal(&refused), "{refused:?}");
+    assert!(
+        refused.message().contains("INACTIVE"),
+        "{}",
+        refused.message()
+    );
+
+    // A fresh start (no saved ARN) registers a new instance.
+    let new = register(s.addr).await;
+    assert_ne!(new, ci);
+}

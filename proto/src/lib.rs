@@ -327,6 +327,34 @@ pub mod link {
     /// Heartbeat intervals without any message after which a session is dead.
     pub const MISSED_HEARTBEATS: u32 = 3;
 
+    /// The agent's exit status when its instance was deregistered, as the ECS agent's
+    /// `ExitTerminal`: its supervisor must not restart it (`RestartPreventExitStatus=5`).
+    pub const EXIT_TERMINAL: i32 = 5;
+    /// The metadata key naming why the controller refused a registration or session.
+    pub const REFUSAL_METADATA: &str = "x-berth-link-refusal";
+    /// The refusal of an instance that was deregistered (INACTIVE), the ECS name for it.
+    pub const INACTIVE_INSTANCE: &str = "InactiveInstanceException";
+
+    /// The controller's refusal of a registration or session under an INACTIVE instance.
+    pub fn inactive_refusal(instance_arn: &str) -> tonic::Status {
+        let mut s = tonic::Status::failed_precondition(format!(
+            "container instance {instance_arn} was deregistered (INACTIVE); start the agent without its saved identity to register a new instance"
+        ));
+        s.metadata_mut().insert(
+            REFUSAL_METADATA,
+            tonic::metadata::MetadataValue::from_static(INACTIVE_INSTANCE),
+        );
+        s
+    }
+
+    /// Whether `status` is [`inactive_refusal`].
+    pub fn is_inactive_refusal(status: &tonic::Status) -> bool {
+        status
+            .metadata()
+            .get(REFUSAL_METADATA)
+            .is_some_and(|v| v == INACTIVE_INSTANCE)
+    }
+
     /// Whether this build speaks protocol `v`.
     pub fn speaks(v: u32) -> bool {
         (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&v)

@@ -289,10 +289,20 @@ impl Reporter {
 
     /// Records the container instance identity in `agent.json`.
     pub async fn set_identity(&self, arn: &str, cluster: &str) -> Result<(), StateError> {
-        let state = AgentState {
+        self.write_identity(AgentState {
             container_instance_arn: Some(arn.to_string()),
             cluster: Some(cluster.to_string()),
-        };
+        })
+        .await
+    }
+
+    /// Forgets the container instance identity (it was deregistered): the next start
+    /// registers a new instance.
+    pub async fn forget_identity(&self) -> Result<(), StateError> {
+        self.write_identity(AgentState::default()).await
+    }
+
+    async fn write_identity(&self, state: AgentState) -> Result<(), StateError> {
         let path = self.dir.agent();
         let bytes = to_json(&path, &state)?;
         let p = path.clone();

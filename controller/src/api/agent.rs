@@ -151,6 +151,8 @@ async fn run(
         .desired_tasks(&info.instance_id, seq, &mut sent)
         .await;
     let mut queue = vec![hello, ToAgent::DesiredTasks(first)];
+    // Deregistered between the session's opening and its attaching: tell the agent at once.
+    let mut ending = deregistered(&controller, &info, &mut queue).await;
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     'session: loop {
@@ -164,12 +166,20 @@ async fn run(
             }
             tick.reset();
         }
+        if ending {
+            info!("instance deregistered; agent told, ending the session");
+            break;
+        }
         tokio::select! {
             _ = done.changed() => break,
             _ = attached.changed.notified() => {
                 if !controller.fleet().is_current(&attached) {
                     info!("session replaced by a newer one");
                     break;
+                }
+                if deregistered(&controller, &info, &mut queue).await {
+                    ending = true;
+                    continue;
                 }
                 seq += 1;
                 queue.push(ToAgent::DesiredTasks(controller.desired_tasks(&info.instance_id, seq, &mut sent).await));
@@ -184,6 +194,23 @@ async fn run(
     }
     reader.abort();
     info!("agent disconnected");
+}
+
+/// Whether the session's instance was deregistered; if so, queues the message that tells the
+/// agent (it forgets its instance ARN and exits for good).
+async fn deregistered(
+    controller: &Controller,
+    info: &SessionInfo,
+    queue: &mut Vec<ToAgent>,
+) -> bool {
+    let Some(arn) = controller.instance_inactive(&info.instance_id).await else {
+        return false;
+    };
+    queue.push(ToAgent::Deregistered(Deregistered {
+        container_instance_arn: arn,
+        reason: "the container instance was deregistered (DeregisterContainerInstance)".into(),
+    }));
+    true
 }
 
 /// The reader half: applies reports, records desired acks; ends (dropping `_done`) when the

@@ -119,9 +119,10 @@ impl Ecs for EcsApi {
         &self,
         r: Request<ListContainerInstancesRequest>,
     ) -> R<ListContainerInstancesResponse> {
+        let page = self.0.list_container_instances(r.into_inner()).await?;
         Ok(Response::new(ListContainerInstancesResponse {
-            container_instance_arns: self.0.list_container_instances(r.into_inner()).await?,
-            next_token: None,
+            container_instance_arns: page.items,
+            next_token: page.next_token,
         }))
     }
 
@@ -136,39 +137,42 @@ impl Ecs for EcsApi {
 
     async fn deregister_container_instance(
         &self,
-        _r: Request<DeregisterContainerInstanceRequest>,
+        r: Request<DeregisterContainerInstanceRequest>,
     ) -> R<DeregisterContainerInstanceResponse> {
-        Err(Status::unimplemented(
-            "DeregisterContainerInstance is not implemented yet",
-        ))
+        let ci = self.0.deregister_container_instance(r.into_inner()).await?;
+        Ok(Response::new(DeregisterContainerInstanceResponse {
+            container_instance: Some(ci),
+        }))
     }
 
-    async fn put_attributes(&self, _r: Request<PutAttributesRequest>) -> R<PutAttributesResponse> {
-        Err(Status::unimplemented(
-            "PutAttributes is not implemented yet",
-        ))
+    async fn put_attributes(&self, r: Request<PutAttributesRequest>) -> R<PutAttributesResponse> {
+        Ok(Response::new(PutAttributesResponse {
+            attributes: self.0.put_attributes(r.into_inner()).await?,
+        }))
     }
 
     async fn delete_attributes(
         &self,
-        _r: Request<DeleteAttributesRequest>,
+        r: Request<DeleteAttributesRequest>,
     ) -> R<DeleteAttributesResponse> {
-        Err(Status::unimplemented(
-            "DeleteAttributes is not implemented yet",
-        ))
+        Ok(Response::new(DeleteAttributesResponse {
+            attributes: self.0.delete_attributes(r.into_inner()).await?,
+        }))
     }
 
     async fn list_attributes(
         &self,
-        _r: Request<ListAttributesRequest>,
+        r: Request<ListAttributesRequest>,
     ) -> R<ListAttributesResponse> {
-        Err(Status::unimplemented(
-            "ListAttributes is not implemented yet",
-        ))
+        let page = self.0.list_attributes(r.into_inner()).await?;
+        Ok(Response::new(ListAttributesResponse {
+            attributes: page.items,
+            next_token: page.next_token,
+        }))
     }
 
-    async fn start_task(&self, _r: Request<StartTaskRequest>) -> R<StartTaskResponse> {
-        Err(Status::unimplemented("StartTask is not implemented yet"))
+    async fn start_task(&self, r: Request<StartTaskRequest>) -> R<StartTaskResponse> {
+        Ok(Response::new(self.0.start_task(r.into_inner()).await?))
     }
 
     async fn tag_resource(&self, _r: Request<TagResourceRequest>) -> R<TagResourceResponse> {

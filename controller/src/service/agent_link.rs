@@ -106,6 +106,13 @@ impl Controller {
                 hello.container_instance_arn.clone(),
             ));
         };
+        if record
+            .container_instance
+            .as_ref()
+            .is_some_and(|ci| ci.status == "INACTIVE")
+        {
+            return Err(EcsError::InactiveInstance(hello.container_instance_arn.clone()).into());
+        }
         if record.state_epoch != hello.state_epoch {
             info!(instance = %instance_id, epoch = %hello.state_epoch, previous = %record.state_epoch,
                 last_seq = record.last_state_change_seq, "new agent state epoch; report numbering restarts");

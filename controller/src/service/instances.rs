@@ -1,13 +1,66 @@
-//! Container instances: registration by agents, ListContainerInstances,
-//! DescribeContainerInstances, and the resources they have left.
+//! Container instances: registration by agents, ListContainerInstances (with the cluster query
+//! language), DescribeContainerInstances, DeregisterContainerInstance, custom attributes
+//! (PutAttributes, DeleteAttributes, ListAttributes), and the resources they have left.
+//!
+//! An instance is ACTIVE from registration until DeregisterContainerInstance makes it INACTIVE
+//! for good: its agent is told over the link and exits, registration and sessions under its ARN
+//! are refused, and it stays describable (and listed with `--status INACTIVE`).
 
+use super::pagination::{paginate, Page};
 use super::validation::{parse_task_cpu, parse_task_memory};
-use super::{cluster_name, new_id, now, put, Controller, State, DEFAULT_CLUSTER, INSTANCE_PREFIX};
+use super::{
+    cluster_name, new_id, now, put, Controller, State, DEFAULT_CLUSTER, INSTANCE_PREFIX,
+    TASK_PREFIX,
+};
 use crate::error::EcsError;
+use crate::query::{self, Target};
 use crate::scheduler::Candidate;
 use berth_proto::arn;
-use berth_proto::status::TaskStatus;
+use berth_proto::status::{ContainerStatus, TaskStatus};
 use berth_proto::v1::*;
+
+/// The only attribute target type ECS has.
+pub(crate) const TARGET_TYPE: &str = "container-instance";
+/// At most this many custom attributes per instance, and per call (ECS).
+pub(crate) const MAX_ATTRIBUTES: usize = 10;
+/// Attribute name prefixes the agent owns: PutAttributes and DeleteAttributes refuse them, so a
+/// user cannot fake (or remove) a capability the host's agent must vouch for.
+const AGENT_PREFIXES: [&str; 2] = ["ecs.", "com.amazonaws.ecs."];
+
+/// Registration time in seconds, for the query language.
+fn seconds(t: &Option<pbjson_types::Timestamp>) -> Option<i64> {
+    t.as_ref().map(|t| t.seconds)
+}
+
+fn check_attribute(i: usize, a: &Attribute) -> Result<(), EcsError> {
+    let name_ok = |c: char| c.is_ascii_alphanumeric() || "-_/\\.".contains(c);
+    if a.name.is_empty() || a.name.len() > 128 || !a.name.chars().all(name_ok) {
+        return Err(EcsError::invalid(format!(
+            "attributes[{i}].name: '{}' must be 1-128 letters, numbers, hyphens, underscores, slashes, back slashes or periods",
+            a.name
+        )));
+    }
+    if AGENT_PREFIXES.iter().any(|p| a.name.starts_with(p)) {
+        return Err(EcsError::invalid(format!(
+            "attributes[{i}].name: '{}' is an agent-provided attribute (ecs.* and com.amazonaws.ecs.* are set by the agent at registration)",
+            a.name
+        )));
+    }
+    if let Some(v) = &a.value {
+        let value_ok = |c: char| c.is_ascii_alphanumeric() || "-_.@/\\: ".contains(c);
+        if v.is_empty()
+            || v.len() > 128
+            || !v.chars().all(value_ok)
+            || v.starts_with(' ')
+            || v.ends_with(' ')
+        {
+            return Err(EcsError::invalid(format!(
+                "attributes[{i}].value: '{v}' must be 1-128 letters, numbers, spaces (not first or last), hyphens, underscores, periods, at signs, slashes, back slashes or colons"
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// A resource's integer value from a list of resources.
 pub(crate) fn resource_int(resources: &[Resource], name: &str) -> i64 {
@@ -53,18 +106,69 @@ impl State {
         self.instances
             .iter()
             .filter(|(id, r)| r.cluster_arn == cluster_arn && connected(id))
-            .filter_map(|(_, r)| r.container_instance.as_ref())
-            .filter(|ci| ci.status == "ACTIVE")
-            .map(|ci| {
-                let (cpu, memory) = self.remaining(ci);
-                Candidate {
-                    arn: ci.container_instance_arn.clone(),
-                    cpu,
-                    memory,
-                    attributes: ci.attributes.iter().map(|a| a.name.clone()).collect(),
-                }
+            .filter(|(_, r)| {
+                r.container_instance
+                    .as_ref()
+                    .is_some_and(|ci| ci.status == "ACTIVE")
             })
+            .map(|(id, r)| self.candidate(r, connected(id)))
             .collect()
+    }
+
+    /// An instance as placement sees it.
+    pub(crate) fn candidate(&self, r: &ContainerInstanceRecord, connected: bool) -> Candidate {
+        let ci = r.container_instance.clone().unwrap_or_default();
+        let (cpu, memory) = self.remaining(&ci);
+        let active_tasks = self
+            .instance_tasks(&ci.container_instance_arn)
+            .filter(|t| t.desired_status != TaskStatus::Stopped.as_str())
+            .count() as i64;
+        Candidate {
+            arn: ci.container_instance_arn.clone(),
+            cpu,
+            memory,
+            target: self.target(r, connected),
+            active_tasks,
+        }
+    }
+
+    /// What the cluster query language sees of an instance.
+    pub(crate) fn target(&self, r: &ContainerInstanceRecord, connected: bool) -> Target {
+        let ci = r.container_instance.clone().unwrap_or_default();
+        let mut t = Target {
+            attributes: attributes(r)
+                .into_iter()
+                .map(|a| (a.name, a.value))
+                .collect(),
+            ec2_instance_id: ci.ec2_instance_id.clone(),
+            registered_at: seconds(&ci.registered_at),
+            agent_connected: connected,
+            agent_version: ci
+                .version_info
+                .as_ref()
+                .and_then(|v| v.agent_version.clone()),
+            ..Default::default()
+        };
+        for task in self.instance_tasks(&ci.container_instance_arn) {
+            if TaskStatus::parse(&task.last_status) == Ok(TaskStatus::Running) {
+                t.running_tasks_count += 1;
+            }
+            if let Some(g) = &task.group {
+                *t.task_groups.entry(g.clone()).or_default() += 1;
+            }
+        }
+        t
+    }
+
+    /// The cluster's instance `given` (id or ARN), with its id.
+    pub(crate) fn cluster_instance(
+        &self,
+        cluster_arn: &str,
+        given: &str,
+    ) -> Option<(String, &ContainerInstanceRecord)> {
+        arn::short_id("container-instance", given)
+            .and_then(|id| self.instances.get(id).map(|r| (id.to_string(), r)))
+            .filter(|(_, r)| r.cluster_arn == cluster_arn)
     }
 
     fn instance_view(&self, r: &ContainerInstanceRecord, connected: bool) -> ContainerInstance {
@@ -85,7 +189,9 @@ impl State {
                 _ => res.clone(),
             })
             .collect();
-        ci.agent_connected = connected;
+        // A deregistered instance's session may still be ending: it is not connected.
+        ci.agent_connected = connected && ci.status != "INACTIVE";
+        ci.attributes = attributes(r);
         let (mut running, mut pending) = (0, 0);
         for t in self.instance_tasks(&ci.container_instance_arn) {
             if TaskStatus::parse(&t.last_status) == Ok(TaskStatus::Running) {
@@ -98,6 +204,23 @@ impl State {
         ci.pending_tasks_count = pending;
         ci
     }
+}
+
+/// An instance's attributes: the agent's, then the custom ones.
+pub(crate) fn attributes(r: &ContainerInstanceRecord) -> Vec<Attribute> {
+    let agent = r
+        .container_instance
+        .as_ref()
+        .map(|ci| ci.attributes.clone())
+        .unwrap_or_default();
+    agent
+        .into_iter()
+        .chain(r.custom_attributes.iter().map(|a| Attribute {
+            name: a.name.clone(),
+            value: a.value.clone(),
+            ..Default::default()
+        }))
+        .collect()
 }
 
 impl Controller {
@@ -137,6 +260,16 @@ impl Controller {
                     .is_some_and(|r| r.cluster_arn == cluster_arn)
             })
             .map(str::to_string);
+        if let Some(r) = known.as_ref().and_then(|id| st.instances.get(id)) {
+            if r.container_instance
+                .as_ref()
+                .is_some_and(|ci| ci.status == "INACTIVE")
+            {
+                return Err(EcsError::InactiveInstance(
+                    req.container_instance_arn.clone().unwrap_or_default(),
+                ));
+            }
+        }
         let id = known.unwrap_or_else(new_id);
         let previous = st.instances.get(&id).cloned();
         let mut ci = previous
@@ -163,24 +296,25 @@ impl Controller {
         Ok(st.instance_view(&record, self.fleet.connected(&id)))
     }
 
-    /// ListContainerInstances.
+    /// ListContainerInstances: the cluster's instances (ARN order), ACTIVE and DRAINING unless a
+    /// status is given (INACTIVE ones only with status INACTIVE, a Berth extension: ECS keeps
+    /// them describable for about an hour), filtered with the cluster query language, paged.
     pub async fn list_container_instances(
         &self,
         req: ListContainerInstancesRequest,
-    ) -> Result<Vec<String>, EcsError> {
+    ) -> Result<Page<String>, EcsError> {
         let name = cluster_name(req.cluster.as_deref())?;
-        if let Some(f) = req.filter.as_deref().filter(|f| !f.is_empty()) {
-            // Refused by name rather than ignored: a script would act on every instance.
-            return Err(EcsError::invalid(format!(
-                "filter: the cluster query language is not supported by Berth yet ('{f}')"
-            )));
-        }
-        let st = self.state.lock().await;
-        let cluster_arn = st.active_cluster(&name)?.cluster_arn.clone();
+        let filter = req
+            .filter
+            .as_deref()
+            .filter(|f| !f.is_empty())
+            .map(|f| query::parse(f).map_err(|e| EcsError::invalid(format!("filter: {e}"))))
+            .transpose()?;
         if let Some(s) = &req.status {
             if ![
                 "ACTIVE",
                 "DRAINING",
+                "INACTIVE",
                 "REGISTERING",
                 "DEREGISTERING",
                 "REGISTRATION_FAILED",
@@ -192,17 +326,316 @@ impl Controller {
                 )));
             }
         }
-        Ok(st
+        let st = self.state.lock().await;
+        let cluster_arn = st.active_cluster(&name)?.cluster_arn.clone();
+        let mut items: Vec<(String, String)> = st
+            .instances
+            .iter()
+            .filter(|(_, r)| r.cluster_arn == cluster_arn)
+            .filter(|(_, r)| {
+                r.container_instance
+                    .as_ref()
+                    .is_some_and(|ci| match &req.status {
+                        Some(s) => &ci.status == s,
+                        None => ci.status != "INACTIVE",
+                    })
+            })
+            .filter(|(id, r)| {
+                filter
+                    .as_ref()
+                    .is_none_or(|f| f.matches(&st.target(r, self.fleet.connected(id))))
+            })
+            .filter_map(|(_, r)| r.container_instance.as_ref())
+            .map(|ci| {
+                (
+                    ci.container_instance_arn.clone(),
+                    ci.container_instance_arn.clone(),
+                )
+            })
+            .collect();
+        items.sort();
+        paginate(items, false, req.next_token.as_deref(), req.max_results)
+    }
+
+    /// DeregisterContainerInstance: the instance becomes INACTIVE and takes no more tasks; its
+    /// agent is told and exits. With tasks not yet STOPPED it is refused unless `force`; forced,
+    /// those tasks are recorded STOPPED (the host keeps running them, unmanaged, as ECS leaves
+    /// them orphaned) with a stoppedReason that says so.
+    pub async fn deregister_container_instance(
+        &self,
+        req: DeregisterContainerInstanceRequest,
+    ) -> Result<ContainerInstance, EcsError> {
+        let name = cluster_name(req.cluster.as_deref())?;
+        if req.container_instance.is_empty() {
+            return Err(EcsError::invalid("containerInstance: is required"));
+        }
+        let mut st = self.state.lock().await;
+        let cluster_arn = st.active_cluster(&name)?.cluster_arn.clone();
+        let (id, record) = st
+            .cluster_instance(&cluster_arn, &req.container_instance)
+            .map(|(id, r)| (id, r.clone()))
+            .ok_or_else(|| {
+                EcsError::invalid(format!(
+                    "containerInstance: '{}' is not a container instance of cluster {name}",
+                    req.container_instance
+                ))
+            })?;
+        let mut ci = record.container_instance.clone().unwrap_or_default();
+        if ci.status == "INACTIVE" {
+            // Already deregistered: nothing changes, as a repeated call should see.
+            return Ok(st.instance_view(&record, false));
+        }
+        let remaining: Vec<(String, Task)> = st
+            .active_tasks(&ci.container_instance_arn)
+            .map(|(id, t)| (id.clone(), t.clone()))
+            .collect();
+        if !remaining.is_empty() && req.force != Some(true) {
+            return Err(EcsError::invalid(format!(
+                "Found running tasks on the instance. ({} task(s) not yet STOPPED on {}; stop them first or deregister with force)",
+                remaining.len(),
+                ci.container_instance_arn
+            )));
+        }
+        let at = now();
+        let mut writes = Vec::new();
+        let mut orphaned = Vec::new();
+        for (task_id, mut t) in remaining {
+            t.last_status = TaskStatus::Stopped.as_str().into();
+            t.desired_status = TaskStatus::Stopped.as_str().into();
+            t.stop_code.get_or_insert_with(|| "UserInitiated".into());
+            t.stopped_reason = Some(format!(
+                "Container instance {} was deregistered with force: the task was left running on the host, no longer managed by the cluster",
+                ci.container_instance_arn
+            ));
+            t.stopping_at.get_or_insert(at);
+            t.stopped_at = Some(at);
+            for c in &mut t.containers {
+                c.last_status = ContainerStatus::Stopped.as_str().into();
+            }
+            t.version += 1;
+            writes.push(put(format!("{TASK_PREFIX}{task_id}"), &t));
+            orphaned.push((task_id, t));
+        }
+        ci.status = "INACTIVE".into();
+        ci.version += 1;
+        let record = ContainerInstanceRecord {
+            container_instance: Some(ci),
+            ..record
+        };
+        writes.push(put(format!("{INSTANCE_PREFIX}{id}"), &record));
+        self.commit(writes)?;
+        for (task_id, t) in orphaned {
+            st.put_task(task_id, t);
+        }
+        st.instances.insert(id.clone(), record.clone());
+        st.orphans.remove(&id);
+        // Its session (if any) sees the instance INACTIVE, tells the agent and ends.
+        self.fleet.notify(&id);
+        Ok(st.instance_view(&record, false))
+    }
+
+    /// The ARN of the instance `id` if it was deregistered.
+    pub async fn instance_inactive(&self, id: &str) -> Option<String> {
+        self.state
+            .lock()
+            .await
+            .instances
+            .get(id)
+            .and_then(|r| r.container_instance.as_ref())
+            .filter(|ci| ci.status == "INACTIVE")
+            .map(|ci| ci.container_instance_arn.clone())
+    }
+
+    /// Resolves an attribute's target in the cluster: an instance ARN, or an id with targetType
+    /// container-instance. Unknown and INACTIVE instances are TargetNotFoundException.
+    fn attribute_target(
+        st: &State,
+        cluster_arn: &str,
+        i: usize,
+        a: &Attribute,
+    ) -> Result<String, EcsError> {
+        let target_type = a.target_type.as_deref().unwrap_or_default();
+        let target_id = a.target_id.as_deref().unwrap_or_default();
+        if !target_type.is_empty() && target_type != TARGET_TYPE {
+            return Err(EcsError::invalid(format!(
+                "attributes[{i}].targetType: '{target_type}' is not {TARGET_TYPE}"
+            )));
+        }
+        if target_id.is_empty() {
+            return Err(EcsError::invalid(format!(
+                "attributes[{i}].targetId: is required"
+            )));
+        }
+        if !target_id.starts_with("arn:") && target_type.is_empty() {
+            return Err(EcsError::invalid(format!(
+                "attributes[{i}].targetType: is required when targetId is a short id ('{target_id}')"
+            )));
+        }
+        st.cluster_instance(cluster_arn, target_id)
+            .filter(|(_, r)| {
+                r.container_instance
+                    .as_ref()
+                    .is_some_and(|ci| ci.status != "INACTIVE")
+            })
+            .map(|(id, _)| id)
+            .ok_or_else(|| {
+                EcsError::TargetNotFound(format!(
+                    "Could not find {target_id}. (attributes[{i}].targetId is not an active container instance of this cluster)"
+                ))
+            })
+    }
+
+    /// PutAttributes: creates or replaces custom attributes of container instances, at most 10
+    /// per call and per instance. All or nothing.
+    pub async fn put_attributes(
+        &self,
+        req: PutAttributesRequest,
+    ) -> Result<Vec<Attribute>, EcsError> {
+        self.change_attributes(req.cluster, req.attributes, true)
+            .await
+    }
+
+    /// DeleteAttributes: removes custom attributes (a value, if given, must be the stored one).
+    pub async fn delete_attributes(
+        &self,
+        req: DeleteAttributesRequest,
+    ) -> Result<Vec<Attribute>, EcsError> {
+        self.change_attributes(req.cluster, req.attributes, false)
+            .await
+    }
+
+    async fn change_attributes(
+        &self,
+        cluster: Option<String>,
+        given: Vec<Attribute>,
+        put_them: bool,
+    ) -> Result<Vec<Attribute>, EcsError> {
+        let name = cluster_name(cluster.as_deref())?;
+        if given.is_empty() {
+            return Err(EcsError::invalid("attributes: give at least one attribute"));
+        }
+        if given.len() > MAX_ATTRIBUTES {
+            return Err(EcsError::invalid(format!(
+                "attributes: at most {MAX_ATTRIBUTES} attributes per call, {} given",
+                given.len()
+            )));
+        }
+        for (i, a) in given.iter().enumerate() {
+            check_attribute(i, a)?;
+        }
+        let mut st = self.state.lock().await;
+        let cluster_arn = st.active_cluster(&name)?.cluster_arn.clone();
+        let mut changed: std::collections::BTreeMap<String, ContainerInstanceRecord> =
+            Default::default();
+        let mut out = Vec::new();
+        for (i, a) in given.iter().enumerate() {
+            let id = Self::attribute_target(&st, &cluster_arn, i, a)?;
+            let record = changed
+                .entry(id.clone())
+                .or_insert_with(|| st.instances.get(&id).cloned().unwrap_or_default());
+            let arn = record
+                .container_instance
+                .as_ref()
+                .map(|ci| ci.container_instance_arn.clone())
+                .unwrap_or_default();
+            let stored = Attribute {
+                name: a.name.clone(),
+                value: a.value.clone(),
+                target_type: Some(TARGET_TYPE.into()),
+                target_id: Some(arn.clone()),
+            };
+            let existing = record
+                .custom_attributes
+                .iter()
+                .position(|x| x.name == a.name);
+            if put_them {
+                let kept = Attribute {
+                    name: a.name.clone(),
+                    value: a.value.clone(),
+                    ..Default::default()
+                };
+                match existing {
+                    Some(p) => record.custom_attributes[p] = kept,
+                    None => record.custom_attributes.push(kept),
+                }
+                if record.custom_attributes.len() > MAX_ATTRIBUTES {
+                    return Err(EcsError::AttributeLimitExceeded(format!(
+                        "attributes[{i}]: container instance {} would have more than {MAX_ATTRIBUTES} custom attributes",
+                        arn
+                    )));
+                }
+            } else if let Some(p) = existing {
+                let have = &record.custom_attributes[p];
+                if a.value.is_some() && have.value != a.value {
+                    return Err(EcsError::invalid(format!(
+                        "attributes[{i}].value: '{}' is not the value of {} on {} (omit the value to delete the attribute)",
+                        a.value.as_deref().unwrap_or_default(),
+                        a.name,
+                        arn
+                    )));
+                }
+                record.custom_attributes.remove(p);
+            }
+            out.push(stored);
+        }
+        let writes = changed
+            .iter()
+            .map(|(id, r)| put(format!("{INSTANCE_PREFIX}{id}"), r))
+            .collect();
+        self.commit(writes)?;
+        st.instances.extend(changed);
+        Ok(out)
+    }
+
+    /// ListAttributes: every attribute (the agent's and custom ones) of the cluster's instances
+    /// not INACTIVE, optionally only those of a name (and value), paged.
+    pub async fn list_attributes(
+        &self,
+        req: ListAttributesRequest,
+    ) -> Result<Page<Attribute>, EcsError> {
+        let name = cluster_name(req.cluster.as_deref())?;
+        if req.target_type != TARGET_TYPE {
+            return Err(EcsError::invalid(format!(
+                "targetType: '{}' is not {TARGET_TYPE}",
+                req.target_type
+            )));
+        }
+        if req.attribute_value.is_some() && req.attribute_name.is_none() {
+            return Err(EcsError::invalid(
+                "attributeValue: can only be given with attributeName",
+            ));
+        }
+        let st = self.state.lock().await;
+        let cluster_arn = st.active_cluster(&name)?.cluster_arn.clone();
+        let mut items: Vec<(String, Attribute)> = st
             .instances
             .values()
             .filter(|r| r.cluster_arn == cluster_arn)
-            .filter_map(|r| r.container_instance.as_ref())
-            .filter(|ci| match &req.status {
-                Some(s) => &ci.status == s,
-                None => ci.status != "INACTIVE",
+            .filter_map(|r| {
+                let ci = r.container_instance.as_ref()?;
+                (ci.status != "INACTIVE")
+                    .then(|| (ci.container_instance_arn.clone(), attributes(r)))
             })
-            .map(|ci| ci.container_instance_arn.clone())
-            .collect())
+            .flat_map(|(arn, attrs)| {
+                attrs.into_iter().map(move |a| Attribute {
+                    target_type: Some(TARGET_TYPE.into()),
+                    target_id: Some(arn.clone()),
+                    ..a
+                })
+            })
+            .filter(|a| req.attribute_name.as_ref().is_none_or(|n| &a.name == n))
+            .filter(|a| req.attribute_value.is_none() || a.value == req.attribute_value)
+            .map(|a| {
+                let key = format!(
+                    "{}\u{0}{}",
+                    a.target_id.as_deref().unwrap_or_default(),
+                    a.name
+                );
+                (key, a)
+            })
+            .collect();
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        paginate(items, false, req.next_token.as_deref(), req.max_results)
     }
 
     /// DescribeContainerInstances.

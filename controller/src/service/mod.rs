@@ -136,4 +136,6 @@ pub(crate) fn cluster_name(cluster: Option<&str>) -> Result<String, EcsError> {
 }
 
 #[cfg(test)]
+mod instance_tests;
+#[cfg(test)]
 mod tests;

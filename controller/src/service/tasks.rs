@@ -76,14 +76,193 @@ fn apply_overrides(
     Ok(containers)
 }
 
-/// The attributes an instance needs to run these containers (ECS's requiresAttributes): a
-/// privileged container needs an agent that allows them.
-fn required_attributes(containers: &[ContainerDefinition]) -> Vec<String> {
-    let mut out = Vec::new();
+/// The capability an instance needs for a container with `privileged: true` (ECS's name).
+pub(crate) const PRIVILEGED_CAPABILITY: &str = "com.amazonaws.ecs.capability.privileged-container";
+
+/// The attributes an instance needs to run a task (ECS's requiresAttributes): those the
+/// definition names, the privileged-container capability for a privileged container, and the
+/// runtimePlatform's CPU architecture and OS family as the agent advertises them
+/// (`ecs.cpu-architecture` x86_64/arm64, `ecs.os-family` LINUX...). So a task never lands on a
+/// host that must refuse it.
+pub(crate) fn required_attributes(
+    td: &TaskDefinition,
+    containers: &[ContainerDefinition],
+) -> Result<Vec<(String, Option<String>)>, EcsError> {
+    let mut out: Vec<(String, Option<String>)> = td
+        .requires_attributes
+        .iter()
+        .map(|a| (a.name.clone(), a.value.clone()))
+        .collect();
     if containers.iter().any(|c| c.privileged == Some(true)) {
-        out.push("ecs.capability.privileged-container".to_string());
+        out.push((PRIVILEGED_CAPABILITY.to_string(), None));
     }
-    out
+    if let Some(p) = &td.runtime_platform {
+        if let Some(arch) = p.cpu_architecture.as_deref().filter(|a| !a.is_empty()) {
+            let value = match arch {
+                "X86_64" => "x86_64",
+                "ARM64" => "arm64",
+                other => {
+                    return Err(EcsError::invalid(format!(
+                        "runtimePlatform.cpuArchitecture: '{other}' is not X86_64 or ARM64"
+                    )))
+                }
+            };
+            out.push(("ecs.cpu-architecture".into(), Some(value.into())));
+        }
+        if let Some(family) = p
+            .operating_system_family
+            .as_deref()
+            .filter(|f| !f.is_empty())
+        {
+            if family != "LINUX" && !family.starts_with("WINDOWS_SERVER_") {
+                return Err(EcsError::invalid(format!(
+                    "runtimePlatform.operatingSystemFamily: '{family}' is not LINUX or a WINDOWS_SERVER_* family"
+                )));
+            }
+            out.push(("ecs.os-family".into(), Some(family.into())));
+        }
+    }
+    out.dedup();
+    Ok(out)
+}
+
+/// A placement refusal as a RunTask/StartTask failure.
+fn failure(r: scheduler::Refusal) -> Failure {
+    Failure {
+        arn: r.arn,
+        reason: r.reason.as_str().into(),
+        detail: r.detail,
+    }
+}
+
+/// What RunTask and StartTask share once a request is checked: the definition, the containers
+/// with overrides applied, what each task needs of an instance, and what each new task carries.
+pub(crate) struct Launch {
+    cluster: String,
+    cluster_arn: String,
+    td: TaskDefinition,
+    overrides: TaskOverride,
+    containers: Vec<ContainerDefinition>,
+    /// What placement checks.
+    pub(crate) needs: scheduler::Needs,
+    launch_type: String,
+    started_by: Option<String>,
+    tags: Vec<Tag>,
+    enable_execute_command: bool,
+    platform_version: Option<String>,
+}
+
+/// The request fields [`State::launch`] takes.
+pub(crate) struct LaunchRequest<'a> {
+    pub(crate) cluster: Option<&'a str>,
+    pub(crate) task_definition: &'a str,
+    pub(crate) overrides: Option<TaskOverride>,
+    pub(crate) launch_type: String,
+    pub(crate) group: Option<String>,
+    pub(crate) started_by: Option<String>,
+    pub(crate) tags: Vec<Tag>,
+    pub(crate) placement_constraints: &'a [PlacementConstraint],
+    pub(crate) placement_strategy: &'a [PlacementStrategy],
+    /// Whether the task definition's placement constraints apply (RunTask; StartTask names
+    /// its instances itself).
+    pub(crate) definition_constraints: bool,
+    /// Recorded on the task as ECS shows it (execute command is not acted on yet).
+    pub(crate) enable_execute_command: bool,
+    /// Recorded on the task (Fargate's platform version has no effect here).
+    pub(crate) platform_version: Option<String>,
+}
+
+impl State {
+    /// Checks a RunTask/StartTask request against the cluster and the task definition.
+    pub(crate) fn launch(&self, req: LaunchRequest<'_>) -> Result<Launch, EcsError> {
+        let name = cluster_name(req.cluster)?;
+        if req.task_definition.is_empty() {
+            return Err(EcsError::invalid("taskDefinition: is required"));
+        }
+        if let Some(s) = &req.started_by {
+            if s.len() > 128 {
+                return Err(EcsError::invalid("startedBy: at most 128 characters"));
+            }
+        }
+        super::clusters::validate_tags(&req.tags)?;
+        let overrides = req.overrides.unwrap_or_default();
+        let cluster_arn = self.active_cluster(&name)?.cluster_arn.clone();
+        let td = self
+            .find_task_definition(req.task_definition)?
+            .task_definition
+            .clone()
+            .unwrap_or_default();
+        if td.status != "ACTIVE" {
+            return Err(EcsError::client(format!(
+                "TaskDefinition is inactive: {} was deregistered and cannot run new tasks",
+                td.task_definition_arn
+            )));
+        }
+        if req.launch_type == "FARGATE" {
+            if td.network_mode != "awsvpc" {
+                return Err(EcsError::invalid(
+                    "launchType: FARGATE tasks need a task definition with networkMode awsvpc",
+                ));
+            }
+            if !req.placement_constraints.is_empty() || !req.placement_strategy.is_empty() {
+                return Err(EcsError::invalid(
+                    "placementConstraints/placementStrategy: not supported for launchType FARGATE",
+                ));
+            }
+        }
+        let containers = apply_overrides(&td, &overrides)?;
+        // The registration rules, ECS's "1 vCPU" / "2 GB" forms included.
+        // RunTask answers InvalidParameterException where registration answers ClientException.
+        let as_invalid = |e: EcsError| EcsError::invalid(e.to_string());
+        if let Some(c) = &overrides.cpu {
+            task_cpu_value("overrides.cpu", c).map_err(as_invalid)?;
+        }
+        if let Some(m) = &overrides.memory {
+            task_memory_value("overrides.memory", m).map_err(as_invalid)?;
+        }
+        let task_cpu = overrides.cpu.clone().or(td.cpu.clone());
+        let task_memory = overrides.memory.clone().or(td.memory.clone());
+        let (cpu, memory) = task_needs(task_cpu.as_deref(), task_memory.as_deref(), &containers);
+        let placement = |e: scheduler::PlacementError| EcsError::invalid(e.0);
+        let definition_constraints: &[PlacementConstraint] = if req.definition_constraints {
+            &td.placement_constraints
+        } else {
+            &[]
+        };
+        let constraints = scheduler::parse_constraints(
+            "placementConstraints",
+            definition_constraints
+                .iter()
+                .chain(req.placement_constraints.iter()),
+        )
+        .map_err(placement)?;
+        let strategies = scheduler::parse_strategies("placementStrategy", req.placement_strategy)
+            .map_err(placement)?;
+        let needs = scheduler::Needs {
+            cpu,
+            memory,
+            attributes: required_attributes(&td, &containers)?,
+            constraints,
+            strategies,
+            group: req
+                .group
+                .filter(|g| !g.is_empty())
+                .unwrap_or_else(|| format!("family:{}", td.family)),
+        };
+        Ok(Launch {
+            cluster: name,
+            cluster_arn,
+            td,
+            overrides,
+            containers,
+            needs,
+            launch_type: req.launch_type,
+            started_by: req.started_by,
+            tags: req.tags,
+            enable_execute_command: req.enable_execute_command,
+            platform_version: req.platform_version,
+        })
+    }
 }
 
 /// The task definition an agent runs: the registered one with the task's overrides applied.
@@ -115,7 +294,6 @@ impl Controller {
     /// RunTask: places `count` tasks on the cluster's instances.
     pub async fn run_task(&self, req: RunTaskRequest) -> Result<RunTaskResponse, EcsError> {
         super::fields::refuse_unsupported_run_task(&req)?;
-        let name = cluster_name(req.cluster.as_deref())?;
         let count = req.count.unwrap_or(1);
         if !(1..=10).contains(&count) {
             return Err(EcsError::invalid(format!("count: {count} is outside 1-10")));
@@ -126,54 +304,42 @@ impl Controller {
                 "launchType: '{launch_type}' is not one of EC2, EXTERNAL, FARGATE"
             )));
         }
-        if req.task_definition.is_empty() {
-            return Err(EcsError::invalid("taskDefinition: is required"));
-        }
-        if let Some(s) = &req.started_by {
-            if s.len() > 128 {
-                return Err(EcsError::invalid("startedBy: at most 128 characters"));
-            }
-        }
-        super::clusters::validate_tags(&req.tags)?;
-        let overrides = req.overrides.clone().unwrap_or_default();
         let mut st = self.state.lock().await;
-        let cluster_arn = st.active_cluster(&name)?.cluster_arn.clone();
-        let td = st
-            .find_task_definition(&req.task_definition)?
-            .task_definition
-            .clone()
-            .unwrap_or_default();
-        if td.status != "ACTIVE" {
-            return Err(EcsError::client(format!(
-                "TaskDefinition is inactive: {} was deregistered and cannot run new tasks",
-                td.task_definition_arn
-            )));
-        }
-        if launch_type == "FARGATE" && td.network_mode != "awsvpc" {
-            return Err(EcsError::invalid(
-                "launchType: FARGATE tasks need a task definition with networkMode awsvpc",
-            ));
-        }
-        let containers = apply_overrides(&td, &overrides)?;
-        // The registration rules, ECS's "1 vCPU" / "2 GB" forms included.
-        // RunTask answers InvalidParameterException where registration answers ClientException.
-        let as_invalid = |e: EcsError| EcsError::invalid(e.to_string());
-        if let Some(c) = &overrides.cpu {
-            task_cpu_value("overrides.cpu", c).map_err(as_invalid)?;
-        }
-        if let Some(m) = &overrides.memory {
-            task_memory_value("overrides.memory", m).map_err(as_invalid)?;
-        }
-        let task_cpu = overrides.cpu.clone().or(td.cpu.clone());
-        let task_memory = overrides.memory.clone().or(td.memory.clone());
-        let (cpu_need, mem_need) =
-            task_needs(task_cpu.as_deref(), task_memory.as_deref(), &containers);
+        let launch = st.launch(LaunchRequest {
+            cluster: req.cluster.as_deref(),
+            task_definition: &req.task_definition,
+            overrides: req.overrides.clone(),
+            launch_type,
+            group: req.group.clone(),
+            started_by: req.started_by.clone(),
+            tags: req.tags.clone(),
+            placement_constraints: &req.placement_constraints,
+            placement_strategy: &req.placement_strategy,
+            definition_constraints: true,
+            enable_execute_command: req.enable_execute_command.unwrap_or(false),
+            platform_version: req.platform_version.clone(),
+        })?;
+        let (placed, failures) = self.place_tasks(&st, &launch, count)?;
+        let tasks = self.create_tasks(&mut st, &launch, placed)?;
+        Ok(RunTaskResponse { tasks, failures })
+    }
+
+    /// RunTask's placement, apart so the services scheduler can call it: up to `count` tasks on
+    /// the cluster's ACTIVE instances with an agent in step, each reserving what it needs. An
+    /// instance that could not take a task is named once in the failures, with ECS's reason;
+    /// instances whose agent is not in step are named AGENT when something could not be placed.
+    pub(crate) fn place_tasks(
+        &self,
+        st: &State,
+        launch: &Launch,
+        count: i32,
+    ) -> Result<(Vec<String>, Vec<Failure>), EcsError> {
         let fleet = self.fleet.clone();
-        let mut candidates = st.candidates(&cluster_arn, |id| fleet.connected(id));
+        let mut candidates = st.candidates(&launch.cluster_arn, |id| fleet.connected(id));
         // Registered and ACTIVE but with no agent in step: named as failures (ECS's AGENT) when
         // nothing else takes the task, never silently skipped.
         let disconnected: Vec<String> = st
-            .candidates(&cluster_arn, |id| !fleet.connected(id))
+            .candidates(&launch.cluster_arn, |id| !fleet.connected(id))
             .into_iter()
             .map(|c| c.arn)
             .collect();
@@ -182,38 +348,40 @@ impl Controller {
                 "No Container Instances were found in your cluster.",
             ));
         }
-        let mut out = RunTaskResponse::default();
-        let needs = scheduler::Needs {
-            cpu: cpu_need,
-            memory: mem_need,
-            attributes: required_attributes(&containers),
-        };
-        let mut writes = Vec::new();
         let mut placed = Vec::new();
+        let mut failures: Vec<Failure> = Vec::new();
         for _ in 0..count {
-            let i = match scheduler::place(&mut candidates, &needs) {
-                Ok(i) => i,
-                Err(mut failures) => {
-                    failures.extend(disconnected.iter().map(|arn| (arn.clone(), "AGENT")));
-                    for (arn, reason) in failures {
-                        if !out.failures.iter().any(|f| f.arn == arn) {
-                            let detail = (reason == "ATTRIBUTE").then(|| {
-                                format!(
-                                    "the container instance lacks the attribute(s) the task requires: {}",
-                                    needs.attributes.join(", ")
-                                )
-                            });
-                            out.failures.push(Failure {
-                                arn,
-                                reason: reason.into(),
-                                detail,
-                            });
+            match scheduler::place(&mut candidates, &launch.needs) {
+                Ok(i) => placed.push(candidates[i].arn.clone()),
+                Err(refusals) => {
+                    let agent = disconnected.iter().map(|arn| Failure {
+                        arn: arn.clone(),
+                        reason: "AGENT".into(),
+                        detail: None,
+                    });
+                    for f in refusals.into_iter().map(failure).chain(agent) {
+                        if !failures.iter().any(|x| x.arn == f.arn) {
+                            failures.push(f);
                         }
                     }
-                    continue;
                 }
-            };
-            let instance_arn = candidates[i].arn.clone();
+            }
+        }
+        Ok((placed, failures))
+    }
+
+    /// Creates one task per placement (a container instance ARN), commits them together, and
+    /// wakes each instance's agent. RunTask and StartTask both end here.
+    pub(crate) fn create_tasks(
+        &self,
+        st: &mut State,
+        launch: &Launch,
+        placements: Vec<String>,
+    ) -> Result<Vec<Task>, EcsError> {
+        let name = &launch.cluster;
+        let mut writes = Vec::new();
+        let mut placed = Vec::new();
+        for instance_arn in placements {
             let instance_id = arn::short_id("container-instance", &instance_arn)
                 .unwrap_or_default()
                 .to_string();
@@ -228,21 +396,22 @@ impl Controller {
                         .and_then(|a| a.value.clone())
                 });
             let id = new_id();
-            let task_arn = arn::task(&name, &id);
+            let task_arn = arn::task(name, &id);
             let task = Task {
                 task_arn: task_arn.clone(),
-                cluster_arn: cluster_arn.clone(),
-                task_definition_arn: td.task_definition_arn.clone(),
+                cluster_arn: launch.cluster_arn.clone(),
+                task_definition_arn: launch.td.task_definition_arn.clone(),
                 container_instance_arn: Some(instance_arn),
-                overrides: Some(overrides.clone()),
+                overrides: Some(launch.overrides.clone()),
                 last_status: TaskStatus::Provisioning.as_str().into(),
                 desired_status: TaskStatus::Running.as_str().into(),
-                cpu: Some(cpu_need.to_string()),
-                memory: Some(mem_need.to_string()),
-                containers: containers
+                cpu: Some(launch.needs.cpu.to_string()),
+                memory: Some(launch.needs.memory.to_string()),
+                containers: launch
+                    .containers
                     .iter()
                     .map(|c| Container {
-                        container_arn: arn::container(&name, &id, &new_id()),
+                        container_arn: arn::container(name, &id, &new_id()),
                         task_arn: task_arn.clone(),
                         name: c.name.clone(),
                         image: c.image.clone(),
@@ -254,19 +423,15 @@ impl Controller {
                         ..Default::default()
                     })
                     .collect(),
-                started_by: req.started_by.clone(),
+                started_by: launch.started_by.clone(),
                 version: 1,
-                group: Some(
-                    req.group
-                        .clone()
-                        .unwrap_or_else(|| format!("family:{}", td.family)),
-                ),
-                launch_type: launch_type.clone(),
+                group: Some(launch.needs.group.clone()),
+                launch_type: launch.launch_type.clone(),
                 health_status: "UNKNOWN".into(),
-                tags: req.tags.clone(),
+                tags: launch.tags.clone(),
                 availability_zone: az,
-                enable_execute_command: Some(req.enable_execute_command.unwrap_or(false)),
-                platform_version: req.platform_version.clone(),
+                enable_execute_command: Some(launch.enable_execute_command),
+                platform_version: launch.platform_version.clone(),
                 created_at: Some(now()),
                 ..Default::default()
             };
@@ -274,12 +439,102 @@ impl Controller {
             placed.push((id, instance_id, task));
         }
         self.commit(writes)?;
+        let mut out = Vec::new();
         for (id, instance_id, task) in placed {
             st.put_task(id, task.clone());
             self.fleet.notify(&instance_id);
-            out.tasks.push(task);
+            out.push(task);
         }
         Ok(out)
+    }
+
+    /// StartTask: one task on each given container instance (up to 10, ids or ARNs), each
+    /// checked for the attributes and resources the task needs. Unknown instances are MISSING,
+    /// deregistered ones INACTIVE, ones without an agent in step AGENT; the task definition's
+    /// placement constraints do not apply (the caller chose the instances).
+    pub async fn start_task(&self, req: StartTaskRequest) -> Result<StartTaskResponse, EcsError> {
+        if req.container_instances.is_empty() || req.container_instances.len() > 10 {
+            return Err(EcsError::invalid(format!(
+                "containerInstances: give 1 to 10 container instances ({} given)",
+                req.container_instances.len()
+            )));
+        }
+        for (field, given) in [
+            (
+                "enableECSManagedTags",
+                req.enable_ecs_managed_tags == Some(true),
+            ),
+            (
+                "enableExecuteCommand",
+                req.enable_execute_command == Some(true),
+            ),
+            (
+                "propagateTags",
+                req.propagate_tags.as_deref().is_some_and(|p| p != "NONE"),
+            ),
+        ] {
+            if given {
+                return Err(EcsError::invalid(format!(
+                    "{field}: not supported by Berth"
+                )));
+            }
+        }
+        if let Some(o) = &req.overrides {
+            super::fields::refuse_unsupported_overrides(o)?;
+        }
+        let mut st = self.state.lock().await;
+        let launch = st.launch(LaunchRequest {
+            cluster: req.cluster.as_deref(),
+            task_definition: &req.task_definition,
+            overrides: req.overrides.clone(),
+            launch_type: "EC2".into(),
+            group: req.group.clone(),
+            started_by: req.started_by.clone(),
+            tags: req.tags.clone(),
+            placement_constraints: &[],
+            placement_strategy: &[],
+            definition_constraints: false,
+            enable_execute_command: false,
+            platform_version: None,
+        })?;
+        let mut candidates: std::collections::BTreeMap<String, scheduler::Candidate> =
+            Default::default();
+        let mut placed = Vec::new();
+        let mut failures = Vec::new();
+        for given in &req.container_instances {
+            let fail = |arn: String, reason: &str| Failure {
+                arn,
+                reason: reason.into(),
+                detail: None,
+            };
+            let Some((id, r)) = st.cluster_instance(&launch.cluster_arn, given) else {
+                let arn = if given.starts_with("arn:") {
+                    given.clone()
+                } else {
+                    arn::container_instance(&launch.cluster, given)
+                };
+                failures.push(fail(arn, "MISSING"));
+                continue;
+            };
+            let ci = r.container_instance.clone().unwrap_or_default();
+            if ci.status != "ACTIVE" {
+                failures.push(fail(ci.container_instance_arn, &ci.status));
+                continue;
+            }
+            if !self.fleet.connected(&id) {
+                failures.push(fail(ci.container_instance_arn, "AGENT"));
+                continue;
+            }
+            let c = candidates
+                .entry(id)
+                .or_insert_with(|| st.candidate(r, true));
+            match scheduler::place(std::slice::from_mut(c), &launch.needs) {
+                Ok(_) => placed.push(c.arn.clone()),
+                Err(refusals) => failures.extend(refusals.into_iter().map(failure)),
+            }
+        }
+        let tasks = self.create_tasks(&mut st, &launch, placed)?;
+        Ok(StartTaskResponse { tasks, failures })
     }
 
     /// StopTask: sets the task's desired status to STOPPED; its agent stops it.

@@ -384,7 +384,7 @@ async fn filters_overrides_and_reservations_follow_ecs() {
     assert_eq!(e.exception_name(), "ServiceNotFoundException");
     let e = c
         .list_container_instances(ListContainerInstancesRequest {
-            filter: Some("attribute:ecs.os-type == linux".into()),
+            filter: Some("instanceType == t2.micro".into()),
             ..Default::default()
         })
         .await
