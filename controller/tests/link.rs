@@ -383,7 +383,8 @@ async fn an_unknown_task_is_adopted_and_survives_a_controller_restart() {
         .controller
         .list_tasks(ListTasksRequest::default())
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(listed, [orphan.to_string()]);
     let mut a = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
     let d = a.desired().await;
@@ -641,6 +642,7 @@ async fn a_flooding_agent_that_does_not_read_cannot_deadlock_the_session() {
             })
             .await
             .unwrap()
+            .items
             .len()
     };
     let t0 = tokio::time::Instant::now();

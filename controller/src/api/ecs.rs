@@ -20,10 +20,11 @@ impl Ecs for EcsApi {
         }))
     }
 
-    async fn list_clusters(&self, _r: Request<ListClustersRequest>) -> R<ListClustersResponse> {
+    async fn list_clusters(&self, r: Request<ListClustersRequest>) -> R<ListClustersResponse> {
+        let page = self.0.list_clusters(r.into_inner()).await?;
         Ok(Response::new(ListClustersResponse {
-            cluster_arns: self.0.list_clusters().await,
-            next_token: None,
+            cluster_arns: page.items,
+            next_token: page.next_token,
         }))
     }
 
@@ -56,9 +57,10 @@ impl Ecs for EcsApi {
         &self,
         r: Request<ListTaskDefinitionsRequest>,
     ) -> R<ListTaskDefinitionsResponse> {
+        let page = self.0.list_task_definitions(r.into_inner()).await?;
         Ok(Response::new(ListTaskDefinitionsResponse {
-            task_definition_arns: self.0.list_task_definitions(r.into_inner()).await?,
-            next_token: None,
+            task_definition_arns: page.items,
+            next_token: page.next_token,
         }))
     }
 
@@ -105,9 +107,10 @@ impl Ecs for EcsApi {
     }
 
     async fn list_tasks(&self, r: Request<ListTasksRequest>) -> R<ListTasksResponse> {
+        let page = self.0.list_tasks(r.into_inner()).await?;
         Ok(Response::new(ListTasksResponse {
-            task_arns: self.0.list_tasks(r.into_inner()).await?,
-            next_token: None,
+            task_arns: page.items,
+            next_token: page.next_token,
         }))
     }
 

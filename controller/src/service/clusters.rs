@@ -1,5 +1,6 @@
 //! CreateCluster, ListClusters, DescribeClusters, DeleteCluster.
 
+use super::pagination::{paginate, Page};
 use super::{cluster_name, put, Controller, State, CLUSTER_PREFIX};
 use crate::error::EcsError;
 use berth_proto::arn;
@@ -131,14 +132,18 @@ impl Controller {
         Ok(st.cluster_view(&c, &["SETTINGS".into(), "TAGS".into()]))
     }
 
-    /// ListClusters: the ARNs of ACTIVE clusters.
-    pub async fn list_clusters(&self) -> Vec<String> {
+    /// ListClusters: the ARNs of ACTIVE clusters, a page at a time (by name, the ARN's order).
+    pub async fn list_clusters(&self, req: ListClustersRequest) -> Result<Page<String>, EcsError> {
         let st = self.state.lock().await;
-        st.clusters
-            .values()
-            .filter(|c| c.status == "ACTIVE")
-            .map(|c| c.cluster_arn.clone())
-            .collect()
+        paginate(
+            st.clusters
+                .values()
+                .filter(|c| c.status == "ACTIVE")
+                .map(|c| (c.cluster_arn.clone(), c.cluster_arn.clone())),
+            false,
+            req.next_token.as_deref(),
+            req.max_results,
+        )
     }
 
     /// DescribeClusters: found clusters, and a MISSING failure for each unknown one.

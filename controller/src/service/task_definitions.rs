@@ -1,11 +1,31 @@
 //! RegisterTaskDefinition, ListTaskDefinitions, DescribeTaskDefinition,
 //! DeregisterTaskDefinition.
 
+use super::pagination::{paginate, Page};
 use super::validation::{fargate_pair_ok, validate};
 use super::{now, put, taskdef_key, Controller, State};
 use crate::error::EcsError;
 use berth_proto::arn;
 use berth_proto::v1::*;
+
+/// A revision's pagination key: it sorts as the list does, by family name (a family before the
+/// longer names it is a prefix of, as the NUL separator sorts below every name character) and
+/// then by revision number.
+fn list_key(family: &str, revision: i32) -> String {
+    format!("{family}\u{0}{revision:010}")
+}
+
+/// The status filter of ListTaskDefinitions and ListTaskDefinitionFamilies: `None` for ALL.
+fn definition_status(given: Option<&str>) -> Result<Option<&'static str>, EcsError> {
+    match given.unwrap_or("ACTIVE").to_ascii_uppercase().as_str() {
+        "ACTIVE" => Ok(Some("ACTIVE")),
+        "INACTIVE" => Ok(Some("INACTIVE")),
+        "ALL" => Ok(None),
+        other => Err(EcsError::invalid(format!(
+            "status: '{other}' is not ACTIVE, INACTIVE or ALL"
+        ))),
+    }
+}
 
 fn unable() -> EcsError {
     EcsError::client("Unable to describe task definition.")
@@ -123,43 +143,49 @@ impl Controller {
         Ok(record)
     }
 
-    /// ListTaskDefinitions: ARNs by family and revision, filtered by prefix and status.
+    /// ListTaskDefinitions: ARNs by family (lexicographic) and revision (numeric), ascending or
+    /// descending, filtered by family and status, a page at a time.
     pub async fn list_task_definitions(
         &self,
         req: ListTaskDefinitionsRequest,
-    ) -> Result<Vec<String>, EcsError> {
-        let status = req
-            .status
-            .as_deref()
-            .unwrap_or("ACTIVE")
-            .to_ascii_uppercase();
-        if !["ACTIVE", "INACTIVE", "ALL"].contains(&status.as_str()) {
-            return Err(EcsError::invalid(format!(
-                "status: '{status}' is not ACTIVE, INACTIVE or ALL"
-            )));
-        }
+    ) -> Result<Page<String>, EcsError> {
+        let status = definition_status(req.status.as_deref())?;
         let sort = req.sort.as_deref().unwrap_or("ASC").to_ascii_uppercase();
-        if sort != "ASC" && sort != "DESC" {
-            return Err(EcsError::invalid(format!(
-                "sort: '{sort}' is not ASC or DESC"
-            )));
-        }
-        let prefix = req.family_prefix.unwrap_or_default();
+        let descending = match sort.as_str() {
+            "ASC" => false,
+            "DESC" => true,
+            _ => {
+                return Err(EcsError::invalid(format!(
+                    "sort: '{sort}' is not ASC or DESC"
+                )))
+            }
+        };
+        let family = req.family_prefix.unwrap_or_default();
         let st = self.state.lock().await;
-        let mut arns: Vec<String> = st
+        let listed = st
             .task_definitions
             .iter()
             // ECS's familyPrefix is a whole family name (`web` does not list `web-app`).
-            .filter(|(f, _)| prefix.is_empty() || **f == prefix)
+            .filter(|(f, _)| family.is_empty() || **f == family)
             .flat_map(|(_, revs)| revs.values())
             .filter_map(|r| r.task_definition.as_ref())
-            .filter(|t| status == "ALL" || t.status == status)
-            .map(|t| t.task_definition_arn.clone())
-            .collect();
-        if sort == "DESC" {
-            arns.reverse();
+            .filter(|t| status.is_none_or(|s| t.status == s))
+            .map(|t| {
+                (
+                    list_key(&t.family, t.revision),
+                    t.task_definition_arn.clone(),
+                )
+            });
+        if descending {
+            paginate(
+                listed.collect::<Vec<_>>().into_iter().rev(),
+                true,
+                req.next_token.as_deref(),
+                req.max_results,
+            )
+        } else {
+            paginate(listed, false, req.next_token.as_deref(), req.max_results)
         }
-        Ok(arns)
     }
 
     /// DescribeTaskDefinition.

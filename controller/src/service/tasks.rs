@@ -1,6 +1,7 @@
 //! RunTask, StopTask, ListTasks, DescribeTasks. The agent link's half (desired tasks, state
 //! changes, adoption) is in `agent_link.rs`.
 
+use super::pagination::{paginate, Page};
 use super::validation::{
     parse_task_cpu, parse_task_memory, task_cpu_value, task_memory_value, task_needs,
 };
@@ -318,8 +319,9 @@ impl Controller {
         Ok(task)
     }
 
-    /// ListTasks: task ARNs filtered as ECS filters them (desiredStatus RUNNING by default).
-    pub async fn list_tasks(&self, req: ListTasksRequest) -> Result<Vec<String>, EcsError> {
+    /// ListTasks: task ARNs filtered as ECS filters them (desiredStatus RUNNING by default), a
+    /// page at a time, in task id order.
+    pub async fn list_tasks(&self, req: ListTasksRequest) -> Result<Page<String>, EcsError> {
         let name = cluster_name(req.cluster.as_deref())?;
         let given = req
             .desired_status
@@ -351,11 +353,11 @@ impl Controller {
                 .unwrap_or(ci)
                 .to_string()
         });
-        Ok(st
+        let listed = st
             .tasks
-            .values()
-            .filter(|t| t.cluster_arn == cluster_arn)
-            .filter(|t| {
+            .iter()
+            .filter(|(_, t)| t.cluster_arn == cluster_arn)
+            .filter(|(_, t)| {
                 let wants = TaskStatus::parse(&t.desired_status);
                 match desired {
                     // ECS accepts PENDING but no task is ever desired PENDING: nothing.
@@ -363,19 +365,19 @@ impl Controller {
                     d => wants == Ok(d),
                 }
             })
-            .filter(|t| {
+            .filter(|(_, t)| {
                 req.family.as_deref().is_none_or(|f| {
                     arn::resource("task-definition", &t.task_definition_arn)
                         .and_then(|r| r.rsplit_once(':'))
                         .is_some_and(|(fam, _)| fam == f)
                 })
             })
-            .filter(|t| {
+            .filter(|(_, t)| {
                 req.started_by
                     .as_deref()
                     .is_none_or(|s| t.started_by.as_deref() == Some(s))
             })
-            .filter(|t| {
+            .filter(|(_, t)| {
                 instance.as_deref().is_none_or(|i| {
                     t.container_instance_arn
                         .as_deref()
@@ -383,13 +385,13 @@ impl Controller {
                         == Some(i)
                 })
             })
-            .filter(|t| {
+            .filter(|(_, t)| {
                 req.launch_type
                     .as_deref()
                     .is_none_or(|l| t.launch_type == l)
             })
-            .map(|t| t.task_arn.clone())
-            .collect())
+            .map(|(id, t)| (id.clone(), t.task_arn.clone()));
+        paginate(listed, false, req.next_token.as_deref(), req.max_results)
     }
 
     /// DescribeTasks: found tasks, and a MISSING failure for each unknown one.

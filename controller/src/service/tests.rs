@@ -105,6 +105,7 @@ async fn validation_names_the_field() {
         .list_task_definitions(Default::default())
         .await
         .unwrap()
+        .items
         .is_empty());
 }
 
@@ -396,12 +397,14 @@ async fn filters_overrides_and_reservations_follow_ecs() {
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert!(pending.is_empty(), "{pending:?}");
     assert_eq!(
         c.list_tasks(ListTasksRequest::default())
             .await
             .unwrap()
+            .items
             .len(),
         2
     );
@@ -412,7 +415,8 @@ async fn filters_overrides_and_reservations_follow_ecs() {
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(tds.len(), 1, "{tds:?}");
     assert!(tds[0].ends_with("task-definition/web:1"));
 }
@@ -433,6 +437,165 @@ async fn reserved_tag_keys_are_refused() {
         .await
         .unwrap_err();
     assert!(e.to_string().starts_with("tags[0].key"), "{e}");
-    let listed = c.list_clusters().await;
+    let listed = c.list_clusters(Default::default()).await.unwrap().items;
     assert!(listed.is_empty(), "{listed:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 6: pagination, retention, tags, families, DeleteTaskDefinitions, cluster updates and
+// RunTask's clientToken.
+// ---------------------------------------------------------------------------------------------
+
+/// A cluster "default" with one connected instance of `cpu` units and `memory` MiB.
+async fn with_instance_of(c: &Controller, cpu: i32, memory: i32) -> crate::fleet::Attached {
+    c.create_cluster(CreateClusterRequest {
+        cluster_name: "default".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let resource = |name: &str, v: i32| Resource {
+        name: name.into(),
+        r#type: "INTEGER".into(),
+        integer_value: v,
+        ..Default::default()
+    };
+    let ci = c
+        .register_container_instance(RegisterContainerInstanceRequest {
+            cluster: "default".into(),
+            total_resources: vec![resource("CPU", cpu), resource("MEMORY", memory)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let id = berth_proto::arn::short_id("container-instance", &ci.container_instance_arn)
+        .unwrap()
+        .to_string();
+    let session = c.fleet().attach(&id);
+    c.fleet().desired_acked(&session, 1);
+    session
+}
+
+/// Follows nextToken from the first page to the last, `size` items a page.
+async fn all_pages<F, Fut>(size: i32, mut list: F) -> Vec<String>
+where
+    F: FnMut(Option<String>, Option<i32>) -> Fut,
+    Fut: std::future::Future<Output = Result<pagination::Page<String>, EcsError>>,
+{
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let page = list(token, Some(size)).await.unwrap();
+        assert!(page.items.len() <= size as usize);
+        out.extend(page.items);
+        match page.next_token {
+            Some(t) => token = Some(t),
+            None => return out,
+        }
+    }
+}
+
+/// Issue 6: 250 task definitions and 250 tasks, listed 7 a page, each exactly once and in the
+/// list's order (ascending and descending); bad sizes and tokens are refused by name.
+#[tokio::test]
+async fn lists_page_through_250_task_definitions_and_250_tasks_once_each() {
+    let c = controller();
+    let _session = with_instance_of(&c, 1 << 20, 1 << 20).await;
+    // Families that are prefixes of each other, and revisions past 9, so a key that sorted
+    // otherwise than the list would skip or repeat.
+    let mut registered = Vec::new();
+    for (family, n) in [("web", 12), ("web-app", 120), ("web_x", 118)] {
+        for _ in 0..n {
+            let r = c
+                .register_task_definition(td(&format!(
+                    r#"{{"family":"{family}","containerDefinitions":[{{"name":"a","image":"x","memory":8}}]}}"#
+                )))
+                .await
+                .unwrap();
+            registered.push(r.task_definition.unwrap().task_definition_arn);
+        }
+    }
+    let asc = all_pages(7, |next_token, max_results| {
+        c.list_task_definitions(ListTaskDefinitionsRequest {
+            next_token,
+            max_results,
+            ..Default::default()
+        })
+    })
+    .await;
+    assert_eq!(asc, registered);
+    let desc = all_pages(7, |next_token, max_results| {
+        c.list_task_definitions(ListTaskDefinitionsRequest {
+            sort: Some("DESC".into()),
+            next_token,
+            max_results,
+            ..Default::default()
+        })
+    })
+    .await;
+    assert_eq!(desc, registered.iter().rev().cloned().collect::<Vec<_>>());
+
+    let mut started = Vec::new();
+    for _ in 0..25 {
+        let r = c
+            .run_task(RunTaskRequest {
+                task_definition: "web".into(),
+                count: Some(10),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(r.failures.is_empty(), "{:?}", r.failures);
+        started.extend(r.tasks.into_iter().map(|t| t.task_arn));
+    }
+    let mut listed = all_pages(7, |next_token, max_results| {
+        c.list_tasks(ListTasksRequest {
+            next_token,
+            max_results,
+            ..Default::default()
+        })
+    })
+    .await;
+    assert_eq!(listed.len(), 250);
+    listed.sort();
+    started.sort();
+    assert_eq!(listed, started);
+
+    let clusters = all_pages(1, |next_token, max_results| {
+        c.list_clusters(ListClustersRequest {
+            next_token,
+            max_results,
+        })
+    })
+    .await;
+    assert_eq!(clusters, [berth_proto::arn::cluster("default")]);
+
+    for n in [0, 101, -1] {
+        let e = c
+            .list_tasks(ListTasksRequest {
+                max_results: Some(n),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.exception_name(), "InvalidParameterException");
+        assert!(e.to_string().starts_with("maxResults"), "{e}");
+        let e = c
+            .list_task_definitions(ListTaskDefinitionsRequest {
+                max_results: Some(n),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(e.to_string().starts_with("maxResults"), "{e}");
+    }
+    let e = c
+        .list_clusters(ListClustersRequest {
+            next_token: Some("not-a-token".into()),
+            max_results: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.exception_name(), "InvalidParameterException");
+    assert!(e.to_string().starts_with("nextToken"), "{e}");
 }
