@@ -8,6 +8,7 @@ mod agent_link;
 mod clusters;
 mod instances;
 pub mod pagination;
+mod tags;
 mod task_definitions;
 mod tasks;
 pub mod validation;

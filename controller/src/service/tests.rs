@@ -599,3 +599,467 @@ async fn lists_page_through_250_task_definitions_and_250_tasks_once_each() {
     assert_eq!(e.exception_name(), "InvalidParameterException");
     assert!(e.to_string().starts_with("nextToken"), "{e}");
 }
+
+fn tag(key: &str, value: &str) -> Tag {
+    Tag {
+        key: key.into(),
+        value: value.into(),
+    }
+}
+
+/// Issue 6: TagResource, UntagResource and ListTagsForResource on clusters, task definitions,
+/// tasks and container instances: stored with the object, shown by describe with include TAGS,
+/// validated as ECS does, and unknown ARNs answered with ECS's exceptions.
+#[tokio::test]
+async fn tags_on_every_resource_kind_are_stored_listed_and_validated() {
+    let c = controller();
+    let _session = with_instance(&c).await;
+    c.register_task_definition(td(
+        r#"{"family":"web","containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#,
+    ))
+    .await
+    .unwrap();
+    let task = c
+        .run_task(RunTaskRequest {
+            task_definition: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .tasks
+        .remove(0);
+    let instance = task.container_instance_arn.clone().unwrap();
+    let arns = [
+        berth_proto::arn::cluster("default"),
+        berth_proto::arn::task_definition("web", 1),
+        task.task_arn.clone(),
+        instance.clone(),
+    ];
+    for arn in &arns {
+        c.tag_resource(TagResourceRequest {
+            resource_arn: arn.clone(),
+            tags: vec![tag("team", "a"), tag("env", "dev")],
+        })
+        .await
+        .unwrap();
+        // A known key takes the new value; the others stay.
+        c.tag_resource(TagResourceRequest {
+            resource_arn: arn.clone(),
+            tags: vec![tag("team", "b")],
+        })
+        .await
+        .unwrap();
+        c.untag_resource(UntagResourceRequest {
+            resource_arn: arn.clone(),
+            tag_keys: vec!["env".into(), "absent".into()],
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            c.list_tags_for_resource(arn).await.unwrap(),
+            [tag("team", "b")],
+            "{arn}"
+        );
+    }
+    // Describe shows them with include TAGS only.
+    let tags = || vec!["TAGS".to_string()];
+    let d = c
+        .describe_clusters(DescribeClustersRequest {
+            include: tags(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(d.clusters[0].tags, [tag("team", "b")]);
+    let d = c.describe_clusters(Default::default()).await.unwrap();
+    assert!(d.clusters[0].tags.is_empty());
+    let d = c
+        .describe_tasks(DescribeTasksRequest {
+            tasks: vec![task.task_arn.clone()],
+            include: tags(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(d.tasks[0].tags, [tag("team", "b")]);
+    let d = c
+        .describe_container_instances(DescribeContainerInstancesRequest {
+            container_instances: vec![instance.clone()],
+            include: tags(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(d.container_instances[0].tags, [tag("team", "b")]);
+    let d = c
+        .describe_container_instances(DescribeContainerInstancesRequest {
+            container_instances: vec![instance.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(d.container_instances[0].tags.is_empty());
+    assert_eq!(
+        c.describe_task_definition("web:1").await.unwrap().tags,
+        [tag("team", "b")]
+    );
+
+    // Validation, with nothing changed.
+    let cluster = &arns[0];
+    let bad = [
+        vec![tag("aws:owner", "x")],
+        vec![tag("", "x")],
+        vec![tag(&"k".repeat(129), "x")],
+        vec![tag("k", &"v".repeat(257))],
+        vec![tag("k", "1"), tag("k", "2")],
+        (0..50).map(|i| tag(&format!("k{i}"), "")).collect(),
+    ];
+    for tags in bad {
+        let e = c
+            .tag_resource(TagResourceRequest {
+                resource_arn: cluster.clone(),
+                tags,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.exception_name(), "InvalidParameterException", "{e}");
+        assert!(e.to_string().starts_with("tags"), "{e}");
+    }
+    let e = c
+        .untag_resource(UntagResourceRequest {
+            resource_arn: cluster.clone(),
+            tag_keys: vec!["AWS:x".into()],
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().starts_with("tagKeys[0]"), "{e}");
+    assert_eq!(
+        c.list_tags_for_resource(cluster).await.unwrap(),
+        [tag("team", "b")]
+    );
+
+    // Unknown resources.
+    let unknown_cluster = [
+        berth_proto::arn::cluster("ghost"),
+        berth_proto::arn::task("ghost", "0123"),
+    ];
+    for arn in unknown_cluster {
+        let e = c.list_tags_for_resource(&arn).await.unwrap_err();
+        assert_eq!(e.exception_name(), "ClusterNotFoundException", "{arn}");
+    }
+    for arn in [
+        berth_proto::arn::task("default", "0123"),
+        berth_proto::arn::task_definition("web", 9),
+        berth_proto::arn::container_instance("default", "0123"),
+    ] {
+        let e = c.list_tags_for_resource(&arn).await.unwrap_err();
+        assert_eq!(e.exception_name(), "InvalidParameterException", "{arn}");
+        assert_eq!(e.to_string(), "The specified resource is not found.");
+    }
+    for arn in ["default", "arn:aws:ecs:r:a:bucket/x"] {
+        let e = c.list_tags_for_resource(arn).await.unwrap_err();
+        assert!(e.to_string().contains("The ARN provided is invalid"), "{e}");
+    }
+}
+
+/// Issue 6: ListTaskDefinitionFamilies (a prefix, ACTIVE/INACTIVE/ALL over families) and
+/// DeleteTaskDefinitions (INACTIVE revisions only, DELETE_IN_PROGRESS while a task uses them,
+/// then gone; the family's numbering goes on).
+#[tokio::test]
+async fn families_list_by_prefix_and_deleted_revisions_go_once_unused() {
+    let c = controller();
+    let _session = with_instance(&c).await;
+    for family in ["web", "web", "web-app", "worker"] {
+        c.register_task_definition(td(&format!(
+            r#"{{"family":"{family}","containerDefinitions":[{{"name":"a","image":"x","memory":64}}]}}"#
+        )))
+        .await
+        .unwrap();
+    }
+    c.deregister_task_definition("worker:1").await.unwrap();
+    let families = |prefix: Option<&str>, status: Option<&str>| {
+        let req = ListTaskDefinitionFamiliesRequest {
+            family_prefix: prefix.map(String::from),
+            status: status.map(String::from),
+            ..Default::default()
+        };
+        let c = &c;
+        async move { c.list_task_definition_families(req).await.unwrap().items }
+    };
+    assert_eq!(families(None, None).await, ["web", "web-app", "worker"]);
+    assert_eq!(families(Some("web"), None).await, ["web", "web-app"]);
+    assert_eq!(families(Some("web-"), None).await, ["web-app"]);
+    assert_eq!(families(None, Some("ACTIVE")).await, ["web", "web-app"]);
+    assert_eq!(families(None, Some("INACTIVE")).await, ["worker"]);
+    let e = c
+        .list_task_definition_families(ListTaskDefinitionFamiliesRequest {
+            status: Some("DELETED".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().starts_with("status"), "{e}");
+    let paged = all_pages(1, |next_token, max_results| {
+        c.list_task_definition_families(ListTaskDefinitionFamiliesRequest {
+            next_token,
+            max_results,
+            ..Default::default()
+        })
+    })
+    .await;
+    assert_eq!(paged, ["web", "web-app", "worker"]);
+
+    // web:1 runs a task, then is deregistered and deleted: DELETE_IN_PROGRESS until the task
+    // is STOPPED. worker:1 is unused: gone at once. web:2 is ACTIVE and web:9 unknown: failures.
+    let run = c
+        .run_task(RunTaskRequest {
+            task_definition: "web:1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let task_arn = run.tasks[0].task_arn.clone();
+    c.deregister_task_definition("web:1").await.unwrap();
+    let r = c
+        .delete_task_definitions(DeleteTaskDefinitionsRequest {
+            task_definitions: vec![
+                "web:1".into(),
+                berth_proto::arn::task_definition("worker", 1),
+                "web:2".into(),
+                "web:9".into(),
+                "web".into(),
+            ],
+        })
+        .await
+        .unwrap();
+    let deleted: Vec<_> = r
+        .task_definitions
+        .iter()
+        .map(|t| (t.family.as_str(), t.revision, t.status.as_str()))
+        .collect();
+    assert_eq!(
+        deleted,
+        [
+            ("web", 1, "DELETE_IN_PROGRESS"),
+            ("worker", 1, "DELETE_IN_PROGRESS")
+        ]
+    );
+    let failed: Vec<_> = r.failures.iter().map(|f| f.arn.as_str()).collect();
+    assert_eq!(
+        failed,
+        [
+            berth_proto::arn::task_definition("web", 2).as_str(),
+            "web:9",
+            "web"
+        ]
+    );
+    assert!(r.failures[0].reason.contains("ACTIVE"), "{:?}", r.failures);
+    // worker is gone: no family, no revision; web:1 is still there while its task runs.
+    assert_eq!(families(None, None).await, ["web", "web-app"]);
+    assert!(c.describe_task_definition("worker:1").await.is_err());
+    let listed = c
+        .list_task_definitions(ListTaskDefinitionsRequest {
+            status: Some("DELETE_IN_PROGRESS".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(listed, [berth_proto::arn::task_definition("web", 1)]);
+    // A DELETE_IN_PROGRESS revision runs no new task.
+    assert!(c
+        .run_task(RunTaskRequest {
+            task_definition: "web:1".into(),
+            ..Default::default()
+        })
+        .await
+        .is_err());
+    // The numbering of a deleted family goes on.
+    let next = c
+        .register_task_definition(td(
+            r#"{"family":"worker","containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(next.task_definition.unwrap().revision, 2);
+
+    // Once its task is STOPPED, web:1 goes.
+    stop_confirmed(&c, &task_arn).await;
+    assert_eq!(c.purge_deleted_task_definitions().await.unwrap(), 1);
+    assert!(c.describe_task_definition("web:1").await.is_err());
+    let all = c
+        .list_task_definitions(ListTaskDefinitionsRequest {
+            status: Some("ALL".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        all,
+        [
+            berth_proto::arn::task_definition("web", 2),
+            berth_proto::arn::task_definition("web-app", 1),
+            berth_proto::arn::task_definition("worker", 2),
+        ]
+    );
+
+    let eleven = DeleteTaskDefinitionsRequest {
+        task_definitions: (1..=11).map(|i| format!("web:{i}")).collect(),
+    };
+    let e = c.delete_task_definitions(eleven).await.unwrap_err();
+    assert_eq!(e.exception_name(), "InvalidParameterException");
+}
+
+/// Reports `task_arn` STOPPED from its instance's agent, as the link would.
+async fn stop_confirmed(c: &Controller, task_arn: &str) {
+    let t = c
+        .describe_tasks(DescribeTasksRequest {
+            tasks: vec![task_arn.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .tasks
+        .remove(0);
+    let session = c
+        .open_session(&AgentHello {
+            container_instance_arn: t.container_instance_arn.clone().unwrap(),
+            protocol_version: berth_proto::link::PROTOCOL_VERSION,
+            state_epoch: "stop-confirmed".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let next_seq = c.state.lock().await.instances[&session.instance_id].last_state_change_seq + 1;
+    c.apply_state_change(
+        &session,
+        TaskStateChange {
+            seq: next_seq,
+            task_arn: task_arn.into(),
+            last_status: "STOPPED".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// Issue 6: UpdateClusterSettings and UpdateCluster store and show containerInsights and the
+/// execute-command configuration; bad values and Service Connect are refused by name.
+#[tokio::test]
+async fn cluster_settings_and_configuration_update_and_show() {
+    let c = controller();
+    c.create_cluster(CreateClusterRequest {
+        cluster_name: "prod".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let insights = |v: &str| ClusterSetting {
+        name: "containerInsights".into(),
+        value: v.into(),
+    };
+    let u = c
+        .update_cluster_settings(UpdateClusterSettingsRequest {
+            cluster: "prod".into(),
+            settings: vec![insights("enhanced")],
+        })
+        .await
+        .unwrap();
+    assert_eq!(u.settings, [insights("enhanced")]);
+    let exec = ClusterConfiguration {
+        execute_command_configuration: Some(ExecuteCommandConfiguration {
+            logging: Some("OVERRIDE".into()),
+            log_configuration: Some(ExecuteCommandLogConfiguration {
+                s3_bucket_name: Some("logs".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let u = c
+        .update_cluster(UpdateClusterRequest {
+            cluster: berth_proto::arn::cluster("prod"),
+            configuration: Some(exec.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(u.configuration.as_ref(), Some(&exec));
+    let d = c
+        .describe_clusters(DescribeClustersRequest {
+            clusters: vec!["prod".into()],
+            include: vec!["CONFIGURATIONS".into(), "SETTINGS".into()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(d.clusters[0].configuration.as_ref(), Some(&exec));
+    assert_eq!(d.clusters[0].settings, [insights("enhanced")]);
+    let d = c
+        .describe_clusters(DescribeClustersRequest {
+            clusters: vec!["prod".into()],
+            include: vec![],
+        })
+        .await
+        .unwrap();
+    assert!(d.clusters[0].configuration.is_none());
+
+    let refused = [
+        (
+            UpdateClusterRequest {
+                cluster: "prod".into(),
+                settings: vec![insights("on")],
+                ..Default::default()
+            },
+            "settings[0].value",
+        ),
+        (
+            UpdateClusterRequest {
+                cluster: "prod".into(),
+                configuration: Some(ClusterConfiguration {
+                    execute_command_configuration: Some(ExecuteCommandConfiguration {
+                        logging: Some("OVERRIDE".into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            "configuration.executeCommandConfiguration.logConfiguration",
+        ),
+        (
+            UpdateClusterRequest {
+                cluster: "prod".into(),
+                service_connect_defaults: Some(ClusterServiceConnectDefaultsRequest {
+                    namespace: "ns".into(),
+                }),
+                ..Default::default()
+            },
+            "serviceConnectDefaults",
+        ),
+    ];
+    for (req, field) in refused {
+        let e = c.update_cluster(req).await.unwrap_err();
+        assert_eq!(e.exception_name(), "InvalidParameterException");
+        assert!(e.to_string().starts_with(field), "{e}");
+    }
+    let e = c
+        .update_cluster_settings(UpdateClusterSettingsRequest {
+            cluster: "ghost".into(),
+            settings: vec![insights("enabled")],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.exception_name(), "ClusterNotFoundException");
+    // Nothing changed.
+    let d = c
+        .describe_clusters(DescribeClustersRequest {
+            clusters: vec!["prod".into()],
+            include: vec!["SETTINGS".into()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(d.clusters[0].settings, [insights("enhanced")]);
+}
