@@ -25,12 +25,26 @@ impl State {
             .ok_or(EcsError::ClusterNotFound)
     }
 
+    /// The cluster's tasks not yet STOPPED, from the per-instance index of such tasks.
+    pub(crate) fn active_in_cluster<'a>(
+        &'a self,
+        cluster_arn: &'a str,
+    ) -> impl Iterator<Item = &'a Task> + 'a {
+        self.active
+            .values()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id))
+            .filter(move |t| t.cluster_arn == cluster_arn)
+    }
+
     /// The cluster with its counts filled in from tasks and instances.
     fn cluster_view(&self, c: &Cluster, include: &[String]) -> Cluster {
         let mut v = c.clone();
         let arn = &c.cluster_arn;
         let (mut running, mut pending) = (0, 0);
-        for t in self.tasks.values().filter(|t| &t.cluster_arn == arn) {
+        // Tasks not yet STOPPED, from the per-instance index: a cluster's view costs what runs,
+        // not every task still retained.
+        for t in self.active_in_cluster(arn) {
             let desired = TaskStatus::parse(&t.desired_status);
             match TaskStatus::parse(&t.last_status) {
                 Ok(TaskStatus::Running) => running += 1,
@@ -240,10 +254,7 @@ impl Controller {
         }) {
             return Err(EcsError::ClusterContainsContainerInstances);
         }
-        if st.tasks.values().any(|t| {
-            t.cluster_arn == c.cluster_arn
-                && TaskStatus::parse(&t.last_status) != Ok(TaskStatus::Stopped)
-        }) {
+        if st.active_in_cluster(&c.cluster_arn).next().is_some() {
             return Err(EcsError::ClusterContainsTasks);
         }
         let mut deleted = c;

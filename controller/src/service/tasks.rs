@@ -137,6 +137,9 @@ impl Controller {
         super::clusters::validate_tags(&req.tags)?;
         let overrides = req.overrides.clone().unwrap_or_default();
         let mut st = self.state.lock().await;
+        if let Some(first) = st.replay_run_task(&req)? {
+            return Ok(first);
+        }
         let cluster_arn = st.active_cluster(&name)?.cluster_arn.clone();
         let td = st
             .find_task_definition(&req.task_definition)?
@@ -271,7 +274,19 @@ impl Controller {
             writes.push(put(format!("{TASK_PREFIX}{id}"), &task));
             placed.push((id, instance_id, task));
         }
+        let token = State::run_token_record(
+            &req,
+            &out,
+            placed.iter().map(|(_, _, t)| t.task_arn.clone()),
+        )
+        .map(|(write, record)| {
+            writes.push(write);
+            record
+        });
         self.commit(writes)?;
+        if let Some(record) = token {
+            st.remember_run_token(record);
+        }
         for (id, instance_id, task) in placed {
             st.put_task(id, task.clone());
             self.fleet.notify(&instance_id);

@@ -1063,3 +1063,243 @@ async fn cluster_settings_and_configuration_update_and_show() {
         .unwrap();
     assert_eq!(d.clusters[0].settings, [insights("enhanced")]);
 }
+
+/// Issue 6: a retried RunTask with the same clientToken and request answers the first call's
+/// tasks and starts nothing; the same token with another request is ECS's ConflictException;
+/// the token survives a controller restart; malformed tokens are refused.
+#[tokio::test]
+async fn run_task_client_tokens_make_retries_idempotent_across_restarts() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let c = Controller::load(store.clone(), Arc::new(Fleet::default())).unwrap();
+    let _session = with_instance(&c).await;
+    c.register_task_definition(td(
+        r#"{"family":"web","containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#,
+    ))
+    .await
+    .unwrap();
+    let req = RunTaskRequest {
+        task_definition: "web".into(),
+        count: Some(2),
+        client_token: Some("3f1c-token".into()),
+        ..Default::default()
+    };
+    let first = c.run_task(req.clone()).await.unwrap();
+    let arns = |r: &RunTaskResponse| -> Vec<String> {
+        r.tasks.iter().map(|t| t.task_arn.clone()).collect()
+    };
+    assert_eq!(first.tasks.len(), 2);
+    let again = c.run_task(req.clone()).await.unwrap();
+    assert_eq!(arns(&again), arns(&first));
+    let running = || async { c.list_tasks(Default::default()).await.unwrap().items.len() };
+    assert_eq!(running().await, 2);
+    let e = c
+        .run_task(RunTaskRequest {
+            count: Some(1),
+            ..req.clone()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.exception_name(), "ConflictException");
+    assert!(e.to_string().contains(&first.tasks[0].task_arn), "{e}");
+    assert_eq!(running().await, 2);
+    // Without a token, or with another, a RunTask starts tasks.
+    let other = c
+        .run_task(RunTaskRequest {
+            client_token: Some("another".into()),
+            ..req.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(other.tasks.len(), 2);
+    for bad in ["", "has space", &"x".repeat(65), "é"] {
+        let e = c
+            .run_task(RunTaskRequest {
+                client_token: Some(bad.to_string()),
+                ..req.clone()
+            })
+            .await
+            .unwrap_err();
+        assert!(e.to_string().starts_with("clientToken"), "{bad:?}: {e}");
+    }
+    assert_eq!(running().await, 4);
+
+    // The controller restarts on the same store: the token still answers the first tasks.
+    drop(_session);
+    let c = Controller::load(store, Arc::new(Fleet::default())).unwrap();
+    let replayed = c.run_task(req).await.unwrap();
+    assert_eq!(arns(&replayed), arns(&first));
+    assert_eq!(
+        c.list_tasks(Default::default()).await.unwrap().items.len(),
+        4
+    );
+}
+
+fn seconds(t: &Option<berth_proto::Timestamp>) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(t.unwrap().seconds as u64)
+}
+
+use std::time::{Duration, SystemTime};
+
+/// Issue 6: a task whose STOPPED its agent confirmed stays visible for the retention, then
+/// leaves the store with its clientToken; a stop not yet confirmed by the agent keeps its
+/// record (the tombstone), however old; cluster and instance counts come from what runs.
+#[tokio::test]
+async fn stopped_tasks_leave_after_the_retention_and_unconfirmed_stops_stay() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let c = Controller::load(store.clone(), Arc::new(Fleet::default())).unwrap();
+    let _session = with_instance(&c).await;
+    c.register_task_definition(td(
+        r#"{"family":"web","containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#,
+    ))
+    .await
+    .unwrap();
+    let run = |token: &str| RunTaskRequest {
+        task_definition: "web".into(),
+        client_token: Some(token.into()),
+        ..Default::default()
+    };
+    let confirmed = c.run_task(run("a")).await.unwrap().tasks.remove(0);
+    let unconfirmed = c.run_task(run("b")).await.unwrap().tasks.remove(0);
+    let running = c.run_task(run("c")).await.unwrap().tasks.remove(0);
+    stop_confirmed(&c, &confirmed.task_arn).await;
+    c.stop_task(StopTaskRequest {
+        task: unconfirmed.task_arn.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let stopped_at = c
+        .describe_tasks(DescribeTasksRequest {
+            tasks: vec![confirmed.task_arn.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .tasks[0]
+        .stopped_at;
+    let t0 = seconds(&stopped_at);
+    let hour = DEFAULT_STOPPED_TASK_RETENTION;
+    let listed_stopped = || async {
+        c.list_tasks(ListTasksRequest {
+            desired_status: Some("STOPPED".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items
+    };
+    // Within the hour: still listed and described.
+    let p = c
+        .purge_stopped(t0 + hour - Duration::from_secs(1), hour)
+        .await
+        .unwrap();
+    assert_eq!(p, Purged::default());
+    assert_eq!(listed_stopped().await.len(), 2);
+    // Past it: the confirmed stop goes, with its token; the unconfirmed one and the running
+    // task stay, however long after.
+    let p = c.purge_stopped(t0 + hour * 100, hour).await.unwrap();
+    assert_eq!((p.tasks, p.client_tokens), (1, 1), "{p:?}");
+    assert_eq!(listed_stopped().await, vec![unconfirmed.task_arn.clone()]);
+    let d = c
+        .describe_tasks(DescribeTasksRequest {
+            tasks: vec![confirmed.task_arn.clone(), running.task_arn.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(d.failures.len(), 1);
+    assert_eq!(d.failures[0].arn, confirmed.task_arn);
+    assert_eq!(d.tasks[0].task_arn, running.task_arn);
+    // Gone from the store too: a restart does not bring it back; the other tokens stay.
+    let c2 = Controller::load(store, Arc::new(Fleet::default())).unwrap();
+    assert!(c2.state.lock().await.tasks.len() == 2);
+    assert_eq!(
+        c2.state
+            .lock()
+            .await
+            .run_tokens
+            .keys()
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from([&"b".to_string(), &"c".to_string()])
+    );
+
+    // Counts: the cluster and the instance count what is not yet STOPPED.
+    let cluster = c
+        .describe_clusters(Default::default())
+        .await
+        .unwrap()
+        .clusters
+        .remove(0);
+    // The task being stopped is neither running nor pending; the other one is pending.
+    assert_eq!(
+        (cluster.running_tasks_count, cluster.pending_tasks_count),
+        (0, 1)
+    );
+    let ci = c
+        .describe_container_instances(DescribeContainerInstancesRequest {
+            container_instances: vec![running.container_instance_arn.clone().unwrap()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .container_instances
+        .remove(0);
+    assert_eq!((ci.running_tasks_count, ci.pending_tasks_count), (0, 2));
+    // Deleting the cluster is refused while they remain.
+    assert_eq!(
+        c.delete_cluster("default")
+            .await
+            .unwrap_err()
+            .exception_name(),
+        "ClusterContainsContainerInstancesException"
+    );
+}
+
+/// Issue 6: the retention sweep runs by itself on a tokio interval (paused time drives it and
+/// the injected clock; nothing waits in real time).
+#[tokio::test(start_paused = true)]
+async fn the_retention_sweep_removes_stopped_tasks_on_its_own() {
+    let c = Arc::new(controller());
+    let _session = with_instance(&c).await;
+    c.register_task_definition(td(
+        r#"{"family":"web","containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#,
+    ))
+    .await
+    .unwrap();
+    let task = c
+        .run_task(RunTaskRequest {
+            task_definition: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .tasks
+        .remove(0);
+    stop_confirmed(&c, &task.task_arn).await;
+    let described = || async {
+        c.describe_tasks(DescribeTasksRequest {
+            tasks: vec![task.task_arn.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .tasks
+        .len()
+    };
+    let start = (SystemTime::now(), tokio::time::Instant::now());
+    let clock = move || start.0 + start.1.elapsed();
+    let retention = Duration::from_secs(600);
+    let sweeps = c.spawn_retention(retention, clock);
+    // Sweeps every minute: still there just before the retention ends...
+    tokio::time::sleep(retention - Duration::from_secs(61)).await;
+    assert_eq!(described().await, 1);
+    // ...gone within a sweep interval after it.
+    let deadline = tokio::time::Instant::now() + retention;
+    while described().await == 1 {
+        assert!(tokio::time::Instant::now() < deadline, "never swept");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(start.1.elapsed() >= retention);
+    assert!(start.1.elapsed() <= retention + Duration::from_secs(62));
+    sweeps.abort();
+}
