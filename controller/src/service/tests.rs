@@ -913,6 +913,11 @@ async fn families_list_by_prefix_and_deleted_revisions_go_once_unused() {
 
 /// Reports `task_arn` STOPPED from its instance's agent, as the link would.
 async fn stop_confirmed(c: &Controller, task_arn: &str) {
+    agent_reports(c, task_arn, "STOPPED").await
+}
+
+/// Reports `task_arn` in `status` from its instance's agent, as the link would.
+async fn agent_reports(c: &Controller, task_arn: &str, status: &str) {
     let t = c
         .describe_tasks(DescribeTasksRequest {
             tasks: vec![task_arn.into()],
@@ -937,7 +942,7 @@ async fn stop_confirmed(c: &Controller, task_arn: &str) {
         TaskStateChange {
             seq: next_seq,
             task_arn: task_arn.into(),
-            last_status: "STOPPED".into(),
+            last_status: status.into(),
             ..Default::default()
         },
     )
@@ -1210,6 +1215,16 @@ async fn stopped_tasks_leave_after_the_retention_and_unconfirmed_stops_stay() {
     assert_eq!(d.failures.len(), 1);
     assert_eq!(d.failures[0].arn, confirmed.task_arn);
     assert_eq!(d.tasks[0].task_arn, running.task_arn);
+    // Recorded STOPPED but reported running again: its stop is being confirmed to the agent,
+    // so its record stays past the retention until the agent reports it stopped.
+    let stale = c.run_task(run("d")).await.unwrap().tasks.remove(0);
+    stop_confirmed(&c, &stale.task_arn).await;
+    agent_reports(&c, &stale.task_arn, "RUNNING").await;
+    let p = c.purge_stopped(t0 + hour * 100, hour).await.unwrap();
+    assert_eq!(p.tasks, 0, "{p:?}");
+    agent_reports(&c, &stale.task_arn, "STOPPED").await;
+    let p = c.purge_stopped(t0 + hour * 100, hour).await.unwrap();
+    assert_eq!((p.tasks, p.client_tokens), (1, 1), "{p:?}");
     // Gone from the store too: a restart does not bring it back; the other tokens stay.
     let c2 = Controller::load(store, Arc::new(Fleet::default())).unwrap();
     assert!(c2.state.lock().await.tasks.len() == 2);
