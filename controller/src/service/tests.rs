@@ -561,6 +561,14 @@ async fn lists_page_through_250_task_definitions_and_250_tasks_once_each() {
     started.sort();
     assert_eq!(listed, started);
 
+    for name in ["zeta", "alpha", "mid"] {
+        c.create_cluster(CreateClusterRequest {
+            cluster_name: name.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
     let clusters = all_pages(1, |next_token, max_results| {
         c.list_clusters(ListClustersRequest {
             next_token,
@@ -568,7 +576,8 @@ async fn lists_page_through_250_task_definitions_and_250_tasks_once_each() {
         })
     })
     .await;
-    assert_eq!(clusters, [berth_proto::arn::cluster("default")]);
+    let names = ["alpha", "default", "mid", "zeta"];
+    assert_eq!(clusters, names.map(berth_proto::arn::cluster));
 
     for n in [0, 101, -1] {
         let e = c
@@ -903,6 +912,37 @@ async fn families_list_by_prefix_and_deleted_revisions_go_once_unused() {
             berth_proto::arn::task_definition("worker", 2),
         ]
     );
+
+    // A family whose every revision is deleted is listed nowhere, and numbers on.
+    c.deregister_task_definition("web-app:1").await.unwrap();
+    c.delete_task_definitions(DeleteTaskDefinitionsRequest {
+        task_definitions: vec!["web-app:1".into()],
+    })
+    .await
+    .unwrap();
+    assert_eq!(families(None, None).await, ["web", "worker"]);
+    let all = c
+        .list_task_definitions(ListTaskDefinitionsRequest {
+            status: Some("ALL".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items;
+    assert!(!all.iter().any(|a| a.contains("web-app")), "{all:?}");
+    assert!(c.describe_task_definition("web-app:1").await.is_err());
+    let tags = c
+        .list_tags_for_resource(&berth_proto::arn::task_definition("web-app", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(tags.exception_name(), "InvalidParameterException");
+    let next = c
+        .register_task_definition(td(
+            r#"{"family":"web-app","containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(next.task_definition.unwrap().revision, 2);
 
     let eleven = DeleteTaskDefinitionsRequest {
         task_definitions: (1..=11).map(|i| format!("web:{i}")).collect(),
