@@ -33,6 +33,14 @@ pub enum EcsError {
     /// agent stops for good.
     #[error("container instance {0} was deregistered (INACTIVE)")]
     InactiveInstance(String),
+    /// ConflictException: a RunTask clientToken already answered a different request.
+    #[error("The clientToken {token} is already in use with a different RunTask request; its tasks: {}", task_arns.join(", "))]
+    Conflict {
+        /// The token.
+        token: String,
+        /// The tasks the token's first request started (ECS's resourceIds).
+        task_arns: Vec<String>,
+    },
     /// ServerException: the store failed; nothing was changed.
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
@@ -53,6 +61,7 @@ impl EcsError {
             EcsError::TargetNotFound(_) => "TargetNotFoundException",
             EcsError::AttributeLimitExceeded(_) => "AttributeLimitExceededException",
             EcsError::InactiveInstance(_) => "ClientException",
+            EcsError::Conflict { .. } => "ConflictException",
             EcsError::Store(_) => "ServerException",
         }
     }
@@ -85,6 +94,7 @@ impl From<EcsError> for tonic::Status {
             EcsError::ClusterContainsContainerInstances | EcsError::ClusterContainsTasks => {
                 tonic::Code::FailedPrecondition
             }
+            EcsError::Conflict { .. } => tonic::Code::AlreadyExists,
             EcsError::Store(_) => tonic::Code::Internal,
         };
         let mut status = tonic::Status::new(code, e.to_string());

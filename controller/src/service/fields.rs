@@ -159,7 +159,7 @@ pub const FIELDS: &[Field] = &[
     f(Run, "tags", Recorded, "shown on the task"),
     f(Run, "placementConstraints", Applied, "distinctInstance and memberOf"),
     f(Run, "placementStrategy", Applied, "binpack, spread, random, in order"),
-    f(Run, "clientToken", Coming(6), "idempotency is being built in #6"),
+    f(Run, "clientToken", Applied, "a retried RunTask with the same token answers the first call's tasks"),
     f(Run, "capacityProviderStrategy", Unsupported, "capacity providers"),
     f(Run, "enableECSManagedTags", Unsupported, "ECS-managed tags"),
     f(Run, "enableExecuteCommand", Coming(9), "ExecuteCommand; shown on the task"),

@@ -595,6 +595,7 @@ async fn run_task_honours_constraints_strategies_and_the_runtime_platform() {
         .list_tasks(ListTasksRequest::default())
         .await
         .unwrap()
+        .items
         .len();
     for (req, want) in [
         (
@@ -638,6 +639,7 @@ async fn run_task_honours_constraints_strategies_and_the_runtime_platform() {
         c.list_tasks(ListTasksRequest::default())
             .await
             .unwrap()
+            .items
             .len(),
         before
     );
@@ -700,6 +702,7 @@ async fn start_task_places_on_the_named_instances_or_says_why_not() {
         })
         .await
         .unwrap()
+        .items
         .len(),
         2
     );

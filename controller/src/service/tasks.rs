@@ -1,6 +1,7 @@
 //! RunTask, StopTask, ListTasks, DescribeTasks. The agent link's half (desired tasks, state
 //! changes, adoption) is in `agent_link.rs`.
 
+use super::pagination::{paginate, Page};
 use super::validation::{
     parse_task_cpu, parse_task_memory, task_cpu_value, task_memory_value, task_needs,
 };
@@ -305,6 +306,9 @@ impl Controller {
             )));
         }
         let mut st = self.state.lock().await;
+        if let Some(first) = st.replay_run_task(&req)? {
+            return Ok(first);
+        }
         let launch = st.launch(LaunchRequest {
             cluster: req.cluster.as_deref(),
             task_definition: &req.task_definition,
@@ -320,7 +324,7 @@ impl Controller {
             platform_version: req.platform_version.clone(),
         })?;
         let (placed, failures) = self.place_tasks(&st, &launch, count)?;
-        let tasks = self.create_tasks(&mut st, &launch, placed)?;
+        let tasks = self.create_tasks(&mut st, &launch, placed, Some((&req, &failures)))?;
         Ok(RunTaskResponse { tasks, failures })
     }
 
@@ -377,6 +381,7 @@ impl Controller {
         st: &mut State,
         launch: &Launch,
         placements: Vec<String>,
+        run_token: Option<(&RunTaskRequest, &[Failure])>,
     ) -> Result<Vec<Task>, EcsError> {
         let name = &launch.cluster;
         let mut writes = Vec::new();
@@ -438,8 +443,27 @@ impl Controller {
             writes.push(put(format!("{TASK_PREFIX}{id}"), &task));
             placed.push((id, instance_id, task));
         }
+        let token = run_token
+            .and_then(|(req, failures)| {
+                let answered = RunTaskResponse {
+                    tasks: Vec::new(),
+                    failures: failures.to_vec(),
+                };
+                State::run_token_record(
+                    req,
+                    &answered,
+                    placed.iter().map(|(_, _, t)| t.task_arn.clone()),
+                )
+            })
+            .map(|(write, record)| {
+                writes.push(write);
+                record
+            });
         self.commit(writes)?;
         let mut out = Vec::new();
+        if let Some(record) = token {
+            st.remember_run_token(record);
+        }
         for (id, instance_id, task) in placed {
             st.put_task(id, task.clone());
             self.fleet.notify(&instance_id);
@@ -533,7 +557,7 @@ impl Controller {
                 Err(refusals) => failures.extend(refusals.into_iter().map(failure)),
             }
         }
-        let tasks = self.create_tasks(&mut st, &launch, placed)?;
+        let tasks = self.create_tasks(&mut st, &launch, placed, None)?;
         Ok(StartTaskResponse { tasks, failures })
     }
 
@@ -576,8 +600,9 @@ impl Controller {
         Ok(task)
     }
 
-    /// ListTasks: task ARNs filtered as ECS filters them (desiredStatus RUNNING by default).
-    pub async fn list_tasks(&self, req: ListTasksRequest) -> Result<Vec<String>, EcsError> {
+    /// ListTasks: task ARNs filtered as ECS filters them (desiredStatus RUNNING by default), a
+    /// page at a time, in task id order.
+    pub async fn list_tasks(&self, req: ListTasksRequest) -> Result<Page<String>, EcsError> {
         let name = cluster_name(req.cluster.as_deref())?;
         let given = req
             .desired_status
@@ -609,11 +634,11 @@ impl Controller {
                 .unwrap_or(ci)
                 .to_string()
         });
-        Ok(st
+        let listed = st
             .tasks
-            .values()
-            .filter(|t| t.cluster_arn == cluster_arn)
-            .filter(|t| {
+            .iter()
+            .filter(|(_, t)| t.cluster_arn == cluster_arn)
+            .filter(|(_, t)| {
                 let wants = TaskStatus::parse(&t.desired_status);
                 match desired {
                     // ECS accepts PENDING but no task is ever desired PENDING: nothing.
@@ -621,19 +646,19 @@ impl Controller {
                     d => wants == Ok(d),
                 }
             })
-            .filter(|t| {
+            .filter(|(_, t)| {
                 req.family.as_deref().is_none_or(|f| {
                     arn::resource("task-definition", &t.task_definition_arn)
                         .and_then(|r| r.rsplit_once(':'))
                         .is_some_and(|(fam, _)| fam == f)
                 })
             })
-            .filter(|t| {
+            .filter(|(_, t)| {
                 req.started_by
                     .as_deref()
                     .is_none_or(|s| t.started_by.as_deref() == Some(s))
             })
-            .filter(|t| {
+            .filter(|(_, t)| {
                 instance.as_deref().is_none_or(|i| {
                     t.container_instance_arn
                         .as_deref()
@@ -641,13 +666,13 @@ impl Controller {
                         == Some(i)
                 })
             })
-            .filter(|t| {
+            .filter(|(_, t)| {
                 req.launch_type
                     .as_deref()
                     .is_none_or(|l| t.launch_type == l)
             })
-            .map(|t| t.task_arn.clone())
-            .collect())
+            .map(|(id, t)| (id.clone(), t.task_arn.clone()));
+        paginate(listed, false, req.next_token.as_deref(), req.max_results)
     }
 
     /// DescribeTasks: found tasks, and a MISSING failure for each unknown one.

@@ -439,7 +439,10 @@ mod registration {
             })
             .await
             .unwrap();
-        assert!(listed.is_empty(), "a refused registration stores nothing");
+        assert!(
+            listed.items.is_empty(),
+            "a refused registration stores nothing"
+        );
 
         let supported = supported_part(full);
         let req: RegisterTaskDefinitionRequest = serde_json::from_value(supported.clone()).unwrap();
