@@ -187,14 +187,16 @@ fn field_args(mut sub: Command, msg: &Msg, hidden: &[&str]) -> Command {
                     .long(flag)
                     .num_args(1..)
                     .action(ArgAction::Append)
-                    .allow_hyphen_values(true)
+                    .allow_negative_numbers(f.kind == Kind::Int || f.kind == Kind::Float)
                     .hide(hide),
             ),
+            // As in the aws CLI (argparse), a value does not start with '-' (but a number may
+            // be negative), so a forgotten value never swallows the next flag.
             _ => sub.arg(
                 Arg::new(id)
                     .long(flag)
                     .action(ArgAction::Set)
-                    .allow_hyphen_values(true)
+                    .allow_negative_numbers(f.kind == Kind::Int || f.kind == Kind::Float)
                     .hide(hide),
             ),
         };

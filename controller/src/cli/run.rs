@@ -377,10 +377,21 @@ pub async fn wait(
     waiter: &'static Waiter,
     request: Value,
 ) -> Result<(), CliError> {
-    let op = table::by_api(waiter.operation)
-        .ok_or_else(|| CliError::Other(format!("no operation {}", waiter.operation)))?;
     let limit = Duration::from_secs(waiter.delay_secs * waiter.max_attempts);
     let attempts = limit.as_millis() / POLL.as_millis().max(1);
+    wait_every(conn, waiter, request, POLL, attempts).await
+}
+
+/// [`wait`], polling every `poll` at most `attempts` times.
+pub async fn wait_every(
+    conn: &mut Connection,
+    waiter: &'static Waiter,
+    request: Value,
+    poll: Duration,
+    attempts: u128,
+) -> Result<(), CliError> {
+    let op = table::by_api(waiter.operation)
+        .ok_or_else(|| CliError::Other(format!("no operation {}", waiter.operation)))?;
     let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut n: u128 = 0;
@@ -423,7 +434,7 @@ pub async fn wait(
                 started.elapsed().as_secs()
             );
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(poll).await;
     };
     if tty && n > 1 {
         eprint!("\r\x1b[2K");
