@@ -106,13 +106,19 @@ fn keys_in_another_letter_case_take_the_models_spelling() {
         "--cli-input-json",
         r#"{"Family": "f", "containerDefinitions": [{"NAME": "a", "image": "i"}]}"#,
     ]);
-    assert_eq!(r, json!({"family": "f", "containerDefinitions": [{"name": "a", "image": "i"}]}));
+    assert_eq!(
+        r,
+        json!({"family": "f", "containerDefinitions": [{"name": "a", "image": "i"}]})
+    );
     let e = refused(&[
         "register-task-definition",
         "--cli-input-json",
         r#"{"family": "f", "Family": "g"}"#,
     ]);
-    assert!(e.contains("\"Family\" and \"family\" are both the parameter family"), "{e}");
+    assert!(
+        e.contains("\"Family\" and \"family\" are both the parameter family"),
+        "{e}"
+    );
 }
 
 /// The old decoder renamed a key everywhere once it matched a model key in another case, so a
@@ -150,7 +156,10 @@ fn keys_inside_user_maps_are_never_touched() {
     let decoded: berth_proto::v1::RegisterTaskDefinitionRequest =
         serde_json::from_value(r).unwrap();
     assert_eq!(
-        decoded.container_definitions[0].docker_labels.get("Image").map(String::as_str),
+        decoded.container_definitions[0]
+            .docker_labels
+            .get("Image")
+            .map(String::as_str),
         Some("label-value")
     );
 }
@@ -174,7 +183,10 @@ fn an_unknown_key_is_named_once_with_its_path() {
         "--cli-input-json",
         r#"{"family": "x", "containerDefinitionz": []}"#,
     ]);
-    assert!(e.contains("Unknown parameter in input: \"containerDefinitionz\""), "{e}");
+    assert!(
+        e.contains("Unknown parameter in input: \"containerDefinitionz\""),
+        "{e}"
+    );
     assert_eq!(e.matches("containerDefinitionz").count(), 1, "{e}");
     assert_eq!(e.matches("container_definitions").count(), 0, "{e}");
     let e = refused(&[
@@ -252,10 +264,22 @@ fn shorthand_values_are_typed_by_the_model() {
 #[test]
 fn list_flags_take_words_commas_and_json_lists() {
     let want = json!({"cluster": "c", "tasks": ["a", "b"]});
-    assert_eq!(req(&["describe-tasks", "--cluster", "c", "--tasks", "a", "b"]), want);
-    assert_eq!(req(&["describe-tasks", "--cluster", "c", "--tasks", "a,b"]), want);
     assert_eq!(
-        req(&["describe-tasks", "--cluster", "c", "--tasks", r#"["a","b"]"#]),
+        req(&["describe-tasks", "--cluster", "c", "--tasks", "a", "b"]),
+        want
+    );
+    assert_eq!(
+        req(&["describe-tasks", "--cluster", "c", "--tasks", "a,b"]),
+        want
+    );
+    assert_eq!(
+        req(&[
+            "describe-tasks",
+            "--cluster",
+            "c",
+            "--tasks",
+            r#"["a","b"]"#
+        ]),
         want
     );
     assert_eq!(
@@ -267,11 +291,21 @@ fn list_flags_take_words_commas_and_json_lists() {
 #[test]
 fn booleans_are_flags_as_in_the_aws_cli() {
     assert_eq!(
-        req(&["deregister-container-instance", "--container-instance", "i", "--force"]),
+        req(&[
+            "deregister-container-instance",
+            "--container-instance",
+            "i",
+            "--force"
+        ]),
         json!({"containerInstance": "i", "force": true})
     );
     assert_eq!(
-        req(&["deregister-container-instance", "--container-instance", "i", "--no-force"]),
+        req(&[
+            "deregister-container-instance",
+            "--container-instance",
+            "i",
+            "--no-force"
+        ]),
         json!({"containerInstance": "i", "force": false})
     );
     assert_eq!(
@@ -300,21 +334,40 @@ fn every_operation_has_its_flags_and_the_new_ones_use_aws_names() {
     for (op, flags) in [
         ("put-attributes", &["--cluster", "--attributes"][..]),
         ("delete-attributes", &["--cluster", "--attributes"]),
-        ("list-attributes", &["--target-type", "--attribute-name", "--attribute-value"]),
+        (
+            "list-attributes",
+            &["--target-type", "--attribute-name", "--attribute-value"],
+        ),
         ("tag-resource", &["--resource-arn", "--tags"]),
         ("untag-resource", &["--resource-arn", "--tag-keys"]),
         ("list-tags-for-resource", &["--resource-arn"]),
-        ("list-task-definition-families", &["--family-prefix", "--status"]),
+        (
+            "list-task-definition-families",
+            &["--family-prefix", "--status"],
+        ),
         ("delete-task-definitions", &["--task-definitions"]),
-        ("update-cluster", &["--cluster", "--settings", "--configuration", "--service-connect-defaults"]),
+        (
+            "update-cluster",
+            &[
+                "--cluster",
+                "--settings",
+                "--configuration",
+                "--service-connect-defaults",
+            ],
+        ),
         ("update-cluster-settings", &["--cluster", "--settings"]),
-        ("start-task", &["--reference-id", "--propagate-tags", "--enable-execute-command"]),
+        (
+            "start-task",
+            &[
+                "--reference-id",
+                "--propagate-tags",
+                "--enable-execute-command",
+            ],
+        ),
     ] {
         let cmd = command();
         let ecs = cmd.find_subcommand("ecs").unwrap();
-        let sub = ecs
-            .find_subcommand(op)
-            .unwrap_or_else(|| panic!("no {op}"));
+        let sub = ecs.find_subcommand(op).unwrap_or_else(|| panic!("no {op}"));
         for f in flags {
             let name = f.trim_start_matches("--");
             assert!(
@@ -324,7 +377,14 @@ fn every_operation_has_its_flags_and_the_new_ones_use_aws_names() {
         }
     }
     assert_eq!(
-        req(&["untag-resource", "--resource-arn", "arn", "--tag-keys", "a", "b"]),
+        req(&[
+            "untag-resource",
+            "--resource-arn",
+            "arn",
+            "--tag-keys",
+            "a",
+            "b"
+        ]),
         json!({"resourceArn": "arn", "tagKeys": ["a", "b"]})
     );
     assert_eq!(
@@ -369,12 +429,18 @@ fn skeletons_come_from_the_model() {
     assert_eq!(s["taskDefinition"], "");
     assert_eq!(s["count"], 0);
     assert_eq!(s["tags"], json!([{"key": "", "value": ""}]));
-    assert_eq!(s["overrides"]["containerOverrides"][0]["environment"][0]["name"], "");
+    assert_eq!(
+        s["overrides"]["containerOverrides"][0]["environment"][0]["name"],
+        ""
+    );
     let s = skeleton(".berth.v1.ContainerDefinition", false);
     assert_eq!(s["dockerLabels"], json!({"KeyName": ""}));
     assert_eq!(s["essential"], true);
     let s = skeleton(".berth.v1.ListTasksResponse", true);
-    assert_eq!(s, json!({"taskArns": ["taskArns"], "nextToken": "nextToken"}));
+    assert_eq!(
+        s,
+        json!({"taskArns": ["taskArns"], "nextToken": "nextToken"})
+    );
     for (arg, want) in [
         (None, SkeletonKind::Input),
         (Some("yaml-input"), SkeletonKind::YamlInput),
@@ -450,39 +516,127 @@ fn bad_input_is_refused_in_one_line() {
     let not_object = tmp("list.json", "[1, 2]");
     let cases: &[(&[&str], &str)] = &[
         // an integer flag
-        (&["run-task", "--task-definition", "t", "--count", "two"], "Invalid type for parameter count, value: two"),
+        (
+            &["run-task", "--task-definition", "t", "--count", "two"],
+            "Invalid type for parameter count, value: two",
+        ),
         // a boolean inside shorthand
-        (&["register-task-definition", "--family", "f", "--container-definitions", "name=a,essential=maybe"], "containerDefinitions[0].essential, value: maybe"),
+        (
+            &[
+                "register-task-definition",
+                "--family",
+                "f",
+                "--container-definitions",
+                "name=a,essential=maybe",
+            ],
+            "containerDefinitions[0].essential, value: maybe",
+        ),
         // a structure flag: broken shorthand, broken JSON
-        (&["run-task", "--task-definition", "t", "--overrides", "containerOverrides=[{name=a"], "Error parsing parameter '--overrides': Expected: ',', received: 'EOF' at position 27"),
-        (&["run-task", "--task-definition", "t", "--overrides", "{\"cpu\": "], "Error parsing parameter '--overrides': Invalid JSON"),
+        (
+            &[
+                "run-task",
+                "--task-definition",
+                "t",
+                "--overrides",
+                "containerOverrides=[{name=a",
+            ],
+            "Error parsing parameter '--overrides': Expected: ',', received: 'EOF' at position 27",
+        ),
+        (
+            &[
+                "run-task",
+                "--task-definition",
+                "t",
+                "--overrides",
+                "{\"cpu\": ",
+            ],
+            "Error parsing parameter '--overrides': Invalid JSON",
+        ),
         // a structure given where a list is expected, and vice versa
-        (&["run-task", "--task-definition", "t", "--overrides", "{\"containerOverrides\": {}}"], "overrides.containerOverrides"),
+        (
+            &[
+                "run-task",
+                "--task-definition",
+                "t",
+                "--overrides",
+                "{\"containerOverrides\": {}}",
+            ],
+            "overrides.containerOverrides",
+        ),
         // a list flag: broken JSON list
-        (&["describe-tasks", "--tasks", "[\"a\","], "Error parsing parameter '--tasks': Invalid JSON"),
+        (
+            &["describe-tasks", "--tasks", "[\"a\","],
+            "Error parsing parameter '--tasks': Invalid JSON",
+        ),
         // a list of structures: not shorthand
-        (&["create-cluster", "--tags", "key"], "Error parsing parameter '--tags': Expected: '='"),
+        (
+            &["create-cluster", "--tags", "key"],
+            "Error parsing parameter '--tags': Expected: '='",
+        ),
         // an integer out of the model's range
-        (&["run-task", "--task-definition", "t", "--count", "99999999999"], "Parameter validation failed for RunTask"),
+        (
+            &[
+                "run-task",
+                "--task-definition",
+                "t",
+                "--count",
+                "99999999999",
+            ],
+            "Parameter validation failed for RunTask",
+        ),
         // file:// that does not exist
-        (&["register-task-definition", "--cli-input-json", missing], "Unable to load paramfile file:///nonexistent/berth/td.json"),
-        (&["run-task", "--task-definition", missing], "Unable to load paramfile"),
+        (
+            &["register-task-definition", "--cli-input-json", missing],
+            "Unable to load paramfile file:///nonexistent/berth/td.json",
+        ),
+        (
+            &["run-task", "--task-definition", missing],
+            "Unable to load paramfile",
+        ),
         // --cli-input-json that is no object
-        (&["register-task-definition", "--cli-input-json", &not_object], "the input must be an object"),
-        (&["register-task-definition", "--cli-input-json", "\"x\""], "the input must be an object"),
-        (&["register-task-definition", "--cli-input-yaml", "family: [a"], "Invalid YAML"),
+        (
+            &["register-task-definition", "--cli-input-json", &not_object],
+            "the input must be an object",
+        ),
+        (
+            &["register-task-definition", "--cli-input-json", "\"x\""],
+            "the input must be an object",
+        ),
+        (
+            &["register-task-definition", "--cli-input-yaml", "family: [a"],
+            "Invalid YAML",
+        ),
         // an unknown key
-        (&["run-task", "--cli-input-json", "{\"taskDefinitionz\": \"x\"}"], "Unknown parameter in input: \"taskDefinitionz\""),
+        (
+            &[
+                "run-task",
+                "--cli-input-json",
+                "{\"taskDefinitionz\": \"x\"}",
+            ],
+            "Unknown parameter in input: \"taskDefinitionz\"",
+        ),
         // globals
-        (&["list-clusters", "--query", "clusterArns["], "Bad value for --query clusterArns["),
-        (&["list-clusters", "--output", "xml"], "argument --output: Invalid choice 'xml'"),
-        (&["list-clusters", "--starting-token", "not-base64!"], "Bad value for --starting-token"),
+        (
+            &["list-clusters", "--query", "clusterArns["],
+            "Bad value for --query clusterArns[",
+        ),
+        (
+            &["list-clusters", "--output", "xml"],
+            "argument --output: Invalid choice 'xml'",
+        ),
+        (
+            &["list-clusters", "--starting-token", "not-base64!"],
+            "Bad value for --starting-token",
+        ),
         (&["list-clusters", "--max-items", "0"], "--max-items"),
         (&["list-clusters", "--page-size", "x"], "--page-size"),
         // unknown flag, unknown operation
         (&["list-clusters", "--no-such-flag", "x"], "--no-such-flag"),
         (&["list-clusterz"], "list-clusterz"),
-        (&["wait", "services-stable", "--cluster", "c"], "services are not built yet (issue 12)"),
+        (
+            &["wait", "services-stable", "--cluster", "c"],
+            "services are not built yet (issue 12)",
+        ),
     ];
     for (args, needle) in cases {
         let e = refused(args);

@@ -156,7 +156,9 @@ async fn pages_are_followed_and_merged_with_page_size_as_max_results() {
         ..State::default()
     })
     .await;
-    let out = berth(&s, &["list-task-definitions", "--page-size", "7"]).await.unwrap();
+    let out = berth(&s, &["list-task-definitions", "--page-size", "7"])
+        .await
+        .unwrap();
     let (items, next) = listed(&out);
     assert_eq!(items, arns(250));
     assert_eq!(next, None);
@@ -177,7 +179,13 @@ async fn max_items_truncates_and_the_token_resumes_exactly_there() {
     // Mid-page: 10 items of pages of 7 stop 3 items into the second page.
     let out = berth(
         &s,
-        &["list-task-definitions", "--page-size", "7", "--max-items", "10"],
+        &[
+            "list-task-definitions",
+            "--page-size",
+            "7",
+            "--max-items",
+            "10",
+        ],
     )
     .await
     .unwrap();
@@ -220,7 +228,13 @@ async fn max_items_truncates_and_the_token_resumes_exactly_there() {
     // On a page boundary the token is the service's own.
     let out = berth(
         &s,
-        &["list-task-definitions", "--page-size", "5", "--max-items", "10"],
+        &[
+            "list-task-definitions",
+            "--page-size",
+            "5",
+            "--max-items",
+            "10",
+        ],
     )
     .await
     .unwrap();
@@ -241,12 +255,16 @@ async fn no_paginate_makes_one_call_and_prints_the_services_token() {
         ..State::default()
     })
     .await;
-    let out = berth(&s, &["list-task-definitions", "--no-paginate"]).await.unwrap();
+    let out = berth(&s, &["list-task-definitions", "--no-paginate"])
+        .await
+        .unwrap();
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["taskDefinitionArns"].as_array().unwrap().len(), 100);
     assert_eq!(v["nextToken"], "100");
     // --next-token / --max-results given by hand also make one call, as in the aws CLI.
-    let out = berth(&s, &["list-task-definitions", "--max-results", "3"]).await.unwrap();
+    let out = berth(&s, &["list-task-definitions", "--max-results", "3"])
+        .await
+        .unwrap();
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["taskDefinitionArns"].as_array().unwrap().len(), 3);
     assert_eq!(s.state.asked.lock().unwrap().len(), 2);
@@ -308,7 +326,14 @@ async fn wait_for(
     let waiter = table::WAITERS.iter().find(|w| w.name == waiter).unwrap();
     let mut conn = Connection::open_at(&s.url, false).await.unwrap();
     let request = serde_json::json!({"cluster": "c", "tasks": ["t"]});
-    let r = wait_every(&mut conn, waiter, request, Duration::from_millis(5), attempts).await;
+    let r = wait_every(
+        &mut conn,
+        waiter,
+        request,
+        Duration::from_millis(5),
+        attempts,
+    )
+    .await;
     let left = s.state.script.lock().unwrap().len();
     (r, left)
 }
@@ -347,9 +372,10 @@ async fn tasks_running_waits_for_every_task_and_fails_as_botocore_says() {
         }],
     });
     let (r, _) = wait_for(vec![missing], "TasksRunning", 10).await;
-    assert!(
-        r.unwrap_err().to_string().contains("\"failures[].reason\" we matched expected path: \"MISSING\""),
-    );
+    assert!(r
+        .unwrap_err()
+        .to_string()
+        .contains("\"failures[].reason\" we matched expected path: \"MISSING\""),);
     let (r, _) = wait_for(vec![tasks(&["PENDING"])], "TasksRunning", 3).await;
     assert_eq!(
         r.unwrap_err().to_string(),
@@ -390,14 +416,15 @@ async fn an_unreachable_endpoint_is_exit_255() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let e = run(
-        ["berth", "--endpoint-url", &url, "ecs", "list-clusters"]
-            .into_iter()
-            .map(String::from)
-            .collect(),
-    )
+    let e = run(["berth", "--endpoint-url", &url, "ecs", "list-clusters"]
+        .into_iter()
+        .map(String::from)
+        .collect())
     .await
     .unwrap_err();
     assert_eq!(e.exit_code(), 255);
-    assert_eq!(e.to_string(), format!("Could not connect to the endpoint URL: \"{url}\""));
+    assert_eq!(
+        e.to_string(),
+        format!("Could not connect to the endpoint URL: \"{url}\"")
+    );
 }
