@@ -134,20 +134,37 @@ impl Ecs for EcsApi {
         ))
     }
 
-    async fn deregister_container_instance(&self, _r: Request<DeregisterContainerInstanceRequest>) -> R<DeregisterContainerInstanceResponse> {
-        Err(Status::unimplemented("DeregisterContainerInstance is not implemented yet"))
+    async fn deregister_container_instance(
+        &self,
+        _r: Request<DeregisterContainerInstanceRequest>,
+    ) -> R<DeregisterContainerInstanceResponse> {
+        Err(Status::unimplemented(
+            "DeregisterContainerInstance is not implemented yet",
+        ))
     }
 
     async fn put_attributes(&self, _r: Request<PutAttributesRequest>) -> R<PutAttributesResponse> {
-        Err(Status::unimplemented("PutAttributes is not implemented yet"))
+        Err(Status::unimplemented(
+            "PutAttributes is not implemented yet",
+        ))
     }
 
-    async fn delete_attributes(&self, _r: Request<DeleteAttributesRequest>) -> R<DeleteAttributesResponse> {
-        Err(Status::unimplemented("DeleteAttributes is not implemented yet"))
+    async fn delete_attributes(
+        &self,
+        _r: Request<DeleteAttributesRequest>,
+    ) -> R<DeleteAttributesResponse> {
+        Err(Status::unimplemented(
+            "DeleteAttributes is not implemented yet",
+        ))
     }
 
-    async fn list_attributes(&self, _r: Request<ListAttributesRequest>) -> R<ListAttributesResponse> {
-        Err(Status::unimplemented("ListAttributes is not implemented yet"))
+    async fn list_attributes(
+        &self,
+        _r: Request<ListAttributesRequest>,
+    ) -> R<ListAttributesResponse> {
+        Err(Status::unimplemented(
+            "ListAttributes is not implemented yet",
+        ))
     }
 
     async fn start_task(&self, _r: Request<StartTaskRequest>) -> R<StartTaskResponse> {
@@ -159,26 +176,50 @@ impl Ecs for EcsApi {
     }
 
     async fn untag_resource(&self, _r: Request<UntagResourceRequest>) -> R<UntagResourceResponse> {
-        Err(Status::unimplemented("UntagResource is not implemented yet"))
+        Err(Status::unimplemented(
+            "UntagResource is not implemented yet",
+        ))
     }
 
-    async fn list_tags_for_resource(&self, _r: Request<ListTagsForResourceRequest>) -> R<ListTagsForResourceResponse> {
-        Err(Status::unimplemented("ListTagsForResource is not implemented yet"))
+    async fn list_tags_for_resource(
+        &self,
+        _r: Request<ListTagsForResourceRequest>,
+    ) -> R<ListTagsForResourceResponse> {
+        Err(Status::unimplemented(
+            "ListTagsForResource is not implemented yet",
+        ))
     }
 
-    async fn list_task_definition_families(&self, _r: Request<ListTaskDefinitionFamiliesRequest>) -> R<ListTaskDefinitionFamiliesResponse> {
-        Err(Status::unimplemented("ListTaskDefinitionFamilies is not implemented yet"))
+    async fn list_task_definition_families(
+        &self,
+        _r: Request<ListTaskDefinitionFamiliesRequest>,
+    ) -> R<ListTaskDefinitionFamiliesResponse> {
+        Err(Status::unimplemented(
+            "ListTaskDefinitionFamilies is not implemented yet",
+        ))
     }
 
-    async fn delete_task_definitions(&self, _r: Request<DeleteTaskDefinitionsRequest>) -> R<DeleteTaskDefinitionsResponse> {
-        Err(Status::unimplemented("DeleteTaskDefinitions is not implemented yet"))
+    async fn delete_task_definitions(
+        &self,
+        _r: Request<DeleteTaskDefinitionsRequest>,
+    ) -> R<DeleteTaskDefinitionsResponse> {
+        Err(Status::unimplemented(
+            "DeleteTaskDefinitions is not implemented yet",
+        ))
     }
 
     async fn update_cluster(&self, _r: Request<UpdateClusterRequest>) -> R<UpdateClusterResponse> {
-        Err(Status::unimplemented("UpdateCluster is not implemented yet"))
+        Err(Status::unimplemented(
+            "UpdateCluster is not implemented yet",
+        ))
     }
 
-    async fn update_cluster_settings(&self, _r: Request<UpdateClusterSettingsRequest>) -> R<UpdateClusterSettingsResponse> {
-        Err(Status::unimplemented("UpdateClusterSettings is not implemented yet"))
+    async fn update_cluster_settings(
+        &self,
+        _r: Request<UpdateClusterSettingsRequest>,
+    ) -> R<UpdateClusterSettingsResponse> {
+        Err(Status::unimplemented(
+            "UpdateClusterSettings is not implemented yet",
+        ))
     }
 }

@@ -225,6 +225,30 @@ async fn max_items_truncates_and_the_token_resumes_exactly_there() {
     let (rest, next) = listed(&out);
     assert_eq!(rest, arns(40)[24..]);
     assert_eq!(next, None);
+    // Truncated again on the page it resumed in: the token counts the items skipped before.
+    let out = berth(
+        &s,
+        &[
+            "list-task-definitions",
+            "--page-size",
+            "7",
+            "--max-items",
+            "2",
+            "--starting-token",
+            &token,
+        ],
+    )
+    .await
+    .unwrap();
+    let (two, next) = listed(&out);
+    assert_eq!(two, arns(40)[10..12]);
+    assert_eq!(
+        ResumeToken::decode(&next.unwrap()).unwrap(),
+        ResumeToken {
+            next_token: Some("7".into()),
+            truncate: 5
+        }
+    );
     // On a page boundary the token is the service's own.
     let out = berth(
         &s,
@@ -352,7 +376,10 @@ async fn tasks_running_waits_for_every_task_and_fails_as_botocore_says() {
     assert!(r.is_ok(), "{r:?}");
     assert_eq!(left, 1);
     let (r, _) = wait_for(
-        vec![tasks(&["PENDING"]), tasks(&["STOPPED"])],
+        vec![
+            tasks(&["PENDING", "RUNNING"]),
+            tasks(&["RUNNING", "STOPPED"]),
+        ],
         "TasksRunning",
         10,
     )
