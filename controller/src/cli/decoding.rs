@@ -167,12 +167,27 @@ fn field_args(mut sub: Command, msg: &Msg, hidden: &[&str]) -> Command {
         let id = f.json.clone();
         let flag = f.flag();
         let hide = hidden.contains(&f.json.as_str());
+        let shape = match &f.kind {
+            Kind::Str => "string",
+            Kind::Timestamp => "timestamp",
+            Kind::Int => "integer",
+            Kind::Float => "number",
+            Kind::Bool => "boolean",
+            Kind::Message(_) => "structure: JSON or shorthand",
+            Kind::Map(_) => "map: JSON or shorthand",
+        };
+        let help = if f.list {
+            format!("{} (list of {shape}; words, commas or a JSON list)", f.json)
+        } else {
+            format!("{} ({shape})", f.json)
+        };
         sub = match (&f.kind, f.list) {
             (Kind::Bool, false) => sub
                 .arg(
                     Arg::new(id.clone())
                         .long(flag.clone())
                         .action(ArgAction::SetTrue)
+                        .help(format!("{} = true", f.json))
                         .hide(hide),
                 )
                 .arg(
@@ -180,6 +195,7 @@ fn field_args(mut sub: Command, msg: &Msg, hidden: &[&str]) -> Command {
                         .long(format!("no-{flag}"))
                         .action(ArgAction::SetTrue)
                         .conflicts_with(id)
+                        .help(format!("{} = false", f.json))
                         .hide(hide),
                 ),
             (_, true) => sub.arg(
@@ -188,6 +204,8 @@ fn field_args(mut sub: Command, msg: &Msg, hidden: &[&str]) -> Command {
                     .num_args(1..)
                     .action(ArgAction::Append)
                     .allow_negative_numbers(f.kind == Kind::Int || f.kind == Kind::Float)
+                    .value_name("VALUE")
+                    .help(help)
                     .hide(hide),
             ),
             // As in the aws CLI (argparse), a value does not start with '-' (but a number may
@@ -197,6 +215,8 @@ fn field_args(mut sub: Command, msg: &Msg, hidden: &[&str]) -> Command {
                     .long(flag)
                     .action(ArgAction::Set)
                     .allow_negative_numbers(f.kind == Kind::Int || f.kind == Kind::Float)
+                    .value_name("VALUE")
+                    .help(help)
                     .hide(hide),
             ),
         };
@@ -265,19 +285,21 @@ pub fn command() -> Command {
     for w in WAITERS {
         let msg = input_message(w.operation);
         wait = wait.subcommand(field_args(
-            Command::new(w.cli).infer_long_args(true),
+            Command::new(w.cli).infer_long_args(true).about(w.about),
             msg,
             &[],
         ));
     }
     for (name, _) in table::WAITERS_NOT_BUILT {
         wait = wait.subcommand(
-            Command::new(*name).arg(
-                Arg::new("args")
-                    .num_args(0..)
-                    .trailing_var_arg(true)
-                    .allow_hyphen_values(true),
-            ),
+            Command::new(*name)
+                .about("Not available: services are not built yet")
+                .arg(
+                    Arg::new("args")
+                        .num_args(0..)
+                        .trailing_var_arg(true)
+                        .allow_hyphen_values(true),
+                ),
         );
     }
     ecs = ecs.subcommand(wait);

@@ -382,4 +382,53 @@ mod tests {
         assert!(parse("a='open").is_err());
         assert!(parse("a=b,a=c").unwrap_err().to_string().contains("twice"));
     }
+
+    /// Inputs and what aws-cli's own ShorthandParser makes of them (None: a syntax error).
+    #[test]
+    fn agrees_with_the_aws_cli_parser() {
+        let cases: &[(&str, Option<Value>)] = &[
+            (
+                r#"name=app,command=sleep,60"#,
+                Some(json!({"name": "app", "command": ["sleep", "60"]})),
+            ),
+            (
+                r#"foo=a,b,c=d,e=f"#,
+                Some(json!({"foo": ["a", "b"], "c": "d", "e": "f"})),
+            ),
+            (
+                r#"name=x,value=a\,b"#,
+                Some(json!({"name": "x", "value": "a,b"})),
+            ),
+            (
+                r#"name='a,b=c',value="say \"hi\"""#,
+                Some(json!({"name": "a,b=c", "value": "say \"hi\""})),
+            ),
+            (
+                r#"containerOverrides=[{name=a,command=[sh,-c,'echo x']},{name=b}]"#,
+                Some(
+                    json!({"containerOverrides": [{"name": "a", "command": ["sh", "-c", "echo x"]}, {"name": "b"}]}),
+                ),
+            ),
+            (
+                r#"name=URL,value=http://x/?a=b"#,
+                Some(json!({"name": "URL", "value": "http://x/?a=b"})),
+            ),
+            (r#"a="#, Some(json!({"a": ""}))),
+            (r#"a=b, c=d"#, Some(json!({"a": "b", "c": "d"}))),
+            (
+                r#"a=[b, c], d={e=f, g=[h]}"#,
+                Some(json!({"a": ["b", "c"], "d": {"e": "f", "g": ["h"]}})),
+            ),
+            (r#"a=b,c"#, Some(json!({"a": ["b", "c"]}))),
+            (r#"a={b=c,d}"#, None),
+            (r#"a=b c,d"#, Some(json!({"a": ["b c", "d"]}))),
+            (r#"key"#, None),
+            (r#"a=b,,c=d"#, Some(json!({"a": "b", "c": "d"}))),
+            (r#"a=b,c,"#, None),
+        ];
+        for (input, want) in cases {
+            let got = parse(input).ok();
+            assert_eq!(&got, want, "{input}");
+        }
+    }
 }

@@ -216,6 +216,8 @@ pub struct Waiter {
     pub cli: &'static str,
     /// The operation polled.
     pub operation: &'static str,
+    /// What it waits for, for `--help`.
+    pub about: &'static str,
     /// aws polls every `delay` seconds at most `max_attempts` times: Berth polls every second
     /// for as long in all.
     pub delay_secs: u64,
@@ -231,6 +233,7 @@ pub const WAITERS: &[Waiter] = &[
         name: "TasksRunning",
         cli: "tasks-running",
         operation: "DescribeTasks",
+        about: "Wait until every task is RUNNING; fails when one is STOPPED or MISSING",
         delay_secs: 6,
         max_attempts: 100,
         acceptors: &[
@@ -258,6 +261,7 @@ pub const WAITERS: &[Waiter] = &[
         name: "TasksStopped",
         cli: "tasks-stopped",
         operation: "DescribeTasks",
+        about: "Wait until every task is STOPPED",
         delay_secs: 6,
         max_attempts: 100,
         acceptors: &[Acceptor {
