@@ -22,6 +22,14 @@ pub enum EcsError {
     /// ClusterContainsTasksException
     #[error("The Cluster cannot be deleted while Tasks are active.")]
     ClusterContainsTasks,
+    /// ConflictException: a RunTask clientToken already answered a different request.
+    #[error("The clientToken {token} is already in use with a different RunTask request; its tasks: {}", task_arns.join(", "))]
+    Conflict {
+        /// The token.
+        token: String,
+        /// The tasks the token's first request started (ECS's resourceIds).
+        task_arns: Vec<String>,
+    },
     /// ServerException: the store failed; nothing was changed.
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
@@ -38,6 +46,7 @@ impl EcsError {
             EcsError::InvalidParameter(_) => x::INVALID_PARAMETER,
             EcsError::ClusterContainsContainerInstances => x::CLUSTER_CONTAINS_CONTAINER_INSTANCES,
             EcsError::ClusterContainsTasks => x::CLUSTER_CONTAINS_TASKS,
+            EcsError::Conflict { .. } => x::CONFLICT,
             EcsError::Store(_) => x::SERVER,
         }
     }
@@ -65,6 +74,7 @@ impl From<EcsError> for tonic::Status {
             EcsError::ClusterContainsContainerInstances | EcsError::ClusterContainsTasks => {
                 tonic::Code::FailedPrecondition
             }
+            EcsError::Conflict { .. } => tonic::Code::AlreadyExists,
             EcsError::Store(_) => tonic::Code::Internal,
         };
         let mut status = tonic::Status::new(code, e.to_string());

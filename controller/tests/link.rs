@@ -383,7 +383,8 @@ async fn an_unknown_task_is_adopted_and_survives_a_controller_restart() {
         .controller
         .list_tasks(ListTasksRequest::default())
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(listed, [orphan.to_string()]);
     let mut a = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
     let d = a.desired().await;
@@ -641,6 +642,7 @@ async fn a_flooding_agent_that_does_not_read_cannot_deadlock_the_session() {
             })
             .await
             .unwrap()
+            .items
             .len()
     };
     let t0 = tokio::time::Instant::now();
@@ -716,4 +718,60 @@ async fn a_session_of_a_superseded_epoch_cannot_apply_reports() {
             .last_status,
         "RUNNING"
     );
+}
+
+/// Issue 6: a task past its stopped-task retention leaves the store only after its agent
+/// confirmed it STOPPED; reported again afterwards it is a task the controller has no record of
+/// (docs/ARCHITECTURE.md, "Orphans and tombstones"): reported STOPPED it is forgotten, reported
+/// running it is adopted, never stopped for being unknown.
+#[tokio::test]
+async fn a_purged_task_reported_again_follows_the_unknown_task_rules() {
+    let s = serve(Arc::new(MemoryStore::default()), link::HEARTBEAT_INTERVAL).await;
+    let ci = register(s.addr).await;
+    let mut a = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
+    a.desired().await;
+    let task = run_task(&s.controller, WEB, 1).await.remove(0);
+    a.desired_until(|d| d.tasks.len() == 1).await;
+    a.report(report(1, &task.task_arn, "RUNNING")).await;
+    a.ack(1).await;
+    let far = std::time::SystemTime::now() + Duration::from_secs(100 * 3600);
+    let hour = Duration::from_secs(3600);
+    // Running, or stopped only as desired: the record stays, however long after.
+    s.controller
+        .stop_task(StopTaskRequest {
+            task: task.task_arn.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let purged = s.controller.purge_stopped(far, hour).await.unwrap();
+    assert_eq!(purged.tasks, 0);
+    assert!(describe(&s.controller, &task.task_arn).await.is_some());
+    // Confirmed STOPPED: it leaves once its retention has passed.
+    a.report(report(2, &task.task_arn, "STOPPED")).await;
+    a.ack(2).await;
+    a.desired_until(|d| d.tasks.is_empty()).await;
+    let purged = s.controller.purge_stopped(far, hour).await.unwrap();
+    assert_eq!(purged.tasks, 1);
+    assert!(describe(&s.controller, &task.task_arn).await.is_none());
+    // Reported STOPPED again (an agent that had not forgotten it): nothing comes back.
+    a.report(TaskStateChange {
+        unknown_to_controller: true,
+        ..report(3, &task.task_arn, "STOPPED")
+    })
+    .await;
+    a.ack(3).await;
+    assert!(describe(&s.controller, &task.task_arn).await.is_none());
+    // Reported running (a stale agent state whose containers do run): adopted, not stopped.
+    a.report(TaskStateChange {
+        unknown_to_controller: true,
+        task_definition_arn: Some(task.task_definition_arn.clone()),
+        ..report(4, &task.task_arn, "RUNNING")
+    })
+    .await;
+    a.ack(4).await;
+    let d = a.desired_until(|d| !d.tasks.is_empty()).await;
+    assert_eq!(names(&d), [(task.task_arn.clone(), "RUNNING".to_string())]);
+    let t = describe(&s.controller, &task.task_arn).await.unwrap();
+    assert_eq!(t.started_by.as_deref(), Some("berth:adopted"));
 }

@@ -20,10 +20,11 @@ impl Ecs for EcsApi {
         }))
     }
 
-    async fn list_clusters(&self, _r: Request<ListClustersRequest>) -> R<ListClustersResponse> {
+    async fn list_clusters(&self, r: Request<ListClustersRequest>) -> R<ListClustersResponse> {
+        let page = self.0.list_clusters(r.into_inner()).await?;
         Ok(Response::new(ListClustersResponse {
-            cluster_arns: self.0.list_clusters().await,
-            next_token: None,
+            cluster_arns: page.items,
+            next_token: page.next_token,
         }))
     }
 
@@ -56,9 +57,10 @@ impl Ecs for EcsApi {
         &self,
         r: Request<ListTaskDefinitionsRequest>,
     ) -> R<ListTaskDefinitionsResponse> {
+        let page = self.0.list_task_definitions(r.into_inner()).await?;
         Ok(Response::new(ListTaskDefinitionsResponse {
-            task_definition_arns: self.0.list_task_definitions(r.into_inner()).await?,
-            next_token: None,
+            task_definition_arns: page.items,
+            next_token: page.next_token,
         }))
     }
 
@@ -105,9 +107,10 @@ impl Ecs for EcsApi {
     }
 
     async fn list_tasks(&self, r: Request<ListTasksRequest>) -> R<ListTasksResponse> {
+        let page = self.0.list_tasks(r.into_inner()).await?;
         Ok(Response::new(ListTasksResponse {
-            task_arns: self.0.list_tasks(r.into_inner()).await?,
-            next_token: None,
+            task_arns: page.items,
+            next_token: page.next_token,
         }))
     }
 
@@ -171,55 +174,61 @@ impl Ecs for EcsApi {
         Err(Status::unimplemented("StartTask is not implemented yet"))
     }
 
-    async fn tag_resource(&self, _r: Request<TagResourceRequest>) -> R<TagResourceResponse> {
-        Err(Status::unimplemented("TagResource is not implemented yet"))
+    async fn tag_resource(&self, r: Request<TagResourceRequest>) -> R<TagResourceResponse> {
+        self.0.tag_resource(r.into_inner()).await?;
+        Ok(Response::new(TagResourceResponse {}))
     }
 
-    async fn untag_resource(&self, _r: Request<UntagResourceRequest>) -> R<UntagResourceResponse> {
-        Err(Status::unimplemented(
-            "UntagResource is not implemented yet",
-        ))
+    async fn untag_resource(&self, r: Request<UntagResourceRequest>) -> R<UntagResourceResponse> {
+        self.0.untag_resource(r.into_inner()).await?;
+        Ok(Response::new(UntagResourceResponse {}))
     }
 
     async fn list_tags_for_resource(
         &self,
-        _r: Request<ListTagsForResourceRequest>,
+        r: Request<ListTagsForResourceRequest>,
     ) -> R<ListTagsForResourceResponse> {
-        Err(Status::unimplemented(
-            "ListTagsForResource is not implemented yet",
-        ))
+        let tags = self
+            .0
+            .list_tags_for_resource(&r.into_inner().resource_arn)
+            .await?;
+        Ok(Response::new(ListTagsForResourceResponse { tags }))
     }
 
     async fn list_task_definition_families(
         &self,
-        _r: Request<ListTaskDefinitionFamiliesRequest>,
+        r: Request<ListTaskDefinitionFamiliesRequest>,
     ) -> R<ListTaskDefinitionFamiliesResponse> {
-        Err(Status::unimplemented(
-            "ListTaskDefinitionFamilies is not implemented yet",
-        ))
+        let page = self.0.list_task_definition_families(r.into_inner()).await?;
+        Ok(Response::new(ListTaskDefinitionFamiliesResponse {
+            families: page.items,
+            next_token: page.next_token,
+        }))
     }
 
     async fn delete_task_definitions(
         &self,
-        _r: Request<DeleteTaskDefinitionsRequest>,
+        r: Request<DeleteTaskDefinitionsRequest>,
     ) -> R<DeleteTaskDefinitionsResponse> {
-        Err(Status::unimplemented(
-            "DeleteTaskDefinitions is not implemented yet",
+        Ok(Response::new(
+            self.0.delete_task_definitions(r.into_inner()).await?,
         ))
     }
 
-    async fn update_cluster(&self, _r: Request<UpdateClusterRequest>) -> R<UpdateClusterResponse> {
-        Err(Status::unimplemented(
-            "UpdateCluster is not implemented yet",
-        ))
+    async fn update_cluster(&self, r: Request<UpdateClusterRequest>) -> R<UpdateClusterResponse> {
+        let cluster = self.0.update_cluster(r.into_inner()).await?;
+        Ok(Response::new(UpdateClusterResponse {
+            cluster: Some(cluster),
+        }))
     }
 
     async fn update_cluster_settings(
         &self,
-        _r: Request<UpdateClusterSettingsRequest>,
+        r: Request<UpdateClusterSettingsRequest>,
     ) -> R<UpdateClusterSettingsResponse> {
-        Err(Status::unimplemented(
-            "UpdateClusterSettings is not implemented yet",
-        ))
+        let cluster = self.0.update_cluster_settings(r.into_inner()).await?;
+        Ok(Response::new(UpdateClusterSettingsResponse {
+            cluster: Some(cluster),
+        }))
     }
 }

@@ -32,6 +32,15 @@ struct Args {
         default_value = "/etc/berth/controller.conf"
     )]
     config: PathBuf,
+    /// Seconds a stopped task stays visible (ListTasks, DescribeTasks) after its agent
+    /// confirmed it STOPPED, before it leaves the store (ECS keeps them about an hour).
+    #[arg(
+        long,
+        env = "BERTH_STOPPED_TASK_RETENTION",
+        default_value_t = berth_controller::service::DEFAULT_STOPPED_TASK_RETENTION.as_secs(),
+        value_name = "SECONDS"
+    )]
+    stopped_task_retention: u64,
 }
 
 fn main() {
@@ -69,10 +78,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         Arc::new(store),
         Arc::new(Fleet::default()),
     )?);
+    let retention = std::time::Duration::from_secs(args.stopped_task_retention);
+    // Aborted when `serve` returns, which stops the sweeps.
+    let sweeps = AbortOnDrop(controller.spawn_retention(retention, std::time::SystemTime::now));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    tracing::info!(listen = %args.listen, data_dir = %args.data_dir.display(), "berth-controller serving");
+    tracing::info!(listen = %args.listen, data_dir = %args.data_dir.display(),
+        stopped_task_retention_s = retention.as_secs(), "berth-controller serving");
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -96,5 +109,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         r = server => r?,
         _ = shutdown => tracing::info!("berth-controller stopping"),
     }
+    drop(sweeps);
     Ok(())
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -7,6 +7,7 @@
 //! a task it holds a record of; a task an agent runs that the controller has no record of at all
 //! is adopted (a Task visible in ListTasks/DescribeTasks) and stopped only by StopTask.
 
+use super::retention::stopped_since;
 use super::tasks::{effective_definition, task_id};
 use super::validation::task_needs;
 use super::{new_id, now, put, Controller, State, INSTANCE_PREFIX, TASK_PREFIX};
@@ -54,7 +55,8 @@ fn is_stopped(t: &Task) -> bool {
 }
 
 impl State {
-    /// Stores `task` in the view, keeping the per-instance index of tasks not yet STOPPED.
+    /// Stores `task` in the view, keeping the per-instance index of tasks not yet STOPPED and
+    /// the index of confirmed stops by time.
     pub(crate) fn put_task(&mut self, id: String, task: Task) {
         if let Some(old) = self.tasks.get(&id) {
             if let Some(set) = old
@@ -64,10 +66,18 @@ impl State {
             {
                 set.remove(&id);
             }
+            if let Some(since) = stopped_since(old) {
+                self.stopped.remove(&(since, id.clone()));
+            }
         }
-        if !is_stopped(&task) {
-            if let Some(i) = &task.container_instance_arn {
-                self.active.entry(i.clone()).or_default().insert(id.clone());
+        match stopped_since(&task) {
+            Some(since) => {
+                self.stopped.insert((since, id.clone()));
+            }
+            None => {
+                if let Some(i) = &task.container_instance_arn {
+                    self.active.entry(i.clone()).or_default().insert(id.clone());
+                }
             }
         }
         self.tasks.insert(id, task);
@@ -377,6 +387,12 @@ fn merge(task: &mut Task, c: &TaskStateChange) -> Result<(), EcsError> {
     set(&mut task.stopping_at, &c.stopping_at);
     set(&mut task.stopped_at, &c.stopped_at);
     set(&mut task.execution_stopped_at, &c.execution_stopped_at);
+    if TaskStatus::parse(&task.last_status) == Ok(TaskStatus::Stopped) && task.stopped_at.is_none()
+    {
+        // The stopped-task retention runs from stoppedAt: the controller's clock when the
+        // agent's report has none.
+        task.stopped_at = Some(now());
+    }
     if TaskStatus::parse(&task.last_status) == Ok(TaskStatus::Running) {
         task.connectivity = Some("CONNECTED".into());
         set(&mut task.connectivity_at, &c.started_at);

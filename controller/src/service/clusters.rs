@@ -1,5 +1,6 @@
 //! CreateCluster, ListClusters, DescribeClusters, DeleteCluster.
 
+use super::pagination::{paginate, Page};
 use super::{cluster_name, put, Controller, State, CLUSTER_PREFIX};
 use crate::error::EcsError;
 use berth_proto::arn;
@@ -24,12 +25,26 @@ impl State {
             .ok_or(EcsError::ClusterNotFound)
     }
 
+    /// The cluster's tasks not yet STOPPED, from the per-instance index of such tasks.
+    pub(crate) fn active_in_cluster<'a>(
+        &'a self,
+        cluster_arn: &'a str,
+    ) -> impl Iterator<Item = &'a Task> + 'a {
+        self.active
+            .values()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id))
+            .filter(move |t| t.cluster_arn == cluster_arn)
+    }
+
     /// The cluster with its counts filled in from tasks and instances.
     fn cluster_view(&self, c: &Cluster, include: &[String]) -> Cluster {
         let mut v = c.clone();
         let arn = &c.cluster_arn;
         let (mut running, mut pending) = (0, 0);
-        for t in self.tasks.values().filter(|t| &t.cluster_arn == arn) {
+        // Tasks not yet STOPPED, from the per-instance index: a cluster's view costs what runs,
+        // not every task still retained.
+        for t in self.active_in_cluster(arn) {
             let desired = TaskStatus::parse(&t.desired_status);
             match TaskStatus::parse(&t.last_status) {
                 Ok(TaskStatus::Running) => running += 1,
@@ -70,6 +85,9 @@ impl State {
         if !has("SETTINGS") {
             v.settings.clear();
         }
+        if !has("CONFIGURATIONS") {
+            v.configuration = None;
+        }
         if !has("TAGS") {
             v.tags.clear();
         }
@@ -90,20 +108,7 @@ impl Controller {
                 "clusterName: '{name}' is not valid; up to 255 letters (uppercase and lowercase), numbers, hyphens, and underscores are allowed"
             )));
         }
-        for s in &req.settings {
-            if s.name != "containerInsights" {
-                return Err(EcsError::invalid(format!(
-                    "settings: unknown setting name '{}'; the only cluster setting is containerInsights",
-                    s.name
-                )));
-            }
-            if !["enabled", "disabled", "enhanced"].contains(&s.value.as_str()) {
-                return Err(EcsError::invalid(format!(
-                    "settings: containerInsights must be enabled, disabled or enhanced, not '{}'",
-                    s.value
-                )));
-            }
-        }
+        validate_settings(&req.settings)?;
         validate_tags(&req.tags)?;
         let mut st = self.state.lock().await;
         if let Some(c) = st.clusters.get(&name).filter(|c| c.status == "ACTIVE") {
@@ -131,14 +136,18 @@ impl Controller {
         Ok(st.cluster_view(&c, &["SETTINGS".into(), "TAGS".into()]))
     }
 
-    /// ListClusters: the ARNs of ACTIVE clusters.
-    pub async fn list_clusters(&self) -> Vec<String> {
+    /// ListClusters: the ARNs of ACTIVE clusters, a page at a time (by name, the ARN's order).
+    pub async fn list_clusters(&self, req: ListClustersRequest) -> Result<Page<String>, EcsError> {
         let st = self.state.lock().await;
-        st.clusters
-            .values()
-            .filter(|c| c.status == "ACTIVE")
-            .map(|c| c.cluster_arn.clone())
-            .collect()
+        paginate(
+            st.clusters
+                .values()
+                .filter(|c| c.status == "ACTIVE")
+                .map(|c| (c.cluster_arn.clone(), c.cluster_arn.clone())),
+            false,
+            req.next_token.as_deref(),
+            req.max_results,
+        )
     }
 
     /// DescribeClusters: found clusters, and a MISSING failure for each unknown one.
@@ -182,6 +191,55 @@ impl Controller {
         Ok(out)
     }
 
+    /// UpdateClusterSettings: sets containerInsights.
+    pub async fn update_cluster_settings(
+        &self,
+        req: UpdateClusterSettingsRequest,
+    ) -> Result<Cluster, EcsError> {
+        if req.settings.is_empty() {
+            return Err(EcsError::invalid("settings: give at least one setting"));
+        }
+        self.update_cluster(UpdateClusterRequest {
+            cluster: req.cluster,
+            settings: req.settings,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// UpdateCluster: sets settings and the configuration (executeCommandConfiguration and
+    /// managedStorageConfiguration are stored and shown). Service Connect is refused by name.
+    pub async fn update_cluster(&self, req: UpdateClusterRequest) -> Result<Cluster, EcsError> {
+        if req.cluster.is_empty() {
+            return Err(EcsError::invalid("cluster: is required"));
+        }
+        if req.service_connect_defaults.is_some() {
+            return Err(EcsError::invalid(
+                "serviceConnectDefaults: Service Connect is not supported by Berth",
+            ));
+        }
+        validate_settings(&req.settings)?;
+        if let Some(c) = &req.configuration {
+            validate_configuration(c)?;
+        }
+        let name = cluster_name(Some(&req.cluster))?;
+        let mut st = self.state.lock().await;
+        let mut c = st.active_cluster(&name)?.clone();
+        merge_settings(&mut c.settings, req.settings);
+        if let Some(given) = req.configuration {
+            let have = c.configuration.get_or_insert_with(Default::default);
+            if given.execute_command_configuration.is_some() {
+                have.execute_command_configuration = given.execute_command_configuration;
+            }
+            if given.managed_storage_configuration.is_some() {
+                have.managed_storage_configuration = given.managed_storage_configuration;
+            }
+        }
+        self.commit(vec![put(format!("{CLUSTER_PREFIX}{name}"), &c)])?;
+        st.clusters.insert(name, c.clone());
+        Ok(st.cluster_view(&c, &["SETTINGS".into(), "CONFIGURATIONS".into()]))
+    }
+
     /// DeleteCluster: refused while container instances or tasks remain; the cluster then shows
     /// INACTIVE.
     pub async fn delete_cluster(&self, cluster: &str) -> Result<Cluster, EcsError> {
@@ -196,10 +254,7 @@ impl Controller {
         }) {
             return Err(EcsError::ClusterContainsContainerInstances);
         }
-        if st.tasks.values().any(|t| {
-            t.cluster_arn == c.cluster_arn
-                && TaskStatus::parse(&t.last_status) != Ok(TaskStatus::Stopped)
-        }) {
+        if st.active_in_cluster(&c.cluster_arn).next().is_some() {
             return Err(EcsError::ClusterContainsTasks);
         }
         let mut deleted = c;
@@ -210,13 +265,70 @@ impl Controller {
     }
 }
 
-/// Tags: keys 1–128 characters, values up to 256, at most 50 (ECS's limits).
+/// Cluster settings: containerInsights only, enabled, disabled or enhanced (ECS's values).
+fn validate_settings(settings: &[ClusterSetting]) -> Result<(), EcsError> {
+    for (i, s) in settings.iter().enumerate() {
+        if s.name != "containerInsights" {
+            return Err(EcsError::invalid(format!(
+                "settings[{i}].name: unknown setting name '{}'; the only cluster setting is containerInsights",
+                s.name
+            )));
+        }
+        if !["enabled", "disabled", "enhanced"].contains(&s.value.as_str()) {
+            return Err(EcsError::invalid(format!(
+                "settings[{i}].value: containerInsights must be enabled, disabled or enhanced, not '{}'",
+                s.value
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// executeCommandConfiguration.logging is NONE, DEFAULT or OVERRIDE, and OVERRIDE needs a
+/// logConfiguration (ECS's rule). Berth stores and shows it; nothing runs execute-command yet.
+fn validate_configuration(c: &ClusterConfiguration) -> Result<(), EcsError> {
+    if let Some(e) = &c.execute_command_configuration {
+        match e.logging.as_deref() {
+            None | Some("NONE" | "DEFAULT") => {}
+            Some("OVERRIDE") if e.log_configuration.is_some() => {}
+            Some("OVERRIDE") => {
+                return Err(EcsError::invalid(
+                    "configuration.executeCommandConfiguration.logConfiguration: is required when logging is OVERRIDE",
+                ))
+            }
+            Some(other) => {
+                return Err(EcsError::invalid(format!(
+                    "configuration.executeCommandConfiguration.logging: '{other}' is not NONE, DEFAULT or OVERRIDE"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sets each of `given` by name over `settings`.
+fn merge_settings(settings: &mut Vec<ClusterSetting>, given: Vec<ClusterSetting>) {
+    for s in given {
+        match settings.iter_mut().find(|have| have.name == s.name) {
+            Some(have) => have.value = s.value,
+            None => settings.push(s),
+        }
+    }
+}
+
+/// Tags: keys 1–128 characters and unique, values up to 256, at most 50 (ECS's limits).
 pub(crate) fn validate_tags(tags: &[Tag]) -> Result<(), EcsError> {
     if tags.len() > 50 {
         return Err(EcsError::invalid("tags: at most 50 tags are allowed"));
     }
     for (i, t) in tags.iter().enumerate() {
-        if t.key.is_empty() || t.key.len() > 128 {
+        if tags[..i].iter().any(|earlier| earlier.key == t.key) {
+            return Err(EcsError::invalid(format!(
+                "tags[{i}].key: '{}' is given twice; each tag key must be unique",
+                t.key
+            )));
+        }
+        if t.key.is_empty() || t.key.chars().count() > 128 {
             return Err(EcsError::invalid(format!(
                 "tags[{i}].key: must be 1 to 128 characters"
             )));
@@ -227,7 +339,7 @@ pub(crate) fn validate_tags(tags: &[Tag]) -> Result<(), EcsError> {
                 t.key
             )));
         }
-        if t.value.len() > 256 {
+        if t.value.chars().count() > 256 {
             return Err(EcsError::invalid(format!(
                 "tags[{i}].value: must be at most 256 characters"
             )));

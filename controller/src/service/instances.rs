@@ -224,9 +224,14 @@ impl Controller {
                 .and_then(|id| st.instances.get(id).map(|r| (id, r)))
                 .filter(|(_, r)| r.cluster_arn == cluster_arn);
             match found {
-                Some((id, r)) => out
-                    .container_instances
-                    .push(st.instance_view(r, self.fleet.connected(id))),
+                Some((id, r)) => {
+                    let mut ci = st.instance_view(r, self.fleet.connected(id));
+                    // Tags are shown only when asked for, as ECS does.
+                    if !req.include.iter().any(|i| i == "TAGS") {
+                        ci.tags.clear();
+                    }
+                    out.container_instances.push(ci)
+                }
                 None => out.failures.push(Failure {
                     arn: given,
                     reason: "MISSING".into(),

@@ -6,17 +6,24 @@
 
 mod agent_link;
 mod clusters;
+mod idempotency;
 mod instances;
+pub mod pagination;
+mod retention;
+mod tags;
 mod task_definitions;
 mod tasks;
 pub mod validation;
 
 pub use agent_link::{LinkError, SentDefinitions, SessionInfo};
+pub use retention::{Purged, DEFAULT_STOPPED_TASK_RETENTION};
 
 use crate::error::EcsError;
 use crate::fleet::Fleet;
 use crate::store::{Store, StoreError, Write};
-use berth_proto::v1::{Cluster, ContainerInstanceRecord, RegisterTaskDefinitionResponse, Task};
+use berth_proto::v1::{
+    Cluster, ContainerInstanceRecord, RegisterTaskDefinitionResponse, RunTaskTokenRecord, Task,
+};
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -40,6 +47,9 @@ pub(crate) struct State {
     tasks: BTreeMap<String, Task>,
     /// Ids of the tasks not yet STOPPED, by container instance ARN (kept by `put_task`).
     active: HashMap<String, BTreeSet<String>>,
+    /// Ids of the tasks whose STOPPED is confirmed, by when (seconds since the epoch), oldest
+    /// first (kept by `put_task`; the retention sweep walks it).
+    stopped: BTreeSet<(i64, String)>,
     /// By container instance id.
     instances: BTreeMap<String, ContainerInstanceRecord>,
     /// Tasks recorded STOPPED that an agent still reports running, by instance id: their stop
@@ -47,6 +57,8 @@ pub(crate) struct State {
     /// persisted: an agent re-reports every task the desired set does not name at every session
     /// start.
     orphans: HashMap<String, BTreeSet<String>>,
+    /// What each RunTask clientToken answered, by token (`idempotency.rs`).
+    run_tokens: HashMap<String, RunTaskTokenRecord>,
 }
 
 /// The controller: clusters, task definitions, tasks and container instances.
@@ -105,6 +117,10 @@ impl Controller {
             state
                 .instances
                 .insert(k[INSTANCE_PREFIX.len()..].to_string(), r);
+        }
+        for (k, v) in store.scan(idempotency::RUN_TOKEN_PREFIX)? {
+            let r: RunTaskTokenRecord = decode(&k, &v)?;
+            state.run_tokens.insert(r.client_token.clone(), r);
         }
         Ok(Self {
             state: tokio::sync::Mutex::new(state),

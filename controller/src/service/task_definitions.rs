@@ -1,11 +1,126 @@
 //! RegisterTaskDefinition, ListTaskDefinitions, DescribeTaskDefinition,
 //! DeregisterTaskDefinition.
 
+use super::pagination::{paginate, Page};
 use super::validation::{fargate_pair_ok, validate};
 use super::{now, put, taskdef_key, Controller, State};
 use crate::error::EcsError;
+use crate::store::Write;
 use berth_proto::arn;
 use berth_proto::v1::*;
+
+/// A revision's pagination key: it sorts as the list does, by family name (a family before the
+/// longer names it is a prefix of, as the NUL separator sorts below every name character) and
+/// then by revision number.
+fn list_key(family: &str, revision: i32) -> String {
+    format!("{family}\u{0}{revision:010}")
+}
+
+/// The status filter of ListTaskDefinitions (ECS's TaskDefinitionStatus; Berth also takes ALL,
+/// `None` here): ACTIVE by default.
+fn definition_status(given: Option<&str>) -> Result<Option<&'static str>, EcsError> {
+    match given.unwrap_or(ACTIVE).to_ascii_uppercase().as_str() {
+        "ACTIVE" => Ok(Some(ACTIVE)),
+        "INACTIVE" => Ok(Some(INACTIVE)),
+        "DELETE_IN_PROGRESS" => Ok(Some(DELETE_IN_PROGRESS)),
+        "ALL" => Ok(None),
+        other => Err(EcsError::invalid(format!(
+            "status: '{other}' is not ACTIVE, INACTIVE, DELETE_IN_PROGRESS or ALL"
+        ))),
+    }
+}
+
+const ACTIVE: &str = "ACTIVE";
+const INACTIVE: &str = "INACTIVE";
+const DELETE_IN_PROGRESS: &str = "DELETE_IN_PROGRESS";
+/// The status of what is left of a deleted revision: its family's highest revision is kept
+/// under it so the family's numbering goes on (ECS: "the revision is incremented the next
+/// time"). Internal: never listed, described or run.
+const DELETED: &str = "DELETED";
+
+/// A revision whose deletion finished: family, revision, and the bare record kept in its place
+/// (its family's highest revision) or `None` when it goes entirely.
+pub(crate) type FinishedDeletion = (String, i32, Option<RegisterTaskDefinitionResponse>);
+
+fn is_deleted(r: &RegisterTaskDefinitionResponse) -> bool {
+    r.task_definition
+        .as_ref()
+        .is_none_or(|t| t.status == DELETED)
+}
+
+impl State {
+    /// Finishes the deletion of every DELETE_IN_PROGRESS revision no task not yet STOPPED
+    /// uses (from the per-instance index of such tasks, not a scan of every task): each is
+    /// removed, its family's highest revision kept as a bare DELETED record. Returns the writes
+    /// and applies them to the view only through `apply_deletions` once committed.
+    pub(crate) fn finished_deletions(&self) -> Vec<FinishedDeletion> {
+        let in_use: std::collections::HashSet<&str> = self
+            .active
+            .values()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id))
+            .map(|t| t.task_definition_arn.as_str())
+            .collect();
+        let mut out = Vec::new();
+        for (family, revisions) in &self.task_definitions {
+            let highest = revisions.keys().next_back().copied();
+            for (rev, r) in revisions {
+                let Some(td) = r.task_definition.as_ref() else {
+                    continue;
+                };
+                if td.status == DELETE_IN_PROGRESS
+                    && !in_use.contains(td.task_definition_arn.as_str())
+                {
+                    let keep = (Some(*rev) == highest).then(|| RegisterTaskDefinitionResponse {
+                        task_definition: Some(TaskDefinition {
+                            task_definition_arn: td.task_definition_arn.clone(),
+                            family: family.clone(),
+                            revision: *rev,
+                            status: DELETED.into(),
+                            ..Default::default()
+                        }),
+                        tags: Vec::new(),
+                    });
+                    out.push((family.clone(), *rev, keep));
+                } else if td.status == DELETED && Some(*rev) != highest {
+                    // A bare record below a newer revision numbers nothing any more.
+                    out.push((family.clone(), *rev, None));
+                }
+            }
+        }
+        out
+    }
+
+    /// Applies committed `finished_deletions` to the view.
+    pub(crate) fn apply_deletions(&mut self, done: Vec<FinishedDeletion>) {
+        for (family, rev, keep) in done {
+            let Some(revisions) = self.task_definitions.get_mut(&family) else {
+                continue;
+            };
+            match keep {
+                Some(r) => {
+                    revisions.insert(rev, r);
+                }
+                None => {
+                    revisions.remove(&rev);
+                }
+            }
+            if revisions.is_empty() {
+                self.task_definitions.remove(&family);
+            }
+        }
+    }
+}
+
+/// The store writes of `finished_deletions`.
+pub(crate) fn deletion_writes(done: &[FinishedDeletion]) -> Vec<Write> {
+    done.iter()
+        .map(|(family, rev, keep)| match keep {
+            Some(r) => put(taskdef_key(family, *rev), r),
+            None => Write::Delete(taskdef_key(family, *rev)),
+        })
+        .collect()
+}
 
 fn unable() -> EcsError {
     EcsError::client("Unable to describe task definition.")
@@ -36,7 +151,10 @@ impl State {
         };
         let revisions = self.task_definitions.get(family).ok_or_else(unable)?;
         match revision {
-            Some(rev) => revisions.get(&rev).ok_or_else(unable),
+            Some(rev) => revisions
+                .get(&rev)
+                .filter(|r| !is_deleted(r))
+                .ok_or_else(unable),
             None => revisions
                 .values()
                 .rev()
@@ -123,43 +241,189 @@ impl Controller {
         Ok(record)
     }
 
-    /// ListTaskDefinitions: ARNs by family and revision, filtered by prefix and status.
+    /// ListTaskDefinitions: ARNs by family (lexicographic) and revision (numeric), ascending or
+    /// descending, filtered by family and status, a page at a time.
     pub async fn list_task_definitions(
         &self,
         req: ListTaskDefinitionsRequest,
-    ) -> Result<Vec<String>, EcsError> {
-        let status = req
-            .status
-            .as_deref()
-            .unwrap_or("ACTIVE")
-            .to_ascii_uppercase();
-        if !["ACTIVE", "INACTIVE", "ALL"].contains(&status.as_str()) {
-            return Err(EcsError::invalid(format!(
-                "status: '{status}' is not ACTIVE, INACTIVE or ALL"
-            )));
-        }
+    ) -> Result<Page<String>, EcsError> {
+        let status = definition_status(req.status.as_deref())?;
         let sort = req.sort.as_deref().unwrap_or("ASC").to_ascii_uppercase();
-        if sort != "ASC" && sort != "DESC" {
-            return Err(EcsError::invalid(format!(
-                "sort: '{sort}' is not ASC or DESC"
-            )));
-        }
-        let prefix = req.family_prefix.unwrap_or_default();
+        let descending = match sort.as_str() {
+            "ASC" => false,
+            "DESC" => true,
+            _ => {
+                return Err(EcsError::invalid(format!(
+                    "sort: '{sort}' is not ASC or DESC"
+                )))
+            }
+        };
+        let family = req.family_prefix.unwrap_or_default();
         let st = self.state.lock().await;
-        let mut arns: Vec<String> = st
+        let listed = st
             .task_definitions
             .iter()
             // ECS's familyPrefix is a whole family name (`web` does not list `web-app`).
-            .filter(|(f, _)| prefix.is_empty() || **f == prefix)
+            .filter(|(f, _)| family.is_empty() || **f == family)
             .flat_map(|(_, revs)| revs.values())
             .filter_map(|r| r.task_definition.as_ref())
-            .filter(|t| status == "ALL" || t.status == status)
-            .map(|t| t.task_definition_arn.clone())
-            .collect();
-        if sort == "DESC" {
-            arns.reverse();
+            .filter(|t| t.status != DELETED && status.is_none_or(|s| t.status == s))
+            .map(|t| {
+                (
+                    list_key(&t.family, t.revision),
+                    t.task_definition_arn.clone(),
+                )
+            });
+        if descending {
+            paginate(
+                listed.collect::<Vec<_>>().into_iter().rev(),
+                true,
+                req.next_token.as_deref(),
+                req.max_results,
+            )
+        } else {
+            paginate(listed, false, req.next_token.as_deref(), req.max_results)
         }
-        Ok(arns)
+    }
+
+    /// ListTaskDefinitionFamilies: family names starting with `familyPrefix`, in name order, a
+    /// page at a time. By default (ALL) every family with a revision left; ACTIVE: families with
+    /// an ACTIVE revision; INACTIVE: families with none.
+    pub async fn list_task_definition_families(
+        &self,
+        req: ListTaskDefinitionFamiliesRequest,
+    ) -> Result<Page<String>, EcsError> {
+        let given = req.status.as_deref().unwrap_or("ALL").to_ascii_uppercase();
+        let wants_active = match given.as_str() {
+            "ALL" => None,
+            "ACTIVE" => Some(true),
+            "INACTIVE" => Some(false),
+            other => {
+                return Err(EcsError::invalid(format!(
+                    "status: '{other}' is not ACTIVE, INACTIVE or ALL"
+                )))
+            }
+        };
+        let prefix = req.family_prefix.unwrap_or_default();
+        let st = self.state.lock().await;
+        let listed = st
+            .task_definitions
+            .range(prefix.clone()..)
+            .take_while(|(f, _)| f.starts_with(&prefix))
+            .filter(|(_, revs)| revs.values().any(|r| !is_deleted(r)))
+            .filter(|(_, revs)| {
+                let active = revs.values().any(|r| {
+                    r.task_definition
+                        .as_ref()
+                        .is_some_and(|t| t.status == ACTIVE)
+                });
+                wants_active.is_none_or(|w| w == active)
+            })
+            .map(|(f, _)| (f.clone(), f.clone()));
+        paginate(listed, false, req.next_token.as_deref(), req.max_results)
+    }
+
+    /// DeleteTaskDefinitions: up to 10 INACTIVE revisions go DELETE_IN_PROGRESS, and are gone
+    /// once no task not yet STOPPED uses them (at once when none does). Revisions that are not
+    /// INACTIVE, or not found, are failures; the others are deleted.
+    pub async fn delete_task_definitions(
+        &self,
+        req: DeleteTaskDefinitionsRequest,
+    ) -> Result<DeleteTaskDefinitionsResponse, EcsError> {
+        if req.task_definitions.is_empty() {
+            return Err(EcsError::invalid(
+                "taskDefinitions: give at least one family:revision or ARN",
+            ));
+        }
+        if req.task_definitions.len() > 10 {
+            return Err(EcsError::invalid(
+                "taskDefinitions: at most 10 task definitions per call",
+            ));
+        }
+        let mut st = self.state.lock().await;
+        let mut out = DeleteTaskDefinitionsResponse::default();
+        let mut changed = Vec::new();
+        for given in &req.task_definitions {
+            let failure = |reason: &str| Failure {
+                arn: given.clone(),
+                reason: reason.into(),
+                detail: None,
+            };
+            let named = arn::resource("task-definition", given).unwrap_or(given);
+            if !named.contains(':') {
+                out.failures.push(failure(
+                    "The specified task definition does not name a revision; give family:revision or the full ARN.",
+                ));
+                continue;
+            }
+            let Ok(record) = st.find_task_definition(given) else {
+                out.failures
+                    .push(failure("The specified task definition does not exist."));
+                continue;
+            };
+            let mut record = record.clone();
+            let Some(td) = record.task_definition.as_mut() else {
+                continue;
+            };
+            match td.status.as_str() {
+                ACTIVE => {
+                    out.failures.push(Failure {
+                        arn: td.task_definition_arn.clone(),
+                        ..failure("The specified task definition is still in ACTIVE status. Please deregister the target and try again.")
+                    });
+                    continue;
+                }
+                DELETE_IN_PROGRESS => {}
+                _ => td.status = DELETE_IN_PROGRESS.into(),
+            }
+            out.task_definitions.push(td.clone());
+            changed.push(record);
+        }
+        let writes = changed
+            .iter()
+            .filter_map(|r| r.task_definition.as_ref().map(|t| (t, r)))
+            .map(|(t, r)| put(taskdef_key(&t.family, t.revision), r))
+            .collect();
+        self.commit(writes)?;
+        for r in changed {
+            if let Some(t) = &r.task_definition {
+                let (family, revision) = (t.family.clone(), t.revision);
+                st.task_definitions
+                    .entry(family)
+                    .or_default()
+                    .insert(revision, r);
+            }
+        }
+        self.finish_deletions(&mut st)?;
+        Ok(out)
+    }
+
+    /// Removes the DELETE_IN_PROGRESS revisions no task not yet STOPPED uses any more (the
+    /// retention sweep calls it); returns how many went.
+    pub async fn purge_deleted_task_definitions(&self) -> Result<usize, EcsError> {
+        let mut st = self.state.lock().await;
+        self.finish_deletions(&mut st)
+    }
+
+    /// Removes the DELETE_IN_PROGRESS revisions no task uses any more.
+    pub(crate) fn finish_deletions(&self, st: &mut State) -> Result<usize, EcsError> {
+        let done = st.finished_deletions();
+        if done.is_empty() {
+            return Ok(0);
+        }
+        self.commit(deletion_writes(&done))?;
+        // Revisions whose deletion finished, not the bare records tidied away with them.
+        let n = done
+            .iter()
+            .filter(|(family, rev, _)| {
+                st.task_definitions
+                    .get(family)
+                    .and_then(|revs| revs.get(rev))
+                    .is_some_and(|r| !is_deleted(r))
+            })
+            .count();
+        st.apply_deletions(done);
+        Ok(n)
     }
 
     /// DescribeTaskDefinition.

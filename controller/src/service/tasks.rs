@@ -1,6 +1,7 @@
 //! RunTask, StopTask, ListTasks, DescribeTasks. The agent link's half (desired tasks, state
 //! changes, adoption) is in `agent_link.rs`.
 
+use super::pagination::{paginate, Page};
 use super::validation::{
     parse_task_cpu, parse_task_memory, task_cpu_value, task_memory_value, task_needs,
 };
@@ -136,6 +137,9 @@ impl Controller {
         super::clusters::validate_tags(&req.tags)?;
         let overrides = req.overrides.clone().unwrap_or_default();
         let mut st = self.state.lock().await;
+        if let Some(first) = st.replay_run_task(&req)? {
+            return Ok(first);
+        }
         let cluster_arn = st.active_cluster(&name)?.cluster_arn.clone();
         let td = st
             .find_task_definition(&req.task_definition)?
@@ -270,7 +274,19 @@ impl Controller {
             writes.push(put(format!("{TASK_PREFIX}{id}"), &task));
             placed.push((id, instance_id, task));
         }
+        let token = State::run_token_record(
+            &req,
+            &out,
+            placed.iter().map(|(_, _, t)| t.task_arn.clone()),
+        )
+        .map(|(write, record)| {
+            writes.push(write);
+            record
+        });
         self.commit(writes)?;
+        if let Some(record) = token {
+            st.remember_run_token(record);
+        }
         for (id, instance_id, task) in placed {
             st.put_task(id, task.clone());
             self.fleet.notify(&instance_id);
@@ -318,8 +334,9 @@ impl Controller {
         Ok(task)
     }
 
-    /// ListTasks: task ARNs filtered as ECS filters them (desiredStatus RUNNING by default).
-    pub async fn list_tasks(&self, req: ListTasksRequest) -> Result<Vec<String>, EcsError> {
+    /// ListTasks: task ARNs filtered as ECS filters them (desiredStatus RUNNING by default), a
+    /// page at a time, in task id order.
+    pub async fn list_tasks(&self, req: ListTasksRequest) -> Result<Page<String>, EcsError> {
         let name = cluster_name(req.cluster.as_deref())?;
         let given = req
             .desired_status
@@ -351,11 +368,11 @@ impl Controller {
                 .unwrap_or(ci)
                 .to_string()
         });
-        Ok(st
+        let listed = st
             .tasks
-            .values()
-            .filter(|t| t.cluster_arn == cluster_arn)
-            .filter(|t| {
+            .iter()
+            .filter(|(_, t)| t.cluster_arn == cluster_arn)
+            .filter(|(_, t)| {
                 let wants = TaskStatus::parse(&t.desired_status);
                 match desired {
                     // ECS accepts PENDING but no task is ever desired PENDING: nothing.
@@ -363,19 +380,19 @@ impl Controller {
                     d => wants == Ok(d),
                 }
             })
-            .filter(|t| {
+            .filter(|(_, t)| {
                 req.family.as_deref().is_none_or(|f| {
                     arn::resource("task-definition", &t.task_definition_arn)
                         .and_then(|r| r.rsplit_once(':'))
                         .is_some_and(|(fam, _)| fam == f)
                 })
             })
-            .filter(|t| {
+            .filter(|(_, t)| {
                 req.started_by
                     .as_deref()
                     .is_none_or(|s| t.started_by.as_deref() == Some(s))
             })
-            .filter(|t| {
+            .filter(|(_, t)| {
                 instance.as_deref().is_none_or(|i| {
                     t.container_instance_arn
                         .as_deref()
@@ -383,13 +400,13 @@ impl Controller {
                         == Some(i)
                 })
             })
-            .filter(|t| {
+            .filter(|(_, t)| {
                 req.launch_type
                     .as_deref()
                     .is_none_or(|l| t.launch_type == l)
             })
-            .map(|t| t.task_arn.clone())
-            .collect())
+            .map(|(id, t)| (id.clone(), t.task_arn.clone()));
+        paginate(listed, false, req.next_token.as_deref(), req.max_results)
     }
 
     /// DescribeTasks: found tasks, and a MISSING failure for each unknown one.
