@@ -657,6 +657,31 @@ fn outputs_skeletons_and_debug_as_the_aws_cli() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["clusterArns"][0], arn.as_str());
 
+    // An operation with an empty response prints nothing, as aws does.
+    let tagged = c.berth(&[
+        "tag-resource",
+        "--resource-arn",
+        &arn,
+        "--tags",
+        "key=team,value=a b",
+    ]);
+    assert!(
+        tagged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tagged.stderr)
+    );
+    assert!(tagged.stdout.is_empty());
+    assert_eq!(
+        c.ok(&[
+            "list-tags-for-resource",
+            "--resource-arn",
+            &arn,
+            "--output",
+            "text"
+        ]),
+        "TAGS\tteam\ta b\n"
+    );
+
     let skeleton = c.json(&["register-task-definition", "--generate-cli-skeleton"]);
     assert_eq!(skeleton["family"], "");
     assert!(
@@ -764,4 +789,21 @@ fn listing_250_task_definitions_pages_each_exactly_once() {
     assert_eq!(calls, 7);
     seen.sort();
     assert_eq!(seen, want, "each exactly once");
+
+    // ListTaskDefinitionFamilies pages the same way.
+    let families = c.json(&[
+        "list-task-definition-families",
+        "--family-prefix",
+        "page-",
+        "--page-size",
+        "9",
+    ]);
+    let families: Vec<&str> = families["families"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..250).map(|i| format!("page-{i:03}")).collect();
+    assert_eq!(families, expected);
 }
