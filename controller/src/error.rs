@@ -49,20 +49,19 @@ pub enum EcsError {
 impl EcsError {
     /// The ECS exception name for this error.
     pub fn exception_name(&self) -> &'static str {
+        use berth_proto::exceptions as x;
         match self {
-            EcsError::ClusterNotFound => "ClusterNotFoundException",
-            EcsError::ServiceNotFound(_) => "ServiceNotFoundException",
-            EcsError::Client(_) => "ClientException",
-            EcsError::InvalidParameter(_) => "InvalidParameterException",
-            EcsError::ClusterContainsContainerInstances => {
-                "ClusterContainsContainerInstancesException"
-            }
-            EcsError::ClusterContainsTasks => "ClusterContainsTasksException",
-            EcsError::TargetNotFound(_) => "TargetNotFoundException",
-            EcsError::AttributeLimitExceeded(_) => "AttributeLimitExceededException",
-            EcsError::InactiveInstance(_) => "ClientException",
-            EcsError::Conflict { .. } => "ConflictException",
-            EcsError::Store(_) => "ServerException",
+            EcsError::ClusterNotFound => x::CLUSTER_NOT_FOUND,
+            EcsError::ServiceNotFound(_) => x::SERVICE_NOT_FOUND,
+            EcsError::Client(_) => x::CLIENT,
+            EcsError::InvalidParameter(_) => x::INVALID_PARAMETER,
+            EcsError::ClusterContainsContainerInstances => x::CLUSTER_CONTAINS_CONTAINER_INSTANCES,
+            EcsError::ClusterContainsTasks => x::CLUSTER_CONTAINS_TASKS,
+            EcsError::TargetNotFound(_) => x::TARGET_NOT_FOUND,
+            EcsError::AttributeLimitExceeded(_) => x::ATTRIBUTE_LIMIT_EXCEEDED,
+            EcsError::InactiveInstance(_) => x::CLIENT,
+            EcsError::Conflict { .. } => x::CONFLICT,
+            EcsError::Store(_) => x::SERVER,
         }
     }
 
@@ -77,8 +76,8 @@ impl EcsError {
     }
 }
 
-/// The metadata key carrying the ECS exception name on a gRPC error.
-pub const EXCEPTION_METADATA: &str = "x-berth-exception";
+/// The metadata key carrying the ECS exception name on a gRPC error (defined beside the model).
+pub use berth_proto::exceptions::METADATA_KEY as EXCEPTION_METADATA;
 
 /// Maps a domain error to a gRPC status, in this one place.
 impl From<EcsError> for tonic::Status {

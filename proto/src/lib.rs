@@ -16,10 +16,85 @@ pub use pbjson_types::Timestamp;
 /// The descriptor types, to decode [`FILE_DESCRIPTOR_SET`].
 pub use prost_types;
 
-/// The encoded `FileDescriptorSet` of every .proto file: the model's fields and their JSON
-/// names, for tests that walk the whole model.
+/// The encoded `FileDescriptorSet` of every `.proto` of the contract: the model a client walks
+/// to name its flags, check request keys and type values (decode with
+/// `prost_types::FileDescriptorSet`).
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/berth_descriptor.bin"));
+
+/// The ECS exception names a `Status` of the `Ecs` service carries, beside the model so a client
+/// (the `berth` CLI) reads them without the controller's error module.
+pub mod exceptions {
+    /// The gRPC metadata key holding the exception name of a failed `Ecs` call.
+    pub const METADATA_KEY: &str = "x-berth-exception";
+
+    /// ClientException: a bad request the caller must change.
+    pub const CLIENT: &str = "ClientException";
+    /// InvalidParameterException: a parameter is missing or has a wrong value.
+    pub const INVALID_PARAMETER: &str = "InvalidParameterException";
+    /// ServerException: the server failed; nothing was changed.
+    pub const SERVER: &str = "ServerException";
+    /// ClusterNotFoundException
+    pub const CLUSTER_NOT_FOUND: &str = "ClusterNotFoundException";
+    /// ServiceNotFoundException
+    pub const SERVICE_NOT_FOUND: &str = "ServiceNotFoundException";
+    /// ServiceNotActiveException
+    pub const SERVICE_NOT_ACTIVE: &str = "ServiceNotActiveException";
+    /// ClusterContainsContainerInstancesException
+    pub const CLUSTER_CONTAINS_CONTAINER_INSTANCES: &str =
+        "ClusterContainsContainerInstancesException";
+    /// ClusterContainsServicesException
+    pub const CLUSTER_CONTAINS_SERVICES: &str = "ClusterContainsServicesException";
+    /// ClusterContainsTasksException
+    pub const CLUSTER_CONTAINS_TASKS: &str = "ClusterContainsTasksException";
+    /// ResourceNotFoundException
+    pub const RESOURCE_NOT_FOUND: &str = "ResourceNotFoundException";
+    /// ResourceInUseException
+    pub const RESOURCE_IN_USE: &str = "ResourceInUseException";
+    /// TargetNotFoundException
+    pub const TARGET_NOT_FOUND: &str = "TargetNotFoundException";
+    /// AttributeLimitExceededException
+    pub const ATTRIBUTE_LIMIT_EXCEEDED: &str = "AttributeLimitExceededException";
+    /// LimitExceededException
+    pub const LIMIT_EXCEEDED: &str = "LimitExceededException";
+    /// UnsupportedFeatureException
+    pub const UNSUPPORTED_FEATURE: &str = "UnsupportedFeatureException";
+    /// AccessDeniedException
+    pub const ACCESS_DENIED: &str = "AccessDeniedException";
+    /// ConflictException
+    pub const CONFLICT: &str = "ConflictException";
+
+    /// Every name above: the exceptions of ECS's API that Berth raises or may raise.
+    pub const ALL: &[&str] = &[
+        CLIENT,
+        INVALID_PARAMETER,
+        SERVER,
+        CLUSTER_NOT_FOUND,
+        SERVICE_NOT_FOUND,
+        SERVICE_NOT_ACTIVE,
+        CLUSTER_CONTAINS_CONTAINER_INSTANCES,
+        CLUSTER_CONTAINS_SERVICES,
+        CLUSTER_CONTAINS_TASKS,
+        RESOURCE_NOT_FOUND,
+        RESOURCE_IN_USE,
+        TARGET_NOT_FOUND,
+        ATTRIBUTE_LIMIT_EXCEEDED,
+        LIMIT_EXCEEDED,
+        UNSUPPORTED_FEATURE,
+        ACCESS_DENIED,
+        CONFLICT,
+    ];
+
+    /// The exception a failed call carries; ServerException when it names none (the aws CLI's
+    /// fallback for an error without a code).
+    pub fn of(status: &tonic::Status) -> &str {
+        status
+            .metadata()
+            .get(METADATA_KEY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(SERVER)
+    }
+}
 
 /// Now, as a protobuf timestamp, to the microsecond: the JSON then reads
 /// `2025-10-28T14:30:45.123456+00:00`, as the aws CLI prints ECS timestamps.

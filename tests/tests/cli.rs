@@ -197,7 +197,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         254,
         "clusterName",
     );
-    assert_fails(&c, &["list-clusters", "--output", "yaml"], 252, "--output");
+    assert_fails(&c, &["list-clusters", "--output", "xml"], 252, "--output");
 }
 
 #[test]
@@ -384,4 +384,515 @@ fn every_field_task_definition_registers_but_for_the_unsupported() {
     if let Err(e) = json_contains(&described["taskDefinition"], &td, "taskDefinition") {
         panic!("{e}\n{described:#}");
     }
+}
+
+/// What the controller holds, as the list calls show it: equal before and after a refused
+/// command means the command changed nothing.
+fn snapshot(c: &Cluster) -> Vec<serde_json::Value> {
+    vec![
+        c.json(&["list-clusters"]),
+        c.json(&["list-task-definitions", "--status", "ALL"]),
+        c.json(&["list-tasks", "--cluster", &c.name]),
+        c.json(&[
+            "list-tasks",
+            "--cluster",
+            &c.name,
+            "--desired-status",
+            "STOPPED",
+        ]),
+        c.json(&["list-container-instances", "--cluster", &c.name]),
+        c.json(&["describe-clusters", "--clusters", &c.name]),
+    ]
+}
+
+/// Issue 6: the bad-input matrix through the `berth` binary. Every kind of flag with a
+/// malformed value, a missing file://, a non-object --cli-input-json, a bad --query, an unknown
+/// key, a bad --output, an unreachable endpoint: each gets ONE clear line on stderr, nothing on
+/// stdout, the aws CLI's exit code (252 usage, 254 service, 255 connection) and the controller
+/// is as it was.
+#[test]
+fn bad_input_matrix_gets_one_line_and_changes_nothing() {
+    let c = Cluster::controller_only("matrix");
+    let n = c.name.clone();
+    c.register(&format!(
+        r#"{{"family": "keep", "containerDefinitions": [{{"name": "a", "image": "{IMAGE}", "memory": 8}}]}}"#
+    ));
+    let before = snapshot(&c);
+    let missing = format!("file://{}", c.dir.join("no-such.json").display());
+    let list = c.dir.join("list.json");
+    std::fs::write(&list, "[{\"family\": \"x\"}]").unwrap();
+    let list = format!("file://{}", list.display());
+    let td = format!(
+        r#"{{"family": "new", "containerDefinitions": [{{"name": "a", "image": "{IMAGE}", "memory": 8}}]}}"#
+    );
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        // A string flag whose file:// is missing.
+        (
+            vec!["run-task", "--cluster", &n, "--task-definition", &missing],
+            252,
+            "Unable to load paramfile",
+        ),
+        // An integer flag.
+        (
+            vec![
+                "run-task",
+                "--cluster",
+                &n,
+                "--task-definition",
+                "keep:1",
+                "--count",
+                "two",
+            ],
+            252,
+            "Invalid type for parameter count, value: two",
+        ),
+        (
+            vec![
+                "run-task",
+                "--cluster",
+                &n,
+                "--task-definition",
+                "keep:1",
+                "--count",
+                "99999999999",
+            ],
+            252,
+            "Parameter validation failed for RunTask",
+        ),
+        // A boolean flag given a value.
+        (
+            vec![
+                "deregister-container-instance",
+                "--cluster",
+                &n,
+                "--container-instance",
+                "i",
+                "--force",
+                "yes",
+            ],
+            252,
+            "yes",
+        ),
+        // A structure flag: shorthand, JSON, a boolean inside, an unknown key inside.
+        (
+            vec![
+                "run-task",
+                "--cluster",
+                &n,
+                "--task-definition",
+                "keep:1",
+                "--overrides",
+                "containerOverrides=[{name=a",
+            ],
+            252,
+            "Error parsing parameter '--overrides': Expected: ','",
+        ),
+        (
+            vec![
+                "run-task",
+                "--cluster",
+                &n,
+                "--task-definition",
+                "keep:1",
+                "--overrides",
+                "{\"cpu\": ",
+            ],
+            252,
+            "Error parsing parameter '--overrides': Invalid JSON",
+        ),
+        (
+            vec![
+                "run-task",
+                "--cluster",
+                &n,
+                "--task-definition",
+                "keep:1",
+                "--overrides",
+                "containerOverrides=[{name=a,cpux=1}]",
+            ],
+            252,
+            "Unknown parameter in overrides.containerOverrides[0]: \"cpux\"",
+        ),
+        (
+            vec![
+                "register-task-definition",
+                "--family",
+                "new",
+                "--container-definitions",
+                "name=a,image=i,essential=maybe",
+            ],
+            252,
+            "containerDefinitions[0].essential, value: maybe",
+        ),
+        // A list flag: a broken JSON list.
+        (
+            vec!["describe-tasks", "--cluster", &n, "--tasks", "[\"a\","],
+            252,
+            "Error parsing parameter '--tasks': Invalid JSON",
+        ),
+        // A list of structures.
+        (
+            vec!["create-cluster", "--cluster-name", "other", "--tags", "key"],
+            252,
+            "Error parsing parameter '--tags': Expected: '='",
+        ),
+        // --cli-input-json: missing file, not an object, broken, unknown key; --cli-input-yaml.
+        (
+            vec!["register-task-definition", "--cli-input-json", &missing],
+            252,
+            "Unable to load paramfile",
+        ),
+        (
+            vec!["register-task-definition", "--cli-input-json", &list],
+            252,
+            "must be an object",
+        ),
+        (
+            vec![
+                "register-task-definition",
+                "--cli-input-json",
+                "{\"family\": \"x\",",
+            ],
+            252,
+            "Invalid JSON",
+        ),
+        (
+            vec![
+                "register-task-definition",
+                "--cli-input-json",
+                "{\"family\": \"x\", \"containerDefinitionz\": []}",
+            ],
+            252,
+            "Unknown parameter in input: \"containerDefinitionz\"",
+        ),
+        (
+            vec!["register-task-definition", "--cli-input-yaml", "family: [x"],
+            252,
+            "Invalid YAML",
+        ),
+        // Globals and paging.
+        (
+            vec![
+                "register-task-definition",
+                "--cli-input-json",
+                &td,
+                "--query",
+                "taskDefinition.[",
+            ],
+            252,
+            "Bad value for --query",
+        ),
+        (
+            vec![
+                "register-task-definition",
+                "--cli-input-json",
+                &td,
+                "--output",
+                "xml",
+            ],
+            252,
+            "argument --output: Invalid choice 'xml'",
+        ),
+        (
+            vec!["list-task-definitions", "--starting-token", "bm90IGpzb24="],
+            252,
+            "Bad value for --starting-token",
+        ),
+        (
+            vec!["list-task-definitions", "--max-items", "0"],
+            252,
+            "--max-items",
+        ),
+        (
+            vec!["list-task-definitions", "--max-items", "2", "--no-paginate"],
+            252,
+            "--no-paginate",
+        ),
+        // Flags and operations that do not exist, a value forgotten.
+        (
+            vec![
+                "create-cluster",
+                "--cluster-name",
+                "other",
+                "--no-such-flag",
+                "x",
+            ],
+            252,
+            "--no-such-flag",
+        ),
+        (
+            vec!["create-clusterz", "--cluster-name", "other"],
+            252,
+            "create-clusterz",
+        ),
+        (
+            vec!["run-task", "--cluster", &n, "--task-definition"],
+            252,
+            "--task-definition",
+        ),
+        (
+            vec![
+                "wait",
+                "services-stable",
+                "--cluster",
+                &n,
+                "--services",
+                "s",
+            ],
+            252,
+            "services are not built yet (issue 12)",
+        ),
+        // The service refuses (254).
+        (
+            vec![
+                "describe-tasks",
+                "--cluster",
+                "no-such-cluster",
+                "--tasks",
+                "x",
+            ],
+            254,
+            "An error occurred (ClusterNotFoundException) when calling the DescribeTasks operation",
+        ),
+        (
+            vec![
+                "register-task-definition",
+                "--family",
+                "new",
+                "--container-definitions",
+                "name=a,image=i,memory=-1",
+            ],
+            254,
+            "An error occurred (ClientException) when calling the RegisterTaskDefinition operation",
+        ),
+    ];
+    for (args, code, needle) in &cases {
+        let out = c.berth(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(*code), "berth ecs {args:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "berth ecs {args:?}: expected '{needle}' in: {err}"
+        );
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "berth ecs {args:?}: not one line: {err}"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "berth ecs {args:?}: printed {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    assert_eq!(
+        snapshot(&c),
+        before,
+        "a refused command changed the controller"
+    );
+
+    // An unreachable endpoint: 255, one line naming it.
+    let port = berth_tests::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = std::process::Command::new(berth_tests::bin("berth"))
+        .args(["--endpoint-url", &url, "ecs", "list-clusters"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!("Could not connect to the endpoint URL: \"{url}\"")
+    );
+}
+
+/// Issue 6: `--output` text, table and yaml as the aws CLI prints them, `--debug` on stderr
+/// only, and `--generate-cli-skeleton` printing the model's request without calling.
+#[test]
+fn outputs_skeletons_and_debug_as_the_aws_cli() {
+    let c = Cluster::controller_only("outputs");
+    let n = c.name.clone();
+    let arn = berth_proto::arn::cluster(&n);
+    assert_eq!(
+        c.ok(&["list-clusters", "--output", "text"]),
+        format!("CLUSTERARNS\t{arn}\n")
+    );
+    assert_eq!(
+        c.ok(&["list-clusters", "--output", "yaml"]),
+        format!("clusterArns:\n- {arn}\n")
+    );
+    let table = c.ok(&["describe-clusters", "--clusters", &n, "--output", "table"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].chars().all(|ch| ch == '-'), "{table}");
+    assert!(
+        lines[1].starts_with('|')
+            && lines[1].trim_matches(|ch| ch == '|' || ch == ' ') == "DescribeClusters",
+        "{table}"
+    );
+    assert!(table.contains("||") && table.contains(&n), "{table}");
+    // Nothing for empty lists in text: describe-clusters' empty failures print no line.
+    let text = c.ok(&["describe-clusters", "--clusters", &n, "--output", "text"]);
+    assert!(text.starts_with("CLUSTERS\t"), "{text}");
+    assert!(!text.contains("FAILURES"), "{text}");
+
+    let out = c.berth(&["list-clusters", "--debug"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("DEBUG ListClusters") && err.contains("/berth.v1.Ecs/ListClusters"),
+        "{err}"
+    );
+    assert!(err.contains(&arn), "the response is shown: {err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["clusterArns"][0], arn.as_str());
+
+    // An operation with an empty response prints nothing, as aws does.
+    let tagged = c.berth(&[
+        "tag-resource",
+        "--resource-arn",
+        &arn,
+        "--tags",
+        "key=team,value=a b",
+    ]);
+    assert!(
+        tagged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tagged.stderr)
+    );
+    assert!(tagged.stdout.is_empty());
+    assert_eq!(
+        c.ok(&[
+            "list-tags-for-resource",
+            "--resource-arn",
+            &arn,
+            "--output",
+            "text"
+        ]),
+        "TAGS\tteam\ta b\n"
+    );
+
+    let skeleton = c.json(&["register-task-definition", "--generate-cli-skeleton"]);
+    assert_eq!(skeleton["family"], "");
+    assert!(
+        skeleton["containerDefinitions"][0]["dockerLabels"].is_object(),
+        "{skeleton}"
+    );
+    let yaml = c.ok(&["run-task", "--generate-cli-skeleton", "yaml-input"]);
+    assert!(yaml.contains("taskDefinition: ''"), "{yaml}");
+    let sample = c.json(&["run-task", "--generate-cli-skeleton", "output"]);
+    assert_eq!(sample["tasks"][0]["taskArn"], "taskArn");
+    // No call was made: nothing registered, nothing run.
+    let tds = c.json(&["list-task-definitions", "--status", "ALL"]);
+    assert_eq!(tds["taskDefinitionArns"], serde_json::json!([]));
+}
+
+/// Issue 6: `berth ecs wait tasks-running` fails as aws's waiter does when a task is MISSING
+/// (exit 255, botocore's message), without waiting out the clock.
+#[test]
+fn wait_tasks_running_fails_on_a_missing_task() {
+    let c = Cluster::controller_only("waitmissing");
+    let started = std::time::Instant::now();
+    let out = c.berth(&[
+        "wait",
+        "tasks-running",
+        "--cluster",
+        &c.name,
+        "--tasks",
+        "0123456789abcdef0123456789abcdef",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        "Waiter TasksRunning failed: Waiter encountered a terminal failure state: For expression \"failures[].reason\" we matched expected path: \"MISSING\" at least once"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(out.stdout.is_empty());
+}
+
+/// Issue 6: 250 task definitions (unique families) listed through the CLI's automatic paging
+/// with `--page-size 7`, and by hand with `--max-items` / `--starting-token`, each exactly once.
+/// Needs the controller's paging (maxResults, nextToken).
+#[test]
+fn listing_250_task_definitions_pages_each_exactly_once() {
+    let c = Cluster::controller_only("paging250");
+    let mut want = Vec::new();
+    for i in 0..250 {
+        let family = format!("page-{i:03}");
+        let v = c.json(&[
+            "register-task-definition",
+            "--family",
+            &family,
+            "--container-definitions",
+            &format!("name=a,image={IMAGE},memory=8"),
+            "--query",
+            "taskDefinition.taskDefinitionArn",
+        ]);
+        want.push(v.as_str().unwrap().to_string());
+    }
+    want.sort();
+    let arns = |v: &serde_json::Value| -> Vec<String> {
+        v["taskDefinitionArns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    };
+    // The service pages: one call with maxResults 7 answers 7 and a token.
+    let one = c.json(&["list-task-definitions", "--max-results", "7"]);
+    assert_eq!(arns(&one).len(), 7, "the controller does not page");
+    assert!(one["nextToken"].is_string(), "no nextToken");
+    let all = c.json(&["list-task-definitions", "--page-size", "7"]);
+    let mut got = arns(&all);
+    assert!(all.get("NextToken").is_none(), "{all}");
+    assert_eq!(got.len(), 250);
+    got.sort();
+    assert_eq!(got, want);
+
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    let mut calls = 0;
+    loop {
+        let mut args = vec![
+            "list-task-definitions",
+            "--page-size",
+            "7",
+            "--max-items",
+            "40",
+        ];
+        if let Some(t) = &token {
+            args.extend(["--starting-token", t.as_str()]);
+        }
+        let v = c.json(&args);
+        let page = arns(&v);
+        assert!(page.len() <= 40, "{v}");
+        seen.extend(page);
+        calls += 1;
+        match v.get("NextToken").and_then(|t| t.as_str()) {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+        assert!(calls < 20, "paging does not end");
+    }
+    assert_eq!(calls, 7);
+    seen.sort();
+    assert_eq!(seen, want, "each exactly once");
+
+    // ListTaskDefinitionFamilies pages the same way.
+    let families = c.json(&[
+        "list-task-definition-families",
+        "--family-prefix",
+        "page-",
+        "--page-size",
+        "9",
+    ]);
+    let families: Vec<&str> = families["families"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..250).map(|i| format!("page-{i:03}")).collect();
+    assert_eq!(families, expected);
 }

@@ -4,9 +4,12 @@
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     match berth_controller::cli::run(args).await {
-        Ok(out) => println!("{}", out.trim_end()),
+        Ok(out) if out.is_empty() => {}
+        Ok(out) if out.ends_with('\n') => print!("{out}"),
+        Ok(out) => println!("{out}"),
         Err(e) => {
-            eprintln!("{}", e.to_string().trim_end());
+            // One line: a message never spans lines, so scripts can log it as one.
+            eprintln!("{}", e.to_string().trim_end().replace('\n', " "));
             std::process::exit(e.exit_code());
         }
     }

@@ -1,0 +1,457 @@
+//! Paging and waiters against an in-process fake `Ecs` server on 127.0.0.1:0 that speaks the
+//! real protocol: it answers ListTaskDefinitions in pages of `maxResults` over a fixed list and
+//! DescribeTasks from a script, and records what it was asked.
+
+use super::*;
+use berth_proto::v1 as pb;
+use prost::Message as _;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codegen::{http, BoxFuture, Context, Poll, Service};
+
+#[derive(Default)]
+struct State {
+    items: Vec<String>,
+    /// (nextToken, maxResults) of each ListTaskDefinitions request.
+    asked: Mutex<Vec<(Option<String>, Option<i32>)>>,
+    /// DescribeTasks answers, in order; the last repeats.
+    script: Mutex<VecDeque<Result<pb::DescribeTasksResponse, tonic::Status>>>,
+}
+
+#[derive(Clone)]
+struct Fake(Arc<State>);
+
+impl tonic::server::NamedService for Fake {
+    const NAME: &'static str = "berth.v1.Ecs";
+}
+
+struct Handler {
+    path: String,
+    state: Arc<State>,
+}
+
+impl tonic::server::UnaryService<Vec<u8>> for Handler {
+    type Response = Vec<u8>;
+    type Future = BoxFuture<tonic::Response<Vec<u8>>, tonic::Status>;
+
+    fn call(&mut self, req: tonic::Request<Vec<u8>>) -> Self::Future {
+        let state = self.state.clone();
+        let path = self.path.clone();
+        Box::pin(async move {
+            let body = req.into_inner();
+            match path.as_str() {
+                "/berth.v1.Ecs/ListTaskDefinitions" => {
+                    let r = pb::ListTaskDefinitionsRequest::decode(body.as_slice())
+                        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+                    state
+                        .asked
+                        .lock()
+                        .unwrap()
+                        .push((r.next_token.clone(), r.max_results));
+                    let start: usize = r.next_token.as_deref().unwrap_or("0").parse().unwrap();
+                    let size = r.max_results.unwrap_or(100) as usize;
+                    let end = (start + size).min(state.items.len());
+                    let resp = pb::ListTaskDefinitionsResponse {
+                        task_definition_arns: state.items[start..end].to_vec(),
+                        next_token: (end < state.items.len()).then(|| end.to_string()),
+                    };
+                    Ok(tonic::Response::new(resp.encode_to_vec()))
+                }
+                "/berth.v1.Ecs/DescribeTasks" => {
+                    let mut script = state.script.lock().unwrap();
+                    let answer = if script.len() > 1 {
+                        script.pop_front()
+                    } else {
+                        script.front().cloned()
+                    };
+                    match answer {
+                        Some(Ok(resp)) => Ok(tonic::Response::new(resp.encode_to_vec())),
+                        Some(Err(s)) => Err(s),
+                        None => Err(tonic::Status::internal("no script")),
+                    }
+                }
+                other => Err(tonic::Status::unimplemented(other.to_string())),
+            }
+        })
+    }
+}
+
+impl Service<http::Request<tonic::body::Body>> for Fake {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let handler = Handler {
+            path: req.uri().path().to_string(),
+            state: self.0.clone(),
+        };
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(Raw);
+            Ok(grpc.unary(handler, req).await)
+        })
+    }
+}
+
+struct Server {
+    url: String,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(state: State) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = Arc::new(state);
+    let fake = Fake(state.clone());
+    let task = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(fake)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await;
+    });
+    Server {
+        url: format!("http://{addr}"),
+        state,
+        task,
+    }
+}
+
+fn arns(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("arn:td/f{i}:1")).collect()
+}
+
+async fn berth(s: &Server, args: &[&str]) -> Result<String, CliError> {
+    let mut all = vec!["berth", "--endpoint-url", &s.url, "ecs"];
+    all.extend_from_slice(args);
+    run(all.into_iter().map(String::from).collect()).await
+}
+
+fn listed(out: &str) -> (Vec<String>, Option<String>) {
+    let v: Value = serde_json::from_str(out).unwrap();
+    let items = v["taskDefinitionArns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect();
+    (items, v["NextToken"].as_str().map(String::from))
+}
+
+#[tokio::test]
+async fn pages_are_followed_and_merged_with_page_size_as_max_results() {
+    let s = serve(State {
+        items: arns(250),
+        ..State::default()
+    })
+    .await;
+    let out = berth(&s, &["list-task-definitions", "--page-size", "7"])
+        .await
+        .unwrap();
+    let (items, next) = listed(&out);
+    assert_eq!(items, arns(250));
+    assert_eq!(next, None);
+    let asked = s.state.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 250_usize.div_ceil(7));
+    assert!(asked.iter().all(|(_, m)| *m == Some(7)), "{asked:?}");
+    assert_eq!(asked[0].0, None);
+    assert_eq!(asked[1].0.as_deref(), Some("7"));
+}
+
+#[tokio::test]
+async fn max_items_truncates_and_the_token_resumes_exactly_there() {
+    let s = serve(State {
+        items: arns(40),
+        ..State::default()
+    })
+    .await;
+    // Mid-page: 10 items of pages of 7 stop 3 items into the second page.
+    let out = berth(
+        &s,
+        &[
+            "list-task-definitions",
+            "--page-size",
+            "7",
+            "--max-items",
+            "10",
+        ],
+    )
+    .await
+    .unwrap();
+    let (first, next) = listed(&out);
+    assert_eq!(first, arns(40)[..10]);
+    let token = next.expect("a NextToken when truncated");
+    // botocore's token: the page's own token and how much of it was printed.
+    assert_eq!(
+        ResumeToken::decode(&token).unwrap(),
+        ResumeToken {
+            next_token: Some("7".into()),
+            truncate: 3
+        }
+    );
+    let out = berth(
+        &s,
+        &[
+            "list-task-definitions",
+            "--page-size",
+            "7",
+            "--max-items",
+            "14",
+            "--starting-token",
+            &token,
+        ],
+    )
+    .await
+    .unwrap();
+    let (second, next) = listed(&out);
+    assert_eq!(second, arns(40)[10..24]);
+    let out = berth(
+        &s,
+        &["list-task-definitions", "--starting-token", &next.unwrap()],
+    )
+    .await
+    .unwrap();
+    let (rest, next) = listed(&out);
+    assert_eq!(rest, arns(40)[24..]);
+    assert_eq!(next, None);
+    // Truncated again on the page it resumed in: the token counts the items skipped before.
+    let out = berth(
+        &s,
+        &[
+            "list-task-definitions",
+            "--page-size",
+            "7",
+            "--max-items",
+            "2",
+            "--starting-token",
+            &token,
+        ],
+    )
+    .await
+    .unwrap();
+    let (two, next) = listed(&out);
+    assert_eq!(two, arns(40)[10..12]);
+    assert_eq!(
+        ResumeToken::decode(&next.unwrap()).unwrap(),
+        ResumeToken {
+            next_token: Some("7".into()),
+            truncate: 5
+        }
+    );
+    // On a page boundary the token is the service's own.
+    let out = berth(
+        &s,
+        &[
+            "list-task-definitions",
+            "--page-size",
+            "5",
+            "--max-items",
+            "10",
+        ],
+    )
+    .await
+    .unwrap();
+    let (_, next) = listed(&out);
+    assert_eq!(
+        ResumeToken::decode(&next.unwrap()).unwrap(),
+        ResumeToken {
+            next_token: Some("10".into()),
+            truncate: 0
+        }
+    );
+}
+
+#[tokio::test]
+async fn no_paginate_makes_one_call_and_prints_the_services_token() {
+    let s = serve(State {
+        items: arns(150),
+        ..State::default()
+    })
+    .await;
+    let out = berth(&s, &["list-task-definitions", "--no-paginate"])
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["taskDefinitionArns"].as_array().unwrap().len(), 100);
+    assert_eq!(v["nextToken"], "100");
+    // --next-token / --max-results given by hand also make one call, as in the aws CLI.
+    let out = berth(&s, &["list-task-definitions", "--max-results", "3"])
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["taskDefinitionArns"].as_array().unwrap().len(), 3);
+    assert_eq!(s.state.asked.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn text_output_of_a_truncated_listing_ends_with_the_token() {
+    let s = serve(State {
+        items: arns(5),
+        ..State::default()
+    })
+    .await;
+    let out = berth(
+        &s,
+        &[
+            "list-task-definitions",
+            "--max-items",
+            "2",
+            "--output",
+            "text",
+        ],
+    )
+    .await
+    .unwrap();
+    let token = ResumeToken {
+        next_token: None,
+        truncate: 2,
+    }
+    .encode();
+    assert_eq!(
+        out,
+        format!("TASKDEFINITIONARNS\tarn:td/f0:1\nTASKDEFINITIONARNS\tarn:td/f1:1\nNEXTTOKEN\t{token}\n")
+    );
+}
+
+fn tasks(statuses: &[&str]) -> Result<pb::DescribeTasksResponse, tonic::Status> {
+    Ok(pb::DescribeTasksResponse {
+        tasks: statuses
+            .iter()
+            .map(|s| pb::Task {
+                last_status: s.to_string(),
+                ..Default::default()
+            })
+            .collect(),
+        failures: vec![],
+    })
+}
+
+async fn wait_for(
+    script: Vec<Result<pb::DescribeTasksResponse, tonic::Status>>,
+    waiter: &str,
+    attempts: u128,
+) -> (Result<(), CliError>, usize) {
+    let s = serve(State {
+        script: Mutex::new(script.into()),
+        ..State::default()
+    })
+    .await;
+    let waiter = table::WAITERS.iter().find(|w| w.name == waiter).unwrap();
+    let mut conn = Connection::open_at(&s.url, false).await.unwrap();
+    let request = serde_json::json!({"cluster": "c", "tasks": ["t"]});
+    let r = wait_every(
+        &mut conn,
+        waiter,
+        request,
+        Duration::from_millis(5),
+        attempts,
+    )
+    .await;
+    let left = s.state.script.lock().unwrap().len();
+    (r, left)
+}
+
+#[tokio::test]
+async fn tasks_running_waits_for_every_task_and_fails_as_botocore_says() {
+    let (r, left) = wait_for(
+        vec![
+            tasks(&["PENDING", "RUNNING"]),
+            tasks(&["RUNNING", "RUNNING"]),
+        ],
+        "TasksRunning",
+        10,
+    )
+    .await;
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(left, 1);
+    let (r, _) = wait_for(
+        vec![
+            tasks(&["PENDING", "RUNNING"]),
+            tasks(&["RUNNING", "STOPPED"]),
+        ],
+        "TasksRunning",
+        10,
+    )
+    .await;
+    let e = r.unwrap_err();
+    assert_eq!(e.exit_code(), 255);
+    assert_eq!(
+        e.to_string(),
+        "Waiter TasksRunning failed: Waiter encountered a terminal failure state: For expression \"tasks[].lastStatus\" we matched expected path: \"STOPPED\" at least once"
+    );
+    let missing = Ok(pb::DescribeTasksResponse {
+        tasks: vec![],
+        failures: vec![pb::Failure {
+            arn: "t".into(),
+            reason: "MISSING".into(),
+            detail: None,
+        }],
+    });
+    let (r, _) = wait_for(vec![missing], "TasksRunning", 10).await;
+    assert!(r
+        .unwrap_err()
+        .to_string()
+        .contains("\"failures[].reason\" we matched expected path: \"MISSING\""),);
+    let (r, _) = wait_for(vec![tasks(&["PENDING"])], "TasksRunning", 3).await;
+    assert_eq!(
+        r.unwrap_err().to_string(),
+        "Waiter TasksRunning failed: Max attempts exceeded"
+    );
+    let mut gone = tonic::Status::not_found("Cluster not found.");
+    gone.metadata_mut().insert(
+        berth_proto::exceptions::METADATA_KEY,
+        "ClusterNotFoundException".parse().unwrap(),
+    );
+    let (r, _) = wait_for(vec![Err(gone)], "TasksRunning", 3).await;
+    assert_eq!(
+        r.unwrap_err().to_string(),
+        "Waiter TasksRunning failed: An error occurred (ClusterNotFoundException): Cluster not found."
+    );
+}
+
+#[tokio::test]
+async fn tasks_stopped_needs_every_task_stopped() {
+    let (r, left) = wait_for(
+        vec![
+            tasks(&["RUNNING", "STOPPED"]),
+            tasks(&["STOPPED", "STOPPED"]),
+        ],
+        "TasksStopped",
+        10,
+    )
+    .await;
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(left, 1);
+    // An empty answer matches nothing (botocore's pathAll needs a non-empty list).
+    let (r, _) = wait_for(vec![tasks(&[])], "TasksStopped", 2).await;
+    assert!(r.is_err());
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_exit_255() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let e = run(["berth", "--endpoint-url", &url, "ecs", "list-clusters"]
+        .into_iter()
+        .map(String::from)
+        .collect())
+    .await
+    .unwrap_err();
+    assert_eq!(e.exit_code(), 255);
+    assert_eq!(
+        e.to_string(),
+        format!("Could not connect to the endpoint URL: \"{url}\"")
+    );
+}

@@ -1,0 +1,339 @@
+//! The operation table: one row per rpc of the `Ecs` service. A row names the API operation and
+//! carries the generic functions that turn its request JSON into the encoded message and the
+//! encoded response back into JSON; flags, key spellings and types come from the model
+//! ([`super::model`]), so adding an operation is adding its row.
+
+use berth_proto::v1 as pb;
+use serde_json::Value;
+
+/// Turns a checked request JSON into the encoded request message.
+pub type DecodeFn = fn(Value) -> Result<Vec<u8>, String>;
+/// Turns an encoded response message into its JSON.
+pub type RenderFn = fn(&[u8]) -> Result<Value, String>;
+
+/// How the aws CLI pages a list operation (botocore's paginators-1.json for ECS: every
+/// paginator there uses `nextToken` in and out and `maxResults` as the page size).
+#[derive(Debug, Clone, Copy)]
+pub struct Paginator {
+    /// The list the pages are merged on (`taskArns`).
+    pub result_key: &'static str,
+}
+
+/// The request token of a paginated operation.
+pub const INPUT_TOKEN: &str = "nextToken";
+/// The response token of a paginated operation.
+pub const OUTPUT_TOKEN: &str = "nextToken";
+/// The request's page size.
+pub const LIMIT_KEY: &str = "maxResults";
+
+/// A row: one API operation.
+pub struct Operation {
+    /// The API operation (`RunTask`): the rpc name and the `--output table` title.
+    pub api: &'static str,
+    /// Request JSON to encoded request.
+    pub decode: DecodeFn,
+    /// Encoded response to JSON.
+    pub render: RenderFn,
+    /// Set for the operations the aws CLI pages.
+    pub pages: Option<Paginator>,
+}
+
+impl Operation {
+    /// The subcommand (`run-task`): the API name in lower case with dashes, as botocore's
+    /// `xform_name` makes it.
+    pub fn cli_name(&self) -> String {
+        let mut out = String::new();
+        for (i, c) in self.api.chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                out.push('-');
+            }
+            out.push(c.to_ascii_lowercase());
+        }
+        out
+    }
+
+    /// The gRPC path of the rpc.
+    pub fn path(&self) -> String {
+        format!("/berth.v1.Ecs/{}", self.api)
+    }
+}
+
+/// Decodes the request JSON with the proto's serde mapping and encodes it.
+pub fn decode<T: serde::de::DeserializeOwned + prost::Message>(
+    v: Value,
+) -> Result<Vec<u8>, String> {
+    let req: T = serde_json::from_value(v).map_err(|e| e.to_string())?;
+    Ok(req.encode_to_vec())
+}
+
+/// Decodes an encoded response and renders it with the proto's serde mapping.
+pub fn render<T: serde::Serialize + prost::Message + Default>(
+    bytes: &[u8],
+) -> Result<Value, String> {
+    let resp = T::decode(bytes).map_err(|e| e.to_string())?;
+    serde_json::to_value(&resp).map_err(|e| e.to_string())
+}
+
+const fn op<Req, Resp>(api: &'static str) -> Operation
+where
+    Req: serde::de::DeserializeOwned + prost::Message,
+    Resp: serde::Serialize + prost::Message + Default,
+{
+    Operation {
+        api,
+        decode: decode::<Req>,
+        render: render::<Resp>,
+        pages: None,
+    }
+}
+
+const fn paged<Req, Resp>(api: &'static str, result_key: &'static str) -> Operation
+where
+    Req: serde::de::DeserializeOwned + prost::Message,
+    Resp: serde::Serialize + prost::Message + Default,
+{
+    Operation {
+        pages: Some(Paginator { result_key }),
+        ..op::<Req, Resp>(api)
+    }
+}
+
+/// Every operation of `berth ecs`, one per rpc of `berth.v1.Ecs`.
+pub const OPERATIONS: &[Operation] = &[
+    op::<pb::CreateClusterRequest, pb::CreateClusterResponse>("CreateCluster"),
+    paged::<pb::ListClustersRequest, pb::ListClustersResponse>("ListClusters", "clusterArns"),
+    op::<pb::DescribeClustersRequest, pb::DescribeClustersResponse>("DescribeClusters"),
+    op::<pb::DeleteClusterRequest, pb::DeleteClusterResponse>("DeleteCluster"),
+    op::<pb::UpdateClusterRequest, pb::UpdateClusterResponse>("UpdateCluster"),
+    op::<pb::UpdateClusterSettingsRequest, pb::UpdateClusterSettingsResponse>(
+        "UpdateClusterSettings",
+    ),
+    op::<pb::RegisterTaskDefinitionRequest, pb::RegisterTaskDefinitionResponse>(
+        "RegisterTaskDefinition",
+    ),
+    paged::<pb::ListTaskDefinitionsRequest, pb::ListTaskDefinitionsResponse>(
+        "ListTaskDefinitions",
+        "taskDefinitionArns",
+    ),
+    paged::<pb::ListTaskDefinitionFamiliesRequest, pb::ListTaskDefinitionFamiliesResponse>(
+        "ListTaskDefinitionFamilies",
+        "families",
+    ),
+    op::<pb::DescribeTaskDefinitionRequest, pb::DescribeTaskDefinitionResponse>(
+        "DescribeTaskDefinition",
+    ),
+    op::<pb::DeregisterTaskDefinitionRequest, pb::DeregisterTaskDefinitionResponse>(
+        "DeregisterTaskDefinition",
+    ),
+    op::<pb::DeleteTaskDefinitionsRequest, pb::DeleteTaskDefinitionsResponse>(
+        "DeleteTaskDefinitions",
+    ),
+    op::<pb::RunTaskRequest, pb::RunTaskResponse>("RunTask"),
+    op::<pb::StartTaskRequest, pb::StartTaskResponse>("StartTask"),
+    op::<pb::StopTaskRequest, pb::StopTaskResponse>("StopTask"),
+    paged::<pb::ListTasksRequest, pb::ListTasksResponse>("ListTasks", "taskArns"),
+    op::<pb::DescribeTasksRequest, pb::DescribeTasksResponse>("DescribeTasks"),
+    paged::<pb::ListContainerInstancesRequest, pb::ListContainerInstancesResponse>(
+        "ListContainerInstances",
+        "containerInstanceArns",
+    ),
+    op::<pb::DescribeContainerInstancesRequest, pb::DescribeContainerInstancesResponse>(
+        "DescribeContainerInstances",
+    ),
+    op::<pb::DeregisterContainerInstanceRequest, pb::DeregisterContainerInstanceResponse>(
+        "DeregisterContainerInstance",
+    ),
+    op::<pb::PutAttributesRequest, pb::PutAttributesResponse>("PutAttributes"),
+    op::<pb::DeleteAttributesRequest, pb::DeleteAttributesResponse>("DeleteAttributes"),
+    paged::<pb::ListAttributesRequest, pb::ListAttributesResponse>("ListAttributes", "attributes"),
+    op::<pb::TagResourceRequest, pb::TagResourceResponse>("TagResource"),
+    op::<pb::UntagResourceRequest, pb::UntagResourceResponse>("UntagResource"),
+    op::<pb::ListTagsForResourceRequest, pb::ListTagsForResourceResponse>("ListTagsForResource"),
+];
+
+/// The row of a subcommand (`run-task`).
+pub fn by_cli_name(name: &str) -> Option<&'static Operation> {
+    OPERATIONS.iter().find(|o| o.cli_name() == name)
+}
+
+/// The row of an API operation (`RunTask`).
+pub fn by_api(api: &str) -> Option<&'static Operation> {
+    OPERATIONS.iter().find(|o| o.api == api)
+}
+
+/// What a waiter's acceptor compares (botocore's matchers; ECS's task waiters use these two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Matcher {
+    /// Every element of the (non-empty) list the expression yields equals `expected`.
+    PathAll,
+    /// Some element of the (non-empty) list the expression yields equals `expected`.
+    PathAny,
+}
+
+/// What a matching acceptor ends the wait with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitState {
+    /// The wait succeeded.
+    Success,
+    /// The wait failed.
+    Failure,
+}
+
+/// One acceptor of a waiter.
+#[derive(Debug, Clone, Copy)]
+pub struct Acceptor {
+    /// How the expression's result is compared.
+    pub matcher: Matcher,
+    /// A JMESPath expression over the response.
+    pub argument: &'static str,
+    /// The value compared with.
+    pub expected: &'static str,
+    /// The state a match ends in.
+    pub state: WaitState,
+}
+
+impl Acceptor {
+    /// botocore's explanation of a match, used in the failure message.
+    pub fn explanation(&self) -> String {
+        match self.matcher {
+            Matcher::PathAll => format!(
+                "For expression \"{}\" all members matched expected path: \"{}\"",
+                self.argument, self.expected
+            ),
+            Matcher::PathAny => format!(
+                "For expression \"{}\" we matched expected path: \"{}\" at least once",
+                self.argument, self.expected
+            ),
+        }
+    }
+}
+
+/// A waiter of `berth ecs wait` (botocore's waiters-2.json for ECS).
+pub struct Waiter {
+    /// The waiter's name (`TasksRunning`).
+    pub name: &'static str,
+    /// The subcommand (`tasks-running`).
+    pub cli: &'static str,
+    /// The operation polled.
+    pub operation: &'static str,
+    /// What it waits for, for `--help`.
+    pub about: &'static str,
+    /// aws polls every `delay` seconds at most `max_attempts` times: Berth polls every second
+    /// for as long in all.
+    pub delay_secs: u64,
+    /// aws's attempt limit.
+    pub max_attempts: u64,
+    /// Tried in order; the first that matches decides.
+    pub acceptors: &'static [Acceptor],
+}
+
+/// The waiters Berth has.
+pub const WAITERS: &[Waiter] = &[
+    Waiter {
+        name: "TasksRunning",
+        cli: "tasks-running",
+        operation: "DescribeTasks",
+        about: "Wait until every task is RUNNING; fails when one is STOPPED or MISSING",
+        delay_secs: 6,
+        max_attempts: 100,
+        acceptors: &[
+            Acceptor {
+                matcher: Matcher::PathAny,
+                argument: "tasks[].lastStatus",
+                expected: "STOPPED",
+                state: WaitState::Failure,
+            },
+            Acceptor {
+                matcher: Matcher::PathAny,
+                argument: "failures[].reason",
+                expected: "MISSING",
+                state: WaitState::Failure,
+            },
+            Acceptor {
+                matcher: Matcher::PathAll,
+                argument: "tasks[].lastStatus",
+                expected: "RUNNING",
+                state: WaitState::Success,
+            },
+        ],
+    },
+    Waiter {
+        name: "TasksStopped",
+        cli: "tasks-stopped",
+        operation: "DescribeTasks",
+        about: "Wait until every task is STOPPED",
+        delay_secs: 6,
+        max_attempts: 100,
+        acceptors: &[Acceptor {
+            matcher: Matcher::PathAll,
+            argument: "tasks[].lastStatus",
+            expected: "STOPPED",
+            state: WaitState::Success,
+        }],
+    },
+];
+
+/// Waiters of aws's that wait on what Berth does not have yet: the subcommand answers why.
+pub const WAITERS_NOT_BUILT: &[(&str, &str)] = &[(
+    "services-stable",
+    "services are not built yet (issue 12), so there is nothing to wait for",
+)];
+
+#[cfg(test)]
+mod tests {
+    use super::super::model::{model, Kind, Model};
+    use super::*;
+
+    #[test]
+    fn every_rpc_of_the_ecs_service_has_a_row() {
+        let m = model();
+        assert!(m.ecs.len() >= 26, "{}", m.ecs.len());
+        for rpc in &m.ecs {
+            assert!(
+                by_api(&rpc.name).is_some(),
+                "rpc {} of berth.v1.Ecs has no row in OPERATIONS",
+                rpc.name
+            );
+        }
+        for op in OPERATIONS {
+            assert!(m.rpc(op.api).is_some(), "row {} is no rpc", op.api);
+        }
+    }
+
+    /// A row's types are the rpc's: the model's skeleton of the input decodes with the row's
+    /// request type (unknown keys are refused), and every key of the row's rendered response is
+    /// a field of the rpc's output.
+    #[test]
+    fn each_row_carries_its_rpcs_types() {
+        let m: &Model = model();
+        for op in OPERATIONS {
+            let rpc = m.rpc(op.api).unwrap();
+            let skeleton = super::super::decoding::skeleton(&rpc.input, false);
+            (op.decode)(skeleton.clone())
+                .unwrap_or_else(|e| panic!("{}: {skeleton} does not decode: {e}", op.api));
+            let out = (op.render)(&[]).unwrap();
+            let msg = m.message(&rpc.output).unwrap();
+            for key in out.as_object().unwrap().keys() {
+                assert!(msg.field(key).is_some(), "{}: {key}", op.api);
+            }
+            if let Some(p) = op.pages {
+                let f = msg.field(p.result_key).unwrap();
+                assert!(f.list, "{}", op.api);
+                assert!(msg.field(OUTPUT_TOKEN).is_some(), "{}", op.api);
+                let input = m.message(&rpc.input).unwrap();
+                assert_eq!(input.field(INPUT_TOKEN).unwrap().kind, Kind::Str);
+                assert_eq!(input.field(LIMIT_KEY).unwrap().kind, Kind::Int);
+            }
+        }
+    }
+
+    #[test]
+    fn cli_names_are_botocores() {
+        assert_eq!(by_api("RunTask").unwrap().cli_name(), "run-task");
+        assert_eq!(
+            by_api("UpdateClusterSettings").unwrap().cli_name(),
+            "update-cluster-settings"
+        );
+        assert!(by_cli_name("list-task-definition-families").is_some());
+    }
+}
