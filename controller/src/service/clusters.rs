@@ -110,6 +110,19 @@ impl Controller {
         }
         validate_settings(&req.settings)?;
         validate_tags(&req.tags)?;
+        if req.service_connect_defaults.is_some() {
+            return Err(EcsError::invalid(
+                "serviceConnectDefaults: Service Connect is not supported by Berth",
+            ));
+        }
+        if !req.default_capacity_provider_strategy.is_empty() {
+            return Err(EcsError::invalid(
+                "defaultCapacityProviderStrategy: capacity provider strategies are not supported by Berth (tasks are placed on the cluster's registered instances)",
+            ));
+        }
+        if let Some(c) = &req.configuration {
+            validate_configuration(c)?;
+        }
         let mut st = self.state.lock().await;
         if let Some(c) = st.clusters.get(&name).filter(|c| c.status == "ACTIVE") {
             return Ok(st.cluster_view(c, &["SETTINGS".into(), "TAGS".into()]));
@@ -129,6 +142,7 @@ impl Controller {
             tags: req.tags,
             settings,
             capacity_providers: req.capacity_providers,
+            configuration: req.configuration,
             ..Default::default()
         };
         self.commit(vec![put(format!("{CLUSTER_PREFIX}{name}"), &c)])?;

@@ -496,6 +496,10 @@ impl Controller {
                 "propagateTags",
                 req.propagate_tags.as_deref().is_some_and(|p| p != "NONE"),
             ),
+            (
+                "volumeConfigurations",
+                !req.volume_configurations.is_empty(),
+            ),
         ] {
             if given {
                 return Err(EcsError::invalid(format!(
@@ -621,6 +625,11 @@ impl Controller {
             return Err(EcsError::invalid(
                 "family and serviceName cannot both be given",
             ));
+        }
+        if let Some(daemon) = &req.daemon_name {
+            return Err(EcsError::invalid(format!(
+                "daemonName: '{daemon}': daemons are not supported by Berth"
+            )));
         }
         // No services exist yet: a service filter never matches, and must not be ignored.
         if let Some(service) = &req.service_name {

@@ -1364,3 +1364,92 @@ async fn the_retention_sweep_removes_stopped_tasks_on_its_own() {
     assert!(start.1.elapsed() <= retention + Duration::from_secs(62));
     sweeps.abort();
 }
+
+/// Every member of CreateCluster, ListTasks and StartTask is acted on or refused by name: the
+/// configuration is stored and shown, what Berth has no counterpart for is refused and changes
+/// nothing.
+#[tokio::test]
+async fn create_cluster_list_tasks_and_start_task_members_are_kept_or_refused_by_name() {
+    let c = controller();
+    let configuration = ClusterConfiguration {
+        execute_command_configuration: Some(ExecuteCommandConfiguration {
+            logging: Some("DEFAULT".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let made = c
+        .create_cluster(CreateClusterRequest {
+            cluster_name: "conf".into(),
+            configuration: Some(configuration.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let shown = c
+        .describe_clusters(DescribeClustersRequest {
+            clusters: vec![made.cluster_arn.clone()],
+            include: vec!["CONFIGURATIONS".into()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(shown.clusters[0].configuration, Some(configuration));
+    for (req, field) in [
+        (
+            CreateClusterRequest {
+                cluster_name: "sc".into(),
+                service_connect_defaults: Some(ClusterServiceConnectDefaultsRequest {
+                    namespace: "ns".into(),
+                }),
+                ..Default::default()
+            },
+            "serviceConnectDefaults",
+        ),
+        (
+            CreateClusterRequest {
+                cluster_name: "cps".into(),
+                default_capacity_provider_strategy: vec![CapacityProviderStrategyItem {
+                    capacity_provider: "FARGATE".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            "defaultCapacityProviderStrategy",
+        ),
+    ] {
+        let e = c.create_cluster(req).await.unwrap_err();
+        assert!(e.to_string().contains(field), "{e}");
+    }
+    let listed = c
+        .list_clusters(ListClustersRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.items,
+        [made.cluster_arn.clone()],
+        "refused: nothing made"
+    );
+    let e = c
+        .list_tasks(ListTasksRequest {
+            cluster: Some("conf".into()),
+            daemon_name: Some("d".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("daemonName"), "{e}");
+    let e = c
+        .start_task(StartTaskRequest {
+            cluster: Some("conf".into()),
+            container_instances: vec!["x".into()],
+            task_definition: "web".into(),
+            volume_configurations: vec![TaskVolumeConfiguration {
+                name: "v".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("volumeConfigurations"), "{e}");
+}
