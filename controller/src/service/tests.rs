@@ -1426,7 +1426,7 @@ async fn create_cluster_list_tasks_and_start_task_members_are_kept_or_refused_by
         .unwrap();
     assert_eq!(
         listed.items,
-        [made.cluster_arn.clone()],
+        std::slice::from_ref(&made.cluster_arn),
         "refused: nothing made"
     );
     let e = c
