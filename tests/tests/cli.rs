@@ -23,11 +23,18 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         252,
         "containerDefinitionz",
     );
-    let rules = [
-        (
+    // A required member is missing: the CLI refuses it, as aws does, before sending.
+    assert_fails(
+        &c,
+        &[
+            "register-task-definition",
+            "--cli-input-json",
             r#"{"containerDefinitions":[{"name":"a","image":"i","memory":8}]}"#,
-            "family",
-        ),
+        ],
+        252,
+        "the following arguments are required: --family",
+    );
+    let rules = [
         (
             r#"{"family":"f","containerDefinitions":[{"image":"i","memory":8}]}"#,
             "containerDefinitions[0].name",
@@ -426,6 +433,22 @@ fn bad_input_matrix_gets_one_line_and_changes_nothing() {
         r#"{{"family": "new", "containerDefinitions": [{{"name": "a", "image": "{IMAGE}", "memory": 8}}]}}"#
     );
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        // A member the model requires is missing: refused before anything is sent.
+        (
+            vec!["run-task", "--cluster", &n],
+            252,
+            "the following arguments are required: --task-definition",
+        ),
+        (
+            vec!["describe-tasks", "--cluster", &n],
+            252,
+            "the following arguments are required: --tasks",
+        ),
+        (
+            vec!["wait", "tasks-running", "--cluster", &n],
+            252,
+            "the following arguments are required: --tasks",
+        ),
         // A string flag whose file:// is missing.
         (
             vec!["run-task", "--cluster", &n, "--task-definition", &missing],
@@ -779,7 +802,13 @@ fn outputs_skeletons_and_debug_as_the_aws_cli() {
     );
     let yaml = c.ok(&["run-task", "--generate-cli-skeleton", "yaml-input"]);
     assert!(yaml.contains("taskDefinition: ''"), "{yaml}");
-    let sample = c.json(&["run-task", "--generate-cli-skeleton", "output"]);
+    let sample = c.json(&[
+        "run-task",
+        "--task-definition",
+        "t",
+        "--generate-cli-skeleton",
+        "output",
+    ]);
     assert_eq!(sample["tasks"][0]["taskArn"], "taskArn");
     // No call was made: nothing registered, nothing run.
     let tds = c.json(&["list-task-definitions", "--status", "ALL"]);

@@ -518,11 +518,35 @@ fn paging(
     })
 }
 
-/// Checks that the request decodes into the operation's message (numbers in range, ...).
+/// Checks that the request has the members the model requires (as the aws CLI does, before
+/// anything is sent) and decodes into the operation's message (numbers in range, ...).
 pub fn check(op: &Operation, request: &Value) -> Result<(), CliError> {
+    let missing: Vec<String> = table::required(op.api)
+        .iter()
+        .filter(|key| request.get(**key).is_none_or(Value::is_null))
+        .map(|key| format!("--{}", kebab(key)))
+        .collect();
+    if !missing.is_empty() {
+        return Err(CliError::Usage(format!(
+            "the following arguments are required: {}",
+            missing.join(", ")
+        )));
+    }
     (op.decode)(request.clone())
         .map(|_| ())
         .map_err(|e| CliError::Usage(format!("Parameter validation failed for {}: {e}", op.api)))
+}
+
+/// A request member's flag name: `taskDefinition` → `task-definition`.
+fn kebab(key: &str) -> String {
+    let mut out = String::new();
+    for c in key.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('-');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
 }
 
 /// Reads a parameter value: `file://PATH` (and `fileb://PATH`) is the file's text.

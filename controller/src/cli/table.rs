@@ -98,6 +98,42 @@ where
     }
 }
 
+/// The members each operation requires, from botocore's ECS model (`required` of each input
+/// shape); operations not listed require none.
+const REQUIRED: &[(&str, &[&str])] = &[
+    ("DeleteCluster", &["cluster"]),
+    ("UpdateCluster", &["cluster"]),
+    ("UpdateClusterSettings", &["cluster", "settings"]),
+    (
+        "RegisterTaskDefinition",
+        &["family", "containerDefinitions"],
+    ),
+    ("DescribeTaskDefinition", &["taskDefinition"]),
+    ("DeregisterTaskDefinition", &["taskDefinition"]),
+    ("DeleteTaskDefinitions", &["taskDefinitions"]),
+    ("RunTask", &["taskDefinition"]),
+    ("StartTask", &["containerInstances", "taskDefinition"]),
+    ("StopTask", &["task"]),
+    ("DescribeTasks", &["tasks"]),
+    ("DescribeContainerInstances", &["containerInstances"]),
+    ("DeregisterContainerInstance", &["containerInstance"]),
+    ("PutAttributes", &["attributes"]),
+    ("DeleteAttributes", &["attributes"]),
+    ("ListAttributes", &["targetType"]),
+    ("TagResource", &["resourceArn", "tags"]),
+    ("UntagResource", &["resourceArn", "tagKeys"]),
+    ("ListTagsForResource", &["resourceArn"]),
+];
+
+/// The request members `api` requires.
+pub fn required(api: &str) -> &'static [&'static str] {
+    REQUIRED
+        .iter()
+        .find(|(a, _)| *a == api)
+        .map(|(_, r)| *r)
+        .unwrap_or(&[])
+}
+
 /// Every operation of `berth ecs`, one per rpc of `berth.v1.Ecs`.
 pub const OPERATIONS: &[Operation] = &[
     op::<pb::CreateClusterRequest, pb::CreateClusterResponse>("CreateCluster"),
@@ -297,6 +333,22 @@ mod tests {
         }
         for op in OPERATIONS {
             assert!(m.rpc(op.api).is_some(), "row {} is no rpc", op.api);
+        }
+    }
+
+    /// Every required member names a field of its operation's request.
+    #[test]
+    fn required_members_are_fields_of_their_requests() {
+        let m = model();
+        for (api, keys) in REQUIRED {
+            let rpc = m.rpc(api).unwrap_or_else(|| panic!("{api} is not an rpc"));
+            let msg = m.message(&rpc.input).unwrap();
+            for k in *keys {
+                assert!(
+                    msg.fields.iter().any(|f| f.json == *k),
+                    "{api}: {k} is not a member"
+                );
+            }
         }
     }
 

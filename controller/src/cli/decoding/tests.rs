@@ -446,7 +446,12 @@ fn skeletons_come_from_the_model() {
         (Some("yaml-input"), SkeletonKind::YamlInput),
         (Some("output"), SkeletonKind::Output),
     ] {
-        let mut args = vec!["run-task", "--generate-cli-skeleton"];
+        let mut args = vec![
+            "run-task",
+            "--task-definition",
+            "t",
+            "--generate-cli-skeleton",
+        ];
         args.extend(arg);
         match parse_args(&args).unwrap().action {
             Action::Skeleton { op, kind } => {
