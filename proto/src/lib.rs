@@ -451,3 +451,188 @@ pub mod link {
             .max_encoding_message_size(MAX_MESSAGE_SIZE)
     }
 }
+
+/// ECS's JSON for empty lists. The generated serde mapping writes every list, empty or not;
+/// ECS writes an empty list only for the members it always fills (`"failures": []`,
+/// `"portMappings": []`, `"attachments": []`, ...) and leaves the others out
+/// (`credentialSpecs`, `dependsOn`, `gpuIds`, a container override's `environment`, ...).
+/// Responses rendered for users go through [`ecs_json::omit_unset_lists`].
+pub mod ecs_json {
+    use serde_json::Value;
+
+    /// `(where, member)`: the empty lists ECS shows. `where` is the member holding the object
+    /// (a list's items are held by the list's member), `""` for the response itself.
+    const SHOWN_EMPTY: &[(&str, &[&str])] = &[
+        (
+            "",
+            &[
+                "failures",
+                "tasks",
+                "clusters",
+                "containerInstances",
+                "taskDefinitions",
+                "taskArns",
+                "clusterArns",
+                "containerInstanceArns",
+                "taskDefinitionArns",
+                "families",
+                "attributes",
+                "tags",
+            ],
+        ),
+        (
+            "taskDefinition",
+            &[
+                "containerDefinitions",
+                "volumes",
+                "placementConstraints",
+                "compatibilities",
+            ],
+        ),
+        (
+            "taskDefinitions",
+            &[
+                "containerDefinitions",
+                "volumes",
+                "placementConstraints",
+                "compatibilities",
+            ],
+        ),
+        (
+            "containerDefinitions",
+            &[
+                "portMappings",
+                "environment",
+                "mountPoints",
+                "volumesFrom",
+                "systemControls",
+            ],
+        ),
+        ("task", &["attachments", "attributes", "containers", "tags"]),
+        (
+            "tasks",
+            &["attachments", "attributes", "containers", "tags"],
+        ),
+        ("containers", &["networkBindings", "networkInterfaces"]),
+        (
+            "overrides",
+            &["containerOverrides", "inferenceAcceleratorOverrides"],
+        ),
+        (
+            "cluster",
+            &[
+                "statistics",
+                "tags",
+                "settings",
+                "capacityProviders",
+                "defaultCapacityProviderStrategy",
+            ],
+        ),
+        (
+            "clusters",
+            &[
+                "statistics",
+                "tags",
+                "settings",
+                "capacityProviders",
+                "defaultCapacityProviderStrategy",
+            ],
+        ),
+        (
+            "containerInstance",
+            &[
+                "remainingResources",
+                "registeredResources",
+                "attributes",
+                "attachments",
+                "tags",
+            ],
+        ),
+        (
+            "containerInstances",
+            &[
+                "remainingResources",
+                "registeredResources",
+                "attributes",
+                "attachments",
+                "tags",
+            ],
+        ),
+        ("attachments", &["details"]),
+    ];
+
+    fn shown(holder: &str, member: &str) -> bool {
+        SHOWN_EMPTY
+            .iter()
+            .any(|(h, members)| *h == holder && members.contains(&member))
+    }
+
+    /// Removes, from a response's JSON, the empty lists ECS leaves out.
+    pub fn omit_unset_lists(v: &mut Value) {
+        walk(v, "");
+    }
+
+    fn walk(v: &mut Value, holder: &str) {
+        match v {
+            Value::Object(map) => {
+                map.retain(|k, x| {
+                    !matches!(x, Value::Array(a) if a.is_empty()) || shown(holder, k)
+                });
+                for (k, x) in map.iter_mut() {
+                    walk(x, k);
+                }
+            }
+            Value::Array(items) => {
+                for x in items {
+                    walk(x, holder);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use serde_json::json;
+
+        #[test]
+        fn empty_lists_ecs_fills_stay_and_the_others_go() {
+            let mut v = json!({
+                "failures": [],
+                "tasks": [{
+                    "attachments": [],
+                    "containers": [{"networkBindings": [], "gpuIds": [], "managedAgents": []}],
+                    "overrides": {
+                        "containerOverrides": [{"name": "a", "environment": [], "command": []}],
+                        "inferenceAcceleratorOverrides": []
+                    }
+                }]
+            });
+            omit_unset_lists(&mut v);
+            assert_eq!(
+                v,
+                json!({
+                    "failures": [],
+                    "tasks": [{
+                        "attachments": [],
+                        "containers": [{"networkBindings": []}],
+                        "overrides": {
+                            "containerOverrides": [{"name": "a"}],
+                            "inferenceAcceleratorOverrides": []
+                        }
+                    }]
+                })
+            );
+            let mut td = json!({"taskDefinition": {"volumes": [], "requiresCompatibilities": [],
+                "containerDefinitions": [{"environment": [], "links": [], "dependsOn": [],
+                  "credentialSpecs": [], "logConfiguration": {"secretOptions": []}}]}});
+            omit_unset_lists(&mut td);
+            assert_eq!(
+                td,
+                json!({"taskDefinition": {"volumes": [],
+                    "containerDefinitions": [{"environment": [], "logConfiguration": {}}]}})
+            );
+        }
+    }
+}

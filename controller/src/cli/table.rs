@@ -66,12 +66,15 @@ pub fn decode<T: serde::de::DeserializeOwned + prost::Message>(
     Ok(req.encode_to_vec())
 }
 
-/// Decodes an encoded response and renders it with the proto's serde mapping.
+/// Decodes an encoded response and renders it with the proto's serde mapping, empty lists as
+/// ECS writes them.
 pub fn render<T: serde::Serialize + prost::Message + Default>(
     bytes: &[u8],
 ) -> Result<Value, String> {
     let resp = T::decode(bytes).map_err(|e| e.to_string())?;
-    serde_json::to_value(&resp).map_err(|e| e.to_string())
+    let mut v = serde_json::to_value(&resp).map_err(|e| e.to_string())?;
+    berth_proto::ecs_json::omit_unset_lists(&mut v);
+    Ok(v)
 }
 
 const fn op<Req, Resp>(api: &'static str) -> Operation
