@@ -13,7 +13,7 @@ fn invalid(msg: String) -> EcsError {
     EcsError::Client(msg)
 }
 
-/// A task-level size: a plain number (`plain` units), or a number with `suffix` (any case,
+/// A task-level size: a plain number (CPU units or MiB), or a number with `suffix` (any case,
 /// spaces allowed) counted in 1024 units each ("0.5 vCPU" → 512, "2 GB" → 2048).
 fn parse_task_size(s: &str, suffix: &str) -> Option<i64> {
     let t = s.trim();
