@@ -425,14 +425,22 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146097 + doe - 719468
 }
 
-/// A registeredAt value: `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SSZ` or with a `±HH:MM` offset.
+/// A registeredAt value: `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SSZ` or with a `±HH:MM` offset; years
+/// 1-9999, offsets up to 23:59.
 pub fn parse_date(v: &str) -> Result<i64, QueryError> {
     let bad = || {
         QueryError(format!(
             "registeredAt: '{v}' is not a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ)"
         ))
     };
-    let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
+    // Digits only: no signs, so every part is bounded below by 0 and above by the checks that
+    // follow (no arithmetic overflow on huge years or offsets).
+    let num = |s: &str| {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        s.parse::<i64>().map_err(|_| bad())
+    };
     let (date, time) = match v.split_once('T') {
         Some((d, t)) => (d, Some(t)),
         None => (v, None),
@@ -442,7 +450,7 @@ pub fn parse_date(v: &str) -> Result<i64, QueryError> {
         return Err(bad());
     };
     let (y, m, d) = (num(y)?, num(m)?, num(d)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    if !(1..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return Err(bad());
     }
     let mut secs = days_from_civil(y, m, d) * 86400;
@@ -453,7 +461,11 @@ pub fn parse_date(v: &str) -> Result<i64, QueryError> {
             let (c, o) = t.split_at(i);
             let sign = if o.starts_with('-') { -1 } else { 1 };
             let (oh, om) = o[1..].split_once(':').ok_or_else(bad)?;
-            (c, sign * (num(oh)? * 3600 + num(om)? * 60))
+            let (oh, om) = (num(oh)?, num(om)?);
+            if oh > 23 || om > 59 {
+                return Err(bad());
+            }
+            (c, sign * (oh * 3600 + om * 60))
         } else {
             return Err(bad());
         };
@@ -740,5 +752,31 @@ mod tests {
         assert_eq!(parse_date("1970-01-01").unwrap(), 0);
         assert_eq!(parse_date("2000-03-01T00:00:00Z").unwrap(), 951868800);
         assert_eq!(parse_date("2000-03-01T01:00:00+01:00").unwrap(), 951868800);
+        assert_eq!(
+            parse_date("9999-12-31T23:59:59-23:59").unwrap(),
+            253402387139
+        );
+    }
+
+    /// Huge years and offsets are refused as dates, never overflowed (a panic in debug builds,
+    /// a wrapped, wrong instant in release ones); so are signs inside the parts.
+    #[test]
+    fn out_of_range_dates_are_refused_not_overflowed() {
+        for v in [
+            "99999999999999-01-01",
+            "9223372036854775807-01-01",
+            "10000-01-01",
+            "0000-01-01",
+            "2024-01-01T00:00:00+99999999999999:00",
+            "2024-01-01T00:00:00+00:9223372036854775807",
+            "2024-01-01T00:00:00+24:00",
+            "2024-01-01T-1:00:00Z",
+            "+2024-01-01",
+        ] {
+            let e = parse_date(v).unwrap_err();
+            assert!(e.0.starts_with("registeredAt:"), "{v}: {e}");
+            let e = parse(&format!("registeredAt > {v}")).unwrap_err();
+            assert!(e.0.contains("registeredAt"), "{v}: {e}");
+        }
     }
 }

@@ -330,6 +330,22 @@ fn merge_settings(settings: &mut Vec<ClusterSetting>, given: Vec<ClusterSetting>
     }
 }
 
+/// A tag key (TagResource's, UntagResource's, any create call's): 1–128 characters, not with
+/// the reserved `aws:` prefix. `field` names it in the error.
+pub(crate) fn validate_tag_key(field: &str, key: &str) -> Result<(), EcsError> {
+    if key.is_empty() || key.chars().count() > 128 {
+        return Err(EcsError::invalid(format!(
+            "{field}: must be 1 to 128 characters"
+        )));
+    }
+    if key.to_ascii_lowercase().starts_with("aws:") {
+        return Err(EcsError::invalid(format!(
+            "{field}: '{key}' uses the prefix aws:, which is reserved"
+        )));
+    }
+    Ok(())
+}
+
 /// Tags: keys 1–128 characters and unique, values up to 256, at most 50 (ECS's limits).
 pub(crate) fn validate_tags(tags: &[Tag]) -> Result<(), EcsError> {
     if tags.len() > 50 {
@@ -342,17 +358,7 @@ pub(crate) fn validate_tags(tags: &[Tag]) -> Result<(), EcsError> {
                 t.key
             )));
         }
-        if t.key.is_empty() || t.key.chars().count() > 128 {
-            return Err(EcsError::invalid(format!(
-                "tags[{i}].key: must be 1 to 128 characters"
-            )));
-        }
-        if t.key.to_ascii_lowercase().starts_with("aws:") {
-            return Err(EcsError::invalid(format!(
-                "tags[{i}].key: '{}' uses the prefix aws:, which is reserved",
-                t.key
-            )));
-        }
+        validate_tag_key(&format!("tags[{i}].key"), &t.key)?;
         if t.value.chars().count() > 256 {
             return Err(EcsError::invalid(format!(
                 "tags[{i}].value: must be at most 256 characters"

@@ -1,4 +1,5 @@
-//! What Berth does with every field of a task definition and of RunTask: the one table.
+//! What Berth does with every field of a task definition, of RunTask and of StartTask: the one
+//! table.
 //!
 //! Each field is one of four [`Kind`]s: applied today, recorded (stored and shown, no effect on
 //! premises), coming (accepted now, acted on once the named issue lands) or unsupported (no
@@ -8,7 +9,9 @@
 //! (`fields::tests::every_field_of_the_model_is_in_the_table`).
 
 use crate::error::EcsError;
-use berth_proto::v1::{RegisterTaskDefinitionRequest, RunTaskRequest, TaskOverride};
+use berth_proto::v1::{
+    RegisterTaskDefinitionRequest, RunTaskRequest, StartTaskRequest, TaskOverride,
+};
 use serde_json::Value;
 
 /// What Berth does with a field.
@@ -31,6 +34,8 @@ pub enum Op {
     RegisterTaskDefinition,
     /// RunTask, its overrides included.
     RunTask,
+    /// StartTask; its overrides are RunTask's (the `overrides.` rows of [`Op::RunTask`]).
+    StartTask,
 }
 
 impl Op {
@@ -39,6 +44,7 @@ impl Op {
         match self {
             Op::RegisterTaskDefinition => "RegisterTaskDefinition",
             Op::RunTask => "RunTask",
+            Op::StartTask => "StartTask",
         }
     }
 }
@@ -72,9 +78,9 @@ const fn f(op: Op, path: &'static str, kind: Kind, note: &'static str) -> Field 
 }
 
 use Kind::{Applied, Coming, Recorded, Unsupported};
-use Op::{RegisterTaskDefinition as Reg, RunTask as Run};
+use Op::{RegisterTaskDefinition as Reg, RunTask as Run, StartTask as Start};
 
-/// Every field of RegisterTaskDefinition and RunTask.
+/// Every field of RegisterTaskDefinition, RunTask and StartTask.
 pub const FIELDS: &[Field] = &[
     // RegisterTaskDefinition: the task.
     f(Reg, "family", Applied, "revisions count up per family"),
@@ -152,9 +158,9 @@ pub const FIELDS: &[Field] = &[
     f(Run, "taskDefinition", Applied, ""),
     f(Run, "count", Applied, "1-10"),
     f(Run, "overrides", Applied, "validated with the registration rules"),
-    f(Run, "startedBy", Applied, "shown, and ListTasks filters on it"),
+    f(Run, "startedBy", Applied, "shown, and ListTasks filters on it (as its only filter, desiredStatus aside)"),
     f(Run, "launchType", Applied, "EC2, EXTERNAL, FARGATE (FARGATE runs on the cluster's own instances)"),
-    f(Run, "networkConfiguration", Coming(8), ""),
+    f(Run, "networkConfiguration", Coming(8), "accepted; not stored or shown until #8"),
     f(Run, "group", Recorded, "shown on the task"),
     f(Run, "tags", Recorded, "shown on the task"),
     f(Run, "placementConstraints", Applied, "distinctInstance and memberOf"),
@@ -168,12 +174,12 @@ pub const FIELDS: &[Field] = &[
         off: Some("NONE"),
         ..f(Run, "propagateTags", Unsupported, "tag propagation (NONE is accepted)")
     },
-    f(Run, "referenceId", Recorded, "no effect on premises"),
+    f(Run, "referenceId", Unsupported, "ECS shows a task's reference ID on no Task member; Berth has no use for it"),
     f(Run, "volumeConfigurations", Unsupported, "EBS volumes configured at launch"),
     // RunTask: overrides.
     f(Run, "overrides.containerOverrides", Applied, "each must name a container of the task definition"),
-    f(Run, "overrides.cpu", Applied, ""),
-    f(Run, "overrides.memory", Applied, ""),
+    f(Run, "overrides.cpu", Applied, "128-196608 units, \"1 vCPU\" forms accepted; the containers' cpu must fit in it"),
+    f(Run, "overrides.memory", Applied, "\"2 GB\" forms accepted; each container's memory and memoryReservation must fit in it"),
     f(Run, "overrides.taskRoleArn", Recorded, "no IAM on premises"),
     f(Run, "overrides.executionRoleArn", Recorded, "no IAM on premises"),
     f(Run, "overrides.inferenceAcceleratorOverrides", Unsupported, "Elastic Inference accelerators"),
@@ -186,6 +192,23 @@ pub const FIELDS: &[Field] = &[
     f(Run, "overrides.containerOverrides.memory", Applied, ""),
     f(Run, "overrides.containerOverrides.memoryReservation", Applied, ""),
     f(Run, "overrides.containerOverrides.resourceRequirements", Unsupported, "GPUs, inference accelerators and Neuron devices"),
+    // StartTask: what it shares with RunTask is handled as RunTask handles it.
+    f(Start, "cluster", Applied, ""),
+    f(Start, "containerInstances", Applied, "1-10 ids or ARNs, each checked for the attributes and resources the task needs"),
+    f(Start, "taskDefinition", Applied, ""),
+    f(Start, "overrides", Applied, "as RunTask's overrides, row by row"),
+    f(Start, "startedBy", Applied, "shown, and ListTasks filters on it (as its only filter, desiredStatus aside)"),
+    f(Start, "networkConfiguration", Coming(8), "accepted; not stored or shown until #8"),
+    f(Start, "group", Recorded, "shown on the task"),
+    f(Start, "tags", Recorded, "shown on the task"),
+    f(Start, "enableECSManagedTags", Unsupported, "ECS-managed tags"),
+    f(Start, "enableExecuteCommand", Coming(9), "ExecuteCommand; shown on the task"),
+    Field {
+        off: Some("NONE"),
+        ..f(Start, "propagateTags", Unsupported, "tag propagation (NONE is accepted)")
+    },
+    f(Start, "referenceId", Unsupported, "ECS shows a task's reference ID on no Task member; Berth has no use for it"),
+    f(Start, "volumeConfigurations", Unsupported, "EBS volumes configured at launch"),
 ];
 
 /// Where `path`'s members occur in `value`, with their indexed paths (`containerDefinitions[1].links`).
@@ -299,6 +322,19 @@ pub fn refuse_unsupported_run_task(req: &RunTaskRequest) -> Result<(), EcsError>
     Err(EcsError::invalid(found.join("; ")))
 }
 
+/// StartTask: an InvalidParameterException naming every unsupported field the request sets,
+/// its overrides included (judged by RunTask's override rows).
+pub fn refuse_unsupported_start_task(req: &StartTaskRequest) -> Result<(), EcsError> {
+    let mut found = unsupported(Start, &to_json(req), "");
+    if let Some(o) = &req.overrides {
+        found.extend(unsupported(Run, &to_json(o), "overrides."));
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(EcsError::invalid(found.join("; ")))
+}
+
 /// Task overrides alone (RunTask's and StartTask's `overrides`): an InvalidParameterException
 /// naming every unsupported field they set.
 pub fn refuse_unsupported_overrides(overrides: &TaskOverride) -> Result<(), EcsError> {
@@ -322,16 +358,17 @@ fn kind_text(kind: Kind) -> String {
 pub fn readme_section() -> String {
     let mut s = String::new();
     s.push_str(
-        "Every field of ECS's RegisterTaskDefinition and RunTask decodes. What Berth does with each \
+        "Every field of ECS's RegisterTaskDefinition, RunTask and StartTask decodes. What Berth does with each \
 (generated from `controller/src/service/fields.rs`; a member without a row of its own is covered \
 by its parent's row):\n\n\
 - **applied**: acted on today;\n\
 - **recorded**: stored and shown, with no effect on premises;\n\
 - **coming (#N)**: accepted, stored and shown, but not yet acted on until issue N lands;\n\
 - **unsupported**: no issue builds it; a request that sets it is refused, naming every such \
-field in one error (ClientException at registration, InvalidParameterException in RunTask).\n",
+field in one error (ClientException at registration, InvalidParameterException in RunTask \
+and StartTask).\n",
     );
-    for op in [Reg, Run] {
+    for op in [Reg, Run, Start] {
         s.push_str(&format!(
             "\n### {}\n\n| Field | Kind | Note |\n|---|---|---|\n",
             op.name()

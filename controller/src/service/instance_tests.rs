@@ -726,10 +726,10 @@ async fn start_task_places_on_the_named_instances_or_says_why_not() {
             StartTaskRequest {
                 task_definition: "web".into(),
                 container_instances: vec![a.clone()],
-                enable_execute_command: Some(true),
+                reference_id: Some("ref".into()),
                 ..Default::default()
             },
-            "enableExecuteCommand",
+            "referenceId",
         ),
     ] {
         let e = c.start_task(req).await.unwrap_err();

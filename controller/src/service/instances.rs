@@ -665,11 +665,9 @@ impl Controller {
                     }
                     out.container_instances.push(ci)
                 }
-                None => out.failures.push(Failure {
-                    arn: given,
-                    reason: "MISSING".into(),
-                    detail: None,
-                }),
+                None => out.failures.push(super::tasks::missing(&given, |id| {
+                    arn::container_instance(&name, id)
+                })),
             }
         }
         Ok(out)

@@ -201,16 +201,7 @@ impl Controller {
     /// nothing); keys with the reserved `aws:` prefix are refused.
     pub async fn untag_resource(&self, req: UntagResourceRequest) -> Result<(), EcsError> {
         for (i, k) in req.tag_keys.iter().enumerate() {
-            if k.is_empty() || k.chars().count() > 128 {
-                return Err(EcsError::invalid(format!(
-                    "tagKeys[{i}]: must be 1 to 128 characters"
-                )));
-            }
-            if k.to_ascii_lowercase().starts_with("aws:") {
-                return Err(EcsError::invalid(format!(
-                    "tagKeys[{i}]: '{k}' uses the prefix aws:, which is reserved"
-                )));
-            }
+            super::clusters::validate_tag_key(&format!("tagKeys[{i}]"), k)?;
         }
         let mut st = self.state.lock().await;
         let r = st.tagged(&req.resource_arn)?;

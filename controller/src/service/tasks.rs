@@ -3,7 +3,8 @@
 
 use super::pagination::{paginate, Page};
 use super::validation::{
-    parse_task_cpu, parse_task_memory, task_cpu_value, task_memory_value, task_needs,
+    container_resources, containers_cpu_fit, parse_task_cpu, parse_task_memory, task_cpu_value,
+    task_memory_value, task_needs,
 };
 use super::{cluster_name, new_id, now, put, Controller, State, TASK_PREFIX};
 use crate::error::EcsError;
@@ -21,6 +22,20 @@ impl State {
         task_id(given)
             .and_then(|id| self.tasks.get(id))
             .filter(|t| t.cluster_arn == cluster_arn)
+    }
+}
+
+/// The failure a Describe*/StartTask call reports for an id or ARN the cluster does not hold:
+/// reason MISSING, arn the given ARN, or the full ARN `arn_of` builds from a given id.
+pub(crate) fn missing(given: &str, arn_of: impl FnOnce(&str) -> String) -> Failure {
+    Failure {
+        arn: if given.starts_with("arn:") {
+            given.to_string()
+        } else {
+            arn_of(given)
+        },
+        reason: "MISSING".into(),
+        detail: None,
     }
 }
 
@@ -47,34 +62,73 @@ fn apply_overrides(
             }
         }
         if let Some(v) = o.cpu {
-            if v < 0 {
-                return Err(EcsError::invalid(format!(
-                    "overrides.containerOverrides[{}].cpu: {v} must not be negative",
-                    o.name
-                )));
-            }
             c.cpu = Some(v);
         }
         if let Some(v) = o.memory {
-            if v < 6 {
-                return Err(EcsError::invalid(format!(
-                    "overrides.containerOverrides[{}].memory: {v} is below the minimum of 6 MiB",
-                    o.name
-                )));
-            }
             c.memory = Some(v);
         }
         if let Some(v) = o.memory_reservation {
-            if v <= 0 || c.memory.is_some_and(|m| v > m) {
-                return Err(EcsError::invalid(format!(
-                    "overrides.containerOverrides[{}].memoryReservation: {v} must be positive and at most the container's memory",
-                    o.name
-                )));
-            }
             c.memory_reservation = Some(v);
         }
     }
     Ok(containers)
+}
+
+/// The registration rules on what the overrides make: task cpu and memory ("1 vCPU" / "2 GB"
+/// forms included, cpu within 128-196608), each container's cpu, memory and memoryReservation
+/// against each other and the task's, the containers' cpu sum within the task cpu. A failure
+/// names the override that breaks the rule (`overrides.memory`,
+/// `overrides.containerOverrides[web].memoryReservation`), or the definition's field it
+/// conflicts with; InvalidParameterException, as RunTask answers.
+fn check_effective(
+    td: &TaskDefinition,
+    overrides: &TaskOverride,
+    containers: &[ContainerDefinition],
+) -> Result<(), EcsError> {
+    let as_invalid = |e: EcsError| EcsError::invalid(e.to_string());
+    let task_cpu = match &overrides.cpu {
+        Some(c) => Some((
+            task_cpu_value("overrides.cpu", c).map_err(as_invalid)?,
+            "overrides.cpu",
+        )),
+        None => td
+            .cpu
+            .as_deref()
+            .and_then(parse_task_cpu)
+            .map(|c| (c, "the task cpu")),
+    };
+    let task_memory = match &overrides.memory {
+        Some(m) => Some((
+            task_memory_value("overrides.memory", m).map_err(as_invalid)?,
+            "overrides.memory",
+        )),
+        None => td
+            .memory
+            .as_deref()
+            .and_then(parse_task_memory)
+            .map(|m| (m, "the task memory")),
+    };
+    for (i, c) in containers.iter().enumerate() {
+        let o = overrides
+            .container_overrides
+            .iter()
+            .find(|o| o.name == c.name);
+        let field = |member: &str| {
+            let overridden = o.is_some_and(|o| match member {
+                "cpu" => o.cpu.is_some(),
+                "memory" => o.memory.is_some(),
+                "memoryReservation" => o.memory_reservation.is_some(),
+                _ => false,
+            });
+            if overridden {
+                format!("overrides.containerOverrides[{}].{member}", c.name)
+            } else {
+                format!("containerDefinitions[{i}].{member}")
+            }
+        };
+        container_resources(&field, c, task_cpu, task_memory).map_err(as_invalid)?;
+    }
+    containers_cpu_fit("overrides", containers, task_cpu).map_err(as_invalid)
 }
 
 /// The capability an instance needs for a container with `privileged: true` (ECS's name).
@@ -212,15 +266,7 @@ impl State {
             }
         }
         let containers = apply_overrides(&td, &overrides)?;
-        // The registration rules, ECS's "1 vCPU" / "2 GB" forms included.
-        // RunTask answers InvalidParameterException where registration answers ClientException.
-        let as_invalid = |e: EcsError| EcsError::invalid(e.to_string());
-        if let Some(c) = &overrides.cpu {
-            task_cpu_value("overrides.cpu", c).map_err(as_invalid)?;
-        }
-        if let Some(m) = &overrides.memory {
-            task_memory_value("overrides.memory", m).map_err(as_invalid)?;
-        }
+        check_effective(&td, &overrides, &containers)?;
         let task_cpu = overrides.cpu.clone().or(td.cpu.clone());
         let task_memory = overrides.memory.clone().or(td.memory.clone());
         let (cpu, memory) = task_needs(task_cpu.as_deref(), task_memory.as_deref(), &containers);
@@ -483,33 +529,8 @@ impl Controller {
                 req.container_instances.len()
             )));
         }
-        for (field, given) in [
-            (
-                "enableECSManagedTags",
-                req.enable_ecs_managed_tags == Some(true),
-            ),
-            (
-                "enableExecuteCommand",
-                req.enable_execute_command == Some(true),
-            ),
-            (
-                "propagateTags",
-                req.propagate_tags.as_deref().is_some_and(|p| p != "NONE"),
-            ),
-            (
-                "volumeConfigurations",
-                !req.volume_configurations.is_empty(),
-            ),
-        ] {
-            if given {
-                return Err(EcsError::invalid(format!(
-                    "{field}: not supported by Berth"
-                )));
-            }
-        }
-        if let Some(o) = &req.overrides {
-            super::fields::refuse_unsupported_overrides(o)?;
-        }
+        // The fields table decides every member, as for RunTask: nothing is dropped unnamed.
+        super::fields::refuse_unsupported_start_task(&req)?;
         let mut st = self.state.lock().await;
         let launch = st.launch(LaunchRequest {
             cluster: req.cluster.as_deref(),
@@ -522,7 +543,7 @@ impl Controller {
             placement_constraints: &[],
             placement_strategy: &[],
             definition_constraints: false,
-            enable_execute_command: false,
+            enable_execute_command: req.enable_execute_command.unwrap_or(false),
             platform_version: None,
         })?;
         let mut candidates: std::collections::BTreeMap<String, scheduler::Candidate> =
@@ -536,12 +557,9 @@ impl Controller {
                 detail: None,
             };
             let Some((id, r)) = st.cluster_instance(&launch.cluster_arn, given) else {
-                let arn = if given.starts_with("arn:") {
-                    given.clone()
-                } else {
-                    arn::container_instance(&launch.cluster, given)
-                };
-                failures.push(fail(arn, "MISSING"));
+                failures.push(missing(given, |id| {
+                    arn::container_instance(&launch.cluster, id)
+                }));
                 continue;
             };
             let ci = r.container_instance.clone().unwrap_or_default();
@@ -626,6 +644,26 @@ impl Controller {
                 "family and serviceName cannot both be given",
             ));
         }
+        // ECS: "When you specify startedBy as the filter, it must be the only filter that you
+        // use." desiredStatus still applies (it always has a value, RUNNING by default).
+        if req.started_by.is_some() {
+            let others: Vec<&str> = [
+                ("containerInstance", req.container_instance.is_some()),
+                ("family", req.family.is_some()),
+                ("serviceName", req.service_name.is_some()),
+                ("launchType", req.launch_type.is_some()),
+                ("daemonName", req.daemon_name.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(field, given)| given.then_some(field))
+            .collect();
+            if !others.is_empty() {
+                return Err(EcsError::invalid(format!(
+                    "startedBy and {} cannot both be given; startedBy must be the only filter",
+                    others.join(", ")
+                )));
+            }
+        }
         if let Some(daemon) = &req.daemon_name {
             return Err(EcsError::invalid(format!(
                 "daemonName: '{daemon}': daemons are not supported by Berth"
@@ -708,15 +746,9 @@ impl Controller {
                     }
                     out.tasks.push(t)
                 }
-                None => out.failures.push(Failure {
-                    arn: if given.starts_with("arn:") {
-                        given
-                    } else {
-                        arn::task(&name, &given)
-                    },
-                    reason: "MISSING".into(),
-                    detail: None,
-                }),
+                None => out
+                    .failures
+                    .push(missing(&given, |id| arn::task(&name, id))),
             }
         }
         Ok(out)
@@ -727,3 +759,7 @@ impl Controller {
         self.state.lock().await.instances.contains_key(instance_id)
     }
 }
+
+#[cfg(test)]
+#[path = "task_tests.rs"]
+mod tests;

@@ -365,10 +365,17 @@ async fn filters_overrides_and_reservations_follow_ecs() {
         assert_eq!(e.exception_name(), "InvalidParameterException");
         assert!(e.to_string().starts_with(field), "{e}");
     }
+    // Lowering the task memory below the container's limits needs the container lowered too.
     let ok = c
         .run_task(run(Some(TaskOverride {
             cpu: Some("0.25 vCPU".into()),
             memory: Some("256".into()),
+            container_overrides: vec![ContainerOverride {
+                name: "a".into(),
+                memory: Some(256),
+                memory_reservation: Some(128),
+                ..Default::default()
+            }],
             ..Default::default()
         })))
         .await

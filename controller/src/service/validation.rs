@@ -13,19 +13,29 @@ fn invalid(msg: String) -> EcsError {
     EcsError::Client(msg)
 }
 
-/// Task-level cpu: "256" (units) or "0.25 vCPU" / "1 vcpu". Returns CPU units.
-pub fn parse_task_cpu(s: &str) -> Option<i64> {
+/// A task-level size: a plain number (CPU units or MiB), or a number with `suffix` (any case,
+/// spaces allowed) counted in 1024 units each ("0.5 vCPU" → 512, "2 GB" → 2048).
+fn parse_task_size(s: &str, suffix: &str) -> Option<i64> {
     let t = s.trim();
     if let Ok(n) = t.parse::<i64>() {
         return Some(n);
     }
     let lower = t.to_ascii_lowercase();
-    let num = lower.strip_suffix("vcpu")?.trim();
+    let num = lower.strip_suffix(suffix)?.trim();
     let v: f64 = num.parse().ok()?;
     Some((v * 1024.0).round() as i64)
 }
 
+/// Task-level cpu: "256" (units) or "0.25 vCPU" / "1 vcpu". Returns CPU units.
+pub fn parse_task_cpu(s: &str) -> Option<i64> {
+    parse_task_size(s, "vcpu")
+}
+
 /// Task-level memory: "512" (MiB) or "1 GB" / "2GB". Returns MiB.
+pub fn parse_task_memory(s: &str) -> Option<i64> {
+    parse_task_size(s, "gb")
+}
+
 /// What a task reserves on its instance, in cpu units and MiB: the task-level values when given,
 /// else the sums of its containers' (memoryReservation when set, as ECS reserves, else memory).
 pub(crate) fn task_needs(
@@ -45,21 +55,14 @@ pub(crate) fn task_needs(
     (cpu, memory)
 }
 
-pub fn parse_task_memory(s: &str) -> Option<i64> {
-    let t = s.trim();
-    if let Ok(n) = t.parse::<i64>() {
-        return Some(n);
-    }
-    let lower = t.to_ascii_lowercase();
-    let num = lower.strip_suffix("gb")?.trim();
-    let v: f64 = num.parse().ok()?;
-    Some((v * 1024.0).round() as i64)
-}
-
-/// A task-level cpu value (registration or RunTask overrides), in CPU units; `field` names it.
+/// A task-level cpu value (registration or RunTask overrides), in CPU units within ECS's
+/// 128-196608 (0.125-192 vCPU); `field` names it.
 pub(crate) fn task_cpu_value(field: &str, s: &str) -> Result<i64, EcsError> {
     match parse_task_cpu(s) {
-        Some(n) if n > 0 => Ok(n),
+        Some(n) if (128..=196_608).contains(&n) => Ok(n),
+        Some(n) if n > 0 => Err(invalid(format!(
+            "{field}: task cpu {n} is outside 128-196608 CPU units (0.125-192 vCPU)"
+        ))),
         _ => Err(invalid(format!(
             "{field}: task cpu '{s}' is not valid; give a positive number of CPU units (\"512\") or vCPUs (\"0.5 vCPU\")"
         ))),
@@ -164,11 +167,6 @@ pub fn validate(
         .as_deref()
         .map(|s| task_memory_value("memory", s))
         .transpose()?;
-    if let Some(cpu) = task_cpu.filter(|c| !(128..=196_608).contains(c)) {
-        return Err(invalid(format!(
-            "cpu: task cpu {cpu} is outside 128-196608 CPU units (0.125-192 vCPU)"
-        )));
-    }
     let fargate = req.requires_compatibilities.iter().any(|c| c == "FARGATE");
     if fargate {
         if network_mode != "awsvpc" {
@@ -242,14 +240,11 @@ pub fn validate(
             "containerDefinitions: no container is essential; at least one container must have essential true".into(),
         ));
     }
-    if let Some(task_cpu) = task_cpu {
-        let sum: i64 = containers.iter().map(|c| c.cpu.unwrap_or(0) as i64).sum();
-        if sum > task_cpu {
-            return Err(invalid(format!(
-                "containerDefinitions: the containers' cpu adds up to {sum}, more than the task cpu {task_cpu}"
-            )));
-        }
-    }
+    containers_cpu_fit(
+        "containerDefinitions",
+        containers,
+        task_cpu.map(|c| (c, "the task cpu")),
+    )?;
     one_of("pidMode", req.pid_mode.as_deref(), &["host", "task"])?;
     one_of(
         "ipcMode",
@@ -418,6 +413,105 @@ fn validate_container_shapes(i: usize, c: &ContainerDefinition) -> Result<(), Ec
     Ok(())
 }
 
+/// A container's cpu, memory and memoryReservation against each other and against the task's
+/// cpu and memory (each with the words that name it: "the task cpu", "overrides.cpu"), as
+/// registration checks them; RunTask checks the containers its overrides make the same way.
+/// `field` names a member of the container ("containerDefinitions[0].memory").
+pub(crate) fn container_resources(
+    field: &dyn Fn(&str) -> String,
+    c: &ContainerDefinition,
+    task_cpu: Option<(i64, &str)>,
+    task_memory: Option<(i64, &str)>,
+) -> Result<(), EcsError> {
+    let who = format!("container '{}'", c.name);
+    if let Some(cpu) = c.cpu {
+        if cpu < 0 {
+            return Err(invalid(format!(
+                "{}: {cpu} for {who} is not valid; cpu units must not be negative",
+                field("cpu")
+            )));
+        }
+        if let Some((tc, task)) = task_cpu {
+            if cpu as i64 > tc {
+                return Err(invalid(format!(
+                    "{}: {cpu} for {who} is more than {task} {tc}",
+                    field("cpu")
+                )));
+            }
+        }
+    }
+    if let Some(m) = c.memory {
+        if m <= 0 {
+            return Err(invalid(format!(
+                "{}: {m} for {who} is not valid; memory must be a positive number of MiB",
+                field("memory")
+            )));
+        }
+        if m < 6 {
+            return Err(invalid(format!(
+                "{}: {m} MiB for {who} is below the minimum of 6 MiB",
+                field("memory")
+            )));
+        }
+        if let Some((tm, task)) = task_memory {
+            if m as i64 > tm {
+                return Err(invalid(format!(
+                    "{}: {m} MiB for {who} is more than {task} {tm} MiB",
+                    field("memory")
+                )));
+            }
+        }
+    }
+    if let Some(r) = c.memory_reservation {
+        if r <= 0 {
+            return Err(invalid(format!(
+                "{}: {r} for {who} is not valid; memoryReservation must be a positive number of MiB",
+                field("memoryReservation")
+            )));
+        }
+        if let Some(m) = c.memory {
+            if r > m {
+                return Err(invalid(format!(
+                    "{}: {r} MiB for {who} is more than its memory limit {m} MiB; the soft limit must not exceed the hard limit",
+                    field("memoryReservation")
+                )));
+            }
+        }
+        if let Some((tm, task)) = task_memory {
+            if r as i64 > tm {
+                return Err(invalid(format!(
+                    "{}: {r} MiB for {who} is more than {task} {tm} MiB",
+                    field("memoryReservation")
+                )));
+            }
+        }
+    }
+    if task_memory.is_none() && c.memory.is_none() && c.memory_reservation.is_none() {
+        return Err(invalid(format!(
+            "{}: {who} sets neither memory nor memoryReservation, and the task sets no memory; at least one is required",
+            field("").trim_end_matches('.')
+        )));
+    }
+    Ok(())
+}
+
+/// The containers' cpu adds up to at most the task's (`task_cpu` with the words that name it).
+pub(crate) fn containers_cpu_fit(
+    field: &str,
+    containers: &[ContainerDefinition],
+    task_cpu: Option<(i64, &str)>,
+) -> Result<(), EcsError> {
+    if let Some((task_cpu, task)) = task_cpu {
+        let sum: i64 = containers.iter().map(|c| c.cpu.unwrap_or(0) as i64).sum();
+        if sum > task_cpu {
+            return Err(invalid(format!(
+                "{field}: the containers' cpu adds up to {sum}, more than {task} {task_cpu}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn validate_container(
     i: usize,
     c: &ContainerDefinition,
@@ -450,73 +544,12 @@ fn validate_container(
             field("image")
         )));
     }
-    if let Some(cpu) = c.cpu {
-        if cpu < 0 {
-            return Err(invalid(format!(
-                "{}: {cpu} for {who} is not valid; cpu units must not be negative",
-                field("cpu")
-            )));
-        }
-        if let Some(tc) = task_cpu {
-            if cpu as i64 > tc {
-                return Err(invalid(format!(
-                    "{}: {cpu} for {who} is more than the task cpu {tc}",
-                    field("cpu")
-                )));
-            }
-        }
-    }
-    if let Some(m) = c.memory {
-        if m <= 0 {
-            return Err(invalid(format!(
-                "{}: {m} for {who} is not valid; memory must be a positive number of MiB",
-                field("memory")
-            )));
-        }
-        if m < 6 {
-            return Err(invalid(format!(
-                "{}: {m} MiB for {who} is below the minimum of 6 MiB",
-                field("memory")
-            )));
-        }
-        if let Some(tm) = task_memory {
-            if m as i64 > tm {
-                return Err(invalid(format!(
-                    "{}: {m} MiB for {who} is more than the task memory {tm} MiB",
-                    field("memory")
-                )));
-            }
-        }
-    }
-    if let Some(r) = c.memory_reservation {
-        if r <= 0 {
-            return Err(invalid(format!(
-                "{}: {r} for {who} is not valid; memoryReservation must be a positive number of MiB",
-                field("memoryReservation")
-            )));
-        }
-        if let Some(m) = c.memory {
-            if r > m {
-                return Err(invalid(format!(
-                    "{}: {r} MiB for {who} is more than its memory limit {m} MiB; the soft limit must not exceed the hard limit",
-                    field("memoryReservation")
-                )));
-            }
-        }
-        if let Some(tm) = task_memory {
-            if r as i64 > tm {
-                return Err(invalid(format!(
-                    "{}: {r} MiB for {who} is more than the task memory {tm} MiB",
-                    field("memoryReservation")
-                )));
-            }
-        }
-    }
-    if task_memory.is_none() && c.memory.is_none() && c.memory_reservation.is_none() {
-        return Err(invalid(format!(
-            "containerDefinitions[{i}]: {who} sets neither memory nor memoryReservation, and the task sets no memory; at least one is required"
-        )));
-    }
+    container_resources(
+        &|f: &str| field(f),
+        c,
+        task_cpu.map(|c| (c, "the task cpu")),
+        task_memory.map(|m| (m, "the task memory")),
+    )?;
     for (j, p) in c.port_mappings.iter().enumerate() {
         let pf = format!("containerDefinitions[{i}].portMappings[{j}]");
         let port = p.container_port.unwrap_or(0);

@@ -73,6 +73,7 @@ fn model_paths(op: Op) -> (BTreeSet<String>, BTreeSet<String>) {
     let root = match op {
         Op::RegisterTaskDefinition => "RegisterTaskDefinitionRequest",
         Op::RunTask => "RunTaskRequest",
+        Op::StartTask => "StartTaskRequest",
     };
     let (mut paths, mut maps) = (BTreeSet::new(), BTreeSet::new());
     walk(&messages, root, "", &mut paths, &mut maps);
@@ -91,6 +92,7 @@ fn every_field_of_the_model_is_in_the_table() {
             Run,
             &["", "overrides.", "overrides.containerOverrides."][..],
         ),
+        (Start, &[""][..]),
     ] {
         let (paths, maps) = model_paths(op);
         let rows: Vec<&str> = FIELDS

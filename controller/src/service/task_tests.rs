@@ -1,0 +1,332 @@
+//! RunTask's overrides against the registration rules, StartTask through the fields table,
+//! ListTasks' startedBy alone, MISSING failures (review of issue 6).
+
+use super::super::*;
+use crate::store::memory::MemoryStore;
+use berth_proto::v1::*;
+
+fn controller() -> Controller {
+    Controller::load(Arc::new(MemoryStore::default()), Arc::new(Fleet::default())).unwrap()
+}
+
+/// A cluster "default" with one instance of 4096 cpu and 4096 MiB whose agent is in step;
+/// returns the instance's ARN and the session that keeps it a candidate.
+async fn with_instance(c: &Controller) -> (String, crate::fleet::Attached) {
+    c.create_cluster(CreateClusterRequest {
+        cluster_name: "default".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let resource = |name: &str, v: i32| Resource {
+        name: name.into(),
+        r#type: "INTEGER".into(),
+        integer_value: v,
+        ..Default::default()
+    };
+    let ci = c
+        .register_container_instance(RegisterContainerInstanceRequest {
+            cluster: "default".into(),
+            total_resources: vec![resource("CPU", 4096), resource("MEMORY", 4096)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let arn = ci.container_instance_arn;
+    let id = berth_proto::arn::short_id("container-instance", &arn)
+        .unwrap()
+        .to_string();
+    let session = c.fleet().attach(&id);
+    c.fleet().desired_acked(&session, 1);
+    (arn, session)
+}
+
+async fn register(c: &Controller, json: &str) {
+    c.register_task_definition(serde_json::from_str(json).unwrap())
+        .await
+        .unwrap();
+}
+
+fn overrides(json: &str) -> TaskOverride {
+    serde_json::from_str(json).unwrap()
+}
+
+/// RunTask's overrides follow RegisterTaskDefinition's rules on what they make: task cpu within
+/// 128-196608, each container's memory and memoryReservation within the task memory and each
+/// other, the containers' cpu within the task cpu. Refused with InvalidParameterException
+/// naming the override, and nothing runs.
+#[tokio::test]
+async fn run_task_overrides_follow_the_registration_rules() {
+    let c = controller();
+    let _s = with_instance(&c).await;
+    register(
+        &c,
+        r#"{"family":"web","containerDefinitions":[
+            {"name":"a","image":"x","cpu":256,"memory":512,"memoryReservation":256},
+            {"name":"b","image":"x","cpu":256,"memory":64}]}"#,
+    )
+    .await;
+    let run = |o: &str| RunTaskRequest {
+        task_definition: "web".into(),
+        overrides: Some(overrides(o)),
+        ..Default::default()
+    };
+    for (o, field, words) in [
+        (r#"{"cpu":"1"}"#, "overrides.cpu:", "128-196608"),
+        (r#"{"cpu":"999999"}"#, "overrides.cpu:", "128-196608"),
+        (r#"{"cpu":"200 vCPU"}"#, "overrides.cpu:", "128-196608"),
+        // The containers' 512 cpu do not fit in 256; one container's 256 not in 128.
+        (
+            r#"{"cpu":"256"}"#,
+            "overrides:",
+            "adds up to 512, more than overrides.cpu 256",
+        ),
+        (
+            r#"{"cpu":"128"}"#,
+            "containerDefinitions[0].cpu:",
+            "overrides.cpu 128",
+        ),
+        (
+            r#"{"cpu":"512","containerOverrides":[{"name":"b","cpu":300}]}"#,
+            "overrides:",
+            "adds up to 556, more than overrides.cpu 512",
+        ),
+        // A 64 MiB task memory under a 512 MiB container limit.
+        (
+            r#"{"memory":"64"}"#,
+            "containerDefinitions[0].memory:",
+            "overrides.memory 64",
+        ),
+        (
+            r#"{"memory":"300","containerOverrides":[{"name":"a","memory":400}]}"#,
+            "overrides.containerOverrides[a].memory:",
+            "overrides.memory 300",
+        ),
+        // Memory lowered under the definition's memoryReservation.
+        (
+            r#"{"containerOverrides":[{"name":"a","memory":128}]}"#,
+            "containerDefinitions[0].memoryReservation:",
+            "its memory limit 128",
+        ),
+        (
+            r#"{"containerOverrides":[{"name":"b","memoryReservation":100}]}"#,
+            "overrides.containerOverrides[b].memoryReservation:",
+            "its memory limit 64",
+        ),
+        (
+            r#"{"containerOverrides":[{"name":"b","memory":5}]}"#,
+            "overrides.containerOverrides[b].memory:",
+            "minimum of 6",
+        ),
+        (
+            r#"{"containerOverrides":[{"name":"b","cpu":-1}]}"#,
+            "overrides.containerOverrides[b].cpu:",
+            "negative",
+        ),
+    ] {
+        let e = c.run_task(run(o)).await.unwrap_err();
+        assert_eq!(e.exception_name(), "InvalidParameterException", "{o}");
+        let msg = e.to_string();
+        assert!(msg.starts_with(field) && msg.contains(words), "{o}: {msg}");
+    }
+    let all = c.list_tasks(ListTasksRequest::default()).await.unwrap();
+    assert!(all.items.is_empty(), "{:?}", all.items);
+    // The same changes, made consistently, run.
+    for o in [
+        r#"{"cpu":"0.5 vCPU","memory":"1 GB"}"#,
+        r#"{"memory":"300","containerOverrides":[{"name":"a","memory":200,"memoryReservation":100}]}"#,
+        r#"{"cpu":"1024","containerOverrides":[{"name":"b","cpu":768}]}"#,
+    ] {
+        let r = c.run_task(run(o)).await.unwrap();
+        assert_eq!(r.tasks.len(), 1, "{o}: {:?}", r.failures);
+    }
+}
+
+/// StartTask goes through the fields table as RunTask does: networkConfiguration is accepted
+/// as RunTask accepts it, enableExecuteCommand is shown on the task, and unsupported members
+/// (referenceId included) are refused together by name, its overrides' included.
+#[tokio::test]
+async fn start_task_follows_the_fields_table() {
+    let c = controller();
+    let (instance, _s) = with_instance(&c).await;
+    register(
+        &c,
+        r#"{"family":"web","containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#,
+    )
+    .await;
+    let req: StartTaskRequest = serde_json::from_str(&format!(
+        r#"{{"taskDefinition":"web","containerInstances":["{instance}"],"enableExecuteCommand":true,
+            "networkConfiguration":{{"awsvpcConfiguration":{{"subnets":["s"]}}}},"propagateTags":"NONE"}}"#
+    ))
+    .unwrap();
+    let r = c.start_task(req).await.unwrap();
+    assert_eq!(r.tasks.len(), 1, "{:?}", r.failures);
+    assert_eq!(r.tasks[0].enable_execute_command, Some(true));
+
+    let req: StartTaskRequest = serde_json::from_str(&format!(
+        r#"{{"taskDefinition":"web","containerInstances":["{instance}"],"referenceId":"r1",
+            "enableECSManagedTags":true,"propagateTags":"TASK_DEFINITION",
+            "overrides":{{"inferenceAcceleratorOverrides":[{{"deviceName":"d","deviceType":"t"}}]}}}}"#
+    ))
+    .unwrap();
+    let e = c.start_task(req).await.unwrap_err();
+    assert_eq!(e.exception_name(), "InvalidParameterException");
+    let msg = e.to_string();
+    for field in [
+        "referenceId:",
+        "enableECSManagedTags:",
+        "propagateTags:",
+        "overrides.inferenceAcceleratorOverrides:",
+    ] {
+        assert!(msg.contains(field), "{field} in {msg}");
+    }
+    // RunTask refuses referenceId the same way.
+    let e = c
+        .run_task(RunTaskRequest {
+            task_definition: "web".into(),
+            reference_id: Some("r1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().starts_with("referenceId:"), "{e}");
+}
+
+/// ListTasks: "When you specify startedBy as the filter, it must be the only filter that you
+/// use": refused naming both, as family with serviceName is; with desiredStatus it filters.
+#[tokio::test]
+async fn started_by_is_the_only_filter() {
+    let c = controller();
+    let (instance, _s) = with_instance(&c).await;
+    register(
+        &c,
+        r#"{"family":"web","containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#,
+    )
+    .await;
+    c.run_task(RunTaskRequest {
+        task_definition: "web".into(),
+        started_by: Some("me".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let by_me = |f: fn(&mut ListTasksRequest)| {
+        let mut r = ListTasksRequest {
+            started_by: Some("me".into()),
+            ..Default::default()
+        };
+        f(&mut r);
+        r
+    };
+    for (req, other) in [
+        (by_me(|r| r.family = Some("web".into())), "family"),
+        (by_me(|r| r.launch_type = Some("EC2".into())), "launchType"),
+        (by_me(|r| r.service_name = Some("s".into())), "serviceName"),
+    ] {
+        let e = c.list_tasks(req).await.unwrap_err();
+        assert_eq!(e.exception_name(), "InvalidParameterException");
+        let msg = e.to_string();
+        assert!(msg.contains("startedBy") && msg.contains(other), "{msg}");
+    }
+    let mut req = by_me(|_| {});
+    req.container_instance = Some(instance);
+    let e = c.list_tasks(req).await.unwrap_err();
+    assert!(e.to_string().contains("containerInstance"), "{e}");
+    let listed = c
+        .list_tasks(by_me(|r| r.desired_status = Some("RUNNING".into())))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+}
+
+/// An unknown id is a MISSING failure with the full ARN, in DescribeContainerInstances as in
+/// DescribeTasks and StartTask; a given ARN is kept as given.
+#[tokio::test]
+async fn missing_failures_name_full_arns() {
+    let c = controller();
+    let _s = with_instance(&c).await;
+    let r = c
+        .describe_container_instances(DescribeContainerInstancesRequest {
+            container_instances: vec![
+                "feedface".into(),
+                "arn:aws:ecs:x:1:container-instance/default/beef".into(),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let failures: Vec<(&str, &str)> = r
+        .failures
+        .iter()
+        .map(|f| (f.arn.as_str(), f.reason.as_str()))
+        .collect();
+    let want = berth_proto::arn::container_instance("default", "feedface");
+    assert_eq!(
+        failures,
+        [
+            (want.as_str(), "MISSING"),
+            ("arn:aws:ecs:x:1:container-instance/default/beef", "MISSING")
+        ]
+    );
+    let r = c
+        .describe_tasks(DescribeTasksRequest {
+            tasks: vec!["feedface".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        r.failures[0].arn,
+        berth_proto::arn::task("default", "feedface")
+    );
+    assert_eq!(r.failures[0].reason, "MISSING");
+}
+
+/// Tag keys follow one rule wherever they are given: creating, tagging, untagging.
+#[tokio::test]
+async fn tag_keys_follow_one_rule() {
+    let c = controller();
+    let _s = with_instance(&c).await;
+    let cluster = c
+        .describe_clusters(DescribeClustersRequest::default())
+        .await
+        .unwrap()
+        .clusters[0]
+        .cluster_arn
+        .clone();
+    for key in ["", "aws:x", &"k".repeat(129)] {
+        let e = c
+            .tag_resource(TagResourceRequest {
+                resource_arn: cluster.clone(),
+                tags: vec![Tag {
+                    key: key.into(),
+                    value: "v".into(),
+                }],
+            })
+            .await
+            .unwrap_err();
+        assert!(e.to_string().starts_with("tags[0].key:"), "{key}: {e}");
+        let e = c
+            .untag_resource(UntagResourceRequest {
+                resource_arn: cluster.clone(),
+                tag_keys: vec![key.into()],
+            })
+            .await
+            .unwrap_err();
+        assert!(e.to_string().starts_with("tagKeys[0]:"), "{key}: {e}");
+    }
+}
+
+/// Task cpu and memory share one parser: plain numbers, or vCPU / GB counted in 1024s.
+#[test]
+fn task_sizes_parse_alike() {
+    use super::super::validation::{parse_task_cpu, parse_task_memory};
+    assert_eq!(parse_task_cpu("0.5 vCPU"), Some(512));
+    assert_eq!(parse_task_cpu("2vcpu"), Some(2048));
+    assert_eq!(parse_task_cpu("512"), Some(512));
+    assert_eq!(parse_task_cpu("1 GB"), None);
+    assert_eq!(parse_task_memory("2 GB"), Some(2048));
+    assert_eq!(parse_task_memory("0.5gb"), Some(512));
+    assert_eq!(parse_task_memory("300"), Some(300));
+    assert_eq!(parse_task_memory("1 vCPU"), None);
+}
