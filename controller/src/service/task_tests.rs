@@ -140,6 +140,26 @@ async fn run_task_overrides_follow_the_registration_rules() {
         let r = c.run_task(run(o)).await.unwrap();
         assert_eq!(r.tasks.len(), 1, "{o}: {:?}", r.failures);
     }
+    // FARGATE: overridden sizes must still be one of Fargate's cpu/memory pairs.
+    register(
+        &c,
+        r#"{"family":"fg","networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],
+            "cpu":"256","memory":"512","containerDefinitions":[{"name":"a","image":"x"}]}"#,
+    )
+    .await;
+    let fargate = |o: &str| RunTaskRequest {
+        task_definition: "fg".into(),
+        launch_type: Some("FARGATE".into()),
+        overrides: Some(overrides(o)),
+        ..Default::default()
+    };
+    let e = c
+        .run_task(fargate(r#"{"memory":"8192"}"#))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not a FARGATE combination"), "{e}");
+    let r = c.run_task(fargate(r#"{"memory":"1024"}"#)).await.unwrap();
+    assert_eq!(r.tasks.len(), 1, "{:?}", r.failures);
 }
 
 /// StartTask goes through the fields table as RunTask does: networkConfiguration is accepted

@@ -269,6 +269,19 @@ impl State {
         check_effective(&td, &overrides, &containers)?;
         let task_cpu = overrides.cpu.clone().or(td.cpu.clone());
         let task_memory = overrides.memory.clone().or(td.memory.clone());
+        if req.launch_type == "FARGATE" && (overrides.cpu.is_some() || overrides.memory.is_some()) {
+            let pair = (
+                task_cpu.as_deref().and_then(parse_task_cpu),
+                task_memory.as_deref().and_then(parse_task_memory),
+            );
+            if let (Some(c), Some(m)) = pair {
+                if !super::validation::fargate_pair_ok(c, m) {
+                    return Err(EcsError::invalid(format!(
+                        "overrides: task cpu {c} and memory {m} MiB are not a FARGATE combination"
+                    )));
+                }
+            }
+        }
         let (cpu, memory) = task_needs(task_cpu.as_deref(), task_memory.as_deref(), &containers);
         let placement = |e: scheduler::PlacementError| EcsError::invalid(e.0);
         let definition_constraints: &[PlacementConstraint] = if req.definition_constraints {
