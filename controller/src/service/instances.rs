@@ -7,14 +7,16 @@
 //! are refused, and it stays describable (and listed with `--status INACTIVE`).
 
 use super::pagination::{paginate, Page};
+use super::tasks::task_id;
 use super::validation::{parse_task_cpu, parse_task_memory};
 use super::{
     cluster_name, new_id, now, put, Controller, State, DEFAULT_CLUSTER, INSTANCE_PREFIX,
-    TASK_PREFIX,
+    TASK_PREFIX, UNCONFIRMED_PREFIX,
 };
 use crate::error::EcsError;
 use crate::query::{self, Target};
 use crate::scheduler::Candidate;
+use crate::store::Write;
 use berth_proto::arn;
 use berth_proto::status::{ContainerStatus, TaskStatus};
 use berth_proto::v1::*;
@@ -399,7 +401,7 @@ impl Controller {
         let at = now();
         let mut writes = Vec::new();
         let mut orphaned = Vec::new();
-        for (task_id, mut t) in remaining {
+        for (tid, mut t) in remaining {
             t.last_status = TaskStatus::Stopped.as_str().into();
             t.desired_status = TaskStatus::Stopped.as_str().into();
             t.stop_code.get_or_insert_with(|| "UserInitiated".into());
@@ -413,21 +415,52 @@ impl Controller {
                 c.last_status = ContainerStatus::Stopped.as_str().into();
             }
             t.version += 1;
-            writes.push(put(format!("{TASK_PREFIX}{task_id}"), &t));
-            orphaned.push((task_id, t));
+            writes.push(put(format!("{TASK_PREFIX}{tid}"), &t));
+            orphaned.push((tid, t));
         }
+        // No agent confirmed these stops, nor those still being confirmed to this instance's
+        // agent (its `orphans`, which leave with it): each record stays, a persisted
+        // tombstone, until an agent reports the task stopped, so a host that still runs it
+        // later is told to stop it rather than having it adopted as RUNNING.
+        let unconfirmed: Vec<String> = orphaned
+            .iter()
+            .map(|(tid, _)| tid.clone())
+            .chain(
+                st.orphans
+                    .get(&id)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|arn| task_id(arn))
+                    .filter(|t| st.tasks.contains_key(*t))
+                    .map(str::to_string),
+            )
+            .collect();
+        writes.extend(
+            unconfirmed
+                .iter()
+                .map(|t| Write::Put(format!("{UNCONFIRMED_PREFIX}{t}"), Vec::new())),
+        );
         ci.status = "INACTIVE".into();
         ci.version += 1;
         let record = ContainerInstanceRecord {
             container_instance: Some(ci),
+            deregistered_at: Some(at),
             ..record
         };
         writes.push(put(format!("{INSTANCE_PREFIX}{id}"), &record));
         self.commit(writes)?;
-        for (task_id, t) in orphaned {
-            st.put_task(task_id, t);
+        st.unconfirmed.extend(unconfirmed.iter().cloned());
+        for (tid, t) in orphaned {
+            st.put_task(tid, t);
+        }
+        // Those already recorded STOPPED leave the retention's index.
+        for t in unconfirmed {
+            if let Some(task) = st.tasks.get(&t).cloned() {
+                st.put_task(t, task);
+            }
         }
         st.instances.insert(id.clone(), record.clone());
+        st.inactive.insert((at.seconds, id.clone()));
         st.orphans.remove(&id);
         // Its session (if any) sees the instance INACTIVE, tells the agent and ends.
         self.fleet.notify(&id);
