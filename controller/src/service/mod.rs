@@ -183,4 +183,6 @@ pub(crate) fn cluster_name(cluster: Option<&str>) -> Result<String, EcsError> {
 #[cfg(test)]
 mod instance_tests;
 #[cfg(test)]
+mod retention_tests;
+#[cfg(test)]
 mod tests;
