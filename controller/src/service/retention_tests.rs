@@ -324,8 +324,22 @@ async fn inactive_instances_leave_after_the_retention_once_no_task_names_them() 
     assert_eq!((p.tasks, p.container_instances), (1, 2), "{p:?}");
     assert!(!instance_described(&c, &bare).await);
     assert!(!instance_described(&c, &busy).await);
-    let st = c.state.lock().await;
-    assert!(st.instances.is_empty() && st.inactive.is_empty() && st.by_instance.is_empty());
+    {
+        let st = c.state.lock().await;
+        assert!(st.instances.is_empty() && st.inactive.is_empty() && st.by_instance.is_empty());
+    }
+    // An agent still holding the old ARN now registers a new instance.
+    let again = c
+        .register_container_instance(RegisterContainerInstanceRequest {
+            cluster: "default".into(),
+            container_instance_arn: Some(bare.clone()),
+            total_resources: vec![resource("CPU", 2048), resource("MEMORY", 1024)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_ne!(again.container_instance_arn, bare);
+    assert_eq!(again.status, "ACTIVE");
 }
 
 /// Review item 6: a sweep and a DeleteTaskDefinitions that finishes a deletion each commit
