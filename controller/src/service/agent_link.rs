@@ -7,6 +7,7 @@
 //! a task it holds a record of; a task an agent runs that the controller has no record of at all
 //! is adopted (a Task visible in ListTasks/DescribeTasks) and stopped only by StopTask.
 
+use super::instances::is_inactive;
 use super::retention::stopped_since;
 use super::tasks::{effective_definition, task_id};
 use super::validation::task_needs;
@@ -137,11 +138,7 @@ impl Controller {
                 hello.container_instance_arn.clone(),
             ));
         };
-        if record
-            .container_instance
-            .as_ref()
-            .is_some_and(|ci| ci.status == "INACTIVE")
-        {
+        if record.container_instance.as_ref().is_some_and(is_inactive) {
             return Err(EcsError::InactiveInstance(hello.container_instance_arn.clone()).into());
         }
         if record.state_epoch != hello.state_epoch {
@@ -238,7 +235,7 @@ impl Controller {
         if let Some(ci) = record
             .container_instance
             .as_ref()
-            .filter(|ci| ci.status == "INACTIVE")
+            .filter(|ci| is_inactive(ci))
         {
             return Err(EcsError::InactiveInstance(ci.container_instance_arn.clone()).into());
         }

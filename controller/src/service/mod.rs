@@ -141,7 +141,7 @@ impl Controller {
             let id = k[INSTANCE_PREFIX.len()..].to_string();
             if r.container_instance
                 .as_ref()
-                .is_some_and(|ci| ci.status == "INACTIVE")
+                .is_some_and(instances::is_inactive)
             {
                 state
                     .inactive

@@ -17,6 +17,7 @@
 //! retained task names them.
 
 use super::idempotency::RUN_TOKEN_PREFIX;
+use super::instances::is_inactive;
 use super::task_definitions::deletion_writes;
 use super::tasks::task_id;
 use super::{Controller, State, INSTANCE_PREFIX, TASK_PREFIX};
@@ -104,7 +105,7 @@ impl Controller {
                             .instances
                             .get(i)
                             .and_then(|r| r.container_instance.as_ref())
-                            .is_some_and(|ci| ci.status != "INACTIVE")
+                            .is_some_and(|ci| !is_inactive(ci))
                 })
         };
         let tasks: Vec<String> = st
