@@ -411,3 +411,53 @@ async fn a_revision_named_twice_is_deleted_and_answered_once() {
     assert_eq!(out.task_definitions.len(), 1, "{out:?}");
     assert!(out.failures.is_empty(), "{out:?}");
 }
+
+/// Review item 15: ListTaskDefinitions and ListTaskDefinitionFamilies parse their status with
+/// one rule: the call's statuses or ALL, any case; anything else is refused by name.
+#[tokio::test]
+async fn task_definition_status_filters_are_parsed_by_one_rule() {
+    let c = controller_on(Arc::new(MemoryStore::default())).await;
+    let defs = |status: &str| ListTaskDefinitionsRequest {
+        status: Some(status.into()),
+        ..Default::default()
+    };
+    let families = |status: &str| ListTaskDefinitionFamiliesRequest {
+        status: Some(status.into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        c.list_task_definitions(defs("all"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert!(c
+        .list_task_definitions(defs("DELETE_IN_PROGRESS"))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert_eq!(
+        c.list_task_definition_families(families("active"))
+            .await
+            .unwrap()
+            .items,
+        vec!["web"]
+    );
+    let e = c.list_task_definitions(defs("GONE")).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "status: 'GONE' is not ACTIVE, INACTIVE, DELETE_IN_PROGRESS or ALL"
+    );
+    let e = c
+        .list_task_definition_families(families("DELETE_IN_PROGRESS"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.exception_name(), "InvalidParameterException");
+    assert_eq!(
+        e.to_string(),
+        "status: 'DELETE_IN_PROGRESS' is not ACTIVE, INACTIVE or ALL"
+    );
+}
