@@ -223,12 +223,27 @@ pub mod status {
         Stopped = "STOPPED",
     ]);
 
+    status_enum!(
+        /// A container instance's status (ECS's ContainerInstanceStatus, and INACTIVE, which
+        /// DeregisterContainerInstance leaves).
+        ContainerInstanceStatus, "container instance", [
+        Registering = "REGISTERING",
+        RegistrationFailed = "REGISTRATION_FAILED",
+        Active = "ACTIVE",
+        Draining = "DRAINING",
+        Deregistering = "DEREGISTERING",
+        Inactive = "INACTIVE",
+    ]);
+
     #[cfg(test)]
     mod tests {
         use super::*;
 
         #[test]
         fn statuses_round_trip_in_lifecycle_order() {
+            for s in ContainerInstanceStatus::ALL {
+                assert_eq!(ContainerInstanceStatus::parse(s.as_str()), Ok(*s));
+            }
             for pair in TaskStatus::ALL.windows(2) {
                 assert!(pair[0] < pair[1], "{} before {}", pair[0], pair[1]);
             }

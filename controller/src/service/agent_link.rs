@@ -7,11 +7,15 @@
 //! a task it holds a record of; a task an agent runs that the controller has no record of at all
 //! is adopted (a Task visible in ListTasks/DescribeTasks) and stopped only by StopTask.
 
+use super::instances::is_inactive;
 use super::retention::stopped_since;
 use super::tasks::{effective_definition, task_id};
 use super::validation::task_needs;
-use super::{new_id, now, put, Controller, State, INSTANCE_PREFIX, TASK_PREFIX};
+use super::{
+    new_id, now, put, Controller, State, INSTANCE_PREFIX, TASK_PREFIX, UNCONFIRMED_PREFIX,
+};
 use crate::error::EcsError;
+use crate::store::Write;
 use berth_proto::arn;
 use berth_proto::link;
 use berth_proto::status::{ContainerStatus, TaskStatus};
@@ -55,22 +59,16 @@ fn is_stopped(t: &Task) -> bool {
 }
 
 impl State {
-    /// Stores `task` in the view, keeping the per-instance index of tasks not yet STOPPED and
-    /// the index of confirmed stops by time.
+    /// Stores `task` in the view, keeping the per-instance index of tasks not yet STOPPED, the
+    /// index of confirmed stops by time and the per-instance task counts.
     pub(crate) fn put_task(&mut self, id: String, task: Task) {
-        if let Some(old) = self.tasks.get(&id) {
-            if let Some(set) = old
-                .container_instance_arn
-                .as_ref()
-                .and_then(|i| self.active.get_mut(i))
-            {
-                set.remove(&id);
-            }
-            if let Some(since) = stopped_since(old) {
-                self.stopped.remove(&(since, id.clone()));
-            }
+        self.unindex_task(&id);
+        if let Some(i) = &task.container_instance_arn {
+            *self.by_instance.entry(i.clone()).or_default() += 1;
         }
         match stopped_since(&task) {
+            // A stop no agent confirmed starts no retention.
+            Some(_) if self.unconfirmed.contains(&id) => {}
             Some(since) => {
                 self.stopped.insert((since, id.clone()));
             }
@@ -81,6 +79,30 @@ impl State {
             }
         }
         self.tasks.insert(id, task);
+    }
+
+    /// Removes the task `id` (still in `tasks`) from every index `put_task` keeps.
+    pub(crate) fn unindex_task(&mut self, id: &str) {
+        let Some(old) = self.tasks.get(id) else {
+            return;
+        };
+        if let Some(i) = &old.container_instance_arn {
+            if let Some(set) = self.active.get_mut(i) {
+                set.remove(id);
+                if set.is_empty() {
+                    self.active.remove(i);
+                }
+            }
+            if let Some(n) = self.by_instance.get_mut(i) {
+                *n -= 1;
+                if *n == 0 {
+                    self.by_instance.remove(i);
+                }
+            }
+        }
+        if let Some(since) = stopped_since(old) {
+            self.stopped.remove(&(since, id.to_string()));
+        }
     }
 
     /// The tasks on an instance not yet STOPPED, from the index (no scan of every task).
@@ -116,11 +138,7 @@ impl Controller {
                 hello.container_instance_arn.clone(),
             ));
         };
-        if record
-            .container_instance
-            .as_ref()
-            .is_some_and(|ci| ci.status == "INACTIVE")
-        {
+        if record.container_instance.as_ref().is_some_and(is_inactive) {
             return Err(EcsError::InactiveInstance(hello.container_instance_arn.clone()).into());
         }
         if record.state_epoch != hello.state_epoch {
@@ -134,6 +152,7 @@ impl Controller {
             )])?;
             st.instances.insert(instance_id.clone(), record);
         }
+        st.seen.insert(instance_id.clone());
         Ok(SessionInfo {
             instance_id,
             epoch: hello.state_epoch.clone(),
@@ -210,6 +229,16 @@ impl Controller {
         if record.state_epoch != session.epoch {
             return Err(LinkError::Superseded(session.epoch.clone()));
         }
+        // Deregistered while this report was in flight: nothing from it applies (it could
+        // adopt a task on an instance that can never confirm its stop), as a new session would
+        // be refused.
+        if let Some(ci) = record
+            .container_instance
+            .as_ref()
+            .filter(|ci| is_inactive(ci))
+        {
+            return Err(EcsError::InactiveInstance(ci.container_instance_arn.clone()).into());
+        }
         if change.seq <= record.last_state_change_seq {
             return Ok(false);
         }
@@ -228,6 +257,7 @@ impl Controller {
         let mut view_changed = false;
         let mut orphan: Option<bool> = None;
         let mut updated = None;
+        let mut confirmed = false;
         match st.tasks.get(&id).cloned() {
             Some(mut task) if !is_stopped(&task) => {
                 if task.container_instance_arn.as_deref() != Some(instance_arn.as_str()) {
@@ -242,10 +272,20 @@ impl Controller {
                 writes.push(put(format!("{TASK_PREFIX}{id}"), &task));
                 updated = Some(task);
             }
-            Some(_) => {
-                // Recorded STOPPED (its agent confirmed it before): confirm the stop while the
-                // agent still reports it running; forget it once reported stopped.
+            Some(mut task) => {
+                // Recorded STOPPED: confirm the stop while the agent still reports it running;
+                // forget it once reported stopped.
                 orphan = Some(reported != TaskStatus::Stopped);
+                if reported == TaskStatus::Stopped && st.unconfirmed.contains(&id) {
+                    // Recorded STOPPED without its agent (forced deregistration): this report
+                    // is the confirmation, and the retention runs from it.
+                    task.stopped_at = Some(now());
+                    task.version += 1;
+                    writes.push(put(format!("{TASK_PREFIX}{id}"), &task));
+                    writes.push(Write::Delete(format!("{UNCONFIRMED_PREFIX}{id}")));
+                    confirmed = true;
+                    updated = Some(task);
+                }
             }
             None if reported == TaskStatus::Stopped => {}
             None => {
@@ -258,6 +298,9 @@ impl Controller {
         }
         self.commit(writes)?;
         st.instances.insert(instance_id.to_string(), record);
+        if confirmed {
+            st.unconfirmed.remove(&id);
+        }
         if let Some(task) = updated {
             st.put_task(id, task);
         }

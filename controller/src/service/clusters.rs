@@ -1,5 +1,6 @@
 //! CreateCluster, ListClusters, DescribeClusters, DeleteCluster.
 
+use super::instances::is_inactive;
 use super::pagination::{paginate, Page};
 use super::{cluster_name, put, Controller, State, CLUSTER_PREFIX};
 use crate::error::EcsError;
@@ -62,7 +63,7 @@ impl State {
                 &i.cluster_arn == arn
                     && i.container_instance
                         .as_ref()
-                        .is_some_and(|ci| ci.status != "INACTIVE")
+                        .is_some_and(|ci| !is_inactive(ci))
             })
             .count() as i32;
         let has = |what: &str| include.iter().any(|i| i.eq_ignore_ascii_case(what));
@@ -264,7 +265,7 @@ impl Controller {
             i.cluster_arn == c.cluster_arn
                 && i.container_instance
                     .as_ref()
-                    .is_some_and(|ci| ci.status != "INACTIVE")
+                    .is_some_and(|ci| !is_inactive(ci))
         }) {
             return Err(EcsError::ClusterContainsContainerInstances);
         }

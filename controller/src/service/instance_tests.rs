@@ -774,3 +774,29 @@ async fn a_privileged_task_needs_the_capability() {
         .unwrap()
         .contains("com.amazonaws.ecs.capability.privileged-container"));
 }
+
+/// ListContainerInstances' status is one of ECS's container instance statuses (or INACTIVE),
+/// parsed into ContainerInstanceStatus; anything else is refused by name.
+#[tokio::test]
+async fn list_container_instances_refuses_an_unknown_status() {
+    let c = controller_on(Arc::new(MemoryStore::default())).await;
+    let (arn, _s) = instance(&c, 1024, "x86_64").await;
+    for bad in ["RUNNING", "active", ""] {
+        let e = c
+            .list_container_instances(ListContainerInstancesRequest {
+                status: Some(bad.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.exception_name(), "InvalidParameterException");
+        assert!(
+            e.to_string().contains(&format!(
+                "status: '{bad}' is not a container instance status"
+            )),
+            "{e}"
+        );
+    }
+    assert_eq!(list(&c, Some("ACTIVE"), None).await, vec![arn]);
+    assert!(list(&c, Some("DRAINING"), None).await.is_empty());
+}

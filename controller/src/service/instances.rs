@@ -7,16 +7,18 @@
 //! are refused, and it stays describable (and listed with `--status INACTIVE`).
 
 use super::pagination::{paginate, Page};
+use super::tasks::task_id;
 use super::validation::{parse_task_cpu, parse_task_memory};
 use super::{
     cluster_name, new_id, now, put, Controller, State, DEFAULT_CLUSTER, INSTANCE_PREFIX,
-    TASK_PREFIX,
+    TASK_PREFIX, UNCONFIRMED_PREFIX,
 };
 use crate::error::EcsError;
 use crate::query::{self, Target};
 use crate::scheduler::Candidate;
+use crate::store::Write;
 use berth_proto::arn;
-use berth_proto::status::{ContainerStatus, TaskStatus};
+use berth_proto::status::{ContainerInstanceStatus, ContainerStatus, TaskStatus};
 use berth_proto::v1::*;
 
 /// The only attribute target type ECS has.
@@ -60,6 +62,16 @@ fn check_attribute(i: usize, a: &Attribute) -> Result<(), EcsError> {
         }
     }
     Ok(())
+}
+
+/// An instance's status; `None` for one this controller never writes.
+pub(crate) fn status(ci: &ContainerInstance) -> Option<ContainerInstanceStatus> {
+    ContainerInstanceStatus::parse(&ci.status).ok()
+}
+
+/// Whether DeregisterContainerInstance made the instance INACTIVE.
+pub(crate) fn is_inactive(ci: &ContainerInstance) -> bool {
+    status(ci) == Some(ContainerInstanceStatus::Inactive)
 }
 
 /// A resource's integer value from a list of resources.
@@ -109,7 +121,7 @@ impl State {
             .filter(|(_, r)| {
                 r.container_instance
                     .as_ref()
-                    .is_some_and(|ci| ci.status == "ACTIVE")
+                    .is_some_and(|ci| status(ci) == Some(ContainerInstanceStatus::Active))
             })
             .map(|(id, r)| self.candidate(r, connected(id)))
             .collect()
@@ -190,7 +202,7 @@ impl State {
             })
             .collect();
         // A deregistered instance's session may still be ending: it is not connected.
-        ci.agent_connected = connected && ci.status != "INACTIVE";
+        ci.agent_connected = connected && !is_inactive(&ci);
         ci.attributes = attributes(r);
         let (mut running, mut pending) = (0, 0);
         for t in self.instance_tasks(&ci.container_instance_arn) {
@@ -261,10 +273,7 @@ impl Controller {
             })
             .map(str::to_string);
         if let Some(r) = known.as_ref().and_then(|id| st.instances.get(id)) {
-            if r.container_instance
-                .as_ref()
-                .is_some_and(|ci| ci.status == "INACTIVE")
-            {
+            if r.container_instance.as_ref().is_some_and(is_inactive) {
                 return Err(EcsError::InactiveInstance(
                     req.container_instance_arn.clone().unwrap_or_default(),
                 ));
@@ -284,7 +293,7 @@ impl Controller {
         ci.attributes = req.attributes;
         ci.version_info = req.version_info;
         ci.ec2_instance_id = req.hostname;
-        ci.status = "ACTIVE".into();
+        ci.status = ContainerInstanceStatus::Active.into();
         ci.version += 1;
         let record = ContainerInstanceRecord {
             container_instance: Some(ci),
@@ -310,22 +319,15 @@ impl Controller {
             .filter(|f| !f.is_empty())
             .map(|f| query::parse(f).map_err(|e| EcsError::invalid(format!("filter: {e}"))))
             .transpose()?;
-        if let Some(s) = &req.status {
-            if ![
-                "ACTIVE",
-                "DRAINING",
-                "INACTIVE",
-                "REGISTERING",
-                "DEREGISTERING",
-                "REGISTRATION_FAILED",
-            ]
-            .contains(&s.as_str())
-            {
-                return Err(EcsError::invalid(format!(
-                    "status: '{s}' is not a container instance status"
-                )));
-            }
-        }
+        let wanted = req
+            .status
+            .as_deref()
+            .map(|s| {
+                ContainerInstanceStatus::parse(s).map_err(|_| {
+                    EcsError::invalid(format!("status: '{s}' is not a container instance status"))
+                })
+            })
+            .transpose()?;
         let st = self.state.lock().await;
         let cluster_arn = st.active_cluster(&name)?.cluster_arn.clone();
         let mut items: Vec<(String, String)> = st
@@ -335,9 +337,9 @@ impl Controller {
             .filter(|(_, r)| {
                 r.container_instance
                     .as_ref()
-                    .is_some_and(|ci| match &req.status {
-                        Some(s) => &ci.status == s,
-                        None => ci.status != "INACTIVE",
+                    .is_some_and(|ci| match wanted {
+                        Some(s) => status(ci) == Some(s),
+                        None => !is_inactive(ci),
                     })
             })
             .filter(|(id, r)| {
@@ -381,7 +383,7 @@ impl Controller {
                 ))
             })?;
         let mut ci = record.container_instance.clone().unwrap_or_default();
-        if ci.status == "INACTIVE" {
+        if is_inactive(&ci) {
             // Already deregistered: nothing changes, as a repeated call should see.
             return Ok(st.instance_view(&record, false));
         }
@@ -399,7 +401,7 @@ impl Controller {
         let at = now();
         let mut writes = Vec::new();
         let mut orphaned = Vec::new();
-        for (task_id, mut t) in remaining {
+        for (tid, mut t) in remaining {
             t.last_status = TaskStatus::Stopped.as_str().into();
             t.desired_status = TaskStatus::Stopped.as_str().into();
             t.stop_code.get_or_insert_with(|| "UserInitiated".into());
@@ -413,21 +415,52 @@ impl Controller {
                 c.last_status = ContainerStatus::Stopped.as_str().into();
             }
             t.version += 1;
-            writes.push(put(format!("{TASK_PREFIX}{task_id}"), &t));
-            orphaned.push((task_id, t));
+            writes.push(put(format!("{TASK_PREFIX}{tid}"), &t));
+            orphaned.push((tid, t));
         }
-        ci.status = "INACTIVE".into();
+        // No agent confirmed these stops, nor those still being confirmed to this instance's
+        // agent (its `orphans`, which leave with it): each record stays, a persisted
+        // tombstone, until an agent reports the task stopped, so a host that still runs it
+        // later is told to stop it rather than having it adopted as RUNNING.
+        let unconfirmed: Vec<String> = orphaned
+            .iter()
+            .map(|(tid, _)| tid.clone())
+            .chain(
+                st.orphans
+                    .get(&id)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|arn| task_id(arn))
+                    .filter(|t| st.tasks.contains_key(*t))
+                    .map(str::to_string),
+            )
+            .collect();
+        writes.extend(
+            unconfirmed
+                .iter()
+                .map(|t| Write::Put(format!("{UNCONFIRMED_PREFIX}{t}"), Vec::new())),
+        );
+        ci.status = ContainerInstanceStatus::Inactive.into();
         ci.version += 1;
         let record = ContainerInstanceRecord {
             container_instance: Some(ci),
+            deregistered_at: Some(at),
             ..record
         };
         writes.push(put(format!("{INSTANCE_PREFIX}{id}"), &record));
         self.commit(writes)?;
-        for (task_id, t) in orphaned {
-            st.put_task(task_id, t);
+        st.unconfirmed.extend(unconfirmed.iter().cloned());
+        for (tid, t) in orphaned {
+            st.put_task(tid, t);
+        }
+        // Those already recorded STOPPED leave the retention's index.
+        for t in unconfirmed {
+            if let Some(task) = st.tasks.get(&t).cloned() {
+                st.put_task(t, task);
+            }
         }
         st.instances.insert(id.clone(), record.clone());
+        st.inactive.insert((at.seconds, id.clone()));
         st.orphans.remove(&id);
         // Its session (if any) sees the instance INACTIVE, tells the agent and ends.
         self.fleet.notify(&id);
@@ -442,7 +475,7 @@ impl Controller {
             .instances
             .get(id)
             .and_then(|r| r.container_instance.as_ref())
-            .filter(|ci| ci.status == "INACTIVE")
+            .filter(|ci| is_inactive(ci))
             .map(|ci| ci.container_instance_arn.clone())
     }
 
@@ -475,7 +508,7 @@ impl Controller {
             .filter(|(_, r)| {
                 r.container_instance
                     .as_ref()
-                    .is_some_and(|ci| ci.status != "INACTIVE")
+                    .is_some_and(|ci| !is_inactive(ci))
             })
             .map(|(id, _)| id)
             .ok_or_else(|| {
@@ -613,8 +646,7 @@ impl Controller {
             .filter(|r| r.cluster_arn == cluster_arn)
             .filter_map(|r| {
                 let ci = r.container_instance.as_ref()?;
-                (ci.status != "INACTIVE")
-                    .then(|| (ci.container_instance_arn.clone(), attributes(r)))
+                (!is_inactive(ci)).then(|| (ci.container_instance_arn.clone(), attributes(r)))
             })
             .flat_map(|(arn, attrs)| {
                 attrs.into_iter().map(move |a| Attribute {

@@ -26,7 +26,7 @@ use berth_proto::v1::{
     Cluster, ContainerInstanceRecord, RegisterTaskDefinitionResponse, RunTaskTokenRecord, Task,
 };
 use prost::Message;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 /// The name of the cluster used when a call names none, as in ECS.
@@ -36,6 +36,10 @@ pub(crate) const CLUSTER_PREFIX: &str = "cluster/";
 pub(crate) const TASKDEF_PREFIX: &str = "taskdef/";
 pub(crate) const TASK_PREFIX: &str = "task/";
 pub(crate) const INSTANCE_PREFIX: &str = "instance/";
+/// `unconfirmed/TASK_ID`: a task recorded STOPPED that no agent has confirmed stopped (its
+/// instance was deregistered with force while it ran). Its record is a tombstone kept until an
+/// agent reports it stopped, so an agent that still runs it is told to stop it, never adopts it.
+pub(crate) const UNCONFIRMED_PREFIX: &str = "unconfirmed/";
 
 /// Everything the controller knows, loaded from the store at start.
 #[derive(Default)]
@@ -46,13 +50,27 @@ pub(crate) struct State {
     task_definitions: BTreeMap<String, BTreeMap<i32, RegisterTaskDefinitionResponse>>,
     /// By task id. A task's record is its tombstone until its agent confirms it STOPPED.
     tasks: BTreeMap<String, Task>,
-    /// Ids of the tasks not yet STOPPED, by container instance ARN (kept by `put_task`).
+    /// Ids of the tasks not yet STOPPED, by container instance ARN (kept by `put_task`; no
+    /// empty sets).
     active: HashMap<String, BTreeSet<String>>,
+    /// How many retained tasks (any status) name each container instance ARN (kept by
+    /// `put_task`): an INACTIVE instance leaves only when none does.
+    by_instance: HashMap<String, usize>,
     /// Ids of the tasks whose STOPPED is confirmed, by when (seconds since the epoch), oldest
     /// first (kept by `put_task`; the retention sweep walks it).
     stopped: BTreeSet<(i64, String)>,
     /// By container instance id.
     instances: BTreeMap<String, ContainerInstanceRecord>,
+    /// The INACTIVE instances' ids, by when they were deregistered (seconds since the epoch),
+    /// oldest first: the retention sweep walks it.
+    inactive: BTreeSet<(i64, String)>,
+    /// Ids of the tasks recorded STOPPED without an agent's confirmation (`UNCONFIRMED_PREFIX`,
+    /// persisted): their retention has not started.
+    unconfirmed: HashSet<String>,
+    /// Ids of the instances whose agent opened a session since this controller loaded the
+    /// store. Until then an instance's `orphans` are unknown (they are not persisted), so the
+    /// retention sweep keeps its stopped tasks.
+    seen: HashSet<String>,
     /// Tasks recorded STOPPED that an agent still reports running, by instance id: their stop
     /// is confirmed in its desired set until it reports them stopped. Derived from reports, not
     /// persisted: an agent re-reports every task the desired set does not name at every session
@@ -109,15 +127,27 @@ impl Controller {
                     .insert(td.revision, r.clone());
             }
         }
+        for (k, _) in store.scan(UNCONFIRMED_PREFIX)? {
+            state
+                .unconfirmed
+                .insert(k[UNCONFIRMED_PREFIX.len()..].to_string());
+        }
         for (k, v) in store.scan(TASK_PREFIX)? {
             let t: Task = decode(&k, &v)?;
             state.put_task(k[TASK_PREFIX.len()..].to_string(), t);
         }
         for (k, v) in store.scan(INSTANCE_PREFIX)? {
             let r: ContainerInstanceRecord = decode(&k, &v)?;
-            state
-                .instances
-                .insert(k[INSTANCE_PREFIX.len()..].to_string(), r);
+            let id = k[INSTANCE_PREFIX.len()..].to_string();
+            if r.container_instance
+                .as_ref()
+                .is_some_and(instances::is_inactive)
+            {
+                state
+                    .inactive
+                    .insert((r.deregistered_at.map_or(0, |t| t.seconds), id.clone()));
+            }
+            state.instances.insert(id, r);
         }
         for (k, v) in store.scan(idempotency::RUN_TOKEN_PREFIX)? {
             let r: RunTaskTokenRecord = decode(&k, &v)?;
@@ -152,5 +182,7 @@ pub(crate) fn cluster_name(cluster: Option<&str>) -> Result<String, EcsError> {
 
 #[cfg(test)]
 mod instance_tests;
+#[cfg(test)]
+mod retention_tests;
 #[cfg(test)]
 mod tests;

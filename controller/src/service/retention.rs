@@ -3,22 +3,30 @@
 //! default 3600 s, `berth-controller --stopped-task-retention`), then leaves the store, so
 //! history does not grow without bound.
 //!
-//! Only a confirmed stop (lastStatus STOPPED, which only an agent's report sets) starts the
-//! clock: a task record is its tombstone until then (docs/ARCHITECTURE.md, "Orphans and
-//! tombstones"), and a task whose stop is still being confirmed to an agent that reports it
-//! running is kept too. A purged task an agent reports again is a task the controller has no
-//! record of: forgotten when reported STOPPED, adopted when reported running (agent_link.rs).
+//! Only an agent's confirmation starts the clock: a task record is its tombstone until then
+//! (docs/ARCHITECTURE.md, "Orphans and tombstones"). A task recorded STOPPED without one (its
+//! instance deregistered with force while it ran) is marked unconfirmed in the store and kept
+//! until an agent reports it stopped. Kept as well: a task whose stop is still being confirmed
+//! to an agent that reports it running, and, after a controller restart, the stopped tasks of
+//! an ACTIVE instance whose agent has not opened a session since (those confirmations are
+//! rebuilt from its reports). A purged task an agent reports again is a task the controller has
+//! no record of: forgotten when reported STOPPED, adopted when reported running (agent_link.rs).
 //! RunTask clientTokens leave once the retention has passed and every task they started has
-//! left; DELETE_IN_PROGRESS task definitions once no task not yet STOPPED uses them.
+//! left; DELETE_IN_PROGRESS task definitions once no task not yet STOPPED uses them; INACTIVE
+//! container instances once the retention has passed since their deregistration and no
+//! retained task names them.
 
 use super::idempotency::RUN_TOKEN_PREFIX;
+use super::instances::is_inactive;
+use super::task_definitions::deletion_writes;
 use super::tasks::task_id;
-use super::{Controller, State, TASK_PREFIX};
+use super::{Controller, State, INSTANCE_PREFIX, TASK_PREFIX};
 use crate::error::EcsError;
 use crate::store::Write;
+use berth_proto::arn;
 use berth_proto::status::TaskStatus;
 use berth_proto::v1::Task;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,11 +42,14 @@ pub struct Purged {
     pub client_tokens: usize,
     /// Task definition revisions whose deletion finished.
     pub task_definitions: usize,
+    /// INACTIVE container instances.
+    pub container_instances: usize,
 }
 
 /// When a task's retention starts, in seconds since the epoch: its stoppedAt (the agent's
 /// report, or the controller's clock when the report had none), else its createdAt. `None`
-/// while its stop is not confirmed.
+/// while it is not STOPPED (a STOPPED no agent confirmed is kept out of the index by
+/// `put_task`).
 pub(crate) fn stopped_since(t: &Task) -> Option<i64> {
     if TaskStatus::parse(&t.last_status) != Ok(TaskStatus::Stopped) {
         return None;
@@ -59,34 +70,44 @@ fn epoch_seconds(t: SystemTime) -> i64 {
 impl State {
     /// Forgets a task (its store key is deleted by the caller).
     fn remove_task(&mut self, id: &str) {
-        if let Some(old) = self.tasks.remove(id) {
-            if let Some(set) = old
-                .container_instance_arn
-                .as_ref()
-                .and_then(|i| self.active.get_mut(i))
-            {
-                set.remove(id);
-            }
-            if let Some(since) = stopped_since(&old) {
-                self.stopped.remove(&(since, id.to_string()));
-            }
-        }
+        self.unindex_task(id);
+        self.tasks.remove(id);
     }
 }
 
 impl Controller {
     /// Removes what has outlived `retention` at `now`: tasks whose STOPPED was confirmed before
     /// `now - retention` (from an index ordered by that time, not a scan of every task), the
-    /// clientTokens of those runs, and the DELETE_IN_PROGRESS task definitions no task uses.
+    /// clientTokens of those runs, the DELETE_IN_PROGRESS task definitions no task uses, and
+    /// the INACTIVE instances deregistered before then that no retained task names, all in one
+    /// transaction: when it fails nothing was removed.
     pub async fn purge_stopped(
         &self,
         now: SystemTime,
         retention: Duration,
     ) -> Result<Purged, EcsError> {
-        let cutoff = epoch_seconds(now) - retention.as_secs() as i64;
+        // A retention past what the clock can count keeps everything.
+        let cutoff = epoch_seconds(now)
+            .saturating_sub(i64::try_from(retention.as_secs()).unwrap_or(i64::MAX));
         let mut st = self.state.lock().await;
         // Stops still being confirmed to an agent that reports the task running.
         let confirming: HashSet<&str> = st.orphans.values().flatten().map(String::as_str).collect();
+        // An ACTIVE instance whose agent has not opened a session since the store was loaded
+        // may still report tasks recorded STOPPED as running (its `orphans` are rebuilt from
+        // those reports): its stopped tasks wait for it.
+        let unheard = |t: &Task| {
+            t.container_instance_arn
+                .as_deref()
+                .and_then(|a| arn::short_id("container-instance", a))
+                .is_some_and(|i| {
+                    !st.seen.contains(i)
+                        && st
+                            .instances
+                            .get(i)
+                            .and_then(|r| r.container_instance.as_ref())
+                            .is_some_and(|ci| !is_inactive(ci))
+                })
+        };
         let tasks: Vec<String> = st
             .stopped
             .iter()
@@ -94,7 +115,7 @@ impl Controller {
             .filter(|(_, id)| {
                 st.tasks
                     .get(id)
-                    .is_some_and(|t| !confirming.contains(t.task_arn.as_str()))
+                    .is_some_and(|t| !confirming.contains(t.task_arn.as_str()) && !unheard(t))
             })
             .map(|(_, id)| id.clone())
             .collect();
@@ -109,6 +130,34 @@ impl Controller {
             .filter(|r| r.task_arns.iter().all(|a| gone(a)))
             .map(|r| r.client_token.clone())
             .collect();
+        // Tasks leaving now count as gone for their instance.
+        let mut leaving_from: HashMap<&str, usize> = HashMap::new();
+        for id in &tasks {
+            if let Some(i) = st
+                .tasks
+                .get(id)
+                .and_then(|t| t.container_instance_arn.as_deref())
+            {
+                *leaving_from.entry(i).or_default() += 1;
+            }
+        }
+        let instances: Vec<(i64, String)> = st
+            .inactive
+            .iter()
+            .take_while(|(since, _)| *since <= cutoff)
+            .filter(|(_, id)| {
+                st.instances
+                    .get(id)
+                    .and_then(|r| r.container_instance.as_ref())
+                    .is_some_and(|ci| {
+                        let arn = ci.container_instance_arn.as_str();
+                        st.by_instance.get(arn).copied().unwrap_or(0)
+                            <= leaving_from.get(arn).copied().unwrap_or(0)
+                    })
+            })
+            .cloned()
+            .collect();
+        let definitions = st.finished_deletions();
         let mut writes: Vec<Write> = tasks
             .iter()
             .map(|id| Write::Delete(format!("{TASK_PREFIX}{id}")))
@@ -118,6 +167,12 @@ impl Controller {
                 .iter()
                 .map(|t| Write::Delete(format!("{RUN_TOKEN_PREFIX}{t}"))),
         );
+        writes.extend(
+            instances
+                .iter()
+                .map(|(_, id)| Write::Delete(format!("{INSTANCE_PREFIX}{id}"))),
+        );
+        writes.extend(deletion_writes(&definitions));
         if !writes.is_empty() {
             self.commit(writes)?;
         }
@@ -127,18 +182,25 @@ impl Controller {
         for t in &tokens {
             st.run_tokens.remove(t);
         }
-        let task_definitions = self.finish_deletions(&mut st)?;
-        if !tasks.is_empty() || !tokens.is_empty() {
+        for (since, id) in &instances {
+            st.inactive.remove(&(*since, id.clone()));
+            st.instances.remove(id);
+        }
+        let task_definitions = st.deletions_finishing(&definitions);
+        st.apply_deletions(definitions);
+        if !tasks.is_empty() || !tokens.is_empty() || !instances.is_empty() {
             tracing::info!(
                 tasks = tasks.len(),
                 client_tokens = tokens.len(),
-                "stopped tasks past their retention left the store"
+                container_instances = instances.len(),
+                "stopped tasks and INACTIVE instances past their retention left the store"
             );
         }
         Ok(Purged {
             tasks: tasks.len(),
             client_tokens: tokens.len(),
             task_definitions,
+            container_instances: instances.len(),
         })
     }
 
@@ -158,7 +220,7 @@ impl Controller {
             loop {
                 tick.tick().await;
                 if let Err(e) = controller.purge_stopped(clock(), retention).await {
-                    // Nothing was removed; the next sweep tries again.
+                    // One transaction: nothing was removed; the next sweep tries again.
                     tracing::warn!(error = %e, "stopped-task retention sweep failed");
                 }
             }

@@ -16,18 +16,28 @@ fn list_key(family: &str, revision: i32) -> String {
     format!("{family}\u{0}{revision:010}")
 }
 
-/// The status filter of ListTaskDefinitions (ECS's TaskDefinitionStatus; Berth also takes ALL,
-/// `None` here): ACTIVE by default.
-fn definition_status(given: Option<&str>) -> Result<Option<&'static str>, EcsError> {
-    match given.unwrap_or(ACTIVE).to_ascii_uppercase().as_str() {
-        "ACTIVE" => Ok(Some(ACTIVE)),
-        "INACTIVE" => Ok(Some(INACTIVE)),
-        "DELETE_IN_PROGRESS" => Ok(Some(DELETE_IN_PROGRESS)),
-        "ALL" => Ok(None),
-        other => Err(EcsError::invalid(format!(
-            "status: '{other}' is not ACTIVE, INACTIVE, DELETE_IN_PROGRESS or ALL"
-        ))),
+/// A status filter: `given` (or `default`) must be one of `allowed` or ALL (`None` here).
+/// ListTaskDefinitions takes ECS's TaskDefinitionStatus (ACTIVE by default; Berth also takes
+/// ALL), ListTaskDefinitionFamilies ACTIVE, INACTIVE or ALL (the default).
+fn status_filter(
+    given: Option<&str>,
+    default: &str,
+    allowed: &[&'static str],
+) -> Result<Option<&'static str>, EcsError> {
+    let status = given.unwrap_or(default).to_ascii_uppercase();
+    if status == "ALL" {
+        return Ok(None);
     }
+    allowed
+        .iter()
+        .find(|a| **a == status)
+        .map(|a| Some(*a))
+        .ok_or_else(|| {
+            EcsError::invalid(format!(
+                "status: '{status}' is not {} or ALL",
+                allowed.join(", ")
+            ))
+        })
 }
 
 const ACTIVE: &str = "ACTIVE";
@@ -89,6 +99,19 @@ impl State {
             }
         }
         out
+    }
+
+    /// How many of `done` are revisions whose deletion finishes, not the bare records tidied
+    /// away with them.
+    pub(crate) fn deletions_finishing(&self, done: &[FinishedDeletion]) -> usize {
+        done.iter()
+            .filter(|(family, rev, _)| {
+                self.task_definitions
+                    .get(family)
+                    .and_then(|revs| revs.get(rev))
+                    .is_some_and(|r| !is_deleted(r))
+            })
+            .count()
     }
 
     /// Applies committed `finished_deletions` to the view.
@@ -275,7 +298,11 @@ impl Controller {
         &self,
         req: ListTaskDefinitionsRequest,
     ) -> Result<Page<String>, EcsError> {
-        let status = definition_status(req.status.as_deref())?;
+        let status = status_filter(
+            req.status.as_deref(),
+            ACTIVE,
+            &[ACTIVE, INACTIVE, DELETE_IN_PROGRESS],
+        )?;
         let sort = req.sort.as_deref().unwrap_or("ASC").to_ascii_uppercase();
         let descending = match sort.as_str() {
             "ASC" => false,
@@ -321,17 +348,8 @@ impl Controller {
         &self,
         req: ListTaskDefinitionFamiliesRequest,
     ) -> Result<Page<String>, EcsError> {
-        let given = req.status.as_deref().unwrap_or("ALL").to_ascii_uppercase();
-        let wants_active = match given.as_str() {
-            "ALL" => None,
-            "ACTIVE" => Some(true),
-            "INACTIVE" => Some(false),
-            other => {
-                return Err(EcsError::invalid(format!(
-                    "status: '{other}' is not ACTIVE, INACTIVE or ALL"
-                )))
-            }
-        };
+        let wants_active =
+            status_filter(req.status.as_deref(), "ALL", &[ACTIVE, INACTIVE])?.map(|s| s == ACTIVE);
         let prefix = req.family_prefix.unwrap_or_default();
         let st = self.state.lock().await;
         let listed = st
@@ -371,6 +389,8 @@ impl Controller {
         let mut st = self.state.lock().await;
         let mut out = DeleteTaskDefinitionsResponse::default();
         let mut changed = Vec::new();
+        // Each revision once, however often it is named.
+        let mut named_already = std::collections::HashSet::new();
         for given in &req.task_definitions {
             let failure = |reason: &str| Failure {
                 arn: given.clone(),
@@ -407,25 +427,42 @@ impl Controller {
                     td.delete_requested_at = Some(now());
                 }
             }
+            if !named_already.insert((td.family.clone(), td.revision)) {
+                continue;
+            }
             out.task_definitions.push(td.clone());
             changed.push(record);
         }
-        let writes = changed
+        let mut writes: Vec<Write> = changed
             .iter()
             .filter_map(|r| r.task_definition.as_ref().map(|t| (t, r)))
             .map(|(t, r)| put(taskdef_key(&t.family, t.revision), r))
             .collect();
-        self.commit(writes)?;
+        // The view takes the change first so the deletions it finishes at once are known; both
+        // go in one transaction, and the view is put back if it fails.
+        let mut previous = Vec::new();
         for r in changed {
             if let Some(t) = &r.task_definition {
                 let (family, revision) = (t.family.clone(), t.revision);
-                st.task_definitions
-                    .entry(family)
+                let old = st
+                    .task_definitions
+                    .entry(family.clone())
                     .or_default()
                     .insert(revision, r);
+                previous.push((family, revision, old));
             }
         }
-        self.finish_deletions(&mut st)?;
+        let done = st.finished_deletions();
+        writes.extend(deletion_writes(&done));
+        if let Err(e) = self.commit(writes) {
+            for (family, revision, old) in previous {
+                if let (Some(revs), Some(old)) = (st.task_definitions.get_mut(&family), old) {
+                    revs.insert(revision, old);
+                }
+            }
+            return Err(e);
+        }
+        st.apply_deletions(done);
         Ok(out)
     }
 
@@ -443,16 +480,7 @@ impl Controller {
             return Ok(0);
         }
         self.commit(deletion_writes(&done))?;
-        // Revisions whose deletion finished, not the bare records tidied away with them.
-        let n = done
-            .iter()
-            .filter(|(family, rev, _)| {
-                st.task_definitions
-                    .get(family)
-                    .and_then(|revs| revs.get(rev))
-                    .is_some_and(|r| !is_deleted(r))
-            })
-            .count();
+        let n = st.deletions_finishing(&done);
         st.apply_deletions(done);
         Ok(n)
     }
