@@ -10,7 +10,7 @@ use super::{cluster_name, new_id, now, put, Controller, State, TASK_PREFIX};
 use crate::error::EcsError;
 use crate::scheduler;
 use berth_proto::arn;
-use berth_proto::status::{ContainerStatus, TaskStatus};
+use berth_proto::status::{ContainerInstanceStatus, ContainerStatus, TaskStatus};
 use berth_proto::v1::*;
 
 pub(crate) fn task_id(name_or_arn: &str) -> Option<&str> {
@@ -576,7 +576,7 @@ impl Controller {
                 continue;
             };
             let ci = r.container_instance.clone().unwrap_or_default();
-            if ci.status != "ACTIVE" {
+            if super::instances::status(&ci) != Some(ContainerInstanceStatus::Active) {
                 failures.push(fail(ci.container_instance_arn, &ci.status));
                 continue;
             }
