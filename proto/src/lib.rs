@@ -492,9 +492,11 @@ pub mod ecs_json {
                 "taskDefinitionArns",
                 "families",
                 "attributes",
-                "tags",
             ],
         ),
+        // Tags show, empty or not, where they are what was asked for; elsewhere (describe
+        // without `--include TAGS`, register) ECS leaves the member out.
+        ("ListTagsForResource", &["tags"]),
         (
             "taskDefinition",
             &[
@@ -582,20 +584,32 @@ pub mod ecs_json {
             .any(|(h, members)| *h == holder && members.contains(&member))
     }
 
-    /// Removes, from a response's JSON, the empty lists ECS leaves out.
-    pub fn omit_unset_lists(v: &mut Value) {
-        walk(v, "");
+    /// Removes, from the JSON of `api`'s response (`DescribeTasks`), the empty lists ECS leaves
+    /// out, and the empty maps and structures (`"dockerLabels": {}`), which ECS never writes.
+    pub fn omit_unset_lists(v: &mut Value, api: &str) {
+        if let Value::Object(map) = v {
+            for (k, x) in map.iter_mut() {
+                walk(x, k);
+            }
+            map.retain(|k, x| keep(x, "", k) || shown(api, k));
+        }
+    }
+
+    fn keep(x: &Value, holder: &str, member: &str) -> bool {
+        match x {
+            Value::Array(a) => !a.is_empty() || shown(holder, member),
+            Value::Object(o) => !o.is_empty(),
+            _ => true,
+        }
     }
 
     fn walk(v: &mut Value, holder: &str) {
         match v {
             Value::Object(map) => {
-                map.retain(|k, x| {
-                    !matches!(x, Value::Array(a) if a.is_empty()) || shown(holder, k)
-                });
                 for (k, x) in map.iter_mut() {
                     walk(x, k);
                 }
+                map.retain(|k, x| keep(x, holder, k));
             }
             Value::Array(items) => {
                 for x in items {
@@ -624,7 +638,7 @@ pub mod ecs_json {
                     }
                 }]
             });
-            omit_unset_lists(&mut v);
+            omit_unset_lists(&mut v, "DescribeTasks");
             assert_eq!(
                 v,
                 json!({
@@ -642,12 +656,24 @@ pub mod ecs_json {
             let mut td = json!({"taskDefinition": {"volumes": [], "requiresCompatibilities": [],
                 "containerDefinitions": [{"environment": [], "links": [], "dependsOn": [],
                   "credentialSpecs": [], "logConfiguration": {"secretOptions": []}}]}});
-            omit_unset_lists(&mut td);
+            omit_unset_lists(&mut td, "DescribeTaskDefinition");
             assert_eq!(
                 td,
                 json!({"taskDefinition": {"volumes": [],
-                    "containerDefinitions": [{"environment": [], "logConfiguration": {}}]}})
+                    "containerDefinitions": [{"environment": []}]}})
             );
+            // Unset maps and structures go too; tags go unless they were asked for.
+            let mut td = json!({"taskDefinition": {"containerDefinitions": [{"dockerLabels": {},
+                "logConfiguration": {"logDriver": "json-file", "options": {}}}]}, "tags": []});
+            omit_unset_lists(&mut td, "DescribeTaskDefinition");
+            assert_eq!(
+                td,
+                json!({"taskDefinition": {"containerDefinitions": [
+                    {"logConfiguration": {"logDriver": "json-file"}}]}})
+            );
+            let mut tags = json!({"tags": []});
+            omit_unset_lists(&mut tags, "ListTagsForResource");
+            assert_eq!(tags, json!({"tags": []}));
         }
     }
 }

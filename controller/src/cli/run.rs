@@ -135,9 +135,10 @@ impl Connection {
         let answer = self.grpc.unary(tonic::Request::new(bytes), path, Raw).await;
         match answer {
             Ok(resp) => {
-                let v = (op.render)(&resp.into_inner()).map_err(|e| {
+                let mut v = (op.render)(&resp.into_inner()).map_err(|e| {
                     CliError::Other(format!("the {} response does not decode: {e}", op.api))
                 })?;
+                berth_proto::ecs_json::omit_unset_lists(&mut v, op.api);
                 if self.debug {
                     eprintln!("DEBUG {} response: {v}", op.api);
                 }

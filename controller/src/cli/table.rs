@@ -66,15 +66,13 @@ pub fn decode<T: serde::de::DeserializeOwned + prost::Message>(
     Ok(req.encode_to_vec())
 }
 
-/// Decodes an encoded response and renders it with the proto's serde mapping, empty lists as
-/// ECS writes them.
+/// Decodes an encoded response and renders it with the proto's serde mapping (the caller
+/// leaves out what ECS leaves out: `berth_proto::ecs_json`).
 pub fn render<T: serde::Serialize + prost::Message + Default>(
     bytes: &[u8],
 ) -> Result<Value, String> {
     let resp = T::decode(bytes).map_err(|e| e.to_string())?;
-    let mut v = serde_json::to_value(&resp).map_err(|e| e.to_string())?;
-    berth_proto::ecs_json::omit_unset_lists(&mut v);
-    Ok(v)
+    serde_json::to_value(&resp).map_err(|e| e.to_string())
 }
 
 const fn op<Req, Resp>(api: &'static str) -> Operation

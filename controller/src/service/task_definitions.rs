@@ -223,7 +223,11 @@ impl Controller {
             enable_fault_injection,
         } = req;
         let network_mode = network_mode.unwrap_or_else(|| "bridge".into());
-        let mut compatibilities = vec!["EC2".to_string(), "EXTERNAL".to_string()];
+        // ECS Anywhere (EXTERNAL) has no awsvpc mode, so ECS leaves it out for awsvpc.
+        let mut compatibilities = vec!["EC2".to_string()];
+        if network_mode != "awsvpc" {
+            compatibilities.push("EXTERNAL".into());
+        }
         if network_mode == "awsvpc"
             && matches!((cpu, memory), (Some(c), Some(m)) if fargate_pair_ok(c, m))
         {
@@ -405,8 +409,17 @@ impl Controller {
                 continue;
             }
             let Ok(record) = st.find_task_definition(given) else {
-                out.failures
-                    .push(failure("The specified task definition does not exist."));
+                // Named by its full ARN, as the other failures are.
+                let full = named
+                    .rsplit_once(':')
+                    .and_then(|(family, rev)| {
+                        rev.parse().ok().map(|r| arn::task_definition(family, r))
+                    })
+                    .unwrap_or_else(|| given.clone());
+                out.failures.push(Failure {
+                    arn: full,
+                    ..failure("The specified task definition does not exist.")
+                });
                 continue;
             };
             let mut record = record.clone();

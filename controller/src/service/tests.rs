@@ -871,7 +871,7 @@ async fn families_list_by_prefix_and_deleted_revisions_go_once_unused() {
         failed,
         [
             berth_proto::arn::task_definition("web", 2).as_str(),
-            "web:9",
+            berth_proto::arn::task_definition("web", 9).as_str(),
             "web"
         ]
     );

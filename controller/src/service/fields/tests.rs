@@ -468,7 +468,8 @@ mod registration {
         assert_eq!(td["status"], "ACTIVE");
         assert_eq!(
             td["compatibilities"],
-            serde_json::json!(["EC2", "EXTERNAL", "FARGATE"])
+            // awsvpc: ECS Anywhere (EXTERNAL) has no awsvpc mode.
+            serde_json::json!(["EC2", "FARGATE"])
         );
     }
 
