@@ -32,7 +32,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
             r#"{"containerDefinitions":[{"name":"a","image":"i","memory":8}]}"#,
         ],
         252,
-        "the following arguments are required: --family",
+        "Missing required parameter in input: \"family\"",
     );
     let rules = [
         (

@@ -405,7 +405,7 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, CliError> {
         let waiter = WAITERS.iter().find(|x| x.cli == w).ok_or_else(usage)?;
         let request = request_json(input_message(waiter.operation), wm)?;
         let op = table::by_api(waiter.operation).ok_or_else(usage)?;
-        check(op, &request)?;
+        check(op, &request, from_input(wm))?;
         return Ok(Invocation {
             globals,
             action: Action::Wait { waiter, request },
@@ -420,7 +420,7 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, CliError> {
         };
         // `output` checks the inputs, as the aws CLI does; `input` ignores them.
         if kind == SkeletonKind::Output {
-            check(op, &request_json(input_message(op.api), m)?)?;
+            check(op, &request_json(input_message(op.api), m)?, from_input(m))?;
         }
         return Ok(Invocation {
             globals,
@@ -428,7 +428,7 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, CliError> {
         });
     }
     let request = request_json(input_message(op.api), m)?;
-    check(op, &request)?;
+    check(op, &request, from_input(m))?;
     let paging = paging(op, m, &matches, &request)?;
     Ok(Invocation {
         globals,
@@ -520,21 +520,38 @@ fn paging(
 
 /// Checks that the request has the members the model requires (as the aws CLI does, before
 /// anything is sent) and decodes into the operation's message (numbers in range, ...).
-pub fn check(op: &Operation, request: &Value) -> Result<(), CliError> {
-    let missing: Vec<String> = table::required(op.api)
+///
+/// As in the aws CLI, a member missing from flags alone is a missing argument
+/// (`the following arguments are required: --task-definition`); with `--cli-input-json` or
+/// `--cli-input-yaml` it is a missing parameter of the input
+/// (`Missing required parameter in input: "taskDefinition"`).
+pub fn check(op: &Operation, request: &Value, from_input: bool) -> Result<(), CliError> {
+    let missing: Vec<&str> = table::required(op.api)
         .iter()
-        .filter(|key| request.get(**key).is_none_or(Value::is_null))
-        .map(|key| format!("--{}", kebab(key)))
+        .copied()
+        .filter(|key| request.get(*key).is_none_or(Value::is_null))
         .collect();
     if !missing.is_empty() {
-        return Err(CliError::Usage(format!(
-            "the following arguments are required: {}",
-            missing.join(", ")
-        )));
+        return Err(CliError::Usage(if from_input {
+            let named: Vec<String> = missing.iter().map(|k| format!("\"{k}\"")).collect();
+            format!(
+                "Parameter validation failed: Missing required parameter in input: {}",
+                named.join(", ")
+            )
+        } else {
+            let flags: Vec<String> = missing.iter().map(|k| format!("--{}", kebab(k))).collect();
+            format!("the following arguments are required: {}", flags.join(", "))
+        }));
     }
     (op.decode)(request.clone())
         .map(|_| ())
         .map_err(|e| CliError::Usage(format!("Parameter validation failed for {}: {e}", op.api)))
+}
+
+/// Whether the request came (partly) from `--cli-input-json` / `--cli-input-yaml`.
+fn from_input(m: &ArgMatches) -> bool {
+    m.get_one::<String>("cli-input-json").is_some()
+        || m.get_one::<String>("cli-input-yaml").is_some()
 }
 
 /// A request member's flag name: `taskDefinition` → `task-definition`.
