@@ -1,19 +1,11 @@
 //! Service-layer tests of instances leaving, attributes, the query-language filter, placement
 //! constraints and strategies on RunTask, and StartTask.
 
+use super::test_support::{default_cluster, instance_with, register_td, resource};
 use super::*;
 use crate::fleet::Attached;
 use crate::store::memory::MemoryStore;
 use berth_proto::v1::*;
-
-fn resource(name: &str, v: i32) -> Resource {
-    Resource {
-        name: name.into(),
-        r#type: "INTEGER".into(),
-        integer_value: v,
-        ..Default::default()
-    }
-}
 
 fn attr(name: &str, value: &str) -> Attribute {
     Attribute {
@@ -33,46 +25,19 @@ fn on(target: &str, a: Attribute) -> Attribute {
 /// A controller over `store` with cluster "default".
 async fn controller_on(store: Arc<MemoryStore>) -> Controller {
     let c = Controller::load(store, Arc::new(Fleet::default())).unwrap();
-    if c.state.lock().await.active_cluster("default").is_err() {
-        c.create_cluster(CreateClusterRequest {
-            cluster_name: "default".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    }
+    default_cluster(&c).await;
     c
 }
 
 /// Registers an instance (2048 cpu, `memory` MiB, x86_64 linux) whose agent is in step while
 /// the returned session lives.
 async fn instance(c: &Controller, memory: i32, arch: &str) -> (String, Attached) {
-    let ci = c
-        .register_container_instance(RegisterContainerInstanceRequest {
-            cluster: "default".into(),
-            total_resources: vec![resource("CPU", 2048), resource("MEMORY", memory)],
-            attributes: vec![
-                attr("ecs.os-type", "linux"),
-                attr("ecs.os-family", "LINUX"),
-                attr("ecs.cpu-architecture", arch),
-            ],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let arn = ci.container_instance_arn;
-    let id = berth_proto::arn::short_id("container-instance", &arn)
-        .unwrap()
-        .to_string();
-    let session = c.fleet().attach(&id);
-    c.fleet().desired_acked(&session, 1);
-    (arn, session)
-}
-
-async fn register_td(c: &Controller, json: &str) {
-    c.register_task_definition(serde_json::from_str(json).unwrap())
-        .await
-        .unwrap();
+    let attributes = vec![
+        attr("ecs.os-type", "linux"),
+        attr("ecs.os-family", "LINUX"),
+        attr("ecs.cpu-architecture", arch),
+    ];
+    instance_with(c, 2048, memory, attributes).await
 }
 
 const WEB: &str =

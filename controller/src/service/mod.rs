@@ -185,4 +185,6 @@ mod instance_tests;
 #[cfg(test)]
 mod retention_tests;
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;

@@ -2,6 +2,7 @@
 //! deregistration's unconfirmed stops, a sweep right after a restart, reports from INACTIVE
 //! instances, INACTIVE instances leaving, one transaction per sweep, huge retentions.
 
+use super::test_support::{default_cluster, register_td, resource};
 use super::*;
 use crate::fleet::{Attached, Fleet};
 use crate::store::memory::MemoryStore;
@@ -28,33 +29,16 @@ impl Store for Counting {
     }
 }
 
-fn resource(name: &str, v: i32) -> Resource {
-    Resource {
-        name: name.into(),
-        r#type: "INTEGER".into(),
-        integer_value: v,
-        ..Default::default()
-    }
-}
-
 /// A controller over `store` with cluster "default" and task definition "web".
 async fn controller_on(store: Arc<dyn Store>) -> Controller {
     let c = Controller::load(store, Arc::new(Fleet::default())).unwrap();
     if c.state.lock().await.active_cluster("default").is_err() {
-        c.create_cluster(CreateClusterRequest {
-            cluster_name: "default".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        c.register_task_definition(
-            serde_json::from_str(
-                r#"{"family":"web","containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#,
-            )
-            .unwrap(),
+        default_cluster(&c).await;
+        register_td(
+            &c,
+            r#"{"family":"web","containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#,
         )
-        .await
-        .unwrap();
+        .await;
     }
     c
 }

@@ -1,50 +1,14 @@
 //! RunTask's overrides against the registration rules, StartTask through the fields table,
 //! ListTasks' startedBy alone, MISSING failures (review of issue 6).
 
+use super::super::test_support::{controller, instance_with, register_td as register};
 use super::super::*;
-use crate::store::memory::MemoryStore;
 use berth_proto::v1::*;
-
-fn controller() -> Controller {
-    Controller::load(Arc::new(MemoryStore::default()), Arc::new(Fleet::default())).unwrap()
-}
 
 /// A cluster "default" with one instance of 4096 cpu and 4096 MiB whose agent is in step;
 /// returns the instance's ARN and the session that keeps it a candidate.
 async fn with_instance(c: &Controller) -> (String, crate::fleet::Attached) {
-    c.create_cluster(CreateClusterRequest {
-        cluster_name: "default".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let resource = |name: &str, v: i32| Resource {
-        name: name.into(),
-        r#type: "INTEGER".into(),
-        integer_value: v,
-        ..Default::default()
-    };
-    let ci = c
-        .register_container_instance(RegisterContainerInstanceRequest {
-            cluster: "default".into(),
-            total_resources: vec![resource("CPU", 4096), resource("MEMORY", 4096)],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let arn = ci.container_instance_arn;
-    let id = berth_proto::arn::short_id("container-instance", &arn)
-        .unwrap()
-        .to_string();
-    let session = c.fleet().attach(&id);
-    c.fleet().desired_acked(&session, 1);
-    (arn, session)
-}
-
-async fn register(c: &Controller, json: &str) {
-    c.register_task_definition(serde_json::from_str(json).unwrap())
-        .await
-        .unwrap();
+    instance_with(c, 4096, 4096, Vec::new()).await
 }
 
 fn overrides(json: &str) -> TaskOverride {

@@ -1,12 +1,9 @@
 //! Service-layer unit tests against the in-memory store.
 
+use super::test_support::{controller, instance_with, resource};
 use super::*;
 use crate::store::memory::MemoryStore;
 use berth_proto::v1::*;
-
-fn controller() -> Controller {
-    Controller::load(Arc::new(MemoryStore::default()), Arc::new(Fleet::default())).unwrap()
-}
 
 fn td(json: &str) -> RegisterTaskDefinitionRequest {
     serde_json::from_str(json).unwrap()
@@ -291,12 +288,6 @@ fn the_agent_gets_task_cpu_and_memory_in_units_and_mib() {
 
 /// Registers an instance of 2048 cpu and 1024 MiB in the existing cluster "default".
 async fn register_instance(c: &Controller) -> ContainerInstance {
-    let resource = |name: &str, v: i32| Resource {
-        name: name.into(),
-        r#type: "INTEGER".into(),
-        integer_value: v,
-        ..Default::default()
-    };
     c.register_container_instance(RegisterContainerInstanceRequest {
         cluster: "default".into(),
         total_resources: vec![resource("CPU", 2048), resource("MEMORY", 1024)],
@@ -309,19 +300,7 @@ async fn register_instance(c: &Controller) -> ContainerInstance {
 /// A cluster "default" with one instance of 2048 cpu and 1024 MiB whose agent has taken in a
 /// desired set (a placement candidate while the returned session lives).
 async fn with_instance(c: &Controller) -> crate::fleet::Attached {
-    c.create_cluster(CreateClusterRequest {
-        cluster_name: "default".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let ci = register_instance(c).await;
-    let id = berth_proto::arn::short_id("container-instance", &ci.container_instance_arn)
-        .unwrap()
-        .to_string();
-    let session = c.fleet().attach(&id);
-    c.fleet().desired_acked(&session, 1);
-    session
+    with_instance_of(c, 2048, 1024).await
 }
 
 /// Issue 6, "wrong today": filters are never silently ignored, overrides follow the
@@ -455,32 +434,7 @@ async fn reserved_tag_keys_are_refused() {
 
 /// A cluster "default" with one connected instance of `cpu` units and `memory` MiB.
 async fn with_instance_of(c: &Controller, cpu: i32, memory: i32) -> crate::fleet::Attached {
-    c.create_cluster(CreateClusterRequest {
-        cluster_name: "default".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let resource = |name: &str, v: i32| Resource {
-        name: name.into(),
-        r#type: "INTEGER".into(),
-        integer_value: v,
-        ..Default::default()
-    };
-    let ci = c
-        .register_container_instance(RegisterContainerInstanceRequest {
-            cluster: "default".into(),
-            total_resources: vec![resource("CPU", cpu), resource("MEMORY", memory)],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let id = berth_proto::arn::short_id("container-instance", &ci.container_instance_arn)
-        .unwrap()
-        .to_string();
-    let session = c.fleet().attach(&id);
-    c.fleet().desired_acked(&session, 1);
-    session
+    instance_with(c, cpu, memory, Vec::new()).await.1
 }
 
 /// Follows nextToken from the first page to the last, `size` items a page.
