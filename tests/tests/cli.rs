@@ -242,6 +242,44 @@ fn operator_errors_are_one_clear_line() {
     let out = run("berth-controller", &["--listen", "not-an-address"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not-an-address"));
+    // Beyond loopback without authentication: refused, before anything listens or is stored.
+    let exposed = dir.join("exposed");
+    let child = std::process::Command::new(berth_tests::bin("berth-controller"))
+        .args([
+            "--listen",
+            "0.0.0.0:0",
+            "--data-dir",
+            exposed.to_str().unwrap(),
+        ])
+        .arg("--config")
+        .arg(dir.join("none.conf"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A controller that serves instead of refusing would never exit: wait for its exit with a
+    // generous deadline, then kill it and fail rather than hang.
+    let pid = child.id().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let out = match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid])
+                .status();
+            panic!("berth-controller served on 0.0.0.0 without --insecure");
+        }
+    };
+    let status = out.status;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!status.success());
+    assert!(
+        err.contains("refusing to listen on 0.0.0.0:0") && err.contains("--insecure"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!exposed.exists(), "a refused start must create nothing");
     let help = run("berth-agent", &["--help"]);
     let help = String::from_utf8_lossy(&help.stdout);
     for flag in [

@@ -41,6 +41,22 @@ struct Args {
         value_name = "SECONDS"
     )]
     stopped_task_retention: u64,
+    /// Serve beyond loopback without authentication. The link and the API have neither TLS nor
+    /// signed calls yet (issue 7): anyone who can reach the port can run any image as root on
+    /// every host. Without this flag the controller refuses to listen on a non-loopback address.
+    #[arg(long, env = "BERTH_INSECURE")]
+    insecure: bool,
+}
+
+/// Why serving on `addr` is refused: a non-loopback address needs `--insecure` until the link
+/// and the API authenticate their peers.
+fn exposure_refused(addr: SocketAddr, insecure: bool) -> Option<String> {
+    if addr.ip().is_loopback() || insecure {
+        return None;
+    }
+    Some(format!(
+        "refusing to listen on {addr}: the API and the agent link have no TLS or signed calls yet, so anyone who can reach this address could run any image as root on every host; listen on loopback (127.0.0.1), or pass --insecure (BERTH_INSECURE=true) to accept that on a network you trust"
+    ))
 }
 
 fn main() {
@@ -71,6 +87,13 @@ fn main() {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
+    if let Some(why) = exposure_refused(args.listen, args.insecure) {
+        anyhow::bail!(why);
+    }
+    if !args.listen.ip().is_loopback() {
+        tracing::warn!(listen = %args.listen,
+            "INSECURE: serving beyond loopback with no TLS and no authentication (--insecure): anyone who can reach this port can run any image as root on every host");
+    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let store = RedbStore::open(&args.data_dir.join("state.redb"))?;
@@ -119,5 +142,22 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_is_served_without_insecure() {
+        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
+        assert!(exposure_refused(at("127.0.0.1:7480"), false).is_none());
+        assert!(exposure_refused(at("[::1]:7480"), false).is_none());
+        for a in ["0.0.0.0:7480", "[::]:7480", "192.0.2.10:7480"] {
+            let why = exposure_refused(at(a), false).unwrap();
+            assert!(why.contains(a) && why.contains("--insecure"), "{why}");
+            assert!(exposure_refused(at(a), true).is_none());
+        }
     }
 }
