@@ -43,14 +43,23 @@ impl State {
         let mut v = c.clone();
         let arn = &c.cluster_arn;
         let (mut running, mut pending) = (0, 0);
+        // ECS's statistics split the counts by launch type: [EC2 and EXTERNAL, FARGATE].
+        let (mut running_by, mut pending_by) = ([0, 0], [0, 0]);
         // Tasks not yet STOPPED, from the per-instance index: a cluster's view costs what runs,
         // not every task still retained.
         for t in self.active_in_cluster(arn) {
             let desired = TaskStatus::parse(&t.desired_status);
+            let kind = usize::from(t.launch_type == "FARGATE");
             match TaskStatus::parse(&t.last_status) {
-                Ok(TaskStatus::Running) => running += 1,
+                Ok(TaskStatus::Running) => {
+                    running += 1;
+                    running_by[kind] += 1;
+                }
                 Ok(TaskStatus::Stopped) => {}
-                _ if desired == Ok(TaskStatus::Running) => pending += 1,
+                _ if desired == Ok(TaskStatus::Running) => {
+                    pending += 1;
+                    pending_by[kind] += 1;
+                }
                 _ => {}
             }
         }
@@ -73,10 +82,10 @@ impl State {
                 value: value.to_string(),
             };
             v.statistics = vec![
-                stat("runningEC2TasksCount", running),
-                stat("runningFargateTasksCount", 0),
-                stat("pendingEC2TasksCount", pending),
-                stat("pendingFargateTasksCount", 0),
+                stat("runningEC2TasksCount", running_by[0]),
+                stat("runningFargateTasksCount", running_by[1]),
+                stat("pendingEC2TasksCount", pending_by[0]),
+                stat("pendingFargateTasksCount", pending_by[1]),
                 stat("activeEC2ServiceCount", 0),
                 stat("activeFargateServiceCount", 0),
                 stat("drainingEC2ServiceCount", 0),

@@ -1414,3 +1414,45 @@ async fn create_cluster_list_tasks_and_start_task_members_are_kept_or_refused_by
         .unwrap_err();
     assert!(e.to_string().contains("volumeConfigurations"), "{e}");
 }
+
+/// DescribeClusters' statistics split the task counts by launch type, as ECS's do: a task run
+/// with launchType FARGATE counts as Fargate, EC2 and EXTERNAL ones as EC2.
+#[tokio::test]
+async fn cluster_statistics_count_tasks_by_launch_type() {
+    let c = controller();
+    let _s = with_instance_of(&c, 4096, 8192).await;
+    c.register_task_definition(td(
+        r#"{"family":"fg","networkMode":"awsvpc","requiresCompatibilities":["FARGATE"],
+            "cpu":"256","memory":"512","containerDefinitions":[{"name":"a","image":"x"}]}"#,
+    ))
+    .await
+    .unwrap();
+    for launch_type in ["FARGATE", "EC2", "EXTERNAL"] {
+        let r = c
+            .run_task(RunTaskRequest {
+                task_definition: "fg".into(),
+                launch_type: Some(launch_type.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(r.tasks.len(), 1, "{launch_type}: {:?}", r.failures);
+    }
+    let d = c
+        .describe_clusters(DescribeClustersRequest {
+            clusters: vec!["default".into()],
+            include: vec!["STATISTICS".into()],
+        })
+        .await
+        .unwrap();
+    let stat = |name: &str| {
+        d.clusters[0]
+            .statistics
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.value.clone())
+    };
+    assert_eq!(stat("pendingFargateTasksCount").as_deref(), Some("1"));
+    assert_eq!(stat("pendingEC2TasksCount").as_deref(), Some("2"));
+    assert_eq!(d.clusters[0].pending_tasks_count, 3);
+}
