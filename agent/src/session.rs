@@ -485,105 +485,105 @@ mod tests {
         session_with(scripted, backoff, None).await
     }
 
+    /// A scripted controller on a loopback port, and an agent (data dir, reporter, engine on
+    /// fakes, registration) pointed at it.
+    struct Rig {
+        server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+        dir: std::path::PathBuf,
+        data: DataDir,
+        reporter: Arc<Reporter>,
+        engine: Engine<NoRuntime, NoCgroups>,
+        reg: Registration,
+    }
+
+    impl Rig {
+        async fn start(scripted: Scripted) -> Rig {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(AgentServer::new(scripted))
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            );
+            let dir = std::env::temp_dir()
+                .join(format!("berth-session-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let data = DataDir(dir.clone());
+            let reporter = Arc::new(Reporter::new(data.clone(), AgentState::default()));
+            let engine = Engine::start(
+                Arc::new(NoRuntime),
+                Arc::new(NoCgroups),
+                reporter.clone(),
+                EngineConfig {
+                    data_dir: data.clone(),
+                    cluster: "default".into(),
+                    stop_timeout: Duration::from_secs(30),
+                    timeouts: Default::default(),
+                    security: Default::default(),
+                },
+            )
+            .unwrap();
+            let reg = Registration {
+                controller: format!("http://{addr}"),
+                cluster: "default".into(),
+                resources: Vec::new(),
+                attributes: Vec::new(),
+                version_info: VersionInfo::default(),
+                heartbeat: Duration::from_millis(100),
+            };
+            Rig {
+                server,
+                dir,
+                data,
+                reporter,
+                engine,
+                reg,
+            }
+        }
+
+        fn stop(self) {
+            self.server.abort();
+            let _ = std::fs::remove_dir_all(self.dir);
+        }
+    }
+
     /// [`session`], with a report waiting to be sent.
     async fn session_with(
         scripted: Scripted,
         backoff: &mut Backoff,
         pending: Option<TaskStateChange>,
     ) -> Result<(), LinkError> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(AgentServer::new(scripted))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        let dir =
-            std::env::temp_dir().join(format!("berth-session-{}", uuid::Uuid::new_v4().simple()));
-        let data = DataDir(dir.clone());
-        let reporter = Arc::new(Reporter::new(data.clone(), AgentState::default()));
-        let engine = Engine::start(
-            Arc::new(NoRuntime),
-            Arc::new(NoCgroups),
-            reporter.clone(),
-            EngineConfig {
-                data_dir: data,
-                cluster: "default".into(),
-                stop_timeout: Duration::from_secs(30),
-                timeouts: Default::default(),
-                security: Default::default(),
-            },
-        )
-        .unwrap();
-        let reg = Registration {
-            controller: format!("http://{addr}"),
-            cluster: "default".into(),
-            resources: Vec::new(),
-            attributes: Vec::new(),
-            version_info: VersionInfo::default(),
-            heartbeat: Duration::from_millis(100),
-        };
+        let rig = Rig::start(scripted).await;
         if let Some(p) = pending {
-            reporter.report(p);
-            reporter.flush().await;
+            rig.reporter.report(p);
+            rig.reporter.flush().await;
         }
-        let r = once(&reg, &engine, &reporter, backoff).await;
-        server.abort();
-        let _ = std::fs::remove_dir_all(dir);
+        let r = once(&rig.reg, &rig.engine, &rig.reporter, backoff).await;
+        rig.stop();
         r
     }
 
     /// Runs the agent's whole link (`run`, with its reconnects) against `scripted`, with a
     /// saved identity, until it ends; returns how it ended and the identity left on disk.
     async fn run_until_terminal(scripted: Scripted) -> (Terminal, AgentState) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(AgentServer::new(scripted))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        let dir =
-            std::env::temp_dir().join(format!("berth-session-{}", uuid::Uuid::new_v4().simple()));
-        let data = DataDir(dir.clone());
-        std::fs::create_dir_all(&dir).unwrap();
-        let reporter = Arc::new(Reporter::new(data.clone(), AgentState::default()));
-        reporter
+        let rig = Rig::start(scripted).await;
+        rig.reporter
             .set_identity(
                 "arn:aws:ecs:on-prem:000000000000:container-instance/default/abc",
                 "default",
             )
             .await
             .unwrap();
-        let engine = Engine::start(
-            Arc::new(NoRuntime),
-            Arc::new(NoCgroups),
-            reporter.clone(),
-            EngineConfig {
-                data_dir: data.clone(),
-                cluster: "default".into(),
-                stop_timeout: Duration::from_secs(30),
-                timeouts: Default::default(),
-                security: Default::default(),
-            },
+        let terminal = tokio::time::timeout(
+            Duration::from_secs(20),
+            run(rig.reg.clone(), rig.engine.clone(), rig.reporter.clone()),
         )
-        .unwrap();
-        let reg = Registration {
-            controller: format!("http://{addr}"),
-            cluster: "default".into(),
-            resources: Vec::new(),
-            attributes: Vec::new(),
-            version_info: VersionInfo::default(),
-            heartbeat: Duration::from_millis(100),
-        };
-        let terminal = tokio::time::timeout(Duration::from_secs(20), run(reg, engine, reporter))
-            .await
-            .expect("the link ends on deregistration");
-        let saved: AgentState = crate::state::read_json(&data.agent())
+        .await
+        .expect("the link ends on deregistration");
+        let saved: AgentState = crate::state::read_json(&rig.data.agent())
             .unwrap()
             .unwrap_or_default();
-        server.abort();
-        let _ = std::fs::remove_dir_all(dir);
+        rig.stop();
         (terminal, saved)
     }
 

@@ -311,6 +311,13 @@ pub mod arn {
         Some(rest)
     }
 
+    /// The family and revision of a task definition named `FAMILY:REVISION` or by its ARN;
+    /// `None` for a bare family, an ARN of another kind or a revision that is not a number.
+    pub fn family_revision(name_or_arn: &str) -> Option<(&str, i32)> {
+        let (family, revision) = resource("task-definition", name_or_arn)?.rsplit_once(':')?;
+        Some((family, revision.parse().ok()?))
+    }
+
     /// The last path segment of an ARN's resource (a task or instance id), or the input itself.
     pub fn short_id<'a>(kind: &str, name_or_arn: &'a str) -> Option<&'a str> {
         resource(kind, name_or_arn).map(|r| r.rsplit('/').next().unwrap_or(r))
@@ -322,6 +329,13 @@ pub mod arn {
 
         #[test]
         fn parses_short_names_and_arns() {
+            assert_eq!(family_revision("web:3"), Some(("web", 3)));
+            assert_eq!(
+                family_revision(&task_definition("web", 12)),
+                Some(("web", 12))
+            );
+            assert_eq!(family_revision("web"), None);
+            assert_eq!(family_revision("web:x"), None);
             assert_eq!(resource("cluster", "prod"), Some("prod"));
             assert_eq!(resource("cluster", &cluster("prod")), Some("prod"));
             assert_eq!(short_id("task", &task("prod", "abc")), Some("abc"));
@@ -475,11 +489,12 @@ pub mod link {
 pub mod ecs_json {
     use serde_json::Value;
 
-    /// `(where, member)`: the empty lists ECS shows. `where` is the member holding the object
-    /// (a list's items are held by the list's member), `""` for the response itself.
-    const SHOWN_EMPTY: &[(&str, &[&str])] = &[
+    /// `(holders, members)`: the empty lists ECS shows. A holder is the member holding the
+    /// object (a list's items are held by the list's member; `""` is the response itself, an
+    /// operation's name its response only).
+    const SHOWN_EMPTY: &[(&[&str], &[&str])] = &[
         (
-            "",
+            &[""],
             &[
                 "failures",
                 "tasks",
@@ -496,9 +511,9 @@ pub mod ecs_json {
         ),
         // Tags show, empty or not, where they are what was asked for; elsewhere (describe
         // without `--include TAGS`, register) ECS leaves the member out.
-        ("ListTagsForResource", &["tags"]),
+        (&["ListTagsForResource"], &["tags"]),
         (
-            "taskDefinition",
+            &["taskDefinition", "taskDefinitions"],
             &[
                 "containerDefinitions",
                 "volumes",
@@ -507,16 +522,7 @@ pub mod ecs_json {
             ],
         ),
         (
-            "taskDefinitions",
-            &[
-                "containerDefinitions",
-                "volumes",
-                "placementConstraints",
-                "compatibilities",
-            ],
-        ),
-        (
-            "containerDefinitions",
+            &["containerDefinitions"],
             &[
                 "portMappings",
                 "environment",
@@ -525,18 +531,17 @@ pub mod ecs_json {
                 "systemControls",
             ],
         ),
-        ("task", &["attachments", "attributes", "containers", "tags"]),
         (
-            "tasks",
+            &["task", "tasks"],
             &["attachments", "attributes", "containers", "tags"],
         ),
-        ("containers", &["networkBindings", "networkInterfaces"]),
+        (&["containers"], &["networkBindings", "networkInterfaces"]),
         (
-            "overrides",
+            &["overrides"],
             &["containerOverrides", "inferenceAcceleratorOverrides"],
         ),
         (
-            "cluster",
+            &["cluster", "clusters"],
             &[
                 "statistics",
                 "tags",
@@ -546,17 +551,7 @@ pub mod ecs_json {
             ],
         ),
         (
-            "clusters",
-            &[
-                "statistics",
-                "tags",
-                "settings",
-                "capacityProviders",
-                "defaultCapacityProviderStrategy",
-            ],
-        ),
-        (
-            "containerInstance",
+            &["containerInstance", "containerInstances"],
             &[
                 "remainingResources",
                 "registeredResources",
@@ -565,23 +560,13 @@ pub mod ecs_json {
                 "tags",
             ],
         ),
-        (
-            "containerInstances",
-            &[
-                "remainingResources",
-                "registeredResources",
-                "attributes",
-                "attachments",
-                "tags",
-            ],
-        ),
-        ("attachments", &["details"]),
+        (&["attachments"], &["details"]),
     ];
 
     fn shown(holder: &str, member: &str) -> bool {
         SHOWN_EMPTY
             .iter()
-            .any(|(h, members)| *h == holder && members.contains(&member))
+            .any(|(holders, members)| holders.contains(&holder) && members.contains(&member))
     }
 
     /// Removes, from the JSON of `api`'s response (`DescribeTasks`), the empty lists ECS leaves

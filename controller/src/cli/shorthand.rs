@@ -101,7 +101,8 @@ impl Parser<'_> {
         self.s[start..self.pos].iter().collect()
     }
 
-    fn keyval(&mut self) -> Result<(String, Value), ShorthandError> {
+    /// `key=` or `key@=` (the value is a file's text): the key, the `=` consumed.
+    fn key_equals(&mut self) -> Result<String, ShorthandError> {
         let key = self.key();
         self.ws();
         self.paramfile = false;
@@ -110,6 +111,11 @@ impl Parser<'_> {
             self.paramfile = true;
         }
         self.expect('=', true)?;
+        Ok(key)
+    }
+
+    fn keyval(&mut self) -> Result<(String, Value), ShorthandError> {
+        let key = self.key_equals()?;
         Ok((key, self.values()?))
     }
 
@@ -195,14 +201,7 @@ impl Parser<'_> {
             if self.cur().is_none() {
                 return Err(self.err('}'));
             }
-            let key = self.key();
-            self.ws();
-            self.paramfile = false;
-            if self.cur() == Some('@') {
-                self.pos += 1;
-                self.paramfile = true;
-            }
-            self.expect('=', true)?;
+            let key = self.key_equals()?;
             let v = self.explicit_value()?;
             self.ws();
             if self.cur() != Some('}') {

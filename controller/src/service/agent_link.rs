@@ -348,9 +348,7 @@ fn adopt(
         ),
         None => (0, 0),
     };
-    let family = arn::resource("task-definition", &td_arn)
-        .and_then(|r| r.rsplit_once(':'))
-        .map(|(f, _)| f.to_string());
+    let family = arn::family_revision(&td_arn).map(|(f, _)| f.to_string());
     let mut task = Task {
         task_arn: change.task_arn.clone(),
         cluster_arn: record.cluster_arn.clone(),

@@ -6,6 +6,7 @@ use super::clusters::validate_tags;
 use super::{put, taskdef_key, Controller, State, CLUSTER_PREFIX, INSTANCE_PREFIX, TASK_PREFIX};
 use crate::error::EcsError;
 use crate::store::Write;
+use berth_proto::arn;
 use berth_proto::v1::*;
 
 /// The taggable object an ARN names.
@@ -60,10 +61,8 @@ impl State {
                 Ok(Resource::Cluster(rest.to_string()))
             }
             "task-definition" => {
-                let (family, revision) = rest
-                    .rsplit_once(':')
-                    .and_then(|(f, r)| Some((f, r.parse::<i32>().ok()?)))
-                    .ok_or_else(|| invalid_arn(resource_arn))?;
+                let (family, revision) =
+                    arn::family_revision(rest).ok_or_else(|| invalid_arn(resource_arn))?;
                 self.find_task_definition(rest).map_err(|_| not_found())?;
                 Ok(Resource::TaskDefinition(family.to_string(), revision))
             }

@@ -410,11 +410,8 @@ impl Controller {
             }
             let Ok(record) = st.find_task_definition(given) else {
                 // Named by its full ARN, as the other failures are.
-                let full = named
-                    .rsplit_once(':')
-                    .and_then(|(family, rev)| {
-                        rev.parse().ok().map(|r| arn::task_definition(family, r))
-                    })
+                let full = arn::family_revision(given)
+                    .map(|(family, rev)| arn::task_definition(family, rev))
                     .unwrap_or_else(|| given.clone());
                 out.failures.push(Failure {
                     arn: full,

@@ -708,9 +708,7 @@ impl Controller {
             })
             .filter(|(_, t)| {
                 req.family.as_deref().is_none_or(|f| {
-                    arn::resource("task-definition", &t.task_definition_arn)
-                        .and_then(|r| r.rsplit_once(':'))
-                        .is_some_and(|(fam, _)| fam == f)
+                    arn::family_revision(&t.task_definition_arn).is_some_and(|(fam, _)| fam == f)
                 })
             })
             .filter(|(_, t)| {
