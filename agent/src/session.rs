@@ -444,6 +444,24 @@ mod tests {
                 }),
             }))
         }
+        async fn enroll(
+            &self,
+            _: tonic::Request<EnrollRequest>,
+        ) -> Result<tonic::Response<EnrollResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("scripted"))
+        }
+        async fn renew_certificate(
+            &self,
+            _: tonic::Request<RenewCertificateRequest>,
+        ) -> Result<tonic::Response<EnrollResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("scripted"))
+        }
+        async fn get_task_secrets(
+            &self,
+            _: tonic::Request<GetTaskSecretsRequest>,
+        ) -> Result<tonic::Response<GetTaskSecretsResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("scripted"))
+        }
         type SessionStream = ReceiverStream<Result<ControllerMessage, tonic::Status>>;
         async fn session(
             &self,

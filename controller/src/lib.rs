@@ -12,5 +12,6 @@ pub mod error;
 pub mod fleet;
 pub mod query;
 pub mod scheduler;
+pub mod security;
 pub mod service;
 pub mod store;

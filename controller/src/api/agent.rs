@@ -78,6 +78,26 @@ impl Agent for AgentApi {
         }))
     }
 
+    async fn enroll(&self, _: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
+        Err(Status::unimplemented("enrollment is not served yet"))
+    }
+
+    async fn renew_certificate(
+        &self,
+        _: Request<RenewCertificateRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
+        Err(Status::unimplemented(
+            "certificate renewal is not served yet",
+        ))
+    }
+
+    async fn get_task_secrets(
+        &self,
+        _: Request<GetTaskSecretsRequest>,
+    ) -> Result<Response<GetTaskSecretsResponse>, Status> {
+        Err(Status::unimplemented("task secrets are not served yet"))
+    }
+
     type SessionStream = ReceiverStream<Result<ControllerMessage, Status>>;
 
     async fn session(

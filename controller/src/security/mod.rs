@@ -1,0 +1,10 @@
+//! The controller's security (issue 7): what authenticates agents and API callers and what keeps
+//! secrets. A plain service layer like `service/`, over the same [`crate::store::Store`]:
+//!
+//! - [`seal`]: the master key and AEAD sealing of everything secret at rest;
+//! - [`pki`]: the CA, the server certificate and the agents' client certificates;
+//! - [`activations`]: SSM-style activations and the enrollment they allow;
+//! - [`access_keys`] and [`auth`]: IAM-style access keys, SigV4 verification and the audit log;
+//! - [`secrets`]: Secrets Manager secrets and SSM parameters, and their resolution for tasks.
+
+pub mod seal;
