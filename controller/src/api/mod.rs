@@ -3,3 +3,6 @@
 
 pub mod agent;
 pub mod ecs;
+pub mod iam;
+pub mod secrets_manager;
+pub mod ssm;

@@ -1,11 +1,16 @@
 //! `berth-controller`: serves the ECS API and the agent link from one gRPC port.
 
 use anyhow::Context;
-use berth_controller::api::{agent::AgentApi, ecs::EcsApi};
+use berth_controller::api::{
+    agent::AgentApi, ecs::EcsApi, iam::IamApi, secrets_manager::SecretsManagerApi, ssm::SsmApi,
+};
 use berth_controller::fleet::Fleet;
 use berth_controller::service::Controller;
 use berth_controller::store::redb_store::RedbStore;
 use berth_proto::v1::ecs_server::EcsServer;
+use berth_proto::v1::iam_server::IamServer;
+use berth_proto::v1::secrets_manager_server::SecretsManagerServer;
+use berth_proto::v1::ssm_server::SsmServer;
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +51,10 @@ struct Args {
     /// every host. Without this flag the controller refuses to listen on a non-loopback address.
     #[arg(long, env = "BERTH_INSECURE")]
     insecure: bool,
+    /// The master key sealing secrets, secret access keys and parameters at rest (64 hex
+    /// digits, mode 0600); created on first start when absent. Default: DATA_DIR/master.key.
+    #[arg(long, env = "BERTH_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
 }
 
 /// Why serving on `addr` is refused: a non-loopback address needs `--insecure` until the link
@@ -96,6 +105,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let master_key = args
+        .master_key_file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("master.key"));
+    // Created only at its default place: an operator-given key that is missing is an error.
+    let _sealer = berth_controller::security::seal::Sealer::from_file(
+        &master_key,
+        args.master_key_file.is_none(),
+    )?;
     let store = RedbStore::open(&args.data_dir.join("state.redb"))?;
     let controller = Arc::new(Controller::load(
         Arc::new(store),
@@ -120,6 +138,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .add_service(EcsServer::new(EcsApi(controller.clone())))
+        .add_service(SsmServer::new(SsmApi))
+        .add_service(SecretsManagerServer::new(SecretsManagerApi))
+        .add_service(IamServer::new(IamApi))
         .add_service(AgentApi::new(controller).into_server())
         // Small request/response messages: Nagle's algorithm would hold them back for the
         // peer's delayed ACK (tens of milliseconds on every RunTask and state change).
