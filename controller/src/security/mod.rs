@@ -8,3 +8,4 @@
 //! - [`secrets`]: Secrets Manager secrets and SSM parameters, and their resolution for tasks.
 
 pub mod seal;
+pub mod secrets;
