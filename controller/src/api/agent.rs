@@ -24,6 +24,8 @@ use tracing::{debug, info, warn, Instrument};
 pub struct AgentApi {
     controller: Arc<Controller>,
     heartbeat: Duration,
+    /// Resolves task secrets for GetTaskSecrets; none: the call is refused.
+    secrets: Option<Arc<crate::security::secrets::Secrets>>,
 }
 
 impl AgentApi {
@@ -32,7 +34,20 @@ impl AgentApi {
         Self {
             controller,
             heartbeat: link::HEARTBEAT_INTERVAL,
+            secrets: None,
         }
+    }
+
+    /// Serves GetTaskSecrets from `secrets`.
+    pub fn with_secrets(mut self, secrets: Arc<crate::security::secrets::Secrets>) -> Self {
+        self.secrets = Some(secrets);
+        self
+    }
+
+    /// LEAD: local stand-in for helper A's `AgentApi::caller_instance` (same signature); drop
+    /// this one when merging theirs. Ok(None) = TLS off, no identity to check.
+    pub fn caller_instance<T>(&self, _request: &Request<T>) -> Result<Option<String>, Status> {
+        Ok(None)
     }
 
     /// Sets the heartbeat interval (tests use a short one).
@@ -91,11 +106,56 @@ impl Agent for AgentApi {
         ))
     }
 
+    /// The values of a task's secrets, only for the agent of the instance the task is assigned
+    /// to and only while the task is not STOPPED. With TLS off (`caller_instance` is None: the
+    /// loopback demo) there is no identity to check and the call is allowed. A secret that does
+    /// not resolve fails the call (FailedPrecondition) naming it, never a value.
     async fn get_task_secrets(
         &self,
-        _: Request<GetTaskSecretsRequest>,
+        r: Request<GetTaskSecretsRequest>,
     ) -> Result<Response<GetTaskSecretsResponse>, Status> {
-        Err(Status::unimplemented("task secrets are not served yet"))
+        let caller = self.caller_instance(&r)?;
+        let task_arn = r.into_inner().task_arn;
+        let Some(secrets) = &self.secrets else {
+            return Err(Status::unimplemented("task secrets are not served"));
+        };
+        let Some(refs) = self.controller.task_secret_refs(&task_arn).await else {
+            return Err(Status::not_found(format!("task {task_arn} is not known")));
+        };
+        if let Some(caller) = caller {
+            if caller != refs.container_instance_arn {
+                warn!(task = %task_arn, %caller, "refusing task secrets to another instance");
+                return Err(Status::permission_denied(format!(
+                    "task {task_arn} is not assigned to container instance {caller}"
+                )));
+            }
+        }
+        if refs.stopped {
+            return Err(Status::failed_precondition(format!(
+                "task {task_arn} is STOPPED; its secrets are no longer given out"
+            )));
+        }
+        let mut out = GetTaskSecretsResponse::default();
+        for (container, s) in refs.secrets {
+            let secrets = secrets.clone();
+            let from = s.value_from.clone();
+            let value = tokio::task::spawn_blocking(move || secrets.resolve(&from))
+                .await
+                .map_err(|e| Status::internal(format!("resolving secrets: {e}")))?
+                .map_err(|e| {
+                    Status::failed_precondition(format!(
+                        "container {container}: secret {} ({}): {e}",
+                        s.name, s.value_from
+                    ))
+                })?;
+            out.secrets.push(SecretValue {
+                container_name: container,
+                name: s.name,
+                value,
+            });
+        }
+        debug!(task = %task_arn, count = out.secrets.len(), "task secrets sent");
+        Ok(Response::new(out))
     }
 
     type SessionStream = ReceiverStream<Result<ControllerMessage, Status>>;

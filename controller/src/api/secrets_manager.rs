@@ -2,25 +2,31 @@
 
 use berth_proto::v1::secrets_manager_server::SecretsManager;
 use berth_proto::v1::*;
+use crate::security::secrets::Secrets;
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 /// Serves the `SecretsManager` service.
-pub struct SecretsManagerApi;
+pub struct SecretsManagerApi {
+    /// The sealed secrets.
+    pub secrets: Arc<Secrets>,
+}
 
 type R<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl SecretsManager for SecretsManagerApi {
-    async fn create_secret(&self, _: Request<CreateSecretRequest>) -> R<CreateSecretResponse> {
-        Err(Status::unimplemented("CreateSecret is not served yet"))
+    async fn create_secret(&self, r: Request<CreateSecretRequest>) -> R<CreateSecretResponse> {
+        Ok(Response::new(self.secrets.create_secret(r.into_inner())?))
     }
     async fn put_secret_value(
         &self,
-        _: Request<PutSecretValueRequest>,
+        r: Request<PutSecretValueRequest>,
     ) -> R<PutSecretValueResponse> {
-        Err(Status::unimplemented("PutSecretValue is not served yet"))
+        Ok(Response::new(self.secrets.put_secret_value(r.into_inner())?))
     }
-    async fn delete_secret(&self, _: Request<DeleteSecretRequest>) -> R<DeleteSecretResponse> {
-        Err(Status::unimplemented("DeleteSecret is not served yet"))
+    /// Berth deletes at once (no recovery window): DeletionDate is now.
+    async fn delete_secret(&self, r: Request<DeleteSecretRequest>) -> R<DeleteSecretResponse> {
+        Ok(Response::new(self.secrets.delete_secret(r.into_inner())?))
     }
 }

@@ -2,10 +2,15 @@
 
 use berth_proto::v1::ssm_server::Ssm;
 use berth_proto::v1::*;
+use crate::security::secrets::Secrets;
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 /// Serves the `Ssm` service.
-pub struct SsmApi;
+pub struct SsmApi {
+    /// Parameter Store (sealed parameters).
+    pub secrets: Arc<Secrets>,
+}
 
 type R<T> = Result<Response<T>, Status>;
 
@@ -31,16 +36,17 @@ impl Ssm for SsmApi {
     ) -> R<DeleteActivationResponse> {
         Err(Status::unimplemented("DeleteActivation is not served yet"))
     }
-    async fn put_parameter(&self, _: Request<PutParameterRequest>) -> R<PutParameterResponse> {
-        Err(Status::unimplemented("PutParameter is not served yet"))
+    async fn put_parameter(&self, r: Request<PutParameterRequest>) -> R<PutParameterResponse> {
+        Ok(Response::new(self.secrets.put_parameter(r.into_inner())?))
     }
-    async fn get_parameter(&self, _: Request<GetParameterRequest>) -> R<GetParameterResponse> {
-        Err(Status::unimplemented("GetParameter is not served yet"))
+    async fn get_parameter(&self, r: Request<GetParameterRequest>) -> R<GetParameterResponse> {
+        Ok(Response::new(self.secrets.get_parameter(r.into_inner())?))
     }
     async fn delete_parameter(
         &self,
-        _: Request<DeleteParameterRequest>,
+        r: Request<DeleteParameterRequest>,
     ) -> R<DeleteParameterResponse> {
-        Err(Status::unimplemented("DeleteParameter is not served yet"))
+        self.secrets.delete_parameter(r.into_inner())?;
+        Ok(Response::new(DeleteParameterResponse {}))
     }
 }

@@ -110,15 +110,17 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| args.data_dir.join("master.key"));
     // Created only at its default place: an operator-given key that is missing is an error.
-    let _sealer = berth_controller::security::seal::Sealer::from_file(
+    let sealer = berth_controller::security::seal::Sealer::from_file(
         &master_key,
         args.master_key_file.is_none(),
     )?;
-    let store = RedbStore::open(&args.data_dir.join("state.redb"))?;
-    let controller = Arc::new(Controller::load(
-        Arc::new(store),
-        Arc::new(Fleet::default()),
-    )?);
+    let store: Arc<dyn berth_controller::store::Store> =
+        Arc::new(RedbStore::open(&args.data_dir.join("state.redb"))?);
+    let secrets = Arc::new(berth_controller::security::secrets::Secrets::new(
+        store.clone(),
+        sealer,
+    ));
+    let controller = Arc::new(Controller::load(store, Arc::new(Fleet::default()))?);
     let retention = std::time::Duration::from_secs(args.stopped_task_retention);
     // Aborted when `serve` returns, which stops the sweeps.
     let sweeps = AbortOnDrop(controller.spawn_retention(retention, std::time::SystemTime::now));
@@ -138,10 +140,18 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .add_service(EcsServer::new(EcsApi(controller.clone())))
-        .add_service(SsmServer::new(SsmApi))
-        .add_service(SecretsManagerServer::new(SecretsManagerApi))
+        .add_service(SsmServer::new(SsmApi {
+            secrets: secrets.clone(),
+        }))
+        .add_service(SecretsManagerServer::new(SecretsManagerApi {
+            secrets: secrets.clone(),
+        }))
         .add_service(IamServer::new(IamApi))
-        .add_service(AgentApi::new(controller).into_server())
+        .add_service(
+            AgentApi::new(controller)
+                .with_secrets(secrets)
+                .into_server(),
+        )
         // Small request/response messages: Nagle's algorithm would hold them back for the
         // peer's delayed ACK (tens of milliseconds on every RunTask and state change).
         .serve_with_incoming(

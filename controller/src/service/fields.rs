@@ -119,7 +119,7 @@ pub const FIELDS: &[Field] = &[
     f(Reg, "containerDefinitions.mountPoints", Coming(9), "sourceVolume checked against volumes"),
     f(Reg, "containerDefinitions.volumesFrom", Coming(9), ""),
     f(Reg, "containerDefinitions.linuxParameters", Coming(9), "capabilities, devices, initProcessEnabled, sharedMemorySize, tmpfs, maxSwap, swappiness"),
-    f(Reg, "containerDefinitions.secrets", Coming(7), ""),
+    f(Reg, "containerDefinitions.secrets", Applied, "valueFrom's form checked at registration; resolved when the task starts (Secrets Manager and SSM ARNs matched by name) and injected into the environment"),
     f(Reg, "containerDefinitions.dependsOn", Coming(9), "names and conditions checked at registration"),
     f(Reg, "containerDefinitions.startTimeout", Coming(9), ""),
     f(Reg, "containerDefinitions.stopTimeout", Applied, "SIGKILL this long after SIGTERM"),

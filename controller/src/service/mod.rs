@@ -18,6 +18,7 @@ pub mod validation;
 
 pub use agent_link::{LinkError, SentDefinitions, SessionInfo};
 pub use retention::{Purged, DEFAULT_STOPPED_TASK_RETENTION};
+pub use tasks::TaskSecretRefs;
 
 use crate::error::EcsError;
 use crate::fleet::Fleet;

@@ -25,6 +25,17 @@ impl State {
     }
 }
 
+/// A task's secret references, for the agent link's GetTaskSecrets.
+#[derive(Debug, Clone)]
+pub struct TaskSecretRefs {
+    /// The container instance the task is assigned to.
+    pub container_instance_arn: String,
+    /// Whether the task is STOPPED (its secrets are no longer given out).
+    pub stopped: bool,
+    /// (container name, secret) for every container's `secrets`.
+    pub secrets: Vec<(String, Secret)>,
+}
+
 /// The failure a Describe*/StartTask call reports for an id or ARN the cluster does not hold:
 /// reason MISSING, arn the given ARN, or the full ARN `arn_of` builds from a given id.
 pub(crate) fn missing(given: &str, arn_of: impl FnOnce(&str) -> String) -> Failure {
@@ -763,6 +774,28 @@ impl Controller {
             }
         }
         Ok(out)
+    }
+
+    /// What GetTaskSecrets needs of a task: the instance it is assigned to, whether it is
+    /// STOPPED, and each container's `secrets` (references only). `None` for an unknown task.
+    pub async fn task_secret_refs(&self, task_arn: &str) -> Option<TaskSecretRefs> {
+        let st = self.state.lock().await;
+        let t = task_id(task_arn).and_then(|id| st.tasks.get(id))?;
+        let (family, revision) = arn::family_revision(&t.task_definition_arn)?;
+        let def = st
+            .task_definitions
+            .get(family)
+            .and_then(|revs| revs.get(&revision))
+            .and_then(|r| r.task_definition.as_ref())?;
+        Some(TaskSecretRefs {
+            container_instance_arn: t.container_instance_arn.clone().unwrap_or_default(),
+            stopped: TaskStatus::parse(&t.last_status) == Ok(TaskStatus::Stopped),
+            secrets: def
+                .container_definitions
+                .iter()
+                .flat_map(|c| c.secrets.iter().map(|s| (c.name.clone(), s.clone())))
+                .collect(),
+        })
     }
 
     /// Whether a container instance exists (an agent may open a session for it).

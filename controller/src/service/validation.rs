@@ -512,6 +512,47 @@ pub(crate) fn containers_cpu_fit(
     Ok(())
 }
 
+/// The form of a container's secret references (`secrets`, `logConfiguration.secretOptions`):
+/// a secret or parameter ARN, or a parameter name. Whether it exists is checked when a task
+/// starts, as ECS does. A ClientException naming the container and the secret.
+fn check_secrets(i: usize, c: &ContainerDefinition) -> Result<(), EcsError> {
+    let log = c.log_configuration.iter().flat_map(|l| {
+        l.secret_options
+            .iter()
+            .enumerate()
+            .map(|(j, s)| (format!("logConfiguration.secretOptions[{j}]"), s))
+    });
+    let all = c
+        .secrets
+        .iter()
+        .enumerate()
+        .map(|(j, s)| (format!("secrets[{j}]"), s))
+        .chain(log);
+    let mut names = HashSet::new();
+    for (at, s) in all {
+        let field = format!("containerDefinitions[{i}].{at}");
+        if s.name.is_empty() {
+            return Err(EcsError::client(format!(
+                "{field}.name: is required for container '{}'",
+                c.name
+            )));
+        }
+        if at.starts_with("secrets") && !names.insert(s.name.as_str()) {
+            return Err(EcsError::client(format!(
+                "{field}.name: secret '{}' of container '{}' is given twice",
+                s.name, c.name
+            )));
+        }
+        crate::security::secrets::SecretRef::parse(&s.value_from).map_err(|e| {
+            EcsError::client(format!(
+                "{field}.valueFrom: secret '{}' of container '{}': {e}",
+                s.name, c.name
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 fn validate_container(
     i: usize,
     c: &ContainerDefinition,
@@ -550,6 +591,7 @@ fn validate_container(
         task_cpu.map(|c| (c, "the task cpu")),
         task_memory.map(|m| (m, "the task memory")),
     )?;
+    check_secrets(i, c)?;
     for (j, p) in c.port_mappings.iter().enumerate() {
         let pf = format!("containerDefinitions[{i}].portMappings[{j}]");
         let port = p.container_port.unwrap_or(0);
@@ -663,6 +705,29 @@ mod tests {
 
     fn register_td(json: &str) -> Result<(Option<i64>, Option<i64>), EcsError> {
         validate(&serde_json::from_str::<RegisterTaskDefinitionRequest>(json).unwrap())
+    }
+
+    #[test]
+    fn secret_references_are_checked_by_form_at_registration_not_by_existence() {
+        // Not stored anywhere: registration does not need the secret to exist (ECS doesn't).
+        for ok in [
+            r#""secrets":[{"name":"DB","valueFrom":"arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf:password::"}]"#,
+            r#""secrets":[{"name":"K","valueFrom":"arn:aws:ssm:eu-west-1:1:parameter/prod/key"},{"name":"P","valueFrom":"plain"}]"#,
+            r#""logConfiguration":{"logDriver":"awslogs","secretOptions":[{"name":"T","valueFrom":"/log/token"}]}"#,
+        ] {
+            assert!(register(&format!(",{ok}")).is_ok(), "{ok}");
+        }
+        for (bad, want) in [
+            (r#""secrets":[{"name":"DB","valueFrom":"arn:aws:s3:::b/k"}]"#, "secrets[0].valueFrom: secret 'DB' of container 'a'"),
+            (r#""secrets":[{"name":"DB","valueFrom":"arn:aws:secretsmanager:r:a:secret:db::AWSPREVIOUS:"}]"#, "AWSPREVIOUS"),
+            (r#""secrets":[{"name":"","valueFrom":"x"}]"#, "secrets[0].name"),
+            (r#""secrets":[{"name":"A","valueFrom":"x"},{"name":"A","valueFrom":"y"}]"#, "given twice"),
+            (r#""logConfiguration":{"logDriver":"awslogs","secretOptions":[{"name":"T","valueFrom":"has space"}]}"#, "secretOptions[0].valueFrom"),
+        ] {
+            let e = register(&format!(",{bad}")).unwrap_err();
+            assert_eq!(e.exception_name(), "ClientException", "{bad}");
+            assert!(e.to_string().contains(want), "{bad}: {e}");
+        }
     }
 
     /// Issue 6's validation items: Fargate's 8 and 16 vCPU sizes, EC2/EXTERNAL task cpu within
