@@ -4,10 +4,12 @@
 //! confirmed it wants stopped.
 //!
 //! Layout: [`engine`] (per-task actors and the state machine), [`runtime`] (containerd, images,
-//! OCI specs), [`cgroups`], [`session`] (controller link), [`state`] (persistence).
+//! OCI specs), [`cgroups`], [`session`] (controller link), [`state`] (persistence), [`secrets`]
+//! (task secrets asked of the controller, kept in memory only).
 
 pub mod cgroups;
 pub mod engine;
 pub mod runtime;
+pub mod secrets;
 pub mod session;
 pub mod state;

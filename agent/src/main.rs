@@ -328,6 +328,9 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
             "the agent lacks CAP_SYS_RESOURCE: containers without a nofile ulimit get its own open-file limit instead of Docker's 1048576"
         );
     }
+    // Past this without an answer a task's secrets count as unavailable (ECS's
+    // ResourceInitializationError); the link reconnects meanwhile if it can.
+    let link_secrets = Arc::new(berth_agent::secrets::LinkSecrets::new(Duration::from_secs(60)));
     let engine = Engine::start(
         Arc::new(runtime),
         Arc::new(HostCgroups::new(&args.cgroup_parent)),
@@ -350,6 +353,7 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
                     Vec::new()
                 },
             },
+            secrets: link_secrets.clone(),
         },
     )?;
     // Containers no task record holds are reported (never stopped unconfirmed).
@@ -368,6 +372,7 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
             docker_version: Some(format!("containerd {version}")),
         },
         heartbeat: berth_proto::link::HEARTBEAT_INTERVAL,
+        secrets: link_secrets.clone(),
     };
     tokio::select! {
         terminal = session::run(reg, engine, reporter) => {

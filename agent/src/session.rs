@@ -34,6 +34,8 @@ pub struct Registration {
     /// How often to send a heartbeat when idle (`berth_proto::link::HEARTBEAT_INTERVAL`); the
     /// session is dead after `MISSED_HEARTBEATS` intervals without a message.
     pub heartbeat: Duration,
+    /// The engine's secret source, told the channel of each session.
+    pub secrets: Arc<crate::secrets::LinkSecrets>,
 }
 
 /// How long registering or opening the session may take before the attempt counts as failed
@@ -139,7 +141,9 @@ pub async fn run<R: Runtime, C: Cgroups>(
 ) -> Terminal {
     let mut backoff = Backoff::default();
     loop {
-        match once(&reg, &engine, &reporter, &mut backoff).await {
+        let ended = once(&reg, &engine, &reporter, &mut backoff).await;
+        reg.secrets.disconnected();
+        match ended {
             Err(LinkError::Deregistered(reason)) => {
                 error!(%reason, "this container instance was deregistered; forgetting its ARN and stopping (tasks keep running, unmanaged)");
                 let forgotten = reporter.forget_identity().await;
@@ -176,6 +180,7 @@ async fn once<R: Runtime, C: Cgroups>(
         .connect()
         .await
         .map_err(LinkError::Connect)?;
+    reg.secrets.connected(channel.clone());
     let mut client = berth_proto::link::client(channel);
     let registered = client.register_container_instance(RegisterContainerInstanceRequest {
         cluster: reg.cluster.clone(),
@@ -538,6 +543,7 @@ mod tests {
                     stop_timeout: Duration::from_secs(30),
                     timeouts: Default::default(),
                     security: Default::default(),
+                    secrets: Arc::new(crate::secrets::NoSecrets),
                 },
             )
             .unwrap();
@@ -548,6 +554,7 @@ mod tests {
                 attributes: Vec::new(),
                 version_info: VersionInfo::default(),
                 heartbeat: Duration::from_millis(100),
+                secrets: Arc::new(crate::secrets::LinkSecrets::new(Duration::from_secs(1))),
             };
             Rig {
                 server,

@@ -30,6 +30,8 @@ pub struct EngineConfig {
     pub timeouts: Timeouts,
     /// Privileged containers, pids limit, no_new_privs: applied to every container.
     pub security: crate::runtime::spec::SecurityOptions,
+    /// Where a task's secrets come from (the link's GetTaskSecrets).
+    pub secrets: Arc<dyn crate::secrets::SecretSource>,
 }
 
 /// How long the engine gives each kind of call before it counts as failed. `wait` has none: it

@@ -33,6 +33,9 @@ pub const ESSENTIAL_EXITED: &str = "Essential container in task exited";
 /// The reason ECS gives a task the agent could not bring to a verified stop.
 pub const TASK_STATE_ERROR: &str =
     "TaskStateError: Agent could not progress task's state to stopped";
+/// The start of the reason ECS gives a task whose secrets could not be had.
+pub const SECRETS_UNAVAILABLE: &str =
+    "ResourceInitializationError: unable to pull secrets or registry auth";
 /// The reason of a container containerd no longer has (it has no exit code).
 pub const VANISHED: &str = "CannotInspectContainerError: container no longer exists";
 
@@ -107,6 +110,14 @@ enum Step<T> {
     /// A stop arrived during the call (which was abandoned, or ran to its end if it could leave
     /// something behind in containerd).
     Stop(String, String),
+}
+
+/// Why a task's secrets were not had.
+enum NoSecrets {
+    /// A stop arrived meanwhile.
+    Stop(String, String),
+    /// They cannot be had: why (names the secret, never a value).
+    Failed(String),
 }
 
 /// What a stop arriving during a start-phase call does to that call.
@@ -425,6 +436,18 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 ))
                 .await;
         }
+        // Asked each time containers are created (after a restart too): only in memory.
+        let secrets = match self.fetch_secrets().await {
+            Ok(s) => s,
+            Err(NoSecrets::Stop(reason, code)) => {
+                return self.stop_while_starting(reason, code).await
+            }
+            Err(NoSecrets::Failed(why)) => {
+                return self
+                    .fail_start(format!("{SECRETS_UNAVAILABLE}: {why}"))
+                    .await
+            }
+        };
         self.rec.state.pull_started_at = now();
         self.publish();
         let mut images = HashMap::new();
@@ -497,7 +520,8 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 hostname: cid.chars().take(12).collect(),
                 security: &self.shared.config.security,
             };
-            let spec = match spec::build(d, img, &ctx) {
+            let with_secrets = with_secrets(d, &secrets);
+            let spec = match spec::build(with_secrets.as_ref().unwrap_or(d), img, &ctx) {
                 Ok(s) => s,
                 Err(e) => {
                     return self
@@ -574,6 +598,38 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         self.set_status(TaskStatus::Running);
         self.rec.state.started_at = now();
         self.publish();
+    }
+
+    /// The values of the secrets of the containers still to create, from the engine's
+    /// [`crate::secrets::SecretSource`]; none asked when none has secrets.
+    async fn fetch_secrets(&mut self) -> Result<Vec<crate::secrets::TaskSecret>, NoSecrets> {
+        let pending = |c: &ContainerDefinition| {
+            !c.secrets.is_empty()
+                && self.rec.state.containers.iter().any(|s| {
+                    s.name == c.name && Self::container_status(s) == ContainerStatus::Pending
+                })
+        };
+        if !self.rec.definition.container_definitions.iter().any(pending) {
+            return Ok(Vec::new());
+        }
+        let source = self.shared.config.secrets.clone();
+        let arn = self.rec.task.task_arn.clone();
+        // The source bounds its own wait; this bound only guards against one that does not.
+        let after = self.timeouts().call.max(Duration::from_secs(120));
+        let asked = self
+            .start_call("secrets", &self.id.clone(), after, OnStop::Abandon, async move {
+                Ok(source.task_secrets(&arn).await)
+            })
+            .await;
+        match asked {
+            Step::Stop(reason, code) => Err(NoSecrets::Stop(reason, code)),
+            Step::Done(Err(e)) => Err(NoSecrets::Failed(e.message())),
+            Step::Done(Ok(Err(e))) => Err(NoSecrets::Failed(e.to_string())),
+            Step::Done(Ok(Ok(got))) => {
+                debug!(count = got.len(), "task secrets received");
+                Ok(got)
+            }
+        }
     }
 
     /// Once an abandoned or failed create has ended (it is bounded by the call timeout), removes
@@ -1097,4 +1153,26 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             self.publish();
         }
     }
+}
+
+/// A copy of `d` whose environment holds its secrets (a secret overrides an `environment`
+/// entry of the same name, as in ECS); `None` when it has none. The copy is used to build the
+/// container's spec and dropped: the task record keeps the definition with references only.
+fn with_secrets(
+    d: &ContainerDefinition,
+    secrets: &[crate::secrets::TaskSecret],
+) -> Option<ContainerDefinition> {
+    let mine: Vec<_> = secrets.iter().filter(|s| s.container == d.name).collect();
+    if mine.is_empty() {
+        return None;
+    }
+    let mut d = d.clone();
+    for s in mine {
+        d.environment.retain(|kv| kv.name != s.name);
+        d.environment.push(berth_proto::v1::KeyValuePair {
+            name: s.name.clone(),
+            value: s.value.clone(),
+        });
+    }
+    Some(d)
 }

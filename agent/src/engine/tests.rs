@@ -7,7 +7,7 @@ use crate::runtime::{ContainerState, CreateContainer, ImageConfig, RuntimeError}
 use crate::state::{write_json, AgentState};
 use async_trait::async_trait;
 use berth_proto::status::{ContainerStatus, TaskStatus};
-use berth_proto::v1::{Task, TaskAssignment, TaskDefinition};
+use berth_proto::v1::{ContainerStateChange, Task, TaskAssignment, TaskDefinition};
 use std::collections::HashMap;
 use tokio::sync::watch;
 
@@ -79,6 +79,8 @@ struct FakeRuntime {
     exit_on_start: Option<(&'static str, u32)>,
     /// What `list` finds (containers with Berth's labels, e.g. left by a lost data dir).
     listed: Vec<crate::runtime::LabelledContainer>,
+    /// The environment of each container created, by container ID.
+    envs: Mutex<HashMap<String, Vec<String>>>,
 }
 
 impl FakeRuntime {
@@ -156,6 +158,13 @@ impl Runtime for FakeRuntime {
     }
     async fn create(&self, c: &CreateContainer) -> Result<(), RuntimeError> {
         self.call("create", &c.id).await?;
+        let env = c
+            .spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.env().clone())
+            .unwrap_or_default();
+        self.envs.lock().unwrap().insert(c.id.clone(), env);
         // Real runtime calls are I/O: other tasks (waiters) run meanwhile.
         tokio::task::yield_now().await;
         self.containers
@@ -328,6 +337,22 @@ fn harness_timed(
     records: Vec<TaskRecord>,
     timeouts: Timeouts,
 ) -> Harness {
+    harness_full(
+        runtime,
+        cgroups,
+        records,
+        timeouts,
+        Arc::new(crate::secrets::NoSecrets),
+    )
+}
+
+fn harness_full(
+    runtime: FakeRuntime,
+    cgroups: FakeCgroups,
+    records: Vec<TaskRecord>,
+    timeouts: Timeouts,
+    secrets: Arc<dyn crate::secrets::SecretSource>,
+) -> Harness {
     let dir = std::env::temp_dir().join(format!("berth-engine-{}", uuid::Uuid::new_v4().simple()));
     let data = DataDir(dir.clone());
     for rec in &records {
@@ -346,6 +371,7 @@ fn harness_timed(
             stop_timeout: Duration::from_secs(30),
             timeouts,
             security: Default::default(),
+            secrets,
         },
     )
     .unwrap();
@@ -1349,4 +1375,189 @@ async fn a_running_task_the_agent_has_no_record_of_is_inspected_not_assumed() {
         .as_deref()
         .is_some_and(|r| r.starts_with("CannotInspectContainerError")));
     assert!(h.cgroups.created.lock().unwrap().is_empty(), "started anew");
+}
+
+/// A fake secret source: answers from a table, or fails every call; counts the calls.
+#[derive(Debug, Default)]
+struct FakeSecrets {
+    values: Vec<crate::secrets::TaskSecret>,
+    fail: Option<&'static str>,
+    calls: Mutex<u32>,
+}
+
+#[async_trait]
+impl crate::secrets::SecretSource for FakeSecrets {
+    async fn task_secrets(
+        &self,
+        task_arn: &str,
+    ) -> Result<Vec<crate::secrets::TaskSecret>, crate::secrets::SecretError> {
+        assert_eq!(task_arn, ARN);
+        *self.calls.lock().unwrap() += 1;
+        match self.fail {
+            Some(why) => Err(crate::secrets::SecretError::Refused(why.into())),
+            None => Ok(self.values.clone()),
+        }
+    }
+}
+
+const PLAIN: &str = "pl41ntext-never-on-disk";
+
+const WITH_SECRETS: &str = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+  {"name":"main","image":"i","essential":true,
+   "environment":[{"name":"DB_PASSWORD","value":"from-environment"},{"name":"KEEP","value":"k"}],
+   "secrets":[{"name":"DB_PASSWORD","valueFrom":"arn:aws:secretsmanager:us-east-1:1:secret:db"},
+              {"name":"API_KEY","valueFrom":"/prod/api-key"}]},
+  {"name":"side","image":"i","essential":false}]}"#;
+
+fn secret(container: &str, name: &str, value: &str) -> crate::secrets::TaskSecret {
+    crate::secrets::TaskSecret {
+        container: container.into(),
+        name: name.into(),
+        value: value.into(),
+    }
+}
+
+/// Every byte under the data dir, file by file.
+fn data_dir_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
+            }
+        }
+    }
+    out
+}
+
+/// Secrets reach the environment of their container only, override `environment` entries of
+/// the same name, and are written nowhere in the data dir (the record keeps the references).
+#[tokio::test(start_paused = true)]
+async fn secrets_are_injected_override_environment_and_are_never_persisted() {
+    let source = Arc::new(FakeSecrets {
+        values: vec![
+            secret("main", "DB_PASSWORD", PLAIN),
+            secret("main", "API_KEY", "key-value-123"),
+        ],
+        ..Default::default()
+    });
+    let h = harness_full(
+        FakeRuntime::default(),
+        FakeCgroups::default(),
+        Vec::new(),
+        Timeouts::default(),
+        source.clone(),
+    );
+    h.engine.apply_desired(&assignment("RUNNING", WITH_SECRETS));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    h.reporter.flush().await;
+    assert_eq!(*source.calls.lock().unwrap(), 1);
+    let envs = h.runtime.envs.lock().unwrap().clone();
+    let main = &envs[&cid("main")];
+    assert!(main.contains(&format!("DB_PASSWORD={PLAIN}")), "{main:?}");
+    assert!(!main.iter().any(|e| e == "DB_PASSWORD=from-environment"));
+    assert!(main.contains(&"API_KEY=key-value-123".to_string()));
+    assert!(main.contains(&"KEEP=k".to_string()));
+    assert!(!envs[&cid("side")].iter().any(|e| e.contains(PLAIN)));
+    let files = data_dir_files(&h.dir);
+    assert!(!files.is_empty());
+    for (path, bytes) in files {
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(PLAIN), "{} holds the secret", path.display());
+        assert!(!text.contains("key-value-123"), "{}", path.display());
+    }
+    let rec = std::fs::read_to_string(h.dir.join("tasks").join(format!("{ID}.json")))
+        .unwrap_or_default();
+    assert!(rec.contains("/prod/api-key"), "the record keeps the references: {rec}");
+}
+
+/// A task without secrets never asks; one whose secrets cannot be had stops with ECS's
+/// ResourceInitializationError and creates no container.
+#[tokio::test(start_paused = true)]
+async fn unavailable_secrets_stop_the_task_before_any_container_is_created() {
+    let source = Arc::new(FakeSecrets {
+        fail: Some("container main: secret DB_PASSWORD (arn:…:secret:db): secret db does not exist"),
+        ..Default::default()
+    });
+    let h = harness_full(
+        FakeRuntime::default(),
+        FakeCgroups::default(),
+        Vec::new(),
+        Timeouts::default(),
+        source.clone(),
+    );
+    h.engine.apply_desired(&assignment("RUNNING", WITH_SECRETS));
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(stopped.stop_code.as_deref(), Some("TaskFailedToStart"));
+    let reason = stopped.stopped_reason.unwrap_or_default();
+    assert!(
+        reason.starts_with(
+            "ResourceInitializationError: unable to pull secrets or registry auth: container main: secret DB_PASSWORD"
+        ),
+        "{reason}"
+    );
+    assert_eq!(h.runtime.count("create", ""), 0);
+    assert_eq!(h.runtime.count("image", ""), 0);
+    assert_forward_only(&h);
+
+    let quiet = Arc::new(FakeSecrets {
+        fail: Some("must not be asked"),
+        ..Default::default()
+    });
+    let h = harness_full(
+        FakeRuntime::default(),
+        FakeCgroups::default(),
+        Vec::new(),
+        Timeouts::default(),
+        quiet.clone(),
+    );
+    h.engine.apply_desired(&assignment("RUNNING", TWO));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    assert_eq!(*quiet.calls.lock().unwrap(), 0);
+}
+
+/// After an agent restart, a container still to create gets its secrets asked again (they were
+/// never written down).
+#[tokio::test(start_paused = true)]
+async fn after_a_restart_secrets_are_asked_again_for_containers_still_to_create() {
+    let a = assignment("RUNNING", WITH_SECRETS);
+    let t = &a.tasks[0];
+    let rec = TaskRecord {
+        task: t.task.clone().unwrap(),
+        definition: t.task_definition.clone().unwrap(),
+        desired_status: "RUNNING".into(),
+        state: TaskStateChange {
+            task_arn: ARN.into(),
+            last_status: "PENDING".into(),
+            containers: ["main", "side"]
+                .iter()
+                .map(|n| ContainerStateChange {
+                    name: n.to_string(),
+                    last_status: "PENDING".into(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        },
+        stop_signals: Default::default(),
+    };
+    let source = Arc::new(FakeSecrets {
+        values: vec![secret("main", "DB_PASSWORD", PLAIN)],
+        ..Default::default()
+    });
+    let h = harness_full(
+        FakeRuntime::default(),
+        FakeCgroups::default(),
+        vec![rec],
+        Timeouts::default(),
+        source.clone(),
+    );
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    assert_eq!(*source.calls.lock().unwrap(), 1);
+    let envs = h.runtime.envs.lock().unwrap().clone();
+    assert!(envs[&cid("main")].contains(&format!("DB_PASSWORD={PLAIN}")));
 }

@@ -1,0 +1,136 @@
+//! Task secrets: the values of a task's `secrets`, asked of the controller (the link's
+//! GetTaskSecrets) each time the agent creates the task's containers. They live only in memory,
+//! long enough to build the containers' environment: never in the data dir (a task record keeps
+//! the references only), never in a log line (no `Debug` prints a value). After a restart the
+//! agent asks again.
+
+use async_trait::async_trait;
+use berth_proto::v1::GetTaskSecretsRequest;
+use std::time::Duration;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+/// One secret's value for one container's environment.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TaskSecret {
+    /// The container it is for.
+    pub container: String,
+    /// The environment variable (the container definition's `secrets[].name`).
+    pub name: String,
+    /// The value: never logged, never persisted.
+    pub value: String,
+}
+
+impl std::fmt::Debug for TaskSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TaskSecret({}/{}=<redacted>)", self.container, self.name)
+    }
+}
+
+/// Why a task's secrets could not be had. The message never holds a value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The controller refused or could not resolve them (its message names the secret).
+    #[error("{0}")]
+    Refused(String),
+    /// No answer from the controller in time.
+    #[error("the controller did not answer within {} s", .0.as_secs())]
+    Unreachable(Duration),
+}
+
+/// Where an engine gets a task's secrets from.
+#[async_trait]
+pub trait SecretSource: std::fmt::Debug + Send + Sync + 'static {
+    /// The values of every secret of the task's containers.
+    async fn task_secrets(&self, task_arn: &str) -> Result<Vec<TaskSecret>, SecretError>;
+}
+
+/// The secrets of the link: GetTaskSecrets on the session's current channel. The session sets
+/// the channel when it connects; a call waits for one (and retries a transport failure on the
+/// next) until `timeout`.
+#[derive(Debug)]
+pub struct LinkSecrets {
+    channel: watch::Sender<Option<Channel>>,
+    timeout: Duration,
+}
+
+impl LinkSecrets {
+    /// A source that gives up after `timeout` without an answer.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            channel: watch::Sender::new(None),
+            timeout,
+        }
+    }
+
+    /// The link is up on `channel`.
+    pub fn connected(&self, channel: Channel) {
+        self.channel.send_replace(Some(channel));
+    }
+
+    /// The link is down.
+    pub fn disconnected(&self) {
+        self.channel.send_replace(None);
+    }
+}
+
+#[async_trait]
+impl SecretSource for LinkSecrets {
+    async fn task_secrets(&self, task_arn: &str) -> Result<Vec<TaskSecret>, SecretError> {
+        let mut rx = self.channel.subscribe();
+        let ask = async {
+            loop {
+                let channel = match rx.wait_for(Option::is_some).await {
+                    Ok(c) => c.clone(),
+                    // The sender lives as long as `self`.
+                    Err(_) => return Err(SecretError::Unreachable(self.timeout)),
+                };
+                rx.mark_unchanged();
+                let Some(channel) = channel else { continue };
+                let mut client = berth_proto::link::client(channel);
+                match client
+                    .get_task_secrets(GetTaskSecretsRequest {
+                        task_arn: task_arn.to_string(),
+                    })
+                    .await
+                {
+                    Ok(r) => {
+                        return Ok(r
+                            .into_inner()
+                            .secrets
+                            .into_iter()
+                            .map(|s| TaskSecret {
+                                container: s.container_name,
+                                name: s.name,
+                                value: s.value,
+                            })
+                            .collect())
+                    }
+                    Err(s) if s.code() == tonic::Code::Unavailable => {
+                        // The link broke: wait for the session to reconnect.
+                        if rx.changed().await.is_err() {
+                            return Err(SecretError::Unreachable(self.timeout));
+                        }
+                    }
+                    Err(s) => return Err(SecretError::Refused(s.message().to_string())),
+                }
+            }
+        };
+        tokio::time::timeout(self.timeout, ask)
+            .await
+            .unwrap_or(Err(SecretError::Unreachable(self.timeout)))
+    }
+}
+
+/// A source for engines that never run tasks with secrets (tests of other parts).
+#[derive(Debug, Default)]
+pub struct NoSecrets;
+
+#[async_trait]
+impl SecretSource for NoSecrets {
+    async fn task_secrets(&self, _: &str) -> Result<Vec<TaskSecret>, SecretError> {
+        Err(SecretError::Refused(
+            "this agent has no link to ask for secrets".into(),
+        ))
+    }
+}
