@@ -330,7 +330,9 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
     }
     // Past this without an answer a task's secrets count as unavailable (ECS's
     // ResourceInitializationError); the link reconnects meanwhile if it can.
-    let link_secrets = Arc::new(berth_agent::secrets::LinkSecrets::new(Duration::from_secs(60)));
+    let link_secrets = Arc::new(berth_agent::secrets::LinkSecrets::new(Duration::from_secs(
+        60,
+    )));
     let engine = Engine::start(
         Arc::new(runtime),
         Arc::new(HostCgroups::new(&args.cgroup_parent)),

@@ -369,6 +369,32 @@ impl Cluster {
             .expect("running berth")
     }
 
+    /// Runs `berth SERVICE ARGS...` (ssm, secretsmanager, iam…) against this controller.
+    pub fn berth_service(&self, service: &str, args: &[&str]) -> Output {
+        Command::new(bin("berth"))
+            .arg("--endpoint-url")
+            .arg(&self.endpoint)
+            .arg(service)
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .expect("running berth")
+    }
+
+    /// Runs `berth SERVICE ARGS...`, asserting success, and parses its JSON output.
+    pub fn service_json(&self, service: &str, args: &[&str]) -> Value {
+        let out = self.berth_service(service, args);
+        assert!(
+            out.status.success(),
+            "berth {service} {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("berth {service} {args:?}: not JSON ({e}): {text}"))
+    }
+
     /// Runs `berth ecs ARGS...`, asserting success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.berth(args);

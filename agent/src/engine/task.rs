@@ -609,7 +609,13 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                     s.name == c.name && Self::container_status(s) == ContainerStatus::Pending
                 })
         };
-        if !self.rec.definition.container_definitions.iter().any(pending) {
+        if !self
+            .rec
+            .definition
+            .container_definitions
+            .iter()
+            .any(pending)
+        {
             return Ok(Vec::new());
         }
         let source = self.shared.config.secrets.clone();
@@ -617,9 +623,13 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         // The source bounds its own wait; this bound only guards against one that does not.
         let after = self.timeouts().call.max(Duration::from_secs(120));
         let asked = self
-            .start_call("secrets", &self.id.clone(), after, OnStop::Abandon, async move {
-                Ok(source.task_secrets(&arn).await)
-            })
+            .start_call(
+                "secrets",
+                &self.id.clone(),
+                after,
+                OnStop::Abandon,
+                async move { Ok(source.task_secrets(&arn).await) },
+            )
             .await;
         match asked {
             Step::Stop(reason, code) => Err(NoSecrets::Stop(reason, code)),

@@ -1470,9 +1470,12 @@ async fn secrets_are_injected_override_environment_and_are_never_persisted() {
         assert!(!text.contains(PLAIN), "{} holds the secret", path.display());
         assert!(!text.contains("key-value-123"), "{}", path.display());
     }
-    let rec = std::fs::read_to_string(h.dir.join("tasks").join(format!("{ID}.json")))
-        .unwrap_or_default();
-    assert!(rec.contains("/prod/api-key"), "the record keeps the references: {rec}");
+    let rec =
+        std::fs::read_to_string(h.dir.join("tasks").join(format!("{ID}.json"))).unwrap_or_default();
+    assert!(
+        rec.contains("/prod/api-key"),
+        "the record keeps the references: {rec}"
+    );
 }
 
 /// A task without secrets never asks; one whose secrets cannot be had stops with ECS's
@@ -1480,7 +1483,9 @@ async fn secrets_are_injected_override_environment_and_are_never_persisted() {
 #[tokio::test(start_paused = true)]
 async fn unavailable_secrets_stop_the_task_before_any_container_is_created() {
     let source = Arc::new(FakeSecrets {
-        fail: Some("container main: secret DB_PASSWORD (arn:…:secret:db): secret db does not exist"),
+        fail: Some(
+            "container main: secret DB_PASSWORD (arn:…:secret:db): secret db does not exist",
+        ),
         ..Default::default()
     });
     let h = harness_full(

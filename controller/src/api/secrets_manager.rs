@@ -1,8 +1,8 @@
 //! The `SecretsManager` gRPC service: the Secrets Manager-shaped service: secrets tasks reference by ARN. A thin adapter over `crate::security`.
 
+use crate::security::secrets::Secrets;
 use berth_proto::v1::secrets_manager_server::SecretsManager;
 use berth_proto::v1::*;
-use crate::security::secrets::Secrets;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -23,7 +23,9 @@ impl SecretsManager for SecretsManagerApi {
         &self,
         r: Request<PutSecretValueRequest>,
     ) -> R<PutSecretValueResponse> {
-        Ok(Response::new(self.secrets.put_secret_value(r.into_inner())?))
+        Ok(Response::new(
+            self.secrets.put_secret_value(r.into_inner())?,
+        ))
     }
     /// Berth deletes at once (no recovery window): DeletionDate is now.
     async fn delete_secret(&self, r: Request<DeleteSecretRequest>) -> R<DeleteSecretResponse> {

@@ -1,8 +1,8 @@
 //! The `Ssm` gRPC service: the SSM-shaped service: activations (the agents' registration) and Parameter Store. A thin adapter over `crate::security`.
 
+use crate::security::secrets::Secrets;
 use berth_proto::v1::ssm_server::Ssm;
 use berth_proto::v1::*;
-use crate::security::secrets::Secrets;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 

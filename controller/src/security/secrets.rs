@@ -206,7 +206,9 @@ impl SecretRef {
                     return Err(bad("the resource does not start with 'parameter/'"));
                 }
                 check_parameter_name(name).map_err(|e| bad(&e))?;
-                Ok(SecretRef::Parameter(name.trim_start_matches('/').to_string()))
+                Ok(SecretRef::Parameter(
+                    name.trim_start_matches('/').to_string(),
+                ))
             }
             other => Err(bad(&format!(
                 "service '{other}' holds no secrets (secretsmanager or ssm)"
@@ -667,10 +669,7 @@ mod tests {
 
     fn rig() -> (Secrets, Arc<MemoryStore>) {
         let store = Arc::new(MemoryStore::default());
-        (
-            Secrets::new(store.clone(), Sealer::new(&[3u8; 32])),
-            store,
-        )
+        (Secrets::new(store.clone(), Sealer::new(&[3u8; 32])), store)
     }
 
     fn leaks(store: &MemoryStore, plain: &str) -> bool {
@@ -761,7 +760,11 @@ mod tests {
         assert_ne!(Some(p.version_id.clone()), r.version_id);
         assert_eq!(p.version_stages, vec![AWSCURRENT.to_string()]);
         assert!(!leaks(&store, PLAIN));
-        assert_eq!(s.resolve("arn:aws:secretsmanager:us-east-1:1:secret:api").unwrap(), PLAIN);
+        assert_eq!(
+            s.resolve("arn:aws:secretsmanager:us-east-1:1:secret:api")
+                .unwrap(),
+            PLAIN
+        );
         let p2 = s
             .put_secret_value(PutSecretValueRequest {
                 secret_id: "api".into(),
@@ -800,7 +803,10 @@ mod tests {
     #[test]
     fn parameters_version_up_refuse_overwrite_and_hide_secure_strings_without_decryption() {
         let (s, store) = rig();
-        assert_eq!(put(&s, "/app/db-password", PLAIN, Some("SecureString"), false), 1);
+        assert_eq!(
+            put(&s, "/app/db-password", PLAIN, Some("SecureString"), false),
+            1
+        );
         assert!(!leaks(&store, PLAIN));
         let e = s
             .put_parameter(PutParameterRequest {
@@ -871,7 +877,11 @@ mod tests {
     #[test]
     fn references_match_by_name_whatever_region_account_or_suffix() {
         let (s, _) = rig();
-        let r = create(&s, "db", r#"{"user":"admin","password":"pw-123","port":5432}"#);
+        let r = create(
+            &s,
+            "db",
+            r#"{"user":"admin","password":"pw-123","port":5432}"#,
+        );
         let suffix = r.arn.rsplit('-').next().unwrap().to_string();
         for arn in [
             r.arn.clone(),
@@ -883,25 +893,45 @@ mod tests {
             assert!(s.resolve(&arn).unwrap().contains("pw-123"), "{arn}");
         }
         assert_eq!(
-            s.resolve("arn:aws:secretsmanager:r:a:secret:db:password::").unwrap(),
+            s.resolve("arn:aws:secretsmanager:r:a:secret:db:password::")
+                .unwrap(),
             "pw-123"
         );
         assert_eq!(
-            s.resolve(&format!("arn:aws:secretsmanager:r:a:secret:db-{suffix}:port::")).unwrap(),
+            s.resolve(&format!(
+                "arn:aws:secretsmanager:r:a:secret:db-{suffix}:port::"
+            ))
+            .unwrap(),
             "5432"
         );
         let v = r.version_id.clone().unwrap();
         assert_eq!(
-            s.resolve(&format!("arn:aws:secretsmanager:r:a:secret:db:user::{v}")).unwrap(),
+            s.resolve(&format!("arn:aws:secretsmanager:r:a:secret:db:user::{v}"))
+                .unwrap(),
             "admin"
         );
         // Errors name the reference, never the value.
         for (bad, want) in [
-            ("arn:aws:secretsmanager:r:a:secret:db:nokey::", "no JSON key nokey"),
-            ("arn:aws:secretsmanager:r:a:secret:missing", "secret missing does not exist"),
-            ("arn:aws:secretsmanager:r:a:secret:db-ZZZZZZ", "does not exist"),
-            ("arn:aws:secretsmanager:r:a:secret:db::AWSPREVIOUS:", "AWSPREVIOUS"),
-            ("arn:aws:secretsmanager:r:a:secret:db:::other-version", "not its current version"),
+            (
+                "arn:aws:secretsmanager:r:a:secret:db:nokey::",
+                "no JSON key nokey",
+            ),
+            (
+                "arn:aws:secretsmanager:r:a:secret:missing",
+                "secret missing does not exist",
+            ),
+            (
+                "arn:aws:secretsmanager:r:a:secret:db-ZZZZZZ",
+                "does not exist",
+            ),
+            (
+                "arn:aws:secretsmanager:r:a:secret:db::AWSPREVIOUS:",
+                "AWSPREVIOUS",
+            ),
+            (
+                "arn:aws:secretsmanager:r:a:secret:db:::other-version",
+                "not its current version",
+            ),
         ] {
             let e = s.resolve(bad).unwrap_err().to_string();
             assert!(e.contains(want), "{bad}: {e}");
@@ -911,7 +941,10 @@ mod tests {
         put(&s, "/prod/api-key", "k1", Some("SecureString"), false);
         put(&s, "flat", "k2", None, false);
         for (r, want) in [
-            ("arn:aws:ssm:us-east-1:123456789012:parameter/prod/api-key", "k1"),
+            (
+                "arn:aws:ssm:us-east-1:123456789012:parameter/prod/api-key",
+                "k1",
+            ),
             ("/prod/api-key", "k1"),
             ("prod/api-key", "k1"),
             ("arn:aws:ssm:eu-west-1:1:parameter/flat", "k2"),

@@ -718,11 +718,26 @@ mod tests {
             assert!(register(&format!(",{ok}")).is_ok(), "{ok}");
         }
         for (bad, want) in [
-            (r#""secrets":[{"name":"DB","valueFrom":"arn:aws:s3:::b/k"}]"#, "secrets[0].valueFrom: secret 'DB' of container 'a'"),
-            (r#""secrets":[{"name":"DB","valueFrom":"arn:aws:secretsmanager:r:a:secret:db::AWSPREVIOUS:"}]"#, "AWSPREVIOUS"),
-            (r#""secrets":[{"name":"","valueFrom":"x"}]"#, "secrets[0].name"),
-            (r#""secrets":[{"name":"A","valueFrom":"x"},{"name":"A","valueFrom":"y"}]"#, "given twice"),
-            (r#""logConfiguration":{"logDriver":"awslogs","secretOptions":[{"name":"T","valueFrom":"has space"}]}"#, "secretOptions[0].valueFrom"),
+            (
+                r#""secrets":[{"name":"DB","valueFrom":"arn:aws:s3:::b/k"}]"#,
+                "secrets[0].valueFrom: secret 'DB' of container 'a'",
+            ),
+            (
+                r#""secrets":[{"name":"DB","valueFrom":"arn:aws:secretsmanager:r:a:secret:db::AWSPREVIOUS:"}]"#,
+                "AWSPREVIOUS",
+            ),
+            (
+                r#""secrets":[{"name":"","valueFrom":"x"}]"#,
+                "secrets[0].name",
+            ),
+            (
+                r#""secrets":[{"name":"A","valueFrom":"x"},{"name":"A","valueFrom":"y"}]"#,
+                "given twice",
+            ),
+            (
+                r#""logConfiguration":{"logDriver":"awslogs","secretOptions":[{"name":"T","valueFrom":"has space"}]}"#,
+                "secretOptions[0].valueFrom",
+            ),
         ] {
             let e = register(&format!(",{bad}")).unwrap_err();
             assert_eq!(e.exception_name(), "ClientException", "{bad}");
