@@ -314,3 +314,34 @@ fn task_sizes_parse_alike() {
     assert_eq!(parse_task_memory("300"), Some(300));
     assert_eq!(parse_task_memory("1 vCPU"), None);
 }
+
+/// GetTaskSecrets' view of a task: the instance it is assigned to, whether it is STOPPED, and
+/// each container's secret references (never values); an unknown task has none.
+#[tokio::test]
+async fn task_secret_refs_name_the_instance_and_the_references() {
+    let c = controller();
+    let (instance, _s) = with_instance(&c).await;
+    register(
+        &c,
+        r#"{"family":"sec","containerDefinitions":[
+            {"name":"a","image":"x","memory":64,"secrets":[{"name":"DB","valueFrom":"arn:aws:ssm:r:1:parameter/db"}]},
+            {"name":"b","image":"x","memory":64}]}"#,
+    )
+    .await;
+    let run = c
+        .run_task(RunTaskRequest {
+            task_definition: "sec".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let arn = run.tasks[0].task_arn.clone();
+    let refs = c.task_secret_refs(&arn).await.unwrap();
+    assert_eq!(refs.container_instance_arn, instance);
+    assert!(!refs.stopped);
+    assert_eq!(refs.secrets.len(), 1);
+    assert_eq!(refs.secrets[0].0, "a");
+    assert_eq!(refs.secrets[0].1.value_from, "arn:aws:ssm:r:1:parameter/db");
+    let unknown = berth_proto::arn::task("default", "00000000000000000000000000000000");
+    assert!(c.task_secret_refs(&unknown).await.is_none());
+}
