@@ -134,3 +134,32 @@ impl SecretSource for NoSecrets {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_link_the_ask_gives_up_after_its_timeout() {
+        let s = LinkSecrets::new(Duration::from_secs(60));
+        let started = tokio::time::Instant::now();
+        let e = s.task_secrets("arn:t").await.unwrap_err();
+        assert!(matches!(e, SecretError::Unreachable(_)), "{e}");
+        assert_eq!(started.elapsed(), Duration::from_secs(60));
+        assert!(e.to_string().contains("60 s"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_s_debug_form_hides_its_value() {
+        let s = TaskSecret {
+            container: "web".into(),
+            name: "DB".into(),
+            value: "hunter2".into(),
+        };
+        let shown = format!("{s:?} {:?}", vec![s.clone()]);
+        assert!(
+            !shown.contains("hunter2") && shown.contains("web/DB"),
+            "{shown}"
+        );
+    }
+}
