@@ -351,3 +351,94 @@ async fn read(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::security::{seal::Sealer, secrets::Secrets};
+    use crate::store::memory::MemoryStore;
+
+    /// A controller with one task whose container names `value_from`, and the link serving it.
+    async fn rig(value_from: &str) -> (AgentApi, Arc<Secrets>, String, crate::fleet::Attached) {
+        let store: Arc<dyn crate::store::Store> = Arc::new(MemoryStore::default());
+        let secrets = Arc::new(Secrets::new(store.clone(), Sealer::new(&[1u8; 32])));
+        let c =
+            Arc::new(Controller::load(store, Arc::new(crate::fleet::Fleet::default())).unwrap());
+        c.create_cluster(CreateClusterRequest::default())
+            .await
+            .unwrap();
+        let res = |name: &str| Resource {
+            name: name.into(),
+            r#type: "INTEGER".into(),
+            integer_value: 4096,
+            ..Default::default()
+        };
+        let ci = c
+            .register_container_instance(RegisterContainerInstanceRequest {
+                total_resources: vec![res("CPU"), res("MEMORY")],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let id = berth_proto::arn::short_id("container-instance", &ci.container_instance_arn)
+            .unwrap()
+            .to_string();
+        let session = c.fleet().attach(&id);
+        c.fleet().desired_acked(&session, 1);
+        c.register_task_definition(
+            serde_json::from_str(&format!(
+                r#"{{"family":"s","containerDefinitions":[{{"name":"web","image":"x","memory":64,
+                "secrets":[{{"name":"DB","valueFrom":"{value_from}"}}]}}]}}"#
+            ))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        let run = c
+            .run_task(RunTaskRequest {
+                task_definition: "s".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let api = AgentApi::new(c).with_secrets(secrets.clone());
+        (api, secrets, run.tasks[0].task_arn.clone(), session)
+    }
+
+    fn ask(task_arn: &str) -> Request<GetTaskSecretsRequest> {
+        Request::new(GetTaskSecretsRequest {
+            task_arn: task_arn.into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn get_task_secrets_resolves_by_name_and_names_what_does_not_resolve() {
+        let (api, secrets, task, _s) =
+            rig("arn:aws:ssm:us-east-1:123456789012:parameter/app/db").await;
+        let e = api.get_task_secrets(ask(&task)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            e.message().contains("container web: secret DB")
+                && e.message().contains("parameter app/db does not exist"),
+            "{e:?}"
+        );
+        secrets
+            .put_parameter(PutParameterRequest {
+                name: "/app/db".into(),
+                value: "pw-value".into(),
+                r#type: Some("SecureString".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        let got = api.get_task_secrets(ask(&task)).await.unwrap().into_inner();
+        assert_eq!(got.secrets.len(), 1);
+        let s = &got.secrets[0];
+        assert_eq!(
+            (s.container_name.as_str(), s.name.as_str(), s.value.as_str()),
+            ("web", "DB", "pw-value")
+        );
+        let unknown = berth_proto::arn::task("default", "00000000000000000000000000000000");
+        let e = api.get_task_secrets(ask(&unknown)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+    }
+}
