@@ -689,7 +689,7 @@ mod tests {
         .unwrap()
     }
 
-    fn put(s: &Secrets, name: &str, value: &str, ty: Option<&str>, overwrite: bool) -> i64 {
+    fn put(s: &Secrets, name: &str, value: &str, ty: Option<&str>, overwrite: bool) -> i32 {
         s.put_parameter(PutParameterRequest {
             name: name.into(),
             value: value.into(),
