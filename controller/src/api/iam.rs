@@ -1,32 +1,109 @@
 //! The `Iam` gRPC service: the IAM-shaped service: the access keys API calls are signed with. A thin adapter over `crate::security`.
 
+use crate::security::access_keys::{AccessKeyError, AccessKeys, Permissions, ADMIN_USER};
+use crate::security::auth::Caller;
 use berth_proto::v1::iam_server::Iam;
 use berth_proto::v1::*;
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 /// Serves the `Iam` service.
-pub struct IamApi;
+pub struct IamApi {
+    /// The access keys.
+    pub keys: Arc<AccessKeys>,
+}
 
 type R<T> = Result<Response<T>, Status>;
+
+/// IAM's default and largest MaxItems.
+const DEFAULT_MAX_ITEMS: i32 = 100;
+const MAX_MAX_ITEMS: i32 = 1000;
+
+/// The user a call without UserName acts on: the caller's (IAM's rule), else the admin's.
+fn implied_user<T>(req: &Request<T>) -> Option<String> {
+    req.extensions()
+        .get::<Caller>()
+        .map(|c| c.user_name.clone())
+}
 
 #[tonic::async_trait]
 impl Iam for IamApi {
     async fn create_access_key(
         &self,
-        _: Request<CreateAccessKeyRequest>,
+        req: Request<CreateAccessKeyRequest>,
     ) -> R<CreateAccessKeyResponse> {
-        Err(Status::unimplemented("CreateAccessKey is not served yet"))
+        let caller_user = implied_user(&req);
+        let r = req.into_inner();
+        let user = r
+            .user_name
+            .or(caller_user)
+            .unwrap_or_else(|| ADMIN_USER.to_string());
+        let permissions = match r.permissions.as_deref() {
+            None => Permissions::Full,
+            Some(p) => Permissions::parse(p)?,
+        };
+        let k = self.keys.create(&user, permissions)?;
+        tracing::info!(access_key_id = %k.record.access_key_id, user_name = %user,
+            permissions = permissions.as_str(), "access key created");
+        Ok(Response::new(CreateAccessKeyResponse {
+            access_key: Some(AccessKey {
+                user_name: k.record.user_name,
+                access_key_id: k.record.access_key_id,
+                status: "Active".into(),
+                secret_access_key: k.secret,
+                create_date: k.record.create_date,
+                permissions: k.record.permissions,
+            }),
+        }))
     }
+
     async fn list_access_keys(
         &self,
-        _: Request<ListAccessKeysRequest>,
+        req: Request<ListAccessKeysRequest>,
     ) -> R<ListAccessKeysResponse> {
-        Err(Status::unimplemented("ListAccessKeys is not served yet"))
+        let caller_user = implied_user(&req);
+        let r = req.into_inner();
+        let max = r.max_items.unwrap_or(DEFAULT_MAX_ITEMS);
+        if !(1..=MAX_MAX_ITEMS).contains(&max) {
+            return Err(AccessKeyError::InvalidInput(format!(
+                "MaxItems {max} is not valid: it must be between 1 and {MAX_MAX_ITEMS}"
+            ))
+            .into());
+        }
+        let user = r.user_name.or(caller_user);
+        let mut keys: Vec<AccessKeyMetadata> = self
+            .keys
+            .list()?
+            .into_iter()
+            .filter(|k| user.as_ref().is_none_or(|u| *u == k.user_name))
+            .filter(|k| r.marker.as_ref().is_none_or(|m| k.access_key_id >= *m))
+            .map(|k| AccessKeyMetadata {
+                user_name: k.user_name,
+                access_key_id: k.access_key_id,
+                status: "Active".into(),
+                create_date: k.create_date,
+                permissions: k.permissions,
+            })
+            .collect();
+        let rest = keys.split_off(keys.len().min(max as usize));
+        let marker = rest.first().map(|k| k.access_key_id.clone());
+        Ok(Response::new(ListAccessKeysResponse {
+            access_key_metadata: keys,
+            is_truncated: marker.is_some(),
+            marker,
+        }))
     }
+
     async fn delete_access_key(
         &self,
-        _: Request<DeleteAccessKeyRequest>,
+        req: Request<DeleteAccessKeyRequest>,
     ) -> R<DeleteAccessKeyResponse> {
-        Err(Status::unimplemented("DeleteAccessKey is not served yet"))
+        let r = req.into_inner();
+        if r.access_key_id.is_empty() {
+            return Err(AccessKeyError::InvalidInput("AccessKeyId is required".into()).into());
+        }
+        self.keys.delete(&r.access_key_id, r.user_name.as_deref())?;
+        tracing::info!(access_key_id = %r.access_key_id, "access key deleted");
+        Ok(Response::new(DeleteAccessKeyResponse {}))
     }
 }
