@@ -157,9 +157,9 @@ impl Connection {
             .await
             .map_err(|_| CliError::Connect(self.endpoint.clone()))?;
         // Signed afresh for every call (pages and waiter polls too): its own x-amz-date.
-        let signed = self
-            .signing
-            .sign(&self.host, &op.path(), &bytes, std::time::SystemTime::now());
+        let signed =
+            self.signing
+                .sign(&self.host, &op.path(), &bytes, std::time::SystemTime::now());
         let mut request = tonic::Request::new(bytes);
         if let Some((authorization, date)) = signed {
             let md = request.metadata_mut();
