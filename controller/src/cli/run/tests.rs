@@ -348,9 +348,7 @@ async fn wait_for(
     })
     .await;
     let waiter = table::WAITERS.iter().find(|w| w.name == waiter).unwrap();
-    let mut conn = Connection::open_at(&s.url, false, no_signing())
-        .await
-        .unwrap();
+    let mut conn = Connection::open_at(&s.url, false).await.unwrap();
     let request = serde_json::json!({"cluster": "c", "tasks": ["t"]});
     let r = wait_every(
         &mut conn,
@@ -456,12 +454,4 @@ async fn an_unreachable_endpoint_is_exit_255() {
         e.to_string(),
         format!("Could not connect to the endpoint URL: \"{url}\"")
     );
-}
-
-/// Unsigned calls (the test servers do not verify).
-fn no_signing() -> super::Signing {
-    super::Signing {
-        credentials: None,
-        region: berth_proto::arn::REGION.into(),
-    }
 }
