@@ -393,6 +393,20 @@ impl Cluster {
             .expect("running berth")
     }
 
+    /// Runs `berth SERVICE ARGS...` with the admin key, asserting success; returns stdout.
+    pub fn ok_in(&self, service: &str, args: &[&str]) -> String {
+        let mut all = vec![service];
+        all.extend_from_slice(args);
+        let out = self.berth_with(&[], &all);
+        assert!(
+            out.status.success(),
+            "berth {all:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Runs `berth ecs ARGS...`, asserting success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.berth(args);

@@ -347,3 +347,114 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn access_keys_are_managed_with_berth_iam_and_profiles_pick_them() {
+    let c = Cluster::controller_only("auth-iam");
+    let admin = read_credentials(&c.admin_credentials());
+    let out = c.ok_in(
+        "iam",
+        &[
+            "create-access-key",
+            "--user-name",
+            "reader",
+            "--permissions",
+            "read-only",
+        ],
+    );
+    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let key = &created["AccessKey"];
+    assert_eq!(key["UserName"], "reader");
+    assert_eq!(key["Status"], "Active");
+    assert_eq!(key["Permissions"], "read-only");
+    let id = key["AccessKeyId"].as_str().unwrap().to_string();
+    let secret = key["SecretAccessKey"].as_str().unwrap().to_string();
+    assert!(
+        id.starts_with("AKIA") && id.len() == 20 && secret.len() == 40,
+        "{key}"
+    );
+
+    // Listing never shows a secret; without --user-name it lists the caller's (admin's) keys.
+    let listed = c.ok_in("iam", &["list-access-keys", "--user-name", "reader"]);
+    let v: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(v["AccessKeyMetadata"][0]["AccessKeyId"], id.as_str());
+    assert!(
+        !listed.contains(&secret) && !listed.contains("SecretAccessKey"),
+        "{listed}"
+    );
+    let mine = c.ok_in("iam", &["list-access-keys"]);
+    assert!(
+        mine.contains(&admin.access_key_id) && !mine.contains(&id),
+        "{mine}"
+    );
+
+    // A profile in a credentials file picks the key; a missing profile is the aws CLI's error.
+    let file = c.dir.join("credentials");
+    std::fs::write(
+        &file,
+        format!("[reader]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n"),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let env = [("BERTH_SHARED_CREDENTIALS_FILE", file)];
+    let out = c.berth_with(
+        &env,
+        &[
+            "--profile",
+            "reader",
+            "ecs",
+            "create-cluster",
+            "--cluster-name",
+            "x",
+        ],
+    );
+    refused(&out, "AccessDeniedException", "CreateCluster");
+    let out = c.berth_with(
+        &[("BERTH_PROFILE", "reader"), env[0]],
+        &["iam", "list-access-keys"],
+    );
+    refused(&out, "AccessDeniedException", "ListAccessKeys");
+    let out = c.berth_with(&env, &["--profile", "nobody", "ecs", "list-clusters"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        "The config profile (nobody) could not be found"
+    );
+
+    // Bad permissions, an unknown key, and the last full key: IAM's names, nothing changed.
+    let out = c.berth_with(&[], &["iam", "create-access-key", "--permissions", "admin"]);
+    refused(&out, "InvalidInput", "CreateAccessKey");
+    let out = c.berth_with(
+        &[],
+        &[
+            "iam",
+            "delete-access-key",
+            "--access-key-id",
+            "AKIAAAAAAAAAAAAAAAAA",
+        ],
+    );
+    let err = refused(&out, "NoSuchEntity", "DeleteAccessKey");
+    assert!(
+        err.ends_with("The Access Key with id AKIAAAAAAAAAAAAAAAAA cannot be found."),
+        "{err}"
+    );
+    let out = c.berth_with(
+        &[],
+        &[
+            "iam",
+            "delete-access-key",
+            "--access-key-id",
+            &admin.access_key_id,
+        ],
+    );
+    refused(&out, "DeleteConflict", "DeleteAccessKey");
+
+    c.ok_in("iam", &["delete-access-key", "--access-key-id", &id]);
+    let out = c.berth_with(
+        &[("BERTH_PROFILE", "reader"), env[0]],
+        &["ecs", "list-clusters"],
+    );
+    refused(&out, "UnrecognizedClientException", "ListClusters");
+    let left = c.ok_in("iam", &["list-access-keys", "--user-name", "reader"]);
+    assert!(!left.contains(&id), "{left}");
+}
