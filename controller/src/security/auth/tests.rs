@@ -10,9 +10,12 @@ fn now() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000)
 }
 
+/// What reached the inner service: the body and the verified caller.
+type Seen = Vec<(Vec<u8>, Option<Caller>)>;
+
 /// An inner service that records what reached it and answers OK.
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<(Vec<u8>, Option<Caller>)>>>);
+struct Recorder(Arc<Mutex<Seen>>);
 
 impl tower::Service<http::Request<Body>> for Recorder {
     type Response = http::Response<Body>;
