@@ -154,6 +154,51 @@ fn spawn(cmd: &mut Command, log: &Path) -> Child {
         .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"))
 }
 
+/// `msg` as a gRPC request to `path` on `endpoint` (`/berth.v1.Ecs/RunTask`), signed with SigV4 by
+/// `creds` as of `at`: what a client other than the `berth` CLI sends.
+pub fn signed_request<M: prost::Message>(
+    endpoint: &str,
+    msg: M,
+    path: &str,
+    creds: &berth_proto::sigv4::Credentials,
+    at: std::time::SystemTime,
+) -> tonic::Request<M> {
+    use berth_proto::sigv4;
+    let host = endpoint.trim_start_matches("http://").to_string();
+    let date = sigv4::amz_date(at);
+    let input = sigv4::CanonicalInput {
+        method: "POST",
+        path,
+        query: "",
+        headers: vec![("host".into(), host), ("x-amz-date".into(), date.clone())],
+        payload_sha256: sigv4::hex_sha256(&sigv4::grpc_frame(&msg.encode_to_vec())),
+    };
+    let service = sigv4::scope_service(path).expect("a /berth.v1.SERVICE/ path");
+    let authz = sigv4::authorization(creds, &input, &date, berth_proto::arn::REGION, service);
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut()
+        .insert(sigv4::AUTHORIZATION, authz.parse().expect("ASCII"));
+    req.metadata_mut()
+        .insert(sigv4::X_AMZ_DATE, date.parse().expect("ASCII"));
+    req
+}
+
+/// The `[default]` key of an aws credentials file (the controller's admin.credentials).
+pub fn read_credentials(path: &Path) -> berth_proto::sigv4::Credentials {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.split_once('=').filter(|(n, _)| n.trim() == k))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {k} in {}", path.display()))
+    };
+    berth_proto::sigv4::Credentials {
+        access_key_id: get("aws_access_key_id"),
+        secret_access_key: get("aws_secret_access_key"),
+    }
+}
+
 /// A private containerd, a controller and an agent (one cluster), torn down on drop.
 pub struct Cluster {
     /// The test's scratch directory.
@@ -391,6 +436,23 @@ impl Cluster {
             .current_dir(&self.dir)
             .output()
             .expect("running berth")
+    }
+
+    /// `msg` as a gRPC request to `path`, signed by `creds` as of `at` ([`signed_request`]).
+    pub fn signed<M: prost::Message>(
+        &self,
+        msg: M,
+        path: &str,
+        creds: &berth_proto::sigv4::Credentials,
+        at: std::time::SystemTime,
+    ) -> tonic::Request<M> {
+        signed_request(&self.endpoint, msg, path, creds, at)
+    }
+
+    /// [`Cluster::signed`] by the admin key, now.
+    pub fn admin_signed<M: prost::Message>(&self, msg: M, path: &str) -> tonic::Request<M> {
+        let creds = read_credentials(&self.admin_credentials());
+        self.signed(msg, path, &creds, std::time::SystemTime::now())
     }
 
     /// Runs `berth SERVICE ARGS...` with the admin key, asserting success; returns stdout.

@@ -4,7 +4,7 @@
 //! Calls the CLI cannot make (a signature from the past) are made with a tonic client signed by
 //! `berth_proto::sigv4` here, as any SDK would sign them.
 
-use berth_proto::sigv4::{self, Credentials};
+use berth_proto::sigv4::Credentials;
 use berth_proto::v1::ecs_client::EcsClient;
 use berth_proto::v1::iam_client::IamClient;
 use berth_proto::v1::*;
@@ -12,48 +12,6 @@ use berth_tests::Cluster;
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::Output;
 use std::time::{Duration, SystemTime};
-
-/// The `[default]` key of an aws credentials file.
-fn read_credentials(path: &std::path::Path) -> Credentials {
-    let text = std::fs::read_to_string(path).unwrap();
-    let get = |k: &str| {
-        text.lines()
-            .find_map(|l| l.split_once('=').filter(|(n, _)| n.trim() == k))
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_else(|| panic!("{k} in {text}"))
-    };
-    Credentials {
-        access_key_id: get("aws_access_key_id"),
-        secret_access_key: get("aws_secret_access_key"),
-    }
-}
-
-/// `msg` as a request to `path` on `c`, signed by `creds` as of `at`.
-fn signed<M: prost::Message>(
-    c: &Cluster,
-    msg: M,
-    path: &str,
-    creds: &Credentials,
-    at: SystemTime,
-) -> tonic::Request<M> {
-    let host = c.endpoint.trim_start_matches("http://").to_string();
-    let date = sigv4::amz_date(at);
-    let input = sigv4::CanonicalInput {
-        method: "POST",
-        path,
-        query: "",
-        headers: vec![("host".into(), host), ("x-amz-date".into(), date.clone())],
-        payload_sha256: sigv4::hex_sha256(&sigv4::grpc_frame(&msg.encode_to_vec())),
-    };
-    let service = sigv4::scope_service(path).unwrap();
-    let authz = sigv4::authorization(creds, &input, &date, berth_proto::arn::REGION, service);
-    let mut req = tonic::Request::new(msg);
-    req.metadata_mut()
-        .insert(sigv4::AUTHORIZATION, authz.parse().unwrap());
-    req.metadata_mut()
-        .insert(sigv4::X_AMZ_DATE, date.parse().unwrap());
-    req
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -64,7 +22,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Creates a key through the Iam service, signed by the admin key; returns it.
 fn create_key(c: &Cluster, user: &str, permissions: &str) -> Credentials {
-    let admin = read_credentials(&c.admin_credentials());
+    let admin = berth_tests::read_credentials(&c.admin_credentials());
     let rt = runtime();
     let k = rt.block_on(async {
         let mut iam = IamClient::connect(c.endpoint.clone()).await.unwrap();
@@ -72,8 +30,7 @@ fn create_key(c: &Cluster, user: &str, permissions: &str) -> Credentials {
             user_name: Some(user.into()),
             permissions: Some(permissions.into()),
         };
-        let req = signed(
-            c,
+        let req = c.signed(
             req,
             "/berth.v1.Iam/CreateAccessKey",
             &admin,
@@ -127,7 +84,7 @@ fn audit_lines(c: &Cluster) -> Vec<serde_json::Value> {
 #[test]
 fn unsigned_badly_signed_unknown_and_skewed_calls_get_awss_errors() {
     let c = Cluster::controller_only("auth-refusals");
-    let admin = read_credentials(&c.admin_credentials());
+    let admin = berth_tests::read_credentials(&c.admin_credentials());
 
     let out = c.berth_with(&[], &["--no-sign-request", "ecs", "list-clusters"]);
     let err = refused(&out, "MissingAuthenticationTokenException", "ListClusters");
@@ -172,8 +129,7 @@ fn unsigned_badly_signed_unknown_and_skewed_calls_get_awss_errors() {
     let rt = runtime();
     let status = rt.block_on(async {
         let mut ecs = EcsClient::connect(c.endpoint.clone()).await.unwrap();
-        let req = signed(
-            &c,
+        let req = c.signed(
             ListClustersRequest::default(),
             "/berth.v1.Ecs/ListClusters",
             &admin,
@@ -197,8 +153,7 @@ fn unsigned_badly_signed_unknown_and_skewed_calls_get_awss_errors() {
     // The same call signed now passes: the signing is right, only the time was not.
     let ok = rt.block_on(async {
         let mut ecs = EcsClient::connect(c.endpoint.clone()).await.unwrap();
-        let req = signed(
-            &c,
+        let req = c.signed(
             ListClustersRequest::default(),
             "/berth.v1.Ecs/ListClusters",
             &admin,
@@ -239,7 +194,7 @@ fn a_read_only_key_reads_but_cannot_write() {
 #[test]
 fn state_changing_calls_are_audited_with_the_key_id_and_no_secret() {
     let c = Cluster::controller_only("auth-audit");
-    let admin = read_credentials(&c.admin_credentials());
+    let admin = berth_tests::read_credentials(&c.admin_credentials());
     let reader = create_key(&c, "reader", "read-only");
     berth_as(
         &c,
@@ -295,7 +250,7 @@ fn the_admin_key_file_is_0600_and_no_secret_reaches_logs_or_the_store() {
     let file = c.admin_credentials();
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let admin = read_credentials(&file);
+    let admin = berth_tests::read_credentials(&file);
     assert!(admin.access_key_id.starts_with("AKIA") && admin.access_key_id.len() == 20);
     assert_eq!(admin.secret_access_key.len(), 40);
     let reader = create_key(&c, "reader", "read-only");
@@ -351,7 +306,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn access_keys_are_managed_with_berth_iam_and_profiles_pick_them() {
     let c = Cluster::controller_only("auth-iam");
-    let admin = read_credentials(&c.admin_credentials());
+    let admin = berth_tests::read_credentials(&c.admin_credentials());
     let out = c.ok_in(
         "iam",
         &[
