@@ -107,3 +107,108 @@ impl Iam for IamApi {
         Ok(Response::new(DeleteAccessKeyResponse {}))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::security::seal::Sealer;
+    use crate::store::memory::MemoryStore;
+
+    fn api() -> IamApi {
+        IamApi {
+            keys: Arc::new(AccessKeys::new(
+                Arc::new(MemoryStore::default()),
+                Sealer::new(&[3; 32]),
+            )),
+        }
+    }
+
+    fn as_caller<T>(msg: T, user: &str) -> Request<T> {
+        let mut r = Request::new(msg);
+        r.extensions_mut().insert(Caller {
+            access_key_id: "AKIACALLER".into(),
+            user_name: user.into(),
+            permissions: Permissions::Full,
+        });
+        r
+    }
+
+    #[tokio::test]
+    async fn keys_default_to_the_callers_user_and_list_in_pages_without_secrets() {
+        let api = api();
+        let made = api
+            .create_access_key(as_caller(CreateAccessKeyRequest::default(), "ops"))
+            .await
+            .unwrap()
+            .into_inner()
+            .access_key
+            .unwrap();
+        assert_eq!(
+            (made.user_name.as_str(), made.permissions.as_str()),
+            ("ops", "full")
+        );
+        assert_eq!(made.secret_access_key.len(), 40);
+        for user in ["a", "b", "c"] {
+            let req = CreateAccessKeyRequest {
+                user_name: Some(user.into()),
+                permissions: Some("read-only".into()),
+            };
+            api.create_access_key(Request::new(req)).await.unwrap();
+        }
+        let bad = CreateAccessKeyRequest {
+            permissions: Some("root".into()),
+            ..Default::default()
+        };
+        let e = api.create_access_key(Request::new(bad)).await.unwrap_err();
+        assert_eq!(berth_proto::exceptions::of(&e), "InvalidInput");
+
+        // The caller's own keys when no UserName is given.
+        let mine = api
+            .list_access_keys(as_caller(ListAccessKeysRequest::default(), "ops"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(mine.access_key_metadata.len(), 1);
+        assert_eq!(
+            mine.access_key_metadata[0].access_key_id,
+            made.access_key_id
+        );
+
+        // Auth off (no caller): every key, two at a time, each exactly once.
+        let mut seen = Vec::new();
+        let mut marker = None;
+        loop {
+            let req = ListAccessKeysRequest {
+                max_items: Some(2),
+                marker: marker.clone(),
+                ..Default::default()
+            };
+            let page = api
+                .list_access_keys(Request::new(req))
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(page.access_key_metadata.len() <= 2);
+            seen.extend(
+                page.access_key_metadata
+                    .into_iter()
+                    .map(|k| k.access_key_id),
+            );
+            assert_eq!(page.is_truncated, page.marker.is_some());
+            marker = page.marker;
+            if marker.is_none() {
+                break;
+            }
+        }
+        let mut sorted = seen.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!((seen.len(), sorted.len()), (4, 4));
+        let req = ListAccessKeysRequest {
+            max_items: Some(0),
+            ..Default::default()
+        };
+        let e = api.list_access_keys(Request::new(req)).await.unwrap_err();
+        assert_eq!(berth_proto::exceptions::of(&e), "InvalidInput");
+    }
+}
