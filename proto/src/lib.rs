@@ -12,6 +12,8 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/berth.v1.serde.rs"));
 }
 
+pub mod sigv4;
+
 pub use pbjson_types::Timestamp;
 /// The descriptor types, to decode [`FILE_DESCRIPTOR_SET`].
 pub use prost_types;

@@ -154,6 +154,51 @@ fn spawn(cmd: &mut Command, log: &Path) -> Child {
         .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"))
 }
 
+/// `msg` as a gRPC request to `path` on `endpoint` (`/berth.v1.Ecs/RunTask`), signed with SigV4 by
+/// `creds` as of `at`: what a client other than the `berth` CLI sends.
+pub fn signed_request<M: prost::Message>(
+    endpoint: &str,
+    msg: M,
+    path: &str,
+    creds: &berth_proto::sigv4::Credentials,
+    at: std::time::SystemTime,
+) -> tonic::Request<M> {
+    use berth_proto::sigv4;
+    let host = endpoint.trim_start_matches("http://").to_string();
+    let date = sigv4::amz_date(at);
+    let input = sigv4::CanonicalInput {
+        method: "POST",
+        path,
+        query: "",
+        headers: vec![("host".into(), host), ("x-amz-date".into(), date.clone())],
+        payload_sha256: sigv4::hex_sha256(&sigv4::grpc_frame(&msg.encode_to_vec())),
+    };
+    let service = sigv4::scope_service(path).expect("a /berth.v1.SERVICE/ path");
+    let authz = sigv4::authorization(creds, &input, &date, berth_proto::arn::REGION, service);
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut()
+        .insert(sigv4::AUTHORIZATION, authz.parse().expect("ASCII"));
+    req.metadata_mut()
+        .insert(sigv4::X_AMZ_DATE, date.parse().expect("ASCII"));
+    req
+}
+
+/// The `[default]` key of an aws credentials file (the controller's admin.credentials).
+pub fn read_credentials(path: &Path) -> berth_proto::sigv4::Credentials {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.split_once('=').filter(|(n, _)| n.trim() == k))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {k} in {}", path.display()))
+    };
+    berth_proto::sigv4::Credentials {
+        access_key_id: get("aws_access_key_id"),
+        secret_access_key: get("aws_secret_access_key"),
+    }
+}
+
 /// A private containerd, a controller and an agent (one cluster), torn down on drop.
 pub struct Cluster {
     /// The test's scratch directory.
@@ -274,7 +319,9 @@ impl Cluster {
                 .arg("--data-dir")
                 .arg(self.dir.join("controller"))
                 .arg("--config")
-                .arg(self.dir.join("none.conf")),
+                .arg(self.dir.join("none.conf"))
+                // Signed calls even on loopback: the suite runs as a network deployment does.
+                .args(["--auth", "required"]),
             &self.dir.join(format!(
                 "controller-{}.log",
                 COUNTER.fetch_add(1, Ordering::Relaxed)
@@ -357,12 +404,34 @@ impl Cluster {
         }
     }
 
-    /// Runs `berth ecs ARGS...` against this controller.
+    /// Runs `berth ecs ARGS...` against this controller, signed with the admin key.
     pub fn berth(&self, args: &[&str]) -> Output {
-        Command::new(bin("berth"))
+        let mut all = vec!["ecs"];
+        all.extend_from_slice(args);
+        self.berth_with(&[], &all)
+    }
+
+    /// The admin key the controller wrote on its first start (aws credentials-file format).
+    pub fn admin_credentials(&self) -> PathBuf {
+        self.dir.join("controller").join("admin.credentials")
+    }
+
+    /// Runs `berth ARGS...` (ARGS naming the service) against this controller, with the admin
+    /// key's credentials file and these extra environment variables.
+    pub fn berth_with(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
+        let mut cmd = Command::new(bin("berth"));
+        for v in [
+            "BERTH_ACCESS_KEY_ID",
+            "BERTH_SECRET_ACCESS_KEY",
+            "BERTH_SESSION_TOKEN",
+            "BERTH_PROFILE",
+        ] {
+            cmd.env_remove(v);
+        }
+        cmd.env("BERTH_SHARED_CREDENTIALS_FILE", self.admin_credentials())
+            .envs(env.iter().copied())
             .arg("--endpoint-url")
             .arg(&self.endpoint)
-            .arg("ecs")
             .args(args)
             .current_dir(&self.dir)
             .output()
@@ -371,14 +440,9 @@ impl Cluster {
 
     /// Runs `berth SERVICE ARGS...` (ssm, secretsmanager, iam…) against this controller.
     pub fn berth_service(&self, service: &str, args: &[&str]) -> Output {
-        Command::new(bin("berth"))
-            .arg("--endpoint-url")
-            .arg(&self.endpoint)
-            .arg(service)
-            .args(args)
-            .current_dir(&self.dir)
-            .output()
-            .expect("running berth")
+        let mut all = vec![service];
+        all.extend_from_slice(args);
+        self.berth_with(&[], &all)
     }
 
     /// Runs `berth SERVICE ARGS...`, asserting success, and parses its JSON output.
@@ -393,6 +457,37 @@ impl Cluster {
         let text = String::from_utf8_lossy(&out.stdout);
         serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("berth {service} {args:?}: not JSON ({e}): {text}"))
+    }
+
+    /// `msg` as a gRPC request to `path`, signed by `creds` as of `at` ([`signed_request`]).
+    pub fn signed<M: prost::Message>(
+        &self,
+        msg: M,
+        path: &str,
+        creds: &berth_proto::sigv4::Credentials,
+        at: std::time::SystemTime,
+    ) -> tonic::Request<M> {
+        signed_request(&self.endpoint, msg, path, creds, at)
+    }
+
+    /// [`Cluster::signed`] by the admin key, now.
+    pub fn admin_signed<M: prost::Message>(&self, msg: M, path: &str) -> tonic::Request<M> {
+        let creds = read_credentials(&self.admin_credentials());
+        self.signed(msg, path, &creds, std::time::SystemTime::now())
+    }
+
+    /// Runs `berth SERVICE ARGS...` with the admin key, asserting success; returns stdout.
+    pub fn ok_in(&self, service: &str, args: &[&str]) -> String {
+        let mut all = vec![service];
+        all.extend_from_slice(args);
+        let out = self.berth_with(&[], &all);
+        assert!(
+            out.status.success(),
+            "berth {all:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Runs `berth ecs ARGS...`, asserting success; returns stdout.

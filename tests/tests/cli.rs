@@ -242,7 +242,8 @@ fn operator_errors_are_one_clear_line() {
     let out = run("berth-controller", &["--listen", "not-an-address"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not-an-address"));
-    // Beyond loopback without authentication: refused, before anything listens or is stored.
+    // Beyond loopback without TLS or signed calls: refused, before anything listens or is
+    // stored.
     let exposed = dir.join("exposed");
     let child = std::process::Command::new(berth_tests::bin("berth-controller"))
         .args([
@@ -250,6 +251,10 @@ fn operator_errors_are_one_clear_line() {
             "0.0.0.0:0",
             "--data-dir",
             exposed.to_str().unwrap(),
+            "--tls",
+            "off",
+            "--auth",
+            "off",
         ])
         .arg("--config")
         .arg(dir.join("none.conf"))
@@ -275,7 +280,9 @@ fn operator_errors_are_one_clear_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!status.success());
     assert!(
-        err.contains("refusing to listen on 0.0.0.0:0") && err.contains("--insecure"),
+        err.contains(
+            "refusing to listen on 0.0.0.0:0 without TLS (--tls off) and signed calls (--auth off)"
+        ) && err.contains("--insecure"),
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");

@@ -40,7 +40,18 @@ impl Ssm for SsmApi {
         Ok(Response::new(self.secrets.put_parameter(r.into_inner())?))
     }
     async fn get_parameter(&self, r: Request<GetParameterRequest>) -> R<GetParameterResponse> {
-        Ok(Response::new(self.secrets.get_parameter(r.into_inner())?))
+        let decrypt = r.get_ref().with_decryption == Some(true);
+        let found = self.secrets.get_parameter(r.get_ref().clone())?;
+        // A SecureString's plaintext is a secret: a read-only key may see the parameter but
+        // not decrypt it (as IAM's ReadOnlyAccess lacks kms:Decrypt).
+        let secure = found
+            .parameter
+            .as_ref()
+            .is_some_and(|p| p.r#type == "SecureString");
+        if decrypt && secure {
+            crate::security::auth::require_full(&r, "ssm", "GetParameter")?;
+        }
+        Ok(Response::new(found))
     }
     async fn delete_parameter(
         &self,

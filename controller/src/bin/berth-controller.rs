@@ -5,6 +5,9 @@ use berth_controller::api::{
     agent::AgentApi, ecs::EcsApi, iam::IamApi, secrets_manager::SecretsManagerApi, ssm::SsmApi,
 };
 use berth_controller::fleet::Fleet;
+use berth_controller::security::access_keys::AccessKeys;
+use berth_controller::security::audit::AuditLog;
+use berth_controller::security::auth::{Authenticator, Mode};
 use berth_controller::service::Controller;
 use berth_controller::store::redb_store::RedbStore;
 use berth_proto::v1::ecs_server::EcsServer;
@@ -15,6 +18,7 @@ use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tower::Layer as _;
 
 /// Berth's controller: clusters, task definitions, tasks and container instances.
 #[derive(Parser, Debug)]
@@ -46,25 +50,93 @@ struct Args {
         value_name = "SECONDS"
     )]
     stopped_task_retention: u64,
-    /// Serve beyond loopback without authentication. The link and the API have neither TLS nor
-    /// signed calls yet (issue 7): anyone who can reach the port can run any image as root on
-    /// every host. Without this flag the controller refuses to listen on a non-loopback address.
+    /// Serve beyond loopback even without TLS or signed calls (`--tls off`, `--auth off`):
+    /// anyone who can reach the port could then run any image as root on every host. Without
+    /// this flag the controller refuses to start that way; with it, it logs so loudly.
     #[arg(long, env = "BERTH_INSECURE")]
     insecure: bool,
+    /// TLS on the gRPC port: auto = on unless the listen address is loopback.
+    #[arg(long, env = "BERTH_TLS", value_enum, default_value_t = Tls::Auto)]
+    tls: Tls,
+    /// Signed API calls (SigV4 with access keys): auto = required unless the listen address is
+    /// loopback; off accepts any signature or none.
+    #[arg(long, env = "BERTH_AUTH", value_enum, default_value_t = Auth::Auto)]
+    auth: Auth,
+    /// The audit log of state-changing calls (JSON lines). Default: DATA_DIR/audit.log.
+    #[arg(long, env = "BERTH_AUDIT_LOG")]
+    audit_log: Option<PathBuf>,
     /// The master key sealing secrets, secret access keys and parameters at rest (64 hex
     /// digits, mode 0600); created on first start when absent. Default: DATA_DIR/master.key.
     #[arg(long, env = "BERTH_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
 }
 
-/// Why serving on `addr` is refused: a non-loopback address needs `--insecure` until the link
-/// and the API authenticate their peers.
-fn exposure_refused(addr: SocketAddr, insecure: bool) -> Option<String> {
-    if addr.ip().is_loopback() || insecure {
+/// `--tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Tls {
+    /// On unless the listen address is loopback.
+    Auto,
+    /// Always.
+    On,
+    /// Never (loopback only, or --insecure).
+    Off,
+}
+
+/// `--auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Auth {
+    /// Required unless the listen address is loopback.
+    Auto,
+    /// Every API call must be signed with a known access key.
+    Required,
+    /// Any signature or none (loopback only, or --insecure).
+    Off,
+}
+
+impl Tls {
+    fn on(self, addr: SocketAddr) -> bool {
+        match self {
+            Tls::Auto => !addr.ip().is_loopback(),
+            Tls::On => true,
+            Tls::Off => false,
+        }
+    }
+}
+
+impl Auth {
+    fn mode(self, addr: SocketAddr) -> Mode {
+        match self {
+            Auth::Auto if addr.ip().is_loopback() => Mode::Off,
+            Auth::Auto | Auth::Required => Mode::Required,
+            Auth::Off => Mode::Off,
+        }
+    }
+}
+
+/// What a non-loopback listen lacks (TLS, signed calls), in one line; None when nothing.
+fn exposure_gaps(addr: SocketAddr, tls: bool, auth: Mode) -> Option<String> {
+    if addr.ip().is_loopback() {
+        return None;
+    }
+    let mut missing = Vec::new();
+    if !tls {
+        missing.push("TLS (--tls off)");
+    }
+    if auth != Mode::Required {
+        missing.push("signed calls (--auth off)");
+    }
+    (!missing.is_empty()).then(|| missing.join(" and "))
+}
+
+/// Why serving on `addr` is refused: beyond loopback, the port needs TLS and signed calls, else
+/// anyone who can reach it could run any image as root on every host; `--insecure` overrides.
+fn exposure_refused(addr: SocketAddr, tls: bool, auth: Mode, insecure: bool) -> Option<String> {
+    let missing = exposure_gaps(addr, tls, auth)?;
+    if insecure {
         return None;
     }
     Some(format!(
-        "refusing to listen on {addr}: the API and the agent link have no TLS or signed calls yet, so anyone who can reach this address could run any image as root on every host; listen on loopback (127.0.0.1), or pass --insecure (BERTH_INSECURE=true) to accept that on a network you trust"
+        "refusing to listen on {addr} without {missing}: anyone who can reach this address could run any image as root on every host; use --tls auto|on and --auth auto|required (the defaults), listen on loopback (127.0.0.1), or pass --insecure (BERTH_INSECURE=true) to accept that on a network you trust"
     ))
 }
 
@@ -96,12 +168,14 @@ fn main() {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
-    if let Some(why) = exposure_refused(args.listen, args.insecure) {
+    let tls = args.tls.on(args.listen);
+    let auth_mode = args.auth.mode(args.listen);
+    if let Some(why) = exposure_refused(args.listen, tls, auth_mode, args.insecure) {
         anyhow::bail!(why);
     }
-    if !args.listen.ip().is_loopback() {
+    if let Some(missing) = exposure_gaps(args.listen, tls, auth_mode) {
         tracing::warn!(listen = %args.listen,
-            "INSECURE: serving beyond loopback with no TLS and no authentication (--insecure): anyone who can reach this port can run any image as root on every host");
+            "INSECURE: serving beyond loopback without {missing} (--insecure): anyone who can reach this port can run any image as root on every host");
     }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
@@ -118,7 +192,23 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         Arc::new(RedbStore::open(&args.data_dir.join("state.redb"))?);
     let secrets = Arc::new(berth_controller::security::secrets::Secrets::new(
         store.clone(),
-        sealer,
+        sealer.clone(),
+    ));
+    let access_keys = Arc::new(AccessKeys::new(store.clone(), sealer.clone()));
+    let admin_file = args.data_dir.join("admin.credentials");
+    if let Some(id) = access_keys.bootstrap_admin(&admin_file)? {
+        tracing::info!(access_key_id = %id, file = %admin_file.display(),
+            "first start: an admin access key (full) was created; its secret is only in that file");
+    }
+    let audit_path = args
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("audit.log"));
+    let audit = Arc::new(AuditLog::open(&audit_path)?);
+    let authenticator = Arc::new(Authenticator::new(
+        access_keys.clone(),
+        auth_mode,
+        Some(audit),
     ));
     let controller = Arc::new(Controller::load(store, Arc::new(Fleet::default()))?);
     let retention = std::time::Duration::from_secs(args.stopped_task_retention);
@@ -128,7 +218,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %args.listen, data_dir = %args.data_dir.display(),
-        stopped_task_retention_s = retention.as_secs(), "berth-controller serving");
+        stopped_task_retention_s = retention.as_secs(), auth = ?auth_mode,
+        audit_log = %audit_path.display(), "berth-controller serving");
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -137,16 +228,21 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {},
         }
     };
+    let signed = authenticator.layer();
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
-        .add_service(EcsServer::new(EcsApi(controller.clone())))
-        .add_service(SsmServer::new(SsmApi {
+        // Signed calls on the user-facing services; the agent link authenticates by its
+        // client certificate instead.
+        .add_service(signed.layer(EcsServer::new(EcsApi(controller.clone()))))
+        .add_service(signed.layer(SsmServer::new(SsmApi {
             secrets: secrets.clone(),
-        }))
-        .add_service(SecretsManagerServer::new(SecretsManagerApi {
+        })))
+        .add_service(signed.layer(SecretsManagerServer::new(SecretsManagerApi {
             secrets: secrets.clone(),
-        }))
-        .add_service(IamServer::new(IamApi))
+        })))
+        .add_service(signed.layer(IamServer::new(IamApi {
+            keys: access_keys.clone(),
+        })))
         .add_service(
             AgentApi::new(controller)
                 .with_secrets(secrets)
@@ -183,12 +279,34 @@ mod tests {
     #[test]
     fn only_loopback_is_served_without_insecure() {
         let at = |a: &str| a.parse::<SocketAddr>().unwrap();
-        assert!(exposure_refused(at("127.0.0.1:7480"), false).is_none());
-        assert!(exposure_refused(at("[::1]:7480"), false).is_none());
+        for a in ["127.0.0.1:7480", "[::1]:7480"] {
+            assert!(exposure_refused(at(a), false, Mode::Off, false).is_none());
+            // The defaults on loopback: no TLS, no signing.
+            assert!(!Tls::Auto.on(at(a)));
+            assert_eq!(Auth::Auto.mode(at(a)), Mode::Off);
+        }
         for a in ["0.0.0.0:7480", "[::]:7480", "192.0.2.10:7480"] {
-            let why = exposure_refused(at(a), false).unwrap();
-            assert!(why.contains(a) && why.contains("--insecure"), "{why}");
-            assert!(exposure_refused(at(a), true).is_none());
+            // The defaults beyond loopback: TLS and signed calls, served.
+            let (tls, auth) = (Tls::Auto.on(at(a)), Auth::Auto.mode(at(a)));
+            assert!(tls && auth == Mode::Required);
+            assert!(exposure_refused(at(a), tls, auth, false).is_none());
+            let why = exposure_refused(at(a), false, Mode::Required, false).unwrap();
+            assert!(
+                why.contains(a) && why.contains("TLS") && !why.contains("signed"),
+                "{why}"
+            );
+            assert!(why.contains("--insecure"), "{why}");
+            let why = exposure_refused(at(a), true, Mode::Off, false).unwrap();
+            assert!(
+                why.contains("signed calls (--auth off)") && !why.contains("TLS"),
+                "{why}"
+            );
+            let why = exposure_refused(at(a), false, Auth::Off.mode(at(a)), false).unwrap();
+            assert!(
+                why.contains("TLS (--tls off) and signed calls (--auth off)"),
+                "{why}"
+            );
+            assert!(exposure_refused(at(a), false, Mode::Off, true).is_none());
         }
     }
 }

@@ -143,6 +143,8 @@ pub struct Globals {
     pub endpoint: String,
     /// `--debug`.
     pub debug: bool,
+    /// `--profile`, `--region`, `--no-sign-request`: how calls are signed.
+    pub signing: super::signing::SigningOptions,
     /// `--ca-bundle`, else BERTH_CA_BUNDLE: the CA an https endpoint is checked against.
     pub ca_bundle: Option<std::path::PathBuf>,
 }
@@ -334,11 +336,15 @@ pub fn command() -> Command {
         .arg(global("query", "A JMESPath query applied to the response"))
         .arg(global(
             "region",
-            "Accepted for aws CLI compatibility; ignored",
+            "The region of the signature's scope [env: BERTH_DEFAULT_REGION] [default: on-prem]",
         ))
         .arg(global(
             "profile",
-            "Accepted for aws CLI compatibility; ignored",
+            "The profile of the credentials file to sign with [env: BERTH_PROFILE]",
+        ))
+        .arg(global_flag(
+            "no-sign-request",
+            "Send the calls unsigned (a controller with --auth off accepts them)",
         ))
         .arg(global_flag(
             "no-cli-pager",
@@ -407,6 +413,11 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, CliError> {
             .or_else(|| std::env::var("BERTH_ENDPOINT").ok())
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string()),
         debug: matches.get_flag("debug"),
+        signing: super::signing::SigningOptions {
+            profile: matches.get_one::<String>("profile").cloned(),
+            region: matches.get_one::<String>("region").cloned(),
+            no_sign_request: matches.get_flag("no-sign-request"),
+        },
         ca_bundle: matches
             .get_one::<String>("ca-bundle")
             .cloned()
@@ -473,6 +484,7 @@ fn default_globals() -> Globals {
         query: None,
         endpoint: DEFAULT_ENDPOINT.to_string(),
         debug: false,
+        signing: Default::default(),
         ca_bundle: None,
     }
 }

@@ -6,7 +6,8 @@
 //! - [`decoding`]: the command line to a checked request, pure (no network), so every bad
 //!   input is refused before anything is sent;
 //! - [`run`]: the calls (pages, waits) and what is printed;
-//! - [`output`] and [`shorthand`]: the aws CLI's output formats and shorthand syntax.
+//! - [`output`] and [`shorthand`]: the aws CLI's output formats and shorthand syntax;
+//! - [`signing`]: credentials found as the aws CLI finds them, and SigV4 signing of each call.
 //!
 //! The CLI is a client: it shares only the contract (`berth_proto`) with the controller.
 
@@ -15,6 +16,7 @@ pub mod model;
 pub mod output;
 pub mod run;
 pub mod shorthand;
+pub mod signing;
 pub mod table;
 
 pub use run::run;

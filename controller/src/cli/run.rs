@@ -14,6 +14,7 @@ use tonic::transport::Channel;
 use super::decoding::{self, Action, Call, Globals, Paging, ResumeToken, SkeletonKind};
 use super::model::model;
 use super::output::{self, Format};
+use super::signing::Signing;
 use super::table::{
     self, Matcher, Operation, WaitState, Waiter, INPUT_TOKEN, LIMIT_KEY, OUTPUT_TOKEN,
 };
@@ -47,6 +48,10 @@ pub struct Connection {
     grpc: tonic::client::Grpc<Channel>,
     endpoint: String,
     debug: bool,
+    /// The credentials and region every call is signed with.
+    signing: Signing,
+    /// The URI authority the channel connects to: the `host` that is signed.
+    host: String,
 }
 
 /// Passes encoded messages through: the table's rows encode and decode them.
@@ -87,25 +92,37 @@ impl Decoder for Raw {
 impl Connection {
     /// Connects to the endpoint of `g`.
     pub async fn open(g: &Globals) -> Result<Connection, CliError> {
-        Connection::open_with(&g.endpoint, g.debug, g.ca_bundle.as_deref()).await
+        let signing = Signing::resolve(&g.signing, &|k| std::env::var(k).ok())?;
+        Connection::open_with(&g.endpoint, g.debug, g.ca_bundle.as_deref(), signing).await
     }
 
-    /// Connects to `endpoint` (plain http).
+    /// Connects to `endpoint` (plain http), calls unsigned.
     pub async fn open_at(endpoint: &str, debug: bool) -> Result<Connection, CliError> {
-        Connection::open_with(endpoint, debug, None).await
+        let unsigned = Signing {
+            credentials: None,
+            region: berth_proto::arn::REGION.to_string(),
+        };
+        Connection::open_with(endpoint, debug, None, unsigned).await
     }
 
     /// Connects to `endpoint`; an https endpoint's certificate is checked against the CA in
     /// `ca_bundle` (the controller's CA: Berth's certificates are its own, no public root signs
-    /// them).
+    /// them). Calls are signed as `signing` says.
     pub async fn open_with(
         endpoint: &str,
         debug: bool,
         ca_bundle: Option<&std::path::Path>,
+        signing: Signing,
     ) -> Result<Connection, CliError> {
         let mut builder = Channel::from_shared(endpoint.to_string()).map_err(|e| {
             CliError::Usage(format!("--endpoint-url: '{endpoint}' is not a URL: {e}"))
         })?;
+        // The URI authority the channel connects to: the `host` that is signed.
+        let host = builder
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         if endpoint.starts_with("https://") {
             let Some(path) = ca_bundle else {
                 return Err(CliError::Usage(format!(
@@ -139,6 +156,8 @@ impl Connection {
                 .max_decoding_message_size(berth_proto::link::MAX_MESSAGE_SIZE),
             endpoint: endpoint.to_string(),
             debug,
+            signing,
+            host,
         })
     }
 
@@ -149,7 +168,14 @@ impl Connection {
         request: Value,
     ) -> Result<Value, CliError> {
         if self.debug {
-            // Berth sends no credentials: the request body is all there is to show.
+            // Never the secret nor the signature: the key id and scope are enough to debug.
+            match &self.signing.credentials {
+                Some(c) => eprintln!(
+                    "DEBUG {} signing with access key {} (region {})",
+                    op.api, c.access_key_id, self.signing.region
+                ),
+                None => eprintln!("DEBUG {} unsigned", op.api),
+            }
             eprintln!(
                 "DEBUG {} {}{} request: {}",
                 op.api,
@@ -167,7 +193,24 @@ impl Connection {
             .ready()
             .await
             .map_err(|_| CliError::Connect(self.endpoint.clone()))?;
-        let answer = self.grpc.unary(tonic::Request::new(bytes), path, Raw).await;
+        // Signed afresh for every call (pages and waiter polls too): its own x-amz-date.
+        let signed =
+            self.signing
+                .sign(&self.host, &op.path(), &bytes, std::time::SystemTime::now());
+        let mut request = tonic::Request::new(bytes);
+        if let Some((authorization, date)) = signed {
+            let md = request.metadata_mut();
+            for (k, v) in [
+                (berth_proto::sigv4::AUTHORIZATION, authorization),
+                (berth_proto::sigv4::X_AMZ_DATE, date),
+            ] {
+                let v = v.parse().map_err(|_| {
+                    CliError::Other(format!("the {k} of the signature is not ASCII"))
+                })?;
+                md.insert(k, v);
+            }
+        }
+        let answer = self.grpc.unary(request, path, Raw).await;
         match answer {
             Ok(resp) => {
                 let mut v = (op.render)(&resp.into_inner()).map_err(|e| {

@@ -7,5 +7,8 @@
 //! - [`access_keys`] and [`auth`]: IAM-style access keys, SigV4 verification and the audit log;
 //! - [`secrets`]: Secrets Manager secrets and SSM parameters, and their resolution for tasks.
 
+pub mod access_keys;
+pub mod audit;
+pub mod auth;
 pub mod seal;
 pub mod secrets;

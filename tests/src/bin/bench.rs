@@ -252,20 +252,36 @@ struct Sample {
 
 struct Berth {
     client: EcsClient<Channel>,
+    /// The controller's URL and admin key: every call is signed, as the controller requires.
+    endpoint: String,
+    creds: berth_proto::sigv4::Credentials,
     cluster: String,
     task_definition: String,
 }
 
 impl Berth {
+    fn signed<M: prost::Message>(&self, msg: M, path: &str) -> tonic::Request<M> {
+        berth_tests::signed_request(
+            &self.endpoint,
+            msg,
+            path,
+            &self.creds,
+            std::time::SystemTime::now(),
+        )
+    }
+
     async fn run(&mut self, count: usize) -> Result<Vec<String>> {
         let r = self
             .client
-            .run_task(RunTaskRequest {
-                cluster: Some(self.cluster.clone()),
-                task_definition: self.task_definition.clone(),
-                count: Some(count as i32),
-                ..Default::default()
-            })
+            .run_task(self.signed(
+                RunTaskRequest {
+                    cluster: Some(self.cluster.clone()),
+                    task_definition: self.task_definition.clone(),
+                    count: Some(count as i32),
+                    ..Default::default()
+                },
+                "/berth.v1.Ecs/RunTask",
+            ))
             .await
             .context("run-task")?
             .into_inner();
@@ -290,11 +306,14 @@ impl Berth {
         for chunk in arns.chunks(100) {
             let r = self
                 .client
-                .describe_tasks(DescribeTasksRequest {
-                    cluster: Some(self.cluster.clone()),
-                    tasks: chunk.to_vec(),
-                    include: vec![],
-                })
+                .describe_tasks(self.signed(
+                    DescribeTasksRequest {
+                        cluster: Some(self.cluster.clone()),
+                        tasks: chunk.to_vec(),
+                        include: vec![],
+                    },
+                    "/berth.v1.Ecs/DescribeTasks",
+                ))
                 .await
                 .context("describe-tasks")?
                 .into_inner();
@@ -483,6 +502,8 @@ async fn phases(c: &Cluster, args: &Args) -> Result<()> {
         client: EcsClient::connect(c.endpoint.clone())
             .await
             .context("connecting to the controller")?,
+        endpoint: c.endpoint.clone(),
+        creds: berth_tests::read_credentials(&c.admin_credentials()),
         cluster: c.name.clone(),
         task_definition,
     };
