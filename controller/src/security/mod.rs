@@ -7,4 +7,6 @@
 //! - [`access_keys`] and [`auth`]: IAM-style access keys, SigV4 verification and the audit log;
 //! - [`secrets`]: Secrets Manager secrets and SSM parameters, and their resolution for tasks.
 
+pub mod activations;
+pub mod pki;
 pub mod seal;
