@@ -2,9 +2,15 @@
 
 use anyhow::Context;
 use berth_controller::api::{
-    agent::AgentApi, ecs::EcsApi, iam::IamApi, secrets_manager::SecretsManagerApi, ssm::SsmApi,
+    agent::{AgentApi, LinkIdentity},
+    ecs::EcsApi,
+    iam::IamApi,
+    secrets_manager::SecretsManagerApi,
+    ssm::SsmApi,
 };
 use berth_controller::fleet::Fleet;
+use berth_controller::security::activations::Activations;
+use berth_controller::security::pki::{Ca, Pki};
 use berth_controller::service::Controller;
 use berth_controller::store::redb_store::RedbStore;
 use berth_proto::v1::ecs_server::EcsServer;
@@ -55,16 +61,87 @@ struct Args {
     /// digits, mode 0600); created on first start when absent. Default: DATA_DIR/master.key.
     #[arg(long, env = "BERTH_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
+    /// TLS on the gRPC port (the API and the agent link): auto is on unless the listen address
+    /// is loopback. With TLS on, agents must present the client certificate they enrolled for.
+    #[arg(long, env = "BERTH_TLS", value_enum, default_value_t = Tls::Auto)]
+    tls: Tls,
+    /// More names or addresses for the server certificate (beside localhost, 127.0.0.1, ::1,
+    /// the hostname and the listen address).
+    #[arg(long = "tls-san", env = "BERTH_TLS_SANS", value_delimiter = ',')]
+    tls_sans: Vec<String>,
+    /// The CA certificate (PEM) issuing the server's and the agents' certificates. Default:
+    /// DATA_DIR/ca.pem, made on first start with DATA_DIR/ca.key.
+    #[arg(long, env = "BERTH_CA_CERT", requires = "ca_key")]
+    ca_cert: Option<PathBuf>,
+    /// The CA's private key (PEM). Default: DATA_DIR/ca.key (0600).
+    #[arg(long, env = "BERTH_CA_KEY", requires = "ca_cert")]
+    ca_key: Option<PathBuf>,
+    /// Seconds an agent's client certificate is valid (agents renew at half of it).
+    #[arg(
+        long,
+        env = "BERTH_CERTIFICATE_LIFETIME",
+        default_value_t = berth_controller::security::pki::DEFAULT_CERTIFICATE_LIFETIME.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..),
+        value_name = "SECONDS"
+    )]
+    certificate_lifetime: u64,
+}
+
+/// `--tls`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Tls {
+    /// On unless the listen address is loopback.
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
+}
+
+impl Tls {
+    fn on(self, listen: SocketAddr) -> bool {
+        match self {
+            Tls::Auto => !listen.ip().is_loopback(),
+            Tls::On => true,
+            Tls::Off => false,
+        }
+    }
+}
+
+/// The names and addresses the server certificate is issued for.
+fn server_names(listen: SocketAddr, extra: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let h = h.trim();
+        if !h.is_empty() {
+            names.push(h.to_string());
+        }
+    }
+    if !listen.ip().is_unspecified() {
+        names.push(listen.ip().to_string());
+    }
+    names.extend(
+        extra
+            .iter()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty()),
+    );
+    names
 }
 
 /// Why serving on `addr` is refused: a non-loopback address needs `--insecure` until the link
 /// and the API authenticate their peers.
-fn exposure_refused(addr: SocketAddr, insecure: bool) -> Option<String> {
+fn exposure_refused(addr: SocketAddr, insecure: bool, tls: bool) -> Option<String> {
     if addr.ip().is_loopback() || insecure {
         return None;
     }
+    let missing = if tls {
+        "the API has no signed calls yet"
+    } else {
+        "TLS is off (--tls off) and the API has no signed calls yet"
+    };
     Some(format!(
-        "refusing to listen on {addr}: the API and the agent link have no TLS or signed calls yet, so anyone who can reach this address could run any image as root on every host; listen on loopback (127.0.0.1), or pass --insecure (BERTH_INSECURE=true) to accept that on a network you trust"
+        "refusing to listen on {addr}: {missing}, so anyone who can reach this address could run any image as root on every host; listen on loopback (127.0.0.1), or pass --insecure (BERTH_INSECURE=true) to accept that on a network you trust"
     ))
 }
 
@@ -96,7 +173,8 @@ fn main() {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
-    if let Some(why) = exposure_refused(args.listen, args.insecure) {
+    let tls = args.tls.on(args.listen);
+    if let Some(why) = exposure_refused(args.listen, args.insecure, tls) {
         anyhow::bail!(why);
     }
     if !args.listen.ip().is_loopback() {
@@ -114,18 +192,52 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         &master_key,
         args.master_key_file.is_none(),
     )?;
-    let store = RedbStore::open(&args.data_dir.join("state.redb"))?;
-    let controller = Arc::new(Controller::load(
-        Arc::new(store),
-        Arc::new(Fleet::default()),
-    )?);
+    // Made at its default place only: an operator-given CA that is missing is an error.
+    let ca = Ca::load_or_create(
+        &args
+            .ca_cert
+            .clone()
+            .unwrap_or_else(|| args.data_dir.join("ca.pem")),
+        &args
+            .ca_key
+            .clone()
+            .unwrap_or_else(|| args.data_dir.join("ca.key")),
+        args.ca_cert.is_none(),
+    )?;
+    let store: Arc<dyn berth_controller::store::Store> =
+        Arc::new(RedbStore::open(&args.data_dir.join("state.redb"))?);
+    let controller = Arc::new(Controller::load(store.clone(), Arc::new(Fleet::default()))?);
+    let server_tls = if tls {
+        let id = ca.server_identity(&server_names(args.listen, &args.tls_sans))?;
+        Some(
+            tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(
+                    id.cert_pem,
+                    id.key_pem,
+                ))
+                .client_ca_root(tonic::transport::Certificate::from_pem(ca.cert_pem()))
+                // API callers and enrolling agents come without a client certificate; the link
+                // refuses its other calls without one.
+                .client_auth_optional(true),
+        )
+    } else {
+        None
+    };
+    let ca_fingerprint = ca.fingerprint();
+    let pki = Arc::new(Pki::new(
+        ca,
+        store.clone(),
+        std::time::Duration::from_secs(args.certificate_lifetime),
+    ));
+    let activations = Arc::new(Activations::new(store.clone()));
     let retention = std::time::Duration::from_secs(args.stopped_task_retention);
     // Aborted when `serve` returns, which stops the sweeps.
     let sweeps = AbortOnDrop(controller.spawn_retention(retention, std::time::SystemTime::now));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    tracing::info!(listen = %args.listen, data_dir = %args.data_dir.display(),
+    tracing::info!(listen = %args.listen, data_dir = %args.data_dir.display(), tls,
+        ca_fingerprint = %ca_fingerprint,
         stopped_task_retention_s = retention.as_secs(), "berth-controller serving");
     let shutdown = async {
         let mut term =
@@ -135,13 +247,28 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {},
         }
     };
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = server_tls {
+        builder = builder.tls_config(t).context("TLS configuration")?;
+    }
+    let server = builder
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .add_service(EcsServer::new(EcsApi(controller.clone())))
-        .add_service(SsmServer::new(SsmApi))
+        .add_service(SsmServer::new(SsmApi {
+            activations: activations.clone(),
+            ca_fingerprint,
+        }))
         .add_service(SecretsManagerServer::new(SecretsManagerApi))
         .add_service(IamServer::new(IamApi))
-        .add_service(AgentApi::new(controller).into_server())
+        .add_service(
+            AgentApi::new(controller)
+                .with_identity(LinkIdentity {
+                    pki,
+                    activations,
+                    required: tls,
+                })
+                .into_server(),
+        )
         // Small request/response messages: Nagle's algorithm would hold them back for the
         // peer's delayed ACK (tens of milliseconds on every RunTask and state change).
         .serve_with_incoming(
@@ -173,12 +300,21 @@ mod tests {
     #[test]
     fn only_loopback_is_served_without_insecure() {
         let at = |a: &str| a.parse::<SocketAddr>().unwrap();
-        assert!(exposure_refused(at("127.0.0.1:7480"), false).is_none());
-        assert!(exposure_refused(at("[::1]:7480"), false).is_none());
+        assert!(exposure_refused(at("127.0.0.1:7480"), false, false).is_none());
+        assert!(exposure_refused(at("[::1]:7480"), false, false).is_none());
         for a in ["0.0.0.0:7480", "[::]:7480", "192.0.2.10:7480"] {
-            let why = exposure_refused(at(a), false).unwrap();
+            let why = exposure_refused(at(a), false, false).unwrap();
             assert!(why.contains(a) && why.contains("--insecure"), "{why}");
-            assert!(exposure_refused(at(a), true).is_none());
+            assert!(exposure_refused(at(a), true, false).is_none());
         }
+    }
+
+    #[test]
+    fn tls_auto_is_on_beyond_loopback() {
+        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
+        assert!(!Tls::Auto.on(at("127.0.0.1:1")));
+        assert!(Tls::Auto.on(at("0.0.0.0:1")));
+        assert!(Tls::On.on(at("127.0.0.1:1")));
+        assert!(!Tls::Off.on(at("0.0.0.0:1")));
     }
 }

@@ -435,6 +435,16 @@ impl Pki {
         Ok(out)
     }
 
+    /// Records a renewed certificate (`write`, from [`Pki::issue`]) and drops the records of the
+    /// instance's expired ones; the current one stays valid until it expires.
+    pub fn record_renewal(&self, instance_arn: &str, write: Write) -> Result<(), PkiError> {
+        let mut writes = crate::store::blocking(|| {
+            Self::revocation_writes(self.store.as_ref(), instance_arn, true)
+        })?;
+        writes.push(write);
+        Ok(crate::store::blocking(|| self.store.commit(writes))?)
+    }
+
     /// Revokes every certificate of `instance_arn`; returns how many.
     pub fn revoke(&self, instance_arn: &str) -> Result<usize, PkiError> {
         let writes = crate::store::blocking(|| {
