@@ -4,10 +4,12 @@
 //! confirmed it wants stopped.
 //!
 //! Layout: [`engine`] (per-task actors and the state machine), [`runtime`] (containerd, images,
-//! OCI specs), [`cgroups`], [`session`] (controller link), [`state`] (persistence).
+//! OCI specs), [`cgroups`], [`session`] (controller link), [`identity`] (the CA it pins and its client certificate),
+//! [`state`] (persistence).
 
 pub mod cgroups;
 pub mod engine;
+pub mod identity;
 pub mod runtime;
 pub mod session;
 pub mod state;

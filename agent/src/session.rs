@@ -34,6 +34,9 @@ pub struct Registration {
     /// How often to send a heartbeat when idle (`berth_proto::link::HEARTBEAT_INTERVAL`); the
     /// session is dead after `MISSED_HEARTBEATS` intervals without a message.
     pub heartbeat: Duration,
+    /// With an https controller: the pinned CA and the client certificate, read at every
+    /// connection (a renewed certificate is used from the next one on).
+    pub tls: Option<crate::identity::TlsFiles>,
 }
 
 /// How long registering or opening the session may take before the attempt counts as failed
@@ -86,6 +89,9 @@ pub enum LinkError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The TLS files (pinned CA, client certificate) cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The controller cannot be reached.
     #[error("connect: {0}")]
     Connect(#[source] tonic::transport::Error),
@@ -165,11 +171,22 @@ async fn once<R: Runtime, C: Cgroups>(
     reporter: &Arc<Reporter>,
     backoff: &mut Backoff,
 ) -> Result<(), LinkError> {
-    let channel = tonic::transport::Endpoint::from_shared(reg.controller.clone())
-        .map_err(|source| LinkError::Url {
-            url: reg.controller.clone(),
-            source,
-        })?
+    let mut endpoint =
+        tonic::transport::Endpoint::from_shared(reg.controller.clone()).map_err(|source| {
+            LinkError::Url {
+                url: reg.controller.clone(),
+                source,
+            }
+        })?;
+    if let Some(files) = &reg.tls {
+        let config = files
+            .client_config()
+            .map_err(|e| LinkError::Tls(e.to_string()))?;
+        endpoint = endpoint
+            .tls_config(config)
+            .map_err(|e| LinkError::Tls(e.to_string()))?;
+    }
+    let channel = endpoint
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(10))
@@ -548,6 +565,7 @@ mod tests {
                 attributes: Vec::new(),
                 version_info: VersionInfo::default(),
                 heartbeat: Duration::from_millis(100),
+                tls: None,
             };
             Rig {
                 server,

@@ -122,7 +122,7 @@ pub struct Issued {
 
 /// The server certificate and its key (PEM), for the gRPC port.
 pub struct ServerIdentity {
-    /// Certificate (PEM).
+    /// Certificate chain (PEM): the server's, then the CA's.
     pub cert_pem: String,
     /// Private key (PEM, PKCS#8).
     pub key_pem: String,
@@ -289,7 +289,8 @@ impl Ca {
         params.serial_number = Some(random_serial());
         let cert = params.signed_by(&key, &self.issuer).map_err(issue)?;
         Ok(ServerIdentity {
-            cert_pem: cert.pem(),
+            // The chain includes the CA: an agent pinning its fingerprint finds it there.
+            cert_pem: format!("{}{}", cert.pem(), self.cert_pem),
             key_pem: key.serialize_pem(),
         })
     }
