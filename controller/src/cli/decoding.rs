@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::model::{model, Field, Kind, Msg};
 use super::output::{self, Format};
-use super::table::{self, Operation, Waiter, INPUT_TOKEN, LIMIT_KEY, OPERATIONS, WAITERS};
+use super::table::{self, Operation, Waiter, INPUT_TOKEN, LIMIT_KEY, SERVICES, WAITERS};
 use super::{shorthand, CliError, DEFAULT_ENDPOINT};
 
 /// What the command line asks for.
@@ -143,6 +143,8 @@ pub struct Globals {
     pub endpoint: String,
     /// `--debug`.
     pub debug: bool,
+    /// `--ca-bundle`, else BERTH_CA_BUNDLE: the CA an https endpoint is checked against.
+    pub ca_bundle: Option<std::path::PathBuf>,
 }
 
 /// A parsed and checked command line.
@@ -234,51 +236,64 @@ fn field_args(mut sub: Command, msg: &Msg, hidden: &[&str]) -> Command {
     )
 }
 
+/// The subcommands of one operation: its request's fields as flags, and the aws CLI's
+/// skeleton and paging options.
+fn operation_command(op: &Operation) -> Command {
+    let msg = input_message(op.api);
+    let hidden: &[&str] = if op.pages.is_some() {
+        &[INPUT_TOKEN, LIMIT_KEY]
+    } else {
+        &[]
+    };
+    let mut sub = field_args(
+        Command::new(op.cli_name()).infer_long_args(true),
+        msg,
+        hidden,
+    )
+    .arg(
+        Arg::new("generate-cli-skeleton")
+            .long("generate-cli-skeleton")
+            .num_args(0..=1)
+            .default_missing_value("input")
+            .value_parser(["input", "output", "yaml-input"])
+            .help("Print a skeleton of the request (input, yaml-input) or of the response (output); nothing is sent"),
+    );
+    if op.pages.is_some() {
+        sub = sub
+            .arg(
+                Arg::new("starting-token")
+                    .long("starting-token")
+                    .help("Where to resume: the NextToken of an earlier truncated output"),
+            )
+            .arg(
+                Arg::new("page-size")
+                    .long("page-size")
+                    .help("The size of each page asked for (maxResults)"),
+            )
+            .arg(
+                Arg::new("max-items")
+                    .long("max-items")
+                    .help("The most items to print; a NextToken is printed to resume"),
+            );
+    }
+    sub
+}
+
 /// The clap command tree, built from the operation table and the model.
 pub fn command() -> Command {
-    let mut ecs = Command::new("ecs")
-        .about("Amazon ECS-compatible operations")
-        .subcommand_required(true);
-    for op in OPERATIONS {
-        let msg = input_message(op.api);
-        let hidden: &[&str] = if op.pages.is_some() {
-            &[INPUT_TOKEN, LIMIT_KEY]
-        } else {
-            &[]
-        };
-        let mut sub = field_args(
-            Command::new(op.cli_name()).infer_long_args(true),
-            msg,
-            hidden,
-        )
-        .arg(
-            Arg::new("generate-cli-skeleton")
-                .long("generate-cli-skeleton")
-                .num_args(0..=1)
-                .default_missing_value("input")
-                .value_parser(["input", "output", "yaml-input"])
-                .help("Print a skeleton of the request (input, yaml-input) or of the response (output); nothing is sent"),
-        );
-        if op.pages.is_some() {
-            sub = sub
-                .arg(
-                    Arg::new("starting-token")
-                        .long("starting-token")
-                        .help("Where to resume: the NextToken of an earlier truncated output"),
-                )
-                .arg(
-                    Arg::new("page-size")
-                        .long("page-size")
-                        .help("The size of each page asked for (maxResults)"),
-                )
-                .arg(
-                    Arg::new("max-items")
-                        .long("max-items")
-                        .help("The most items to print; a NextToken is printed to resume"),
-                );
-        }
-        ecs = ecs.subcommand(sub);
+    let mut services: Vec<Command> = SERVICES
+        .iter()
+        .map(|s| Command::new(s.cli).about(s.about).subcommand_required(true))
+        .collect();
+    for op in table::all_operations() {
+        let at = SERVICES
+            .iter()
+            .position(|s| s.cli == op.service.cli)
+            .unwrap_or(0);
+        let svc = std::mem::replace(&mut services[at], Command::new("placeholder"));
+        services[at] = svc.subcommand(operation_command(op));
     }
+    let mut ecs = services.remove(0);
     let mut wait = Command::new("wait")
         .about("Wait until a condition holds, as `aws ecs wait`")
         .subcommand_required(true);
@@ -337,7 +352,12 @@ pub fn command() -> Command {
             "debug",
             "Print each request and response on stderr",
         ))
+        .arg(global(
+            "ca-bundle",
+            "PEM file of the CA to trust for an https endpoint (the controller's DATA_DIR/ca.pem) [env: BERTH_CA_BUNDLE]",
+        ))
         .subcommand(ecs)
+        .subcommands(services)
 }
 
 fn global(name: &'static str, help: &'static str) -> Arg {
@@ -387,15 +407,22 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, CliError> {
             .or_else(|| std::env::var("BERTH_ENDPOINT").ok())
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string()),
         debug: matches.get_flag("debug"),
+        ca_bundle: matches
+            .get_one::<String>("ca-bundle")
+            .cloned()
+            .or_else(|| std::env::var("BERTH_CA_BUNDLE").ok())
+            .filter(|s| !s.is_empty())
+            .map(std::path::PathBuf::from),
     };
-    let usage = || CliError::Usage("usage: berth ecs OPERATION [--flags]".into());
-    let Some(("ecs", ecs)) = matches.subcommand() else {
+    let usage =
+        || CliError::Usage("usage: berth ecs|ssm|secretsmanager|iam OPERATION [--flags]".into());
+    let Some((service, svc)) = matches.subcommand() else {
         return Err(usage());
     };
-    let Some((name, m)) = ecs.subcommand() else {
+    let Some((name, m)) = svc.subcommand() else {
         return Err(usage());
     };
-    if name == "wait" {
+    if service == "ecs" && name == "wait" {
         let Some((w, wm)) = m.subcommand() else {
             return Err(usage());
         };
@@ -411,7 +438,7 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, CliError> {
             action: Action::Wait { waiter, request },
         });
     }
-    let op = table::by_cli_name(name).ok_or_else(usage)?;
+    let op = table::by_cli_name(service, name).ok_or_else(usage)?;
     if let Some(kind) = m.get_one::<String>("generate-cli-skeleton") {
         let kind = match kind.as_str() {
             "output" => SkeletonKind::Output,
@@ -446,6 +473,7 @@ fn default_globals() -> Globals {
         query: None,
         endpoint: DEFAULT_ENDPOINT.to_string(),
         debug: false,
+        ca_bundle: None,
     }
 }
 
@@ -557,8 +585,9 @@ fn from_input(m: &ArgMatches) -> bool {
 /// A request member's flag name: `taskDefinition` → `task-definition`.
 fn kebab(key: &str) -> String {
     let mut out = String::new();
-    for c in key.chars() {
-        if c.is_ascii_uppercase() {
+    for (i, c) in key.chars().enumerate() {
+        // AWS's PascalCase keys (`ActivationId`) start upper case: no leading dash.
+        if c.is_ascii_uppercase() && i > 0 {
             out.push('-');
         }
         out.push(c.to_ascii_lowercase());
@@ -800,6 +829,91 @@ pub fn normalize(v: Value, msg: &Msg, path: &str, text: bool) -> Result<Value, C
     Ok(Value::Object(out))
 }
 
+/// A timestamp as the aws CLI takes it (ISO 8601 with or without a zone — without one it is
+/// UTC —, a date alone, or seconds since the epoch), as the RFC 3339 the contract's JSON wants.
+fn timestamp(text: &str) -> Option<Value> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        return epoch(secs);
+    }
+    let num = |s: &str| -> Option<i64> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let (date, rest) = t.split_at(t.find(['T', 't', ' ']).unwrap_or(t.len()));
+    let mut d = date.splitn(3, '-');
+    let (y, mo, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let rest = rest.get(1..).unwrap_or("");
+    // The zone: Z, ±HH:MM or ±HHMM at the end.
+    let (clock, offset) = if let Some(c) = rest.strip_suffix(['Z', 'z']) {
+        (c, 0)
+    } else if let Some(at) = rest.rfind(['+', '-']) {
+        let (c, z) = rest.split_at(at);
+        let sign = if z.starts_with('-') { -1 } else { 1 };
+        let digits: String = z[1..].chars().filter(|c| *c != ':').collect();
+        if digits.len() != 4 {
+            return None;
+        }
+        let (h, m) = (num(&digits[..2])?, num(&digits[2..])?);
+        (c, sign * (h * 3600 + m * 60))
+    } else {
+        (rest, 0)
+    };
+    let mut secs_of_day = 0i64;
+    let mut nanos = 0i32;
+    if !clock.is_empty() {
+        let mut parts = clock.splitn(3, ':');
+        let h = num(parts.next()?)?;
+        let m = num(parts.next()?)?;
+        let (sec, frac) = match parts.next() {
+            Some(sf) => match sf.split_once('.') {
+                Some((s, f)) => (num(s)?, f),
+                None => (num(sf)?, ""),
+            },
+            None => (0, ""),
+        };
+        if h > 23 || m > 59 || sec > 60 {
+            return None;
+        }
+        if !frac.is_empty() {
+            let f: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+            nanos = num(&f)? as i32;
+        }
+        secs_of_day = h * 3600 + m * 60 + sec;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y2, m2) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let seconds = days * 86_400 + secs_of_day - offset;
+    serde_json::to_value(berth_proto::Timestamp { seconds, nanos }).ok()
+}
+
+/// Seconds since the epoch as the contract's RFC 3339 timestamp.
+fn epoch(secs: f64) -> Option<Value> {
+    if !secs.is_finite() {
+        return None;
+    }
+    let whole = secs.floor();
+    let nanos = ((secs - whole) * 1e9).round() as i32;
+    serde_json::to_value(berth_proto::Timestamp {
+        seconds: whole as i64,
+        nanos: nanos.min(999_999_999),
+    })
+    .ok()
+}
+
 /// Types one value by the model; `None` for a JSON null (an absent parameter).
 fn value(
     v: Value,
@@ -826,7 +940,15 @@ fn value(
     }
     let bad = |v: &Value| invalid(path, v, kind, false);
     let typed = match (kind, v) {
-        (Kind::Str | Kind::Timestamp, v @ Value::String(_)) => v,
+        (Kind::Str, v @ Value::String(_)) => v,
+        (Kind::Timestamp, Value::String(t)) => match timestamp(&t) {
+            Some(v) => v,
+            None => return Err(bad(&Value::String(t))),
+        },
+        (Kind::Timestamp, Value::Number(n)) => match n.as_f64().and_then(epoch) {
+            Some(v) => v,
+            None => return Err(bad(&Value::Number(n))),
+        },
         (Kind::Int, Value::Number(n)) if n.is_i64() || n.is_u64() => Value::Number(n),
         (Kind::Int, Value::String(s)) if text => match s.trim().parse::<i64>() {
             Ok(n) => Value::from(n),
@@ -896,7 +1018,7 @@ pub fn skeleton(msg_name: &str, names: bool) -> Value {
             } else {
                 String::new()
             }),
-            Kind::Timestamp => Value::String("1970-01-01T00:00:00".into()),
+            Kind::Timestamp => Value::String("1970-01-01T00:00:00Z".into()),
             Kind::Int => Value::from(0),
             Kind::Float => Value::from(0.0),
             Kind::Bool => Value::Bool(true),

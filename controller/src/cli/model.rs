@@ -75,12 +75,15 @@ pub struct Rpc {
     pub output: String,
 }
 
-/// The whole model: every message and the rpcs of the `Ecs` service.
+/// The whole model: every message and the rpcs of the user-facing services.
 #[derive(Debug)]
 pub struct Model {
     messages: HashMap<String, Msg>,
     /// The rpcs of `berth.v1.Ecs`, in declaration order.
     pub ecs: Vec<Rpc>,
+    /// The rpcs of every `berth.v1` service the CLI serves (`Ecs`, `Ssm`, `Iam`,
+    /// `SecretsManager`), by service name; rpc names are unique across them.
+    pub services: Vec<(String, Vec<Rpc>)>,
 }
 
 /// The full name of the protobuf timestamp, shown as an RFC 3339 string.
@@ -174,20 +177,36 @@ impl Model {
                 .collect();
             messages.insert(full.clone(), Msg { name: full, fields });
         }
-        let ecs = set
+        let services: Vec<(String, Vec<Rpc>)> = set
             .file
             .iter()
             .filter(|f| f.package() == "berth.v1")
             .flat_map(|f| &f.service)
-            .filter(|s| s.name() == "Ecs")
-            .flat_map(|s| &s.method)
-            .map(|m| Rpc {
-                name: m.name().to_string(),
-                input: m.input_type().to_string(),
-                output: m.output_type().to_string(),
+            // The agent link is not the CLI's.
+            .filter(|s| s.name() != "Agent")
+            .map(|s| {
+                let rpcs = s
+                    .method
+                    .iter()
+                    .map(|m| Rpc {
+                        name: m.name().to_string(),
+                        input: m.input_type().to_string(),
+                        output: m.output_type().to_string(),
+                    })
+                    .collect();
+                (s.name().to_string(), rpcs)
             })
             .collect();
-        Ok(Model { messages, ecs })
+        let ecs = services
+            .iter()
+            .find(|(n, _)| n == "Ecs")
+            .map(|(_, r)| r.clone())
+            .unwrap_or_default();
+        Ok(Model {
+            messages,
+            ecs,
+            services,
+        })
     }
 
     /// A message by full name (`.berth.v1.Task`).
@@ -195,9 +214,12 @@ impl Model {
         self.messages.get(full)
     }
 
-    /// The rpc of the `Ecs` service named `api` (`RunTask`).
+    /// The rpc named `api` (`RunTask`, `CreateActivation`) of any service the CLI serves.
     pub fn rpc(&self, api: &str) -> Option<&Rpc> {
-        self.ecs.iter().find(|r| r.name == api)
+        self.services
+            .iter()
+            .flat_map(|(_, rpcs)| rpcs)
+            .find(|r| r.name == api)
     }
 }
 

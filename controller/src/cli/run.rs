@@ -87,18 +87,53 @@ impl Decoder for Raw {
 impl Connection {
     /// Connects to the endpoint of `g`.
     pub async fn open(g: &Globals) -> Result<Connection, CliError> {
-        Connection::open_at(&g.endpoint, g.debug).await
+        Connection::open_with(&g.endpoint, g.debug, g.ca_bundle.as_deref()).await
     }
 
-    /// Connects to `endpoint`.
+    /// Connects to `endpoint` (plain http).
     pub async fn open_at(endpoint: &str, debug: bool) -> Result<Connection, CliError> {
-        let channel = Channel::from_shared(endpoint.to_string())
-            .map_err(|e| {
-                CliError::Usage(format!("--endpoint-url: '{endpoint}' is not a URL: {e}"))
-            })?
-            .connect()
-            .await
-            .map_err(|_| CliError::Connect(endpoint.to_string()))?;
+        Connection::open_with(endpoint, debug, None).await
+    }
+
+    /// Connects to `endpoint`; an https endpoint's certificate is checked against the CA in
+    /// `ca_bundle` (the controller's CA: Berth's certificates are its own, no public root signs
+    /// them).
+    pub async fn open_with(
+        endpoint: &str,
+        debug: bool,
+        ca_bundle: Option<&std::path::Path>,
+    ) -> Result<Connection, CliError> {
+        let mut builder = Channel::from_shared(endpoint.to_string()).map_err(|e| {
+            CliError::Usage(format!("--endpoint-url: '{endpoint}' is not a URL: {e}"))
+        })?;
+        if endpoint.starts_with("https://") {
+            let Some(path) = ca_bundle else {
+                return Err(CliError::Usage(format!(
+                    "{endpoint} is https: give the controller's CA with --ca-bundle FILE or BERTH_CA_BUNDLE (the controller's DATA_DIR/ca.pem)"
+                )));
+            };
+            let pem = std::fs::read(path)
+                .map_err(|e| CliError::Usage(format!("--ca-bundle {}: {e}", path.display())))?;
+            builder = builder
+                .tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+                )
+                .map_err(|e| CliError::Usage(format!("--ca-bundle {}: {e}", path.display())))?;
+        }
+        let channel = builder.connect().await.map_err(|e| {
+            let chain = error_chain(&e);
+            if endpoint.starts_with("https://")
+                && ["certificate", "tls", "TLS", "handshake", "UnknownIssuer"]
+                    .iter()
+                    .any(|w| chain.contains(w))
+            {
+                // The aws CLI's wording for a certificate it does not trust.
+                CliError::Other(format!("SSL validation failed for {endpoint} {chain}"))
+            } else {
+                CliError::Connect(endpoint.to_string())
+            }
+        })?;
         Ok(Connection {
             grpc: tonic::client::Grpc::new(channel)
                 .max_decoding_message_size(berth_proto::link::MAX_MESSAGE_SIZE),
@@ -152,6 +187,18 @@ impl Connection {
             }
         }
     }
+}
+
+/// An error and its sources, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 fn service_error(api: &'static str, s: tonic::Status, endpoint: &str) -> CliError {

@@ -1,4 +1,4 @@
-//! The operation table: one row per rpc of the `Ecs` service. A row names the API operation and
+//! The operation table: one row per rpc of the `Ecs`, `Ssm`, `SecretsManager` and `Iam` services. A row names the API operation and
 //! carries the generic functions that turn its request JSON into the encoded message and the
 //! encoded response back into JSON; flags, key spellings and types come from the model
 //! ([`super::model`]), so adding an operation is adding its row.
@@ -26,8 +26,48 @@ pub const OUTPUT_TOKEN: &str = "nextToken";
 /// The request's page size.
 pub const LIMIT_KEY: &str = "maxResults";
 
+/// A service of the CLI: `berth ecs`, `berth ssm`, ... as `aws ecs`, `aws ssm`.
+#[derive(Debug)]
+pub struct Service {
+    /// The subcommand (`ecs`) and, in SigV4 scopes, the signing name.
+    pub cli: &'static str,
+    /// The gRPC service (`berth.v1.Ecs`).
+    pub grpc: &'static str,
+    /// `--help`'s line.
+    pub about: &'static str,
+}
+
+/// `berth ecs`.
+pub const ECS: Service = Service {
+    cli: "ecs",
+    grpc: "berth.v1.Ecs",
+    about: "Amazon ECS-compatible operations",
+};
+/// `berth ssm`: activations (agent registration) and Parameter Store.
+pub const SSM: Service = Service {
+    cli: "ssm",
+    grpc: "berth.v1.Ssm",
+    about: "AWS Systems Manager-compatible operations: activations and parameters",
+};
+/// `berth secretsmanager`.
+pub const SECRETS_MANAGER: Service = Service {
+    cli: "secretsmanager",
+    grpc: "berth.v1.SecretsManager",
+    about: "AWS Secrets Manager-compatible operations",
+};
+/// `berth iam`: the access keys API calls are signed with.
+pub const IAM: Service = Service {
+    cli: "iam",
+    grpc: "berth.v1.Iam",
+    about: "AWS IAM-compatible operations: access keys",
+};
+/// Every service, in `--help` order.
+pub const SERVICES: &[&Service] = &[&ECS, &SSM, &SECRETS_MANAGER, &IAM];
+
 /// A row: one API operation.
 pub struct Operation {
+    /// The service the operation belongs to.
+    pub service: &'static Service,
     /// The API operation (`RunTask`): the rpc name and the `--output table` title.
     pub api: &'static str,
     /// Request JSON to encoded request.
@@ -54,7 +94,7 @@ impl Operation {
 
     /// The gRPC path of the rpc.
     pub fn path(&self) -> String {
-        format!("/berth.v1.Ecs/{}", self.api)
+        format!("/{}/{}", self.service.grpc, self.api)
     }
 }
 
@@ -80,7 +120,16 @@ where
     Req: serde::de::DeserializeOwned + prost::Message,
     Resp: serde::Serialize + prost::Message + Default,
 {
+    of::<Req, Resp>(&ECS, api)
+}
+
+const fn of<Req, Resp>(service: &'static Service, api: &'static str) -> Operation
+where
+    Req: serde::de::DeserializeOwned + prost::Message,
+    Resp: serde::Serialize + prost::Message + Default,
+{
     Operation {
+        service,
         api,
         decode: decode::<Req>,
         render: render::<Resp>,
@@ -124,6 +173,16 @@ const REQUIRED: &[(&str, &[&str])] = &[
     ("TagResource", &["resourceArn", "tags"]),
     ("UntagResource", &["resourceArn", "tagKeys"]),
     ("ListTagsForResource", &["resourceArn"]),
+    // botocore's ssm, secretsmanager and iam models.
+    ("CreateActivation", &["IamRole"]),
+    ("DeleteActivation", &["ActivationId"]),
+    ("PutParameter", &["Name", "Value"]),
+    ("GetParameter", &["Name"]),
+    ("DeleteParameter", &["Name"]),
+    ("CreateSecret", &["Name"]),
+    ("PutSecretValue", &["SecretId"]),
+    ("DeleteSecret", &["SecretId"]),
+    ("DeleteAccessKey", &["AccessKeyId"]),
 ];
 
 /// The request members `api` requires.
@@ -188,14 +247,39 @@ pub const OPERATIONS: &[Operation] = &[
     op::<pb::ListTagsForResourceRequest, pb::ListTagsForResourceResponse>("ListTagsForResource"),
 ];
 
-/// The row of a subcommand (`run-task`).
-pub fn by_cli_name(name: &str) -> Option<&'static Operation> {
-    OPERATIONS.iter().find(|o| o.cli_name() == name)
+/// The rows of `berth ssm`, `berth secretsmanager` and `berth iam` (their JSON keys are AWS's
+/// PascalCase; Berth pages none of them).
+pub const OTHER_OPERATIONS: &[Operation] = &[
+    of::<pb::CreateActivationRequest, pb::CreateActivationResponse>(&SSM, "CreateActivation"),
+    of::<pb::DescribeActivationsRequest, pb::DescribeActivationsResponse>(
+        &SSM,
+        "DescribeActivations",
+    ),
+    of::<pb::DeleteActivationRequest, pb::DeleteActivationResponse>(&SSM, "DeleteActivation"),
+    of::<pb::PutParameterRequest, pb::PutParameterResponse>(&SSM, "PutParameter"),
+    of::<pb::GetParameterRequest, pb::GetParameterResponse>(&SSM, "GetParameter"),
+    of::<pb::DeleteParameterRequest, pb::DeleteParameterResponse>(&SSM, "DeleteParameter"),
+    of::<pb::CreateSecretRequest, pb::CreateSecretResponse>(&SECRETS_MANAGER, "CreateSecret"),
+    of::<pb::PutSecretValueRequest, pb::PutSecretValueResponse>(&SECRETS_MANAGER, "PutSecretValue"),
+    of::<pb::DeleteSecretRequest, pb::DeleteSecretResponse>(&SECRETS_MANAGER, "DeleteSecret"),
+    of::<pb::CreateAccessKeyRequest, pb::CreateAccessKeyResponse>(&IAM, "CreateAccessKey"),
+    of::<pb::ListAccessKeysRequest, pb::ListAccessKeysResponse>(&IAM, "ListAccessKeys"),
+    of::<pb::DeleteAccessKeyRequest, pb::DeleteAccessKeyResponse>(&IAM, "DeleteAccessKey"),
+];
+
+/// Every row of every service.
+pub fn all_operations() -> impl Iterator<Item = &'static Operation> {
+    OPERATIONS.iter().chain(OTHER_OPERATIONS)
 }
 
-/// The row of an API operation (`RunTask`).
+/// The row of a subcommand (`run-task`) of a service (`ecs`).
+pub fn by_cli_name(service: &str, name: &str) -> Option<&'static Operation> {
+    all_operations().find(|o| o.service.cli == service && o.cli_name() == name)
+}
+
+/// The row of an API operation (`RunTask`); names are unique across services.
 pub fn by_api(api: &str) -> Option<&'static Operation> {
-    OPERATIONS.iter().find(|o| o.api == api)
+    all_operations().find(|o| o.api == api)
 }
 
 /// What a waiter's acceptor compares (botocore's matchers; ECS's task waiters use these two).
@@ -332,7 +416,23 @@ mod tests {
                 rpc.name
             );
         }
-        for op in OPERATIONS {
+        for (service, rpcs) in &m.services {
+            let s = SERVICES
+                .iter()
+                .find(|s| s.grpc == format!("berth.v1.{service}"))
+                .unwrap_or_else(|| panic!("service {service} has no entry in SERVICES"));
+            for rpc in rpcs {
+                let op = by_api(&rpc.name)
+                    .unwrap_or_else(|| panic!("rpc {} of {service} has no row", rpc.name));
+                assert_eq!(op.service.grpc, s.grpc, "{}", rpc.name);
+            }
+        }
+        let mut names: Vec<&str> = all_operations().map(|o| o.api).collect();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n, "an rpc name is used by two services");
+        for op in all_operations() {
             assert!(m.rpc(op.api).is_some(), "row {} is no rpc", op.api);
         }
     }
@@ -359,7 +459,7 @@ mod tests {
     #[test]
     fn each_row_carries_its_rpcs_types() {
         let m: &Model = model();
-        for op in OPERATIONS {
+        for op in all_operations() {
             let rpc = m.rpc(op.api).unwrap();
             let skeleton = super::super::decoding::skeleton(&rpc.input, false);
             (op.decode)(skeleton.clone())
@@ -387,6 +487,15 @@ mod tests {
             by_api("UpdateClusterSettings").unwrap().cli_name(),
             "update-cluster-settings"
         );
-        assert!(by_cli_name("list-task-definition-families").is_some());
+        assert!(by_cli_name("ecs", "list-task-definition-families").is_some());
+        assert_eq!(
+            by_cli_name("ssm", "create-activation").unwrap().path(),
+            "/berth.v1.Ssm/CreateActivation"
+        );
+        assert!(by_cli_name("ecs", "create-activation").is_none());
+        assert_eq!(
+            by_api("PutSecretValue").unwrap().path(),
+            "/berth.v1.SecretsManager/PutSecretValue"
+        );
     }
 }

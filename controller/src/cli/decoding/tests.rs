@@ -648,3 +648,89 @@ fn bad_input_is_refused_in_one_line() {
         assert!(e.contains(needle), "{args:?}: expected '{needle}' in: {e}");
     }
 }
+
+#[test]
+fn timestamps_are_taken_as_the_aws_cli_takes_them() {
+    let ts = |s: &str| super::timestamp(s).map(|v| v.as_str().unwrap_or_default().to_string());
+    assert_eq!(
+        ts("2026-11-29T12:00:00Z").unwrap(),
+        "2026-11-29T12:00:00+00:00"
+    );
+    assert_eq!(
+        ts("2026-11-29T12:00:00").unwrap(),
+        "2026-11-29T12:00:00+00:00"
+    );
+    assert_eq!(
+        ts("2026-11-29T13:30:00+01:30").unwrap(),
+        "2026-11-29T12:00:00+00:00"
+    );
+    assert_eq!(ts("2026-11-29").unwrap(), "2026-11-29T00:00:00+00:00");
+    assert_eq!(ts("1795953600").unwrap(), "2026-11-29T12:00:00+00:00");
+    for bad in [
+        "tomorrow",
+        "2026-13-01",
+        "2026-11-29T25:00:00",
+        "2026-11-29T12:00:00+1",
+    ] {
+        assert!(ts(bad).is_none(), "{bad}");
+    }
+}
+
+#[test]
+fn every_service_has_its_operations_under_its_own_name() {
+    let call = |args: &[&str]| match parse(args.iter().map(|s| s.to_string()).collect()) {
+        Ok(Invocation {
+            action: Action::Call(c),
+            ..
+        }) => c,
+        Ok(_) => panic!("{args:?}: not a call"),
+        Err(e) => panic!("{args:?}: {e}"),
+    };
+    let c = call(&[
+        "berth",
+        "ssm",
+        "create-activation",
+        "--iam-role",
+        "ecsAnywhereRole",
+        "--registration-limit",
+        "3",
+        "--expiration-date",
+        "2026-11-30T00:00:00",
+    ]);
+    assert_eq!(c.op.path(), "/berth.v1.Ssm/CreateActivation");
+    assert_eq!(
+        c.request,
+        json!({"IamRole": "ecsAnywhereRole", "RegistrationLimit": 3,
+               "ExpirationDate": "2026-11-30T00:00:00+00:00"})
+    );
+    let c = call(&[
+        "berth",
+        "secretsmanager",
+        "create-secret",
+        "--name",
+        "db",
+        "--secret-string",
+        "x",
+    ]);
+    assert_eq!(c.op.path(), "/berth.v1.SecretsManager/CreateSecret");
+    let c = call(&["berth", "iam", "list-access-keys"]);
+    assert_eq!(c.op.path(), "/berth.v1.Iam/ListAccessKeys");
+    // AWS's PascalCase members are flags in kebab case, and required ones are named so.
+    let e = parse(
+        ["berth", "ssm", "delete-activation"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("--activation-id"), "{e}");
+    // An operation is found only under its own service.
+    assert!(parse(
+        ["berth", "ecs", "create-activation", "--iam-role", "r"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    )
+    .is_err());
+}
