@@ -170,6 +170,11 @@ pub struct Cluster {
     controller_port: u16,
     /// Extra environment of the agent (its BERTH_* options).
     agent_env: Vec<(String, String)>,
+    /// Whether the controller serves TLS (`--tls on`, an https endpoint): the default;
+    /// BERTH_TEST_TLS=off runs the suite without.
+    pub tls: bool,
+    /// Extra arguments of the controller.
+    pub controller_args: Vec<String>,
 }
 
 impl Cluster {
@@ -207,9 +212,12 @@ impl Cluster {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("test dir");
         let port = free_port();
+        let tls = std::env::var("BERTH_TEST_TLS").map_or(true, |v| v != "off");
         Cluster {
             name: format!("it-{test}").replace('_', "-"),
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: format!("{}://127.0.0.1:{port}", if tls { "https" } else { "http" }),
+            tls,
+            controller_args: Vec::new(),
             cgroup_parent: format!("berth-it-{tag}"),
             containerd: None,
             controller: None,
@@ -274,7 +282,9 @@ impl Cluster {
                 .arg("--data-dir")
                 .arg(self.dir.join("controller"))
                 .arg("--config")
-                .arg(self.dir.join("none.conf")),
+                .arg(self.dir.join("none.conf"))
+                .args(["--tls", if self.tls { "on" } else { "off" }])
+                .args(&self.controller_args),
             &self.dir.join(format!(
                 "controller-{}.log",
                 COUNTER.fetch_add(1, Ordering::Relaxed)
@@ -287,8 +297,68 @@ impl Cluster {
         });
     }
 
+    /// The controller's CA certificate (made on its first start).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("controller/ca.pem")
+    }
+
+    /// The agent's data dir (its TLS files are in `tls/`).
+    pub fn agent_dir(&self) -> PathBuf {
+        self.dir.join("agent")
+    }
+
+    /// Creates an SSM activation (`berth ssm create-activation --iam-role berth-test ARGS`);
+    /// returns its ActivationId, ActivationCode and CaFingerprint.
+    pub fn create_activation(&self, args: &[&str]) -> (String, String, String) {
+        let mut all = vec!["create-activation", "--iam-role", "berth-test"];
+        all.extend_from_slice(args);
+        let out = self.berth_service("ssm", &all);
+        assert!(
+            out.status.success(),
+            "berth ssm create-activation failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("create-activation JSON");
+        let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        (s("ActivationId"), s("ActivationCode"), s("CaFingerprint"))
+    }
+
+    /// The agent's enrollment environment: with TLS and no client certificate yet, a new
+    /// activation and the CA fingerprint to pin.
+    fn enrollment_env(&self) -> Vec<(String, String)> {
+        if !self.tls || self.agent_dir().join("tls/client.pem").exists() {
+            return Vec::new();
+        }
+        let (id, code, fingerprint) = self.create_activation(&[]);
+        vec![
+            ("BERTH_ACTIVATION_ID".into(), id),
+            ("BERTH_ACTIVATION_CODE".into(), code),
+            ("BERTH_CA_FINGERPRINT".into(), fingerprint),
+        ]
+    }
+
+    /// A `berth-agent` command for this cluster with data dir `data_dir` (not started).
+    pub fn agent_command(&self, data_dir: &Path) -> Command {
+        let mut cmd = Command::new(bin("berth-agent"));
+        cmd.arg("--controller")
+            .arg(&self.endpoint)
+            .arg("--cluster")
+            .arg(&self.name)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--containerd-socket")
+            .arg(self.socket())
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup_parent)
+            .arg("--config")
+            .arg(self.dir.join("none.conf"))
+            .env("RUST_LOG", "info");
+        cmd
+    }
+
     /// Starts (or restarts) the agent with the same data dir.
     pub fn start_agent(&mut self) {
+        let enrollment = self.enrollment_env();
         let child = spawn(
             Command::new(bin("berth-agent"))
                 .arg("--controller")
@@ -306,6 +376,7 @@ impl Cluster {
                 .arg("--config")
                 .arg(self.dir.join("none.conf"))
                 .env("RUST_LOG", "info")
+                .envs(enrollment)
                 .envs(self.agent_env.iter().map(|(k, v)| (k, v))),
             &self.dir.join(format!(
                 "agent-{}.log",
@@ -359,10 +430,18 @@ impl Cluster {
 
     /// Runs `berth ecs ARGS...` against this controller.
     pub fn berth(&self, args: &[&str]) -> Output {
-        Command::new(bin("berth"))
-            .arg("--endpoint-url")
+        self.berth_service("ecs", args)
+    }
+
+    /// Runs `berth SERVICE ARGS...` against this controller (trusting its CA with TLS on).
+    pub fn berth_service(&self, service: &str, args: &[&str]) -> Output {
+        let mut cmd = Command::new(bin("berth"));
+        if self.tls {
+            cmd.env("BERTH_CA_BUNDLE", self.ca_file());
+        }
+        cmd.arg("--endpoint-url")
             .arg(&self.endpoint)
-            .arg("ecs")
+            .arg(service)
             .args(args)
             .current_dir(&self.dir)
             .output()

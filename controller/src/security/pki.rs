@@ -91,7 +91,8 @@ pub(crate) fn timestamp(t: SystemTime) -> berth_proto::Timestamp {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     berth_proto::Timestamp {
         seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
+        // To the microsecond, as every timestamp Berth shows.
+        nanos: (d.subsec_micros() * 1000) as i32,
     }
 }
 
