@@ -196,6 +196,19 @@ impl Cluster {
         c
     }
 
+    /// [`Cluster::start`], the controller having these extra arguments.
+    pub fn start_with_controller_args(test: &str, args: &[&str]) -> Self {
+        let mut c = Self::new(test, &[]);
+        c.controller_args = args.iter().map(|a| a.to_string()).collect();
+        c.start_containerd();
+        c.load_image();
+        c.start_controller();
+        c.ok(&["create-cluster", "--cluster-name", &c.name.clone()]);
+        c.start_agent();
+        c.wait_agent_connected();
+        c
+    }
+
     /// Starts only the controller and creates the cluster: no containerd, no agent, so the
     /// cluster has no container instances. Needs neither root nor containerd.
     pub fn controller_only(test: &str) -> Self {
