@@ -369,14 +369,20 @@ impl TlsFiles {
         Ok(self.validity()?.1)
     }
 
-    /// Renews the client certificate at half its life, forever; a failed renewal is retried
+    /// Renews the client certificate at half its life (counted from when it was saved), forever;
+    /// a failed renewal is retried
     /// (every tenth of the remaining life, at least 1 s, at most 5 min) while the certificate
     /// is still valid.
     pub async fn renew_forever(self, url: String) {
         loop {
             let wait = match self.validity() {
                 Ok((nb, na)) => {
-                    let half = nb + na.duration_since(nb).unwrap_or_default() / 2;
+                    // Certificates are backdated (clock skew): their life counts from when the
+                    // file was written, if that is later.
+                    let got = std::fs::metadata(self.cert())
+                        .and_then(|m| m.modified())
+                        .map_or(nb, |m| m.max(nb));
+                    let half = got + na.duration_since(got).unwrap_or_default() / 2;
                     half.duration_since(SystemTime::now()).unwrap_or_default()
                 }
                 Err(e) => {

@@ -426,7 +426,7 @@ fn renewal_and_restarts_leave_a_running_task_untouched() {
         return;
     }
     let td = c.register(&format!(
-        r#"{{"family":"renewal","containerDefinitions":[{{"name":"app","image":"{}","memory":64,"command":["sleep","3600"]}}]}}"#,
+        r#"{{"family":"renewal","networkMode":"host","containerDefinitions":[{{"name":"app","image":"{}","memory":64,"command":["sleep","3600"]}}]}}"#,
         berth_tests::IMAGE
     ));
     let task = c.run_task(&td);
