@@ -144,7 +144,7 @@ struct Args {
         global = true,
         hide_env_values = true
     )]
-    activation_code: Option<String>,
+    activation_code: Option<Redacted>,
     /// The controller CA's fingerprint to pin (sha256:<64 hex>, printed by create-activation);
     /// the CA is then saved as DATA_DIR/tls/ca.pem.
     #[arg(long, env = "BERTH_CA_FINGERPRINT", global = true)]
@@ -435,6 +435,23 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// A flag value that is a secret: its Debug form hides it.
+#[derive(Clone)]
+struct Redacted(String);
+
+impl std::str::FromStr for Redacted {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Redacted(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 fn version_info(containerd: &str) -> VersionInfo {
     VersionInfo {
         agent_version: Some(env!("CARGO_PKG_VERSION").into()),
@@ -453,7 +470,11 @@ async fn enroll(
 ) -> anyhow::Result<Option<String>> {
     let e = Enrollment {
         activation_id: args.activation_id.clone().filter(|s| !s.is_empty()),
-        activation_code: args.activation_code.clone().filter(|s| !s.is_empty()),
+        activation_code: args
+            .activation_code
+            .as_ref()
+            .map(|c| c.0.clone())
+            .filter(|s| !s.is_empty()),
         ca_fingerprint: args.ca_fingerprint.clone().filter(|s| !s.is_empty()),
         ca_file: args.ca_file.clone(),
     };
@@ -526,5 +547,7 @@ mod tests {
         assert!(a.allow_privileged && a.no_new_privileges);
         assert_eq!(a.pids_limit, 0);
         assert!(Args::try_parse_from(["berth-agent", "--pids-limit=-5"]).is_err());
+        let a = Args::try_parse_from(["berth-agent", "--activation-code", "s3cr3t-code"]).unwrap();
+        assert!(!format!("{a:?}").contains("s3cr3t-code"));
     }
 }
