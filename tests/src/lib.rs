@@ -429,8 +429,17 @@ impl Cluster {
     }
 
     /// Deletes the controller's store (a controller restored from nothing); kill it first.
+    /// With TLS its CA is kept (an operator restores it with the keys), but the records of the
+    /// agents' certificates are gone: the agent's client certificate is removed too, so the
+    /// next [`Cluster::start_agent`] enrolls anew.
     pub fn wipe_controller_store(&self) {
-        let _ = std::fs::remove_dir_all(self.dir.join("controller"));
+        if self.tls {
+            let _ = std::fs::remove_file(self.dir.join("controller/state.redb"));
+            let _ = std::fs::remove_file(self.agent_dir().join("tls/client.pem"));
+            let _ = std::fs::remove_file(self.agent_dir().join("tls/client.key"));
+        } else {
+            let _ = std::fs::remove_dir_all(self.dir.join("controller"));
+        }
     }
 
     /// kill -9 the agent.
