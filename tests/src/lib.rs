@@ -315,6 +315,19 @@ impl Cluster {
         self.dir.join("controller/ca.pem")
     }
 
+    /// A gRPC channel to the controller (trusting its CA with TLS on).
+    pub async fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
+        let mut e = tonic::transport::Endpoint::from_shared(self.endpoint.clone())?;
+        if self.tls {
+            let ca = std::fs::read_to_string(self.ca_file())?;
+            e = e.tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+            )?;
+        }
+        Ok(e.connect().await?)
+    }
+
     /// The agent's data dir (its TLS files are in `tls/`).
     pub fn agent_dir(&self) -> PathBuf {
         self.dir.join("agent")

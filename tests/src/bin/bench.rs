@@ -480,9 +480,7 @@ async fn phases(c: &Cluster, args: &Args) -> Result<()> {
         app_definition()
     ));
     let mut berth = Berth {
-        client: EcsClient::connect(c.endpoint.clone())
-            .await
-            .context("connecting to the controller")?,
+        client: EcsClient::new(c.channel().await.context("connecting to the controller")?),
         cluster: c.name.clone(),
         task_definition,
     };
