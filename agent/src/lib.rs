@@ -4,11 +4,13 @@
 //! confirmed it wants stopped.
 //!
 //! Layout: [`engine`] (per-task actors and the state machine), [`runtime`] (containerd, images,
-//! OCI specs), [`cgroups`], [`session`] (controller link), [`state`] (persistence), [`secrets`]
-//! (task secrets asked of the controller, kept in memory only).
+//! OCI specs), [`cgroups`], [`session`] (controller link), [`identity`] (the CA it pins and its
+//! client certificate), [`state`] (persistence), [`secrets`] (task secrets asked of the
+//! controller, kept in memory only).
 
 pub mod cgroups;
 pub mod engine;
+pub mod identity;
 pub mod runtime;
 pub mod secrets;
 pub mod session;

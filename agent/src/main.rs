@@ -3,11 +3,12 @@
 use anyhow::Context;
 use berth_agent::cgroups::HostCgroups;
 use berth_agent::engine::{reporter::Reporter, Engine, EngineConfig};
+use berth_agent::identity::{Enrollment, TlsFiles};
 use berth_agent::runtime::containerd::Containerd;
 use berth_agent::runtime::spec::SecurityOptions;
 use berth_agent::session::{self, Registration};
 use berth_agent::state::{read_json, AgentState, DataDir};
-use berth_proto::v1::{Attribute, Resource, VersionInfo};
+use berth_proto::v1::{Attribute, RegisterContainerInstanceRequest, Resource, VersionInfo};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -132,6 +133,25 @@ struct Args {
         global = true
     )]
     config: PathBuf,
+    /// The SSM activation id to enroll with (from `berth ssm create-activation`); needed once,
+    /// when DATA_DIR/tls holds no client certificate (https controllers only).
+    #[arg(long, env = "BERTH_ACTIVATION_ID", global = true)]
+    activation_id: Option<String>,
+    /// The activation code that goes with --activation-id.
+    #[arg(
+        long,
+        env = "BERTH_ACTIVATION_CODE",
+        global = true,
+        hide_env_values = true
+    )]
+    activation_code: Option<Redacted>,
+    /// The controller CA's fingerprint to pin (sha256:<64 hex>, printed by create-activation);
+    /// the CA is then saved as DATA_DIR/tls/ca.pem.
+    #[arg(long, env = "BERTH_CA_FINGERPRINT", global = true)]
+    ca_fingerprint: Option<String>,
+    /// The controller's CA certificate (PEM) to trust, instead of --ca-fingerprint.
+    #[arg(long, env = "BERTH_CA_FILE", global = true)]
+    ca_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -363,23 +383,47 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
         tracing::warn!(error = %e, "cannot list Berth's containers; containers with no task record go unreported until the next start");
     }
     tracing::info!(cluster = %args.cluster, containerd = %version, "berth-agent started");
+    let tls = if args.controller.starts_with("https://") {
+        let files = TlsFiles::new(&args.data_dir);
+        let registration = RegisterContainerInstanceRequest {
+            cluster: args.cluster.clone(),
+            total_resources: resources.clone(),
+            attributes: attributes.clone(),
+            version_info: Some(version_info(&version)),
+            ..Default::default()
+        };
+        if let Some(arn) = enroll(&args, &files, registration).await? {
+            reporter
+                .set_identity(&arn, &args.cluster)
+                .await
+                .context("saving the instance ARN")?;
+        }
+        Some(files)
+    } else {
+        None
+    };
+    let renewal = tls
+        .clone()
+        .map(|files| AbortOnDrop(tokio::spawn(files.renew_forever(args.controller.clone()))));
     let reg = Registration {
         controller: args.controller.clone(),
         cluster: args.cluster.clone(),
         resources,
         attributes,
-        version_info: VersionInfo {
-            agent_version: Some(env!("CARGO_PKG_VERSION").into()),
-            agent_hash: None,
-            docker_version: Some(format!("containerd {version}")),
-        },
+        version_info: version_info(&version),
         heartbeat: berth_proto::link::HEARTBEAT_INTERVAL,
         secrets: link_secrets.clone(),
+        tls: tls.clone(),
     };
     tokio::select! {
         terminal = session::run(reg, engine, reporter) => {
             if let Err(e) = &terminal.forgotten {
                 tracing::error!(error = %e, "cannot forget the instance ARN; remove agent.json from the data dir before starting again");
+            }
+            drop(renewal);
+            // Revoked with the instance: a new start must enroll anew.
+            if let Some(Err(e)) = tls.as_ref().map(TlsFiles::forget_identity) {
+                tracing::error!(error = %e, "cannot remove the revoked client certificate");
             }
             tracing::error!(reason = %terminal.reason, exit = berth_proto::link::EXIT_TERMINAL,
                 "container instance deregistered; berth-agent stops for good (a new start registers a new instance); tasks keep running");
@@ -396,6 +440,78 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
     // Containers keep running: a restarted agent picks them up from its data dir.
     tracing::info!("berth-agent exiting; tasks keep running");
     Ok(0)
+}
+
+/// A flag value that is a secret: its Debug form hides it.
+#[derive(Clone)]
+struct Redacted(String);
+
+impl std::str::FromStr for Redacted {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Redacted(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+fn version_info(containerd: &str) -> VersionInfo {
+    VersionInfo {
+        agent_version: Some(env!("CARGO_PKG_VERSION").into()),
+        agent_hash: None,
+        docker_version: Some(format!("containerd {containerd}")),
+    }
+}
+
+/// Pins the controller's CA and, without a client certificate, enrolls with the activation;
+/// returns the instance ARN Enroll registered. A refusal (or nothing to enroll or pin with)
+/// ends the agent with the reason; an unreachable controller is retried.
+async fn enroll(
+    args: &Args,
+    files: &TlsFiles,
+    registration: RegisterContainerInstanceRequest,
+) -> anyhow::Result<Option<String>> {
+    let e = Enrollment {
+        activation_id: args.activation_id.clone().filter(|s| !s.is_empty()),
+        activation_code: args
+            .activation_code
+            .as_ref()
+            .map(|c| c.0.clone())
+            .filter(|s| !s.is_empty()),
+        ca_fingerprint: args.ca_fingerprint.clone().filter(|s| !s.is_empty()),
+        ca_file: args.ca_file.clone(),
+    };
+    let mut backoff = session::Backoff::default();
+    loop {
+        let step = async {
+            files.ensure_ca(&e, &args.controller).await?;
+            files
+                .ensure_identity(&e, &args.controller, &args.cluster, registration.clone())
+                .await
+        };
+        match step.await {
+            Ok(arn) => return Ok(arn),
+            Err(err) if err.is_terminal() => return Err(err.into()),
+            Err(err) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %err, delay_ms = delay.as_millis() as u64, "enrollment failed; retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[cfg(test)]
@@ -438,5 +554,7 @@ mod tests {
         assert!(a.allow_privileged && a.no_new_privileges);
         assert_eq!(a.pids_limit, 0);
         assert!(Args::try_parse_from(["berth-agent", "--pids-limit=-5"]).is_err());
+        let a = Args::try_parse_from(["berth-agent", "--activation-code", "s3cr3t-code"]).unwrap();
+        assert!(!format!("{a:?}").contains("s3cr3t-code"));
     }
 }

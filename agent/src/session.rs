@@ -36,6 +36,9 @@ pub struct Registration {
     pub heartbeat: Duration,
     /// The engine's secret source, told the channel of each session.
     pub secrets: Arc<crate::secrets::LinkSecrets>,
+    /// With an https controller: the pinned CA and the client certificate, read at every
+    /// connection (a renewed certificate is used from the next one on).
+    pub tls: Option<crate::identity::TlsFiles>,
 }
 
 /// How long registering or opening the session may take before the attempt counts as failed
@@ -88,6 +91,9 @@ pub enum LinkError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The TLS files (pinned CA, client certificate) cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The controller cannot be reached.
     #[error("connect: {0}")]
     Connect(#[source] tonic::transport::Error),
@@ -169,11 +175,22 @@ async fn once<R: Runtime, C: Cgroups>(
     reporter: &Arc<Reporter>,
     backoff: &mut Backoff,
 ) -> Result<(), LinkError> {
-    let channel = tonic::transport::Endpoint::from_shared(reg.controller.clone())
-        .map_err(|source| LinkError::Url {
-            url: reg.controller.clone(),
-            source,
-        })?
+    let mut endpoint =
+        tonic::transport::Endpoint::from_shared(reg.controller.clone()).map_err(|source| {
+            LinkError::Url {
+                url: reg.controller.clone(),
+                source,
+            }
+        })?;
+    if let Some(files) = &reg.tls {
+        let config = files
+            .client_config()
+            .map_err(|e| LinkError::Tls(e.to_string()))?;
+        endpoint = endpoint
+            .tls_config(config)
+            .map_err(|e| LinkError::Tls(e.to_string()))?;
+    }
+    let channel = endpoint
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(10))
@@ -555,6 +572,7 @@ mod tests {
                 version_info: VersionInfo::default(),
                 heartbeat: Duration::from_millis(100),
                 secrets: Arc::new(crate::secrets::LinkSecrets::new(Duration::from_secs(1))),
+                tls: None,
             };
             Rig {
                 server,

@@ -215,6 +215,11 @@ pub struct Cluster {
     controller_port: u16,
     /// Extra environment of the agent (its BERTH_* options).
     agent_env: Vec<(String, String)>,
+    /// Whether the controller serves TLS (`--tls on`, an https endpoint): the default;
+    /// BERTH_TEST_TLS=off runs the suite without.
+    pub tls: bool,
+    /// Extra arguments of the controller.
+    pub controller_args: Vec<String>,
 }
 
 impl Cluster {
@@ -227,6 +232,19 @@ impl Cluster {
     /// [`Cluster::start`], the agent having these extra environment variables (BERTH_* options).
     pub fn start_with_agent_env(test: &str, agent_env: &[(&str, &str)]) -> Self {
         let mut c = Self::new(test, agent_env);
+        c.start_containerd();
+        c.load_image();
+        c.start_controller();
+        c.ok(&["create-cluster", "--cluster-name", &c.name.clone()]);
+        c.start_agent();
+        c.wait_agent_connected();
+        c
+    }
+
+    /// [`Cluster::start`], the controller having these extra arguments.
+    pub fn start_with_controller_args(test: &str, args: &[&str]) -> Self {
+        let mut c = Self::new(test, &[]);
+        c.controller_args = args.iter().map(|a| a.to_string()).collect();
         c.start_containerd();
         c.load_image();
         c.start_controller();
@@ -252,9 +270,12 @@ impl Cluster {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("test dir");
         let port = free_port();
+        let tls = std::env::var("BERTH_TEST_TLS").map_or(true, |v| v != "off");
         Cluster {
             name: format!("it-{test}").replace('_', "-"),
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: format!("{}://127.0.0.1:{port}", if tls { "https" } else { "http" }),
+            tls,
+            controller_args: Vec::new(),
             cgroup_parent: format!("berth-it-{tag}"),
             containerd: None,
             controller: None,
@@ -321,7 +342,9 @@ impl Cluster {
                 .arg("--config")
                 .arg(self.dir.join("none.conf"))
                 // Signed calls even on loopback: the suite runs as a network deployment does.
-                .args(["--auth", "required"]),
+                .args(["--auth", "required"])
+                .args(["--tls", if self.tls { "on" } else { "off" }])
+                .args(&self.controller_args),
             &self.dir.join(format!(
                 "controller-{}.log",
                 COUNTER.fetch_add(1, Ordering::Relaxed)
@@ -334,8 +357,81 @@ impl Cluster {
         });
     }
 
+    /// The controller's CA certificate (made on its first start).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("controller/ca.pem")
+    }
+
+    /// A gRPC channel to the controller (trusting its CA with TLS on).
+    pub async fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
+        let mut e = tonic::transport::Endpoint::from_shared(self.endpoint.clone())?;
+        if self.tls {
+            let ca = std::fs::read_to_string(self.ca_file())?;
+            e = e.tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+            )?;
+        }
+        Ok(e.connect().await?)
+    }
+
+    /// The agent's data dir (its TLS files are in `tls/`).
+    pub fn agent_dir(&self) -> PathBuf {
+        self.dir.join("agent")
+    }
+
+    /// Creates an SSM activation (`berth ssm create-activation --iam-role berth-test ARGS`);
+    /// returns its ActivationId, ActivationCode and CaFingerprint.
+    pub fn create_activation(&self, args: &[&str]) -> (String, String, String) {
+        let mut all = vec!["create-activation", "--iam-role", "berth-test"];
+        all.extend_from_slice(args);
+        let out = self.berth_service("ssm", &all);
+        assert!(
+            out.status.success(),
+            "berth ssm create-activation failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("create-activation JSON");
+        let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        (s("ActivationId"), s("ActivationCode"), s("CaFingerprint"))
+    }
+
+    /// The agent's enrollment environment: with TLS and no client certificate yet, a new
+    /// activation and the CA fingerprint to pin.
+    fn enrollment_env(&self) -> Vec<(String, String)> {
+        if !self.tls || self.agent_dir().join("tls/client.pem").exists() {
+            return Vec::new();
+        }
+        let (id, code, fingerprint) = self.create_activation(&[]);
+        vec![
+            ("BERTH_ACTIVATION_ID".into(), id),
+            ("BERTH_ACTIVATION_CODE".into(), code),
+            ("BERTH_CA_FINGERPRINT".into(), fingerprint),
+        ]
+    }
+
+    /// A `berth-agent` command for this cluster with data dir `data_dir` (not started).
+    pub fn agent_command(&self, data_dir: &Path) -> Command {
+        let mut cmd = Command::new(bin("berth-agent"));
+        cmd.arg("--controller")
+            .arg(&self.endpoint)
+            .arg("--cluster")
+            .arg(&self.name)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--containerd-socket")
+            .arg(self.socket())
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup_parent)
+            .arg("--config")
+            .arg(self.dir.join("none.conf"))
+            .env("RUST_LOG", "info");
+        cmd
+    }
+
     /// Starts (or restarts) the agent with the same data dir.
     pub fn start_agent(&mut self) {
+        let enrollment = self.enrollment_env();
         let child = spawn(
             Command::new(bin("berth-agent"))
                 .arg("--controller")
@@ -353,6 +449,7 @@ impl Cluster {
                 .arg("--config")
                 .arg(self.dir.join("none.conf"))
                 .env("RUST_LOG", "info")
+                .envs(enrollment)
                 .envs(self.agent_env.iter().map(|(k, v)| (k, v))),
             &self.dir.join(format!(
                 "agent-{}.log",
@@ -392,8 +489,17 @@ impl Cluster {
     }
 
     /// Deletes the controller's store (a controller restored from nothing); kill it first.
+    /// With TLS its CA is kept (an operator restores it with the keys), but the records of the
+    /// agents' certificates are gone: the agent's client certificate is removed too, so the
+    /// next [`Cluster::start_agent`] enrolls anew.
     pub fn wipe_controller_store(&self) {
-        let _ = std::fs::remove_dir_all(self.dir.join("controller"));
+        if self.tls {
+            let _ = std::fs::remove_file(self.dir.join("controller/state.redb"));
+            let _ = std::fs::remove_file(self.agent_dir().join("tls/client.pem"));
+            let _ = std::fs::remove_file(self.agent_dir().join("tls/client.key"));
+        } else {
+            let _ = std::fs::remove_dir_all(self.dir.join("controller"));
+        }
     }
 
     /// kill -9 the agent.
@@ -427,6 +533,9 @@ impl Cluster {
             "BERTH_PROFILE",
         ] {
             cmd.env_remove(v);
+        }
+        if self.tls {
+            cmd.env("BERTH_CA_BUNDLE", self.ca_file());
         }
         cmd.env("BERTH_SHARED_CREDENTIALS_FILE", self.admin_credentials())
             .envs(env.iter().copied())

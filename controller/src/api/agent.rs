@@ -6,7 +6,10 @@
 //! control; a session that hears nothing for `MISSED_HEARTBEATS` intervals ends.
 
 use crate::fleet::Attached;
+use crate::security::activations::Activations;
+use crate::security::pki::{Pki, PkiError};
 use crate::service::{Controller, SentDefinitions, SessionInfo};
+use berth_proto::arn;
 use berth_proto::link;
 use berth_proto::v1::agent_message::Message as FromAgent;
 use berth_proto::v1::agent_server::{Agent, AgentServer};
@@ -26,6 +29,26 @@ pub struct AgentApi {
     heartbeat: Duration,
     /// Resolves task secrets for GetTaskSecrets; none: the call is refused.
     secrets: Option<Arc<crate::security::secrets::Secrets>>,
+    identity: Option<LinkIdentity>,
+}
+
+/// What authenticates agents on the link: the CA and the activations, and whether the link
+/// requires a client certificate (TLS on).
+#[derive(Clone)]
+pub struct LinkIdentity {
+    /// The CA and the certificates it issued.
+    pub pki: Arc<Pki>,
+    /// The activations Enroll checks.
+    pub activations: Arc<Activations>,
+    /// Whether RegisterContainerInstance, Session, RenewCertificate (and GetTaskSecrets) need
+    /// a known, unrevoked client certificate.
+    pub required: bool,
+}
+
+fn unauthenticated(why: &str) -> Status {
+    Status::unauthenticated(format!(
+        "{why}: this controller's link needs the client certificate of an enrolled agent (start berth-agent with --activation-id and --activation-code)"
+    ))
 }
 
 impl AgentApi {
@@ -35,6 +58,7 @@ impl AgentApi {
             controller,
             heartbeat: link::HEARTBEAT_INTERVAL,
             secrets: None,
+            identity: None,
         }
     }
 
@@ -44,10 +68,42 @@ impl AgentApi {
         self
     }
 
-    /// LEAD: local stand-in for helper A's `AgentApi::caller_instance` (same signature); drop
-    /// this one when merging theirs. Ok(None) = TLS off, no identity to check.
-    pub fn caller_instance<T>(&self, _request: &Request<T>) -> Result<Option<String>, Status> {
-        Ok(None)
+    /// Serves Enroll and RenewCertificate with `identity`, and requires client certificates on
+    /// the link when `identity.required`.
+    pub fn with_identity(mut self, identity: LinkIdentity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// The container instance the caller's client certificate is bound to: `Ok(None)` when the
+    /// link requires no certificate (TLS off: the loopback demo has no identities),
+    /// `Ok(Some(arn))` for a known, unrevoked certificate, `Unauthenticated` otherwise.
+    pub(crate) fn caller_instance<T>(&self, r: &Request<T>) -> Result<Option<String>, Status> {
+        let Some(id) = self.identity.as_ref().filter(|i| i.required) else {
+            return Ok(None);
+        };
+        let certs = r.peer_certs();
+        let Some(der) = certs.as_ref().and_then(|c| c.first()) else {
+            return Err(unauthenticated("no client certificate"));
+        };
+        match id.pki.identify(der) {
+            Ok(Some(record)) => Ok(Some(record.container_instance_arn)),
+            Ok(None) => Err(unauthenticated(
+                "the client certificate is unknown, expired or revoked",
+            )),
+            Err(e) => {
+                warn!(error = %e, "cannot look up a client certificate");
+                Err(Status::internal(format!(
+                    "looking up the client certificate: {e}"
+                )))
+            }
+        }
+    }
+
+    fn identity(&self, call: &str) -> Result<&LinkIdentity, Status> {
+        self.identity.as_ref().ok_or_else(|| {
+            Status::unimplemented(format!("{call} is not served: this controller has no CA"))
+        })
     }
 
     /// Sets the heartbeat interval (tests use a short one).
@@ -83,27 +139,96 @@ impl Agent for AgentApi {
         &self,
         r: Request<RegisterContainerInstanceRequest>,
     ) -> Result<Response<RegisterContainerInstanceResponse>, Status> {
-        let ci = self
-            .controller
-            .register_container_instance(r.into_inner())
-            .await?;
+        let caller = self.caller_instance(&r)?;
+        let mut req = r.into_inner();
+        if let Some(own) = caller {
+            let named = req
+                .container_instance_arn
+                .get_or_insert_with(|| own.clone());
+            let cluster = arn::resource("cluster", &req.cluster)
+                .filter(|c| !c.is_empty())
+                .unwrap_or("default");
+            let id = arn::short_id("container-instance", &own).unwrap_or_default();
+            if *named != own || arn::container_instance(cluster, id) != own {
+                warn!(certificate = %own, named = %named, cluster = %req.cluster, "refusing a registration for another instance");
+                return Err(Status::permission_denied(format!(
+                    "this client certificate is for container instance {own}; it may register only that instance, in its cluster"
+                )));
+            }
+        }
+        let ci = self.controller.register_container_instance(req).await?;
         info!(instance = %ci.container_instance_arn, "container instance registered");
         Ok(Response::new(RegisterContainerInstanceResponse {
             container_instance: Some(ci),
         }))
     }
 
-    async fn enroll(&self, _: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
-        Err(Status::unimplemented("enrollment is not served yet"))
+    async fn enroll(&self, r: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
+        let id = self.identity("Enroll")?;
+        let req = r.into_inner();
+        let activation = req.activation_id.clone();
+        match id
+            .activations
+            .enroll(&self.controller, &id.pki, req, std::time::SystemTime::now())
+            .await
+        {
+            Ok(resp) => Ok(Response::new(resp)),
+            Err(e) => {
+                warn!(%activation, "enrollment refused: {e}");
+                Err(e.into())
+            }
+        }
     }
 
     async fn renew_certificate(
         &self,
-        _: Request<RenewCertificateRequest>,
+        r: Request<RenewCertificateRequest>,
     ) -> Result<Response<EnrollResponse>, Status> {
-        Err(Status::unimplemented(
-            "certificate renewal is not served yet",
-        ))
+        let id = self.identity("RenewCertificate")?;
+        let certs = r.peer_certs();
+        let record = match certs.as_ref().and_then(|c| c.first()) {
+            None => None,
+            Some(der) => id
+                .pki
+                .identify(der)
+                .map_err(|e| Status::internal(format!("looking up the client certificate: {e}")))?,
+        };
+        let Some(record) = record else {
+            return Err(unauthenticated(
+                "RenewCertificate needs the current client certificate",
+            ));
+        };
+        let arn = record.container_instance_arn.clone();
+        if self
+            .controller
+            .instance_inactive(arn::short_id("container-instance", &arn).unwrap_or_default())
+            .await
+            .is_some()
+        {
+            return Err(link::inactive_refusal(&arn));
+        }
+        let (cert, write) = id
+            .pki
+            .issue(
+                &r.get_ref().csr_pem,
+                &arn,
+                &record.cluster_arn,
+                &record.activation_id,
+            )
+            .map_err(|e| match e {
+                PkiError::BadCsr(_) => Status::invalid_argument(e.to_string()),
+                e => Status::internal(e.to_string()),
+            })?;
+        id.pki
+            .record_renewal(&arn, write)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        info!(instance = %arn, "client certificate renewed");
+        Ok(Response::new(EnrollResponse {
+            container_instance_arn: arn,
+            certificate_pem: cert.pem,
+            ca_pem: id.pki.ca().cert_pem().to_string(),
+            not_after: Some(crate::security::pki::timestamp(cert.not_after)),
+        }))
     }
 
     /// The values of a task's secrets, only for the agent of the instance the task is assigned
@@ -164,6 +289,7 @@ impl Agent for AgentApi {
         &self,
         r: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        let caller = self.caller_instance(&r)?;
         let mut inbound = r.into_inner();
         let dead_after = self.heartbeat * link::MISSED_HEARTBEATS;
         let hello = match tokio::time::timeout(dead_after, inbound.next()).await {
@@ -172,8 +298,19 @@ impl Agent for AgentApi {
             }))) => h,
             _ => return Err(Status::invalid_argument("a session starts with AgentHello")),
         };
+        if let Some(own) = &caller {
+            if *own != hello.container_instance_arn {
+                warn!(certificate = %own, named = %hello.container_instance_arn, "refusing a session for another instance");
+                return Err(Status::permission_denied(format!(
+                    "this client certificate is for container instance {own}; it may open a session only for that instance"
+                )));
+            }
+        }
         let info = match self.controller.open_session(&hello).await {
-            Ok(i) => i,
+            Ok(i) => SessionInfo {
+                own_tasks_only: caller.is_some(),
+                ..i
+            },
             Err(e) => {
                 warn!(instance = %hello.container_instance_arn, "refusing agent session: {e}");
                 return Err(e.into());

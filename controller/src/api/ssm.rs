@@ -1,5 +1,6 @@
 //! The `Ssm` gRPC service: the SSM-shaped service: activations (the agents' registration) and Parameter Store. A thin adapter over `crate::security`.
 
+use crate::security::activations::Activations;
 use crate::security::secrets::Secrets;
 use berth_proto::v1::ssm_server::Ssm;
 use berth_proto::v1::*;
@@ -10,6 +11,10 @@ use tonic::{Request, Response, Status};
 pub struct SsmApi {
     /// Parameter Store (sealed parameters).
     pub secrets: Arc<Secrets>,
+    /// Activations (CreateActivation, DescribeActivations, DeleteActivation).
+    pub activations: Arc<Activations>,
+    /// The controller's CA fingerprint, returned by CreateActivation for the agent to pin.
+    pub ca_fingerprint: String,
 }
 
 type R<T> = Result<Response<T>, Status>;
@@ -18,23 +23,36 @@ type R<T> = Result<Response<T>, Status>;
 impl Ssm for SsmApi {
     async fn create_activation(
         &self,
-        _: Request<CreateActivationRequest>,
+        r: Request<CreateActivationRequest>,
     ) -> R<CreateActivationResponse> {
-        Err(Status::unimplemented("CreateActivation is not served yet"))
+        let c = self
+            .activations
+            .create(r.into_inner(), std::time::SystemTime::now())
+            .await?;
+        Ok(Response::new(CreateActivationResponse {
+            activation_id: c.activation_id,
+            activation_code: c.activation_code,
+            ca_fingerprint: self.ca_fingerprint.clone(),
+        }))
     }
     async fn describe_activations(
         &self,
-        _: Request<DescribeActivationsRequest>,
+        r: Request<DescribeActivationsRequest>,
     ) -> R<DescribeActivationsResponse> {
-        Err(Status::unimplemented(
-            "DescribeActivations is not served yet",
+        Ok(Response::new(
+            self.activations
+                .describe(r.into_inner(), std::time::SystemTime::now())
+                .await?,
         ))
     }
     async fn delete_activation(
         &self,
-        _: Request<DeleteActivationRequest>,
+        r: Request<DeleteActivationRequest>,
     ) -> R<DeleteActivationResponse> {
-        Err(Status::unimplemented("DeleteActivation is not served yet"))
+        self.activations
+            .delete(&r.into_inner().activation_id)
+            .await?;
+        Ok(Response::new(DeleteActivationResponse {}))
     }
     async fn put_parameter(&self, r: Request<PutParameterRequest>) -> R<PutParameterResponse> {
         Ok(Response::new(self.secrets.put_parameter(r.into_inner())?))

@@ -2,12 +2,18 @@
 
 use anyhow::Context;
 use berth_controller::api::{
-    agent::AgentApi, ecs::EcsApi, iam::IamApi, secrets_manager::SecretsManagerApi, ssm::SsmApi,
+    agent::{AgentApi, LinkIdentity},
+    ecs::EcsApi,
+    iam::IamApi,
+    secrets_manager::SecretsManagerApi,
+    ssm::SsmApi,
 };
 use berth_controller::fleet::Fleet;
 use berth_controller::security::access_keys::AccessKeys;
+use berth_controller::security::activations::Activations;
 use berth_controller::security::audit::AuditLog;
 use berth_controller::security::auth::{Authenticator, Mode};
+use berth_controller::security::pki::{Ca, Pki};
 use berth_controller::service::Controller;
 use berth_controller::store::redb_store::RedbStore;
 use berth_proto::v1::ecs_server::EcsServer;
@@ -55,9 +61,6 @@ struct Args {
     /// this flag the controller refuses to start that way; with it, it logs so loudly.
     #[arg(long, env = "BERTH_INSECURE")]
     insecure: bool,
-    /// TLS on the gRPC port: auto = on unless the listen address is loopback.
-    #[arg(long, env = "BERTH_TLS", value_enum, default_value_t = Tls::Auto)]
-    tls: Tls,
     /// Signed API calls (SigV4 with access keys): auto = required unless the listen address is
     /// loopback; off accepts any signature or none.
     #[arg(long, env = "BERTH_AUTH", value_enum, default_value_t = Auth::Auto)]
@@ -69,6 +72,51 @@ struct Args {
     /// digits, mode 0600); created on first start when absent. Default: DATA_DIR/master.key.
     #[arg(long, env = "BERTH_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
+    /// TLS on the gRPC port (the API and the agent link): auto is on unless the listen address
+    /// is loopback. With TLS on, agents must present the client certificate they enrolled for.
+    #[arg(long, env = "BERTH_TLS", value_enum, default_value_t = Tls::Auto)]
+    tls: Tls,
+    /// More names or addresses for the server certificate (beside localhost, 127.0.0.1, ::1,
+    /// the hostname and the listen address).
+    #[arg(long = "tls-san", env = "BERTH_TLS_SANS", value_delimiter = ',')]
+    tls_sans: Vec<String>,
+    /// The CA certificate (PEM) issuing the server's and the agents' certificates. Default:
+    /// DATA_DIR/ca.pem, made on first start with DATA_DIR/ca.key.
+    #[arg(long, env = "BERTH_CA_CERT", requires = "ca_key")]
+    ca_cert: Option<PathBuf>,
+    /// The CA's private key (PEM). Default: DATA_DIR/ca.key (0600).
+    #[arg(long, env = "BERTH_CA_KEY", requires = "ca_cert")]
+    ca_key: Option<PathBuf>,
+    /// Seconds an agent's client certificate is valid (agents renew at half of it).
+    #[arg(
+        long,
+        env = "BERTH_CERTIFICATE_LIFETIME",
+        default_value_t = berth_controller::security::pki::DEFAULT_CERTIFICATE_LIFETIME.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..),
+        value_name = "SECONDS"
+    )]
+    certificate_lifetime: u64,
+}
+
+/// The names and addresses the server certificate is issued for.
+fn server_names(listen: SocketAddr, extra: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let h = h.trim();
+        if !h.is_empty() {
+            names.push(h.to_string());
+        }
+    }
+    if !listen.ip().is_unspecified() {
+        names.push(listen.ip().to_string());
+    }
+    names.extend(
+        extra
+            .iter()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty()),
+    );
+    names
 }
 
 /// `--tls`.
@@ -188,6 +236,18 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         &master_key,
         args.master_key_file.is_none(),
     )?;
+    // Made at its default place only: an operator-given CA that is missing is an error.
+    let ca = Ca::load_or_create(
+        &args
+            .ca_cert
+            .clone()
+            .unwrap_or_else(|| args.data_dir.join("ca.pem")),
+        &args
+            .ca_key
+            .clone()
+            .unwrap_or_else(|| args.data_dir.join("ca.key")),
+        args.ca_cert.is_none(),
+    )?;
     let store: Arc<dyn berth_controller::store::Store> =
         Arc::new(RedbStore::open(&args.data_dir.join("state.redb"))?);
     let secrets = Arc::new(berth_controller::security::secrets::Secrets::new(
@@ -210,14 +270,38 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         auth_mode,
         Some(audit),
     ));
-    let controller = Arc::new(Controller::load(store, Arc::new(Fleet::default()))?);
+    let controller = Arc::new(Controller::load(store.clone(), Arc::new(Fleet::default()))?);
+    let server_tls = if tls {
+        let id = ca.server_identity(&server_names(args.listen, &args.tls_sans))?;
+        Some(
+            tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(
+                    id.cert_pem,
+                    id.key_pem,
+                ))
+                .client_ca_root(tonic::transport::Certificate::from_pem(ca.cert_pem()))
+                // API callers and enrolling agents come without a client certificate; the link
+                // refuses its other calls without one.
+                .client_auth_optional(true),
+        )
+    } else {
+        None
+    };
+    let ca_fingerprint = ca.fingerprint();
+    let pki = Arc::new(Pki::new(
+        ca,
+        store.clone(),
+        std::time::Duration::from_secs(args.certificate_lifetime),
+    ));
+    let activations = Arc::new(Activations::new(store.clone()));
     let retention = std::time::Duration::from_secs(args.stopped_task_retention);
     // Aborted when `serve` returns, which stops the sweeps.
     let sweeps = AbortOnDrop(controller.spawn_retention(retention, std::time::SystemTime::now));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    tracing::info!(listen = %args.listen, data_dir = %args.data_dir.display(),
+    tracing::info!(listen = %args.listen, data_dir = %args.data_dir.display(), tls,
+        ca_fingerprint = %ca_fingerprint,
         stopped_task_retention_s = retention.as_secs(), auth = ?auth_mode,
         audit_log = %audit_path.display(), "berth-controller serving");
     let shutdown = async {
@@ -229,13 +313,19 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         }
     };
     let signed = authenticator.layer();
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = server_tls {
+        builder = builder.tls_config(t).context("TLS configuration")?;
+    }
+    let server = builder
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         // Signed calls on the user-facing services; the agent link authenticates by its
         // client certificate instead.
         .add_service(signed.layer(EcsServer::new(EcsApi(controller.clone()))))
         .add_service(signed.layer(SsmServer::new(SsmApi {
             secrets: secrets.clone(),
+            activations: activations.clone(),
+            ca_fingerprint,
         })))
         .add_service(signed.layer(SecretsManagerServer::new(SecretsManagerApi {
             secrets: secrets.clone(),
@@ -246,6 +336,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .add_service(
             AgentApi::new(controller)
                 .with_secrets(secrets)
+                .with_identity(LinkIdentity {
+                    pki,
+                    activations,
+                    required: tls,
+                })
                 .into_server(),
         )
         // Small request/response messages: Nagle's algorithm would hold them back for the
@@ -308,5 +403,14 @@ mod tests {
             );
             assert!(exposure_refused(at(a), false, Mode::Off, true).is_none());
         }
+    }
+
+    #[test]
+    fn tls_auto_is_on_beyond_loopback() {
+        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
+        assert!(!Tls::Auto.on(at("127.0.0.1:1")));
+        assert!(Tls::Auto.on(at("0.0.0.0:1")));
+        assert!(Tls::On.on(at("127.0.0.1:1")));
+        assert!(!Tls::Off.on(at("0.0.0.0:1")));
     }
 }

@@ -8,7 +8,9 @@
 //! - [`secrets`]: Secrets Manager secrets and SSM parameters, and their resolution for tasks.
 
 pub mod access_keys;
+pub mod activations;
 pub mod audit;
 pub mod auth;
+pub mod pki;
 pub mod seal;
 pub mod secrets;

@@ -48,6 +48,9 @@ pub struct SessionInfo {
     pub instance_id: String,
     /// The agent's state epoch.
     pub epoch: String,
+    /// The session's peer proved its identity (a client certificate): its reports may name
+    /// only tasks of its own instance; a task of another instance is not moved to it.
+    pub own_tasks_only: bool,
 }
 
 /// What a session has sent so far: each task's definition goes once per session.
@@ -156,6 +159,7 @@ impl Controller {
         Ok(SessionInfo {
             instance_id,
             epoch: hello.state_epoch.clone(),
+            own_tasks_only: false,
         })
     }
 
@@ -259,6 +263,15 @@ impl Controller {
         let mut updated = None;
         let mut confirmed = false;
         match st.tasks.get(&id).cloned() {
+            Some(task)
+                if session.own_tasks_only
+                    && task.container_instance_arn.as_deref() != Some(instance_arn.as_str()) =>
+            {
+                // An authenticated agent reports only for its own instance: the report is
+                // counted (so it is not resent) and changes nothing else.
+                warn!(task = %change.task_arn, instance = %instance_arn, owner = ?task.container_instance_arn,
+                    "refusing a state change for a task of another container instance");
+            }
             Some(mut task) if !is_stopped(&task) => {
                 if task.container_instance_arn.as_deref() != Some(instance_arn.as_str()) {
                     // Its agent now runs under another instance ARN (re-registered): the task

@@ -241,6 +241,18 @@ impl Controller {
         &self,
         req: RegisterContainerInstanceRequest,
     ) -> Result<ContainerInstance, EcsError> {
+        self.register_container_instance_with(req, |_, _| Ok::<_, EcsError>(Vec::new()))
+            .await
+    }
+
+    /// [`Controller::register_container_instance`], committing with the registration the
+    /// writes `extra` makes from the instance and its cluster ARN (enrollment: the activation's
+    /// count and the certificate's record); an error from `extra` changes nothing.
+    pub async fn register_container_instance_with<E: From<EcsError>>(
+        &self,
+        req: RegisterContainerInstanceRequest,
+        extra: impl FnOnce(&ContainerInstance, &str) -> Result<Vec<Write>, E>,
+    ) -> Result<ContainerInstance, E> {
         let name = cluster_name(Some(&req.cluster))?;
         if name == DEFAULT_CLUSTER {
             // Like the ECS agent, an agent with no cluster configured creates "default".
@@ -259,7 +271,8 @@ impl Controller {
             if resource_int(&req.total_resources, r) <= 0 {
                 return Err(EcsError::invalid(format!(
                     "totalResources: {r} must be a positive integer"
-                )));
+                ))
+                .into());
             }
         }
         let known = req
@@ -276,7 +289,8 @@ impl Controller {
             if r.container_instance.as_ref().is_some_and(is_inactive) {
                 return Err(EcsError::InactiveInstance(
                     req.container_instance_arn.clone().unwrap_or_default(),
-                ));
+                )
+                .into());
             }
         }
         let id = known.unwrap_or_else(new_id);
@@ -295,12 +309,14 @@ impl Controller {
         ci.ec2_instance_id = req.hostname;
         ci.status = ContainerInstanceStatus::Active.into();
         ci.version += 1;
+        let mut writes = extra(&ci, &cluster_arn)?;
         let record = ContainerInstanceRecord {
             container_instance: Some(ci),
             cluster_arn,
             ..previous.unwrap_or_default()
         };
-        self.commit(vec![put(format!("{INSTANCE_PREFIX}{id}"), &record)])?;
+        writes.push(put(format!("{INSTANCE_PREFIX}{id}"), &record));
+        self.commit(writes)?;
         st.instances.insert(id.clone(), record.clone());
         Ok(st.instance_view(&record, self.fleet.connected(&id)))
     }
@@ -448,6 +464,15 @@ impl Controller {
             ..record
         };
         writes.push(put(format!("{INSTANCE_PREFIX}{id}"), &record));
+        // Revocation: the instance's client certificates open no more sessions.
+        let arn = record
+            .container_instance
+            .as_ref()
+            .map(|c| c.container_instance_arn.clone())
+            .unwrap_or_default();
+        writes.extend(crate::store::blocking(|| {
+            crate::security::pki::Pki::revocation_writes(self.store.as_ref(), &arn, false)
+        })?);
         self.commit(writes)?;
         st.unconfirmed.extend(unconfirmed.iter().cloned());
         for (tid, t) in orphaned {

@@ -499,9 +499,7 @@ async fn phases(c: &Cluster, args: &Args) -> Result<()> {
         app_definition()
     ));
     let mut berth = Berth {
-        client: EcsClient::connect(c.endpoint.clone())
-            .await
-            .context("connecting to the controller")?,
+        client: EcsClient::new(c.channel().await.context("connecting to the controller")?),
         endpoint: c.endpoint.clone(),
         creds: berth_tests::read_credentials(&c.admin_credentials()),
         cluster: c.name.clone(),

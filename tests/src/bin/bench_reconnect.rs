@@ -116,6 +116,7 @@ async fn enroll(url: &str, ca: &[u8], id: &str, code: &str, n: usize) -> Result<
             csr_pem: csr,
             cluster: CLUSTER.to_string(),
             hostname: Some(format!("fake-{n}")),
+            registration: None,
         })
         .await
         .context("enroll")?
@@ -230,7 +231,7 @@ async fn floor(url: &str, ca: &[u8], n: usize) -> Result<f64> {
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..n {
         let (url, ca) = (url.to_string(), ca.to_vec());
-        set.spawn(async move { channel(&url, &ca, None).await.map(|c| drop(c)) });
+        set.spawn(async move { channel(&url, &ca, None).await.map(drop) });
     }
     while let Some(r) = set.join_next().await {
         r??;
