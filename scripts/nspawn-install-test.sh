@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Exercises the package under a real systemd as PID 1: boots a Debian bookworm tree with
+# `systemd-nspawn -b` (sharing the host's network, throw-away changes: --volatile=overlay),
+# copies the package in, runs install.sh inside against a berth-controller on this host, and
+# checks that containerd and berth-agent run as systemd services, that the instance registers,
+# and that a second install.sh run is harmless. Run as root; not part of `cargo test` (the first
+# run debootstraps the tree, a few minutes; later runs take about a minute).
+#   scripts/nspawn-install-test.sh [--package TARBALL]   (default: package target/debug's binaries)
+#   BERTH_NSPAWN_CACHE   where the Debian tree is kept (default /var/cache/berth-nspawn)
+# Gap until the TLS/enrollment work lands here: the controller is http:// on loopback and the
+# agent is installed without an activation; with it, start the controller with `--tls on`,
+# create an activation with `berth ssm create-activation` and pass --activation-id,
+# --activation-code and --ca-fingerprint to install.sh (marked TLS below).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+me=nspawn-install-test.sh
+say() { echo "== $*"; }
+die() { echo "$me: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "run as root"
+
+package=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --package) [ $# -ge 2 ] || die "--package needs a file"; package=$2; shift 2 ;;
+    *) die "unknown option: $1" ;;
+  esac
+done
+
+cache=${BERTH_NSPAWN_CACHE:-/var/cache/berth-nspawn}
+tree=$cache/bookworm
+for tool in systemd-nspawn nsenter; do
+  command -v "$tool" >/dev/null 2>&1 || {
+    say "installing systemd-container"
+    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq systemd-container util-linux >/dev/null
+  }
+done
+if [ ! -x "$tree/lib/systemd/systemd" ]; then
+  command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] ||
+    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq debootstrap >/dev/null
+  say "debootstrap bookworm into $tree (once; a few minutes)"
+  mkdir -p "$cache"
+  rm -rf "$tree.tmp"
+  timeout 1800 /usr/sbin/debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,ca-certificates \
+    bookworm "$tree.tmp" http://deb.debian.org/debian
+  mv "$tree.tmp" "$tree"
+fi
+
+work=$(mktemp -d /tmp/berth-nspawn.XXXXXX)
+nspawn_pid=
+controller_pid=
+cleanup() {
+  set +e
+  if [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
+    kill -TERM "$nspawn_pid" # nspawn asks the container's systemd to halt
+    for _ in $(seq 1 150); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$nspawn_pid" 2>/dev/null
+  fi
+  if [ -n "$controller_pid" ]; then kill "$controller_pid" 2>/dev/null; wait "$controller_pid" 2>/dev/null; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+if [ -z "$package" ]; then
+  say "packaging target/debug"
+  package=$(scripts/package.sh --bin-dir target/debug --out "$work/dist" | tail -1)
+fi
+mkdir -p "$work/pkg"
+tar -C "$work/pkg" -xzf "$package"
+pkg=$(echo "$work"/pkg/berth-*)
+[ -x "$pkg/install.sh" ] || die "$package holds no install.sh"
+
+say "controller on the host"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+endpoint=http://127.0.0.1:$port
+# TLS: add --tls on --tls-san 127.0.0.1, and take the CA fingerprint from create-activation.
+"$pkg/bin/berth-controller" --config /dev/null --listen "127.0.0.1:$port" --data-dir "$work/controller" \
+  >"$work/controller.log" 2>&1 &
+controller_pid=$!
+berth() { timeout 30 "$pkg/bin/berth" --endpoint-url "$endpoint" "$@"; }
+deadline=$(($(date +%s) + 60))
+until berth ecs list-clusters >/dev/null 2>&1; do
+  [ "$(date +%s)" -lt "$deadline" ] || { cat "$work/controller.log"; die "the controller did not start"; }
+  sleep 0.2
+done
+berth ecs create-cluster --cluster-name nspawn-cluster --query 'cluster.status' --output text
+
+say "booting $tree under systemd-nspawn"
+# --register=no --keep-unit: this host's PID 1 may not be systemd (no machined, no bus); the
+# container's own systemd is PID 1 inside either way.
+systemd-nspawn -D "$tree" --volatile=overlay --register=no --keep-unit --boot --console=pipe \
+  --machine berth-install-test --resolv-conf=copy-host --tmpfs=/var/lib/containerd \
+  --bind-ro="$pkg:/opt/berth" </dev/null >"$work/nspawn.log" 2>&1 &
+nspawn_pid=$!
+init_pid=
+deadline=$(($(date +%s) + 60))
+while [ -z "$init_pid" ]; do
+  init_pid=$(cat "/proc/$nspawn_pid/task/$nspawn_pid/children" 2>/dev/null | awk '{print $1}')
+  kill -0 "$nspawn_pid" 2>/dev/null || { cat "$work/nspawn.log"; die "systemd-nspawn exited"; }
+  [ "$(date +%s)" -lt "$deadline" ] || die "systemd-nspawn started no init"
+  [ -n "$init_pid" ] || sleep 0.2
+done
+inside() { timeout "${T:-120}" nsenter --target "$init_pid" --mount --uts --ipc --pid -- \
+  env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
+[ "$(cat "/proc/$init_pid/comm")" = systemd ] || die "PID 1 of the container is $(cat "/proc/$init_pid/comm"), not systemd"
+deadline=$(($(date +%s) + 60))
+until inside test -S /run/systemd/private; do # systemctl's socket, made early in the boot
+  [ "$(date +%s)" -lt "$deadline" ] || { cat "$work/nspawn.log"; die "the container's systemd made no /run/systemd/private"; }
+  sleep 0.2
+done
+state=$(inside systemctl is-system-running --wait || true)
+echo "container's systemd: $state"
+case "$state" in running | degraded) ;; *) inside systemctl --failed --no-pager || true; die "the container did not boot" ;; esac
+
+say "install.sh inside (as ECS Anywhere's install script; installs containerd and runc with apt)"
+# TLS: --controller https://127.0.0.1:$port --activation-id ID --activation-code CODE --ca-fingerprint F
+T=900 inside /opt/berth/install.sh --controller "$endpoint" --cluster nspawn-cluster --timeout 120 | tee "$work/install1.log"
+arn=$(sed -n 's/.*Container instance arn: //p' "$work/install1.log")
+[ -n "$arn" ] || die "install.sh printed no container instance ARN"
+inside systemctl is-active containerd.service berth-agent.service
+inside systemctl show -p MainPID -p NRestarts -p Delegate -p KillMode berth-agent.service
+listed=$(berth ecs list-container-instances --cluster nspawn-cluster --query 'containerInstanceArns[0]' --output text)
+[ "$listed" = "$arn" ] || die "the controller lists '$listed', install.sh printed '$arn'"
+[ "$(inside stat -c %a /etc/berth/agent.conf)" = 600 ] || die "/etc/berth/agent.conf is not 0600"
+
+say "install.sh again: nothing rewritten, agent not restarted, same instance"
+pid_before=$(inside systemctl show -p MainPID --value berth-agent.service)
+T=300 inside /opt/berth/install.sh --controller "$endpoint" --cluster nspawn-cluster --timeout 120 | tee "$work/install2.log"
+! grep -q '^wrote ' "$work/install2.log" || die "the second run rewrote files"
+[ "$(inside systemctl show -p MainPID --value berth-agent.service)" = "$pid_before" ] || die "the second run restarted the agent"
+[ "$(sed -n 's/.*Container instance arn: //p' "$work/install2.log")" = "$arn" ] || die "the second run printed another ARN"
+
+say "agent restart under systemd keeps the instance"
+inside systemctl restart berth-agent.service
+deadline=$(($(date +%s) + 60))
+until [ "$(berth ecs describe-container-instances --cluster nspawn-cluster --container-instances "$arn" \
+  --query 'containerInstances[0].agentConnected' --output text 2>/dev/null)" = True ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || die "the agent did not reconnect after a restart"
+  sleep 0.5
+done
+echo "PASS: $arn registered from a systemd-booted Debian tree through install.sh"
