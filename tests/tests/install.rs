@@ -4,6 +4,7 @@
 //! no containerd. A run under a real systemd as PID 1 is `scripts/nspawn-install-test.sh`.
 
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -120,10 +121,10 @@ fn install(args: &[&str]) -> Output {
         .env_remove("BERTH_CONTROLLER"))
 }
 
-/// Every file under `root` with its mode and bytes (symlinks as their target), to show that a
-/// refused run changed nothing.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, (u32, u64, Vec<u8>)> {
-    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, (u32, u64, Vec<u8>)>) {
+/// Every file under `root` with its mode, inode and a hash of its bytes (symlinks as their
+/// target), to show that a refused run or a rerun changed nothing.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
+    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, String>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
@@ -132,19 +133,47 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, (u32, u64, Vec<u8>)> {
             let meta = std::fs::symlink_metadata(&p).expect("metadata");
             if meta.file_type().is_symlink() {
                 let target = std::fs::read_link(&p).expect("link");
-                out.insert(p, (0, 0, target.into_os_string().into_encoded_bytes()));
+                out.insert(p, format!("-> {}", target.display()));
             } else if meta.is_dir() {
-                out.insert(p.clone(), (meta.mode(), 0, Vec::new()));
+                out.insert(p.clone(), format!("dir {:o}", meta.mode()));
                 walk(&p, out);
             } else {
-                let bytes = std::fs::read(&p).expect("read");
-                out.insert(p, (meta.mode(), meta.ino(), bytes));
+                let mut h = std::hash::DefaultHasher::new();
+                std::fs::read(&p).expect("read").hash(&mut h);
+                let line = format!(
+                    "{:o} inode {} bytes {:x}",
+                    meta.mode(),
+                    meta.ino(),
+                    h.finish()
+                );
+                out.insert(p, line);
             }
         }
     }
     let mut out = BTreeMap::new();
     walk(root, &mut out);
     out
+}
+
+/// Fails naming each path that differs between two snapshots.
+fn assert_unchanged(
+    before: &BTreeMap<PathBuf, String>,
+    after: &BTreeMap<PathBuf, String>,
+    what: &str,
+) {
+    let differing: Vec<String> = before
+        .keys()
+        .chain(after.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|p| before.get(*p) != after.get(*p))
+        .map(|p| format!("{}: {:?} -> {:?}", p.display(), before.get(p), after.get(p)))
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{what} changed the tree:\n{}",
+        differing.join("\n")
+    );
 }
 
 fn mode(p: &Path) -> u32 {
@@ -340,7 +369,7 @@ fn install_into_a_root_writes_the_config_0600_the_units_and_binaries_and_a_rerun
         "a rerun rewrote files: {}",
         text(&out.stdout)
     );
-    assert_eq!(snapshot(&root), before, "a rerun changed the tree");
+    assert_unchanged(&before, &snapshot(&root), "a rerun");
 
     // A new cluster rewrites agent.conf alone, still 0600, keeping the operator's line.
     let mut moved = args_owned.to_vec();
@@ -497,7 +526,7 @@ fn install_refuses_bad_arguments_with_one_line_and_changes_nothing() {
             "{args:?}: {stderr:?} lacks {needle:?}"
         );
         assert_eq!(text(&out.stdout), "", "{args:?}");
-        assert_eq!(snapshot(&root), before, "{args:?} changed the tree");
+        assert_unchanged(&before, &snapshot(&root), &format!("{args:?}"));
     }
 }
 
