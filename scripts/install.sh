@@ -236,6 +236,7 @@ if $no_start; then
   ok
   exit 0
 fi
+restarts0=$(sctl show -p NRestarts --value berth-agent.service 2>/dev/null || true)
 if $changed && sctl is-active --quiet berth-agent.service; then
   sctl restart berth-agent.service || fail "systemctl restart berth-agent failed"
 else
@@ -256,15 +257,23 @@ while :; do
   if [ -n "$arn" ] && { [ "$scheme" = http ] || [ -s "$data_dir/tls/client.pem" ]; }; then
     break
   fi
-  # Exit status 5: refused for good (deregistered); a unit that gave up will not come back.
-  result=$(sctl show -p Result --value berth-agent.service 2>/dev/null || true)
-  if sctl is-failed --quiet berth-agent.service || [ "$(date +%s)" -ge "$deadline" ]; then
+  # A unit that failed for good (exit status 5: deregistered; or its start limit) or that keeps
+  # restarting (a bad activation, an unreachable controller) will not register by waiting.
+  problem=
+  if sctl is-failed --quiet berth-agent.service; then
+    problem="berth-agent failed ($(sctl show -p Result --value berth-agent.service 2>/dev/null || true))"
+  else
+    restarts=$(sctl show -p NRestarts --value berth-agent.service 2>/dev/null || true)
+    if [[ "$restarts" =~ ^[0-9]+$ && "$restarts0" =~ ^[0-9]+$ ]] && [ $((restarts - restarts0)) -ge 5 ]; then
+      problem="berth-agent exited $((restarts - restarts0)) times"
+    elif [ "$(date +%s)" -ge "$deadline" ]; then
+      problem="timed out after ${timeout_s}s"
+    fi
+  fi
+  if [ -n "$problem" ]; then
     echo "berth-agent's last log lines:" >&2
     timeout 10 journalctl -u berth-agent.service -n 20 --no-pager -o cat >&2 || true
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-      fail "timed out after ${timeout_s}s waiting for berth-agent to register (journalctl -u berth-agent)"
-    fi
-    fail "berth-agent stopped ($result) before registering (journalctl -u berth-agent)"
+    fail "$problem waiting for berth-agent to register (journalctl -u berth-agent)"
   fi
   sleep 0.5
 done

@@ -93,15 +93,16 @@ systemd-nspawn -D "$tree" --volatile=overlay --register=no --keep-unit --boot --
 nspawn_pid=$!
 init_pid=
 deadline=$(($(date +%s) + 60))
-while [ -z "$init_pid" ]; do
+# nspawn's child execs the tree's systemd: wait until it has.
+while :; do
   init_pid=$(cat "/proc/$nspawn_pid/task/$nspawn_pid/children" 2>/dev/null | awk '{print $1}')
+  [ -n "$init_pid" ] && [ "$(cat "/proc/$init_pid/comm" 2>/dev/null)" = systemd ] && break
   kill -0 "$nspawn_pid" 2>/dev/null || { cat "$work/nspawn.log"; die "systemd-nspawn exited"; }
-  [ "$(date +%s)" -lt "$deadline" ] || die "systemd-nspawn started no init"
-  [ -n "$init_pid" ] || sleep 0.2
+  [ "$(date +%s)" -lt "$deadline" ] || die "the container's PID 1 is not systemd (${init_pid:+$(cat "/proc/$init_pid/comm" 2>/dev/null)})"
+  sleep 0.2
 done
 inside() { timeout "${T:-120}" nsenter --target "$init_pid" --mount --uts --ipc --pid -- \
   env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
-[ "$(cat "/proc/$init_pid/comm")" = systemd ] || die "PID 1 of the container is $(cat "/proc/$init_pid/comm"), not systemd"
 deadline=$(($(date +%s) + 60))
 until inside test -S /run/systemd/private; do # systemctl's socket, made early in the boot
   [ "$(date +%s)" -lt "$deadline" ] || { cat "$work/nspawn.log"; die "the container's systemd made no /run/systemd/private"; }
@@ -141,6 +142,20 @@ done
   --query 'containerInstances[0].agentConnected' --output text)" = True ] || die "the controller sees the agent disconnected"
 [ "$(berth ecs list-container-instances --cluster nspawn-cluster --query 'length(containerInstanceArns)' --output text)" = 1 ] ||
   die "the restart registered a second instance"
+
+say "berth-controller.service (the hardened controller unit) serves under systemd too"
+cport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+inside sh -c "mkdir -p /etc/berth && echo BERTH_LISTEN=127.0.0.1:$cport > /etc/berth/controller.conf &&
+  cp /opt/berth/systemd/berth-controller.service /etc/systemd/system/ && systemctl daemon-reload &&
+  systemctl start berth-controller.service"
+deadline=$(($(date +%s) + 60))
+until timeout 10 "$pkg/bin/berth" --endpoint-url "http://127.0.0.1:$cport" ecs create-cluster --cluster-name in-unit >/dev/null 2>&1; do
+  [ "$(date +%s)" -lt "$deadline" ] || { inside journalctl -u berth-controller.service -n 30 --no-pager -o cat; die "berth-controller.service did not serve"; }
+  sleep 0.5
+done
+inside stat -c '%a %n' /var/lib/berth/controller /var/lib/berth/controller/master.key
+[ "$(inside stat -c %a /var/lib/berth/controller)" = 700 ] || die "the controller's state directory is not 0700"
+inside systemctl stop berth-controller.service
 
 # On a cgroup v1 (or hybrid) host, systemd-nspawn mounts the container's controller hierarchies
 # read-only (and its capability bounding set lacks CAP_SYS_RESOURCE), so no task can get its
