@@ -7,10 +7,10 @@
 # run debootstraps the tree, a few minutes; later runs take about a minute).
 #   scripts/nspawn-install-test.sh [--package TARBALL]   (default: package target/debug's binaries)
 #   BERTH_NSPAWN_CACHE   where the Debian tree is kept (default /var/cache/berth-nspawn)
-# Gap until the TLS/enrollment work lands here: the controller is http:// on loopback and the
-# agent is installed without an activation; with it, start the controller with `--tls on`,
-# create an activation with `berth ssm create-activation` and pass --activation-id,
-# --activation-code and --ca-fingerprint to install.sh (marked TLS below).
+# With binaries that serve TLS (berth-controller --tls), the controller runs with `--tls on`, an
+# activation comes from `berth ssm create-activation` and install.sh enrolls the agent with it
+# (--activation-id, --activation-code, --ca-fingerprint); binaries without it run the same steps
+# over http:// with no activation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 me=nspawn-install-test.sh
@@ -71,11 +71,15 @@ pkg=$(echo "$work"/pkg/berth-*)
 
 say "controller on the host"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-endpoint=http://127.0.0.1:$port
-# TLS: add --tls on --tls-san 127.0.0.1, and take the CA fingerprint from create-activation.
+tls=off
+"$pkg/bin/berth-controller" --help 2>/dev/null | grep -q -- '--tls ' && tls=on
+if [ $tls = on ]; then endpoint=https://127.0.0.1:$port; else endpoint=http://127.0.0.1:$port; fi
+tls_args=()
+[ $tls = off ] || tls_args=(--tls on)
 "$pkg/bin/berth-controller" --config /dev/null --listen "127.0.0.1:$port" --data-dir "$work/controller" \
-  >"$work/controller.log" 2>&1 &
+  "${tls_args[@]}" >"$work/controller.log" 2>&1 &
 controller_pid=$!
+[ $tls = off ] || export BERTH_CA_BUNDLE=$work/controller/ca.pem
 berth() { timeout 30 "$pkg/bin/berth" --endpoint-url "$endpoint" "$@"; }
 deadline=$(($(date +%s) + 60))
 until berth ecs list-clusters >/dev/null 2>&1; do
@@ -113,8 +117,15 @@ echo "container's systemd: $state"
 case "$state" in running | degraded) ;; *) inside systemctl --failed --no-pager || true; die "the container did not boot" ;; esac
 
 say "install.sh inside (as ECS Anywhere's install script; installs containerd and runc with apt)"
-# TLS: --controller https://127.0.0.1:$port --activation-id ID --activation-code CODE --ca-fingerprint F
-T=900 inside /opt/berth/install.sh --controller "$endpoint" --cluster nspawn-cluster --timeout 120 | tee "$work/install1.log"
+install_args=(--controller "$endpoint" --cluster nspawn-cluster --timeout 120)
+if [ $tls = on ]; then
+  berth ssm create-activation --iam-role ecsAnywhereRole --registration-limit 1 >"$work/activation.json"
+  activation() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$work/activation.json" "$1"; }
+  install_args+=(--activation-id "$(activation ActivationId)" --activation-code "$(activation ActivationCode)"
+    --ca-fingerprint "$(activation CaFingerprint)")
+fi
+echo "install.sh ${install_args[*]}" | sed 's/--activation-code [^ ]*/--activation-code (hidden)/'
+T=900 inside /opt/berth/install.sh "${install_args[@]}" | tee "$work/install1.log"
 arn=$(sed -n 's/.*Container instance arn: //p' "$work/install1.log")
 [ -n "$arn" ] || die "install.sh printed no container instance ARN"
 inside systemctl is-active containerd.service berth-agent.service
@@ -122,10 +133,15 @@ inside systemctl show -p MainPID -p NRestarts -p Delegate -p KillMode berth-agen
 listed=$(berth ecs list-container-instances --cluster nspawn-cluster --query 'containerInstanceArns[0]' --output text)
 [ "$listed" = "$arn" ] || die "the controller lists '$listed', install.sh printed '$arn'"
 [ "$(inside stat -c %a /etc/berth/agent.conf)" = 600 ] || die "/etc/berth/agent.conf is not 0600"
+if [ $tls = on ]; then
+  inside stat -c '%a %n' /var/lib/berth/agent/tls/client.key /var/lib/berth/agent/tls/client.pem
+  [ "$(inside stat -c %a /var/lib/berth/agent/tls/client.key)" = 600 ] || die "the agent's client key is not 0600"
+fi
 
 say "install.sh again: nothing rewritten, agent not restarted, same instance"
 pid_before=$(inside systemctl show -p MainPID --value berth-agent.service)
-T=300 inside /opt/berth/install.sh --controller "$endpoint" --cluster nspawn-cluster --timeout 120 | tee "$work/install2.log"
+# With TLS the activation is spent (registration limit 1): the enrolled agent keeps its certificate.
+T=300 inside /opt/berth/install.sh "${install_args[@]}" | tee "$work/install2.log"
 ! grep -q '^wrote ' "$work/install2.log" || die "the second run rewrote files"
 [ "$(inside systemctl show -p MainPID --value berth-agent.service)" = "$pid_before" ] || die "the second run restarted the agent"
 [ "$(sed -n 's/.*Container instance arn: //p' "$work/install2.log")" = "$arn" ] || die "the second run printed another ARN"

@@ -530,6 +530,27 @@ fn install_refuses_bad_arguments_with_one_line_and_changes_nothing() {
     }
 }
 
+#[test]
+fn install_without_root_into_slash_is_refused_with_one_line() {
+    // Only meaningful where the test runs as root and can drop to nobody.
+    if !nix::unistd::Uid::effective().is_root() || !command_exists("setpriv") {
+        eprintln!("SKIPPED: needs root and setpriv to run install.sh as nobody");
+        return;
+    }
+    let pkg = package();
+    let out = run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "bash"])
+        .arg(pkg.dir.join("install.sh"))
+        .args(["--controller", "http://127.0.0.1:7480"]));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr,
+        "install.sh: must be run as root (or with --root DIR)\n"
+    );
+    assert_eq!(text(&out.stdout), "");
+}
+
 fn command_exists(tool: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
