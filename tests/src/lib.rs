@@ -164,7 +164,10 @@ pub fn signed_request<M: prost::Message>(
     at: std::time::SystemTime,
 ) -> tonic::Request<M> {
     use berth_proto::sigv4;
-    let host = endpoint.trim_start_matches("http://").to_string();
+    let host = endpoint
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .to_string();
     let date = sigv4::amz_date(at);
     let input = sigv4::CanonicalInput {
         method: "POST",

@@ -25,7 +25,7 @@ fn create_key(c: &Cluster, user: &str, permissions: &str) -> Credentials {
     let admin = berth_tests::read_credentials(&c.admin_credentials());
     let rt = runtime();
     let k = rt.block_on(async {
-        let mut iam = IamClient::connect(c.endpoint.clone()).await.unwrap();
+        let mut iam = IamClient::new(c.channel().await.unwrap());
         let req = CreateAccessKeyRequest {
             user_name: Some(user.into()),
             permissions: Some(permissions.into()),
@@ -128,7 +128,7 @@ fn unsigned_badly_signed_unknown_and_skewed_calls_get_awss_errors() {
     // Signed ten minutes ago: expired, in AWS's words.
     let rt = runtime();
     let status = rt.block_on(async {
-        let mut ecs = EcsClient::connect(c.endpoint.clone()).await.unwrap();
+        let mut ecs = EcsClient::new(c.channel().await.unwrap());
         let req = c.signed(
             ListClustersRequest::default(),
             "/berth.v1.Ecs/ListClusters",
@@ -152,7 +152,7 @@ fn unsigned_badly_signed_unknown_and_skewed_calls_get_awss_errors() {
     );
     // The same call signed now passes: the signing is right, only the time was not.
     let ok = rt.block_on(async {
-        let mut ecs = EcsClient::connect(c.endpoint.clone()).await.unwrap();
+        let mut ecs = EcsClient::new(c.channel().await.unwrap());
         let req = c.signed(
             ListClustersRequest::default(),
             "/berth.v1.Ecs/ListClusters",
