@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// How long a call to the controller (or the pinning handshake) may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -345,9 +345,17 @@ impl TlsFiles {
             .map_err(|e| IdentityError::Transient(format!("bad controller URL {url}: {e}")))?
             .tls_config(self.client_config()?)
             .map_err(|e| IdentityError::Transient(format!("TLS configuration: {e}")))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
+            .connect_timeout(Duration::from_secs(5));
+        // connect_timeout bounds the TCP connect only: the TLS handshake and HTTP/2 set-up are
+        // bounded here, so a peer that stalls mid-handshake cannot hang enrollment or renewal.
+        let channel = tokio::time::timeout(crate::session::CONNECT_TIMEOUT, channel.connect())
             .await
+            .map_err(|_| {
+                IdentityError::Transient(format!(
+                    "connect to {url}: no TLS session within {} s",
+                    crate::session::CONNECT_TIMEOUT.as_secs()
+                ))
+            })?
             .map_err(|e| IdentityError::Transient(format!("connect to {url}: {e:?}")))?;
         Ok(berth_proto::link::client(channel))
     }
@@ -405,6 +413,14 @@ impl TlsFiles {
                         .ok()
                         .and_then(|(_, na)| na.duration_since(SystemTime::now()).ok())
                         .unwrap_or_default();
+                    if left.is_zero() {
+                        // The controller refuses an expired certificate in the handshake, so
+                        // it cannot be renewed: say once every few minutes what to do.
+                        error!(error = %e, dir = %self.dir.display(),
+                            "the client certificate has expired (the controller was unreachable for longer than its lifetime): it cannot be renewed; remove tls/client.pem and tls/client.key from the data dir and start berth-agent with a new activation (berth ssm create-activation)");
+                        tokio::time::sleep(Duration::from_secs(300)).await;
+                        continue;
+                    }
                     let retry = (left / 10).clamp(Duration::from_secs(1), Duration::from_secs(300));
                     warn!(error = %e, retry_s = retry.as_secs(), "certificate renewal failed");
                     tokio::time::sleep(retry).await;

@@ -45,6 +45,9 @@ pub struct Registration {
 /// (and is retried with the back-off): the controller hung or a network path black-holed.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a connection (TCP, TLS handshake, HTTP/2 set-up) to the controller may take.
+pub const CONNECT_TIMEOUT: Duration = CALL_TIMEOUT;
+
 /// The reconnect back-off.
 pub struct Backoff {
     next: Duration,
@@ -190,12 +193,15 @@ async fn once<R: Runtime, C: Cgroups>(
             .tls_config(config)
             .map_err(|e| LinkError::Tls(e.to_string()))?;
     }
-    let channel = endpoint
+    let endpoint = endpoint
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .connect()
+        .keep_alive_timeout(Duration::from_secs(10));
+    let connecting = endpoint.connect();
+    // connect_timeout bounds the TCP connect only; this bounds the TLS handshake too.
+    let channel = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
+        .map_err(|_| LinkError::Timeout("connecting (TCP, TLS)"))?
         .map_err(LinkError::Connect)?;
     reg.secrets.connected(channel.clone());
     let mut client = berth_proto::link::client(channel);

@@ -223,6 +223,8 @@ pub struct Cluster {
     pub tls: bool,
     /// Extra arguments of the controller.
     pub controller_args: Vec<String>,
+    /// Whether the controller requires signed calls (`--auth required`): the default.
+    pub auth: bool,
 }
 
 impl Cluster {
@@ -257,6 +259,22 @@ impl Cluster {
         c
     }
 
+    /// [`Cluster::start`] as the single-host demo runs: no TLS (an http endpoint, agents without
+    /// certificates) and no signed calls (`--auth off`). The bench compares it with the default.
+    pub fn start_plain(test: &str) -> Self {
+        let mut c = Self::new(test, &[]);
+        c.tls = false;
+        c.auth = false;
+        c.endpoint = c.endpoint.replacen("https://", "http://", 1);
+        c.start_containerd();
+        c.load_image();
+        c.start_controller();
+        c.ok(&["create-cluster", "--cluster-name", &c.name.clone()]);
+        c.start_agent();
+        c.wait_agent_connected();
+        c
+    }
+
     /// Starts only the controller and creates the cluster: no containerd, no agent, so the
     /// cluster has no container instances. Needs neither root nor containerd.
     pub fn controller_only(test: &str) -> Self {
@@ -279,6 +297,7 @@ impl Cluster {
             endpoint: format!("{}://127.0.0.1:{port}", if tls { "https" } else { "http" }),
             tls,
             controller_args: Vec::new(),
+            auth: true,
             cgroup_parent: format!("berth-it-{tag}"),
             containerd: None,
             controller: None,
@@ -345,7 +364,7 @@ impl Cluster {
                 .arg("--config")
                 .arg(self.dir.join("none.conf"))
                 // Signed calls even on loopback: the suite runs as a network deployment does.
-                .args(["--auth", "required"])
+                .args(["--auth", if self.auth { "required" } else { "off" }])
                 .args(["--tls", if self.tls { "on" } else { "off" }])
                 .args(&self.controller_args),
             &self.dir.join(format!(

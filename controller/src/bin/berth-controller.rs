@@ -98,6 +98,32 @@ struct Args {
     certificate_lifetime: u64,
 }
 
+/// This host's interface addresses (IPv4, and IPv6 when `v6`), but link-local ones.
+fn host_addresses(v6: bool) -> Vec<String> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        tracing::warn!("cannot list this host's addresses; name them with --tls-san");
+        return Vec::new();
+    };
+    let mut out: Vec<String> = addrs
+        .filter_map(|a| a.address)
+        .filter_map(|a| {
+            if let Some(v4) = a.as_sockaddr_in() {
+                Some(std::net::IpAddr::V4(v4.ip()))
+            } else if v6 {
+                a.as_sockaddr_in6()
+                    .map(|s| std::net::IpAddr::V6(s.ip()))
+                    .filter(|ip| !matches!(ip, std::net::IpAddr::V6(v) if (v.segments()[0] & 0xffc0) == 0xfe80))
+            } else {
+                None
+            }
+        })
+        .map(|ip| ip.to_string())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The names and addresses the server certificate is issued for.
 fn server_names(listen: SocketAddr, extra: &[String]) -> Vec<String> {
     let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
@@ -107,7 +133,10 @@ fn server_names(listen: SocketAddr, extra: &[String]) -> Vec<String> {
             names.push(h.to_string());
         }
     }
-    if !listen.ip().is_unspecified() {
+    if listen.ip().is_unspecified() {
+        // Listening on every address: agents may dial any of them, so each is named.
+        names.extend(host_addresses(listen.is_ipv6()));
+    } else {
         names.push(listen.ip().to_string());
     }
     names.extend(
@@ -224,6 +253,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     if let Some(missing) = exposure_gaps(args.listen, tls, auth_mode) {
         tracing::warn!(listen = %args.listen,
             "INSECURE: serving beyond loopback without {missing} (--insecure): anyone who can reach this port can run any image as root on every host");
+    }
+    if !tls && auth_mode == Mode::Required {
+        // Signed calls guard the API; agents are identified by their TLS client certificates.
+        tracing::warn!(listen = %args.listen,
+            "TLS is off (--tls off): API calls are signed, but the agent link authenticates nobody: any process that reaches this port can register as an agent, receive tasks and their secrets; use --tls on");
     }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
@@ -403,6 +437,23 @@ mod tests {
             );
             assert!(exposure_refused(at(a), false, Mode::Off, true).is_none());
         }
+    }
+
+    #[test]
+    fn listening_everywhere_names_every_host_address_in_the_certificate() {
+        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
+        let all = server_names(at("0.0.0.0:7480"), &["berth.example".into()]);
+        for n in ["localhost", "127.0.0.1", "::1", "berth.example"] {
+            assert!(all.iter().any(|x| x == n), "{n} in {all:?}");
+        }
+        // Every IPv4 address of this host (loopback at least) is named.
+        for a in host_addresses(false) {
+            assert!(all.contains(&a), "{a} in {all:?}");
+        }
+        assert!(!host_addresses(false).is_empty());
+        let one = server_names(at("192.0.2.10:7480"), &[]);
+        assert!(one.iter().any(|x| x == "192.0.2.10"), "{one:?}");
+        assert!(!one.iter().any(|x| x == "0.0.0.0"), "{one:?}");
     }
 
     #[test]

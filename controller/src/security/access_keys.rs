@@ -136,6 +136,9 @@ impl std::fmt::Debug for KeyWithSecret {
 pub struct AccessKeys {
     store: Arc<dyn Store>,
     sealer: Sealer,
+    /// Held across each check-then-commit (the per-user quota, the last full key), so two
+    /// concurrent deletes cannot both pass the last-full-key check.
+    changes: std::sync::Mutex<()>,
 }
 
 fn random_from(alphabet: &[u8], n: usize) -> String {
@@ -176,7 +179,11 @@ fn now() -> pbjson_types::Timestamp {
 impl AccessKeys {
     /// Keys over `store`, secrets sealed with `sealer`.
     pub fn new(store: Arc<dyn Store>, sealer: Sealer) -> AccessKeys {
-        AccessKeys { store, sealer }
+        AccessKeys {
+            store,
+            sealer,
+            changes: std::sync::Mutex::new(()),
+        }
     }
 
     fn all(&self) -> Result<Vec<AccessKeyRecord>, AccessKeyError> {
@@ -196,6 +203,7 @@ impl AccessKeys {
         permissions: Permissions,
     ) -> Result<KeyWithSecret, AccessKeyError> {
         validate_user_name(user_name)?;
+        let _one_at_a_time = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         if self
             .all()?
             .iter()
@@ -245,6 +253,7 @@ impl AccessKeys {
     /// Deletes key `id` (of `user_name` when given). The last full key is never deleted, so
     /// the keys can always be managed.
     pub fn delete(&self, id: &str, user_name: Option<&str>) -> Result<(), AccessKeyError> {
+        let _one_at_a_time = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         let all = self.all()?;
         let Some(target) = all
             .iter()

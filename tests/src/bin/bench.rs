@@ -10,7 +10,12 @@
 //!   createdAt -> startedAt (server-side, from the same DescribeTasks answer), split at
 //!   pullStartedAt and pullStoppedAt to show where the time goes.
 //!
-//! The two are measured interleaved (floor, berth, floor, berth, ...) after warm-up runs of each.
+//! - plain: the same RunTask -> RUNNING against a second cluster run as the single-host demo runs
+//!   (no TLS, agents without certificates, unsigned calls), to show what TLS, client certificates
+//!   and SigV4 signing cost (issue 7's target: p50 within 5 ms).
+//!
+//! The three are measured interleaved (floor, plain, berth, floor, ...) after warm-up runs of
+//! each.
 //! Then `--tasks N` long-running tasks are started and the agent's VmRSS read with all of them
 //! RUNNING; then they are stopped (a failure if they do not all reach STOPPED). Everything runs in a private containerd, controller and agent that are removed at
 //! the end. Prints figures; exits non-zero only when something fails, never on a missed target.
@@ -43,6 +48,8 @@ const STALL: Duration = Duration::from_secs(60);
 const RSS_TARGET_MIB: f64 = 60.0;
 /// The start-latency target: Berth's client-observed p50 against the floor's p50.
 const RATIO_TARGET: f64 = 1.25;
+/// What TLS and signed calls may add to RunTask -> RUNNING's p50 (issue 7).
+const SECURITY_TARGET_MS: f64 = 5.0;
 /// containerd's namespace: the agent's default, so the floor uses the same image and snapshots.
 const NAMESPACE: &str = "berth";
 const SIGKILL: u32 = 9;
@@ -252,22 +259,39 @@ struct Sample {
 
 struct Berth {
     client: EcsClient<Channel>,
-    /// The controller's URL and admin key: every call is signed, as the controller requires.
+    /// The controller's URL and admin key: every call is signed when the controller requires
+    /// it (none: the plain run, as the single-host demo).
     endpoint: String,
-    creds: berth_proto::sigv4::Credentials,
+    creds: Option<berth_proto::sigv4::Credentials>,
     cluster: String,
     task_definition: String,
 }
 
 impl Berth {
     fn signed<M: prost::Message>(&self, msg: M, path: &str) -> tonic::Request<M> {
-        berth_tests::signed_request(
-            &self.endpoint,
-            msg,
-            path,
-            &self.creds,
-            std::time::SystemTime::now(),
-        )
+        match &self.creds {
+            Some(creds) => berth_tests::signed_request(
+                &self.endpoint,
+                msg,
+                path,
+                creds,
+                std::time::SystemTime::now(),
+            ),
+            None => tonic::Request::new(msg),
+        }
+    }
+
+    /// A client of `c`'s controller, signing when it requires signed calls.
+    async fn of(c: &Cluster, task_definition: String) -> Result<Berth> {
+        Ok(Berth {
+            client: EcsClient::new(c.channel().await.context("connecting to the controller")?),
+            endpoint: c.endpoint.clone(),
+            creds: c
+                .auth
+                .then(|| berth_tests::read_credentials(&c.admin_credentials())),
+            cluster: c.name.clone(),
+            task_definition,
+        })
     }
 
     async fn run(&mut self, count: usize) -> Result<Vec<String>> {
@@ -387,14 +411,15 @@ impl Berth {
 
     async fn stop(&mut self, arns: &[String], timeout: Duration) -> Result<()> {
         for arn in arns {
-            self.client
-                .stop_task(StopTaskRequest {
+            let req = self.signed(
+                StopTaskRequest {
                     cluster: Some(self.cluster.clone()),
                     task: arn.clone(),
                     reason: Some("bench".into()),
-                })
-                .await
-                .context("stop-task")?;
+                },
+                "/berth.v1.Ecs/StopTask",
+            );
+            self.client.stop_task(req).await.context("stop-task")?;
         }
         self.wait_all(arns, TaskStatus::Stopped, POLL_SLOW, timeout)
             .await
@@ -465,20 +490,25 @@ async fn main() -> ExitCode {
 /// Runs the bench and prints its report. Its cluster (containerd, controller, agent, temp dir,
 /// cgroups) is removed when it returns, on failure too.
 async fn bench(args: &Args) -> Result<()> {
+    // The default deployment (TLS, agents with certificates, signed calls) and the plain one
+    // (the single-host demo's: none of them), side by side on this host.
     let c = Cluster::start("bench");
-    let result = phases(&c, args).await;
+    let plain = Cluster::start_plain("bench-plain");
+    let result = phases(&c, &plain, args).await;
     if result.is_err() {
-        let log = c.agent_log();
-        let tail: Vec<&str> = log.lines().rev().take(20).collect();
-        eprintln!("the agent's last log lines:");
-        for l in tail.into_iter().rev() {
-            eprintln!("  {}", without_ansi(l));
+        for (which, c) in [("secure", &c), ("plain", &plain)] {
+            let log = c.agent_log();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            eprintln!("the {which} agent's last log lines:");
+            for l in tail.into_iter().rev() {
+                eprintln!("  {}", without_ansi(l));
+            }
         }
     }
     result
 }
 
-async fn phases(c: &Cluster, args: &Args) -> Result<()> {
+async fn phases(c: &Cluster, plain: &Cluster, args: &Args) -> Result<()> {
     let (runtime, containerd_version) = Containerd::connect(&c.socket(), NAMESPACE)
         .await
         .context("connecting to the bench's containerd")?;
@@ -498,24 +528,25 @@ async fn phases(c: &Cluster, args: &Args) -> Result<()> {
         r#"{{"family": "bench", "networkMode": "none", "containerDefinitions": [{}]}}"#,
         app_definition()
     ));
-    let mut berth = Berth {
-        client: EcsClient::new(c.channel().await.context("connecting to the controller")?),
-        endpoint: c.endpoint.clone(),
-        creds: berth_tests::read_credentials(&c.admin_credentials()),
-        cluster: c.name.clone(),
-        task_definition,
-    };
+    let mut berth = Berth::of(c, task_definition).await?;
+    let plain_definition = plain.register(&format!(
+        r#"{{"family": "bench", "networkMode": "none", "containerDefinitions": [{}]}}"#,
+        app_definition()
+    ));
+    let mut unsecured = Berth::of(plain, plain_definition).await?;
     let agent = c.agent_pid().context("agent pid")?;
     let idle_rss = proc_status_mib(agent, "VmRSS:")?;
 
     // Start latency, interleaved.
     for _ in 0..args.warmup {
         floor.once().await?;
+        unsecured.once().await?;
         berth.once().await?;
     }
-    let (mut floor_ms, mut samples) = (Vec::new(), Vec::new());
+    let (mut floor_ms, mut samples, mut plain_samples) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.count {
         floor_ms.push(floor.once().await?);
+        plain_samples.push(unsecured.once().await?);
         samples.push(berth.once().await?);
     }
     println!(
@@ -524,7 +555,7 @@ async fn phases(c: &Cluster, args: &Args) -> Result<()> {
             .map(|n| n.get())
             .unwrap_or(0)
     );
-    print_latency(args, Stats::of(floor_ms), &samples);
+    print_latency(args, Stats::of(floor_ms), &samples, &plain_samples);
 
     // Memory with many running tasks.
     println!();
@@ -565,7 +596,7 @@ async fn phases(c: &Cluster, args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn print_latency(args: &Args, floor: Stats, samples: &[Sample]) {
+fn print_latency(args: &Args, floor: Stats, samples: &[Sample], plain: &[Sample]) {
     let of = |f: fn(&Sample) -> f64| Stats::of(samples.iter().map(f).collect());
     let high = if args.count >= 100 { "p99" } else { "max" };
     println!(
@@ -627,6 +658,19 @@ fn print_latency(args: &Args, floor: Stats, samples: &[Sample]) {
         "         pullStoppedAt -> startedAt (cgroup, run)",
         &of(|s| s.start),
         false,
+    );
+    let plain_client = Stats::of(plain.iter().map(|s| s.client).collect());
+    row(
+        "plain  RunTask -> RUNNING, no TLS, unsigned (demo)",
+        &plain_client,
+        true,
+    );
+    let cost = client.p50 - plain_client.p50;
+    println!(
+        "TLS + signed calls + client certificates: p50 {:.1} ms vs {:.1} ms without, {cost:+.1} ms (target within {SECURITY_TARGET_MS:.0} ms: {})",
+        client.p50,
+        plain_client.p50,
+        met(cost <= SECURITY_TARGET_MS)
     );
     let ratio = client.p50 / floor.p50;
     println!(
