@@ -406,6 +406,22 @@ fn outcome(headers: &http::HeaderMap) -> String {
     }
 }
 
+/// The audit entry of a call under way; dropped unanswered (the client cancelled), it is written
+/// with the outcome `CANCELLED`, so no change that may have been made goes unaudited.
+struct PendingAudit {
+    auth: Arc<Authenticator>,
+    entry: Option<AuditEntry>,
+}
+
+impl Drop for PendingAudit {
+    fn drop(&mut self) {
+        if let Some(mut e) = self.entry.take() {
+            e.outcome = "CANCELLED".into();
+            self.auth.audit(e);
+        }
+    }
+}
+
 fn exception_of(s: &tonic::Status) -> String {
     s.metadata()
         .get(METADATA_KEY)
@@ -476,13 +492,18 @@ where
                     if let Some(c) = caller {
                         parts.extensions.insert(c);
                     }
-                    let audit_entry = audited.then(|| entry(key, String::new()));
+                    // Written when the call answers, or — should the client go away and the
+                    // call be dropped mid-way, its change possibly made — when it is dropped.
+                    let mut pending = PendingAudit {
+                        auth: auth.clone(),
+                        entry: audited.then(|| entry(key, String::new())),
+                    };
                     let req = http::Request::from_parts(
                         parts,
                         Body::new(http_body_util::Full::new(bytes)),
                     );
                     let resp = inner.call(req).await?;
-                    if let Some(mut e) = audit_entry {
+                    if let Some(mut e) = pending.entry.take() {
                         e.outcome = outcome(resp.headers());
                         auth.audit(e);
                     }

@@ -43,6 +43,7 @@ struct Rig {
     audit_path: std::path::PathBuf,
     seen: Recorder,
     svc: Authenticated<Recorder>,
+    auth: Arc<Authenticator>,
 }
 
 fn creds(k: crate::security::access_keys::KeyWithSecret) -> sigv4::Credentials {
@@ -75,6 +76,7 @@ fn rig(mode: Mode) -> Rig {
         audit_path,
         seen,
         svc,
+        auth,
     }
 }
 
@@ -352,4 +354,36 @@ async fn state_changing_calls_are_audited_allowed_or_refused_reads_are_not() {
     assert!(!text.contains("secret-bearing-body"));
     assert!(!text.contains(&full.secret_access_key));
     let _ = r.keys;
+}
+
+/// An inner service whose calls never answer (a call the client gives up on).
+#[derive(Clone)]
+struct Hang;
+
+impl tower::Service<http::Request<Body>> for Hang {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _: http::Request<Body>) -> Self::Future {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn a_call_dropped_mid_way_is_audited_as_cancelled() {
+    use futures::FutureExt as _;
+    let r = rig(Mode::Required);
+    let mut svc = r.auth.layer().layer(Hang);
+    let call = svc.call(request(RUN, b"", Some(&r.full), now()));
+    // Polled once: verified and handed to the service, which has not answered; then dropped,
+    // as hyper drops a call whose client went away.
+    assert!(call.now_or_never().is_none());
+    let lines = r.audit_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["action"], "RunTask");
+    assert_eq!(lines[0]["accessKeyId"], r.full.access_key_id.as_str());
+    assert_eq!(lines[0]["outcome"], "CANCELLED");
 }
