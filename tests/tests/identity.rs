@@ -379,6 +379,33 @@ async fn the_link_takes_only_the_instances_own_certificate_and_deregistration_re
         "a forged report changed B's task"
     );
 
+    // A task's secrets go only to the instance running it: not to A, not to a caller without
+    // a certificate; B gets them (this task has none).
+    let e = client(&c, &a)
+        .await
+        .get_task_secrets(GetTaskSecretsRequest {
+            task_arn: task.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    let e = client(&c, &nobody)
+        .await
+        .get_task_secrets(GetTaskSecretsRequest {
+            task_arn: task.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    let own = client(&c, &b)
+        .await
+        .get_task_secrets(GetTaskSecretsRequest {
+            task_arn: task.clone(),
+        })
+        .await
+        .expect("B asking for its own task's secrets");
+    assert!(own.into_inner().secrets.is_empty());
+
     // The ECS API works without a client certificate (the CLI has none).
     c.ok(&["list-clusters"]);
 
@@ -410,9 +437,13 @@ async fn the_link_takes_only_the_instances_own_certificate_and_deregistration_re
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
-    // A is untouched.
-    drop(a_session);
-    open(&c, &a, &a_arn).await.unwrap();
+    // A is untouched; a second session with A's certificate replaces the first, which ends.
+    let _a_again = open(&c, &a, &a_arn).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = a_session.inbound.message().await {}
+    })
+    .await
+    .expect("A's first session to end once replaced");
 }
 
 #[test]
