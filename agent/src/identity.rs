@@ -307,8 +307,16 @@ impl TlsFiles {
                 dir: self.dir.display().to_string(),
             });
         };
-        let key =
-            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(IdentityError::Key)?;
+        // The key is saved before enrolling, and one left by an enrollment whose answer was
+        // lost is used again: the controller then answers with the same instance.
+        let key = if self.key().exists() {
+            KeyPair::from_pem(&self.read(&self.key())?).map_err(IdentityError::Key)?
+        } else {
+            let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+                .map_err(IdentityError::Key)?;
+            write_atomically(&self.key(), key.serialize_pem().as_bytes(), 0o600)?;
+            key
+        };
         let csr = csr_of(&key)?;
         let hostname = nix::unistd::gethostname()
             .ok()
@@ -329,8 +337,6 @@ impl TlsFiles {
         .map_err(|_| IdentityError::Transient("enroll: no answer from the controller".into()))?
         .map_err(classify)?
         .into_inner();
-        // The key first: a certificate without its key would be useless.
-        write_atomically(&self.key(), key.serialize_pem().as_bytes(), 0o600)?;
         write_atomically(&self.cert(), resp.certificate_pem.as_bytes(), 0o644)?;
         info!(instance = %resp.container_instance_arn, "enrolled: client certificate saved");
         Ok(Some(resp.container_instance_arn))

@@ -278,6 +278,7 @@ impl Activations {
                 tags: req.tags,
             }),
             code_sha256: code_hash(&code),
+            enrolled_keys: Default::default(),
         };
         let _g = self.lock.lock().await;
         self.commit(vec![Write::Put(
@@ -363,7 +364,7 @@ impl Activations {
         Ok(())
     }
 
-    /// Checks an activation for one more registration; returns its record.
+    /// Checks an activation's code and expiry; returns its record.
     fn check(
         &self,
         id: &str,
@@ -382,13 +383,19 @@ impl Activations {
         if expired(&a, now) {
             return Err(ActivationError::Expired(id.to_string()));
         }
+        Ok(record)
+    }
+
+    /// Refuses one more registration past the activation's limit.
+    fn check_limit(id: &str, record: &ActivationRecord) -> Result<(), ActivationError> {
+        let a = record.activation.clone().unwrap_or_default();
         if a.registrations_count >= a.registration_limit {
             return Err(ActivationError::LimitReached {
                 id: id.to_string(),
                 limit: a.registration_limit,
             });
         }
-        Ok(record)
+        Ok(())
     }
 
     /// Enroll: checks the activation, registers the container instance in the named cluster,
@@ -403,6 +410,27 @@ impl Activations {
     ) -> Result<EnrollResponse, ActivationError> {
         let _g = self.lock.lock().await;
         let mut record = self.check(&req.activation_id, &req.activation_code, now)?;
+        let key = Pki::csr_key(&req.csr_pem)?;
+        if let Some(arn) = record.enrolled_keys.get(&key).cloned() {
+            // The same key pair again: its agent lost our answer. The same instance, a fresh
+            // certificate, no registration counted.
+            let cluster = arn
+                .split_once(":container-instance/")
+                .and_then(|(_, rest)| rest.split_once('/'))
+                .map(|(cluster, _)| berth_proto::arn::cluster(cluster))
+                .unwrap_or_default();
+            let (cert, write) = pki.issue(&req.csr_pem, &arn, &cluster, &req.activation_id)?;
+            self.commit(vec![write])?;
+            tracing::info!(activation = %req.activation_id, instance = %arn,
+                "agent enrolled again with the same key (its first answer was lost)");
+            return Ok(EnrollResponse {
+                container_instance_arn: arn,
+                certificate_pem: cert.pem,
+                ca_pem: pki.ca().cert_pem().to_string(),
+                not_after: Some(timestamp(cert.not_after)),
+            });
+        }
+        Self::check_limit(&req.activation_id, &record)?;
         let mut registration = req.registration.unwrap_or_default();
         registration.cluster = req.cluster;
         registration.container_instance_arn = None;
@@ -417,6 +445,7 @@ impl Activations {
                 if let Some(a) = record.activation.as_mut() {
                     a.registrations_count += 1;
                 }
+                record.enrolled_keys.insert(key.clone(), arn.clone());
                 Ok::<_, ActivationError>(vec![
                     cert_write,
                     Write::Put(format!("{ACTIVATION_PREFIX}{id}"), record.encode_to_vec()),
@@ -726,5 +755,55 @@ mod tests {
         )
         .await
         .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_same_key_enrolling_again_gets_its_instance_back_without_a_registration() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        let controller = Controller::load(store.clone(), Arc::new(Fleet::default())).unwrap();
+        let pki = Pki::new(
+            Ca::generate().unwrap(),
+            store.clone(),
+            Duration::from_secs(60),
+        );
+        let s = Activations::new(store.clone());
+        let now = SystemTime::now();
+        // The default limit: one registration.
+        let c = s.create(req("r"), now).await.unwrap();
+        let first = enroll_req(&c.activation_id, &c.activation_code);
+        let a = s
+            .enroll(&controller, &pki, first.clone(), now)
+            .await
+            .unwrap();
+        // Its answer was lost: the agent asks again with the same key pair.
+        let b = s
+            .enroll(&controller, &pki, first.clone(), now)
+            .await
+            .unwrap();
+        assert_eq!(a.container_instance_arn, b.container_instance_arn);
+        assert_ne!(a.certificate_pem, b.certificate_pem);
+        let der = crate::security::pki::pem_der(&b.certificate_pem).unwrap();
+        let rec = pki.identify(&der).unwrap().unwrap();
+        assert_eq!(rec.container_instance_arn, a.container_instance_arn);
+        assert_eq!(store.scan("instance/").unwrap().len(), 1);
+        let d = s.describe(Default::default(), now).await.unwrap();
+        assert_eq!(d.activation_list[0].registrations_count, 1);
+        // Another key pair is another registration: past the limit.
+        let e = s
+            .enroll(
+                &controller,
+                &pki,
+                enroll_req(&c.activation_id, &c.activation_code),
+                now,
+            )
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("registration limit (1)"), "{e}");
+        // A known key with the wrong code, or after expiry, is refused like any other.
+        let mut wrong = first.clone();
+        wrong.activation_code = "wrong".into();
+        assert!(s.enroll(&controller, &pki, wrong, now).await.is_err());
+        let late = now + Duration::from_secs(25 * 3600);
+        assert!(s.enroll(&controller, &pki, first, late).await.is_err());
     }
 }

@@ -380,6 +380,14 @@ impl Pki {
         &self.ca
     }
 
+    /// The SHA-256 (hex) of the public key `csr_pem` asks a certificate for: which key pair is
+    /// enrolling.
+    pub fn csr_key(csr_pem: &str) -> Result<String, PkiError> {
+        use rcgen::PublicKeyData as _;
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(PkiError::BadCsr)?;
+        Ok(hex::encode(Sha256::digest(csr.public_key.der_bytes())))
+    }
+
     /// Signs `csr_pem` for the instance; returns the certificate and the write of its record
     /// (for the caller to commit with the rest of its change).
     pub fn issue(
