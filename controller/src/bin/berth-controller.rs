@@ -259,8 +259,16 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         tracing::warn!(listen = %args.listen,
             "TLS is off (--tls off): API calls are signed, but the agent link authenticates nobody: any process that reaches this port can register as an agent, receive tasks and their secrets; use --tls on");
     }
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        // The store holds task definitions' environments: the data dir is the owner's alone
+        // when the controller makes it.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&args.data_dir)
+            .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    }
     let master_key = args
         .master_key_file
         .clone()

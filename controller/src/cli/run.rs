@@ -181,7 +181,7 @@ impl Connection {
                 op.api,
                 self.endpoint,
                 op.path(),
-                request
+                redacted(&request)
             );
         }
         let bytes = (op.decode)(request).map_err(|e| {
@@ -218,7 +218,7 @@ impl Connection {
                 })?;
                 berth_proto::ecs_json::omit_unset_lists(&mut v, op.api);
                 if self.debug {
-                    eprintln!("DEBUG {} response: {v}", op.api);
+                    eprintln!("DEBUG {} response: {}", op.api, redacted(&v));
                 }
                 Ok(v)
             }
@@ -229,6 +229,36 @@ impl Connection {
                 Err(service_error(op.api, s, &self.endpoint))
             }
         }
+    }
+}
+
+/// The members whose values are secrets: `--debug` shows them as `***` (the output of the call
+/// itself still shows what the call returns, as aws does).
+const SECRET_MEMBERS: &[&str] = &[
+    "SecretString",
+    "SecretBinary",
+    "SecretAccessKey",
+    "ActivationCode",
+    "Value",
+];
+
+/// `v` with every secret member's value replaced by `***`, at any depth.
+pub fn redacted(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| {
+                    let x = if SECRET_MEMBERS.contains(&k.as_str()) {
+                        Value::String("***".into())
+                    } else {
+                        redacted(x)
+                    };
+                    (k.clone(), x)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redacted).collect()),
+        other => other.clone(),
     }
 }
 

@@ -195,6 +195,17 @@ impl Ca {
 
     /// Loads the CA certificate and its key, checking they belong together.
     pub fn load(cert: &Path, key: &Path) -> Result<Self, PkiError> {
+        use std::os::unix::fs::PermissionsExt as _;
+        // The CA key signs every identity: one others can read is refused, as the master key.
+        if let Ok(m) = std::fs::metadata(key) {
+            let mode = m.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(PkiError::Ca(format!(
+                    "{}: mode {mode:o} lets others read the CA key; chmod 600",
+                    key.display()
+                )));
+            }
+        }
         let cert_pem = read(cert)?;
         let key_pem = read(key)?;
         let bad = |path: &Path| {
@@ -593,6 +604,11 @@ mod tests {
         assert_eq!(mode, 0o600);
         let loaded = Ca::load_or_create(&c, &k, true).unwrap();
         assert_eq!(made.fingerprint(), loaded.fingerprint());
+        // A CA key others can read is refused.
+        std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = Ca::load(&c, &k).unwrap_err();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
         // A key that is not the certificate's is refused.
         let other = Ca::generate().unwrap();
         std::fs::write(&k, other.issuer.key().serialize_pem()).unwrap();

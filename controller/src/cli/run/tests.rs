@@ -455,3 +455,21 @@ async fn an_unreachable_endpoint_is_exit_255() {
         format!("Could not connect to the endpoint URL: \"{url}\"")
     );
 }
+
+#[test]
+fn debug_output_hides_secret_members_at_any_depth() {
+    let v = serde_json::json!({
+        "Name": "db", "SecretString": "hunter2",
+        "AccessKey": {"AccessKeyId": "AKIA1", "SecretAccessKey": "s3cr3t"},
+        "Parameter": {"Name": "p", "Value": "v4lue"},
+        "ActivationCode": "c0de", "list": [{"SecretBinary": "YmluYXJ5"}]
+    });
+    let text = super::redacted(&v).to_string();
+    for secret in ["hunter2", "s3cr3t", "v4lue", "c0de", "YmluYXJ5"] {
+        assert!(!text.contains(secret), "{text}");
+    }
+    assert!(
+        text.contains("AKIA1") && text.contains("\"Name\":\"db\""),
+        "{text}"
+    );
+}
