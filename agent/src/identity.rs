@@ -7,7 +7,9 @@
 //! `client.pem` replacing the old one atomically: open sessions and tasks are not touched, the
 //! next connection presents the new certificate.
 
-use berth_proto::v1::{EnrollRequest, RegisterContainerInstanceRequest, RenewCertificateRequest};
+use berth_proto::v1::{
+    EnrollRequest, ReenrollRequest, RegisterContainerInstanceRequest, RenewCertificateRequest,
+};
 use rcgen::{CertificateParams, KeyPair};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{pem::PemObject as _, CertificateDer, ServerName, UnixTime};
@@ -214,9 +216,15 @@ impl TlsFiles {
     /// The TLS configuration of a connection: the pinned CA, and the client certificate when
     /// there is one.
     pub fn client_config(&self) -> Result<ClientTlsConfig, IdentityError> {
+        self.tls_config(true)
+    }
+
+    /// The TLS configuration, presenting the client certificate only when `present` (and
+    /// there is one).
+    fn tls_config(&self, present: bool) -> Result<ClientTlsConfig, IdentityError> {
         let ca = self.read(&self.ca())?;
         let mut cfg = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
-        if self.has_identity() {
+        if present && self.has_identity() {
             cfg = cfg.identity(Identity::from_pem(
                 self.read(&self.cert())?,
                 self.read(&self.key())?,
@@ -347,9 +355,18 @@ impl TlsFiles {
         url: &str,
     ) -> Result<berth_proto::v1::agent_client::AgentClient<tonic::transport::Channel>, IdentityError>
     {
+        self.client_with(url, true).await
+    }
+
+    async fn client_with(
+        &self,
+        url: &str,
+        present: bool,
+    ) -> Result<berth_proto::v1::agent_client::AgentClient<tonic::transport::Channel>, IdentityError>
+    {
         let channel = Endpoint::from_shared(url.to_string())
             .map_err(|e| IdentityError::Transient(format!("bad controller URL {url}: {e}")))?
-            .tls_config(self.client_config()?)
+            .tls_config(self.tls_config(present)?)
             .map_err(|e| IdentityError::Transient(format!("TLS configuration: {e}")))?
             .connect_timeout(Duration::from_secs(5));
         // connect_timeout bounds the TCP connect only: the TLS handshake and HTTP/2 set-up are
@@ -383,6 +400,51 @@ impl TlsFiles {
         Ok(self.validity()?.1)
     }
 
+    /// The container instance the client certificate names (its CN).
+    fn certified_instance(&self) -> Result<String, IdentityError> {
+        let path = self.cert();
+        let pem = self.read(&path)?;
+        let bad = |why: String| IdentityError::BadFile {
+            path: path.clone(),
+            why,
+        };
+        let der = certs_of(&pem)
+            .into_iter()
+            .next()
+            .ok_or_else(|| bad("no PEM certificate".into()))?;
+        let (_, x) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| bad(format!("not an X.509 certificate: {e}")))?;
+        let cn = x
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_string);
+        cn.ok_or_else(|| bad("no common name (the instance ARN)".into()))
+    }
+
+    /// After the certificate expired: asks for a new one for the same instance, proving with a
+    /// request signed by the same key (Reenroll; no client certificate is presented).
+    pub async fn reenroll(&self, url: &str) -> Result<SystemTime, IdentityError> {
+        let key = KeyPair::from_pem(&self.read(&self.key())?).map_err(IdentityError::Key)?;
+        let csr = csr_of(&key)?;
+        let arn = self.certified_instance()?;
+        let mut client = self.client_with(url, false).await?;
+        let resp = tokio::time::timeout(
+            CALL_TIMEOUT,
+            client.reenroll(ReenrollRequest {
+                container_instance_arn: arn,
+                csr_pem: csr,
+            }),
+        )
+        .await
+        .map_err(|_| IdentityError::Transient("reenroll: no answer from the controller".into()))?
+        .map_err(|s| IdentityError::Transient(format!("reenroll: {}", s.message())))?
+        .into_inner();
+        write_atomically(&self.cert(), resp.certificate_pem.as_bytes(), 0o644)?;
+        Ok(self.validity()?.1)
+    }
+
     /// Renews the client certificate at half its life (counted from when it was saved), forever;
     /// a failed renewal is retried
     /// (every tenth of the remaining life, at least 1 s, at most 5 min) while the certificate
@@ -406,7 +468,15 @@ impl TlsFiles {
                 }
             };
             tokio::time::sleep(wait).await;
-            match self.renew(&url).await {
+            let expired = self.validity().is_ok_and(|(_, na)| na <= SystemTime::now());
+            let renewed = if expired {
+                // The controller refuses an expired certificate in the handshake: prove the
+                // key instead (within the controller's grace after expiry).
+                self.reenroll(&url).await
+            } else {
+                self.renew(&url).await
+            };
+            match renewed {
                 Ok(not_after) => {
                     let left = not_after
                         .duration_since(SystemTime::now())
@@ -420,11 +490,11 @@ impl TlsFiles {
                         .and_then(|(_, na)| na.duration_since(SystemTime::now()).ok())
                         .unwrap_or_default();
                     if left.is_zero() {
-                        // The controller refuses an expired certificate in the handshake, so
-                        // it cannot be renewed: say once every few minutes what to do.
+                        // Reenroll failed: the controller is still away, or the expiry is past
+                        // its grace (or the instance was deregistered). Retried every minute.
                         error!(error = %e, dir = %self.dir.display(),
-                            "the client certificate has expired (the controller was unreachable for longer than its lifetime): it cannot be renewed; remove tls/client.pem and tls/client.key from the data dir and start berth-agent with a new activation (berth ssm create-activation)");
-                        tokio::time::sleep(Duration::from_secs(300)).await;
+                            "the client certificate has expired and no new one could be had with its key yet (retrying every 60 s); if the controller refuses it for good (expired more than 30 days ago), remove tls/client.pem and tls/client.key from the data dir and start berth-agent with a new activation (berth ssm create-activation)");
+                        tokio::time::sleep(Duration::from_secs(60)).await;
                         continue;
                     }
                     let retry = (left / 10).clamp(Duration::from_secs(1), Duration::from_secs(300));

@@ -484,6 +484,12 @@ mod tests {
         ) -> Result<tonic::Response<EnrollResponse>, tonic::Status> {
             Err(tonic::Status::unimplemented("scripted"))
         }
+        async fn reenroll(
+            &self,
+            _: tonic::Request<ReenrollRequest>,
+        ) -> Result<tonic::Response<EnrollResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("scripted"))
+        }
         async fn get_task_secrets(
             &self,
             _: tonic::Request<GetTaskSecretsRequest>,

@@ -505,6 +505,33 @@ fn renewal_and_restarts_leave_a_running_task_untouched() {
     c.start_controller();
     c.wait_agent_connected();
     same_task(&c);
+    // An agent away for longer than its certificate's life: the controller refuses the expired
+    // certificate in the handshake, so the agent proves its key (Reenroll) and comes back as
+    // the same instance, its task untouched, with no new activation.
+    c.kill_agent();
+    let files = TlsFiles::new(&c.agent_dir());
+    let (_, not_after) = files.validity().unwrap();
+    wait_for(
+        "the agent's client certificate to expire",
+        Duration::from_secs(60),
+        || (SystemTime::now() > not_after + Duration::from_secs(1)).then_some(()),
+    );
+    let expired = std::fs::read(&cert).unwrap();
+    c.start_agent();
+    wait_for(
+        "a new certificate for the expired one",
+        Duration::from_secs(60),
+        || {
+            std::fs::read(&cert)
+                .ok()
+                .filter(|now| *now != expired)
+                .map(|_| ())
+        },
+    );
+    let (_, renewed) = files.validity().unwrap();
+    assert!(renewed > SystemTime::now());
+    c.wait_agent_connected();
+    same_task(&c);
     let v = c.json(&["list-container-instances", "--cluster", &c.name]);
     assert_eq!(
         v["containerInstanceArns"].as_array().map(Vec::len),

@@ -180,6 +180,60 @@ impl Agent for AgentApi {
         }
     }
 
+    async fn reenroll(
+        &self,
+        r: Request<ReenrollRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
+        let id = self.identity("Reenroll")?;
+        let req = r.into_inner();
+        let arn = req.container_instance_arn.clone();
+        let refused = || {
+            unauthenticated(
+                "Reenroll needs a request signed with the key of the instance's certificate, expired less than 30 days ago and not revoked",
+            )
+        };
+        let record = id
+            .pki
+            .expired_record_for_key(
+                &req.csr_pem,
+                &arn,
+                crate::security::pki::EXPIRED_RENEWAL_GRACE,
+                std::time::SystemTime::now(),
+            )
+            .map_err(|e| match e {
+                PkiError::BadCsr(_) => Status::invalid_argument(e.to_string()),
+                e => Status::internal(e.to_string()),
+            })?
+            .ok_or_else(refused)?;
+        if self
+            .controller
+            .instance_inactive(arn::short_id("container-instance", &arn).unwrap_or_default())
+            .await
+            .is_some()
+        {
+            return Err(link::inactive_refusal(&arn));
+        }
+        let (cert, write) = id
+            .pki
+            .issue(
+                &req.csr_pem,
+                &arn,
+                &record.cluster_arn,
+                &record.activation_id,
+            )
+            .map_err(|e| Status::internal(e.to_string()))?;
+        id.pki
+            .record_renewal(&arn, write)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        info!(instance = %arn, "expired client certificate replaced (Reenroll with the instance's key)");
+        Ok(Response::new(EnrollResponse {
+            container_instance_arn: arn,
+            certificate_pem: cert.pem,
+            ca_pem: id.pki.ca().cert_pem().to_string(),
+            not_after: Some(crate::security::pki::timestamp(cert.not_after)),
+        }))
+    }
+
     async fn renew_certificate(
         &self,
         r: Request<RenewCertificateRequest>,

@@ -18,12 +18,15 @@ use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The store prefix of client certificate records.
 pub const CERT_PREFIX: &str = "cert/";
 /// How long a client certificate is valid unless the operator says otherwise (24 h).
 pub const DEFAULT_CERTIFICATE_LIFETIME: Duration = Duration::from_secs(86_400);
+/// How long after its certificate expired an agent may still get a new one with the same key
+/// (Reenroll): an agent host powered off for a while comes back without a new activation.
+pub const EXPIRED_RENEWAL_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How long the generated CA is valid.
 const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86_400);
 /// How long the server certificate is valid: it is issued anew at every start.
@@ -408,12 +411,14 @@ impl Pki {
         cluster_arn: &str,
         activation_id: &str,
     ) -> Result<(Issued, Write), PkiError> {
+        let public_key_sha256 = Self::csr_key(csr_pem)?;
         let issued = self.ca.sign_client(csr_pem, instance_arn, self.lifetime)?;
         let record = CertificateRecord {
             container_instance_arn: instance_arn.to_string(),
             cluster_arn: cluster_arn.to_string(),
             not_after: Some(timestamp(issued.not_after)),
             activation_id: activation_id.to_string(),
+            public_key_sha256,
         };
         let write = Write::Put(cert_key(&issued.der), record.encode_to_vec());
         Ok((issued, write))
@@ -464,6 +469,34 @@ impl Pki {
         })?;
         writes.push(write);
         Ok(crate::store::blocking(|| self.store.commit(writes))?)
+    }
+
+    /// The record of a certificate of `instance_arn` for the key `csr_pem` is signed with (the
+    /// request's signature proves the key is held), expired less than `grace` before `now`:
+    /// what Reenroll needs to issue a new certificate. None: no such certificate (never issued
+    /// for that key, revoked, or expired too long ago).
+    pub fn expired_record_for_key(
+        &self,
+        csr_pem: &str,
+        instance_arn: &str,
+        grace: Duration,
+        now: SystemTime,
+    ) -> Result<Option<CertificateRecord>, PkiError> {
+        let key = Self::csr_key(csr_pem)?;
+        for (k, v) in crate::store::blocking(|| self.store.scan(CERT_PREFIX))? {
+            let r = decode_record(&k, &v)?;
+            let not_after = r.not_after.map_or(UNIX_EPOCH, |t| {
+                UNIX_EPOCH + Duration::from_secs(t.seconds.max(0) as u64)
+            });
+            if r.container_instance_arn == instance_arn
+                && !r.public_key_sha256.is_empty()
+                && r.public_key_sha256 == key
+                && not_after + grace > now
+            {
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
     }
 
     /// Revokes every certificate of `instance_arn`; returns how many.
@@ -548,6 +581,48 @@ mod tests {
         let f = ca.fingerprint();
         assert_eq!(f, format!("sha256:{}", hex::encode(Sha256::digest(&der))));
         assert_eq!(f.len(), "sha256:".len() + 64);
+    }
+
+    #[test]
+    fn an_expired_certificates_key_gets_a_new_one_within_the_grace_only() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        let pki = Pki::new(
+            Ca::generate().unwrap(),
+            store.clone(),
+            Duration::from_secs(60),
+        );
+        let (_, pem) = csr();
+        let (issued, write) = pki.issue(&pem, ARN, "c", "a").unwrap();
+        store.commit(vec![write]).unwrap();
+        let grace = Duration::from_secs(3600);
+        let later = issued.not_after + Duration::from_secs(600);
+        // The same key (a new request signed with it), for its instance, within the grace.
+        let r = pki
+            .expired_record_for_key(&pem, ARN, grace, later)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.container_instance_arn, ARN);
+        // Another key, another instance, or past the grace: nothing.
+        let (_, other_key) = csr();
+        assert!(pki
+            .expired_record_for_key(&other_key, ARN, grace, later)
+            .unwrap()
+            .is_none());
+        assert!(pki
+            .expired_record_for_key(&pem, "arn:other", grace, later)
+            .unwrap()
+            .is_none());
+        let too_late = issued.not_after + grace + Duration::from_secs(1);
+        assert!(pki
+            .expired_record_for_key(&pem, ARN, grace, too_late)
+            .unwrap()
+            .is_none());
+        // Revoked (deregistered): nothing.
+        pki.revoke(ARN).unwrap();
+        assert!(pki
+            .expired_record_for_key(&pem, ARN, grace, later)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
