@@ -235,6 +235,20 @@ impl TlsFiles {
 
     /// The validity (not_before, not_after) of the client certificate.
     pub fn validity(&self) -> Result<(SystemTime, SystemTime), IdentityError> {
+        self.with_cert(|x| {
+            let at = |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
+            Ok((
+                at(x.validity().not_before.timestamp()),
+                at(x.validity().not_after.timestamp()),
+            ))
+        })
+    }
+
+    /// `f` of the parsed client certificate.
+    fn with_cert<T>(
+        &self,
+        f: impl FnOnce(&x509_parser::certificate::X509Certificate<'_>) -> Result<T, String>,
+    ) -> Result<T, IdentityError> {
         let path = self.cert();
         let pem = self.read(&path)?;
         let bad = |why: String| IdentityError::BadFile {
@@ -247,11 +261,7 @@ impl TlsFiles {
             .ok_or_else(|| bad("no PEM certificate".into()))?;
         let (_, x) = x509_parser::parse_x509_certificate(&der)
             .map_err(|e| bad(format!("not an X.509 certificate: {e}")))?;
-        let at = |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
-        Ok((
-            at(x.validity().not_before.timestamp()),
-            at(x.validity().not_after.timestamp()),
-        ))
+        f(&x).map_err(bad)
     }
 
     /// Makes sure the CA to trust is in `ca.pem`: from --ca-file, the saved one, or fetched
@@ -402,25 +412,14 @@ impl TlsFiles {
 
     /// The container instance the client certificate names (its CN).
     fn certified_instance(&self) -> Result<String, IdentityError> {
-        let path = self.cert();
-        let pem = self.read(&path)?;
-        let bad = |why: String| IdentityError::BadFile {
-            path: path.clone(),
-            why,
-        };
-        let der = certs_of(&pem)
-            .into_iter()
-            .next()
-            .ok_or_else(|| bad("no PEM certificate".into()))?;
-        let (_, x) = x509_parser::parse_x509_certificate(&der)
-            .map_err(|e| bad(format!("not an X.509 certificate: {e}")))?;
-        let cn = x
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .map(str::to_string);
-        cn.ok_or_else(|| bad("no common name (the instance ARN)".into()))
+        self.with_cert(|x| {
+            x.subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok())
+                .map(str::to_string)
+                .ok_or_else(|| "no common name (the instance ARN)".to_string())
+        })
     }
 
     /// After the certificate expired: asks for a new one for the same instance, proving with a

@@ -236,27 +236,15 @@ impl Cluster {
 
     /// [`Cluster::start`], the agent having these extra environment variables (BERTH_* options).
     pub fn start_with_agent_env(test: &str, agent_env: &[(&str, &str)]) -> Self {
-        let mut c = Self::new(test, agent_env);
-        c.start_containerd();
-        c.load_image();
-        c.start_controller();
-        c.ok(&["create-cluster", "--cluster-name", &c.name.clone()]);
-        c.start_agent();
-        c.wait_agent_connected();
-        c
+        let c = Self::new(test, agent_env);
+        c.launch()
     }
 
     /// [`Cluster::start`], the controller having these extra arguments.
     pub fn start_with_controller_args(test: &str, args: &[&str]) -> Self {
         let mut c = Self::new(test, &[]);
         c.controller_args = args.iter().map(|a| a.to_string()).collect();
-        c.start_containerd();
-        c.load_image();
-        c.start_controller();
-        c.ok(&["create-cluster", "--cluster-name", &c.name.clone()]);
-        c.start_agent();
-        c.wait_agent_connected();
-        c
+        c.launch()
     }
 
     /// [`Cluster::start`] as the single-host demo runs: no TLS (an http endpoint, agents without
@@ -266,13 +254,19 @@ impl Cluster {
         c.tls = false;
         c.auth = false;
         c.endpoint = c.endpoint.replacen("https://", "http://", 1);
-        c.start_containerd();
-        c.load_image();
-        c.start_controller();
-        c.ok(&["create-cluster", "--cluster-name", &c.name.clone()]);
-        c.start_agent();
-        c.wait_agent_connected();
-        c
+        c.launch()
+    }
+
+    /// Starts containerd, loads the image, starts the controller, creates the cluster and
+    /// starts the agent, waiting until it is connected.
+    fn launch(mut self) -> Self {
+        self.start_containerd();
+        self.load_image();
+        self.start_controller();
+        self.ok(&["create-cluster", "--cluster-name", &self.name.clone()]);
+        self.start_agent();
+        self.wait_agent_connected();
+        self
     }
 
     /// Starts only the controller and creates the cluster: no containerd, no agent, so the

@@ -100,6 +100,43 @@ impl AgentApi {
         }
     }
 
+    /// A new certificate for the instance of `record` (RenewCertificate, Reenroll): refused for
+    /// an INACTIVE instance; the instance's expired records go in the same commit.
+    async fn reissue(
+        &self,
+        id: &LinkIdentity,
+        csr_pem: &str,
+        record: berth_proto::v1::CertificateRecord,
+        done: &str,
+    ) -> Result<Response<EnrollResponse>, Status> {
+        let arn = record.container_instance_arn;
+        if self
+            .controller
+            .instance_inactive(arn::short_id("container-instance", &arn).unwrap_or_default())
+            .await
+            .is_some()
+        {
+            return Err(link::inactive_refusal(&arn));
+        }
+        let (cert, write) = id
+            .pki
+            .issue(csr_pem, &arn, &record.cluster_arn, &record.activation_id)
+            .map_err(|e| match e {
+                PkiError::BadCsr(_) => Status::invalid_argument(e.to_string()),
+                e => Status::internal(e.to_string()),
+            })?;
+        id.pki
+            .record_renewal(&arn, write)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        info!(instance = %arn, "{done}");
+        Ok(Response::new(EnrollResponse {
+            container_instance_arn: arn,
+            certificate_pem: cert.pem,
+            ca_pem: id.pki.ca().cert_pem().to_string(),
+            not_after: Some(crate::security::pki::timestamp(cert.not_after)),
+        }))
+    }
+
     fn identity(&self, call: &str) -> Result<&LinkIdentity, Status> {
         self.identity.as_ref().ok_or_else(|| {
             Status::unimplemented(format!("{call} is not served: this controller has no CA"))
@@ -205,33 +242,13 @@ impl Agent for AgentApi {
                 e => Status::internal(e.to_string()),
             })?
             .ok_or_else(refused)?;
-        if self
-            .controller
-            .instance_inactive(arn::short_id("container-instance", &arn).unwrap_or_default())
-            .await
-            .is_some()
-        {
-            return Err(link::inactive_refusal(&arn));
-        }
-        let (cert, write) = id
-            .pki
-            .issue(
-                &req.csr_pem,
-                &arn,
-                &record.cluster_arn,
-                &record.activation_id,
-            )
-            .map_err(|e| Status::internal(e.to_string()))?;
-        id.pki
-            .record_renewal(&arn, write)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        info!(instance = %arn, "expired client certificate replaced (Reenroll with the instance's key)");
-        Ok(Response::new(EnrollResponse {
-            container_instance_arn: arn,
-            certificate_pem: cert.pem,
-            ca_pem: id.pki.ca().cert_pem().to_string(),
-            not_after: Some(crate::security::pki::timestamp(cert.not_after)),
-        }))
+        self.reissue(
+            id,
+            &req.csr_pem,
+            record,
+            "expired client certificate replaced (Reenroll with the instance's key)",
+        )
+        .await
     }
 
     async fn renew_certificate(
@@ -252,37 +269,13 @@ impl Agent for AgentApi {
                 "RenewCertificate needs the current client certificate",
             ));
         };
-        let arn = record.container_instance_arn.clone();
-        if self
-            .controller
-            .instance_inactive(arn::short_id("container-instance", &arn).unwrap_or_default())
-            .await
-            .is_some()
-        {
-            return Err(link::inactive_refusal(&arn));
-        }
-        let (cert, write) = id
-            .pki
-            .issue(
-                &r.get_ref().csr_pem,
-                &arn,
-                &record.cluster_arn,
-                &record.activation_id,
-            )
-            .map_err(|e| match e {
-                PkiError::BadCsr(_) => Status::invalid_argument(e.to_string()),
-                e => Status::internal(e.to_string()),
-            })?;
-        id.pki
-            .record_renewal(&arn, write)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        info!(instance = %arn, "client certificate renewed");
-        Ok(Response::new(EnrollResponse {
-            container_instance_arn: arn,
-            certificate_pem: cert.pem,
-            ca_pem: id.pki.ca().cert_pem().to_string(),
-            not_after: Some(crate::security::pki::timestamp(cert.not_after)),
-        }))
+        self.reissue(
+            id,
+            &r.get_ref().csr_pem,
+            record,
+            "client certificate renewed",
+        )
+        .await
     }
 
     /// The values of a task's secrets, only for the agent of the instance the task is assigned
