@@ -646,6 +646,19 @@ mod tests {
             .unwrap()
     }
 
+    /// A store, a controller, a CA and activations over it.
+    fn rig() -> (Arc<dyn Store>, Controller, Pki, Activations) {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        let controller = Controller::load(store.clone(), Arc::new(Fleet::default())).unwrap();
+        let pki = Pki::new(
+            Ca::generate().unwrap(),
+            store.clone(),
+            Duration::from_secs(60),
+        );
+        let s = Activations::new(store.clone());
+        (store, controller, pki, s)
+    }
+
     fn enroll_req(id: &str, code: &str) -> EnrollRequest {
         let int = |name: &str, v: i32| Resource {
             name: name.into(),
@@ -668,14 +681,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn enrollment_checks_code_expiry_and_limit_and_counts_once_per_instance() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
-        let controller = Controller::load(store.clone(), Arc::new(Fleet::default())).unwrap();
-        let pki = Pki::new(
-            Ca::generate().unwrap(),
-            store.clone(),
-            Duration::from_secs(60),
-        );
-        let s = Activations::new(store.clone());
+        let (store, controller, pki, s) = rig();
         let now = SystemTime::now();
         let c = s
             .create(
@@ -759,14 +765,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_same_key_enrolling_again_gets_its_instance_back_without_a_registration() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
-        let controller = Controller::load(store.clone(), Arc::new(Fleet::default())).unwrap();
-        let pki = Pki::new(
-            Ca::generate().unwrap(),
-            store.clone(),
-            Duration::from_secs(60),
-        );
-        let s = Activations::new(store.clone());
+        let (store, controller, pki, s) = rig();
         let now = SystemTime::now();
         // The default limit: one registration.
         let c = s.create(req("r"), now).await.unwrap();

@@ -583,14 +583,20 @@ mod tests {
         assert_eq!(f.len(), "sha256:".len() + 64);
     }
 
-    #[test]
-    fn an_expired_certificates_key_gets_a_new_one_within_the_grace_only() {
+    /// A store and a CA issuing 60 s certificates over it.
+    fn rig() -> (Arc<dyn Store>, Pki) {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
         let pki = Pki::new(
             Ca::generate().unwrap(),
             store.clone(),
             Duration::from_secs(60),
         );
+        (store, pki)
+    }
+
+    #[test]
+    fn an_expired_certificates_key_gets_a_new_one_within_the_grace_only() {
+        let (store, pki) = rig();
         let (_, pem) = csr();
         let (issued, write) = pki.issue(&pem, ARN, "c", "a").unwrap();
         store.commit(vec![write]).unwrap();
@@ -627,12 +633,7 @@ mod tests {
 
     #[test]
     fn identity_is_found_only_for_a_recorded_certificate_until_revoked() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
-        let pki = Pki::new(
-            Ca::generate().unwrap(),
-            store.clone(),
-            Duration::from_secs(60),
-        );
+        let (store, pki) = rig();
         let (_, pem) = csr();
         let (issued, write) = pki.issue(&pem, ARN, "c", "a").unwrap();
         // Signed but not recorded: unknown.
