@@ -100,6 +100,20 @@ impl AgentApi {
         }
     }
 
+    /// Refuses an instance that was deregistered (the link's INACTIVE refusal) or that the
+    /// controller does not know (its record left the store): certificates name only live ones.
+    async fn require_active(&self, id: &str, arn: &str) -> Result<(), Status> {
+        if self.controller.instance_active(id).await {
+            return Ok(());
+        }
+        if self.controller.instance_inactive(id).await.is_some() {
+            return Err(link::inactive_refusal(arn));
+        }
+        Err(unauthenticated(&format!(
+            "container instance {arn} is not registered"
+        )))
+    }
+
     /// A new certificate for the instance of `record` (RenewCertificate, Reenroll): refused for
     /// an INACTIVE instance; the instance's expired records go in the same commit.
     async fn reissue(
@@ -110,14 +124,8 @@ impl AgentApi {
         done: &str,
     ) -> Result<Response<EnrollResponse>, Status> {
         let arn = record.container_instance_arn;
-        if self
-            .controller
-            .instance_inactive(arn::short_id("container-instance", &arn).unwrap_or_default())
-            .await
-            .is_some()
-        {
-            return Err(link::inactive_refusal(&arn));
-        }
+        let instance = arn::short_id("container-instance", &arn).unwrap_or_default();
+        self.require_active(instance, &arn).await?;
         let (cert, write) = id
             .pki
             .issue(csr_pem, &arn, &record.cluster_arn, &record.activation_id)
@@ -128,6 +136,14 @@ impl AgentApi {
         id.pki
             .record_renewal(&arn, write)
             .map_err(|e| Status::internal(e.to_string()))?;
+        // A deregistration between the check and the commit would have missed this record:
+        // checked again once it is stored, and revoked if the instance is gone.
+        if let Err(refusal) = self.require_active(instance, &arn).await {
+            id.pki
+                .revoke(&arn)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            return Err(refusal);
+        }
         info!(instance = %arn, "{done}");
         Ok(Response::new(EnrollResponse {
             container_instance_arn: arn,
@@ -179,6 +195,16 @@ impl Agent for AgentApi {
         let caller = self.caller_instance(&r)?;
         let mut req = r.into_inner();
         if let Some(own) = caller {
+            let id = arn::short_id("container-instance", &own).unwrap_or_default();
+            // A certificate whose instance left the store must not register a new one; an
+            // INACTIVE one gets the link's refusal below.
+            if !self.controller.instance_active(id).await
+                && self.controller.instance_inactive(id).await.is_none()
+            {
+                return Err(unauthenticated(&format!(
+                    "container instance {own} is not registered"
+                )));
+            }
             let named = req
                 .container_instance_arn
                 .get_or_insert_with(|| own.clone());

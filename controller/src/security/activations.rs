@@ -411,7 +411,16 @@ impl Activations {
         let _g = self.lock.lock().await;
         let mut record = self.check(&req.activation_id, &req.activation_code, now)?;
         let key = Pki::csr_key(&req.csr_pem)?;
-        if let Some(arn) = record.enrolled_keys.get(&key).cloned() {
+        // A key whose instance was deregistered since (or has left the store) gets no
+        // shortcut: it enrolls as a new instance, like any other.
+        let enrolled = match record.enrolled_keys.get(&key).cloned() {
+            Some(arn) => {
+                let id = berth_proto::arn::short_id("container-instance", &arn).unwrap_or_default();
+                controller.instance_active(id).await.then_some(arn)
+            }
+            None => None,
+        };
+        if let Some(arn) = enrolled {
             // The same key pair again: its agent lost our answer. The same instance, a fresh
             // certificate, no registration counted.
             let cluster = arn
@@ -421,6 +430,12 @@ impl Activations {
                 .unwrap_or_default();
             let (cert, write) = pki.issue(&req.csr_pem, &arn, &cluster, &req.activation_id)?;
             self.commit(vec![write])?;
+            // A deregistration between the check and the commit would have missed this record.
+            let id = berth_proto::arn::short_id("container-instance", &arn).unwrap_or_default();
+            if !controller.instance_active(id).await {
+                pki.revoke(&arn)?;
+                return Err(ActivationError::Refused);
+            }
             tracing::info!(activation = %req.activation_id, instance = %arn,
                 "agent enrolled again with the same key (its first answer was lost)");
             return Ok(EnrollResponse {
@@ -804,5 +819,30 @@ mod tests {
         assert!(s.enroll(&controller, &pki, wrong, now).await.is_err());
         let late = now + Duration::from_secs(25 * 3600);
         assert!(s.enroll(&controller, &pki, first, late).await.is_err());
+
+        // A key whose instance was deregistered since gets no shortcut: with registrations
+        // left it enrolls as a new instance.
+        let c2 = s
+            .create(
+                CreateActivationRequest {
+                    registration_limit: Some(2),
+                    ..req("r")
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        let k = enroll_req(&c2.activation_id, &c2.activation_code);
+        let one = s.enroll(&controller, &pki, k.clone(), now).await.unwrap();
+        controller
+            .deregister_container_instance(DeregisterContainerInstanceRequest {
+                container_instance: one.container_instance_arn.clone(),
+                force: Some(true),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let two = s.enroll(&controller, &pki, k, now).await.unwrap();
+        assert_ne!(one.container_instance_arn, two.container_instance_arn);
     }
 }

@@ -472,7 +472,7 @@ impl Pki {
     }
 
     /// The record of a certificate of `instance_arn` for the key `csr_pem` is signed with (the
-    /// request's signature proves the key is held), expired less than `grace` before `now`:
+    /// request's signature proves the key is held), expired (by `now`) less than `grace` ago:
     /// what Reenroll needs to issue a new certificate. None: no such certificate (never issued
     /// for that key, revoked, or expired too long ago).
     pub fn expired_record_for_key(
@@ -491,6 +491,7 @@ impl Pki {
             if r.container_instance_arn == instance_arn
                 && !r.public_key_sha256.is_empty()
                 && r.public_key_sha256 == key
+                && not_after <= now
                 && not_after + grace > now
             {
                 return Ok(Some(r));
@@ -616,6 +617,12 @@ mod tests {
             .is_none());
         assert!(pki
             .expired_record_for_key(&pem, "arn:other", grace, later)
+            .unwrap()
+            .is_none());
+        // A certificate still valid is renewed with RenewCertificate, not this.
+        let before = issued.not_after - Duration::from_secs(1);
+        assert!(pki
+            .expired_record_for_key(&pem, ARN, grace, before)
             .unwrap()
             .is_none());
         let too_late = issued.not_after + grace + Duration::from_secs(1);

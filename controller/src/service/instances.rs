@@ -492,6 +492,17 @@ impl Controller {
         Ok(st.instance_view(&record, false))
     }
 
+    /// Whether the instance `id` is registered and not deregistered.
+    pub async fn instance_active(&self, id: &str) -> bool {
+        self.state
+            .lock()
+            .await
+            .instances
+            .get(id)
+            .and_then(|r| r.container_instance.as_ref())
+            .is_some_and(|ci| !is_inactive(ci))
+    }
+
     /// The ARN of the instance `id` if it was deregistered.
     pub async fn instance_inactive(&self, id: &str) -> Option<String> {
         self.state
