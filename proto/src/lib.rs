@@ -101,9 +101,12 @@ pub mod exceptions {
 /// Now, as a protobuf timestamp, to the microsecond: the JSON then reads
 /// `2025-10-28T14:30:45.123456+00:00`, as the aws CLI prints ECS timestamps.
 pub fn now() -> Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    timestamp(std::time::SystemTime::now())
+}
+
+/// `t` as a protobuf timestamp, to the microsecond as [`now`] (before 1970 counts as 1970).
+pub fn timestamp(t: std::time::SystemTime) -> Timestamp {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     Timestamp {
         seconds: d.as_secs() as i64,
         nanos: (d.subsec_micros() * 1000) as i32,

@@ -168,14 +168,6 @@ fn new_secret() -> String {
     )
 }
 
-fn now() -> pbjson_types::Timestamp {
-    let t = prost_types::Timestamp::from(std::time::SystemTime::now());
-    pbjson_types::Timestamp {
-        seconds: t.seconds,
-        nanos: t.nanos,
-    }
-}
-
 impl AccessKeys {
     /// Keys over `store`, secrets sealed with `sealer`.
     pub fn new(store: Arc<dyn Store>, sealer: Sealer) -> AccessKeys {
@@ -220,7 +212,7 @@ impl AccessKeys {
             user_name: user_name.to_string(),
             access_key_id: id,
             sealed_secret: self.sealer.seal(&key, secret.as_bytes()),
-            create_date: Some(now()),
+            create_date: Some(berth_proto::now()),
             permissions: permissions.as_str().to_string(),
         };
         store::blocking(|| {
@@ -306,7 +298,7 @@ impl AccessKeys {
             user_name: ADMIN_USER.to_string(),
             access_key_id: id.clone(),
             sealed_secret: self.sealer.seal(&key, secret.as_bytes()),
-            create_date: Some(now()),
+            create_date: Some(berth_proto::now()),
             permissions: Permissions::Full.as_str().to_string(),
         };
         store::blocking(|| {

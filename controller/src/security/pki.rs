@@ -89,15 +89,7 @@ fn offset(t: SystemTime) -> time::OffsetDateTime {
     time::OffsetDateTime::from(t)
 }
 
-/// A store timestamp of `t`.
-pub(crate) fn timestamp(t: SystemTime) -> berth_proto::Timestamp {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    berth_proto::Timestamp {
-        seconds: d.as_secs() as i64,
-        // To the microsecond, as every timestamp Berth shows.
-        nanos: (d.subsec_micros() * 1000) as i32,
-    }
-}
+pub(crate) use berth_proto::timestamp;
 
 /// The time a store timestamp names (before 1970 counts as 1970).
 pub(crate) fn system_time(t: &berth_proto::Timestamp) -> SystemTime {
@@ -485,9 +477,7 @@ impl Pki {
         let key = Self::csr_key(csr_pem)?;
         for (k, v) in crate::store::blocking(|| self.store.scan(CERT_PREFIX))? {
             let r = decode_record(&k, &v)?;
-            let not_after = r.not_after.map_or(UNIX_EPOCH, |t| {
-                UNIX_EPOCH + Duration::from_secs(t.seconds.max(0) as u64)
-            });
+            let not_after = r.not_after.as_ref().map_or(UNIX_EPOCH, system_time);
             if r.container_instance_arn == instance_arn
                 && !r.public_key_sha256.is_empty()
                 && r.public_key_sha256 == key
