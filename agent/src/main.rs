@@ -376,6 +376,7 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
                 },
             },
             secrets: link_secrets.clone(),
+            boot_id: boot_id(),
         },
     )?;
     // Containers no task record holds are reported (never stopped unconfirmed).
@@ -511,6 +512,19 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// This boot's id, which tells a task recovered after a reboot from one recovered after an agent
+/// restart (see `TaskRecord::boot_id`).
+fn boot_id() -> Option<String> {
+    match std::fs::read_to_string("/proc/sys/kernel/random/boot_id") {
+        Ok(id) if !id.trim().is_empty() => Some(id.trim().to_string()),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the boot id: tasks gone after a reboot will be reported as vanished containers");
+            None
+        }
     }
 }
 

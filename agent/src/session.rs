@@ -573,6 +573,7 @@ mod tests {
                     timeouts: Default::default(),
                     security: Default::default(),
                     secrets: Arc::new(crate::secrets::NoSecrets),
+                    boot_id: None,
                 },
             )
             .unwrap();

@@ -119,6 +119,12 @@ pub struct TaskRecord {
     /// Stop signals of the containers' images, by container name.
     #[serde(default)]
     pub stop_signals: std::collections::BTreeMap<String, String>,
+    /// The host's boot id (`/proc/sys/kernel/random/boot_id`) when the agent last ran the
+    /// task's containers. A different one at recovery means the host rebooted since, so
+    /// containers that are gone did not survive the reboot (none in records written before it
+    /// was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
 }
 
 /// Paths in the data dir.

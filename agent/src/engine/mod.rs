@@ -32,6 +32,9 @@ pub struct EngineConfig {
     pub security: crate::runtime::spec::SecurityOptions,
     /// Where a task's secrets come from (the link's GetTaskSecrets).
     pub secrets: Arc<dyn crate::secrets::SecretSource>,
+    /// This boot's id (see [`crate::state::TaskRecord::boot_id`]); `None` when the kernel did
+    /// not tell it.
+    pub boot_id: Option<String>,
 }
 
 /// How long the engine gives each kind of call before it counts as failed. `wait` has none: it
@@ -326,6 +329,7 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                                     desired_status: TaskStatus::Running.into(),
                                     state,
                                     stop_signals: Default::default(),
+                                    boot_id: self.shared.config.boot_id.clone(),
                                 },
                                 false,
                                 None,

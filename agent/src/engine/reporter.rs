@@ -346,6 +346,7 @@ mod tests {
                 ..Default::default()
             },
             stop_signals: Default::default(),
+            boot_id: None,
         }
     }
 

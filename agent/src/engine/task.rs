@@ -38,6 +38,13 @@ pub const SECRETS_UNAVAILABLE: &str =
     "ResourceInitializationError: unable to pull secrets or registry auth";
 /// The reason of a container containerd no longer has (it has no exit code).
 pub const VANISHED: &str = "CannotInspectContainerError: container no longer exists";
+/// The reason of a container that was running when its host rebooted (containerd keeps the
+/// container, not its process; it has no exit code).
+pub const REBOOTED: &str =
+    "CannotInspectContainerError: container did not survive a reboot of its host";
+/// The stopped reason of a task whose essential container did not survive a reboot.
+pub const HOST_REBOOTED: &str =
+    "Host rebooted: the task's containers did not survive a reboot of the container instance";
 
 /// SIGKILLs sent to a container that does not exit before the agent gives up on it.
 pub const MAX_SIGKILLS: u32 = 5;
@@ -176,6 +183,8 @@ pub(crate) struct TaskActor<R, C> {
     deferred: VecDeque<Event>,
     /// The agent gave up on a verified stop of some container (see [`TASK_STATE_ERROR`]).
     gave_up: bool,
+    /// Recovering after a reboot of the host: containers found gone did not survive it.
+    rebooted: bool,
 }
 
 impl<R, C> Drop for TaskActor<R, C> {
@@ -212,6 +221,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             watchers: HashMap::new(),
             deferred: VecDeque::new(),
             gave_up: false,
+            rebooted: false,
         }
     }
 
@@ -428,6 +438,10 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
 
     async fn start(&mut self) {
         self.set_status(TaskStatus::Pending);
+        // The containers started from here run in this boot.
+        if let Some(boot) = &self.shared.config.boot_id {
+            self.rec.boot_id = Some(boot.clone());
+        }
         let mode = self.rec.definition.network_mode.clone();
         if mode != "host" && mode != "none" {
             return self
@@ -999,6 +1013,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 false
             }
         };
+        let rebooted = status.is_none() && self.rebooted;
         let Some(c) = self.container(name) else {
             return;
         };
@@ -1006,12 +1021,19 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         c.exit_code = status.map(|s| s as i32);
         if oom {
             c.reason = Some(OOM_REASON.into());
+        } else if rebooted {
+            c.reason = Some(REBOOTED.into());
         } else if status.is_none() {
             c.reason = Some(VANISHED.into());
         }
-        info!(container = %name, exit_code = ?status, oom, "container exited");
+        info!(container = %name, exit_code = ?status, oom, rebooted, "container exited");
         if essential && !self.stopping() {
-            self.begin_stop(ESSENTIAL_EXITED.into(), "EssentialContainerExited".into())
+            let reason = if rebooted {
+                HOST_REBOOTED
+            } else {
+                ESSENTIAL_EXITED
+            };
+            self.begin_stop(reason.into(), "EssentialContainerExited".into())
                 .await;
         } else {
             self.publish();
@@ -1098,6 +1120,11 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
     /// After an agent restart: looks at each container as containerd has it now, retrying
     /// until containerd gives a definite answer (an error or UNKNOWN is never "gone").
     async fn recover(&mut self) {
+        let now = self.shared.config.boot_id.clone();
+        self.rebooted = matches!((&self.rec.boot_id, &now), (Some(then), Some(now)) if then != now);
+        if self.rebooted {
+            info!("the host rebooted since the task's containers last ran");
+        }
         let names: Vec<(String, Option<String>, ContainerStatus)> = self
             .rec
             .state

@@ -372,6 +372,7 @@ fn harness_full(
             timeouts,
             security: Default::default(),
             secrets,
+            boot_id: Some(BOOT.into()),
         },
     )
     .unwrap();
@@ -386,6 +387,8 @@ fn harness_full(
 
 const ARN: &str = "arn:aws:ecs:on-prem:000000000000:task/c/0123456789abcdef0123456789abcdef";
 const ID: &str = "0123456789abcdef0123456789abcdef";
+/// The boot id the harness's engine runs in.
+const BOOT: &str = "6a1c9e1e-0000-4000-8000-000000000001";
 
 fn assignment(desired: &str, td: &str) -> DesiredTasks {
     let td: TaskDefinition = serde_json::from_str(td).unwrap();
@@ -1046,6 +1049,7 @@ fn record(task_status: &str, containers: &[(&str, &str, bool)], stopping: bool) 
             ..Default::default()
         },
         stop_signals: Default::default(),
+        boot_id: Some(BOOT.into()),
     }
 }
 
@@ -1133,6 +1137,58 @@ async fn recovery_of_missing_containers() {
     assert_eq!(container(&running, "third").last_status, "RUNNING");
     assert_eq!(h.runtime.count("create", "third"), 1);
     assert_forward_only(&h);
+}
+
+/// Recovery after a reboot: containers recorded RUNNING whose process is gone (containerd keeps
+/// the container, not its task) are STOPPED with a reason saying they did not survive the
+/// reboot, and so is the task; a record from the same boot gets the vanished reason instead
+/// (`recovery_of_missing_containers`), and so does a record kept before boot ids were.
+#[tokio::test(start_paused = true)]
+async fn a_reboot_is_named_in_the_reason_of_containers_that_did_not_survive_it() {
+    for (then, container_reason, task_reason) in [
+        (
+            Some("6a1c9e1e-0000-4000-8000-000000000000"),
+            task::REBOOTED,
+            task::HOST_REBOOTED,
+        ),
+        (Some(BOOT), task::VANISHED, task::ESSENTIAL_EXITED),
+        (None, task::VANISHED, task::ESSENTIAL_EXITED),
+    ] {
+        let rt = FakeRuntime::default();
+        for name in ["main", "side", "third"] {
+            rt.put(&cid(name), ContainerState::Created);
+        }
+        let mut rec = record(
+            "RUNNING",
+            &[
+                ("main", "RUNNING", true),
+                ("side", "RUNNING", true),
+                ("third", "RUNNING", true),
+            ],
+            false,
+        );
+        rec.boot_id = then.map(String::from);
+        let h = harness_with(rt, FakeCgroups::default(), vec![rec]);
+        let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+        for name in ["main", "side", "third"] {
+            let c = container(&stopped, name);
+            assert_eq!(
+                (c.exit_code, c.reason.as_deref()),
+                (None, Some(container_reason)),
+                "{then:?} {name}"
+            );
+        }
+        assert_eq!(
+            stopped.stopped_reason.as_deref(),
+            Some(task_reason),
+            "{then:?}"
+        );
+        assert_eq!(
+            stopped.stop_code.as_deref(),
+            Some("EssentialContainerExited")
+        );
+        assert_forward_only(&h);
+    }
 }
 
 /// Recovery: a container recorded RUNNING that containerd holds as created, with no process,
@@ -1549,6 +1605,7 @@ async fn after_a_restart_secrets_are_asked_again_for_containers_still_to_create(
             ..Default::default()
         },
         stop_signals: Default::default(),
+        boot_id: None,
     };
     let source = Arc::new(FakeSecrets {
         values: vec![secret("main", "DB_PASSWORD", PLAIN)],

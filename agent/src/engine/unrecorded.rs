@@ -114,6 +114,8 @@ pub(crate) fn inspect_first(
         desired_status: TaskStatus::Running.as_str().into(),
         state,
         stop_signals: Default::default(),
+        // When its containers ran is unknown: a gone one counts as vanished, not rebooted.
+        boot_id: None,
     }
 }
 

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Builds (or finds in its cache) the VM that scripts/test-vm.sh boots: Debian 12 (bookworm) with
+# systemd as PID 1, only cgroup v2 (the kernel command line test-vm.sh gives), containerd, runc,
+# busybox-static and an ssh server that lets in the key made here, plus Debian's kernel and a
+# busybox initramfs that loads its virtio and ext4 modules. Recipe and pitfalls:
+# ../shared/notes/runtime.md ("A real Debian VM on these machines"). As root.
+#   scripts/vm-image.sh [CACHE]     (default CACHE: $BERTH_VM_CACHE or /var/cache/berth-vm)
+# Prints the image's directory on its last line: vmlinuz, initrd.img, root.img (raw ext4; boot it
+# with -snapshot so it stays pristine), id_ed25519 (root's ssh key). The directory is named
+# after a hash of this script, the kernel package's version and the Debian mirror, so a second
+# run finds it and builds nothing, and a change to any of them builds a new one (older ones are
+# removed).
+set -euo pipefail
+me=vm-image.sh
+cache=${1:-${BERTH_VM_CACHE:-/var/cache/berth-vm}}
+[ "$(id -u)" = 0 ] || { echo "$me: run as root" >&2; exit 1; }
+export DEBIAN_FRONTEND=noninteractive
+need=()
+for p in qemu-system-x86 debootstrap cpio kmod openssh-client e2fsprogs; do
+  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "$me: installing ${need[*]}" >&2
+  timeout 600 apt-get update -qq
+  timeout 900 apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# The kernel linux-image-amd64 points at (its ABI name, e.g. linux-image-6.1.0-41-amd64) and
+# that package's exact version: a point release changes the key.
+kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
+[ -n "$kpkg" ] || { echo "$me: apt knows no linux-image-amd64 (is a Debian mirror configured?)" >&2; exit 1; }
+kver=${kpkg#linux-image-}
+kpkg_version=$(apt-cache show "$kpkg" | awk '/^Version:/ { print $2; exit }')
+mirror=$(grep -rhoE 'https?://[^ ]*debian.org/debian/?' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | head -1 || true)
+mirror=${mirror:-http://deb.debian.org/debian}
+key=$( { cat "$0"; echo "$kpkg $kpkg_version $mirror"; } | sha256sum | cut -c1-16)
+dir=$cache/bookworm-$key
+if [ -f "$dir/ready" ]; then
+  echo "$me: cached image $dir" >&2
+  echo "$dir"
+  exit 0
+fi
+
+mkdir -p "$cache"
+work=$(mktemp -d "$cache/build.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+echo "$me: building the image for $kpkg $kpkg_version from $mirror (about 2 minutes)" >&2
+timeout 600 apt-get download "$kpkg" >download.log 2>&1 || { cat download.log >&2; exit 1; }
+dpkg-deb -x ./"$kpkg"_*.deb kernel
+# minbase + kmod (overlay must load, or containerd cannot mount snapshots), udev, systemd as init,
+# containerd + runc, busybox-static (the tasks' image and the initramfs), and an ssh server for
+# test-vm.sh to drive the guest through a forwarded loopback port.
+if ! timeout 1200 debootstrap --variant=minbase \
+  --include=systemd-sysv,udev,kmod,procps,containerd,runc,busybox-static,openssh-server \
+  bookworm ROOT "$mirror" >debootstrap.log 2>&1; then
+  tail -20 debootstrap.log >&2
+  echo "$me: debootstrap failed (log above)" >&2
+  exit 1
+fi
+cp -a kernel/lib/modules ROOT/lib/
+depmod -b ROOT "$kver"
+chroot ROOT systemd-machine-id-setup >/dev/null 2>&1 || true
+chroot ROOT passwd -d root >/dev/null
+echo berth-vm > ROOT/etc/hostname
+printf '127.0.0.1 localhost\n127.0.1.1 berth-vm\n::1 localhost\n' > ROOT/etc/hosts
+# QEMU's user network: the guest is 10.0.2.15, the gateway 10.0.2.2 (restrict=on: it reaches
+# nothing beyond, and only the forwarded ports reach it). Static, so boot does not wait on DHCP.
+mkdir -p ROOT/etc/systemd/network
+cat > ROOT/etc/systemd/network/10-qemu.network <<'EOF'
+[Match]
+Name=en* eth*
+
+[Network]
+Address=10.0.2.15/24
+Gateway=10.0.2.2
+EOF
+chroot ROOT systemctl enable systemd-networkd.service >/dev/null 2>&1
+# The scenarios enable containerd themselves, as a user would.
+chroot ROOT systemctl disable containerd.service >/dev/null 2>&1 || true
+# A persistent journal: the units' logs survive the reboot scenario, for a failure's diagnosis.
+mkdir -p ROOT/var/log/journal
+ssh-keygen -q -t ed25519 -N '' -C berth-test-vm -f id_ed25519
+install -d -m 0700 ROOT/root/.ssh
+install -m 0600 id_ed25519.pub ROOT/root/.ssh/authorized_keys
+cat > ROOT/etc/ssh/sshd_config.d/berth-test.conf <<'EOF'
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+UseDNS no
+EOF
+cp "kernel/boot/vmlinuz-$kver" vmlinuz
+
+# A busybox initramfs: Debian's kernel has virtio and ext4 as modules.
+mkdir -p initrd/bin initrd/mods initrd/dev initrd/proc initrd/sys initrd/newroot
+cp ROOT/bin/busybox initrd/bin/
+mods="crc16 mbcache jbd2 crc32c_generic crc32c-intel ext4 virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk"
+for m in $mods; do
+  f=$(find "kernel/lib/modules/$kver" -name "$m.ko*" | head -1)
+  [ -n "$f" ] && cp "$f" initrd/mods/
+done
+cat > initrd/init <<EOF
+#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sys /sys
+/bin/busybox mount -t devtmpfs dev /dev
+for m in $mods; do /bin/busybox insmod /mods/\$m.ko* 2>/dev/null; done
+# The disk appears asynchronously after virtio_blk loads.
+for i in \$(/bin/busybox seq 100); do [ -b /dev/vda ] && break; /bin/busybox usleep 100000; done
+/bin/busybox mount -t ext4 -o rw /dev/vda /newroot || exec /bin/busybox sh
+/bin/busybox umount /proc /sys
+/bin/busybox mount --move /dev /newroot/dev
+exec /bin/busybox switch_root /newroot /sbin/init
+EOF
+chmod +x initrd/init
+(cd initrd && find . | cpio -o -H newc 2>/dev/null | gzip > ../initrd.img)
+truncate -s 4G root.img
+mkfs.ext4 -q -F -d ROOT root.img
+
+# Into place atomically; older images of this cache go.
+out=$(mktemp -d "$cache/new.XXXXXX")
+mv vmlinuz initrd.img root.img id_ed25519 id_ed25519.pub "$out/"
+echo "$kpkg $kpkg_version $mirror" > "$out/inputs"
+touch "$out/ready"
+for old in "$cache"/bookworm-*; do
+  [ -e "$old" ] && [ "$old" != "$dir" ] && rm -rf "$old"
+done
+rm -rf "$dir"
+mv "$out" "$dir"
+echo "$dir"
