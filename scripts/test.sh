@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit tests and the integration tests against a
-# private containerd + runc (each test starts its own). Run as root on Debian/Ubuntu.
+# private containerd + runc (each test starts its own), then the VM tier (scripts/test-vm.sh:
+# Berth installed under systemd in a Debian 12 VM with only cgroup v2). Run as root on
+# Debian/Ubuntu. BERTH_SKIP_VM=1 leaves the VM tier out (not under CI=true).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -22,4 +24,14 @@ status=${PIPESTATUS[0]}
 set -e
 awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+if [ "${BERTH_SKIP_VM:-0}" = 1 ] && [ "${CI:-}" != true ]; then
+  echo "== VM tier left out (BERTH_SKIP_VM=1)"
+  exit "$status"
+fi
+echo "== VM tier (scripts/test-vm.sh)"
+# Bounded: a hung guest must not eat CI's time (the tier takes about 5 minutes, 15 at most).
+vm_status=0
+timeout 2400 bash scripts/test-vm.sh || vm_status=$?
+[ "$vm_status" -eq 0 ] || echo "the VM tier failed (exit status $vm_status)"
+[ "$status" -eq 0 ] && exit "$vm_status"
 exit "$status"

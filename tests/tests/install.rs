@@ -1,7 +1,7 @@
 //! Installing an agent host as ECS Anywhere does: `scripts/package.sh` makes the tarball,
 //! `install.sh` from it installs into a `--root` tree (so nothing on this host changes), and the
 //! systemd units pass `systemd-analyze verify`. The real scripts and the debug binaries; no root,
-//! no containerd. A run under a real systemd as PID 1 is `scripts/nspawn-install-test.sh`.
+//! no containerd. A run under a real systemd as PID 1, on cgroup v2, is `scripts/test-vm.sh`.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
