@@ -17,7 +17,7 @@ use crate::runtime::{ContainerState, CreateContainer, Runtime, RuntimeError};
 use crate::state::TaskRecord;
 use berth_proto::status::{ContainerStatus, TaskStatus};
 use berth_proto::v1::{ContainerDefinition, ContainerStateChange};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -183,8 +183,10 @@ pub(crate) struct TaskActor<R, C> {
     deferred: VecDeque<Event>,
     /// The agent gave up on a verified stop of some container (see [`TASK_STATE_ERROR`]).
     gave_up: bool,
-    /// Recovering after a reboot of the host: containers found gone did not survive it.
-    rebooted: bool,
+    /// Containers recovery found without a process after a reboot of the host: they did not
+    /// survive it. Only these get [`REBOOTED`]; one started in this boot that vanishes later is
+    /// [`VANISHED`].
+    gone_at_reboot: HashSet<String>,
 }
 
 impl<R, C> Drop for TaskActor<R, C> {
@@ -221,7 +223,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             watchers: HashMap::new(),
             deferred: VecDeque::new(),
             gave_up: false,
-            rebooted: false,
+            gone_at_reboot: HashSet::new(),
         }
     }
 
@@ -1013,7 +1015,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 false
             }
         };
-        let rebooted = status.is_none() && self.rebooted;
+        let rebooted = status.is_none() && self.gone_at_reboot.remove(name);
         let Some(c) = self.container(name) else {
             return;
         };
@@ -1120,9 +1122,9 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
     /// After an agent restart: looks at each container as containerd has it now, retrying
     /// until containerd gives a definite answer (an error or UNKNOWN is never "gone").
     async fn recover(&mut self) {
-        let now = self.shared.config.boot_id.clone();
-        self.rebooted = matches!((&self.rec.boot_id, &now), (Some(then), Some(now)) if then != now);
-        if self.rebooted {
+        let now = &self.shared.config.boot_id;
+        let rebooted = matches!((&self.rec.boot_id, now), (Some(then), Some(now)) if then != now);
+        if rebooted {
             info!("the host rebooted since the task's containers last ran");
         }
         let names: Vec<(String, Option<String>, ContainerStatus)> = self
@@ -1164,6 +1166,9 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 // ran is gone with no exit status, as for a vanished container (and cleanup
                 // deletes what is left).
                 ContainerState::Created if status == ContainerStatus::Running => {
+                    if rebooted {
+                        self.gone_at_reboot.insert(name.clone());
+                    }
                     self.deferred
                         .push_back(Event::Exited { name, status: None });
                 }
@@ -1172,6 +1177,9 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 ContainerState::Created => {}
                 ContainerState::Missing if status == ContainerStatus::Running => {
                     // Gone with no exit status to report: stopped without an exit code.
+                    if rebooted {
+                        self.gone_at_reboot.insert(name.clone());
+                    }
                     self.deferred
                         .push_back(Event::Exited { name, status: None });
                 }

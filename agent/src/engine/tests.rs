@@ -4,7 +4,7 @@
 use super::*;
 use crate::cgroups::CgroupError;
 use crate::runtime::{ContainerState, CreateContainer, ImageConfig, RuntimeError};
-use crate::state::{write_json, AgentState};
+use crate::state::{read_json, write_json, AgentState};
 use async_trait::async_trait;
 use berth_proto::status::{ContainerStatus, TaskStatus};
 use berth_proto::v1::{ContainerStateChange, Task, TaskAssignment, TaskDefinition};
@@ -1189,6 +1189,45 @@ async fn a_reboot_is_named_in_the_reason_of_containers_that_did_not_survive_it()
         );
         assert_forward_only(&h);
     }
+}
+
+/// After a reboot, a task recovered PENDING starts its other containers in the new boot: the
+/// record takes this boot's id, only the container that was running before the reboot gets the
+/// reboot reason, and a container started in this boot that vanishes later is VANISHED.
+#[tokio::test(start_paused = true)]
+async fn containers_started_after_a_reboot_belong_to_the_new_boot() {
+    let rt = FakeRuntime::default();
+    rt.put(&cid("side"), ContainerState::Created);
+    let mut rec = record(
+        "PENDING",
+        &[
+            ("main", "PENDING", false),
+            ("side", "RUNNING", true),
+            ("third", "PENDING", false),
+        ],
+        false,
+    );
+    rec.boot_id = Some("6a1c9e1e-0000-4000-8000-000000000000".into());
+    let h = harness_with(rt, FakeCgroups::default(), vec![rec]);
+    let running = reported(&h, |c| {
+        c.last_status == "RUNNING" && container(c, "side").last_status == "STOPPED"
+    })
+    .await;
+    assert_eq!(
+        container(&running, "side").reason.as_deref(),
+        Some(task::REBOOTED)
+    );
+    let saved: TaskRecord = read_json(&DataDir(h.dir.clone()).task(ID))
+        .unwrap()
+        .unwrap();
+    assert_eq!(saved.boot_id.as_deref(), Some(BOOT));
+    h.runtime.containers.lock().unwrap().remove(&cid("third"));
+    let third = reported(&h, |c| container(c, "third").last_status == "STOPPED").await;
+    assert_eq!(
+        container(&third, "third").reason.as_deref(),
+        Some(task::VANISHED)
+    );
+    assert_forward_only(&h);
 }
 
 /// Recovery: a container recorded RUNNING that containerd holds as created, with no process,
