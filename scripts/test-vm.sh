@@ -28,7 +28,13 @@ cd "$(dirname "$0")/.."
 repo=$(pwd)
 me=test-vm.sh
 mem=${BERTH_VM_MEMORY:-3072}
+[[ "$mem" =~ ^[0-9]+$ ]] && [ "$mem" -ge 2048 ] ||
+  { echo "$me: BERTH_VM_MEMORY must be a number of MiB, at least 2048 (the guide's task takes 1024), not '$mem'" >&2; exit 2; }
+qemu_pid=
 
+passed=0
+failed=0
+failures=()
 t_start=$(date +%s)
 t_phase=$t_start
 phase_name=
@@ -43,7 +49,8 @@ phase() { # phase NAME: ends the previous phase (printing its time) and starts N
 unavailable() { # the tier cannot run here
   if [ "${CI:-}" = true ]; then
     echo "$me: $* (CI=true: a missing prerequisite is a failure)" >&2
-    echo "vm tier: 0 passed, 1 failed"
+    failed=$((failed + 1))
+    echo "vm tier: $passed passed, $failed failed"
     exit 1
   fi
   echo "$me: skipped: $*" >&2
@@ -53,9 +60,6 @@ unavailable() { # the tier cannot run here
 [ "$(uname -m)" = x86_64 ] || unavailable "needs an x86_64 host, not $(uname -m)"
 command -v apt-get >/dev/null 2>&1 || unavailable "needs a Debian/Ubuntu host (apt-get)"
 
-passed=0
-failed=0
-failures=()
 check() { # check DESCRIPTION COMMAND...: one check that can fail
   local what=$1 out
   shift
@@ -103,6 +107,9 @@ wait_for() {
   done
 }
 
+# is WHAT WANT COMMAND...: COMMAND succeeds and prints exactly WANT.
+is() { local got; got=$("${@:3}") || return 1; [ "$got" = "$2" ] || { echo "$1: got '$got', want '$2'"; return 1; }; }
+
 phase "prerequisites and build"
 export DEBIAN_FRONTEND=noninteractive
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
@@ -113,7 +120,7 @@ if [ ${#need[@]} -gt 0 ]; then
   { timeout 600 apt-get update -qq && timeout 900 apt-get install -y -qq "${need[@]}" >/dev/null; } ||
     unavailable "cannot install ${need[*]}"
 fi
-timeout 3600 cargo build --quiet -p berth-agent -p berth-controller || { echo "$me: cargo build failed" >&2; exit 1; }
+timeout 3600 cargo build --quiet -p berth-agent -p berth-controller || fatal "cargo build"
 run=$(mktemp -d /var/tmp/berth-vm-run.XXXXXX)
 qemu_pid=
 cleanup() {
@@ -129,7 +136,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 143' TERM INT
-pkg=$(bash scripts/package.sh --bin-dir target/debug --out "$run" | tail -1) || { echo "$me: packaging failed" >&2; exit 1; }
+pkg=$(bash scripts/package.sh --bin-dir target/debug --out "$run" | tail -1) || fatal "scripts/package.sh"
 bash scripts/busybox-image.sh "$run/web-app.tar" localhost/web-app:latest || fatal "building the task image"
 
 phase "VM image (cached under ${BERTH_VM_CACHE:-/var/cache/berth-vm})"
@@ -151,7 +158,8 @@ web_port=$(free_port)
 # -snapshot keeps the cached image pristine; the guest's writes live for this QEMU process, so
 # they survive the reboot of scenario 5 (which happens inside it: no -no-reboot).
 boot_vm() {
-  qemu-system-x86_64 -m "$mem" -smp 2 -nographic -snapshot \
+  # Killed with this script, however it ends (a SIGKILL included): no VM outlives its run.
+  setpriv --pdeathsig KILL qemu-system-x86_64 -m "$mem" -smp 2 -nographic -snapshot \
     -kernel "$img/vmlinuz" -initrd "$img/initrd.img" \
     -drive "file=$img/root.img,format=raw,if=virtio" \
     -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$ssh_port-:22,hostfwd=tcp:127.0.0.1:$ctl_port-:7480,hostfwd=tcp:127.0.0.1:$web_port-:8080" \
@@ -171,18 +179,28 @@ for attempt in 1 2 3; do
   ctl_port=$(free_port)
   web_port=$(free_port)
 done
+kill -0 "$qemu_pid" 2>/dev/null || fatal "starting QEMU (its output: $(tail -3 "$run/console.log" | tr '\n' ' '))"
 ssh_opts=(-p "$ssh_port" -i "$img/id_ed25519" -o BatchMode=yes -o StrictHostKeyChecking=no
   -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=20
   -o ServerAliveInterval=5 -o ServerAliveCountMax=4
   -o ControlMaster=auto -o "ControlPath=$run/ssh.sock" -o ControlPersist=600)
-guest() { timeout 300 ssh "${ssh_opts[@]}" root@127.0.0.1 "$@"; }
+# Each call is bounded (so a wait_for overruns its deadline by one call at most).
+guest() { timeout 120 ssh "${ssh_opts[@]}" root@127.0.0.1 "$@"; }
 guest_up() { kill -0 "$qemu_pid" && timeout 30 ssh "${ssh_opts[@]}" root@127.0.0.1 true; }
 if ! wait_for 300 guest_up; then
   echo "$me: the guest did not answer on ssh; its console:" >&2
   tail -40 "$run/console.log" >&2
-  unavailable "the VM did not boot"
+  qemu_pid_booting=$qemu_pid
+  qemu_pid= # no journal to fetch
+  kill "$qemu_pid_booting" 2>/dev/null
+  fatal "booting the VM"
 fi
 echo "guest up: $(guest 'uname -r; systemctl --version | head -1' | tr '\n' ' ')"
+# What the README's "Proven on" names.
+check "the guest is Debian 12, kernel 6.1, systemd 252 as PID 1, containerd 1.6, runc 1.1" guest '
+  . /etc/os-release && [ "$ID $VERSION_ID" = "debian 12" ] && uname -r | grep -q "^6\.1\." &&
+  [ "$(cat /proc/1/comm)" = systemd ] && systemctl --version | grep -q "^systemd 252 " &&
+  containerd --version | grep -q " 1\.6\." && runc --version | grep -q "^runc version 1\.1\."'
 
 # The host's berth CLI, through the forwarded controller port, with the CA and the admin key
 # fetched from the guest once the controller has made them.
@@ -190,7 +208,7 @@ berth_bin=$repo/target/debug/berth
 export BERTH_ENDPOINT=https://127.0.0.1:$ctl_port
 export BERTH_CA_BUNDLE=$run/ca.pem BERTH_SHARED_CREDENTIALS_FILE=$run/admin.credentials
 unset BERTH_ACCESS_KEY_ID BERTH_SECRET_ACCESS_KEY BERTH_PROFILE
-b() { timeout 120 "$berth_bin" "$@"; }
+b() { timeout 60 "$berth_bin" "$@"; }
 cluster=web-app-cluster
 q() { b ecs "$@" --cluster "$cluster" --output text; } # q COMMAND ARGS... --query ...
 task_field() { b ecs describe-tasks --cluster "$cluster" --tasks "$1" --query "tasks[0].$2" --output text; }
@@ -206,7 +224,7 @@ run_task() {
 register() { b ecs register-task-definition --cli-input-json "$1" --query 'taskDefinition.taskDefinitionArn' --output text; }
 tid() { echo "${1##*/}"; }
 # The pids of every process of a task's containers, as the guest's cgroup v2 tree has them.
-task_pids() { guest "cat /sys/fs/cgroup/berth/$(tid "$1")/*/cgroup.procs | sort -n | tr '\n' ' '"; }
+task_pids() { guest "set -o pipefail; cat /sys/fs/cgroup/berth/$(tid "$1")/*/cgroup.procs | sort -n | tr '\n' ' '"; }
 page() { curl -sf --max-time 20 "http://127.0.0.1:$web_port/" | grep -q 'Hello from Berth'; }
 main_pid() { guest systemctl show -p MainPID --value "$1"; }
 # The units' journal (both boots) into the run directory, whose path cleanup prints.
@@ -230,19 +248,18 @@ printf "BERTH_LISTEN=0.0.0.0:7480\nBERTH_DATA_DIR=/var/lib/berth/controller\n" >
 systemctl daemon-reload
 systemctl enable --now berth-controller' || fatal "installing the controller"
 wait_for 120 guest test -s /var/lib/berth/controller/admin.credentials || fatal "the controller writing its admin key"
-guest cat /var/lib/berth/controller/ca.pem >"$run/ca.pem"
-guest cat /var/lib/berth/controller/admin.credentials >"$run/admin.credentials"
-chmod 600 "$run/admin.credentials"
+guest cat /var/lib/berth/controller/ca.pem >"$run/ca.pem" || fatal "fetching the controller's CA"
+( umask 077; guest cat /var/lib/berth/controller/admin.credentials >"$run/admin.credentials" ) || fatal "fetching the admin key"
 check "the controller answers signed calls over TLS through the forwarded port" wait_for 60 b ecs list-clusters ||
   fatal "no controller"
-b ecs create-cluster --cluster-name "$cluster" --output text --query 'cluster.status' >/dev/null
+b ecs create-cluster --cluster-name "$cluster" --output text --query 'cluster.status' >/dev/null || fatal "create-cluster"
 act=$(b ssm create-activation --iam-role ecsAnywhereRole --registration-limit 1 \
   --query '[ActivationId,ActivationCode,CaFingerprint]' --output text) || fatal "create-activation"
 read -r act_id act_code ca_fp <<<"$act"
 # The agent dials the controller at the host's address, as an agent on another host would: the
 # server certificate must name it (the controller lists its addresses when listening on 0.0.0.0).
 check "install.sh installs the agent with the activation (not started yet)" \
-  guest "/root/pkg/install.sh --controller https://10.0.2.15:7480 --cluster $cluster --activation-id $act_id --activation-code $act_code --ca-fingerprint $ca_fp --no-start" ||
+  guest "/root/pkg/install.sh --controller https://10.0.2.15:7480 --cluster $cluster $(printf -- '--activation-id %q --activation-code %q --ca-fingerprint %q' "$act_id" "$act_code" "$ca_fp") --no-start" ||
   fatal "no agent installed"
 
 phase "scenario 1: systemctl enable --now; the guide's web-app answers"
@@ -259,7 +276,8 @@ check "the agent registers (ACTIVE, connected)" wait_for 180 registered || fatal
 instance=$(q list-container-instances --query 'containerInstanceArns[0]')
 check "the image loads into the guest's containerd" \
   guest 'berth-agent --config /etc/berth/agent.conf image load /root/web-app.tar'
-b secretsmanager create-secret --name db-password --secret-string "vm-$RANDOM$RANDOM" --output text --query ARN >/dev/null
+b secretsmanager create-secret --name db-password --secret-string "vm-$RANDOM$RANDOM" --output text --query ARN >/dev/null ||
+  fatal "create-secret"
 # The guide's task definition as written, but: host network mode (awsvpc needs the network
 # issue), the local image and busybox's httpd on 8080, no healthCheck (lifecycle issue).
 cat >"$run/web-app.json" <<'JSON'
@@ -295,15 +313,25 @@ cat >"$run/web-app.json" <<'JSON'
 }
 JSON
 web_td=$(register "file://$run/web-app.json")
-web=$(run_task "$web_td")
+web=$(run_task "$web_td") || fatal "run-task web-app"
 check "the web-app task is RUNNING" wait_for 240 task_is "$web" RUNNING || fatal "no task runs"
 check "its page answers on the host through the forwarded port" wait_for 60 page
+# install.sh again, as an operator re-running it would: nothing changed, so the agent is not
+# restarted (and its activation, spent by now, is not needed again).
+reinstall() {
+  local before
+  before=$(main_pid berth-agent) &&
+    guest "/root/pkg/install.sh --controller https://10.0.2.15:7480 --cluster $cluster $(printf -- '--activation-id %q --activation-code %q --ca-fingerprint %q' "$act_id" "$act_code" "$ca_fp")" >/dev/null &&
+    is "agent MainPID" "$before" main_pid berth-agent
+}
+check "install.sh again changes nothing and leaves the agent running (same process)" reinstall
+check "agent.conf, the admin key and the client key are 0600, the data dirs 0700" is modes \
+  "600 600 600 700 700" guest 'stat -c %a /etc/berth/agent.conf /var/lib/berth/controller/admin.credentials /var/lib/berth/agent/tls/client.key /var/lib/berth/agent /var/lib/berth/controller | tr "\n" " " | sed "s/ $//"'
 
 phase "scenario 2: cgroup v2 limits, OOM, cleanup"
 check "the guest has cgroup v2 only (cgroup2 at /sys/fs/cgroup, no v1 hierarchy)" \
   guest '[ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ] && ! awk '"'"'$3 == "cgroup" { print; f = 1 } END { exit !f }'"'"' /proc/mounts'
 cg() { guest cat "/sys/fs/cgroup/berth/$(tid "$1")/$2"; }
-is() { local got; got=$("${@:3}") || return 1; [ "$got" = "$2" ] || { echo "$1: got '$got', want '$2'"; return 1; }; }
 # Task cpu 512 units → a quota of 512/1024 of the 100 ms period; task memory 1024 MiB.
 check "web-app task: cpu.max 50000 100000 (task cpu 512)" is cpu.max "50000 100000" cg "$web" cpu.max
 check "web-app task: memory.max 1 GiB (task memory 1024)" is memory.max 1073741824 cg "$web" memory.max
@@ -312,9 +340,10 @@ cat >"$run/limits.json" <<'JSON'
  "containerDefinitions": [{"name": "app", "image": "localhost/web-app:latest", "cpu": 128, "memory": 128,
    "memoryReservation": 64, "command": ["sleep", "100000"]}]}
 JSON
-limits=$(run_task "$(register "file://$run/limits.json")")
+limits_td=$(register "file://$run/limits.json") && limits=$(run_task "$limits_td") || fatal "run-task limits"
 check "limits task is RUNNING" wait_for 180 task_is "$limits" RUNNING
 # runc's conversion of cpu shares to cpu.weight: 1 + (128 - 2) * 9999 / 262142 = 5.
+check "task: cpu.weight 5 (no task cpu: the containers' 128 shares, written by the agent)" is cpu.weight 5 cg "$limits" cpu.weight
 check "container: cpu.weight 5 (cpu 128 shares, runc's conversion)" is cpu.weight 5 cg "$limits" app/cpu.weight
 check "container: memory.max 128 MiB (memory)" is memory.max 134217728 cg "$limits" app/memory.max
 check "container: memory.low 64 MiB (memoryReservation)" is memory.low 67108864 cg "$limits" app/memory.low
@@ -325,14 +354,14 @@ cat >"$run/hog.json" <<'JSON'
  "containerDefinitions": [{"name": "hog", "image": "localhost/web-app:latest", "memory": 16,
    "command": ["sh", "-c", "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done"]}]}
 JSON
-hog=$(run_task "$(register "file://$run/hog.json")")
+hog=$(run_task "$(register "file://$run/hog.json")") || fatal "run-task hog"
 check "the memory hog is STOPPED" wait_for 240 task_is "$hog" STOPPED
 check "…with OutOfMemoryError from memory.events" is reason "OutOfMemoryError: Container killed due to memory usage" task_field "$hog" 'containers[0].reason'
 check "…and exit code 137" is exitCode 137 task_field "$hog" 'containers[0].exitCode'
-b ecs stop-task --cluster "$cluster" --task "$limits" --reason "vm tier: limits checked" >/dev/null
+check "stop-task limits" b ecs stop-task --cluster "$cluster" --task "$limits" --reason "vm tier: limits checked"
 check "the stopped limits task is STOPPED" wait_for 180 task_is "$limits" STOPPED
 check "nothing is left under the cgroup parent of the stopped tasks" \
-  guest "! ls -d /sys/fs/cgroup/berth/$(tid "$limits") /sys/fs/cgroup/berth/$(tid "$hog") 2>/dev/null"
+  guest "[ -d /sys/fs/cgroup/berth ] && [ ! -e /sys/fs/cgroup/berth/$(tid "$limits") ] && [ ! -e /sys/fs/cgroup/berth/$(tid "$hog") ]"
 
 phase "scenario 3: restarting, killing and stopping berth-agent"
 cat >"$run/probe.json" <<'JSON'
@@ -349,8 +378,11 @@ flows() {
     is exitCode 0 task_field "$t" 'containers[0].exitCode'
 }
 pids0=$(task_pids "$web")
-echo "web-app's processes: $pids0"
+check "the web-app's processes are found in its cgroup: $pids0" test -n "${pids0// /}"
 same_pids() { is pids "$pids0" task_pids "$web"; }
+# The controller still sees the web app RUNNING (a recovery that reported it stopped while its
+# processes live would fail here).
+web_running() { task_is "$web" RUNNING; }
 # A new agent process, other than $1, runs and the unit is active.
 agent_replaced() {
   local p
@@ -361,6 +393,7 @@ check "systemctl restart berth-agent" guest systemctl restart berth-agent
 check "…a new agent process runs" wait_for 60 agent_replaced "$agent0"
 check "…the web-app's containers kept their pids" same_pids
 check "…status flows (a new task runs to STOPPED, exit code 0)" flows
+check "…the web-app is still RUNNING" web_running
 agent1=$(main_pid berth-agent)
 restarts=$(guest systemctl show -p NRestarts --value berth-agent)
 check "systemctl kill -s KILL berth-agent" guest systemctl kill -s KILL berth-agent
@@ -368,6 +401,7 @@ came_back() { [ "$(guest systemctl show -p NRestarts --value berth-agent)" -gt "
 check "…Restart=on-failure brings it back" wait_for 60 came_back
 check "…the web-app's containers kept their pids" same_pids
 check "…status flows" flows
+check "…the web-app is still RUNNING" web_running
 check "systemctl stop berth-agent" guest systemctl stop berth-agent
 check "…the agent is stopped" guest '! systemctl is-active --quiet berth-agent'
 check "…the web-app's containers still run, same pids" same_pids
@@ -375,11 +409,13 @@ check "…its page answers with the agent stopped" page
 check "systemctl start berth-agent" guest systemctl start berth-agent
 check "…status flows" flows
 check "…the web-app's containers kept their pids" same_pids
+check "…the web-app is still RUNNING" web_running
 
 phase "scenario 4: restarting containerd"
-sleeper=$(run_task "$(register "file://$run/limits.json")")
+sleeper=$(run_task "$limits_td") || fatal "run-task sleeper"
 check "a second long-running task is RUNNING" wait_for 180 task_is "$sleeper" RUNNING
 containerd0=$(main_pid containerd)
+agent_before=$(main_pid berth-agent):$(guest systemctl show -p NRestarts --value berth-agent)
 containerd_replaced() {
   local p
   p=$(main_pid containerd) && [ "$p" != 0 ] && [ "$p" != "$containerd0" ] && guest systemctl is-active --quiet containerd
@@ -388,13 +424,21 @@ check "systemctl restart containerd" guest systemctl restart containerd
 check "…containerd runs again (a new process)" wait_for 60 containerd_replaced
 check "…the web-app's containers kept their pids (they live in their shims)" same_pids
 check "…its page answers" page
-b ecs stop-task --cluster "$cluster" --task "$sleeper" --reason "vm tier: after the containerd restart" >/dev/null
+check "stop-task after the restart" b ecs stop-task --cluster "$cluster" --task "$sleeper" --reason "vm tier: after the containerd restart"
 check "…a task stopped after the restart is reported STOPPED (the agent reconnected)" wait_for 180 task_is "$sleeper" STOPPED
 check "…status flows" flows
+check "…the web-app is still RUNNING" web_running
+agent_now() { echo "$(main_pid berth-agent):$(guest systemctl show -p NRestarts --value berth-agent)"; }
+check "…the agent reconnected without restarting (same MainPID:NRestarts)" is agent "$agent_before" agent_now
+# Every task but the web app is stopped and cleaned up.
+only_web_left() { is "task cgroups" "$(tid "$web")" guest "find /sys/fs/cgroup/berth -mindepth 1 -maxdepth 1 -type d -printf '%f\\n'"; }
+check "…and only the web app's cgroup is left under the parent" wait_for 60 only_web_left
 
 phase "scenario 5: reboot"
 sorted() { "$@" | tr '\t' '\n' | sort; }
 tds0=$(sorted b ecs list-task-definitions --query 'taskDefinitionArns' --output text)
+activations() { b ssm describe-activations --query 'ActivationList[].[ActivationId,RegistrationsCount]' --output text; }
+activations0=$(activations)
 clusters0=$(sorted b ecs list-clusters --query 'clusterArns' --output text)
 stopped0=$(sorted q list-tasks --desired-status STOPPED --query 'taskArns')
 boot0=$(guest cat /proc/sys/kernel/random/boot_id)
@@ -408,24 +452,28 @@ check "the controller kept the cluster" wait_for 60 is clusters "$clusters0" sor
 check "…the task definitions" is task-definitions "$tds0" sorted b ecs list-task-definitions --query 'taskDefinitionArns' --output text
 kept_stopped() { local now; now=$(sorted q list-tasks --desired-status STOPPED --query 'taskArns') && [ -z "$(comm -23 <(echo "$stopped0") <(echo "$now"))" ]; }
 check "…the stopped tasks" kept_stopped
+check "…the activation and its registration count" is activations "$activations0" activations
 check "…and the container instance, which the agent rejoins" wait_for 180 registered
 check "…as the same instance" is instance "$instance" q list-container-instances --query 'containerInstanceArns[0]'
 check "the web-app task, whose containers did not survive, is reported STOPPED" wait_for 240 task_is "$web" STOPPED
 reboot_reason() { task_field "$web" stoppedReason | grep -q 'did not survive a reboot'; }
 check "…with a reason saying so: $(task_field "$web" stoppedReason 2>/dev/null)" reboot_reason
-web2=$(run_task "$web_td")
+check "…its container too, with no exit code" is "container reason, exit code" \
+  "CannotInspectContainerError: container did not survive a reboot of its host	None" task_field "$web" 'containers[0].[reason,exitCode]'
+
+web2=$(run_task "$web_td") || fatal "run-task web-app after the reboot"
 check "the web-app runs again after the reboot" wait_for 240 task_is "$web2" RUNNING
 check "…and its page answers" wait_for 60 page
-b ecs stop-task --cluster "$cluster" --task "$web2" --reason "vm tier: done" >/dev/null
+check "stop-task web-app" b ecs stop-task --cluster "$cluster" --task "$web2" --reason "vm tier: done"
 check "…and stops" wait_for 180 task_is "$web2" STOPPED
 check "nothing is left under the cgroup parent once every task stopped" \
-  guest '! find /sys/fs/cgroup/berth -mindepth 1 -type d | grep .'
+  guest '[ -d /sys/fs/cgroup/berth ] && ! find /sys/fs/cgroup/berth -mindepth 1 -type d | grep .'
 
 phase "poweroff"
 [ "$failed" -eq 0 ] || save_logs
 ssh "${ssh_opts[@]}" -O exit root@127.0.0.1 >/dev/null 2>&1
 guest 'systemctl --no-block poweroff' >/dev/null 2>&1
 qemu_exited() { ! kill -0 "$qemu_pid" 2>/dev/null; }
-wait_for 120 qemu_exited >/dev/null || kill "$qemu_pid" 2>/dev/null
+check "the guest powers off" wait_for 120 qemu_exited
 wait "$qemu_pid" 2>/dev/null
 finish

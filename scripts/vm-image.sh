@@ -6,17 +6,19 @@
 # ../shared/notes/runtime.md ("A real Debian VM on these machines"). As root.
 #   scripts/vm-image.sh [CACHE]     (default CACHE: $BERTH_VM_CACHE or /var/cache/berth-vm)
 # Prints the image's directory on its last line: vmlinuz, initrd.img, root.img (raw ext4; boot it
-# with -snapshot so it stays pristine), id_ed25519 (root's ssh key). The directory is named
-# after a hash of this script, the kernel package's version and the Debian mirror, so a second
-# run finds it and builds nothing, and a change to any of them builds a new one (older ones are
-# removed).
+# with -snapshot so it stays pristine), id_ed25519 (root's ssh key), inputs (what it was built
+# from). The directory is named after a hash of this script, the Debian mirror and the date of
+# bookworm's Release file (which changes with each point release), so a second run finds it and
+# builds nothing, and a change to any of them builds a new one; the older ones are then removed
+# (a VM still running from one keeps its open files). Builds are serialised by a lock in CACHE;
+# when the mirror cannot be read, the newest cached image is used.
 set -euo pipefail
 me=vm-image.sh
 cache=${1:-${BERTH_VM_CACHE:-/var/cache/berth-vm}}
 [ "$(id -u)" = 0 ] || { echo "$me: run as root" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for p in qemu-system-x86 debootstrap cpio kmod openssh-client e2fsprogs; do
+for p in qemu-system-x86 debootstrap debian-archive-keyring cpio kmod openssh-client e2fsprogs curl util-linux; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -25,29 +27,38 @@ if [ ${#need[@]} -gt 0 ]; then
   timeout 900 apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# The kernel linux-image-amd64 points at (its ABI name, e.g. linux-image-6.1.0-41-amd64) and
-# that package's exact version: a point release changes the key.
-kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
-[ -n "$kpkg" ] || { echo "$me: apt knows no linux-image-amd64 (is a Debian mirror configured?)" >&2; exit 1; }
-kver=${kpkg#linux-image-}
-kpkg_version=$(apt-cache show "$kpkg" | awk '/^Version:/ { print $2; exit }')
 mirror=$(grep -rhoE 'https?://[^ ]*debian.org/debian/?' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | head -1 || true)
 mirror=${mirror:-http://deb.debian.org/debian}
-key=$( { cat "$0"; echo "$kpkg $kpkg_version $mirror"; } | sha256sum | cut -c1-16)
+mkdir -p "$cache"
+# One build at a time; a run waiting here then finds the image the other one built.
+exec 9>"$cache/.lock"
+flock -w 1800 9 || { echo "$me: $cache/.lock is held by another build for 30 minutes" >&2; exit 1; }
+# What bookworm's packages are: its Release file's date changes with each point release (and
+# only then does bookworm main, the kernel included, change).
+release=$(timeout 60 curl -fsS "${mirror%/}/dists/bookworm/InRelease" 2>/dev/null | sed -n 's/^Date: //p' | head -1 || true)
+if [ -z "$release" ]; then
+  newest=$(ls -td "$cache"/bookworm-*/ 2>/dev/null | head -1)
+  if [ -n "$newest" ] && [ -f "$newest/ready" ]; then
+    echo "$me: cannot read bookworm's Release date from $mirror; using the cached image ${newest%/}" >&2
+    echo "${newest%/}"
+    exit 0
+  fi
+  echo "$me: cannot read ${mirror%/}/dists/bookworm/InRelease, and no image is cached" >&2
+  exit 1
+fi
+key=$( { cat "$0"; echo "$mirror $release"; } | sha256sum | cut -c1-16)
 dir=$cache/bookworm-$key
 if [ -f "$dir/ready" ]; then
   echo "$me: cached image $dir" >&2
   echo "$dir"
   exit 0
 fi
-
-mkdir -p "$cache"
+# Left by a build that was killed (none runs: the lock is ours).
+rm -rf "$cache"/build.* "$cache"/new.*
 work=$(mktemp -d "$cache/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-echo "$me: building the image for $kpkg $kpkg_version from $mirror (about 2 minutes)" >&2
-timeout 600 apt-get download "$kpkg" >download.log 2>&1 || { cat download.log >&2; exit 1; }
-dpkg-deb -x ./"$kpkg"_*.deb kernel
+echo "$me: building the bookworm image ($release) from $mirror (about 2 minutes)" >&2
 # minbase + kmod (overlay must load, or containerd cannot mount snapshots), udev, systemd as init,
 # containerd + runc, busybox-static (the tasks' image and the initramfs), and an ssh server for
 # test-vm.sh to drive the guest through a forwarded loopback port.
@@ -58,8 +69,23 @@ if ! timeout 1200 debootstrap --variant=minbase \
   echo "$me: debootstrap failed (log above)" >&2
   exit 1
 fi
+# The kernel linux-image-amd64 points at in bookworm itself (not this host's release), fetched
+# with the new root's own apt; its modules go into the root, its vmlinuz beside it.
+cp /etc/resolv.conf ROOT/etc/resolv.conf
+if ! timeout 900 chroot ROOT sh -c 'apt-get update -qq && kpkg=$(apt-cache depends linux-image-amd64 | awk "/Depends: linux-image-[0-9]/ { print \$2; exit }") && [ -n "$kpkg" ] && cd /tmp && apt-get download -qq "$kpkg"' >kernel.log 2>&1; then
+  cat kernel.log >&2
+  echo "$me: fetching bookworm's kernel failed (log above)" >&2
+  exit 1
+fi
+deb=$(ls ROOT/tmp/linux-image-*.deb)
+dpkg-deb -x "$deb" kernel
+kpkg_version=$(dpkg-deb -f "$deb" Package Version | awk '{ printf "%s ", $2 }')
+rm -f ROOT/tmp/*.deb ROOT/etc/resolv.conf
+rm -rf ROOT/var/lib/apt/lists/* ROOT/var/cache/apt/*.bin
+kver=$(ls kernel/lib/modules)
 cp -a kernel/lib/modules ROOT/lib/
 depmod -b ROOT "$kver"
+# Without it systemd makes a transient id at each boot; nothing here depends on it.
 chroot ROOT systemd-machine-id-setup >/dev/null 2>&1 || true
 chroot ROOT passwd -d root >/dev/null
 echo berth-vm > ROOT/etc/hostname
@@ -77,7 +103,7 @@ Gateway=10.0.2.2
 EOF
 chroot ROOT systemctl enable systemd-networkd.service >/dev/null 2>&1
 # The scenarios enable containerd themselves, as a user would.
-chroot ROOT systemctl disable containerd.service >/dev/null 2>&1 || true
+chroot ROOT systemctl disable containerd.service >/dev/null 2>&1
 # A persistent journal: the units' logs survive the reboot scenario, for a failure's diagnosis.
 mkdir -p ROOT/var/log/journal
 ssh-keygen -q -t ed25519 -N '' -C berth-test-vm -f id_ed25519
@@ -119,7 +145,7 @@ mkfs.ext4 -q -F -d ROOT root.img
 # Into place atomically; older images of this cache go.
 out=$(mktemp -d "$cache/new.XXXXXX")
 mv vmlinuz initrd.img root.img id_ed25519 id_ed25519.pub "$out/"
-echo "$kpkg $kpkg_version $mirror" > "$out/inputs"
+echo "bookworm $release from $mirror; kernel $kpkg_version" > "$out/inputs"
 touch "$out/ready"
 for old in "$cache"/bookworm-*; do
   [ -e "$old" ] && [ "$old" != "$dir" ] && rm -rf "$old"
