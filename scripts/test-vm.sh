@@ -124,6 +124,7 @@ timeout 3600 cargo build --quiet -p berth-agent -p berth-controller || fatal "ca
 run=$(mktemp -d /var/tmp/berth-vm-run.XXXXXX)
 qemu_pid=
 cleanup() {
+  [ -z "${ssh_opts+x}" ] || timeout 10 ssh "${ssh_opts[@]}" -O exit root@127.0.0.1 >/dev/null 2>&1
   if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then
     kill "$qemu_pid" 2>/dev/null
     wait "$qemu_pid" 2>/dev/null
@@ -141,6 +142,8 @@ bash scripts/busybox-image.sh "$run/web-app.tar" localhost/web-app:latest || fat
 
 phase "VM image (cached under ${BERTH_VM_CACHE:-/var/cache/berth-vm})"
 img=$(bash scripts/vm-image.sh | tail -1) && [ -f "$img/ready" ] || unavailable "cannot build the VM image (see above)"
+# The run's own copy of the key: a newer image built meanwhile removes this one's directory.
+install -m 0600 "$img/id_ed25519" "$run/id_ed25519"
 
 phase "boot"
 # Three loopback ports forwarded into the guest: ssh, the controller, the web app.
@@ -179,8 +182,8 @@ for attempt in 1 2 3; do
   ctl_port=$(free_port)
   web_port=$(free_port)
 done
-kill -0 "$qemu_pid" 2>/dev/null || fatal "starting QEMU (its output: $(tail -3 "$run/console.log" | tr '\n' ' '))"
-ssh_opts=(-p "$ssh_port" -i "$img/id_ed25519" -o BatchMode=yes -o StrictHostKeyChecking=no
+kill -0 "$qemu_pid" 2>/dev/null || qemu_pid= fatal "starting QEMU (its output: $(tail -3 "$run/console.log" | tr '\n' ' '))"
+ssh_opts=(-p "$ssh_port" -i "$run/id_ed25519" -o BatchMode=yes -o StrictHostKeyChecking=no
   -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=20
   -o ServerAliveInterval=5 -o ServerAliveCountMax=4
   -o ControlMaster=auto -o "ControlPath=$run/ssh.sock" -o ControlPersist=600)
@@ -197,10 +200,10 @@ if ! wait_for 300 guest_up; then
 fi
 echo "guest up: $(guest 'uname -r; systemctl --version | head -1' | tr '\n' ' ')"
 # What the README's "Proven on" names.
-check "the guest is Debian 12, kernel 6.1, systemd 252 as PID 1, containerd 1.6, runc 1.1" guest '
+check "the guest is Debian 12, kernel 6.1, systemd 252 as PID 1, containerd 1.6.20, runc 1.1" guest '
   . /etc/os-release && [ "$ID $VERSION_ID" = "debian 12" ] && uname -r | grep -q "^6\.1\." &&
   [ "$(cat /proc/1/comm)" = systemd ] && systemctl --version | grep -q "^systemd 252 " &&
-  containerd --version | grep -q " 1\.6\." && runc --version | grep -q "^runc version 1\.1\."'
+  containerd --version | grep -q " 1\.6\.20" && runc --version | grep -q "^runc version 1\.1\."'
 
 # The host's berth CLI, through the forwarded controller port, with the CA and the admin key
 # fetched from the guest once the controller has made them.
@@ -443,7 +446,8 @@ clusters0=$(sorted b ecs list-clusters --query 'clusterArns' --output text)
 stopped0=$(sorted q list-tasks --desired-status STOPPED --query 'taskArns')
 boot0=$(guest cat /proc/sys/kernel/random/boot_id)
 ssh "${ssh_opts[@]}" -O exit root@127.0.0.1 >/dev/null 2>&1
-guest 'systemctl reboot' >/dev/null 2>&1
+# A connection of its own (no shared master to be left dangling by the reboot).
+timeout 60 ssh -o ControlMaster=no "${ssh_opts[@]}" root@127.0.0.1 'systemctl reboot' >/dev/null 2>&1
 new_boot() { local id; id=$(timeout 30 ssh "${ssh_opts[@]}" root@127.0.0.1 cat /proc/sys/kernel/random/boot_id) && [ -n "$id" ] && [ "$id" != "$boot0" ]; }
 check "the VM reboots (a new boot id) in the same QEMU process" wait_for 400 new_boot || fatal "no reboot"
 check "containerd, berth-controller and berth-agent come back by themselves" \
@@ -472,7 +476,7 @@ check "nothing is left under the cgroup parent once every task stopped" \
 phase "poweroff"
 [ "$failed" -eq 0 ] || save_logs
 ssh "${ssh_opts[@]}" -O exit root@127.0.0.1 >/dev/null 2>&1
-guest 'systemctl --no-block poweroff' >/dev/null 2>&1
+timeout 60 ssh -o ControlMaster=no "${ssh_opts[@]}" root@127.0.0.1 'systemctl --no-block poweroff' >/dev/null 2>&1
 qemu_exited() { ! kill -0 "$qemu_pid" 2>/dev/null; }
 check "the guest powers off" wait_for 120 qemu_exited
 wait "$qemu_pid" 2>/dev/null

@@ -29,7 +29,7 @@ if [ "${BERTH_SKIP_VM:-0}" = 1 ] && [ "${CI:-}" != true ]; then
   exit "$status"
 fi
 echo "== VM tier (scripts/test-vm.sh)"
-# Bounded: a hung guest must not eat CI's time (the tier takes about 7 minutes, 9 with a cold image cache).
+# Bounded: a hung guest must not eat CI's time (the tier takes 7 to 9 minutes, a cold image cache included).
 vm_status=0
 timeout -k 120 1500 bash scripts/test-vm.sh || vm_status=$?
 [ "$vm_status" -eq 0 ] || echo "the VM tier failed (exit status $vm_status)"

@@ -10,7 +10,7 @@
 # from). The directory is named after a hash of this script, the Debian mirror and the date of
 # bookworm's Release file (which changes with each point release), so a second run finds it and
 # builds nothing, and a change to any of them builds a new one; the older ones are then removed
-# (a VM still running from one keeps its open files). Builds are serialised by a lock in CACHE;
+# (a tier still running from one keeps its open files and its own copy of the ssh key). Builds are serialised by a lock in CACHE;
 # when the mirror cannot be read, the newest cached image is used.
 set -euo pipefail
 me=vm-image.sh
@@ -37,7 +37,7 @@ flock -w 1800 9 || { echo "$me: $cache/.lock is held by another build for 30 min
 # only then does bookworm main, the kernel included, change).
 release=$(timeout 60 curl -fsS "${mirror%/}/dists/bookworm/InRelease" 2>/dev/null | sed -n 's/^Date: //p' | head -1 || true)
 if [ -z "$release" ]; then
-  newest=$(ls -td "$cache"/bookworm-*/ 2>/dev/null | head -1)
+  newest=$(ls -td "$cache"/bookworm-*/ 2>/dev/null | head -1 || true)
   if [ -n "$newest" ] && [ -f "$newest/ready" ]; then
     echo "$me: cannot read bookworm's Release date from $mirror; using the cached image ${newest%/}" >&2
     echo "${newest%/}"
