@@ -386,21 +386,21 @@ same_pids() { is pids "$pids0" task_pids "$web"; }
 # The controller still sees the web app RUNNING (a recovery that reported it stopped while its
 # processes live would fail here).
 web_running() { task_is "$web" RUNNING; }
-# A new agent process, other than $1, runs and the unit is active.
-agent_replaced() {
+# replaced UNIT PID: a new process of UNIT, other than PID, runs and the unit is active.
+replaced() {
   local p
-  p=$(main_pid berth-agent) && [ "$p" != 0 ] && [ "$p" != "$1" ] && guest systemctl is-active --quiet berth-agent
+  p=$(main_pid "$1") && [ "$p" != 0 ] && [ "$p" != "$2" ] && guest systemctl is-active --quiet "$1"
 }
 agent0=$(main_pid berth-agent)
 check "systemctl restart berth-agent" guest systemctl restart berth-agent
-check "…a new agent process runs" wait_for 60 agent_replaced "$agent0"
+check "…a new agent process runs" wait_for 60 replaced berth-agent "$agent0"
 check "…the web-app's containers kept their pids" same_pids
 check "…status flows (a new task runs to STOPPED, exit code 0)" flows
 check "…the web-app is still RUNNING" web_running
 agent1=$(main_pid berth-agent)
 restarts=$(guest systemctl show -p NRestarts --value berth-agent)
 check "systemctl kill -s KILL berth-agent" guest systemctl kill -s KILL berth-agent
-came_back() { [ "$(guest systemctl show -p NRestarts --value berth-agent)" -gt "$restarts" ] && agent_replaced "$agent1"; }
+came_back() { [ "$(guest systemctl show -p NRestarts --value berth-agent)" -gt "$restarts" ] && replaced berth-agent "$agent1"; }
 check "…Restart=on-failure brings it back" wait_for 60 came_back
 check "…the web-app's containers kept their pids" same_pids
 check "…status flows" flows
@@ -419,12 +419,8 @@ sleeper=$(run_task "$limits_td") || fatal "run-task sleeper"
 check "a second long-running task is RUNNING" wait_for 180 task_is "$sleeper" RUNNING
 containerd0=$(main_pid containerd)
 agent_before=$(main_pid berth-agent):$(guest systemctl show -p NRestarts --value berth-agent)
-containerd_replaced() {
-  local p
-  p=$(main_pid containerd) && [ "$p" != 0 ] && [ "$p" != "$containerd0" ] && guest systemctl is-active --quiet containerd
-}
 check "systemctl restart containerd" guest systemctl restart containerd
-check "…containerd runs again (a new process)" wait_for 60 containerd_replaced
+check "…containerd runs again (a new process)" wait_for 60 replaced containerd "$containerd0"
 check "…the web-app's containers kept their pids (they live in their shims)" same_pids
 check "…its page answers" page
 check "stop-task after the restart" b ecs stop-task --cluster "$cluster" --task "$sleeper" --reason "vm tier: after the containerd restart"

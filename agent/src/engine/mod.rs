@@ -329,7 +329,8 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                                     desired_status: TaskStatus::Running.into(),
                                     state,
                                     stop_signals: Default::default(),
-                                    boot_id: self.shared.config.boot_id.clone(),
+                                    // Stamped by start(), which starts the containers.
+                                    boot_id: None,
                                 },
                                 false,
                                 None,
