@@ -11,6 +11,7 @@
 pub mod cgroups;
 pub mod engine;
 pub mod identity;
+pub mod network;
 pub mod runtime;
 pub mod secrets;
 pub mod session;
