@@ -414,6 +414,7 @@ fn assignment(desired: &str, td: &str) -> DesiredTasks {
             desired_status: desired.into(),
             stopped_reason: Some("by test".into()),
             stop_code: Some("UserInitiated".into()),
+            network: None,
         }],
     }
 }

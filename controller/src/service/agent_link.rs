@@ -200,6 +200,7 @@ impl Controller {
                 desired_status: t.desired_status.clone(),
                 stopped_reason: t.stopped_reason.clone(),
                 stop_code: t.stop_code.clone(),
+                network: None,
             });
         }
         for arn in st.orphans.get(instance_id).into_iter().flatten() {
@@ -212,6 +213,7 @@ impl Controller {
                 desired_status: TaskStatus::Stopped.as_str().into(),
                 stopped_reason: Some("Task is recorded as stopped by the controller".into()),
                 stop_code: Some("ServiceSchedulerInitiated".into()),
+                network: None,
             });
         }
         out
