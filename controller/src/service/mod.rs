@@ -9,8 +9,10 @@ mod clusters;
 pub mod fields;
 mod idempotency;
 mod instances;
+mod networking;
 pub mod pagination;
 mod retention;
+mod security_groups;
 mod tags;
 mod task_definitions;
 mod tasks;
@@ -24,7 +26,8 @@ use crate::error::EcsError;
 use crate::fleet::Fleet;
 use crate::store::{Store, StoreError, Write};
 use berth_proto::v1::{
-    Cluster, ContainerInstanceRecord, RegisterTaskDefinitionResponse, RunTaskTokenRecord, Task,
+    Cluster, ContainerInstanceRecord, RegisterTaskDefinitionResponse, RunTaskTokenRecord,
+    SecurityGroupRecord, Task, TaskNetworkRecord,
 };
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -79,6 +82,11 @@ pub(crate) struct State {
     orphans: HashMap<String, BTreeSet<String>>,
     /// What each RunTask clientToken answered, by token (`idempotency.rs`).
     run_tokens: HashMap<String, RunTaskTokenRecord>,
+    /// awsvpc tasks' networks as RunTask decided them, by task id (`networking.rs`; key
+    /// `tasknet/ID`, removed with the task's record).
+    task_networks: BTreeMap<String, TaskNetworkRecord>,
+    /// Security groups by id (`security_groups.rs`; key `sg/ID`).
+    security_groups: BTreeMap<String, SecurityGroupRecord>,
 }
 
 /// The controller: clusters, task definitions, tasks and container instances.
@@ -149,6 +157,19 @@ impl Controller {
                     .insert((r.deregistered_at.map_or(0, |t| t.seconds), id.clone()));
             }
             state.instances.insert(id, r);
+        }
+        for (k, v) in store.scan(networking::TASK_NETWORK_PREFIX)? {
+            let r: TaskNetworkRecord = decode(&k, &v)?;
+            state
+                .task_networks
+                .insert(k[networking::TASK_NETWORK_PREFIX.len()..].to_string(), r);
+        }
+        for (k, v) in store.scan(security_groups::SECURITY_GROUP_PREFIX)? {
+            let r: SecurityGroupRecord = decode(&k, &v)?;
+            state.security_groups.insert(
+                k[security_groups::SECURITY_GROUP_PREFIX.len()..].to_string(),
+                r,
+            );
         }
         for (k, v) in store.scan(idempotency::RUN_TOKEN_PREFIX)? {
             let r: RunTaskTokenRecord = decode(&k, &v)?;
