@@ -19,6 +19,7 @@
 //!    stopped, or were half set up, while the agent was down).
 
 pub mod files;
+pub mod linux;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
