@@ -2,6 +2,8 @@
 # Builds an OCI image-layout archive around Debian's busybox-static, for hosts with no registry.
 #   scripts/busybox-image.sh OUT.tar [IMAGE-NAME]
 # The image has every busybox applet on PATH and /www/index.html for `httpd -f -h /www`.
+#   BERTH_IMAGE_CMD   the image's Cmd as a JSON array (default ["sh"]); the demo's web-app image
+#                     serves /www on port 80 as nginx would: ["httpd","-f","-p","80","-h","/www"]
 set -euo pipefail
 out=${1:?usage: busybox-image.sh OUT.tar [IMAGE-NAME]}
 name=${2:-localhost/busybox:latest}
@@ -34,8 +36,8 @@ put() { # put FILE -> prints "digest size", stores the blob
 }
 read -r layer_d layer_s < <(put "$work/layer.tar")
 arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
-printf '{"architecture":"%s","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created_by":"berth busybox-image.sh"}]}' \
-  "$arch" "$layer_d" > "$work/config.json"
+printf '{"architecture":"%s","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":%s,"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created_by":"berth busybox-image.sh"}]}' \
+  "$arch" "${BERTH_IMAGE_CMD:-[\"sh\"]}" "$layer_d" > "$work/config.json"
 read -r cfg_d cfg_s < <(put "$work/config.json")
 printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
   "$cfg_d" "$cfg_s" "$layer_d" "$layer_s" > "$work/manifest.json"

@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 # The main job on one fresh Debian/Ubuntu host, as root: installs what is missing, builds Berth,
 # starts containerd + berth-controller + berth-agent on this host (embedded store), registers the
-# ECS guide's web-app task definition and runs it for real, then shows it RUNNING and answering.
-#   BERTH_DEMO_PORT   port the web app listens on (default 8080; host network mode)
+# ECS guide's web-app task definition (awsvpc, FARGATE) and runs it for real with the guide's run-task
+# line, then shows it RUNNING and answering on its own address.
 #   BERTH_DEMO_DIR    state directory (default /var/lib/berth-demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 bash scripts/install-deps.sh
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-port=${BERTH_DEMO_PORT:-8080}
 state=${BERTH_DEMO_DIR:-/var/lib/berth-demo}
 mkdir -p "$state"
 
@@ -86,66 +85,61 @@ connected() { [ "$(berth ecs describe-container-instances --cluster web-app-clus
   --query 'containerInstances[0].agentConnected' --output text)" = True ]; }
 wait_for 30 "the agent to connect" connected
 
-echo "== image (built locally: no registry needed)"
-bash scripts/busybox-image.sh "$state/web-app.tar" localhost/web-app:latest
+echo "== image (built locally: no registry needed; it serves /www on port 80, as the guide's nginx does)"
+BERTH_IMAGE_CMD='["httpd","-f","-p","80","-h","/www"]' \
+  bash scripts/busybox-image.sh "$state/web-app.tar" localhost/web-app:latest
 berth-agent --containerd-socket "$sock" image load "$state/web-app.tar"
 
-# A web app left from an earlier run holds the port: stop it first.
+# Web apps left from an earlier run: stop them first.
 for t in $(berth ecs list-tasks --cluster web-app-cluster --family web-app --query 'taskArns' --output text); do
   [ "$t" = None ] || berth ecs stop-task --cluster web-app-cluster --task "$t" --reason "demo re-run" >/dev/null
 done
-wait_for 60 "earlier web-app tasks to stop" sh -c "[ \"\$(berth ecs list-tasks --cluster web-app-cluster --family web-app --query 'length(taskArns)')\" = 0 ] && ! curl -s -o /dev/null http://127.0.0.1:$port/"
+wait_for 60 "earlier web-app tasks to stop" sh -c "[ \"\$(berth ecs list-tasks --cluster web-app-cluster --family web-app --query 'length(taskArns)')\" = 0 ]"
 
-echo "== the guide's task definition (local image, host network: awsvpc arrives with networking)"
-cat > "$state/task-definition.json" <<JSON
-{
-  "family": "web-app",
-  "networkMode": "host",
-  "cpu": "256",
-  "memory": "512",
-  "executionRoleArn": "arn:aws:iam::123456789012:role/ecsTaskExecutionRole",
-  "containerDefinitions": [
-    {
-      "name": "nginx",
-      "image": "localhost/web-app:latest",
-      "cpu": 256,
-      "memory": 512,
-      "essential": true,
-      "command": ["httpd", "-f", "-p", "$port", "-h", "/www"],
-      "portMappings": [
-        {
-          "containerPort": $port,
-          "protocol": "tcp"
-        }
-      ],
-      "logConfiguration": {
-        "logDriver": "awslogs",
-        "options": {
-          "awslogs-group": "/ecs/web-app",
-          "awslogs-region": "us-east-1",
-          "awslogs-stream-prefix": "nginx"
-        }
-      }
-    }
-  ]
-}
-JSON
-td=$(berth ecs register-task-definition --cli-input-json "file://$state/task-definition.json" \
+echo "== the secret the guide's task definition reads (DB_PASSWORD)"
+if ! berth secretsmanager describe-secret --secret-id db-password >/dev/null 2>&1; then
+  berth secretsmanager create-secret --name db-password --secret-string "demo-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+    --query Name --output text
+fi
+
+echo "== a security group that lets this host reach the web app on port 80"
+sg=$(berth ec2 describe-security-groups --filters Name=group-name,Values=web-app-sg Name=vpc-id,Values=web-app-cluster \
+  --query 'SecurityGroups[0].GroupId' --output text)
+if [ "$sg" = None ] || [ -z "$sg" ]; then
+  sg=$(berth ec2 create-security-group --group-name web-app-sg --description "web-app tasks" --vpc-id web-app-cluster \
+    --query GroupId --output text)
+  # The agent's awsvpc subnet (subnet-local, 172.30.0.0/16): this host reaches it from 172.30.0.1.
+  berth ec2 authorize-security-group-ingress --group-id "$sg" --protocol tcp --port 80 --cidr 172.30.0.0/16 >/dev/null
+fi
+echo "security group $sg"
+
+echo "== the guide's task-definition.json (awsvpc, FARGATE), only the image swapped for the local one"
+td=$(berth ecs register-task-definition --cli-input-json "file://$repo/scripts/task-definition.json" \
   --query 'taskDefinition.[family,revision]' --output text | tr '\t' ':')
 echo "registered $td"
-task=$(berth ecs run-task --cluster web-app-cluster --task-definition "$td" --count 1 --query 'tasks[0].taskArn' --output text)
+echo "== the guide's run-task line"
+task=$(berth ecs run-task \
+  --cluster web-app-cluster \
+  --task-definition "$td" \
+  --count 1 \
+  --launch-type FARGATE \
+  --network-configuration "awsvpcConfiguration={subnets=[subnet-local],securityGroups=[$sg]}" \
+  --query 'tasks[0].taskArn' --output text)
 echo "started $task"
 running() { [ "$(berth ecs describe-tasks --cluster web-app-cluster --tasks "$task" --query 'tasks[0].lastStatus' --output text)" = RUNNING ]; }
 wait_for 60 "the task to be RUNNING" running
 berth ecs describe-tasks --cluster web-app-cluster --tasks "$task" \
-  --query 'tasks[0].{taskArn: taskArn, lastStatus: lastStatus, desiredStatus: desiredStatus, startedAt: startedAt, container: containers[0].name}' --output table
-wait_for 30 "the web app to answer" curl -sf "http://127.0.0.1:$port/"
-echo "== curl http://127.0.0.1:$port/"
-curl -s "http://127.0.0.1:$port/"
+  --query 'tasks[0].{taskArn: taskArn, lastStatus: lastStatus, launchType: launchType, container: containers[0].name, privateIPv4Address: attachments[0].details[?name==`privateIPv4Address`].value | [0]}' --output table
+ip=$(berth ecs describe-tasks --cluster web-app-cluster --tasks "$task" \
+  --query 'tasks[0].attachments[0].details[?name==`privateIPv4Address`].value | [0]' --output text)
+wait_for 30 "the web app to answer on its own address" curl -sf "http://$ip/"
+echo "== curl http://$ip/  (the task's own address)"
+curl -s "http://$ip/"
 cat <<MSG
 
-The web app is RUNNING on this host. Try:
+The web app is RUNNING in its own network namespace at $ip. Try:
   berth ecs list-tasks --cluster web-app-cluster
-  berth ecs describe-tasks --cluster web-app-cluster --tasks $task --query 'tasks[0].containers[0]'
+  berth ecs describe-tasks --cluster web-app-cluster --tasks $task --query 'tasks[0].attachments'
+  berth ec2 describe-security-groups --group-ids $sg
   berth ecs stop-task --cluster web-app-cluster --task $task --reason "done"
 MSG

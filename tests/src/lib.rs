@@ -225,6 +225,116 @@ pub struct Cluster {
     pub controller_args: Vec<String>,
     /// Whether the controller requires signed calls (`--auth required`): the default.
     pub auth: bool,
+    /// The agent's own bridges, subnets and dynamic ports, so tests running side by side never
+    /// share a bridge, an address or a published port.
+    pub net: NetScope,
+}
+
+/// A test agent's networks: names and ranges no other test agent uses.
+#[derive(Debug, Clone)]
+pub struct NetScope {
+    /// The bridge-mode bridge (BERTH_BRIDGE); also the prefix of the agent's namespaces and
+    /// the name of its nftables table.
+    pub bridge: String,
+    /// Its subnet (BERTH_BRIDGE_CIDR).
+    pub bridge_cidr: String,
+    /// The awsvpc subnet's name (`subnet-it`) …
+    pub subnet: String,
+    /// … its bridge …
+    pub vpc_bridge: String,
+    /// … and its CIDR.
+    pub vpc_cidr: String,
+    /// The first and last dynamic host port (BERTH_DYNAMIC_PORTS).
+    pub ports: (u16, u16),
+}
+
+impl NetScope {
+    fn new(n: u32) -> Self {
+        let pid = std::process::id();
+        // 10.(128..191).(n).0/24 for bridge mode and 10.(192..255).(n).0/24 for awsvpc: one /24
+        // per cluster of this test process; another process (another test binary, run after
+        // this one) most likely takes another second octet.
+        let second = pid % 64;
+        let third = n % 256;
+        let base = 20000 + (n % 150) * 200;
+        NetScope {
+            bridge: format!("bb{:x}x{n}", pid & 0xffff),
+            bridge_cidr: format!("10.{}.{third}.0/24", 128 + second),
+            subnet: "subnet-it".into(),
+            vpc_bridge: format!("bw{:x}x{n}", pid & 0xffff),
+            vpc_cidr: format!("10.{}.{third}.0/24", 192 + second),
+            ports: (base as u16, (base + 199) as u16),
+        }
+    }
+
+    /// The agent's environment for these networks.
+    pub fn agent_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("BERTH_BRIDGE".into(), self.bridge.clone()),
+            ("BERTH_BRIDGE_CIDR".into(), self.bridge_cidr.clone()),
+            (
+                "BERTH_SUBNETS".into(),
+                format!(
+                    "name={},cidr={},bridge={}",
+                    self.subnet, self.vpc_cidr, self.vpc_bridge
+                ),
+            ),
+            (
+                "BERTH_DYNAMIC_PORTS".into(),
+                format!("{}-{}", self.ports.0, self.ports.1),
+            ),
+        ]
+    }
+
+    /// Namespaces, links and nftables tables of this scope still on the host.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(d) = std::fs::read_dir("/run/netns") {
+            for e in d.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.starts_with(&format!("{}-", self.bridge)) {
+                    out.push(format!("netns {name}"));
+                }
+            }
+        }
+        for link in [&self.bridge, &self.vpc_bridge] {
+            if Path::new("/sys/class/net").join(link).exists() {
+                out.push(format!("link {link}"));
+            }
+        }
+        let tables = Command::new("nft")
+            .args(["list", "tables"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        for l in tables.lines() {
+            if l.split_whitespace().last() == Some(self.bridge.as_str()) {
+                out.push(l.to_string());
+            }
+        }
+        out
+    }
+
+    /// Removes whatever of this scope is left (after the agent and containerd are gone).
+    pub fn remove_leftovers(&self) {
+        if let Ok(d) = std::fs::read_dir("/run/netns") {
+            for e in d.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.starts_with(&format!("{}-", self.bridge)) {
+                    let _ = Command::new("ip").args(["netns", "delete", &name]).status();
+                }
+            }
+        }
+        for link in [&self.bridge, &self.vpc_bridge] {
+            if Path::new("/sys/class/net").join(link).exists() {
+                let _ = Command::new("ip").args(["link", "delete", link]).status();
+            }
+        }
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 impl Cluster {
@@ -297,10 +407,16 @@ impl Cluster {
             controller: None,
             agent: None,
             controller_port: port,
-            agent_env: agent_env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+            agent_env: NetScope::new(n)
+                .agent_env()
+                .into_iter()
+                .chain(
+                    agent_env
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string())),
+                )
                 .collect(),
+            net: NetScope::new(n),
             dir,
         }
     }
@@ -441,7 +557,8 @@ impl Cluster {
             .arg(&self.cgroup_parent)
             .arg("--config")
             .arg(self.dir.join("none.conf"))
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            .envs(self.agent_env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
@@ -792,6 +909,7 @@ impl Drop for Cluster {
         }
         if had_containerd {
             self.remove_containerd_leftovers();
+            self.net.remove_leftovers();
         }
         if std::thread::panicking() {
             eprintln!("test files kept for inspection in {}", self.dir.display());
