@@ -16,6 +16,12 @@
 //!
 //! The three are measured interleaved (floor, plain, berth, floor, ...) after warm-up runs of
 //! each.
+//! - networks (issue 8): RunTask -> RUNNING of the same task in networkMode none, bridge with one
+//!   published port (a dynamic host port: namespace, veth, address, DNAT) and awsvpc (namespace,
+//!   veth on the subnet's bridge, address, security-group rules), interleaved after warm-up runs
+//!   of each; the figures are what bridge and awsvpc add over none (target: at most 20 ms at
+//!   p50). `--network-runs N` (default COUNT; 0 skips it).
+//!
 //! Then `--tasks N` long-running tasks are started and the agent's VmRSS read with all of them
 //! RUNNING; then they are stopped (a failure if they do not all reach STOPPED). Everything runs in a private containerd, controller and agent that are removed at
 //! the end. Prints figures; exits non-zero only when something fails, never on a missed target.
@@ -48,6 +54,8 @@ const STALL: Duration = Duration::from_secs(60);
 const RSS_TARGET_MIB: f64 = 60.0;
 /// The start-latency target: Berth's client-observed p50 against the floor's p50.
 const RATIO_TARGET: f64 = 1.25;
+/// What a network mode may add to RunTask -> RUNNING's p50 over none (issue 8).
+const NETWORK_TARGET_MS: f64 = 20.0;
 /// What TLS and signed calls may add to RunTask -> RUNNING's p50 (issue 7).
 const SECURITY_TARGET_MS: f64 = 5.0;
 /// containerd's namespace: the agent's default, so the floor uses the same image and snapshots.
@@ -59,8 +67,14 @@ const SIGKILL: u32 = 9;
 /// stopTimeout 2 s: a stop that arrives before sh has set its trap is ignored (sh is the PID
 /// namespace's init), and the bench stops each task right after it is RUNNING.
 fn app_definition() -> String {
+    app_definition_with("[]")
+}
+
+/// [`app_definition`] with these portMappings.
+fn app_definition_with(port_mappings: &str) -> String {
     format!(
         r#"{{"name": "app", "image": "{IMAGE}", "memory": 16, "stopTimeout": 2,
+          "portMappings": {port_mappings},
           "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]}}"#
     )
 }
@@ -69,16 +83,18 @@ struct Args {
     count: usize,
     tasks: usize,
     warmup: usize,
+    network_runs: Option<usize>,
 }
 
 const USAGE: &str =
-    "usage: bench [COUNT (default 50)] [--tasks N (default 200; 0 skips it)] [--warmup N (default 3)]";
+    "usage: bench [COUNT (default 50)] [--tasks N (default 200; 0 skips it)] [--warmup N (default 3)] [--network-runs N (default COUNT; 0 skips it)]";
 
 fn args() -> Result<Args> {
     let mut out = Args {
         count: 50,
         tasks: 200,
         warmup: 3,
+        network_runs: None,
     };
     let mut it = std::env::args().skip(1);
     let num = |flag: &str, v: Option<String>| -> Result<usize> {
@@ -90,6 +106,7 @@ fn args() -> Result<Args> {
         match a.as_str() {
             "--tasks" => out.tasks = num("--tasks", it.next())?,
             "--warmup" => out.warmup = num("--warmup", it.next())?,
+            "--network-runs" => out.network_runs = Some(num("--network-runs", it.next())?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -265,6 +282,8 @@ struct Berth {
     creds: Option<berth_proto::sigv4::Credentials>,
     cluster: String,
     task_definition: String,
+    /// awsvpcConfiguration for an awsvpc task definition.
+    network: Option<NetworkConfiguration>,
 }
 
 impl Berth {
@@ -291,6 +310,7 @@ impl Berth {
                 .then(|| berth_tests::read_credentials(&c.admin_credentials())),
             cluster: c.name.clone(),
             task_definition,
+            network: None,
         })
     }
 
@@ -302,6 +322,7 @@ impl Berth {
                     cluster: Some(self.cluster.clone()),
                     task_definition: self.task_definition.clone(),
                     count: Some(count as i32),
+                    network_configuration: self.network.clone(),
                     ..Default::default()
                 },
                 "/berth.v1.Ecs/RunTask",
@@ -556,6 +577,10 @@ async fn phases(c: &Cluster, plain: &Cluster, args: &Args) -> Result<()> {
             .unwrap_or(0)
     );
     print_latency(args, Stats::of(floor_ms), &samples, &plain_samples);
+    let network_runs = args.network_runs.unwrap_or(args.count);
+    if network_runs > 0 {
+        networks(c, args.warmup, network_runs).await?;
+    }
 
     // Memory with many running tasks.
     println!();
@@ -593,6 +618,73 @@ async fn phases(c: &Cluster, plain: &Cluster, args: &Args) -> Result<()> {
         args.tasks,
         t.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// RunTask -> RUNNING in none, bridge (one published port) and awsvpc, interleaved.
+async fn networks(c: &Cluster, warmup: usize, runs: usize) -> Result<()> {
+    let of_mode = |mode: &str, ports: &str| {
+        c.register(&format!(
+            r#"{{"family": "bench-{mode}", "networkMode": "{mode}", "containerDefinitions": [{}]}}"#,
+            app_definition_with(ports)
+        ))
+    };
+    let mut none = Berth::of(c, of_mode("none", "[]")).await?;
+    let mut bridge = Berth::of(c, of_mode("bridge", r#"[{"containerPort": 80}]"#)).await?;
+    let mut awsvpc = Berth::of(c, of_mode("awsvpc", r#"[{"containerPort": 80}]"#)).await?;
+    awsvpc.network = Some(NetworkConfiguration {
+        awsvpc_configuration: Some(AwsVpcConfiguration {
+            subnets: vec![c.net.subnet.clone()],
+            ..Default::default()
+        }),
+    });
+    for _ in 0..warmup {
+        none.once().await?;
+        bridge.once().await?;
+        awsvpc.once().await?;
+    }
+    let (mut n, mut b, mut a) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        n.push(none.once().await?.client);
+        b.push(bridge.once().await?.client);
+        a.push(awsvpc.once().await?.client);
+    }
+    let high = if runs >= 100 { "p99" } else { "max" };
+    let (n, b, a) = (Stats::of(n), Stats::of(b), Stats::of(a));
+    println!();
+    println!(
+        "network modes: RunTask -> RUNNING, client-observed, {runs} interleaved runs each after {warmup} warm-up runs each"
+    );
+    println!(
+        "{:<44} {:>4} {:>9} {:>9} {:>12} {:>12}",
+        "",
+        "n",
+        "p50 ms",
+        format!("{high} ms"),
+        "p50 added",
+        format!("{high} added")
+    );
+    for (label, s) in [
+        ("none   (own namespace, loopback)", &n),
+        ("bridge (veth on the bridge, 1 published port)", &b),
+        ("awsvpc (veth on the subnet, security groups)", &a),
+    ] {
+        println!(
+            "{label:<44} {:>4} {:>9.1} {:>9.1} {:>+12.1} {:>+12.1}",
+            s.n,
+            s.p50,
+            s.p99,
+            s.p50 - n.p50,
+            s.p99 - n.p99
+        );
+    }
+    for (mode, s) in [("bridge", &b), ("awsvpc", &a)] {
+        let added = s.p50 - n.p50;
+        println!(
+            "target: {mode} adds at most {NETWORK_TARGET_MS:.0} ms at p50 over none: {added:+.1} ms, {}",
+            met(added <= NETWORK_TARGET_MS)
+        );
+    }
     Ok(())
 }
 
