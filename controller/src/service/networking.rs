@@ -361,3 +361,7 @@ pub(crate) fn merge_attachments(task: &mut Task, reported: &[Attachment]) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "networking_tests.rs"]
+mod tests;
