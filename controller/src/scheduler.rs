@@ -11,6 +11,7 @@
 use crate::query::{self, Expr, Target};
 use berth_proto::v1::{PlacementConstraint, PlacementStrategy};
 use rand::Rng;
+use std::collections::BTreeSet;
 
 /// At most this many strategies per task (ECS).
 pub const MAX_STRATEGIES: usize = 5;
@@ -35,6 +36,9 @@ pub struct Candidate {
     pub target: Target,
     /// Tasks on it whose desired status is not STOPPED (distinctInstance looks at these).
     pub active_tasks: i64,
+    /// Host ports in use, (protocol, port): reserved ones (PORTS, PORTS_UDP), its tasks'
+    /// static ports and the ports their agents reported.
+    pub ports_in_use: BTreeSet<(String, i32)>,
 }
 
 /// A placement constraint, parsed.
@@ -91,6 +95,12 @@ pub struct Needs {
     pub strategies: Vec<Strategy>,
     /// The task's group (`family:NAME` by default).
     pub group: String,
+    /// awsvpc: the subnets of its awsvpcConfiguration; the instance must have one of them
+    /// (attribute `berth.subnet.NAME`). Empty for the other modes.
+    pub subnets: Vec<String>,
+    /// The static host ports it holds, (protocol, port): host mode's containerPorts, bridge
+    /// mode's nonzero hostPorts.
+    pub host_ports: BTreeSet<(String, i32)>,
 }
 
 /// Why an instance cannot take the task, as ECS names it in a RunTask failure.
@@ -106,6 +116,8 @@ pub enum Reason {
     MemberOf,
     /// It runs another active task.
     DistinctInstance,
+    /// A static host port the task needs is in use (or reserved) there.
+    Ports,
 }
 
 impl Reason {
@@ -115,6 +127,7 @@ impl Reason {
             Reason::Attribute => "ATTRIBUTE",
             Reason::Cpu => "RESOURCE:CPU",
             Reason::Memory => "RESOURCE:MEMORY",
+            Reason::Ports => "RESOURCE:PORTS",
             Reason::MemberOf => "MemberOf placement constraint unsatisfied.",
             Reason::DistinctInstance => "DistinctInstance placement constraint unsatisfied.",
         }
@@ -233,6 +246,18 @@ fn refusal(c: &Candidate, needs: &Needs) -> Option<Refusal> {
             None => name.clone(),
         })
         .collect();
+    let subnet_attr = |s: &String| format!("berth.subnet.{s}");
+    let lacks_subnet = !needs.subnets.is_empty()
+        && !needs
+            .subnets
+            .iter()
+            .any(|s| c.target.attributes.contains_key(&subnet_attr(s)));
+    let busy: Vec<String> = needs
+        .host_ports
+        .iter()
+        .filter(|p| c.ports_in_use.contains(*p))
+        .map(|(proto, port)| format!("{port}/{proto}"))
+        .collect();
     let (reason, detail) = if !missing.is_empty() {
         (
             Reason::Attribute,
@@ -241,10 +266,28 @@ fn refusal(c: &Candidate, needs: &Needs) -> Option<Refusal> {
                 missing.join(", ")
             )),
         )
+    } else if lacks_subnet {
+        (
+            Reason::Attribute,
+            Some(format!(
+                "the container instance has none of the task's subnets: {}",
+                needs
+                    .subnets
+                    .iter()
+                    .map(subnet_attr)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        )
     } else if c.cpu < needs.cpu {
         (Reason::Cpu, None)
     } else if c.memory < needs.memory {
         (Reason::Memory, None)
+    } else if !busy.is_empty() {
+        (
+            Reason::Ports,
+            Some(format!("host ports in use: {}", busy.join(", "))),
+        )
     } else if needs
         .constraints
         .iter()
@@ -325,6 +368,7 @@ pub fn place(candidates: &mut [Candidate], needs: &Needs) -> Result<usize, Vec<R
     c.cpu -= needs.cpu;
     c.memory -= needs.memory;
     c.active_tasks += 1;
+    c.ports_in_use.extend(needs.host_ports.iter().cloned());
     c.target.running_tasks_count += 1;
     *c.target.task_groups.entry(needs.group.clone()).or_default() += 1;
     Ok(best)
@@ -341,6 +385,7 @@ mod tests {
             memory,
             target: Target::default(),
             active_tasks: 0,
+            ports_in_use: BTreeSet::new(),
         }
     }
 

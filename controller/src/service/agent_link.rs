@@ -200,7 +200,7 @@ impl Controller {
                 desired_status: t.desired_status.clone(),
                 stopped_reason: t.stopped_reason.clone(),
                 stop_code: t.stop_code.clone(),
-                network: None,
+                network: st.task_network(id),
             });
         }
         for arn in st.orphans.get(instance_id).into_iter().flatten() {
@@ -261,6 +261,9 @@ impl Controller {
             .map(|c| c.container_instance_arn.clone())
             .unwrap_or_default();
         let mut view_changed = false;
+        // An awsvpc task whose address became known or that STOPPED changes the members of its
+        // security groups: the instances whose tasks' ingress follows them are woken.
+        let mut membership_changed = None;
         let mut orphan: Option<bool> = None;
         let mut updated = None;
         let mut confirmed = false;
@@ -282,8 +285,15 @@ impl Controller {
                     task.container_instance_arn = Some(instance_arn.clone());
                     view_changed = true;
                 }
+                let address_before = st.task_private_ipv4(&id);
                 merge(&mut task, &change)?;
                 view_changed |= is_stopped(&task);
+                if st.task_networks.contains_key(&id) {
+                    let address_after = task_eni_address(&task).or(address_before.clone());
+                    if is_stopped(&task) || (address_before.is_none() && address_after.is_some()) {
+                        membership_changed = Some(task.cluster_arn.clone());
+                    }
+                }
                 writes.push(put(format!("{TASK_PREFIX}{id}"), &task));
                 updated = Some(task);
             }
@@ -318,6 +328,11 @@ impl Controller {
         }
         if let Some(task) = updated {
             st.put_task(id, task);
+        }
+        if let Some(cluster_arn) = membership_changed {
+            for instance in st.security_group_dependents(&cluster_arn) {
+                self.fleet.notify(&instance);
+            }
         }
         match orphan {
             Some(true) => {
@@ -400,6 +415,16 @@ fn adopt(
     Ok(task)
 }
 
+/// The privateIPv4Address of a task's ENI attachment, if known.
+fn task_eni_address(task: &Task) -> Option<String> {
+    task.attachments
+        .iter()
+        .filter(|a| a.r#type == super::networking::ENI_ATTACHMENT)
+        .flat_map(|a| a.details.iter())
+        .find(|d| d.name == "privateIPv4Address" && !d.value.is_empty())
+        .map(|d| d.value.clone())
+}
+
 /// Merges an agent's report into the controller's task, forward only. A status the contract
 /// does not define is refused (and the report not acknowledged), never ranked.
 fn merge(task: &mut Task, c: &TaskStateChange) -> Result<(), EcsError> {
@@ -430,8 +455,16 @@ fn merge(task: &mut Task, c: &TaskStateChange) -> Result<(), EcsError> {
             if ct.image_digest.is_none() {
                 ct.image_digest = cc.image_digest.clone();
             }
+            // What the agent published and attached; a report without them keeps what is known.
+            if !cc.network_bindings.is_empty() {
+                ct.network_bindings = cc.network_bindings.clone();
+            }
+            if !cc.network_interfaces.is_empty() {
+                ct.network_interfaces = cc.network_interfaces.clone();
+            }
         }
     }
+    super::networking::merge_attachments(task, &c.attachments);
     if c.stop_code.is_some() && task.stop_code.is_none() {
         task.stop_code = c.stop_code.clone();
         task.stopped_reason = c.stopped_reason.clone();

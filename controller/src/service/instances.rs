@@ -141,6 +141,7 @@ impl State {
             memory,
             target: self.target(r, connected),
             active_tasks,
+            ports_in_use: self.ports_in_use(&ci),
         }
     }
 
@@ -186,6 +187,7 @@ impl State {
     fn instance_view(&self, r: &ContainerInstanceRecord, connected: bool) -> ContainerInstance {
         let mut ci = r.container_instance.clone().unwrap_or_default();
         let (cpu, mem) = self.remaining(&ci);
+        let used = self.ports_in_use(&ci);
         ci.remaining_resources = ci
             .registered_resources
             .iter()
@@ -198,6 +200,18 @@ impl State {
                     integer_value: mem as i32,
                     ..res.clone()
                 },
+                // ECS shows the ports in use (reserved ones included) under remainingResources.
+                "PORTS" | "PORTS_UDP" => {
+                    let proto = if res.name == "PORTS" { "tcp" } else { "udp" };
+                    Resource {
+                        string_set_value: used
+                            .iter()
+                            .filter(|(p, _)| p == proto)
+                            .map(|(_, port)| port.to_string())
+                            .collect(),
+                        ..res.clone()
+                    }
+                }
                 _ => res.clone(),
             })
             .collect();

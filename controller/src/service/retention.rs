@@ -18,6 +18,7 @@
 
 use super::idempotency::RUN_TOKEN_PREFIX;
 use super::instances::is_inactive;
+use super::networking::TASK_NETWORK_PREFIX;
 use super::task_definitions::deletion_writes;
 use super::tasks::task_id;
 use super::{Controller, State, INSTANCE_PREFIX, TASK_PREFIX};
@@ -72,6 +73,7 @@ impl State {
     fn remove_task(&mut self, id: &str) {
         self.unindex_task(id);
         self.tasks.remove(id);
+        self.task_networks.remove(id);
     }
 }
 
@@ -162,6 +164,13 @@ impl Controller {
             .iter()
             .map(|id| Write::Delete(format!("{TASK_PREFIX}{id}")))
             .collect();
+        // An awsvpc task's network record leaves with it.
+        writes.extend(
+            tasks
+                .iter()
+                .filter(|id| st.task_networks.contains_key(*id))
+                .map(|id| Write::Delete(format!("{TASK_NETWORK_PREFIX}{id}"))),
+        );
         writes.extend(
             tokens
                 .iter()

@@ -8,7 +8,12 @@ use berth_proto::v1::*;
 /// A cluster "default" with one instance of 4096 cpu and 4096 MiB whose agent is in step;
 /// returns the instance's ARN and the session that keeps it a candidate.
 async fn with_instance(c: &Controller) -> (String, crate::fleet::Attached) {
-    instance_with(c, 4096, 4096, Vec::new()).await
+    let subnet = Attribute {
+        name: "berth.subnet.s".into(),
+        value: Some("bridge:10.9.0.0/24".into()),
+        ..Default::default()
+    };
+    instance_with(c, 4096, 4096, vec![subnet]).await
 }
 
 fn overrides(json: &str) -> TaskOverride {
@@ -115,6 +120,9 @@ async fn run_task_overrides_follow_the_registration_rules() {
         task_definition: "fg".into(),
         launch_type: Some("FARGATE".into()),
         overrides: Some(overrides(o)),
+        network_configuration: Some(
+            serde_json::from_str(r#"{"awsvpcConfiguration":{"subnets":["s"]}}"#).unwrap(),
+        ),
         ..Default::default()
     };
     let e = c
@@ -135,7 +143,7 @@ async fn start_task_follows_the_fields_table() {
     let (instance, _s) = with_instance(&c).await;
     register(
         &c,
-        r#"{"family":"web","containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#,
+        r#"{"family":"web","networkMode":"awsvpc","containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#,
     )
     .await;
     let req: StartTaskRequest = serde_json::from_str(&format!(

@@ -216,6 +216,8 @@ pub(crate) struct Launch {
     tags: Vec<Tag>,
     enable_execute_command: bool,
     platform_version: Option<String>,
+    /// awsvpc: the checked awsvpcConfiguration.
+    pub(crate) awsvpc: Option<super::networking::AwsVpc>,
 }
 
 /// The request fields [`State::launch`] takes.
@@ -236,6 +238,8 @@ pub(crate) struct LaunchRequest<'a> {
     pub(crate) enable_execute_command: bool,
     /// Recorded on the task (Fargate's platform version has no effect here).
     pub(crate) platform_version: Option<String>,
+    /// networkConfiguration: required for awsvpc task definitions, refused for the others.
+    pub(crate) network_configuration: Option<&'a NetworkConfiguration>,
 }
 
 impl State {
@@ -265,6 +269,11 @@ impl State {
             )));
         }
         if req.launch_type == "FARGATE" {
+            if !td.requires_compatibilities.iter().any(|c| c == "FARGATE") {
+                return Err(EcsError::invalid(
+                    "Task definition does not support launch_type FARGATE.",
+                ));
+            }
             if td.network_mode != "awsvpc" {
                 return Err(EcsError::invalid(
                     "launchType: FARGATE tasks need a task definition with networkMode awsvpc",
@@ -276,6 +285,12 @@ impl State {
                 ));
             }
         }
+        let awsvpc = self.check_network_configuration(
+            &name,
+            &cluster_arn,
+            &td.network_mode,
+            req.network_configuration,
+        )?;
         let containers = apply_overrides(&td, &overrides)?;
         check_effective(&td, &overrides, &containers)?;
         let task_cpu = overrides.cpu.clone().or(td.cpu.clone());
@@ -319,6 +334,11 @@ impl State {
                 .group
                 .filter(|g| !g.is_empty())
                 .unwrap_or_else(|| format!("family:{}", td.family)),
+            subnets: awsvpc
+                .as_ref()
+                .map(|v| v.subnets.clone())
+                .unwrap_or_default(),
+            host_ports: super::networking::static_host_ports(&td.network_mode, &containers),
         };
         Ok(Launch {
             cluster: name,
@@ -332,6 +352,7 @@ impl State {
             tags: req.tags,
             enable_execute_command: req.enable_execute_command,
             platform_version: req.platform_version,
+            awsvpc,
         })
     }
 }
@@ -392,6 +413,7 @@ impl Controller {
             definition_constraints: true,
             enable_execute_command: req.enable_execute_command.unwrap_or(false),
             platform_version: req.platform_version.clone(),
+            network_configuration: req.network_configuration.as_ref(),
         })?;
         let (placed, failures) = self.place_tasks(&st, &launch, count)?;
         let tasks = self.create_tasks(&mut st, &launch, placed, Some((&req, &failures)))?;
@@ -456,6 +478,7 @@ impl Controller {
         let name = &launch.cluster;
         let mut writes = Vec::new();
         let mut placed = Vec::new();
+        let mut lan_taken = std::collections::BTreeSet::new();
         for instance_arn in placements {
             let instance_id = arn::short_id("container-instance", &instance_arn)
                 .unwrap_or_default()
@@ -472,7 +495,13 @@ impl Controller {
                 });
             let id = new_id();
             let task_arn = arn::task(name, &id);
-            let task = Task {
+            let network = match &launch.awsvpc {
+                Some(vpc) => {
+                    Some(st.task_network_record(&instance_id, &task_arn, vpc, &mut lan_taken)?)
+                }
+                None => None,
+            };
+            let mut task = Task {
                 task_arn: task_arn.clone(),
                 cluster_arn: launch.cluster_arn.clone(),
                 task_definition_arn: launch.td.task_definition_arn.clone(),
@@ -510,8 +539,18 @@ impl Controller {
                 created_at: Some(now()),
                 ..Default::default()
             };
+            if let Some(net) = &network {
+                task.attachments.push(super::networking::eni_attachment(
+                    &net.subnet,
+                    net.private_ipv4_address.as_deref(),
+                ));
+                writes.push(put(
+                    format!("{}{id}", super::networking::TASK_NETWORK_PREFIX),
+                    net,
+                ));
+            }
             writes.push(put(format!("{TASK_PREFIX}{id}"), &task));
-            placed.push((id, instance_id, task));
+            placed.push((id, instance_id, task, network));
         }
         let token = run_token
             .and_then(|(req, failures)| {
@@ -522,7 +561,7 @@ impl Controller {
                 State::run_token_record(
                     req,
                     &answered,
-                    placed.iter().map(|(_, _, t)| t.task_arn.clone()),
+                    placed.iter().map(|(_, _, t, _)| t.task_arn.clone()),
                 )
             })
             .map(|(write, record)| {
@@ -534,7 +573,10 @@ impl Controller {
         if let Some(record) = token {
             st.remember_run_token(record);
         }
-        for (id, instance_id, task) in placed {
+        for (id, instance_id, task, network) in placed {
+            if let Some(net) = network {
+                st.task_networks.insert(id.clone(), net);
+            }
             st.put_task(id, task.clone());
             self.fleet.notify(&instance_id);
             out.push(task);
@@ -569,6 +611,7 @@ impl Controller {
             definition_constraints: false,
             enable_execute_command: req.enable_execute_command.unwrap_or(false),
             platform_version: None,
+            network_configuration: req.network_configuration.as_ref(),
         })?;
         let mut candidates: std::collections::BTreeMap<String, scheduler::Candidate> =
             Default::default();

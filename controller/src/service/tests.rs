@@ -434,7 +434,13 @@ async fn reserved_tag_keys_are_refused() {
 
 /// A cluster "default" with one connected instance of `cpu` units and `memory` MiB.
 async fn with_instance_of(c: &Controller, cpu: i32, memory: i32) -> crate::fleet::Attached {
-    instance_with(c, cpu, memory, Vec::new()).await.1
+    // Subnet "s", for awsvpc tasks.
+    let subnet = Attribute {
+        name: "berth.subnet.s".into(),
+        value: Some("bridge:10.9.0.0/24".into()),
+        ..Default::default()
+    };
+    instance_with(c, cpu, memory, vec![subnet]).await.1
 }
 
 /// Follows nextToken from the first page to the last, `size` items a page.
@@ -1432,6 +1438,9 @@ async fn cluster_statistics_count_tasks_by_launch_type() {
             .run_task(RunTaskRequest {
                 task_definition: "fg".into(),
                 launch_type: Some(launch_type.into()),
+                network_configuration: Some(
+                    serde_json::from_str(r#"{"awsvpcConfiguration":{"subnets":["s"]}}"#).unwrap(),
+                ),
                 ..Default::default()
             })
             .await

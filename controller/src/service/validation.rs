@@ -578,6 +578,22 @@ fn validate_container(
             c.name
         )));
     }
+    // ECS: "The hostname parameter is not supported if you're using the awsvpc network mode";
+    // extraHosts "isn't supported for ... tasks that use the awsvpc network mode".
+    if network_mode == "awsvpc" {
+        if c.hostname.as_deref().is_some_and(|h| !h.is_empty()) {
+            return Err(invalid(format!(
+                "{}: is not supported in the awsvpc network mode",
+                field("hostname")
+            )));
+        }
+        if !c.extra_hosts.is_empty() {
+            return Err(invalid(format!(
+                "{}: is not supported in the awsvpc network mode",
+                field("extraHosts")
+            )));
+        }
+    }
     let who = format!("container '{}'", c.name);
     if c.image.trim().is_empty() {
         return Err(invalid(format!(
