@@ -41,6 +41,15 @@ pub enum EcsError {
         /// The tasks the token's first request started (ECS's resourceIds).
         task_arns: Vec<String>,
     },
+    /// An EC2 error (security groups, `berth ec2`), named as EC2 names it
+    /// (`InvalidGroup.NotFound`, `InvalidPermission.Duplicate`, ...).
+    #[error("{message}")]
+    Ec2 {
+        /// EC2's error code.
+        code: &'static str,
+        /// EC2's message.
+        message: String,
+    },
     /// ServerException: the store failed; nothing was changed.
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
@@ -61,6 +70,7 @@ impl EcsError {
             EcsError::AttributeLimitExceeded(_) => x::ATTRIBUTE_LIMIT_EXCEEDED,
             EcsError::InactiveInstance(_) => x::CLIENT,
             EcsError::Conflict { .. } => x::CONFLICT,
+            EcsError::Ec2 { code, .. } => code,
             EcsError::Store(_) => x::SERVER,
         }
     }
@@ -94,6 +104,8 @@ impl From<EcsError> for tonic::Status {
                 tonic::Code::FailedPrecondition
             }
             EcsError::Conflict { .. } => tonic::Code::AlreadyExists,
+            EcsError::Ec2 { code, .. } if code.ends_with(".NotFound") => tonic::Code::NotFound,
+            EcsError::Ec2 { .. } => tonic::Code::InvalidArgument,
             EcsError::Store(_) => tonic::Code::Internal,
         };
         let mut status = tonic::Status::new(code, e.to_string());

@@ -335,6 +335,7 @@ pub fn scope_service(grpc_path: &str) -> Option<&'static str> {
         "Ssm" => Some("ssm"),
         "Iam" => Some("iam"),
         "SecretsManager" => Some("secretsmanager"),
+        "Ec2" => Some("ec2"),
         _ => None,
     }
 }

@@ -3,6 +3,7 @@
 use anyhow::Context;
 use berth_controller::api::{
     agent::{AgentApi, LinkIdentity},
+    ec2::Ec2Api,
     ecs::EcsApi,
     iam::IamApi,
     secrets_manager::SecretsManagerApi,
@@ -16,6 +17,7 @@ use berth_controller::security::auth::{Authenticator, Mode};
 use berth_controller::security::pki::{Ca, Pki};
 use berth_controller::service::Controller;
 use berth_controller::store::redb_store::RedbStore;
+use berth_proto::v1::ec2_server::Ec2Server;
 use berth_proto::v1::ecs_server::EcsServer;
 use berth_proto::v1::iam_server::IamServer;
 use berth_proto::v1::secrets_manager_server::SecretsManagerServer;
@@ -364,6 +366,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         // Signed calls on the user-facing services; the agent link authenticates by its
         // client certificate instead.
         .add_service(signed.layer(EcsServer::new(EcsApi(controller.clone()))))
+        .add_service(signed.layer(Ec2Server::new(Ec2Api(controller.clone()))))
         .add_service(signed.layer(SsmServer::new(SsmApi {
             secrets: secrets.clone(),
             activations: activations.clone(),

@@ -248,7 +248,7 @@ fn operation_command(op: &Operation) -> Command {
         &[]
     };
     let mut sub = field_args(
-        Command::new(op.cli_name()).infer_long_args(true),
+        super::ec2::args(op.api, Command::new(op.cli_name()).infer_long_args(true)),
         msg,
         hidden,
     )
@@ -426,7 +426,7 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, CliError> {
             .map(std::path::PathBuf::from),
     };
     let usage =
-        || CliError::Usage("usage: berth ecs|ssm|secretsmanager|iam OPERATION [--flags]".into());
+        || CliError::Usage("usage: berth ecs|ssm|secretsmanager|iam|ec2 OPERATION [--flags]".into());
     let Some((service, svc)) = matches.subcommand() else {
         return Err(usage());
     };
@@ -465,7 +465,8 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, CliError> {
             action: Action::Skeleton { op, kind },
         });
     }
-    let request = request_json(input_message(op.api), m)?;
+    let mut request = request_json(input_message(op.api), m)?;
+    super::ec2::simplify(op.api, m, &mut request)?;
     check(op, &request, from_input(m))?;
     let paging = paging(op, m, &matches, &request)?;
     Ok(Invocation {

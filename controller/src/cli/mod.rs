@@ -7,11 +7,13 @@
 //!   input is refused before anything is sent;
 //! - [`run`]: the calls (pages, waits) and what is printed;
 //! - [`output`] and [`shorthand`]: the aws CLI's output formats and shorthand syntax;
+//! - [`ec2`]: `berth ec2`'s simple flags of the security-group rule operations;
 //! - [`signing`]: credentials found as the aws CLI finds them, and SigV4 signing of each call.
 //!
 //! The CLI is a client: it shares only the contract (`berth_proto`) with the controller.
 
 pub mod decoding;
+pub mod ec2;
 pub mod model;
 pub mod output;
 pub mod run;

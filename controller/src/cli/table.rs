@@ -1,4 +1,4 @@
-//! The operation table: one row per rpc of the `Ecs`, `Ssm`, `SecretsManager` and `Iam` services. A row names the API operation and
+//! The operation table: one row per rpc of the `Ecs`, `Ssm`, `SecretsManager`, `Iam` and `Ec2` services. A row names the API operation and
 //! carries the generic functions that turn its request JSON into the encoded message and the
 //! encoded response back into JSON; flags, key spellings and types come from the model
 //! ([`super::model`]), so adding an operation is adding its row.
@@ -61,8 +61,14 @@ pub const IAM: Service = Service {
     grpc: "berth.v1.Iam",
     about: "AWS IAM-compatible operations: access keys",
 };
+/// `berth ec2`: security groups (a cluster is the VPC).
+pub const EC2: Service = Service {
+    cli: "ec2",
+    grpc: "berth.v1.Ec2",
+    about: "Amazon EC2-compatible operations: security groups (a cluster is the VPC)",
+};
 /// Every service, in `--help` order.
-pub const SERVICES: &[&Service] = &[&ECS, &SSM, &SECRETS_MANAGER, &IAM];
+pub const SERVICES: &[&Service] = &[&ECS, &SSM, &SECRETS_MANAGER, &IAM, &EC2];
 
 /// A row: one API operation.
 pub struct Operation {
@@ -183,6 +189,8 @@ const REQUIRED: &[(&str, &[&str])] = &[
     ("PutSecretValue", &["SecretId"]),
     ("DeleteSecret", &["SecretId"]),
     ("DeleteAccessKey", &["AccessKeyId"]),
+    // botocore's ec2 model.
+    ("CreateSecurityGroup", &["GroupName", "Description"]),
 ];
 
 /// The request members `api` requires.
@@ -247,8 +255,8 @@ pub const OPERATIONS: &[Operation] = &[
     op::<pb::ListTagsForResourceRequest, pb::ListTagsForResourceResponse>("ListTagsForResource"),
 ];
 
-/// The rows of `berth ssm`, `berth secretsmanager` and `berth iam` (their JSON keys are AWS's
-/// PascalCase; Berth pages none of them).
+/// The rows of `berth ssm`, `berth secretsmanager`, `berth iam` and `berth ec2` (their JSON keys
+/// are AWS's PascalCase; the CLI pages none of them).
 pub const OTHER_OPERATIONS: &[Operation] = &[
     of::<pb::CreateActivationRequest, pb::CreateActivationResponse>(&SSM, "CreateActivation"),
     of::<pb::DescribeActivationsRequest, pb::DescribeActivationsResponse>(
@@ -265,6 +273,26 @@ pub const OTHER_OPERATIONS: &[Operation] = &[
     of::<pb::CreateAccessKeyRequest, pb::CreateAccessKeyResponse>(&IAM, "CreateAccessKey"),
     of::<pb::ListAccessKeysRequest, pb::ListAccessKeysResponse>(&IAM, "ListAccessKeys"),
     of::<pb::DeleteAccessKeyRequest, pb::DeleteAccessKeyResponse>(&IAM, "DeleteAccessKey"),
+    of::<pb::CreateSecurityGroupRequest, pb::CreateSecurityGroupResponse>(
+        &EC2,
+        "CreateSecurityGroup",
+    ),
+    of::<pb::DescribeSecurityGroupsRequest, pb::DescribeSecurityGroupsResponse>(
+        &EC2,
+        "DescribeSecurityGroups",
+    ),
+    of::<pb::DeleteSecurityGroupRequest, pb::DeleteSecurityGroupResponse>(
+        &EC2,
+        "DeleteSecurityGroup",
+    ),
+    of::<pb::SecurityGroupIngressRequest, pb::AuthorizeSecurityGroupIngressResponse>(
+        &EC2,
+        "AuthorizeSecurityGroupIngress",
+    ),
+    of::<pb::SecurityGroupIngressRequest, pb::RevokeSecurityGroupIngressResponse>(
+        &EC2,
+        "RevokeSecurityGroupIngress",
+    ),
 ];
 
 /// Every row of every service.

@@ -1,4 +1,4 @@
-//! Authentication of API calls: a tower layer on the `Ecs`, `Ssm`, `SecretsManager` and `Iam`
+//! Authentication of API calls: a tower layer on the `Ecs`, `Ec2`, `Ssm`, `SecretsManager` and `Iam`
 //! services (the `Agent` link authenticates by mutual TLS instead) that buffers the unary
 //! request body, verifies its SigV4 signature ([`berth_proto::sigv4`]) against the caller's
 //! access key, checks the key's permissions, writes the audit log for state-changing calls and

@@ -155,8 +155,16 @@ impl Controller {
             configuration: req.configuration,
             ..Default::default()
         };
-        self.commit(vec![put(format!("{CLUSTER_PREFIX}{name}"), &c)])?;
+        // The cluster is a VPC: its `default` security group comes with it (a re-created
+        // cluster keeps the one it had).
+        let defaults = st.missing_default_groups([name.as_str()]);
+        let mut writes = vec![put(format!("{CLUSTER_PREFIX}{name}"), &c)];
+        writes.extend(defaults.iter().map(super::security_groups::group_write));
+        self.commit(writes)?;
         st.clusters.insert(name, c.clone());
+        for d in defaults {
+            st.insert_group(d);
+        }
         Ok(st.cluster_view(&c, &["SETTINGS".into(), "TAGS".into()]))
     }
 

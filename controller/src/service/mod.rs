@@ -171,6 +171,21 @@ impl Controller {
                 r,
             );
         }
+        // Every ACTIVE cluster has its `default` security group; clusters that predate them
+        // get it now.
+        let active: Vec<String> = state
+            .clusters
+            .values()
+            .filter(|c| c.status == "ACTIVE")
+            .map(|c| c.cluster_name.clone())
+            .collect();
+        let defaults = state.missing_default_groups(active.iter().map(String::as_str));
+        if !defaults.is_empty() {
+            store.commit(defaults.iter().map(security_groups::group_write).collect())?;
+            for d in defaults {
+                state.insert_group(d);
+            }
+        }
         for (k, v) in store.scan(idempotency::RUN_TOKEN_PREFIX)? {
             let r: RunTaskTokenRecord = decode(&k, &v)?;
             state.run_tokens.insert(r.client_token.clone(), r);
