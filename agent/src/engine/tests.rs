@@ -81,6 +81,8 @@ struct FakeRuntime {
     listed: Vec<crate::runtime::LabelledContainer>,
     /// The environment of each container created, by container ID.
     envs: Mutex<HashMap<String, Vec<String>>>,
+    /// The spec of each container created, by container ID.
+    specs: Mutex<HashMap<String, oci_spec::runtime::Spec>>,
 }
 
 impl FakeRuntime {
@@ -165,6 +167,10 @@ impl Runtime for FakeRuntime {
             .and_then(|p| p.env().clone())
             .unwrap_or_default();
         self.envs.lock().unwrap().insert(c.id.clone(), env);
+        self.specs
+            .lock()
+            .unwrap()
+            .insert(c.id.clone(), c.spec.clone());
         // Real runtime calls are I/O: other tasks (waiters) run meanwhile.
         tokio::task::yield_now().await;
         self.containers
@@ -304,10 +310,175 @@ impl Cgroups for FakeCgroups {
     }
 }
 
+/// A task network made of records: what the engine asked, in order, and what it handed over.
+/// Names follow the common rules (berth-<id>, berth-<id>-<n>); addresses 172.30.0.5 (awsvpc)
+/// and 172.31.0.<2+n> (bridge); dynamic ports from 49153.
+#[derive(Default)]
+struct FakeNetwork {
+    /// Every call: (operation, task id, deletes the runtime had seen by then).
+    calls: Mutex<Vec<(&'static str, String, usize)>>,
+    /// What recover was given.
+    recovered: Mutex<Vec<TaskNetworkState>>,
+    /// Every set_ingress's rules.
+    ingress: Mutex<Vec<Vec<crate::network::IngressRule>>>,
+    /// Faults by operation ("allocate", "setup", "set_ingress", "teardown").
+    faults: Faults,
+    /// The runtime, to tell whether cleanup (container deletes) had begun at a call.
+    runtime: std::sync::OnceLock<Arc<FakeRuntime>>,
+}
+
+use crate::network::{
+    Binding, Interface, Mode, Namespace, NetworkError, NetworkPlan, TaskNetworkState,
+};
+
+impl FakeNetwork {
+    fn record(&self, op: &'static str, task: &str) -> Result<(), NetworkError> {
+        let deletes = self
+            .runtime
+            .get()
+            .map(|r| r.count("delete", ""))
+            .unwrap_or(0);
+        self.calls.lock().unwrap().push((op, task.into(), deletes));
+        match self.faults.take(op, task) {
+            Some(Fault::Fail(..)) => Err(NetworkError::Invalid(format!("injected {op} failure"))),
+            _ => Ok(()),
+        }
+    }
+
+    fn ops(&self, task: &str) -> Vec<&'static str> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, t, _)| t == task)
+            .map(|(o, _, _)| *o)
+            .collect()
+    }
+
+    /// The deletes the runtime had seen when `op` was called for `task`.
+    fn deletes_at(&self, op: &str, task: &str) -> Option<usize> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(o, t, _)| *o == op && t == task)
+            .map(|(_, _, d)| *d)
+    }
+}
+
+fn iface(address: std::net::Ipv4Addr, link: &str) -> Option<Interface> {
+    Some(Interface {
+        address,
+        prefix: 16,
+        gateway: None,
+        mac: None,
+        host_link: Some(link.into()),
+    })
+}
+
+#[async_trait]
+impl crate::network::Network for FakeNetwork {
+    fn subnets(&self) -> Vec<crate::network::SubnetConfig> {
+        Vec::new()
+    }
+    fn allocate(&self, plan: &NetworkPlan) -> Result<TaskNetworkState, NetworkError> {
+        self.record("allocate", &plan.task_id)?;
+        let id = &plan.task_id;
+        let mut namespaces = std::collections::BTreeMap::new();
+        match plan.mode {
+            Mode::Host => {}
+            Mode::None => {
+                namespaces.insert(
+                    String::new(),
+                    Namespace {
+                        name: format!("berth-{id}"),
+                        interface: None,
+                    },
+                );
+            }
+            Mode::Awsvpc => {
+                namespaces.insert(
+                    String::new(),
+                    Namespace {
+                        name: format!("berth-{id}"),
+                        interface: iface(std::net::Ipv4Addr::new(172, 30, 0, 5), "bvfeedfacecafe"),
+                    },
+                );
+            }
+            Mode::Bridge => {
+                for (i, c) in plan.containers.iter().enumerate() {
+                    namespaces.insert(
+                        c.clone(),
+                        Namespace {
+                            name: format!("berth-{id}-{i}"),
+                            interface: iface(
+                                std::net::Ipv4Addr::new(172, 31, 0, 2 + i as u8),
+                                &format!("bv{i:012}"),
+                            ),
+                        },
+                    );
+                }
+            }
+        }
+        let mut dynamic = 49153;
+        let bindings = plan
+            .ports
+            .iter()
+            .map(|p| Binding {
+                container: p.container.clone(),
+                container_port: p.container_port,
+                host_port: p.host_port.unwrap_or_else(|| {
+                    dynamic += 1;
+                    dynamic - 1
+                }),
+                protocol: p.protocol,
+                bind_ip: std::net::Ipv4Addr::UNSPECIFIED,
+            })
+            .collect();
+        Ok(TaskNetworkState {
+            task_id: id.clone(),
+            mode: plan.mode,
+            namespaces,
+            bindings,
+            awsvpc: plan.awsvpc.clone(),
+            network: plan.awsvpc.as_ref().map(|a| a.subnet.clone()),
+        })
+    }
+    fn release(&self, state: &TaskNetworkState) {
+        let _ = self.record("release", &state.task_id);
+    }
+    async fn setup(&self, state: &mut TaskNetworkState) -> Result<(), NetworkError> {
+        self.record("setup", &state.task_id)?;
+        for n in state.namespaces.values_mut() {
+            if let Some(i) = &mut n.interface {
+                i.mac = Some("02:42:ac:1e:00:05".into());
+            }
+        }
+        Ok(())
+    }
+    async fn set_ingress(
+        &self,
+        state: &TaskNetworkState,
+        rules: &[crate::network::IngressRule],
+    ) -> Result<(), NetworkError> {
+        self.ingress.lock().unwrap().push(rules.to_vec());
+        self.record("set_ingress", &state.task_id)
+    }
+    async fn teardown(&self, state: &TaskNetworkState) -> Result<(), NetworkError> {
+        self.record("teardown", &state.task_id)
+    }
+    async fn recover(&self, held: &[TaskNetworkState]) -> Result<Vec<String>, NetworkError> {
+        self.record("recover", "")?;
+        self.recovered.lock().unwrap().extend(held.iter().cloned());
+        Ok(Vec::new())
+    }
+}
+
 struct Harness {
     engine: Engine<FakeRuntime, FakeCgroups>,
     runtime: Arc<FakeRuntime>,
     cgroups: Arc<FakeCgroups>,
+    network: Arc<FakeNetwork>,
     reporter: Arc<Reporter>,
     dir: std::path::PathBuf,
 }
@@ -353,6 +524,24 @@ fn harness_full(
     timeouts: Timeouts,
     secrets: Arc<dyn crate::secrets::SecretSource>,
 ) -> Harness {
+    harness_net(
+        runtime,
+        cgroups,
+        FakeNetwork::default(),
+        records,
+        timeouts,
+        secrets,
+    )
+}
+
+fn harness_net(
+    runtime: FakeRuntime,
+    cgroups: FakeCgroups,
+    network: FakeNetwork,
+    records: Vec<TaskRecord>,
+    timeouts: Timeouts,
+    secrets: Arc<dyn crate::secrets::SecretSource>,
+) -> Harness {
     let dir = std::env::temp_dir().join(format!("berth-engine-{}", uuid::Uuid::new_v4().simple()));
     let data = DataDir(dir.clone());
     for rec in &records {
@@ -361,9 +550,12 @@ fn harness_full(
     let reporter = Arc::new(Reporter::new(data.clone(), AgentState::default()));
     let runtime = Arc::new(runtime);
     let cgroups = Arc::new(cgroups);
+    let network = Arc::new(network);
+    let _ = network.runtime.set(runtime.clone());
     let engine = Engine::start(
         runtime.clone(),
         cgroups.clone(),
+        network.clone(),
         reporter.clone(),
         EngineConfig {
             data_dir: data,
@@ -373,6 +565,7 @@ fn harness_full(
             security: Default::default(),
             secrets,
             boot_id: Some(BOOT.into()),
+            fallback_dns: vec![std::net::Ipv4Addr::new(9, 9, 9, 9)],
         },
     )
     .unwrap();
@@ -380,6 +573,7 @@ fn harness_full(
         engine,
         runtime,
         cgroups,
+        network,
         reporter,
         dir,
     }
@@ -1051,6 +1245,10 @@ fn record(task_status: &str, containers: &[(&str, &str, bool)], stopping: bool) 
         },
         stop_signals: Default::default(),
         boot_id: Some(BOOT.into()),
+        task_network: None,
+        network: None,
+        network_set_up: false,
+        network_released: false,
     }
 }
 
@@ -1646,6 +1844,10 @@ async fn after_a_restart_secrets_are_asked_again_for_containers_still_to_create(
         },
         stop_signals: Default::default(),
         boot_id: None,
+        task_network: None,
+        network: None,
+        network_set_up: false,
+        network_released: false,
     };
     let source = Arc::new(FakeSecrets {
         values: vec![secret("main", "DB_PASSWORD", PLAIN)],
