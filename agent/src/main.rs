@@ -178,7 +178,12 @@ struct Args {
     /// this host) or `name=lan1,cidr=192.168.5.0/24,parent=eth0,gateway=192.168.5.1,
     /// range=192.168.5.100-192.168.5.150` (the host's LAN, macvlan on PARENT). Default: one
     /// bridge subnet `subnet-local`, 172.30.0.0/16 on berth-vpc0.
-    #[arg(long = "subnet", env = "BERTH_SUBNETS", value_delimiter = ';', global = true)]
+    #[arg(
+        long = "subnet",
+        env = "BERTH_SUBNETS",
+        value_delimiter = ';',
+        global = true
+    )]
     subnets: Vec<String>,
     /// Nameservers a container gets when neither its definition nor the host gives a usable
     /// one (comma-separated).
@@ -280,7 +285,9 @@ fn parse_subnet(s: &str) -> Result<SubnetConfig, String> {
             .parse()
             .map_err(|_| format!("--subnet {name}: {what} {a:?} is not an IPv4 address"))?;
         if !contains(net, addr) {
-            return Err(format!("--subnet {name}: {what} {addr} is outside {cidr_s}"));
+            return Err(format!(
+                "--subnet {name}: {what} {addr} is outside {cidr_s}"
+            ));
         }
         Ok(addr)
     };
@@ -890,7 +897,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.bridge, "berth0");
-        assert_eq!((c.bridge_cidr, c.bridge_prefix), (Ipv4Addr::new(172, 31, 0, 0), 16));
+        assert_eq!(
+            (c.bridge_cidr, c.bridge_prefix),
+            (Ipv4Addr::new(172, 31, 0, 0), 16)
+        );
         assert_eq!(c.dynamic_ports, (49153, 65535));
         assert_eq!(c.subnets.len(), 1);
         assert_eq!(c.subnets[0].name, "subnet-local");
@@ -948,8 +958,14 @@ mod tests {
             (vec!["name=a,cidr=10.9.0.0/33,bridge=b"], "cidr"),
             (vec!["name=a,cidr=10.9.0.1/24,bridge=b"], "host bits"),
             (vec!["name=a,cidr=10.9.0.0/24"], "bridge=NAME"),
-            (vec!["name=a,cidr=10.9.0.0/24,bridge=b,parent=eth0"], "not both"),
-            (vec!["name=a,cidr=10.9.0.0/24,parent=eth0"], "range=FIRST-LAST"),
+            (
+                vec!["name=a,cidr=10.9.0.0/24,bridge=b,parent=eth0"],
+                "not both",
+            ),
+            (
+                vec!["name=a,cidr=10.9.0.0/24,parent=eth0"],
+                "range=FIRST-LAST",
+            ),
             (
                 vec!["name=a,cidr=10.9.0.0/24,parent=eth0,range=10.9.0.50-10.9.0.10"],
                 "starts after",
@@ -976,19 +992,37 @@ mod tests {
                 ],
                 "overlap",
             ),
-            (vec!["name=a,cidr=172.31.5.0/24,bridge=b"], "overlaps --bridge-cidr"),
-            (vec!["name=a,cidr=10.9.0.0/24,bridge=berth0"], "bridge-mode bridge"),
-            (vec!["name=a,cidr=10.9.0.0/24,bridge=b,colour=red"], "unknown key"),
+            (
+                vec!["name=a,cidr=172.31.5.0/24,bridge=b"],
+                "overlaps --bridge-cidr",
+            ),
+            (
+                vec!["name=a,cidr=10.9.0.0/24,bridge=berth0"],
+                "bridge-mode bridge",
+            ),
+            (
+                vec!["name=a,cidr=10.9.0.0/24,bridge=b,colour=red"],
+                "unknown key",
+            ),
             (vec!["cidr=10.9.0.0/24,bridge=b"], "name is missing"),
-            (vec!["name=a,cidr=10.9.0.0/24,bridge=waytoolongbridgename"], "interface name"),
+            (
+                vec!["name=a,cidr=10.9.0.0/24,bridge=waytoolongbridgename"],
+                "interface name",
+            ),
         ] {
             let e = cfg(&subnets).unwrap_err();
             assert!(e.contains(word), "{subnets:?}: {e}");
         }
         let e = network_config("berth0", "172.31.0.0/16", "60000-50000", &[], &[]).unwrap_err();
         assert!(e.contains("--dynamic-ports"), "{e}");
-        let e = network_config("berth0", "172.31.0.0/16", "49153-65535", &[], &["8.8.8".into()])
-            .unwrap_err();
+        let e = network_config(
+            "berth0",
+            "172.31.0.0/16",
+            "49153-65535",
+            &[],
+            &["8.8.8".into()],
+        )
+        .unwrap_err();
         assert!(e.contains("--dns \"8.8.8\""), "{e}");
         let e = network_config("berth0", "172.31.0/16", "49153-65535", &[], &[]).unwrap_err();
         assert!(e.contains("--bridge-cidr"), "{e}");

@@ -437,7 +437,9 @@ mod tests {
             &self,
             _: &crate::network::NetworkPlan,
         ) -> Result<crate::network::TaskNetworkState, crate::network::NetworkError> {
-            Err(crate::network::NetworkError::Invalid("no network in these tests".into()))
+            Err(crate::network::NetworkError::Invalid(
+                "no network in these tests".into(),
+            ))
         }
         fn release(&self, _: &crate::network::TaskNetworkState) {}
         async fn setup(

@@ -329,7 +329,9 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                 };
                 match entries.get_mut(&id) {
                     Some(e) => {
-                        if let (Some(n), Some(tx), TaskStatus::Running) = (&a.network, &e.tx, desired) {
+                        if let (Some(n), Some(tx), TaskStatus::Running) =
+                            (&a.network, &e.tx, desired)
+                        {
                             // The actor acts only on a change.
                             let _ = tx.send(Event::Network(n.clone()));
                         }

@@ -5,8 +5,8 @@
 use super::{task_id, Shared};
 use crate::cgroups::Cgroups;
 use crate::network::{
-    AwsvpcPlan, IngressRule, Mode, NetworkError, NetworkPlan, PortRequest, Protocol,
-    RuleProtocol, TaskNetworkState,
+    AwsvpcPlan, IngressRule, Mode, NetworkError, NetworkPlan, PortRequest, Protocol, RuleProtocol,
+    TaskNetworkState,
 };
 use crate::runtime::Runtime;
 use crate::state::TaskRecord;

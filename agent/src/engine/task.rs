@@ -396,8 +396,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         }
         let after = self.timeouts().network;
         let network = self.shared.network.clone();
-        let applied = match tokio::time::timeout(after, network.set_ingress(&state, &rules)).await
-        {
+        let applied = match tokio::time::timeout(after, network.set_ingress(&state, &rules)).await {
             Ok(r) => r,
             Err(_) => Err(NetworkError::Timeout {
                 step: "replacing the task's ingress rules",
@@ -611,7 +610,11 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         }
         let net_mode = match net::mode_of(&self.rec.definition.network_mode) {
             Ok(m) => m,
-            Err(e) => return self.fail_start(format!("ContainerNetworkingError: {e}")).await,
+            Err(e) => {
+                return self
+                    .fail_start(format!("ContainerNetworkingError: {e}"))
+                    .await
+            }
         };
         let mode = net_mode.as_str();
         // Asked each time containers are created (after a restart too): only in memory.
@@ -701,7 +704,10 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             };
             let cid = container_id(&self.id, i, &d.name);
             let default_hostname: String = cid.chars().take(12).collect();
-            let hostname = d.hostname.clone().unwrap_or_else(|| default_hostname.clone());
+            let hostname = d
+                .hostname
+                .clone()
+                .unwrap_or_else(|| default_hostname.clone());
             let etc_files = match self.etc_files(d, net_mode, &hostname).await {
                 Ok(f) => f,
                 Err(e) => {

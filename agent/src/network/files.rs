@@ -280,7 +280,10 @@ mod tests {
             r#"{"name":"a","image":"i","extraHosts":[{"hostname":"db","ipAddress":"10.1.1.1"}],"dnsSearchDomains":["a.example","b.example"]}"#,
         );
         let f = etc_files(&d, Mode::Host, "h", None, &host(), &FALLBACK).unwrap();
-        assert_eq!(f.hosts, "127.0.0.1 localhost\n10.0.0.5 myhost\n10.1.1.1\tdb\n");
+        assert_eq!(
+            f.hosts,
+            "127.0.0.1 localhost\n10.0.0.5 myhost\n10.1.1.1\tdb\n"
+        );
         assert_eq!(f.hostname, None);
         // The host's loopback resolver works in its own namespace: kept.
         assert_eq!(
@@ -316,8 +319,7 @@ mod tests {
 
     #[test]
     fn files_are_written_where_the_spec_mounts_them() {
-        let dir =
-            std::env::temp_dir().join(format!("berth-etc-{}", uuid::Uuid::new_v4().simple()));
+        let dir = std::env::temp_dir().join(format!("berth-etc-{}", uuid::Uuid::new_v4().simple()));
         let f = EtcFiles {
             hosts: "h\n".into(),
             hostname: Some("n\n".into()),

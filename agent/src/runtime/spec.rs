@@ -496,7 +496,10 @@ fn mounts(
         )?,
     ];
     if let Some(etc) = etc {
-        let mut files = vec![("/etc/hosts", &etc.hosts), ("/etc/resolv.conf", &etc.resolv_conf)];
+        let mut files = vec![
+            ("/etc/hosts", &etc.hosts),
+            ("/etc/resolv.conf", &etc.resolv_conf),
+        ];
         if let Some(h) = &etc.hostname {
             files.push(("/etc/hostname", h));
         }
