@@ -4,12 +4,14 @@ use anyhow::Context;
 use berth_agent::cgroups::HostCgroups;
 use berth_agent::engine::{reporter::Reporter, Engine, EngineConfig};
 use berth_agent::identity::{Enrollment, TlsFiles};
+use berth_agent::network::{self, NetworkConfig, SubnetBackend, SubnetConfig};
 use berth_agent::runtime::containerd::Containerd;
 use berth_agent::runtime::spec::SecurityOptions;
 use berth_agent::session::{self, Registration};
 use berth_agent::state::{read_json, AgentState, DataDir};
 use berth_proto::v1::{Attribute, RegisterContainerInstanceRequest, Resource, VersionInfo};
 use clap::{Parser, Subcommand};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,8 +154,284 @@ struct Args {
     /// The controller's CA certificate (PEM) to trust, instead of --ca-fingerprint.
     #[arg(long, env = "BERTH_CA_FILE", global = true)]
     ca_file: Option<PathBuf>,
+    /// The bridge of bridge-mode tasks.
+    #[arg(long, env = "BERTH_BRIDGE", default_value = "berth0", global = true)]
+    bridge: String,
+    /// Its subnet (the bridge takes the first address, containers the rest); pick one the
+    /// host does not use.
+    #[arg(
+        long,
+        env = "BERTH_BRIDGE_CIDR",
+        default_value = "172.31.0.0/16",
+        global = true
+    )]
+    bridge_cidr: String,
+    /// Host ports given to portMappings without a hostPort, FIRST-LAST (ECS's 49153-65535).
+    #[arg(
+        long,
+        env = "BERTH_DYNAMIC_PORTS",
+        default_value = "49153-65535",
+        global = true
+    )]
+    dynamic_ports: String,
+    /// An awsvpc subnet (repeatable): `name=subnet-x,cidr=10.9.0.0/24,bridge=NAME` (a bridge on
+    /// this host) or `name=lan1,cidr=192.168.5.0/24,parent=eth0,gateway=192.168.5.1,
+    /// range=192.168.5.100-192.168.5.150` (the host's LAN, macvlan on PARENT). Default: one
+    /// bridge subnet `subnet-local`, 172.30.0.0/16 on berth-vpc0.
+    #[arg(
+        long = "subnet",
+        env = "BERTH_SUBNETS",
+        value_delimiter = ';',
+        global = true
+    )]
+    subnets: Vec<String>,
+    /// Nameservers a container gets when neither its definition nor the host gives a usable
+    /// one (comma-separated).
+    #[arg(
+        long = "dns",
+        env = "BERTH_FALLBACK_DNS",
+        value_delimiter = ',',
+        default_value = "8.8.8.8,8.8.4.4",
+        global = true
+    )]
+    fallback_dns: Vec<String>,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// `a.b.c.d/n`, a network address (no host bits set).
+fn parse_cidr(what: &str, s: &str) -> Result<(Ipv4Addr, u8), String> {
+    let bad = || format!("{what} {s:?} is not an IPv4 network a.b.c.d/n");
+    let (a, p) = s.split_once('/').ok_or_else(bad)?;
+    let addr: Ipv4Addr = a.trim().parse().map_err(|_| bad())?;
+    let prefix: u8 = p.trim().parse().ok().filter(|p| *p <= 32).ok_or_else(bad)?;
+    let mask = u32::MAX.checked_shl(32 - prefix as u32).unwrap_or(0);
+    if u32::from(addr) & !mask != 0 {
+        return Err(format!(
+            "{what} {s:?} has host bits set: the network is {}/{prefix}",
+            Ipv4Addr::from(u32::from(addr) & mask)
+        ));
+    }
+    Ok((addr, prefix))
+}
+
+fn contains(net: (Ipv4Addr, u8), a: Ipv4Addr) -> bool {
+    let mask = u32::MAX.checked_shl(32 - net.1 as u32).unwrap_or(0);
+    u32::from(a) & mask == u32::from(net.0)
+}
+
+fn overlap(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
+    contains(a, b.0) || contains(b, a.0)
+}
+
+/// A Linux interface name (1-15 bytes, no '/', ':' or white space).
+fn interface_name(what: &str, s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 15 || s.contains(['/', ':']) || s.contains(char::is_whitespace) {
+        return Err(format!(
+            "{what} {s:?} is not an interface name (1-15 characters, no '/', ':' or spaces)"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// `FIRST-LAST` host ports.
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("--dynamic-ports {s:?} is not FIRST-LAST (ports 1-65535, FIRST <= LAST)");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let a: u16 = a.trim().parse().ok().filter(|p| *p > 0).ok_or_else(bad)?;
+    let b: u16 = b.trim().parse().ok().ok_or_else(bad)?;
+    if a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
+/// One `--subnet` value.
+fn parse_subnet(s: &str) -> Result<SubnetConfig, String> {
+    let mut kv = std::collections::BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("--subnet {s:?}: {part:?} is not KEY=VALUE"))?;
+        let k = k.trim();
+        if !["name", "cidr", "bridge", "parent", "gateway", "range"].contains(&k) {
+            return Err(format!(
+                "--subnet {s:?}: unknown key {k:?} (name, cidr, bridge, parent, gateway, range)"
+            ));
+        }
+        if kv.insert(k, v.trim()).is_some() {
+            return Err(format!("--subnet {s:?}: {k} given twice"));
+        }
+    }
+    let name = kv
+        .get("name")
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| format!("--subnet {s:?}: name is missing"))?
+        .to_string();
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        return Err(format!(
+            "--subnet {s:?}: name {name:?} may hold only letters, digits, '-', '_' and '.'"
+        ));
+    }
+    let cidr_s = kv
+        .get("cidr")
+        .ok_or_else(|| format!("--subnet {s:?}: cidr is missing"))?;
+    let net = parse_cidr(&format!("--subnet {name}: cidr"), cidr_s)?;
+    let inside = |what: &str, a: &str| -> Result<Ipv4Addr, String> {
+        let addr: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("--subnet {name}: {what} {a:?} is not an IPv4 address"))?;
+        if !contains(net, addr) {
+            return Err(format!(
+                "--subnet {name}: {what} {addr} is outside {cidr_s}"
+            ));
+        }
+        Ok(addr)
+    };
+    let backend = match (kv.get("bridge"), kv.get("parent")) {
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "--subnet {name}: give bridge (a bridge on this host) or parent (the LAN's interface), not both"
+            ))
+        }
+        (None, None) => {
+            return Err(format!(
+                "--subnet {name}: needs bridge=NAME (a bridge on this host) or parent=INTERFACE with range=FIRST-LAST (the LAN)"
+            ))
+        }
+        (Some(b), None) => {
+            if let Some(k) = ["gateway", "range"].iter().find(|k| kv.contains_key(*k)) {
+                return Err(format!(
+                    "--subnet {name}: {k} is for LAN subnets (parent=); a bridge subnet's gateway is the bridge"
+                ));
+            }
+            SubnetBackend::Bridge {
+                bridge: interface_name(&format!("--subnet {name}: bridge"), b)?,
+            }
+        }
+        (None, Some(p)) => {
+            let range = kv.get("range").ok_or_else(|| {
+                format!("--subnet {name}: a LAN subnet needs range=FIRST-LAST (the addresses tasks may take)")
+            })?;
+            let (a, b) = range.split_once('-').ok_or_else(|| {
+                format!("--subnet {name}: range {range:?} is not FIRST-LAST")
+            })?;
+            let (first, last) = (inside("range start", a.trim())?, inside("range end", b.trim())?);
+            if first > last {
+                return Err(format!(
+                    "--subnet {name}: range {range:?} starts after it ends"
+                ));
+            }
+            let gateway = kv.get("gateway").map(|g| inside("gateway", g)).transpose()?;
+            if gateway.is_some_and(|g| first <= g && g <= last) {
+                return Err(format!(
+                    "--subnet {name}: gateway is inside range {range}"
+                ));
+            }
+            SubnetBackend::Lan {
+                parent: interface_name(&format!("--subnet {name}: parent"), p)?,
+                gateway,
+                first,
+                last,
+            }
+        }
+    };
+    Ok(SubnetConfig {
+        name,
+        cidr: net.0,
+        prefix: net.1,
+        backend,
+    })
+}
+
+/// The agent's network settings from its flags; an error names the bad flag and part.
+fn network_config(
+    bridge: &str,
+    bridge_cidr: &str,
+    dynamic_ports: &str,
+    subnets: &[String],
+    fallback_dns: &[String],
+) -> Result<NetworkConfig, String> {
+    let bridge = interface_name("--bridge", bridge)?;
+    let (bridge_net, bridge_prefix) = parse_cidr("--bridge-cidr", bridge_cidr)?;
+    if bridge_prefix > 30 {
+        return Err(format!(
+            "--bridge-cidr {bridge_cidr:?} is too small for a bridge and its containers"
+        ));
+    }
+    let dynamic_ports = parse_port_range(dynamic_ports)?;
+    let mut parsed: Vec<SubnetConfig> = Vec::new();
+    for s in subnets.iter().filter(|s| !s.trim().is_empty()) {
+        let sub = parse_subnet(s)?;
+        if parsed.iter().any(|p| p.name == sub.name) {
+            return Err(format!("--subnet {}: the name is given twice", sub.name));
+        }
+        parsed.push(sub);
+    }
+    if parsed.is_empty() {
+        parsed.push(SubnetConfig {
+            name: "subnet-local".into(),
+            cidr: Ipv4Addr::new(172, 30, 0, 0),
+            prefix: 16,
+            backend: SubnetBackend::Bridge {
+                bridge: "berth-vpc0".into(),
+            },
+        });
+    }
+    for (i, a) in parsed.iter().enumerate() {
+        if let SubnetBackend::Bridge { bridge: b } = &a.backend {
+            if *b == bridge {
+                return Err(format!(
+                    "--subnet {}: bridge {b} is the bridge-mode bridge (--bridge)",
+                    a.name
+                ));
+            }
+            if overlap((a.cidr, a.prefix), (bridge_net, bridge_prefix)) {
+                return Err(format!(
+                    "--subnet {}: {}/{} overlaps --bridge-cidr {bridge_cidr}",
+                    a.name, a.cidr, a.prefix
+                ));
+            }
+        }
+        for b in &parsed[i + 1..] {
+            if overlap((a.cidr, a.prefix), (b.cidr, b.prefix)) {
+                return Err(format!(
+                    "--subnet {} and --subnet {}: their networks overlap",
+                    a.name, b.name
+                ));
+            }
+            if let (SubnetBackend::Bridge { bridge: x }, SubnetBackend::Bridge { bridge: y }) =
+                (&a.backend, &b.backend)
+            {
+                if x == y {
+                    return Err(format!(
+                        "--subnet {} and --subnet {}: both on bridge {x}",
+                        a.name, b.name
+                    ));
+                }
+            }
+        }
+    }
+    let fallback_dns = fallback_dns
+        .iter()
+        .map(|d| d.trim())
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            d.parse::<Ipv4Addr>()
+                .map_err(|_| format!("--dns {d:?} is not an IPv4 address"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(NetworkConfig {
+        bridge,
+        bridge_cidr: bridge_net,
+        bridge_prefix,
+        dynamic_ports,
+        subnets: parsed,
+        fallback_dns,
+    })
 }
 
 #[derive(Subcommand, Debug)]
@@ -260,6 +538,14 @@ fn int_resource(name: &str, v: i64) -> Resource {
     }
 }
 
+/// `berth.subnet.<name>` = `bridge:<cidr>` or `lan:<cidr>:<first>-<last>` for each subnet.
+fn subnet_attributes(subnets: &[SubnetConfig]) -> Vec<Attribute> {
+    subnets
+        .iter()
+        .map(|s| attr(&network::subnet_attribute(&s.name), &s.attribute_value()))
+        .collect()
+}
+
 fn attr(name: &str, value: &str) -> Attribute {
     Attribute {
         name: name.into(),
@@ -341,6 +627,20 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
             .with_context(|| format!("--attribute '{a}': expected NAME=VALUE"))?;
         attributes.push(attr(k.trim(), v.trim()));
     }
+    let net_config = network_config(
+        &args.bridge,
+        &args.bridge_cidr,
+        &args.dynamic_ports,
+        &args.subnets,
+        &args.fallback_dns,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let fallback_dns = net_config.fallback_dns.clone();
+    let task_network: Arc<dyn network::Network> = Arc::new(
+        network::linux::LinuxNetwork::new(net_config).context("setting up task networking")?,
+    );
+    // Placement of awsvpc tasks picks instances that have the subnet.
+    attributes.extend(subnet_attributes(&task_network.subnets()));
     let default_nofile = berth_agent::runtime::spec::grantable_nofile();
     if default_nofile < berth_agent::runtime::spec::DEFAULT_NOFILE {
         tracing::warn!(
@@ -356,6 +656,7 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
     let engine = Engine::start(
         Arc::new(runtime),
         Arc::new(HostCgroups::new(&args.cgroup_parent)),
+        task_network,
         reporter.clone(),
         EngineConfig {
             data_dir: dir,
@@ -377,6 +678,7 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
             },
             secrets: link_secrets.clone(),
             boot_id: boot_id(),
+            fallback_dns,
         },
     )?;
     // Containers no task record holds are reported (never stopped unconfirmed).
@@ -570,5 +872,159 @@ mod tests {
         assert!(Args::try_parse_from(["berth-agent", "--pids-limit=-5"]).is_err());
         let a = Args::try_parse_from(["berth-agent", "--activation-code", "s3cr3t-code"]).unwrap();
         assert!(!format!("{a:?}").contains("s3cr3t-code"));
+    }
+
+    fn cfg(subnets: &[&str]) -> Result<NetworkConfig, String> {
+        let subnets: Vec<String> = subnets.iter().map(|s| s.to_string()).collect();
+        network_config(
+            "berth0",
+            "172.31.0.0/16",
+            "49153-65535",
+            &subnets,
+            &["8.8.8.8".into()],
+        )
+    }
+
+    #[test]
+    fn network_defaults_are_the_common_ones() {
+        let a = Args::try_parse_from(["berth-agent"]).unwrap();
+        let c = network_config(
+            &a.bridge,
+            &a.bridge_cidr,
+            &a.dynamic_ports,
+            &a.subnets,
+            &a.fallback_dns,
+        )
+        .unwrap();
+        assert_eq!(c.bridge, "berth0");
+        assert_eq!(
+            (c.bridge_cidr, c.bridge_prefix),
+            (Ipv4Addr::new(172, 31, 0, 0), 16)
+        );
+        assert_eq!(c.dynamic_ports, (49153, 65535));
+        assert_eq!(c.subnets.len(), 1);
+        assert_eq!(c.subnets[0].name, "subnet-local");
+        assert_eq!(c.subnets[0].attribute_value(), "bridge:172.30.0.0/16");
+        assert_eq!(
+            c.fallback_dns,
+            vec![Ipv4Addr::new(8, 8, 8, 8), Ipv4Addr::new(8, 8, 4, 4)]
+        );
+    }
+
+    #[test]
+    fn subnets_parse_and_are_reported_as_attributes() {
+        let a = Args::try_parse_from([
+            "berth-agent",
+            "--subnet",
+            "name=subnet-x,cidr=10.9.0.0/24,bridge=bx0",
+            "--subnet",
+            "name=lan1,cidr=192.168.5.0/24,parent=eth0,gateway=192.168.5.1,range=192.168.5.100-192.168.5.150",
+        ])
+        .unwrap();
+        let c = network_config(
+            &a.bridge,
+            &a.bridge_cidr,
+            &a.dynamic_ports,
+            &a.subnets,
+            &a.fallback_dns,
+        )
+        .unwrap();
+        let attrs = subnet_attributes(&c.subnets);
+        let n = names(&attrs);
+        assert_eq!(
+            n,
+            vec![
+                ("berth.subnet.subnet-x", Some("bridge:10.9.0.0/24")),
+                (
+                    "berth.subnet.lan1",
+                    Some("lan:192.168.5.0/24:192.168.5.100-192.168.5.150")
+                ),
+            ]
+        );
+        assert_eq!(
+            c.subnets[1].backend,
+            SubnetBackend::Lan {
+                parent: "eth0".into(),
+                gateway: Some(Ipv4Addr::new(192, 168, 5, 1)),
+                first: Ipv4Addr::new(192, 168, 5, 100),
+                last: Ipv4Addr::new(192, 168, 5, 150),
+            }
+        );
+    }
+
+    #[test]
+    fn bad_network_flags_name_the_bad_part() {
+        for (subnets, word) in [
+            (vec!["name=a,cidr=10.9.0.0/33,bridge=b"], "cidr"),
+            (vec!["name=a,cidr=10.9.0.1/24,bridge=b"], "host bits"),
+            (vec!["name=a,cidr=10.9.0.0/24"], "bridge=NAME"),
+            (
+                vec!["name=a,cidr=10.9.0.0/24,bridge=b,parent=eth0"],
+                "not both",
+            ),
+            (
+                vec!["name=a,cidr=10.9.0.0/24,parent=eth0"],
+                "range=FIRST-LAST",
+            ),
+            (
+                vec!["name=a,cidr=10.9.0.0/24,parent=eth0,range=10.9.0.50-10.9.0.10"],
+                "starts after",
+            ),
+            (
+                vec!["name=a,cidr=10.9.0.0/24,parent=eth0,range=10.9.0.10-10.9.1.10"],
+                "range end 10.9.1.10 is outside",
+            ),
+            (
+                vec!["name=a,cidr=10.9.0.0/24,bridge=b,range=10.9.0.1-10.9.0.2"],
+                "range is for LAN",
+            ),
+            (
+                vec![
+                    "name=a,cidr=10.9.0.0/24,bridge=b",
+                    "name=a,cidr=10.8.0.0/24,bridge=c",
+                ],
+                "name is given twice",
+            ),
+            (
+                vec![
+                    "name=a,cidr=10.9.0.0/16,bridge=b",
+                    "name=c,cidr=10.9.1.0/24,bridge=c",
+                ],
+                "overlap",
+            ),
+            (
+                vec!["name=a,cidr=172.31.5.0/24,bridge=b"],
+                "overlaps --bridge-cidr",
+            ),
+            (
+                vec!["name=a,cidr=10.9.0.0/24,bridge=berth0"],
+                "bridge-mode bridge",
+            ),
+            (
+                vec!["name=a,cidr=10.9.0.0/24,bridge=b,colour=red"],
+                "unknown key",
+            ),
+            (vec!["cidr=10.9.0.0/24,bridge=b"], "name is missing"),
+            (
+                vec!["name=a,cidr=10.9.0.0/24,bridge=waytoolongbridgename"],
+                "interface name",
+            ),
+        ] {
+            let e = cfg(&subnets).unwrap_err();
+            assert!(e.contains(word), "{subnets:?}: {e}");
+        }
+        let e = network_config("berth0", "172.31.0.0/16", "60000-50000", &[], &[]).unwrap_err();
+        assert!(e.contains("--dynamic-ports"), "{e}");
+        let e = network_config(
+            "berth0",
+            "172.31.0.0/16",
+            "49153-65535",
+            &[],
+            &["8.8.8".into()],
+        )
+        .unwrap_err();
+        assert!(e.contains("--dns \"8.8.8\""), "{e}");
+        let e = network_config("berth0", "172.31.0/16", "49153-65535", &[], &[]).unwrap_err();
+        assert!(e.contains("--bridge-cidr"), "{e}");
     }
 }

@@ -426,6 +426,49 @@ mod tests {
             Ok(Vec::new())
         }
     }
+    /// A network that is never asked for anything (these tests start no task).
+    struct NoNetwork;
+    #[async_trait::async_trait]
+    impl crate::network::Network for NoNetwork {
+        fn subnets(&self) -> Vec<crate::network::SubnetConfig> {
+            Vec::new()
+        }
+        fn allocate(
+            &self,
+            _: &crate::network::NetworkPlan,
+        ) -> Result<crate::network::TaskNetworkState, crate::network::NetworkError> {
+            Err(crate::network::NetworkError::Invalid(
+                "no network in these tests".into(),
+            ))
+        }
+        fn release(&self, _: &crate::network::TaskNetworkState) {}
+        async fn setup(
+            &self,
+            _: &mut crate::network::TaskNetworkState,
+        ) -> Result<(), crate::network::NetworkError> {
+            Ok(())
+        }
+        async fn set_ingress(
+            &self,
+            _: &crate::network::TaskNetworkState,
+            _: &[crate::network::IngressRule],
+        ) -> Result<(), crate::network::NetworkError> {
+            Ok(())
+        }
+        async fn teardown(
+            &self,
+            _: &crate::network::TaskNetworkState,
+        ) -> Result<(), crate::network::NetworkError> {
+            Ok(())
+        }
+        async fn recover(
+            &self,
+            _: &[crate::network::TaskNetworkState],
+        ) -> Result<Vec<String>, crate::network::NetworkError> {
+            Ok(Vec::new())
+        }
+    }
+
     struct NoCgroups;
     impl Cgroups for NoCgroups {
         fn create_task(&self, _: &str, _: &crate::cgroups::TaskLimits) -> Result<(), CgroupError> {
@@ -565,6 +608,7 @@ mod tests {
             let engine = Engine::start(
                 Arc::new(NoRuntime),
                 Arc::new(NoCgroups),
+                Arc::new(NoNetwork),
                 reporter.clone(),
                 EngineConfig {
                     data_dir: data.clone(),
@@ -574,6 +618,7 @@ mod tests {
                     security: Default::default(),
                     secrets: Arc::new(crate::secrets::NoSecrets),
                     boot_id: None,
+                    fallback_dns: Vec::new(),
                 },
             )
             .unwrap();

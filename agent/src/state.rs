@@ -125,6 +125,20 @@ pub struct TaskRecord {
     /// was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_id: Option<String>,
+    /// The controller's part of an awsvpc task's network, as last assigned (a later
+    /// DesiredTasks may bring new ingress rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_network: Option<berth_proto::v1::TaskNetwork>,
+    /// The task's network as allocated (written before anything of it is created, so a
+    /// restarted agent can finish or remove it); `None` until allocated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::TaskNetworkState>,
+    /// Whether `network` was set up (its interface is attached).
+    #[serde(default)]
+    pub network_set_up: bool,
+    /// Whether `network` was torn down and released (it stays for the reports).
+    #[serde(default)]
+    pub network_released: bool,
 }
 
 /// Paths in the data dir.
@@ -146,6 +160,14 @@ impl DataDir {
             .join("logs")
             .join(task_id)
             .join(format!("{container}.log"))
+    }
+    /// `tasks/<id>/`: the task's own files (its containers' /etc files), removed at cleanup.
+    pub fn task_files(&self, id: &str) -> PathBuf {
+        self.0.join("tasks").join(id)
+    }
+    /// `tasks/<id>/etc/<container>/`: a container's hosts, hostname and resolv.conf.
+    pub fn etc(&self, id: &str, container: &str) -> PathBuf {
+        self.task_files(id).join("etc").join(container)
     }
     /// Every task record on disk.
     pub fn load_tasks(&self) -> Result<Vec<TaskRecord>, StateError> {

@@ -1,11 +1,13 @@
 //! The task engine: one actor per task (see [`task`]), converging on the controller's desired
 //! tasks and reporting every state change through the [`reporter::Reporter`].
 
+mod net;
 pub mod reporter;
 pub mod task;
 mod unrecorded;
 
 use crate::cgroups::Cgroups;
+use crate::network::Network;
 use crate::runtime::Runtime;
 use crate::state::{DataDir, TaskRecord};
 use berth_proto::status::{ContainerStatus, TaskStatus};
@@ -35,6 +37,9 @@ pub struct EngineConfig {
     /// This boot's id (see [`crate::state::TaskRecord::boot_id`]); `None` when the kernel did
     /// not tell it.
     pub boot_id: Option<String>,
+    /// The nameservers of a container's resolv.conf when neither its definition nor the host
+    /// gives a usable one ([`crate::network::NetworkConfig::fallback_dns`]).
+    pub fallback_dns: Vec<std::net::Ipv4Addr>,
 }
 
 /// How long the engine gives each kind of call before it counts as failed. `wait` has none: it
@@ -47,6 +52,8 @@ pub struct Timeouts {
     pub image: Duration,
     /// A cgroup file-system operation (create, OOM check, remove).
     pub cgroup: Duration,
+    /// A task network operation (setup, set_ingress, teardown, recover): kernel calls and nft.
+    pub network: Duration,
 }
 
 impl Default for Timeouts {
@@ -55,6 +62,7 @@ impl Default for Timeouts {
             call: Duration::from_secs(60),
             image: Duration::from_secs(900),
             cgroup: Duration::from_secs(10),
+            network: Duration::from_secs(60),
         }
     }
 }
@@ -77,6 +85,9 @@ pub enum Event {
         /// containerd and no status can be known (never invented).
         status: Option<u32>,
     },
+    /// The controller's part of the task's network as a DesiredTasks carries it (new ingress
+    /// rules are applied to a running awsvpc task).
+    Network(berth_proto::v1::TaskNetwork),
 }
 
 struct Entry {
@@ -90,11 +101,16 @@ struct Entry {
 pub(crate) struct Shared<R, C> {
     pub runtime: Arc<R>,
     pub cgroups: Arc<C>,
+    pub network: Arc<dyn Network>,
     pub reporter: Arc<Reporter>,
     pub config: EngineConfig,
     entries: Mutex<HashMap<String, Entry>>,
     /// Tasks known only from their labelled containers, by task ARN.
     unrecorded: Mutex<HashMap<String, unrecorded::UnrecordedTask>>,
+    /// True once the network recovery at start is done: no actor touches the network before
+    /// (recovery removes what no record names, so a task allocating meanwhile could lose its
+    /// namespace).
+    network_ready: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The engine.
@@ -148,6 +164,7 @@ fn report_of(rec: &TaskRecord) -> TaskStateChange {
         };
         s.task_definition_arn = Some(arn.clone()).filter(|a| !a.is_empty());
     }
+    net::decorate(rec, &mut s);
     for c in &mut s.containers {
         if c.image.is_none() {
             c.image = rec
@@ -177,33 +194,70 @@ impl<R: Runtime, C: Cgroups> Shared<R, C> {
             }
         }
     }
+
+    /// [`Shared::publish`], unless the engine no longer holds the task (the controller has
+    /// recorded it stopped and its record is gone: writing it would bring it back).
+    pub(crate) fn publish_if_held(&self, rec: &TaskRecord) {
+        let id = task_id(&rec.task.task_arn);
+        let held = self
+            .entries
+            .lock()
+            .map(|e| e.contains_key(&id))
+            .unwrap_or(false);
+        if held {
+            self.publish(rec);
+        }
+    }
 }
 
 impl<R: Runtime, C: Cgroups> Engine<R, C> {
     /// Creates the engine and resumes every task persisted in the data dir.
+    ///
+    /// Before any actor touches the network, a background step gives the network the states of
+    /// the records still held ([`Network::recover`]: it holds their allocations again and
+    /// removes what no record names) and tears down and releases the network of tasks that
+    /// were STOPPED with theirs still up (the agent stopped in between).
     pub fn start(
         runtime: Arc<R>,
         cgroups: Arc<C>,
+        network: Arc<dyn Network>,
         reporter: Arc<Reporter>,
         config: EngineConfig,
     ) -> Result<Self, crate::state::StateError> {
         let records = config.data_dir.load_tasks()?;
+        let (ready_tx, network_ready) = tokio::sync::watch::channel(false);
         let engine = Self {
             shared: Arc::new(Shared {
                 runtime,
                 cgroups,
+                network,
                 reporter,
                 config,
                 entries: Mutex::new(HashMap::new()),
                 unrecorded: Mutex::new(HashMap::new()),
+                network_ready,
             }),
         };
+        let held: Vec<_> = records
+            .iter()
+            .filter(|r| !r.network_released)
+            .filter_map(|r| r.network.clone())
+            .collect();
+        let mut stopped_with_network = Vec::new();
         for rec in records {
             info!(task = %rec.task.task_arn, status = %rec.state.last_status, "resuming task");
             // Resent under this process's epoch: the controller may not have stored it.
             engine.shared.reporter.report(report_of(&rec));
+            if is_stopped(&rec.state) && rec.network.is_some() && !rec.network_released {
+                stopped_with_network.push(rec.clone());
+            }
             engine.spawn(rec, true);
         }
+        let shared = engine.shared.clone();
+        tokio::spawn(async move {
+            net::recover(&shared, &held, stopped_with_network).await;
+            let _ = ready_tx.send(true);
+        });
         Ok(engine)
     }
 
@@ -275,6 +329,12 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                 };
                 match entries.get_mut(&id) {
                     Some(e) => {
+                        if let (Some(n), Some(tx), TaskStatus::Running) =
+                            (&a.network, &e.tx, desired)
+                        {
+                            // The actor acts only on a change.
+                            let _ = tx.send(Event::Network(n.clone()));
+                        }
                         if desired == TaskStatus::Stopped {
                             if let Some(tx) = &e.tx {
                                 let _ = tx.send(stop_event(a));
@@ -331,6 +391,10 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                                     stop_signals: Default::default(),
                                     // Stamped by start(), which starts the containers.
                                     boot_id: None,
+                                    task_network: a.network.clone(),
+                                    network: None,
+                                    network_set_up: false,
+                                    network_released: false,
                                 },
                                 false,
                                 None,

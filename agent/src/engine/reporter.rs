@@ -347,6 +347,10 @@ mod tests {
             },
             stop_signals: Default::default(),
             boot_id: None,
+            task_network: None,
+            network: None,
+            network_set_up: false,
+            network_released: false,
         }
     }
 

@@ -10,8 +10,9 @@
 //! whose processes cannot be killed or cleaned up is reported STOPPED with
 //! [`TASK_STATE_ERROR`] only after bounded SIGKILL and cleanup retries.
 
-use super::{task_id, Event, Shared};
+use super::{net, task_id, Event, Shared};
 use crate::cgroups::{CgroupError, Cgroups};
+use crate::network::{files, Mode, NetworkError};
 use crate::runtime::spec::{self, SpecContext};
 use crate::runtime::{ContainerState, CreateContainer, Runtime, RuntimeError};
 use crate::state::TaskRecord;
@@ -313,6 +314,9 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         );
         let span = tracing::info_span!("task", task = %self.id, family = %family);
         async move {
+            // Network recovery at start first (see Engine::start).
+            let mut ready = self.shared.network_ready.clone();
+            let _ = ready.wait_for(|r| *r).await;
             if recovering {
                 self.recover().await;
             }
@@ -356,6 +360,166 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 self.begin_stop(reason, code).await;
             }
             Event::Exited { name, status } => self.on_exit(&name, status).await,
+            Event::Network(n) => self.on_network(n).await,
+        }
+    }
+
+    /// A DesiredTasks carrying the task's network: kept; new ingress rules are applied to the
+    /// running awsvpc task (a failure is logged and tried again at the next change; it does
+    /// not stop the task).
+    async fn on_network(&mut self, n: berth_proto::v1::TaskNetwork) {
+        if self.rec.task_network.as_ref() == Some(&n) {
+            return;
+        }
+        self.rec.task_network = Some(n.clone());
+        self.publish();
+        let Some(mut state) = self.rec.network.clone() else {
+            // Not allocated yet: start() plans from the new one.
+            return;
+        };
+        if state.mode != Mode::Awsvpc
+            || !self.rec.network_set_up
+            || self.rec.network_released
+            || self.stopping()
+        {
+            return;
+        }
+        let rules = match net::ingress(&n.ingress) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "new ingress rules not applied");
+                return;
+            }
+        };
+        if state.awsvpc.as_ref().is_some_and(|a| a.ingress == rules) {
+            return;
+        }
+        let after = self.timeouts().network;
+        let network = self.shared.network.clone();
+        let applied = match tokio::time::timeout(after, network.set_ingress(&state, &rules)).await {
+            Ok(r) => r,
+            Err(_) => Err(NetworkError::Timeout {
+                step: "replacing the task's ingress rules",
+                after,
+            }),
+        };
+        match applied {
+            Ok(()) => {
+                info!(rules = rules.len(), security_groups = ?n.security_groups, "ingress rules replaced");
+                if let Some(a) = &mut state.awsvpc {
+                    a.ingress = rules;
+                    a.security_groups = n.security_groups.clone();
+                }
+                self.rec.network = Some(state);
+                self.publish();
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot replace the ingress rules; tried again at the next change")
+            }
+        }
+    }
+
+    /// Allocates the task's network (persisted before anything is created) and sets it up;
+    /// after a restart, finishes the setup of the allocation the record holds.
+    async fn network_up(&mut self, mode: Mode) -> Result<(), NetworkError> {
+        if self.rec.network_set_up {
+            return Ok(());
+        }
+        let mut state = match self.rec.network.clone() {
+            // Held again by the recovery at start.
+            Some(s) => s,
+            None => {
+                let plan = net::plan(&self.rec, mode)?;
+                let s = self.shared.network.allocate(&plan)?;
+                self.rec.network = Some(s.clone());
+                self.publish();
+                // On disk before anything is made, so a restarted agent knows what may exist.
+                let after = self.timeouts().call;
+                if tokio::time::timeout(after, self.shared.reporter.flush())
+                    .await
+                    .is_err()
+                {
+                    warn!("the task record is not on disk yet; setting up its network anyway (a restart removes what no record names)");
+                }
+                s
+            }
+        };
+        let after = self.timeouts().network;
+        let network = self.shared.network.clone();
+        let r = match tokio::time::timeout(after, network.setup(&mut state)).await {
+            Ok(r) => r,
+            Err(_) => Err(NetworkError::Timeout {
+                step: "setting up the task's network",
+                after,
+            }),
+        };
+        self.rec.network = Some(state);
+        if r.is_ok() {
+            self.rec.network_set_up = true;
+            info!("task network set up");
+        }
+        self.publish();
+        r
+    }
+
+    /// The moment every container has stopped: tears the task's network down and releases it
+    /// (retried a few times; left to the next agent start if it keeps failing, holding its
+    /// addresses and ports until then).
+    async fn network_down(&mut self) {
+        let Some(state) = self.rec.network.clone() else {
+            return;
+        };
+        if self.rec.network_released {
+            return;
+        }
+        for attempt in 0..net::TEARDOWN_ATTEMPTS {
+            match net::teardown(&self.shared, &state).await {
+                Ok(()) => {
+                    info!("task network removed");
+                    self.rec.network_released = true;
+                    self.publish();
+                    return;
+                }
+                Err(e) => warn!(error = %e, attempt, "cannot remove the task's network"),
+            }
+            tokio::time::sleep(backoff(
+                net::TEARDOWN_BACKOFF,
+                attempt,
+                Duration::from_secs(5),
+            ))
+            .await;
+        }
+        error!("the task's network could not be removed; the next agent start removes it");
+    }
+
+    /// Writes a container's /etc files (blocking thread); `None`: the host's are used.
+    async fn etc_files(
+        &self,
+        d: &ContainerDefinition,
+        mode: Mode,
+        hostname: &str,
+    ) -> Result<Option<files::EtcPaths>, String> {
+        let address = self
+            .rec
+            .network
+            .as_ref()
+            .and_then(|n| n.namespace_of(&d.name))
+            .and_then(|n| n.interface.as_ref())
+            .map(|i| i.address);
+        let dir = self.shared.config.data_dir.etc(&self.id, &d.name);
+        let fallback = self.shared.config.fallback_dns.clone();
+        let (d, hostname) = (d.clone(), hostname.to_string());
+        let job = tokio::task::spawn_blocking(move || {
+            let host = files::HostFiles::read();
+            match files::etc_files(&d, mode, &hostname, address, &host, &fallback) {
+                Some(f) => files::write(&dir, &f).map(Some).map_err(|e| e.to_string()),
+                None => Ok(None),
+            }
+        });
+        match tokio::time::timeout(self.timeouts().cgroup, job).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("writing /etc files did not finish in time".into()),
         }
     }
 
@@ -444,14 +608,15 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         if let Some(boot) = &self.shared.config.boot_id {
             self.rec.boot_id = Some(boot.clone());
         }
-        let mode = self.rec.definition.network_mode.clone();
-        if mode != "host" && mode != "none" {
-            return self
-                .fail_start(format!(
-                    "ContainerNetworkingError: network mode {mode} is not supported by this agent yet; use host or none"
-                ))
-                .await;
-        }
+        let net_mode = match net::mode_of(&self.rec.definition.network_mode) {
+            Ok(m) => m,
+            Err(e) => {
+                return self
+                    .fail_start(format!("ContainerNetworkingError: {e}"))
+                    .await
+            }
+        };
+        let mode = net_mode.as_str();
         // Asked each time containers are created (after a restart too): only in memory.
         let secrets = match self.fetch_secrets().await {
             Ok(s) => s,
@@ -515,6 +680,14 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 .fail_start(format!("ResourceInitializationError: {e}"))
                 .await;
         }
+        if let Err(e) = self.network_up(net_mode).await {
+            return self
+                .fail_start(format!("ContainerNetworkingError: {e}"))
+                .await;
+        }
+        if let Some((reason, code)) = self.stop_requested() {
+            return self.stop_while_starting(reason, code).await;
+        }
         for (i, d) in defs.iter().enumerate() {
             if let Some((reason, code)) = self.stop_requested() {
                 return self.stop_while_starting(reason, code).await;
@@ -530,10 +703,32 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 continue;
             };
             let cid = container_id(&self.id, i, &d.name);
+            let default_hostname: String = cid.chars().take(12).collect();
+            let hostname = d
+                .hostname
+                .clone()
+                .unwrap_or_else(|| default_hostname.clone());
+            let etc_files = match self.etc_files(d, net_mode, &hostname).await {
+                Ok(f) => f,
+                Err(e) => {
+                    return self
+                        .fail_start(format!(
+                            "CannotCreateContainerError: container {}: /etc files: {e}",
+                            d.name
+                        ))
+                        .await
+                }
+            };
             let ctx = SpecContext {
-                network_mode: &mode,
+                network_mode: mode,
+                netns_path: self
+                    .rec
+                    .network
+                    .as_ref()
+                    .and_then(|n| n.netns_path(&d.name)),
+                etc_files,
                 cgroups_path: self.shared.cgroups.container_path(&self.id, &d.name),
-                hostname: cid.chars().take(12).collect(),
+                hostname: default_hostname,
                 security: &self.shared.config.security,
             };
             let with_secrets = with_secrets(d, &secrets);
@@ -1050,6 +1245,8 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         for (_, w) in self.watchers.drain() {
             w.abort();
         }
+        // Every container has stopped: the network goes now, not after the cleanup.
+        self.network_down().await;
         let mut left: Vec<String> = self
             .rec
             .state
@@ -1079,6 +1276,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 }
             }
             if left.is_empty() && !cgroup_left {
+                self.remove_files().await;
                 break;
             }
             round += 1;
@@ -1117,6 +1315,21 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         self.set_status(TaskStatus::Stopped);
         info!(reason = ?self.rec.state.stopped_reason, "task stopped");
         self.publish();
+    }
+
+    /// Removes the task's own files (its containers' /etc files) once its containers are gone.
+    async fn remove_files(&self) {
+        let dir = self.shared.config.data_dir.task_files(&self.id);
+        let job = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        });
+        match tokio::time::timeout(self.timeouts().cgroup, job).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => warn!(error = %e, "cannot remove the task's files"),
+            Ok(Err(e)) => warn!(error = %e, "cannot remove the task's files"),
+            Err(_) => warn!("removing the task's files did not finish in time"),
+        }
     }
 
     /// After an agent restart: looks at each container as containerd has it now, retrying

@@ -81,6 +81,8 @@ struct FakeRuntime {
     listed: Vec<crate::runtime::LabelledContainer>,
     /// The environment of each container created, by container ID.
     envs: Mutex<HashMap<String, Vec<String>>>,
+    /// The spec of each container created, by container ID.
+    specs: Mutex<HashMap<String, oci_spec::runtime::Spec>>,
 }
 
 impl FakeRuntime {
@@ -165,6 +167,10 @@ impl Runtime for FakeRuntime {
             .and_then(|p| p.env().clone())
             .unwrap_or_default();
         self.envs.lock().unwrap().insert(c.id.clone(), env);
+        self.specs
+            .lock()
+            .unwrap()
+            .insert(c.id.clone(), c.spec.clone());
         // Real runtime calls are I/O: other tasks (waiters) run meanwhile.
         tokio::task::yield_now().await;
         self.containers
@@ -304,10 +310,175 @@ impl Cgroups for FakeCgroups {
     }
 }
 
+/// A task network made of records: what the engine asked, in order, and what it handed over.
+/// Names follow the common rules (berth-<id>, berth-<id>-<n>); addresses 172.30.0.5 (awsvpc)
+/// and 172.31.0.<2+n> (bridge); dynamic ports from 49153.
+#[derive(Default)]
+struct FakeNetwork {
+    /// Every call: (operation, task id, deletes the runtime had seen by then).
+    calls: Mutex<Vec<(&'static str, String, usize)>>,
+    /// What recover was given.
+    recovered: Mutex<Vec<TaskNetworkState>>,
+    /// Every set_ingress's rules.
+    ingress: Mutex<Vec<Vec<crate::network::IngressRule>>>,
+    /// Faults by operation ("allocate", "setup", "set_ingress", "teardown").
+    faults: Faults,
+    /// The runtime, to tell whether cleanup (container deletes) had begun at a call.
+    runtime: std::sync::OnceLock<Arc<FakeRuntime>>,
+}
+
+use crate::network::{
+    Binding, Interface, Mode, Namespace, NetworkError, NetworkPlan, TaskNetworkState,
+};
+
+impl FakeNetwork {
+    fn record(&self, op: &'static str, task: &str) -> Result<(), NetworkError> {
+        let deletes = self
+            .runtime
+            .get()
+            .map(|r| r.count("delete", ""))
+            .unwrap_or(0);
+        self.calls.lock().unwrap().push((op, task.into(), deletes));
+        match self.faults.take(op, task) {
+            Some(Fault::Fail(..)) => Err(NetworkError::Invalid(format!("injected {op} failure"))),
+            _ => Ok(()),
+        }
+    }
+
+    fn ops(&self, task: &str) -> Vec<&'static str> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, t, _)| t == task)
+            .map(|(o, _, _)| *o)
+            .collect()
+    }
+
+    /// The deletes the runtime had seen when `op` was called for `task`.
+    fn deletes_at(&self, op: &str, task: &str) -> Option<usize> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(o, t, _)| *o == op && t == task)
+            .map(|(_, _, d)| *d)
+    }
+}
+
+fn iface(address: std::net::Ipv4Addr, link: &str) -> Option<Interface> {
+    Some(Interface {
+        address,
+        prefix: 16,
+        gateway: None,
+        mac: None,
+        host_link: Some(link.into()),
+    })
+}
+
+#[async_trait]
+impl crate::network::Network for FakeNetwork {
+    fn subnets(&self) -> Vec<crate::network::SubnetConfig> {
+        Vec::new()
+    }
+    fn allocate(&self, plan: &NetworkPlan) -> Result<TaskNetworkState, NetworkError> {
+        self.record("allocate", &plan.task_id)?;
+        let id = &plan.task_id;
+        let mut namespaces = std::collections::BTreeMap::new();
+        match plan.mode {
+            Mode::Host => {}
+            Mode::None => {
+                namespaces.insert(
+                    String::new(),
+                    Namespace {
+                        name: format!("berth-{id}"),
+                        interface: None,
+                    },
+                );
+            }
+            Mode::Awsvpc => {
+                namespaces.insert(
+                    String::new(),
+                    Namespace {
+                        name: format!("berth-{id}"),
+                        interface: iface(std::net::Ipv4Addr::new(172, 30, 0, 5), "bvfeedfacecafe"),
+                    },
+                );
+            }
+            Mode::Bridge => {
+                for (i, c) in plan.containers.iter().enumerate() {
+                    namespaces.insert(
+                        c.clone(),
+                        Namespace {
+                            name: format!("berth-{id}-{i}"),
+                            interface: iface(
+                                std::net::Ipv4Addr::new(172, 31, 0, 2 + i as u8),
+                                &format!("bv{i:012}"),
+                            ),
+                        },
+                    );
+                }
+            }
+        }
+        let mut dynamic = 49153;
+        let bindings = plan
+            .ports
+            .iter()
+            .map(|p| Binding {
+                container: p.container.clone(),
+                container_port: p.container_port,
+                host_port: p.host_port.unwrap_or_else(|| {
+                    dynamic += 1;
+                    dynamic - 1
+                }),
+                protocol: p.protocol,
+                bind_ip: std::net::Ipv4Addr::UNSPECIFIED,
+            })
+            .collect();
+        Ok(TaskNetworkState {
+            task_id: id.clone(),
+            mode: plan.mode,
+            namespaces,
+            bindings,
+            awsvpc: plan.awsvpc.clone(),
+            network: plan.awsvpc.as_ref().map(|a| a.subnet.clone()),
+        })
+    }
+    fn release(&self, state: &TaskNetworkState) {
+        let _ = self.record("release", &state.task_id);
+    }
+    async fn setup(&self, state: &mut TaskNetworkState) -> Result<(), NetworkError> {
+        self.record("setup", &state.task_id)?;
+        for n in state.namespaces.values_mut() {
+            if let Some(i) = &mut n.interface {
+                i.mac = Some("02:42:ac:1e:00:05".into());
+            }
+        }
+        Ok(())
+    }
+    async fn set_ingress(
+        &self,
+        state: &TaskNetworkState,
+        rules: &[crate::network::IngressRule],
+    ) -> Result<(), NetworkError> {
+        self.ingress.lock().unwrap().push(rules.to_vec());
+        self.record("set_ingress", &state.task_id)
+    }
+    async fn teardown(&self, state: &TaskNetworkState) -> Result<(), NetworkError> {
+        self.record("teardown", &state.task_id)
+    }
+    async fn recover(&self, held: &[TaskNetworkState]) -> Result<Vec<String>, NetworkError> {
+        self.record("recover", "")?;
+        self.recovered.lock().unwrap().extend(held.iter().cloned());
+        Ok(Vec::new())
+    }
+}
+
 struct Harness {
     engine: Engine<FakeRuntime, FakeCgroups>,
     runtime: Arc<FakeRuntime>,
     cgroups: Arc<FakeCgroups>,
+    network: Arc<FakeNetwork>,
     reporter: Arc<Reporter>,
     dir: std::path::PathBuf,
 }
@@ -353,6 +524,24 @@ fn harness_full(
     timeouts: Timeouts,
     secrets: Arc<dyn crate::secrets::SecretSource>,
 ) -> Harness {
+    harness_net(
+        runtime,
+        cgroups,
+        FakeNetwork::default(),
+        records,
+        timeouts,
+        secrets,
+    )
+}
+
+fn harness_net(
+    runtime: FakeRuntime,
+    cgroups: FakeCgroups,
+    network: FakeNetwork,
+    records: Vec<TaskRecord>,
+    timeouts: Timeouts,
+    secrets: Arc<dyn crate::secrets::SecretSource>,
+) -> Harness {
     let dir = std::env::temp_dir().join(format!("berth-engine-{}", uuid::Uuid::new_v4().simple()));
     let data = DataDir(dir.clone());
     for rec in &records {
@@ -361,9 +550,12 @@ fn harness_full(
     let reporter = Arc::new(Reporter::new(data.clone(), AgentState::default()));
     let runtime = Arc::new(runtime);
     let cgroups = Arc::new(cgroups);
+    let network = Arc::new(network);
+    let _ = network.runtime.set(runtime.clone());
     let engine = Engine::start(
         runtime.clone(),
         cgroups.clone(),
+        network.clone(),
         reporter.clone(),
         EngineConfig {
             data_dir: data,
@@ -373,6 +565,7 @@ fn harness_full(
             security: Default::default(),
             secrets,
             boot_id: Some(BOOT.into()),
+            fallback_dns: vec![std::net::Ipv4Addr::new(9, 9, 9, 9)],
         },
     )
     .unwrap();
@@ -380,6 +573,7 @@ fn harness_full(
         engine,
         runtime,
         cgroups,
+        network,
         reporter,
         dir,
     }
@@ -565,7 +759,12 @@ async fn start_failures_are_reported_as_ecs_names_them() {
         (
             FakeRuntime::default(),
             one("awsvpc", "i"),
-            "ContainerNetworkingError",
+            "ContainerNetworkingError: awsvpc task without a network configuration",
+        ),
+        (
+            FakeRuntime::default(),
+            one("nat", "i"),
+            "ContainerNetworkingError: network mode nat is not one of awsvpc, bridge, host, none",
         ),
     ];
     for (runtime, td, reason) in cases {
@@ -1051,6 +1250,10 @@ fn record(task_status: &str, containers: &[(&str, &str, bool)], stopping: bool) 
         },
         stop_signals: Default::default(),
         boot_id: Some(BOOT.into()),
+        task_network: None,
+        network: None,
+        network_set_up: false,
+        network_released: false,
     }
 }
 
@@ -1646,6 +1849,10 @@ async fn after_a_restart_secrets_are_asked_again_for_containers_still_to_create(
         },
         stop_signals: Default::default(),
         boot_id: None,
+        task_network: None,
+        network: None,
+        network_set_up: false,
+        network_released: false,
     };
     let source = Arc::new(FakeSecrets {
         values: vec![secret("main", "DB_PASSWORD", PLAIN)],
@@ -1662,4 +1869,391 @@ async fn after_a_restart_secrets_are_asked_again_for_containers_still_to_create(
     assert_eq!(*source.calls.lock().unwrap(), 1);
     let envs = h.runtime.envs.lock().unwrap().clone();
     assert!(envs[&cid("main")].contains(&format!("DB_PASSWORD={PLAIN}")));
+}
+
+// ---- Task networks (issue 8) ----
+
+const BRIDGE: &str = r#"{"family":"f","revision":1,"containerDefinitions":[
+  {"name":"main","image":"i","portMappings":[{"containerPort":80,"hostPort":8080},{"containerPort":53,"protocol":"udp"}]},
+  {"name":"side","image":"i","essential":false,"hostname":"sidecar"}]}"#;
+
+const AWSVPC: &str = r#"{"family":"f","revision":1,"networkMode":"awsvpc","containerDefinitions":[
+  {"name":"main","image":"i","portMappings":[{"containerPort":80}]},{"name":"side","image":"i","essential":false}]}"#;
+
+fn rule(port: i32, cidr: &str) -> berth_proto::v1::IngressRule {
+    berth_proto::v1::IngressRule {
+        protocol: "tcp".into(),
+        from_port: port,
+        to_port: port,
+        cidr: cidr.into(),
+    }
+}
+
+fn task_network(rules: Vec<berth_proto::v1::IngressRule>) -> berth_proto::v1::TaskNetwork {
+    berth_proto::v1::TaskNetwork {
+        subnet: "subnet-local".into(),
+        private_ipv4_address: None,
+        assign_public_ip: false,
+        security_groups: vec!["sg-0123456789abcdef0".into()],
+        ingress: rules,
+    }
+}
+
+fn with_network(mut d: DesiredTasks, n: berth_proto::v1::TaskNetwork) -> DesiredTasks {
+    d.tasks[0].network = Some(n);
+    d
+}
+
+fn netns_of(h: &Harness, name: &str) -> Option<String> {
+    let specs = h.runtime.specs.lock().unwrap();
+    let spec = specs.get(&cid(name)).expect("container created");
+    spec.linux()
+        .as_ref()
+        .unwrap()
+        .namespaces()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+        .and_then(|n| n.path().as_ref().map(|p| p.display().to_string()))
+}
+
+fn mount_source(h: &Harness, name: &str, dest: &str) -> Option<String> {
+    let specs = h.runtime.specs.lock().unwrap();
+    specs
+        .get(&cid(name))?
+        .mounts()
+        .as_ref()?
+        .iter()
+        .find_map(|m| {
+            (m.destination().display().to_string() == dest)
+                .then(|| m.source().as_ref().unwrap().display().to_string())
+        })
+}
+
+/// A bridge task (no networkMode: ECS's default) runs with each container in its own
+/// namespace, its /etc files generated, and its published ports in the reports; the network is
+/// torn down and released when the containers have stopped, before their cleanup.
+#[tokio::test(start_paused = true)]
+async fn a_bridge_task_runs_in_its_namespaces_and_reports_its_bindings() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", BRIDGE));
+    let running = reported(&h, |c| c.last_status == "RUNNING").await;
+    assert_eq!(
+        netns_of(&h, "main").as_deref(),
+        Some(&*format!("/run/netns/berth-{ID}-0"))
+    );
+    assert_eq!(
+        netns_of(&h, "side").as_deref(),
+        Some(&*format!("/run/netns/berth-{ID}-1"))
+    );
+    let b = &container(&running, "main").network_bindings;
+    assert_eq!(b.len(), 2, "{b:?}");
+    assert!(b.contains(&berth_proto::v1::NetworkBinding {
+        bind_ip: Some("0.0.0.0".into()),
+        container_port: Some(80),
+        host_port: Some(8080),
+        protocol: Some("tcp".into()),
+        ..Default::default()
+    }));
+    assert!(b.contains(&berth_proto::v1::NetworkBinding {
+        bind_ip: Some("0.0.0.0".into()),
+        container_port: Some(53),
+        host_port: Some(49153),
+        protocol: Some("udp".into()),
+        ..Default::default()
+    }));
+    assert!(container(&running, "side").network_bindings.is_empty());
+    assert!(running.attachments.is_empty());
+    // /etc files: own address → hostname (the definition's, else the container id prefix).
+    let hosts = mount_source(&h, "side", "/etc/hosts").expect("hosts mounted");
+    assert_eq!(
+        hosts,
+        h.dir
+            .join(format!("tasks/{ID}/etc/side/hosts"))
+            .display()
+            .to_string()
+    );
+    let content = std::fs::read_to_string(&hosts).unwrap();
+    assert!(content.contains("172.31.0.3\tsidecar\n"), "{content}");
+    let main_hosts =
+        std::fs::read_to_string(mount_source(&h, "main", "/etc/hosts").unwrap()).unwrap();
+    assert!(
+        main_hosts.contains(&format!("172.31.0.2\t{}\n", &ID[..12])),
+        "{main_hosts}"
+    );
+    assert!(mount_source(&h, "main", "/etc/resolv.conf").is_some());
+    assert!(mount_source(&h, "main", "/etc/hostname").is_some());
+    assert_eq!(h.network.ops(ID), ["allocate", "setup"]);
+
+    h.engine.apply_desired(&DesiredTasks {
+        seq: 2,
+        ..assignment("STOPPED", BRIDGE)
+    });
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(
+        h.network.ops(ID),
+        ["allocate", "setup", "teardown", "release"]
+    );
+    // At STOPPED, not after the cleanup: no container had been deleted yet.
+    assert_eq!(h.network.deletes_at("teardown", ID), Some(0));
+    // Bindings stay on the stopped task, as DescribeTasks shows them.
+    assert_eq!(container(&stopped, "main").network_bindings.len(), 2);
+    assert!(
+        !h.dir.join(format!("tasks/{ID}")).exists(),
+        "the task's /etc files are left"
+    );
+    assert_forward_only(&h);
+}
+
+/// An awsvpc task: one namespace for all containers, its interface in the reports and its
+/// ElasticNetworkInterface attachment ATTACHED, then DELETED once torn down; the reports come
+/// from the record, so they survive a restart.
+#[tokio::test(start_paused = true)]
+async fn an_awsvpc_task_shares_one_namespace_and_reports_its_attachment() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&with_network(
+        assignment("RUNNING", AWSVPC),
+        task_network(vec![rule(80, "0.0.0.0/0")]),
+    ));
+    let running = reported(&h, |c| c.last_status == "RUNNING").await;
+    let ns = format!("/run/netns/berth-{ID}");
+    assert_eq!(netns_of(&h, "main").as_deref(), Some(&*ns));
+    assert_eq!(netns_of(&h, "side").as_deref(), Some(&*ns));
+    let attachment_id = "01234567-89ab-cdef-0123-456789abcdef";
+    for c in ["main", "side"] {
+        assert_eq!(
+            container(&running, c).network_interfaces,
+            vec![berth_proto::v1::NetworkInterface {
+                attachment_id: Some(attachment_id.into()),
+                private_ipv4_address: Some("172.30.0.5".into()),
+                ipv6_address: None,
+            }]
+        );
+    }
+    assert!(container(&running, "main").network_bindings.is_empty());
+    assert_eq!(running.attachments.len(), 1);
+    let a = &running.attachments[0];
+    assert_eq!(
+        (a.id.as_str(), a.r#type.as_str(), a.status.as_str()),
+        (attachment_id, "ElasticNetworkInterface", "ATTACHED")
+    );
+    let details: Vec<(&str, &str)> = a
+        .details
+        .iter()
+        .map(|d| (d.name.as_str(), d.value.as_str()))
+        .collect();
+    assert_eq!(
+        details,
+        [
+            ("subnetId", "subnet-local"),
+            ("networkInterfaceId", "bvfeedfacecafe"),
+            ("macAddress", "02:42:ac:1e:00:05"),
+            ("privateIPv4Address", "172.30.0.5"),
+            ("privateDnsName", "ip-172-30-0-5"),
+        ]
+    );
+    let hosts = std::fs::read_to_string(mount_source(&h, "side", "/etc/hosts").unwrap()).unwrap();
+    assert!(hosts.contains("172.30.0.5\t"), "{hosts}");
+    // The record holds what the reports show.
+    h.reporter.flush().await;
+    let rec: TaskRecord = read_json(&h.dir.join(format!("tasks/{ID}.json")))
+        .unwrap()
+        .unwrap();
+    assert_eq!(report_of(&rec).attachments, running.attachments);
+
+    h.runtime.exit(&cid("main"), 0);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(stopped.attachments[0].status, "DELETED");
+    assert_eq!(
+        container(&stopped, "main").network_interfaces[0]
+            .private_ipv4_address
+            .as_deref(),
+        Some("172.30.0.5")
+    );
+    assert_eq!(h.network.deletes_at("teardown", ID), Some(0));
+    assert_eq!(
+        h.network.ops(ID),
+        ["allocate", "setup", "teardown", "release"]
+    );
+}
+
+/// A setup failure stops the task with ContainerNetworkingError (never left PENDING) and
+/// removes what was made; no container is created.
+#[tokio::test(start_paused = true)]
+async fn a_network_setup_failure_stops_the_task_and_removes_its_network() {
+    let net = FakeNetwork::default();
+    net.faults
+        .inject("setup", None, Fault::Fail(1, tonic::Code::Unknown));
+    let h = harness_net(
+        FakeRuntime::default(),
+        FakeCgroups::default(),
+        net,
+        Vec::new(),
+        Timeouts::default(),
+        Arc::new(crate::secrets::NoSecrets),
+    );
+    h.engine.apply_desired(&assignment("RUNNING", BRIDGE));
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(stopped.stop_code.as_deref(), Some("TaskFailedToStart"));
+    assert_eq!(
+        stopped.stopped_reason.as_deref(),
+        Some("ContainerNetworkingError: injected setup failure")
+    );
+    assert_eq!(
+        h.network.ops(ID),
+        ["allocate", "setup", "teardown", "release"]
+    );
+    assert_eq!(h.runtime.count("create", ""), 0);
+    assert!(container(&stopped, "main").network_bindings.is_empty());
+    assert_forward_only(&h);
+}
+
+/// awsvpc needs the controller's part of the network: without it the task is refused, naming
+/// what is missing, and nothing is allocated.
+#[tokio::test(start_paused = true)]
+async fn an_awsvpc_task_without_a_task_network_is_refused() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", AWSVPC));
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    let reason = stopped.stopped_reason.unwrap_or_default();
+    assert!(
+        reason.starts_with("ContainerNetworkingError: awsvpc task without a network configuration"),
+        "{reason}"
+    );
+    assert!(h.network.ops(ID).is_empty());
+}
+
+/// New ingress rules for a running awsvpc task are applied; the same rules again are not; a
+/// failure does not stop the task and is tried again at the next change.
+#[tokio::test(start_paused = true)]
+async fn new_ingress_rules_are_applied_to_a_running_awsvpc_task() {
+    let net = FakeNetwork::default();
+    let h = harness_net(
+        FakeRuntime::default(),
+        FakeCgroups::default(),
+        net,
+        Vec::new(),
+        Timeouts::default(),
+        Arc::new(crate::secrets::NoSecrets),
+    );
+    let first = task_network(vec![rule(80, "0.0.0.0/0")]);
+    h.engine
+        .apply_desired(&with_network(assignment("RUNNING", AWSVPC), first.clone()));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    // The same network again: nothing to do.
+    h.engine
+        .apply_desired(&with_network(assignment("RUNNING", AWSVPC), first));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(h.network.ingress.lock().unwrap().is_empty());
+
+    h.network
+        .faults
+        .inject("set_ingress", None, Fault::Fail(1, tonic::Code::Unknown));
+    let second = task_network(vec![rule(443, "10.0.0.0/8")]);
+    h.engine
+        .apply_desired(&with_network(assignment("RUNNING", AWSVPC), second.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.network.ingress.lock().unwrap().len(), 1);
+    assert!(all_reports(&h).iter().all(|c| c.last_status != "STOPPING"));
+
+    let third = task_network(vec![rule(443, "10.0.0.0/8"), rule(22, "10.1.0.0/16")]);
+    h.engine
+        .apply_desired(&with_network(assignment("RUNNING", AWSVPC), third));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let applied = h.network.ingress.lock().unwrap().clone();
+    assert_eq!(applied.len(), 2);
+    assert_eq!(
+        applied[1].iter().map(|r| r.from_port).collect::<Vec<_>>(),
+        [22, 443]
+    );
+    h.reporter.flush().await;
+    let rec: TaskRecord = read_json(&h.dir.join(format!("tasks/{ID}.json")))
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.network.unwrap().awsvpc.unwrap().ingress, applied[1]);
+    assert_eq!(rec.task_network.unwrap().ingress.len(), 2);
+}
+
+/// At start the network gets the states of the records still held before any actor runs; a
+/// task found STOPPED with its network up is torn down and released, and one whose containers
+/// exited while the agent was down is torn down when it reaches STOPPED.
+#[tokio::test(start_paused = true)]
+async fn recovery_gives_held_states_and_tears_down_what_stopped_while_down() {
+    let net_of = |task: &str| TaskNetworkState {
+        task_id: task.into(),
+        mode: Mode::None,
+        namespaces: [(
+            String::new(),
+            Namespace {
+                name: format!("berth-{task}"),
+                interface: None,
+            },
+        )]
+        .into(),
+        bindings: Vec::new(),
+        awsvpc: None,
+        network: None,
+    };
+    // Exited while the agent was down.
+    let mut exited = record(
+        "RUNNING",
+        &[
+            ("main", "RUNNING", true),
+            ("side", "RUNNING", true),
+            ("third", "RUNNING", true),
+        ],
+        false,
+    );
+    exited.network = Some(net_of(ID));
+    exited.network_set_up = true;
+    // STOPPED, its network still up (the agent stopped before the teardown).
+    let other_id = "fedcba9876543210fedcba9876543210";
+    let mut stopped = record(
+        "STOPPED",
+        &[
+            ("main", "STOPPED", true),
+            ("side", "STOPPED", true),
+            ("third", "STOPPED", true),
+        ],
+        true,
+    );
+    stopped.task.task_arn = ARN.replace(ID, other_id);
+    stopped.state.task_arn = stopped.task.task_arn.clone();
+    stopped.network = Some(net_of(other_id));
+    stopped.network_set_up = true;
+    // Released long ago: not held.
+    let gone_id = "00000000000000000000000000000000";
+    let mut released = stopped.clone();
+    released.task.task_arn = ARN.replace(ID, gone_id);
+    released.state.task_arn = released.task.task_arn.clone();
+    released.network = Some(net_of(gone_id));
+    released.network_released = true;
+
+    let rt = FakeRuntime::default();
+    for n in ["main", "side", "third"] {
+        rt.put(&cid(n), ContainerState::Stopped(0));
+    }
+    let h = harness_with(rt, FakeCgroups::default(), vec![exited, stopped, released]);
+    reported(&h, |c| c.task_arn == ARN && c.last_status == "STOPPED").await;
+    h.reporter.flush().await;
+    let mut held: Vec<String> = h
+        .network
+        .recovered
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.task_id.clone())
+        .collect();
+    held.sort();
+    assert_eq!(held, [ID, other_id]);
+    // recover came first, before any other call.
+    assert_eq!(h.network.calls.lock().unwrap()[0].0, "recover");
+    assert_eq!(h.network.ops(other_id), ["teardown", "release"]);
+    assert_eq!(h.network.ops(ID), ["teardown", "release"]);
+    assert!(h.network.ops(gone_id).is_empty());
+    let rec: TaskRecord = read_json(&h.dir.join(format!("tasks/{other_id}.json")))
+        .unwrap()
+        .unwrap();
+    assert!(rec.network_released);
 }

@@ -216,7 +216,9 @@ pub struct TaskNetworkState {
     /// Namespaces by container name; awsvpc and none have one for the whole task under the
     /// key "" (every container joins it). Empty for host.
     pub namespaces: BTreeMap<String, Namespace>,
-    /// Published ports.
+    /// Published ports: bridge's (hostPort → containerPort) and host's (hostPort =
+    /// containerPort, held so no other task of this agent takes them); reported as the
+    /// containers' networkBindings.
     pub bindings: Vec<Binding>,
     /// awsvpc: the controller's part, as last applied.
     pub awsvpc: Option<AwsvpcPlan>,
@@ -362,6 +364,14 @@ pub enum NetworkError {
     /// The task definition or plan is not something this mode can do.
     #[error("{0}")]
     Invalid(String),
+    /// A network operation did not finish in time (the engine's bound on every call).
+    #[error("{step} did not finish within {after:?}")]
+    Timeout {
+        /// What was being done ("setting up the task's network").
+        step: &'static str,
+        /// How long it was given.
+        after: std::time::Duration,
+    },
 }
 
 /// What the agent needs of the host's networking. The Linux implementation lives in

@@ -99,8 +99,14 @@ impl Default for SecurityOptions {
 /// Where and how a container runs, beyond its definition.
 #[derive(Debug, Clone)]
 pub struct SpecContext<'a> {
-    /// The task's network mode: host or none (bridge and awsvpc arrive with networking).
+    /// The task's network mode: host, none, bridge or awsvpc.
     pub network_mode: &'a str,
+    /// The network namespace the container joins (`/run/netns/…`, made by the task's network);
+    /// `None` with host (the host's) and when the runtime should make a fresh one.
+    pub netns_path: Option<String>,
+    /// The container's /etc/hosts, /etc/hostname and /etc/resolv.conf (bind-mounted
+    /// read-write, as Docker does); `None`: with host the host's own are mounted read-only.
+    pub etc_files: Option<crate::network::files::EtcPaths>,
     /// The cgroup path (`/berth/<task>/<container>`).
     pub cgroups_path: String,
     /// The container's hostname when it has its own UTS namespace.
@@ -430,7 +436,11 @@ fn mount(destination: &str, typ: &str, source: &str, options: &[&str]) -> Result
         .build()?)
 }
 
-fn mounts(host_network: bool, privileged: bool) -> Result<Vec<Mount>, SpecError> {
+fn mounts(
+    host_network: bool,
+    privileged: bool,
+    etc: Option<&crate::network::files::EtcPaths>,
+) -> Result<Vec<Mount>, SpecError> {
     // Docker mounts sysfs and the cgroup tree read-write only for privileged containers.
     let sys = if privileged { "rw" } else { "ro" };
     let mut out = vec![
@@ -485,7 +495,19 @@ fn mounts(host_network: bool, privileged: bool) -> Result<Vec<Mount>, SpecError>
             &["nosuid", "strictatime", "mode=755", "size=65536k"],
         )?,
     ];
-    if host_network {
+    if let Some(etc) = etc {
+        let mut files = vec![
+            ("/etc/hosts", &etc.hosts),
+            ("/etc/resolv.conf", &etc.resolv_conf),
+        ];
+        if let Some(h) = &etc.hostname {
+            files.push(("/etc/hostname", h));
+        }
+        for (dest, source) in files {
+            let source = source.to_string_lossy();
+            out.push(mount(dest, "bind", &source, &["rbind", "rw"])?);
+        }
+    } else if host_network {
         for f in ["/etc/hosts", "/etc/resolv.conf"] {
             if std::path::Path::new(f).exists() {
                 out.push(mount(f, "bind", f, &["rbind", "ro"])?);
@@ -564,7 +586,13 @@ pub fn build(
     }
     let namespaces = namespaces
         .into_iter()
-        .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
+        .map(|t| match (&ctx.netns_path, t) {
+            (Some(path), LinuxNamespaceType::Network) => LinuxNamespaceBuilder::default()
+                .typ(t)
+                .path(path.clone())
+                .build(),
+            _ => LinuxNamespaceBuilder::default().typ(t).build(),
+        })
         .collect::<Result<Vec<_>, _>>()?;
 
     let mut memory = LinuxMemoryBuilder::default();
@@ -623,7 +651,7 @@ pub fn build(
                 .readonly(def.readonly_root_filesystem == Some(true))
                 .build()?,
         )
-        .mounts(mounts(host_network, privileged)?)
+        .mounts(mounts(host_network, privileged, ctx.etc_files.as_ref())?)
         .linux(linux)
         .build()?;
     spec.set_annotations(None);
@@ -653,6 +681,8 @@ mod tests {
     fn ctx(security: &SecurityOptions) -> SpecContext<'_> {
         SpecContext {
             network_mode: "none",
+            netns_path: None,
+            etc_files: None,
             cgroups_path: "/berth/t/a".into(),
             hostname: "h".into(),
             security,
@@ -962,5 +992,54 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("apparmor:unconfined"), "{e}");
+    }
+
+    #[test]
+    fn a_task_network_namespace_is_joined_and_its_etc_files_mounted_rw() {
+        let sec = SecurityOptions::default();
+        let etc = crate::network::files::EtcPaths {
+            hosts: "/d/tasks/t/etc/a/hosts".into(),
+            hostname: Some("/d/tasks/t/etc/a/hostname".into()),
+            resolv_conf: "/d/tasks/t/etc/a/resolv.conf".into(),
+        };
+        let c = SpecContext {
+            network_mode: "awsvpc",
+            netns_path: Some("/run/netns/berth-t".into()),
+            etc_files: Some(etc),
+            ..ctx(&sec)
+        };
+        let s = json(&build(&def(r#"{"name":"a"}"#), &image(), &c).unwrap());
+        let net: Vec<&Value> = s["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["type"] == "network")
+            .collect();
+        assert_eq!(net.len(), 1);
+        assert_eq!(net[0]["path"], "/run/netns/berth-t");
+        let mounts = s["mounts"].as_array().unwrap();
+        for (dest, src) in [
+            ("/etc/hosts", "/d/tasks/t/etc/a/hosts"),
+            ("/etc/hostname", "/d/tasks/t/etc/a/hostname"),
+            ("/etc/resolv.conf", "/d/tasks/t/etc/a/resolv.conf"),
+        ] {
+            let m = mounts
+                .iter()
+                .find(|m| m["destination"] == dest)
+                .unwrap_or_else(|| panic!("{dest} not mounted"));
+            assert_eq!(m["source"], src);
+            assert!(m["options"].as_array().unwrap().contains(&"rw".into()));
+        }
+        // Host: no network namespace of its own, the host's files.
+        let h = SpecContext {
+            network_mode: "host",
+            ..ctx(&sec)
+        };
+        let s = json(&build(&def(r#"{"name":"a"}"#), &image(), &h).unwrap());
+        assert!(!s["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "network"));
     }
 }
