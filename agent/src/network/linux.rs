@@ -291,13 +291,14 @@ impl LinuxNetwork {
             "1",
         )?;
         if bridge == self.config.bridge {
+            nft_name("bridge", bridge)?;
             self.ensure_host_table().await?;
             let chain = format!("b-{bridge}");
             let script = format!(
-                "add chain ip {HOST_TABLE} \"{chain}\"\n\
-                 flush chain ip {HOST_TABLE} \"{chain}\"\n\
-                 add rule ip {HOST_TABLE} \"{chain}\" ip saddr {cidr}/{prefix} oifname != \"{bridge}\" masquerade\n\
-                 add rule ip {HOST_TABLE} \"{chain}\" ip saddr 127.0.0.0/8 oifname \"{bridge}\" masquerade\n"
+                "add chain ip {HOST_TABLE} {chain}\n\
+                 flush chain ip {HOST_TABLE} {chain}\n\
+                 add rule ip {HOST_TABLE} {chain} ip saddr {cidr}/{prefix} oifname != \"{bridge}\" masquerade\n\
+                 add rule ip {HOST_TABLE} {chain} ip saddr 127.0.0.0/8 oifname \"{bridge}\" masquerade\n"
             );
             let _g = self.nft_host.lock().await;
             nft_script(None, &format!("bridge {bridge}"), &script).await?;
@@ -350,7 +351,7 @@ impl LinuxNetwork {
             None,
             &format!("jump to {target}"),
             &format!(
-                "add rule ip {HOST_TABLE} {chain} {matches}jump \"{target}\" comment \"{comment}\"\n"
+                "add rule ip {HOST_TABLE} {chain} {matches}jump {target} comment \"{comment}\"\n"
             ),
         )
         .await
@@ -360,6 +361,7 @@ impl LinuxNetwork {
     /// (masquerade, jumped from `postrouting`).
     async fn setup_host_rules(&self, state: &TaskNetworkState) -> Result<(), NetworkError> {
         let id = &state.task_id;
+        nft_name("task id", id)?;
         let mut dnat = Vec::new();
         if state.mode == Mode::Bridge {
             for b in &state.bindings {
@@ -408,11 +410,10 @@ impl LinuxNetwork {
             if rules.is_empty() {
                 continue;
             }
-            let mut script = format!(
-                "add chain ip {HOST_TABLE} \"{chain}\"\nflush chain ip {HOST_TABLE} \"{chain}\"\n"
-            );
+            let mut script =
+                format!("add chain ip {HOST_TABLE} {chain}\nflush chain ip {HOST_TABLE} {chain}\n");
             for r in rules {
-                script.push_str(&format!("add rule ip {HOST_TABLE} \"{chain}\" {r}\n"));
+                script.push_str(&format!("add rule ip {HOST_TABLE} {chain} {r}\n"));
             }
             nft_script(None, &format!("task {id}"), &script).await?;
             self.ensure_jump(base, &chain, &comment, "").await?;
@@ -456,7 +457,7 @@ impl LinuxNetwork {
             let id = c.strip_prefix("t-").or_else(|| c.strip_prefix("m-"));
             if let Some(id) = id {
                 if remove(id) {
-                    script.push_str(&format!("delete chain ip {HOST_TABLE} \"{c}\"\n"));
+                    script.push_str(&format!("delete chain ip {HOST_TABLE} {c}\n"));
                     removed.push(format!("nft chain {c}"));
                 }
             }
@@ -605,6 +606,22 @@ impl LinuxNetwork {
         Err(NetworkError::Exhausted {
             what: format!("dynamic host ports {first}-{last}"),
         })
+    }
+}
+
+/// Checks that `name` can be part of an nft chain name unquoted (nft 1.0 does not take quoted
+/// names after `jump`).
+fn nft_name(what: &str, name: &str) -> Result<(), NetworkError> {
+    if !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        Ok(())
+    } else {
+        Err(NetworkError::Invalid(format!(
+            "{what} {name:?} may contain only letters, digits, '-', '_' and '.'"
+        )))
     }
 }
 
