@@ -918,6 +918,66 @@ async fn hundred_setup_teardown_cycles_leave_nothing() {
     assert_eq!(net.held_counts(), (0, 0));
 }
 
+/// Berth-looking objects that exist before the recover test (another agent's or test's): held
+/// states that name them, so the test's recover() leaves them alone.
+async fn bystanders() -> Vec<TaskNetworkState> {
+    let mut out = Vec::new();
+    let empty = |id: String| TaskNetworkState {
+        task_id: id,
+        mode: Mode::None,
+        namespaces: BTreeMap::new(),
+        bindings: vec![],
+        awsvpc: None,
+        network: None,
+    };
+    for e in std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().to_string();
+        let mut s = empty(format!("bystander-{name}"));
+        s.namespaces.insert(
+            String::new(),
+            Namespace {
+                name,
+                interface: None,
+            },
+        );
+        out.push(s);
+    }
+    let links = json(&run(&["ip", "-j", "link"], false).await);
+    for l in links.as_array().into_iter().flatten() {
+        let name = l["ifname"].as_str().unwrap_or("").to_string();
+        if ["bv", "bp", "bm"].iter().any(|p| name.starts_with(p)) {
+            let mut s = empty(format!("bystander-{name}"));
+            s.namespaces.insert(
+                String::new(),
+                Namespace {
+                    name: format!("bystander-{name}"),
+                    interface: Some(Interface {
+                        address: Ipv4Addr::UNSPECIFIED,
+                        prefix: 0,
+                        gateway: None,
+                        mac: None,
+                        host_link: Some(name),
+                    }),
+                },
+            );
+            out.push(s);
+        }
+    }
+    let t = json(&run(&["nft", "-j", "list", "table", "ip", HOST_TABLE], true).await);
+    for item in t["nftables"].as_array().into_iter().flatten() {
+        if let Some(c) = item["chain"]["name"].as_str() {
+            if let Some(id) = c.strip_prefix("t-").or_else(|| c.strip_prefix("m-")) {
+                out.push(empty(id.to_string()));
+            }
+        }
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recover_removes_orphans_and_keeps_held_tasks() {
     if !prerequisites() {
@@ -925,6 +985,7 @@ async fn recover_removes_orphans_and_keeps_held_tasks() {
     }
     let _l = LOCK.lock().await;
     assert_unused(&["10.231.6.0/24", "10.231.106.0/24"]).await;
+    let bystanders = bystanders().await;
     let cfg = config(6, (40600, 40649));
     let first = Arc::new(LinuxNetwork::new(cfg.clone()).expect("config"));
     let mut g = Guard::new(first.clone());

@@ -27,6 +27,8 @@ use tracing::Instrument;
 
 /// How long one nft run may take.
 const NFT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one netlink conversation or namespace creation may take.
+const THREAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// The host's NAT table (family ip).
 pub const HOST_TABLE: &str = "berth";
 /// The security-group table inside an awsvpc task's namespace (family inet).
@@ -838,6 +840,21 @@ impl Network for LinuxNetwork {
     }
 
     async fn teardown(&self, state: &TaskNetworkState) -> Result<(), NetworkError> {
+        let span = tracing::info_span!("network_teardown", task = %state.task_id);
+        self.teardown_inner(state).instrument(span).await
+    }
+
+    async fn recover(&self, held: &[TaskNetworkState]) -> Result<Vec<String>, NetworkError> {
+        let removed = self.recover_inner(held).await?;
+        for r in &removed {
+            tracing::info!(removed = %r, "removed an orphaned task network object");
+        }
+        Ok(removed)
+    }
+}
+
+impl LinuxNetwork {
+    async fn teardown_inner(&self, state: &TaskNetworkState) -> Result<(), NetworkError> {
         let id = state.task_id.clone();
         self.remove_host_rules(|t| t == id).await?;
         for ns in state.namespaces.values() {
@@ -853,7 +870,7 @@ impl Network for LinuxNetwork {
         Ok(())
     }
 
-    async fn recover(&self, held: &[TaskNetworkState]) -> Result<Vec<String>, NetworkError> {
+    async fn recover_inner(&self, held: &[TaskNetworkState]) -> Result<Vec<String>, NetworkError> {
         let mut namespaces = HashSet::new();
         let mut links = HashSet::new();
         let mut ids = HashSet::new();
@@ -875,6 +892,9 @@ impl Network for LinuxNetwork {
                     };
                     for p in std::iter::once(VETH_PREFIX).chain(TEMP_PREFIXES) {
                         links.insert(temp_name(p, &s.task_id, index));
+                    }
+                    if let Some(l) = ns.interface.as_ref().and_then(|i| i.host_link.clone()) {
+                        links.insert(l);
                     }
                 }
             }
@@ -964,8 +984,18 @@ where
             let _ = tx.send(f());
         })
         .map_err(|e| kernel("starting thread for", what, e))?;
-    rx.await
-        .map_err(|_| kernel("thread for", what, io::Error::other("panicked")))?
+    match tokio::time::timeout(THREAD_TIMEOUT, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(kernel("thread for", what, io::Error::other("panicked"))),
+        Err(_) => Err(kernel(
+            "waiting for",
+            what,
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer in {THREAD_TIMEOUT:?}"),
+            ),
+        )),
+    }
 }
 
 fn enter_netns(name: &str) -> Result<(), NetworkError> {
