@@ -1034,10 +1034,9 @@ async fn recover_removes_orphans_and_keeps_held_tasks() {
 
     // The agent "crashes" and comes back with only nt-keep in its records.
     let second = LinuxNetwork::new(cfg).expect("config");
-    let removed = second
-        .recover(std::slice::from_ref(&kept))
-        .await
-        .expect("recover");
+    let mut held = bystanders.clone();
+    held.push(kept.clone());
+    let removed = second.recover(&held).await.expect("recover");
     let text = removed.join("\n");
     for want in [
         "namespace berth-nt-orphan".to_string(),
@@ -1079,10 +1078,7 @@ async fn recover_removes_orphans_and_keeps_held_tasks() {
         "the kept address was handed out again"
     );
     // Recover again: nothing more to remove.
-    let again = second
-        .recover(std::slice::from_ref(&kept))
-        .await
-        .expect("recover");
+    let again = second.recover(&held).await.expect("recover");
     assert!(again.is_empty(), "{again:?}");
 }
 
