@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs a Berth agent host, as ECS Anywhere's ecs-anywhere-install.sh installs an ECS one.
-# Run as root from the unpacked package (scripts/package.sh makes it): installs containerd and
-# runc if missing (apt), the binaries into /usr/local/bin, /etc/berth/agent.conf (0600: it holds
+# Run as root from the unpacked package (scripts/package.sh makes it): installs containerd,
+# runc and nftables if missing (apt), the binaries into /usr/local/bin, /etc/berth/agent.conf (0600: it holds
 # the activation code) and the berth-agent unit, enables and starts containerd and berth-agent,
 # then waits until the host is a registered container instance and prints its ARN.
 # Re-running it is harmless: files are rewritten only when they differ, the agent is restarted
@@ -148,12 +148,14 @@ put() {
 }
 
 if [ -z "$root" ]; then
-  try "install containerd and runc"
+  try "install containerd, runc and nftables"
   missing=()
   command -v containerd >/dev/null 2>&1 || missing+=(containerd)
   command -v runc >/dev/null 2>&1 || missing+=(runc)
+  # The agent's bridge and awsvpc networks: port publishing, NAT and security groups.
+  command -v nft >/dev/null 2>&1 || missing+=(nftables)
   if [ ${#missing[@]} -eq 0 ]; then
-    echo "containerd and runc are already installed"
+    echo "containerd, runc and nftables are already installed"
   else
     command -v apt-get >/dev/null 2>&1 || fail "${missing[*]} missing and no apt-get here: install them, then re-run"
     echo "installing: ${missing[*]}"

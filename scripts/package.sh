@@ -84,7 +84,7 @@ Agent host (as ECS Anywhere's ecs-anywhere-install.sh), as root:
 The activation comes from the controller host:
   berth ssm create-activation --iam-role ecsAnywhereRole --registration-limit 1
 which prints the ActivationId, the ActivationCode (shown once) and the controller CA's
-fingerprint. install.sh installs containerd and runc if missing (apt), the binaries into
+fingerprint. install.sh installs containerd, runc and nftables if missing (apt), the binaries into
 /usr/local/bin, /etc/berth/agent.conf (0600) and the berth-agent systemd unit, starts
 containerd and berth-agent and waits until the host is a registered container instance.
 Re-running it is harmless. ./install.sh --help lists every option.
