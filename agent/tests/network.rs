@@ -416,6 +416,8 @@ async fn bridge_mode_publishes_tcp_and_udp_ports() {
     g.states.push(s.clone());
     net.setup(&mut s).await.expect("setup");
     // Idempotent: a second run changes nothing and does not fail.
+    // After a "crash" that lost a veth, setup again completes what is missing.
+    run(&["ip", "link", "del", &veth_name("nt-bridge-1", 0)], false).await;
     net.setup(&mut s).await.expect("setup again");
 
     let web = s.namespaces["web"].clone();
@@ -455,12 +457,15 @@ async fn bridge_mode_publishes_tcp_and_udp_ports() {
         .host_port;
     assert_eq!(udp, 40250);
 
-    tcp_server(&web.name, 8080, 3);
-    udp_server(&dns.name, 5353, 3);
+    tcp_server(&web.name, 8080, 5);
+    udp_server(&dns.name, 5353, 5);
     for (from, to) in [
         (None, [127, 0, 0, 1]),
         (None, [10, 231, 201, 1]),
         (Some("bt-remote1"), [10, 231, 201, 1]),
+        // Hairpin: a container on the bridge through a host address.
+        (Some(dns.name.as_str()), [10, 231, 201, 1]),
+        (Some(web.name.as_str()), [10, 231, 201, 1]),
     ] {
         tcp_echo(from, sa(to, tcp), WAIT).unwrap_or_else(|e| panic!("tcp from {from:?}: {e}"));
         udp_echo(from, sa(to, udp)).unwrap_or_else(|e| panic!("udp from {from:?}: {e}"));

@@ -12,7 +12,9 @@ use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage, MacVlanMode};
-use rtnetlink::{Handle, LinkBridge, LinkMacVlan, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkBridgePort, LinkMacVlan, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
@@ -245,7 +247,9 @@ impl LinuxNetwork {
     }
 
     /// Creates the bridge of `net` if it is missing (idempotent): address = first host, up,
-    /// ip_forward and route_localnet; for the bridge-mode bridge also its masquerade rules.
+    /// ip_forward and route_localnet; for the bridge-mode bridge also its masquerade rules
+    /// (the subnet going out, 127.0.0.1 sources coming in, and hairpin: a container reaching a
+    /// published port of a container on the same bridge through a host address).
     async fn ensure_bridge(
         &self,
         bridge: &str,
@@ -300,7 +304,8 @@ impl LinuxNetwork {
                 "add chain ip {HOST_TABLE} {chain}\n\
                  flush chain ip {HOST_TABLE} {chain}\n\
                  add rule ip {HOST_TABLE} {chain} ip saddr {cidr}/{prefix} oifname != \"{bridge}\" masquerade\n\
-                 add rule ip {HOST_TABLE} {chain} ip saddr 127.0.0.0/8 oifname \"{bridge}\" masquerade\n"
+                 add rule ip {HOST_TABLE} {chain} ip saddr 127.0.0.0/8 oifname \"{bridge}\" masquerade\n\
+                 add rule ip {HOST_TABLE} {chain} ip saddr {cidr}/{prefix} oifname \"{bridge}\" ct status dnat masquerade\n"
             );
             let _g = self.nft_host.lock().await;
             nft_script(None, &format!("bridge {bridge}"), &script).await?;
@@ -1282,7 +1287,14 @@ async fn attach_veth(ns: &str, host: &str, temp: &str, bridge: &str) -> Result<(
                 )
                 .execute()
                 .await
-                .map_err(nl("attaching veth to bridge", &host))
+                .map_err(nl("attaching veth to bridge", &host))?;
+            // Hairpin: a container reaching its own published port through a host address
+            // gets its packets back out of the port they came in on.
+            h.link()
+                .set_port(LinkBridgePort::new(l.header.index).hairpin(true).build())
+                .execute()
+                .await
+                .map_err(nl("setting hairpin on", &host))
         })
     })
     .await
