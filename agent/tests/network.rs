@@ -531,6 +531,33 @@ async fn awsvpc_none_and_host_namespaces_and_public_ip() {
         vec!["10.231.102.3/24"]
     );
 
+    // Two containers of the task share its namespace and talk over localhost (the security
+    // group lets loopback through).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ns2 = ns.clone();
+    std::thread::spawn(move || {
+        enter(&ns2);
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 7100)).expect("bind");
+        tx.send(()).expect("ready");
+        if let Ok((mut c, _)) = l.accept() {
+            let _ = c.write_all(b"ping\n");
+        }
+    });
+    rx.recv_timeout(WAIT).expect("ready");
+    let got = in_ns(Some(&ns), || {
+        let mut c = TcpStream::connect_timeout(&sa([127, 0, 0, 1], 7100), WAIT)
+            .map_err(|e| e.to_string())?;
+        c.set_read_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
+        let mut b = [0u8; 5];
+        c.read_exact(&mut b).map_err(|e| e.to_string())?;
+        Ok::<_, String>(b)
+    });
+    assert_eq!(
+        got.as_ref().map(|b| &b[..]),
+        Ok(&b"ping\n"[..]),
+        "localhost inside the task"
+    );
+
     tcp_server("bt-remote2", 7000, 1);
     tcp_echo(Some(&ns), sa([10, 231, 202, 2], 7000), WAIT)
         .expect("public task reaches the other host");
@@ -899,14 +926,17 @@ async fn hundred_setup_teardown_cycles_leave_nothing() {
         net.release(&s);
     }
     let before = host_counts(&["tb5", "tbv5"]).await;
+    let mut took: BTreeMap<usize, Vec<Duration>> = BTreeMap::new();
     for i in 0..100 {
         let mut s = net
             .allocate(&plans(i))
             .unwrap_or_else(|e| panic!("allocate {i}: {e}"));
         g.states.push(s.clone());
+        let t0 = std::time::Instant::now();
         net.setup(&mut s)
             .await
             .unwrap_or_else(|e| panic!("setup {i}: {e}"));
+        took.entry(i % 5).or_default().push(t0.elapsed());
         if i % 7 == 0 {
             net.setup(&mut s)
                 .await
@@ -919,6 +949,21 @@ async fn hundred_setup_teardown_cycles_leave_nothing() {
         g.states.pop();
     }
     let after = host_counts(&["tb5", "tbv5"]).await;
+    for (k, mut v) in took {
+        v.sort();
+        eprintln!(
+            "setup of {}: p50 {:?}, max {:?}",
+            [
+                "bridge (2 containers, 2 ports)",
+                "awsvpc bridge + public IP + SG",
+                "none",
+                "host",
+                "awsvpc LAN"
+            ][k],
+            v[v.len() / 2],
+            v[v.len() - 1]
+        );
+    }
     assert_eq!(before, after);
     assert_eq!(net.held_counts(), (0, 0));
 }
