@@ -23,7 +23,6 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, TcpListener, UdpSocket};
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -545,24 +544,30 @@ impl LinuxNetwork {
     async fn setup_inner(&self, state: &mut TaskNetworkState) -> Result<(), NetworkError> {
         let snapshot = state.clone();
         let prefix = format!("{NETNS_PREFIX}{}-", snapshot.task_id);
-        for ns in state.namespaces.values_mut() {
+        // The containers' namespaces are independent: made concurrently.
+        futures::future::try_join_all(state.namespaces.values_mut().map(|ns| {
             // Bridge-mode namespaces carry the container index in their name; the task's is 0.
             let index = ns
                 .name
                 .strip_prefix(&prefix)
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0);
-            self.setup_namespace(&snapshot, index, ns).await?;
-        }
-        self.setup_host_rules(state).await?;
-        if state.mode == Mode::Awsvpc {
+            self.setup_namespace(&snapshot, index, ns)
+        }))
+        .await?;
+        let state = &*state;
+        let sg = async {
+            if state.mode != Mode::Awsvpc {
+                return Ok(());
+            }
             let rules = state
                 .awsvpc
                 .as_ref()
                 .map(|p| p.ingress.clone())
                 .unwrap_or_default();
-            self.set_ingress(state, &rules).await?;
-        }
+            self.set_ingress(state, &rules).await
+        };
+        futures::future::try_join(self.setup_host_rules(state), sg).await?;
         tracing::debug!("task network set up");
         Ok(())
     }
@@ -1576,11 +1581,6 @@ pub async fn cycle(net: &LinuxNetwork, plan: &NetworkPlan) -> Result<(), Network
     let t = net.teardown(&state).await;
     net.release(&state);
     r.and(t)
-}
-
-/// Whether `path` exists (for tests).
-pub fn netns_exists(name: &str) -> bool {
-    Path::new(&netns_path(name)).exists()
 }
 
 #[cfg(test)]
