@@ -11,15 +11,20 @@ use futures::TryStreamExt;
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage, MacVlanMode};
-use rtnetlink::{Handle, LinkBridge, LinkMacVlan, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage, MacVlanMode,
+};
+use rtnetlink::{
+    Handle, LinkBridge, LinkBridgePort, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
+};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, TcpListener, UdpSocket};
-use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -48,8 +53,12 @@ pub struct LinuxNetwork {
     ipam: Mutex<Ipam>,
     /// Bridges made (or found) by this process.
     bridges: tokio::sync::Mutex<BTreeSet<String>>,
-    /// Serialises changes to the host table (rule presence checks then adds).
-    nft_host: tokio::sync::Mutex<()>,
+    /// Serialises changes to the host table, and knows which jump rules (chain, comment) it
+    /// has (listed once, then kept up to date: this process owns the table), so a setup costs
+    /// one nft run, not a listing too.
+    nft_host: tokio::sync::Mutex<Option<HashSet<(String, String)>>>,
+    /// The host table and its base chains exist.
+    host_table_ready: AtomicBool,
 }
 
 /// In-memory allocations: who holds what.
@@ -189,7 +198,8 @@ impl LinuxNetwork {
             config,
             ipam: Mutex::new(Ipam::default()),
             bridges: tokio::sync::Mutex::new(BTreeSet::new()),
-            nft_host: tokio::sync::Mutex::new(()),
+            nft_host: tokio::sync::Mutex::new(None),
+            host_table_ready: AtomicBool::new(false),
         })
     }
 
@@ -245,7 +255,9 @@ impl LinuxNetwork {
     }
 
     /// Creates the bridge of `net` if it is missing (idempotent): address = first host, up,
-    /// ip_forward and route_localnet; for the bridge-mode bridge also its masquerade rules.
+    /// ip_forward and route_localnet; for the bridge-mode bridge also its masquerade rules
+    /// (the subnet going out, 127.0.0.1 sources coming in, and hairpin: a container reaching a
+    /// published port of a container on the same bridge through a host address).
     async fn ensure_bridge(
         &self,
         bridge: &str,
@@ -300,20 +312,34 @@ impl LinuxNetwork {
                 "add chain ip {HOST_TABLE} {chain}\n\
                  flush chain ip {HOST_TABLE} {chain}\n\
                  add rule ip {HOST_TABLE} {chain} ip saddr {cidr}/{prefix} oifname != \"{bridge}\" masquerade\n\
-                 add rule ip {HOST_TABLE} {chain} ip saddr 127.0.0.0/8 oifname \"{bridge}\" masquerade\n"
+                 add rule ip {HOST_TABLE} {chain} ip saddr 127.0.0.0/8 oifname \"{bridge}\" masquerade\n\
+                 add rule ip {HOST_TABLE} {chain} ip saddr {cidr}/{prefix} oifname \"{bridge}\" ct status dnat masquerade\n"
             );
-            let _g = self.nft_host.lock().await;
+            let mut known = self.nft_host.lock().await;
+            let comment = format!("berth-bridge {bridge}");
+            let script = script
+                + &missing_jump(
+                    known_jumps(&mut known).await?,
+                    "postrouting",
+                    &chain,
+                    &comment,
+                    "",
+                );
             nft_script(None, &format!("bridge {bridge}"), &script).await?;
-            self.ensure_jump("postrouting", &chain, &format!("berth-bridge {bridge}"), "")
-                .await?;
+            known_jumps(&mut known)
+                .await?
+                .insert(("postrouting".into(), comment));
         }
         ready.insert(bridge.to_string());
         Ok(())
     }
 
-    /// The host table and its base chains (idempotent).
+    /// The host table and its base chains (idempotent; done once per process).
     async fn ensure_host_table(&self) -> Result<(), NetworkError> {
-        let _g = self.nft_host.lock().await;
+        let mut known = self.nft_host.lock().await;
+        if self.host_table_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let script = format!(
             "add table ip {HOST_TABLE}\n\
              add chain ip {HOST_TABLE} prerouting {{ type nat hook prerouting priority dstnat; }}\n\
@@ -322,41 +348,25 @@ impl LinuxNetwork {
              add chain ip {HOST_TABLE} ports\n"
         );
         nft_script(None, "host table", &script).await?;
-        self.ensure_jump(
-            "prerouting",
-            "ports",
-            "berth-ports",
-            "fib daddr type local ",
-        )
-        .await?;
-        self.ensure_jump("output", "ports", "berth-ports", "fib daddr type local ")
-            .await
-    }
-
-    /// Adds `<match>jump <target> comment <comment>` to `chain` unless a rule with that comment
-    /// is there. The caller holds `nft_host`.
-    async fn ensure_jump(
-        &self,
-        chain: &str,
-        target: &str,
-        comment: &str,
-        matches: &str,
-    ) -> Result<(), NetworkError> {
-        let rules = list_host_rules().await?;
-        if rules
-            .iter()
-            .any(|r| r.chain == chain && r.comment.as_deref() == Some(comment))
-        {
-            return Ok(());
+        let rules = known_jumps(&mut known).await?;
+        let mut jumps = String::new();
+        for base in ["prerouting", "output"] {
+            jumps.push_str(&missing_jump(
+                rules,
+                base,
+                "ports",
+                "berth-ports",
+                "fib daddr type local ",
+            ));
         }
-        nft_script(
-            None,
-            &format!("jump to {target}"),
-            &format!(
-                "add rule ip {HOST_TABLE} {chain} {matches}jump {target} comment \"{comment}\"\n"
-            ),
-        )
-        .await
+        if !jumps.is_empty() {
+            nft_script(None, "host table", &jumps).await?;
+        }
+        for base in ["prerouting", "output"] {
+            rules.insert((base.into(), "berth-ports".into()));
+        }
+        self.host_table_ready.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// The task's host chains: `t-<id>` (port DNAT, jumped from `ports`) and `m-<id>`
@@ -403,8 +413,12 @@ impl LinuxNetwork {
             return Ok(());
         }
         self.ensure_host_table().await?;
-        let _g = self.nft_host.lock().await;
+        let mut known = self.nft_host.lock().await;
+        let existing = known_jumps(&mut known).await?;
         let comment = format!("{TASK_COMMENT}{id}");
+        // One atomic script: chains (re)filled, missing jumps added.
+        let mut script = String::new();
+        let mut added = Vec::new();
         for (chain, base, rules) in [
             (format!("t-{id}"), "ports", dnat),
             (format!("m-{id}"), "postrouting", masq),
@@ -412,14 +426,17 @@ impl LinuxNetwork {
             if rules.is_empty() {
                 continue;
             }
-            let mut script =
-                format!("add chain ip {HOST_TABLE} {chain}\nflush chain ip {HOST_TABLE} {chain}\n");
+            script.push_str(&format!(
+                "add chain ip {HOST_TABLE} {chain}\nflush chain ip {HOST_TABLE} {chain}\n"
+            ));
             for r in rules {
                 script.push_str(&format!("add rule ip {HOST_TABLE} {chain} {r}\n"));
             }
-            nft_script(None, &format!("task {id}"), &script).await?;
-            self.ensure_jump(base, &chain, &comment, "").await?;
+            script.push_str(&missing_jump(existing, base, &chain, &comment, ""));
+            added.push((base.to_string(), comment.clone()));
         }
+        nft_script(None, &format!("task {id}"), &script).await?;
+        existing.extend(added);
         Ok(())
     }
 
@@ -429,14 +446,27 @@ impl LinuxNetwork {
         &self,
         remove: impl Fn(&str) -> bool,
     ) -> Result<Vec<String>, NetworkError> {
-        let _g = self.nft_host.lock().await;
+        let mut known = self.nft_host.lock().await;
         let (rules, chains) = match list_host_table().await? {
             Some(t) => t,
-            None => return Ok(Vec::new()),
+            None => {
+                *known = Some(HashSet::new());
+                self.host_table_ready.store(false, Ordering::Release);
+                return Ok(Vec::new());
+            }
         };
         let mut script = String::new();
         let mut removed = Vec::new();
+        let mut left = HashSet::new();
         for r in &rules {
+            let doomed = r
+                .comment
+                .as_deref()
+                .and_then(|c| c.strip_prefix(TASK_COMMENT))
+                .is_some_and(&remove);
+            if let (false, Some(c)) = (doomed, &r.comment) {
+                left.insert((r.chain.clone(), c.clone()));
+            }
             if let Some(id) = r
                 .comment
                 .as_deref()
@@ -467,6 +497,7 @@ impl LinuxNetwork {
         if !script.is_empty() {
             nft_script(None, "removing task rules", &script).await?;
         }
+        *known = Some(left);
         Ok(removed)
     }
 
@@ -513,24 +544,30 @@ impl LinuxNetwork {
     async fn setup_inner(&self, state: &mut TaskNetworkState) -> Result<(), NetworkError> {
         let snapshot = state.clone();
         let prefix = format!("{NETNS_PREFIX}{}-", snapshot.task_id);
-        for ns in state.namespaces.values_mut() {
+        // The containers' namespaces are independent: made concurrently.
+        futures::future::try_join_all(state.namespaces.values_mut().map(|ns| {
             // Bridge-mode namespaces carry the container index in their name; the task's is 0.
             let index = ns
                 .name
                 .strip_prefix(&prefix)
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0);
-            self.setup_namespace(&snapshot, index, ns).await?;
-        }
-        self.setup_host_rules(state).await?;
-        if state.mode == Mode::Awsvpc {
+            self.setup_namespace(&snapshot, index, ns)
+        }))
+        .await?;
+        let state = &*state;
+        let sg = async {
+            if state.mode != Mode::Awsvpc {
+                return Ok(());
+            }
             let rules = state
                 .awsvpc
                 .as_ref()
                 .map(|p| p.ingress.clone())
                 .unwrap_or_default();
-            self.set_ingress(state, &rules).await?;
-        }
+            self.set_ingress(state, &rules).await
+        };
+        futures::future::try_join(self.setup_host_rules(state), sg).await?;
         tracing::debug!("task network set up");
         Ok(())
     }
@@ -856,7 +893,10 @@ impl Network for LinuxNetwork {
 impl LinuxNetwork {
     async fn teardown_inner(&self, state: &TaskNetworkState) -> Result<(), NetworkError> {
         let id = state.task_id.clone();
-        self.remove_host_rules(|t| t == id).await?;
+        let public = state.awsvpc.as_ref().is_some_and(|p| p.assign_public_ip);
+        if !state.bindings.is_empty() && state.mode == Mode::Bridge || public {
+            self.remove_host_rules(|t| t == id).await?;
+        }
         for ns in state.namespaces.values() {
             if let Some(i) = &ns.interface {
                 if let Some(l) = &i.host_link {
@@ -1249,26 +1289,23 @@ async fn attach_veth(ns: &str, host: &str, temp: &str, bridge: &str) -> Result<(
                         .await
                         .map_err(nl("deleting stale veth", &temp))?;
                 }
-                h.link()
-                    .add(LinkVeth::new(&host, &temp).build())
-                    .execute()
-                    .await
-                    .map_err(nl("creating veth", &host))?;
-                let peer = link_by_name(&h, &temp).await?.ok_or_else(|| {
-                    kernel("finding veth peer", &temp, io::Error::from_raw_os_error(19))
-                })?;
+                // The peer is made in the namespace directly (moving a link is slow).
                 let f = std::fs::File::open(netns_path(&ns))
                     .map_err(|e| kernel("opening namespace", &ns, e))?;
                 use std::os::fd::AsRawFd;
+                let peer = LinkUnspec::new_with_name(&temp)
+                    .setns_by_fd(f.as_raw_fd())
+                    .build();
                 h.link()
-                    .set(
-                        LinkUnspec::new_with_index(peer.header.index)
-                            .setns_by_fd(f.as_raw_fd())
+                    .add(
+                        LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+                            .name(host.clone())
+                            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
                             .build(),
                     )
                     .execute()
                     .await
-                    .map_err(nl("moving veth into namespace", &ns))?;
+                    .map_err(nl("creating veth", &host))?;
             }
             let l = link_by_name(&h, &host)
                 .await?
@@ -1282,7 +1319,14 @@ async fn attach_veth(ns: &str, host: &str, temp: &str, bridge: &str) -> Result<(
                 )
                 .execute()
                 .await
-                .map_err(nl("attaching veth to bridge", &host))
+                .map_err(nl("attaching veth to bridge", &host))?;
+            // Hairpin: a container reaching its own published port through a host address
+            // gets its packets back out of the port they came in on.
+            h.link()
+                .set_port(LinkBridgePort::new(l.header.index).hairpin(true).build())
+                .execute()
+                .await
+                .map_err(nl("setting hairpin on", &host))
         })
     })
     .await
@@ -1315,26 +1359,19 @@ async fn attach_macvlan(ns: &str, temp: &str, parent: &str) -> Result<(), Networ
                     .await
                     .map_err(nl("deleting stale macvlan", &temp))?;
             }
-            h.link()
-                .add(LinkMacVlan::new(&temp, p, MacVlanMode::Bridge).build())
-                .execute()
-                .await
-                .map_err(nl("creating macvlan on", &parent))?;
-            let l = link_by_name(&h, &temp).await?.ok_or_else(|| {
-                kernel("finding macvlan", &temp, io::Error::from_raw_os_error(19))
-            })?;
+            // Made in the namespace directly (moving a link is slow).
             let f = std::fs::File::open(netns_path(&ns))
                 .map_err(|e| kernel("opening namespace", &ns, e))?;
             use std::os::fd::AsRawFd;
             h.link()
-                .set(
-                    LinkUnspec::new_with_index(l.header.index)
+                .add(
+                    LinkMacVlan::new(&temp, p, MacVlanMode::Bridge)
                         .setns_by_fd(f.as_raw_fd())
                         .build(),
                 )
                 .execute()
                 .await
-                .map_err(nl("moving macvlan into namespace", &ns))
+                .map_err(nl("creating macvlan on", &parent))
         })
     })
     .await
@@ -1452,6 +1489,37 @@ async fn nft_script(ns: Option<&str>, what: &str, script: &str) -> Result<(), Ne
     nft(ns, what, &["-f", "-"], Some(script)).await.map(|_| ())
 }
 
+/// The jump rules the host table has (listed on first use).
+async fn known_jumps(
+    known: &mut Option<HashSet<(String, String)>>,
+) -> Result<&mut HashSet<(String, String)>, NetworkError> {
+    if known.is_none() {
+        let rules = list_host_rules().await?;
+        *known = Some(
+            rules
+                .into_iter()
+                .filter_map(|r| Some((r.chain, r.comment?)))
+                .collect(),
+        );
+    }
+    Ok(known.get_or_insert_with(HashSet::new))
+}
+
+/// `add rule … <matches>jump <target> comment "<comment>"` unless `rules` has a rule with that
+/// comment in `chain`; else "".
+fn missing_jump(
+    known: &HashSet<(String, String)>,
+    chain: &str,
+    target: &str,
+    comment: &str,
+    matches: &str,
+) -> String {
+    if known.contains(&(chain.to_string(), comment.to_string())) {
+        return String::new();
+    }
+    format!("add rule ip {HOST_TABLE} {chain} {matches}jump {target} comment \"{comment}\"\n")
+}
+
 /// A rule of the host table.
 #[derive(Debug)]
 struct NftRule {
@@ -1513,11 +1581,6 @@ pub async fn cycle(net: &LinuxNetwork, plan: &NetworkPlan) -> Result<(), Network
     let t = net.teardown(&state).await;
     net.release(&state);
     r.and(t)
-}
-
-/// Whether `path` exists (for tests).
-pub fn netns_exists(name: &str) -> bool {
-    Path::new(&netns_path(name)).exists()
 }
 
 #[cfg(test)]
