@@ -351,11 +351,13 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                                 .is_ok_and(|s| s > TaskStatus::Provisioning)) =>
                     {
                         // Containers of it may exist: inspect them, never start anew.
-                        let rec = unrecorded::inspect_first(
+                        let mut rec = unrecorded::inspect_first(
                             task,
                             a.task_definition.as_ref(),
                             listed.remove(&task.task_arn).map(|t| t.containers),
                         );
+                        // A container still to create needs it (awsvpc).
+                        rec.task_network = a.network.clone();
                         let stop = (desired == TaskStatus::Stopped).then(|| stop_event(a));
                         to_spawn.push((rec, true, stop));
                     }

@@ -264,7 +264,8 @@ pub fn decorate(rec: &TaskRecord, s: &mut TaskStateChange) {
     }
 }
 
-/// Tears a task's network down and releases it, bounded by `after`; true when done.
+/// Tears a task's network down (bounded by the network timeout) and, once it is gone,
+/// releases its addresses and ports.
 pub(crate) async fn teardown<R: Runtime, C: Cgroups>(
     shared: &Shared<R, C>,
     state: &TaskNetworkState,

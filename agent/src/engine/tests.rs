@@ -325,6 +325,10 @@ struct FakeNetwork {
     faults: Faults,
     /// The runtime, to tell whether cleanup (container deletes) had begun at a call.
     runtime: std::sync::OnceLock<Arc<FakeRuntime>>,
+    /// The data dir, to tell whether the task record held the allocation at setup.
+    data_dir: std::sync::OnceLock<DataDir>,
+    /// At each setup: whether the record on disk named the allocation being set up.
+    on_disk_at_setup: Mutex<Vec<bool>>,
 }
 
 use crate::network::{
@@ -448,6 +452,14 @@ impl crate::network::Network for FakeNetwork {
         let _ = self.record("release", &state.task_id);
     }
     async fn setup(&self, state: &mut TaskNetworkState) -> Result<(), NetworkError> {
+        let on_disk = self.data_dir.get().is_some_and(|d| {
+            read_json::<TaskRecord>(&d.task(&state.task_id))
+                .ok()
+                .flatten()
+                .and_then(|r| r.network)
+                .is_some_and(|n| n == *state)
+        });
+        self.on_disk_at_setup.lock().unwrap().push(on_disk);
         self.record("setup", &state.task_id)?;
         for n in state.namespaces.values_mut() {
             if let Some(i) = &mut n.interface {
@@ -552,6 +564,7 @@ fn harness_net(
     let cgroups = Arc::new(cgroups);
     let network = Arc::new(network);
     let _ = network.runtime.set(runtime.clone());
+    let _ = network.data_dir.set(data.clone());
     let engine = Engine::start(
         runtime.clone(),
         cgroups.clone(),
@@ -1985,6 +1998,8 @@ async fn a_bridge_task_runs_in_its_namespaces_and_reports_its_bindings() {
     assert!(mount_source(&h, "main", "/etc/resolv.conf").is_some());
     assert!(mount_source(&h, "main", "/etc/hostname").is_some());
     assert_eq!(h.network.ops(ID), ["allocate", "setup"]);
+    // The allocation was on disk before anything of it was made.
+    assert_eq!(*h.network.on_disk_at_setup.lock().unwrap(), [true]);
 
     h.engine.apply_desired(&DesiredTasks {
         seq: 2,

@@ -116,8 +116,8 @@ pub(crate) fn inspect_first(
         stop_signals: Default::default(),
         // When its containers ran is unknown: a gone one counts as vanished, not rebooted.
         boot_id: None,
-        // Its network, if any, is unknown without the record: recovery removed it as an
-        // orphan, and the containers are only inspected and stopped.
+        // Its network, if any, is unknown without the record (recovery at start removed what
+        // no record names); the caller adds the assignment's TaskNetwork.
         task_network: None,
         network: None,
         network_set_up: false,
