@@ -497,10 +497,16 @@ async fn host_ports_collide_with_reserved_used_and_reported_ports() {
 async fn lan_addresses_are_unique_cluster_wide_and_freed_at_stopped() {
     let c = controller();
     let lan = || {
-        vec![attr(
-            "berth.subnet.lan1",
-            "lan:192.168.5.0/24:192.168.5.10-192.168.5.11",
-        )]
+        vec![
+            attr(
+                "berth.subnet.lan1",
+                "lan:192.168.5.0/24:192.168.5.10-192.168.5.11",
+            ),
+            attr(
+                "berth.subnet.lan2",
+                "lan:192.168.6.0/24:192.168.6.20-192.168.6.29",
+            ),
+        ]
     };
     let (a, _sa) = instance(&c, "default", 4096, lan(), vec![]).await;
     let (_b, _sb) = instance(&c, "default", 4096, lan(), vec![]).await;
@@ -534,6 +540,27 @@ async fn lan_addresses_are_unique_cluster_wide_and_freed_at_stopped() {
         Some("192.168.5.10"),
         "freed at STOPPED"
     );
+    // Tasks of one RunTask, on one instance or two, get distinct addresses.
+    let r = c
+        .run_task(run("vpc", 3, "default", Some(vpc(&["lan2"], &[], None))))
+        .await
+        .unwrap();
+    let mut got: Vec<String> = r.tasks.iter().filter_map(addr).collect();
+    got.sort();
+    assert_eq!(got, vec!["192.168.6.20", "192.168.6.21", "192.168.6.22"]);
+    // The agent is told the address in its desired tasks.
+    let on = r.tasks[0].container_instance_arn.clone().unwrap();
+    let desired = c
+        .desired_tasks(&id_of(&on), 9, &mut SentDefinitions::default())
+        .await;
+    let told = desired
+        .tasks
+        .iter()
+        .find(|t| t.task.as_ref().unwrap().task_arn == r.tasks[0].task_arn)
+        .and_then(|t| t.network.clone())
+        .unwrap();
+    assert_eq!(told.private_ipv4_address, addr(&r.tasks[0]));
+    assert_eq!(told.subnet, "lan2");
     let _ = a;
 }
 
