@@ -686,3 +686,33 @@ async fn reports_are_merged_into_describe_tasks() {
         Some("10.9.0.7")
     );
 }
+
+/// The instances whose tasks' ingress follows group membership are woken when an awsvpc
+/// task's address first becomes known or the task STOPS, and not on other reports.
+#[test]
+fn membership_changes_when_the_address_is_first_known_or_the_task_stops() {
+    let eni = |address: Option<&str>| networking::eni_attachment("s1", address);
+    let task = |status: &str, address: Option<&str>| Task {
+        last_status: status.into(),
+        attachments: vec![eni(address)],
+        ..Default::default()
+    };
+    use networking::membership_changed as changed;
+    assert!(
+        changed(None, &task("RUNNING", Some("10.9.0.7"))),
+        "first known"
+    );
+    assert!(
+        !changed(Some("10.9.0.7"), &task("RUNNING", Some("10.9.0.7"))),
+        "already known"
+    );
+    assert!(!changed(None, &task("PENDING", None)), "still unknown");
+    assert!(
+        changed(Some("10.9.0.7"), &task("STOPPED", Some("10.9.0.7"))),
+        "stopped"
+    );
+    assert!(
+        changed(None, &task("STOPPED", None)),
+        "stopped before its address was known"
+    );
+}
