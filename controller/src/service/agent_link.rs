@@ -288,11 +288,10 @@ impl Controller {
                 let address_before = st.task_private_ipv4(&id);
                 merge(&mut task, &change)?;
                 view_changed |= is_stopped(&task);
-                if st.task_networks.contains_key(&id) {
-                    let address_after = task_eni_address(&task).or(address_before.clone());
-                    if is_stopped(&task) || (address_before.is_none() && address_after.is_some()) {
-                        membership_changed = Some(task.cluster_arn.clone());
-                    }
+                if st.task_networks.contains_key(&id)
+                    && super::networking::membership_changed(address_before.as_deref(), &task)
+                {
+                    membership_changed = Some(task.cluster_arn.clone());
                 }
                 writes.push(put(format!("{TASK_PREFIX}{id}"), &task));
                 updated = Some(task);
@@ -413,16 +412,6 @@ fn adopt(
     }
     merge(&mut task, change)?;
     Ok(task)
-}
-
-/// The privateIPv4Address of a task's ENI attachment, if known.
-fn task_eni_address(task: &Task) -> Option<String> {
-    task.attachments
-        .iter()
-        .filter(|a| a.r#type == super::networking::ENI_ATTACHMENT)
-        .flat_map(|a| a.details.iter())
-        .find(|d| d.name == "privateIPv4Address" && !d.value.is_empty())
-        .map(|d| d.value.clone())
 }
 
 /// Merges an agent's report into the controller's task, forward only. A status the contract

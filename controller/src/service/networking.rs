@@ -340,6 +340,23 @@ pub(crate) fn eni_attachment(subnet: &str, address: Option<&str>) -> Attachment 
     }
 }
 
+/// The privateIPv4Address of a task's ENI attachment, if known.
+pub(crate) fn task_eni_address(task: &Task) -> Option<&str> {
+    task.attachments
+        .iter()
+        .filter(|a| a.r#type == ENI_ATTACHMENT)
+        .flat_map(|a| a.details.iter())
+        .find(|d| d.name == "privateIPv4Address" && !d.value.is_empty())
+        .map(|d| d.value.as_str())
+}
+
+/// Whether an awsvpc task's report (merged into `task`) changes the members of its security
+/// groups: its address became known (it was not before the report), or it is STOPPED.
+pub(crate) fn membership_changed(address_before: Option<&str>, task: &Task) -> bool {
+    TaskStatus::parse(&task.last_status) == Ok(TaskStatus::Stopped)
+        || (address_before.is_none() && task_eni_address(task).is_some())
+}
+
 /// Merges the attachments an agent reports into the task's: the status and the details it
 /// gives (a detail already known and not reported is kept); the controller's attachment id
 /// stays. An attachment of a type the task has none of is added as reported.

@@ -497,10 +497,16 @@ async fn host_ports_collide_with_reserved_used_and_reported_ports() {
 async fn lan_addresses_are_unique_cluster_wide_and_freed_at_stopped() {
     let c = controller();
     let lan = || {
-        vec![attr(
-            "berth.subnet.lan1",
-            "lan:192.168.5.0/24:192.168.5.10-192.168.5.11",
-        )]
+        vec![
+            attr(
+                "berth.subnet.lan1",
+                "lan:192.168.5.0/24:192.168.5.10-192.168.5.11",
+            ),
+            attr(
+                "berth.subnet.lan2",
+                "lan:192.168.6.0/24:192.168.6.20-192.168.6.29",
+            ),
+        ]
     };
     let (a, _sa) = instance(&c, "default", 4096, lan(), vec![]).await;
     let (_b, _sb) = instance(&c, "default", 4096, lan(), vec![]).await;
@@ -534,6 +540,27 @@ async fn lan_addresses_are_unique_cluster_wide_and_freed_at_stopped() {
         Some("192.168.5.10"),
         "freed at STOPPED"
     );
+    // Tasks of one RunTask, on one instance or two, get distinct addresses.
+    let r = c
+        .run_task(run("vpc", 3, "default", Some(vpc(&["lan2"], &[], None))))
+        .await
+        .unwrap();
+    let mut got: Vec<String> = r.tasks.iter().filter_map(addr).collect();
+    got.sort();
+    assert_eq!(got, vec!["192.168.6.20", "192.168.6.21", "192.168.6.22"]);
+    // The agent is told the address in its desired tasks.
+    let on = r.tasks[0].container_instance_arn.clone().unwrap();
+    let desired = c
+        .desired_tasks(&id_of(&on), 9, &mut SentDefinitions::default())
+        .await;
+    let told = desired
+        .tasks
+        .iter()
+        .find(|t| t.task.as_ref().unwrap().task_arn == r.tasks[0].task_arn)
+        .and_then(|t| t.network.clone())
+        .unwrap();
+    assert_eq!(told.private_ipv4_address, addr(&r.tasks[0]));
+    assert_eq!(told.subnet, "lan2");
     let _ = a;
 }
 
@@ -657,5 +684,35 @@ async fn reports_are_merged_into_describe_tasks() {
     assert_eq!(
         c.state.lock().await.task_private_ipv4(id).as_deref(),
         Some("10.9.0.7")
+    );
+}
+
+/// The instances whose tasks' ingress follows group membership are woken when an awsvpc
+/// task's address first becomes known or the task STOPS, and not on other reports.
+#[test]
+fn membership_changes_when_the_address_is_first_known_or_the_task_stops() {
+    let eni = |address: Option<&str>| networking::eni_attachment("s1", address);
+    let task = |status: &str, address: Option<&str>| Task {
+        last_status: status.into(),
+        attachments: vec![eni(address)],
+        ..Default::default()
+    };
+    use networking::membership_changed as changed;
+    assert!(
+        changed(None, &task("RUNNING", Some("10.9.0.7"))),
+        "first known"
+    );
+    assert!(
+        !changed(Some("10.9.0.7"), &task("RUNNING", Some("10.9.0.7"))),
+        "already known"
+    );
+    assert!(!changed(None, &task("PENDING", None)), "still unknown");
+    assert!(
+        changed(Some("10.9.0.7"), &task("STOPPED", Some("10.9.0.7"))),
+        "stopped"
+    );
+    assert!(
+        changed(None, &task("STOPPED", None)),
+        "stopped before its address was known"
     );
 }

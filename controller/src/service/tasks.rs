@@ -573,13 +573,21 @@ impl Controller {
         if let Some(record) = token {
             st.remember_run_token(record);
         }
+        // A LAN address is known from the start: the security groups' members changed.
+        let mut members_changed = false;
         for (id, instance_id, task, network) in placed {
             if let Some(net) = network {
+                members_changed |= net.private_ipv4_address.is_some();
                 st.task_networks.insert(id.clone(), net);
             }
             st.put_task(id, task.clone());
             self.fleet.notify(&instance_id);
             out.push(task);
+        }
+        if members_changed {
+            for instance in st.security_group_dependents(&launch.cluster_arn) {
+                self.fleet.notify(&instance);
+            }
         }
         Ok(out)
     }
