@@ -34,12 +34,12 @@ use tracing::Instrument;
 const NFT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one netlink conversation or namespace creation may take.
 const THREAD_TIMEOUT: Duration = Duration::from_secs(30);
-/// The host's NAT table (family ip).
-pub const HOST_TABLE: &str = "berth";
+// The host's NAT table (family ip) is named after the agent's bridge-mode bridge (`berth0` by
+// default), and so are its namespaces (`<bridge>-<task id>`): that bridge name is the agent's
+// scope on the host. Two agents on one host (the test suite runs many side by side) never share
+// a table or a namespace prefix, and `recover` removes only what is in its own scope.
 /// The security-group table inside an awsvpc task's namespace (family inet).
 pub const SG_TABLE: &str = "berth_sg";
-/// Prefix of every namespace the agent makes.
-pub const NETNS_PREFIX: &str = "berth-";
 /// Prefix of host-side veth names.
 pub const VETH_PREFIX: &str = "bv";
 /// Prefix of a veth peer / macvlan before it is moved and renamed eth0.
@@ -120,6 +120,11 @@ fn temp_name(prefix: &str, task_id: &str, index: usize) -> String {
     format!("{prefix}{}", short_hash(task_id, index))
 }
 
+/// The prefix of the namespaces of the agent whose bridge-mode bridge is `scope`.
+pub fn netns_prefix(scope: &str) -> String {
+    format!("{scope}-")
+}
+
 fn short_hash(task_id: &str, index: usize) -> String {
     let mut h = Sha256::new();
     h.update(task_id.as_bytes());
@@ -129,13 +134,13 @@ fn short_hash(task_id: &str, index: usize) -> String {
 }
 
 /// The namespace name of a task (awsvpc, none).
-pub fn task_netns(task_id: &str) -> String {
-    format!("{NETNS_PREFIX}{task_id}")
+pub fn task_netns(scope: &str, task_id: &str) -> String {
+    format!("{scope}-{task_id}")
 }
 
 /// The namespace name of a bridge-mode container.
-pub fn container_netns(task_id: &str, index: usize) -> String {
-    format!("{NETNS_PREFIX}{task_id}-{index}")
+pub fn container_netns(scope: &str, task_id: &str, index: usize) -> String {
+    format!("{scope}-{task_id}-{index}")
 }
 
 fn netns_path(name: &str) -> String {
@@ -180,6 +185,22 @@ fn host_port_free(protocol: Protocol, port: u16) -> bool {
 }
 
 impl LinuxNetwork {
+    /// The agent's scope on the host: its bridge-mode bridge's name, which names its nftables
+    /// table and prefixes its namespaces.
+    pub fn scope(&self) -> &str {
+        &self.config.bridge
+    }
+
+    /// The bridges this agent makes: the bridge-mode one and those of its bridge subnets.
+    fn own_bridges(&self) -> Vec<String> {
+        std::iter::once(self.config.bridge.clone())
+            .chain(self.config.subnets.iter().filter_map(|s| match &s.backend {
+                SubnetBackend::Bridge { bridge } => Some(bridge.clone()),
+                SubnetBackend::Lan { .. } => None,
+            }))
+            .collect()
+    }
+
     /// Takes the agent's settings; creates nothing until a task needs it.
     pub fn new(config: NetworkConfig) -> Result<Self, NetworkError> {
         if config.dynamic_ports.0 == 0 || config.dynamic_ports.0 > config.dynamic_ports.1 {
@@ -264,6 +285,7 @@ impl LinuxNetwork {
         cidr: Ipv4Addr,
         prefix: u8,
     ) -> Result<(), NetworkError> {
+        let table = self.scope();
         let mut ready = self.bridges.lock().await;
         if ready.contains(bridge) {
             return Ok(());
@@ -309,24 +331,25 @@ impl LinuxNetwork {
             self.ensure_host_table().await?;
             let chain = format!("b-{bridge}");
             let script = format!(
-                "add chain ip {HOST_TABLE} {chain}\n\
-                 flush chain ip {HOST_TABLE} {chain}\n\
-                 add rule ip {HOST_TABLE} {chain} ip saddr {cidr}/{prefix} oifname != \"{bridge}\" masquerade\n\
-                 add rule ip {HOST_TABLE} {chain} ip saddr 127.0.0.0/8 oifname \"{bridge}\" masquerade\n\
-                 add rule ip {HOST_TABLE} {chain} ip saddr {cidr}/{prefix} oifname \"{bridge}\" ct status dnat masquerade\n"
+                "add chain ip {table} {chain}\n\
+                 flush chain ip {table} {chain}\n\
+                 add rule ip {table} {chain} ip saddr {cidr}/{prefix} oifname != \"{bridge}\" masquerade\n\
+                 add rule ip {table} {chain} ip saddr 127.0.0.0/8 oifname \"{bridge}\" masquerade\n\
+                 add rule ip {table} {chain} ip saddr {cidr}/{prefix} oifname \"{bridge}\" ct status dnat masquerade\n"
             );
             let mut known = self.nft_host.lock().await;
             let comment = format!("berth-bridge {bridge}");
             let script = script
                 + &missing_jump(
-                    known_jumps(&mut known).await?,
+                    table,
+                    known_jumps(table, &mut known).await?,
                     "postrouting",
                     &chain,
                     &comment,
                     "",
                 );
             nft_script(None, &format!("bridge {bridge}"), &script).await?;
-            known_jumps(&mut known)
+            known_jumps(table, &mut known)
                 .await?
                 .insert(("postrouting".into(), comment));
         }
@@ -336,22 +359,24 @@ impl LinuxNetwork {
 
     /// The host table and its base chains (idempotent; done once per process).
     async fn ensure_host_table(&self) -> Result<(), NetworkError> {
+        let table = self.scope();
         let mut known = self.nft_host.lock().await;
         if self.host_table_ready.load(Ordering::Acquire) {
             return Ok(());
         }
         let script = format!(
-            "add table ip {HOST_TABLE}\n\
-             add chain ip {HOST_TABLE} prerouting {{ type nat hook prerouting priority dstnat; }}\n\
-             add chain ip {HOST_TABLE} output {{ type nat hook output priority -100; }}\n\
-             add chain ip {HOST_TABLE} postrouting {{ type nat hook postrouting priority srcnat; }}\n\
-             add chain ip {HOST_TABLE} ports\n"
+            "add table ip {table}\n\
+             add chain ip {table} prerouting {{ type nat hook prerouting priority dstnat; }}\n\
+             add chain ip {table} output {{ type nat hook output priority -100; }}\n\
+             add chain ip {table} postrouting {{ type nat hook postrouting priority srcnat; }}\n\
+             add chain ip {table} ports\n"
         );
         nft_script(None, "host table", &script).await?;
-        let rules = known_jumps(&mut known).await?;
+        let rules = known_jumps(table, &mut known).await?;
         let mut jumps = String::new();
         for base in ["prerouting", "output"] {
             jumps.push_str(&missing_jump(
+                table,
                 rules,
                 base,
                 "ports",
@@ -372,6 +397,7 @@ impl LinuxNetwork {
     /// The task's host chains: `t-<id>` (port DNAT, jumped from `ports`) and `m-<id>`
     /// (masquerade, jumped from `postrouting`).
     async fn setup_host_rules(&self, state: &TaskNetworkState) -> Result<(), NetworkError> {
+        let table = self.scope();
         let id = &state.task_id;
         nft_name("task id", id)?;
         let mut dnat = Vec::new();
@@ -414,7 +440,7 @@ impl LinuxNetwork {
         }
         self.ensure_host_table().await?;
         let mut known = self.nft_host.lock().await;
-        let existing = known_jumps(&mut known).await?;
+        let existing = known_jumps(table, &mut known).await?;
         let comment = format!("{TASK_COMMENT}{id}");
         // One atomic script: chains (re)filled, missing jumps added.
         let mut script = String::new();
@@ -427,12 +453,12 @@ impl LinuxNetwork {
                 continue;
             }
             script.push_str(&format!(
-                "add chain ip {HOST_TABLE} {chain}\nflush chain ip {HOST_TABLE} {chain}\n"
+                "add chain ip {table} {chain}\nflush chain ip {table} {chain}\n"
             ));
             for r in rules {
-                script.push_str(&format!("add rule ip {HOST_TABLE} {chain} {r}\n"));
+                script.push_str(&format!("add rule ip {table} {chain} {r}\n"));
             }
-            script.push_str(&missing_jump(existing, base, &chain, &comment, ""));
+            script.push_str(&missing_jump(table, existing, base, &chain, &comment, ""));
             added.push((base.to_string(), comment.clone()));
         }
         nft_script(None, &format!("task {id}"), &script).await?;
@@ -446,8 +472,9 @@ impl LinuxNetwork {
         &self,
         remove: impl Fn(&str) -> bool,
     ) -> Result<Vec<String>, NetworkError> {
+        let table = self.scope();
         let mut known = self.nft_host.lock().await;
-        let (rules, chains) = match list_host_table().await? {
+        let (rules, chains) = match list_host_table(table).await? {
             Some(t) => t,
             None => {
                 *known = Some(HashSet::new());
@@ -474,7 +501,7 @@ impl LinuxNetwork {
             {
                 if remove(id) {
                     script.push_str(&format!(
-                        "delete rule ip {HOST_TABLE} {} handle {}\n",
+                        "delete rule ip {table} {} handle {}\n",
                         r.chain, r.handle
                     ));
                     removed.push(format!(
@@ -489,7 +516,7 @@ impl LinuxNetwork {
             let id = c.strip_prefix("t-").or_else(|| c.strip_prefix("m-"));
             if let Some(id) = id {
                 if remove(id) {
-                    script.push_str(&format!("delete chain ip {HOST_TABLE} {c}\n"));
+                    script.push_str(&format!("delete chain ip {table} {c}\n"));
                     removed.push(format!("nft chain {c}"));
                 }
             }
@@ -543,7 +570,7 @@ impl LinuxNetwork {
 
     async fn setup_inner(&self, state: &mut TaskNetworkState) -> Result<(), NetworkError> {
         let snapshot = state.clone();
-        let prefix = format!("{NETNS_PREFIX}{}-", snapshot.task_id);
+        let prefix = format!("{}{}-", netns_prefix(self.scope()), snapshot.task_id);
         // The containers' namespaces are independent: made concurrently.
         futures::future::try_join_all(state.namespaces.values_mut().map(|ns| {
             // Bridge-mode namespaces carry the container index in their name; the task's is 0.
@@ -702,7 +729,7 @@ impl Network for LinuxNetwork {
                 state.namespaces.insert(
                     String::new(),
                     Namespace {
-                        name: task_netns(id),
+                        name: task_netns(self.scope(), id),
                         interface: None,
                     },
                 );
@@ -720,7 +747,7 @@ impl Network for LinuxNetwork {
                     state.namespaces.insert(
                         c.clone(),
                         Namespace {
-                            name: container_netns(id, i),
+                            name: container_netns(self.scope(), id, i),
                             interface: Some(Interface {
                                 address: a,
                                 prefix,
@@ -789,7 +816,7 @@ impl Network for LinuxNetwork {
                 state.namespaces.insert(
                     String::new(),
                     Namespace {
-                        name: task_netns(id),
+                        name: task_netns(self.scope(), id),
                         interface: Some(iface),
                     },
                 );
@@ -940,13 +967,21 @@ impl LinuxNetwork {
             }
         }
         let mut removed = self.remove_host_rules(|t| !ids.contains(t)).await?;
-        for l in host_links().await? {
+        // Only ports of this agent's own bridges: another agent's veths (another scope) are
+        // never touched. A veth whose namespace is removed below goes with it.
+        let all = host_links().await?;
+        let mine: HashSet<u32> = all
+            .iter()
+            .filter(|(n, _, _)| self.own_bridges().contains(n))
+            .map(|(_, i, _)| *i)
+            .collect();
+        for (l, _, controller) in all {
             let ours = std::iter::once(VETH_PREFIX).chain(TEMP_PREFIXES).any(|p| {
                 l.len() == p.len() + 12
                     && l.starts_with(p)
                     && l[p.len()..].bytes().all(|b| b.is_ascii_hexdigit())
             });
-            if ours && !links.contains(&l) {
+            if ours && controller.is_some_and(|c| mine.contains(&c)) && !links.contains(&l) {
                 delete_link(&l).await?;
                 removed.push(format!("link {l}"));
             }
@@ -958,7 +993,7 @@ impl LinuxNetwork {
         };
         for e in entries {
             let name = e.file_name().to_string_lossy().to_string();
-            if name.starts_with(NETNS_PREFIX) && !namespaces.contains(&name) {
+            if name.starts_with(&netns_prefix(self.scope())) && !namespaces.contains(&name) {
                 remove_netns(&name)?;
                 removed.push(format!("namespace {name}"));
             }
@@ -1207,14 +1242,19 @@ async fn delete_link(name: &str) -> Result<(), NetworkError> {
 }
 
 /// Names of the host namespace's links.
-async fn host_links() -> Result<Vec<String>, NetworkError> {
+/// The host namespace's links: name, index and the index of the bridge it is a port of.
+async fn host_links() -> Result<Vec<(String, u32, Option<u32>)>, NetworkError> {
     netlink(None, |h| {
         Box::pin(async move {
             let mut out = Vec::new();
             let mut s = h.link().get().execute();
             while let Some(l) = s.try_next().await.map_err(nl("listing", "links"))? {
                 if let Some(n) = link_name(&l) {
-                    out.push(n);
+                    let controller = l.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::Controller(i) => Some(*i),
+                        _ => None,
+                    });
+                    out.push((n, l.header.index, controller));
                 }
             }
             Ok(out)
@@ -1490,11 +1530,12 @@ async fn nft_script(ns: Option<&str>, what: &str, script: &str) -> Result<(), Ne
 }
 
 /// The jump rules the host table has (listed on first use).
-async fn known_jumps(
-    known: &mut Option<HashSet<(String, String)>>,
-) -> Result<&mut HashSet<(String, String)>, NetworkError> {
+async fn known_jumps<'a>(
+    table: &str,
+    known: &'a mut Option<HashSet<(String, String)>>,
+) -> Result<&'a mut HashSet<(String, String)>, NetworkError> {
     if known.is_none() {
-        let rules = list_host_rules().await?;
+        let rules = list_host_rules(table).await?;
         *known = Some(
             rules
                 .into_iter()
@@ -1508,6 +1549,7 @@ async fn known_jumps(
 /// `add rule … <matches>jump <target> comment "<comment>"` unless `rules` has a rule with that
 /// comment in `chain`; else "".
 fn missing_jump(
+    table: &str,
     known: &HashSet<(String, String)>,
     chain: &str,
     target: &str,
@@ -1517,7 +1559,7 @@ fn missing_jump(
     if known.contains(&(chain.to_string(), comment.to_string())) {
         return String::new();
     }
-    format!("add rule ip {HOST_TABLE} {chain} {matches}jump {target} comment \"{comment}\"\n")
+    format!("add rule ip {table} {chain} {matches}jump {target} comment \"{comment}\"\n")
 }
 
 /// A rule of the host table.
@@ -1528,16 +1570,19 @@ struct NftRule {
     comment: Option<String>,
 }
 
-async fn list_host_rules() -> Result<Vec<NftRule>, NetworkError> {
-    Ok(list_host_table().await?.map(|t| t.0).unwrap_or_default())
+async fn list_host_rules(table: &str) -> Result<Vec<NftRule>, NetworkError> {
+    Ok(list_host_table(table)
+        .await?
+        .map(|t| t.0)
+        .unwrap_or_default())
 }
 
 /// The host table's rules and chain names; `None` when there is no table.
-async fn list_host_table() -> Result<Option<(Vec<NftRule>, Vec<String>)>, NetworkError> {
+async fn list_host_table(table: &str) -> Result<Option<(Vec<NftRule>, Vec<String>)>, NetworkError> {
     let out = match nft(
         None,
         "listing host table",
-        &["-j", "list", "table", "ip", HOST_TABLE],
+        &["-j", "list", "table", "ip", table],
         None,
     )
     .await
@@ -1655,7 +1700,7 @@ mod tests {
         assert_eq!(v.len(), 14);
         assert!(v.starts_with("bv"));
         assert_ne!(v, veth_name("0123456789abcdef0123456789abcdef", 8));
-        assert_eq!(container_netns("t", 2), "berth-t-2");
+        assert_eq!(container_netns("berth0", "t", 2), "berth0-t-2");
     }
 
     #[test]

@@ -14,10 +14,16 @@ const SIMPLIFIED: &[&str] = &[
 ];
 
 const FLAGS: &[(&str, &str)] = &[
-    ("protocol", "tcp, udp, icmp or all (or a protocol number; -1 = all)"),
+    (
+        "protocol",
+        "tcp, udp, icmp or all (or a protocol number; -1 = all)",
+    ),
     ("port", "A port or range N-M (ICMP: type-code; -1 = all)"),
     ("cidr", "The IPv4 CIDR traffic is allowed from"),
-    ("source-group", "The group (sg-… id or name) whose members traffic is allowed from"),
+    (
+        "source-group",
+        "The group (sg-… id or name) whose members traffic is allowed from",
+    ),
 ];
 
 /// `sub` with the simple flags when `api` takes them.
@@ -106,7 +112,10 @@ pub fn simplify(api: &str, m: &clap::ArgMatches, request: &mut Value) -> Result<
         };
         perm.insert("UserIdGroupPairs".into(), json!([{ key: g }]));
     }
-    req.insert("IpPermissions".into(), Value::Array(vec![Value::Object(perm)]));
+    req.insert(
+        "IpPermissions".into(),
+        Value::Array(vec![Value::Object(perm)]),
+    );
     Ok(())
 }
 
@@ -136,8 +145,15 @@ mod tests {
                 "IpRanges":[{"CidrIp":"10.0.0.0/8"}]}]})
         );
         assert_eq!(
-            simplified(&["--protocol", "udp", "--port", "1000-2000", "--source-group", "sg-0123"])
-                .unwrap(),
+            simplified(&[
+                "--protocol",
+                "udp",
+                "--port",
+                "1000-2000",
+                "--source-group",
+                "sg-0123"
+            ])
+            .unwrap(),
             json!({"IpPermissions":[{"IpProtocol":"udp","FromPort":1000,"ToPort":2000,
                 "UserIdGroupPairs":[{"GroupId":"sg-0123"}]}]})
         );

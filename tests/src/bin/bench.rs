@@ -199,6 +199,9 @@ fn floor_container(
         cgroups_path: format!("/{cgroup_parent}/bench-floor/{id}"),
         hostname: id.chars().take(12).collect(),
         security: &security,
+        // runc makes the container a fresh network namespace: the floor does no network work.
+        netns_path: None,
+        etc_files: None,
     };
     Ok(CreateContainer {
         id: id.to_string(),
