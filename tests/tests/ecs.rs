@@ -229,9 +229,10 @@ fn guide_flow_end_to_end() {
     ]);
     assert_eq!(stopped_list["taskArns"][0], task.as_str());
 
-    // The guide's Fargate run-task pastes unchanged (awsVpcConfiguration as the guide spells
-    // it); until networking lands, an awsvpc task stops with a reason that says so.
-    let r = c.json(&[
+    // The guide's Fargate run-task line, verbatim: its subnet and security group are the
+    // guide's placeholders, which this cluster (like any AWS account) does not have: refused by
+    // name, and nothing runs.
+    let guide_line = [
         "run-task",
         "--cluster",
         &name,
@@ -243,16 +244,49 @@ fn guide_flow_end_to_end() {
         "FARGATE",
         "--network-configuration",
         "awsVpcConfiguration={subnets=[subnet-12345],securityGroups=[sg-12345678]}",
-    ]);
+    ];
+    let out = c.berth(&guide_line);
+    assert_eq!(out.status.code(), Some(254));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("InvalidParameterException") && err.contains("subnet-12345"),
+        "{err}"
+    );
+    // With this cluster's own subnet and a group made with `berth ec2`, the same line places a
+    // FARGATE task with its ENI attachment; the guide's nginx:alpine is not in this host's image
+    // store, so it then stops with CannotPullContainerError.
+    let sg = c.service_json(
+        "ec2",
+        &[
+            "create-security-group",
+            "--group-name",
+            "web",
+            "--description",
+            "web tasks",
+            "--vpc-id",
+            &name,
+        ],
+    )["GroupId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let own = format!(
+        "awsVpcConfiguration={{subnets=[{}],securityGroups=[{sg}]}}",
+        c.net.subnet
+    );
+    let mut line = guide_line.to_vec();
+    *line.last_mut().unwrap() = &own;
+    let r = c.json(&line);
     let fargate = r["tasks"][0]["taskArn"].as_str().unwrap().to_string();
     assert_eq!(r["tasks"][0]["launchType"], "FARGATE");
+    assert_eq!(r["tasks"][0]["attachments"][0]["type"], "ElasticNetworkInterface");
     let t = c.wait_status(&fargate, "STOPPED", T);
     assert_eq!(t["stopCode"], "TaskFailedToStart");
     assert!(
         t["stoppedReason"]
             .as_str()
             .unwrap()
-            .starts_with("ContainerNetworkingError: network mode awsvpc"),
+            .starts_with("CannotPullContainerError"),
         "{t}"
     );
 

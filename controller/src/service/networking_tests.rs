@@ -292,12 +292,21 @@ async fn awsvpc_tasks_go_only_to_instances_with_one_of_their_subnets() {
     .await;
     let (b, _sb) = instance(&c, "default", 8192, vec![], vec![]).await;
     register_td(&c, AWSVPC_TD).await;
+    let sg = c
+        .create_security_group(berth_proto::v1::CreateSecurityGroupRequest {
+            group_name: "web".into(),
+            description: "web".into(),
+            vpc_id: None,
+        })
+        .await
+        .unwrap()
+        .group_id;
     let r = c
         .run_task(run(
             "vpc",
             3,
             "default",
-            Some(vpc(&["s3x", "s2", "s1"], &["sg-1"], Some("ENABLED"))),
+            Some(vpc(&["s3x", "s2", "s1"], &[&sg], Some("ENABLED"))),
         ))
         .await;
     // s3x is on no instance: named.
@@ -307,7 +316,7 @@ async fn awsvpc_tasks_go_only_to_instances_with_one_of_their_subnets() {
             "vpc",
             3,
             "default",
-            Some(vpc(&["s2", "s1"], &["sg-1"], Some("ENABLED"))),
+            Some(vpc(&["s2", "s1"], &[&sg], Some("ENABLED"))),
         ))
         .await
         .unwrap();
@@ -340,7 +349,7 @@ async fn awsvpc_tasks_go_only_to_instances_with_one_of_their_subnets() {
             rec.assign_public_ip,
             rec.security_groups.clone()
         ),
-        ("s2", true, vec!["sg-1".to_string()])
+        ("s2", true, vec![sg.clone()])
     );
     let stored = c.store.scan(networking::TASK_NETWORK_PREFIX).unwrap();
     assert_eq!(stored.len(), 3, "committed with the tasks");
@@ -355,7 +364,7 @@ async fn awsvpc_tasks_go_only_to_instances_with_one_of_their_subnets() {
         .and_then(|t| t.network.clone())
         .expect("awsvpc task carries its network");
     assert_eq!((net.subnet.as_str(), net.assign_public_ip), ("s2", true));
-    assert_eq!(net.security_groups, vec!["sg-1".to_string()]);
+    assert_eq!(net.security_groups, vec![sg.clone()]);
     // An instance with the subnet but no memory left: both refused, each with its reason.
     let r = c
         .run_task(run("vpc", 1, "default", Some(vpc(&["s1"], &[], None))))
