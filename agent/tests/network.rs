@@ -1,12 +1,15 @@
 //! Root tests of `LinuxNetwork` against the real kernel (issue 8): namespaces, veths, bridges,
 //! macvlans, nft. Each test uses its own bridges (`tb<N>`), subnets (10.231.<N>.0/24), port
-//! range and task ids, and a guard removes what it made, also on failure. The tests take one
-//! lock: `recover` removes every berth-* namespace it is not told to keep.
+//! range and task ids, and a guard removes what it made, also on failure. A `LinuxNetwork` is
+//! scoped by its bridge-mode bridge (`tb<N>`): its nftables table is `ip tb<N>` and its
+//! namespaces are `tb<N>-<task id>[-<index>]`, so the guard removes the test's whole table. The
+//! tests still take one lock: the cycle test compares host-wide counts (namespaces, links,
+//! addresses, nft rules), and the traffic tests' timeouts are tight on a busy host.
 //!
 //! Under CI=true a missing prerequisite (not root, no nft/ip) fails; otherwise the test is
 //! skipped with a printed reason.
 
-use berth_agent::network::linux::{veth_name, LinuxNetwork, HOST_TABLE};
+use berth_agent::network::linux::{veth_name, LinuxNetwork};
 use berth_agent::network::*;
 use nix::sched::{setns, CloneFlags};
 use serde_json::Value;
@@ -67,23 +70,28 @@ fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or(Value::Null)
 }
 
-/// Everything a test made; removed on drop (tasks via teardown, the rest with ip/nft).
+/// Everything a test made; removed on drop (tasks via teardown, the rest with ip/nft). The
+/// network's own table (`ip <scope>`) belongs to the test alone and is deleted whole.
 struct Guard {
     net: Arc<LinuxNetwork>,
     states: Vec<TaskNetworkState>,
     namespaces: Vec<String>,
     links: Vec<String>,
     bridges: Vec<String>,
+    /// nftables tables of family ip.
+    tables: Vec<String>,
 }
 
 impl Guard {
     fn new(net: Arc<LinuxNetwork>) -> Self {
+        let table = net.scope().to_string();
         Guard {
             net,
             states: Vec::new(),
             namespaces: Vec::new(),
             links: Vec::new(),
             bridges: Vec::new(),
+            tables: vec![table],
         }
     }
 }
@@ -94,8 +102,8 @@ impl Drop for Guard {
         let states = std::mem::take(&mut self.states);
         let namespaces = std::mem::take(&mut self.namespaces);
         let mut links = std::mem::take(&mut self.links);
-        let bridges = std::mem::take(&mut self.bridges);
-        links.extend(bridges.iter().cloned());
+        links.extend(std::mem::take(&mut self.bridges));
+        let tables = std::mem::take(&mut self.tables);
         let t = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -114,42 +122,13 @@ impl Drop for Guard {
                 for l in &links {
                     run(&["ip", "link", "del", l], true).await;
                 }
-                for b in &bridges {
-                    remove_bridge_rules(b).await;
+                for t in &tables {
+                    run(&["nft", "delete", "table", "ip", t], true).await;
                 }
             });
         });
         let _ = t.join();
     }
-}
-
-/// Removes the bridge-mode bridge's masquerade chain and its jump.
-async fn remove_bridge_rules(bridge: &str) {
-    let t = json(&run(&["nft", "-j", "list", "table", "ip", HOST_TABLE], true).await);
-    let mut script = String::new();
-    for item in t["nftables"].as_array().into_iter().flatten() {
-        let r = &item["rule"];
-        if r["comment"].as_str() == Some(&format!("berth-bridge {bridge}")) {
-            script.push_str(&format!(
-                "delete rule ip {HOST_TABLE} {} handle {}\n",
-                r["chain"].as_str().unwrap_or(""),
-                r["handle"]
-            ));
-        }
-    }
-    script.push_str(&format!("delete chain ip {HOST_TABLE} b-{bridge}\n"));
-    let mut c = tokio::process::Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("nft");
-    if let Some(mut i) = c.stdin.take() {
-        use tokio::io::AsyncWriteExt;
-        let _ = i.write_all(script.as_bytes()).await;
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(10), c.wait()).await;
 }
 
 fn config(n: u8, ports: (u16, u16)) -> NetworkConfig {
@@ -422,8 +401,9 @@ async fn bridge_mode_publishes_tcp_and_udp_ports() {
 
     let web = s.namespaces["web"].clone();
     let dns = s.namespaces["dns"].clone();
-    assert_eq!(web.name, "berth-nt-bridge-1-0");
-    assert_eq!(dns.name, "berth-nt-bridge-1-1");
+    assert_eq!(net.scope(), "tb1");
+    assert_eq!(web.name, "tb1-nt-bridge-1-0");
+    assert_eq!(dns.name, "tb1-nt-bridge-1-1");
     let a = ns_addrs(&web.name).await;
     assert_eq!(a["eth0"].0, vec!["10.231.1.2/24"]);
     assert!(a["eth0"].1.contains(&"UP".to_string()));
@@ -473,8 +453,8 @@ async fn bridge_mode_publishes_tcp_and_udp_ports() {
 
     net.teardown(&s).await.expect("teardown");
     net.teardown(&s).await.expect("teardown again");
-    assert!(!std::path::Path::new("/run/netns/berth-nt-bridge-1-0").exists());
-    let rules = run(&["nft", "list", "table", "ip", HOST_TABLE], false).await;
+    assert!(!std::path::Path::new("/run/netns/tb1-nt-bridge-1-0").exists());
+    let rules = run(&["nft", "list", "table", "ip", "tb1"], false).await;
     assert!(!rules.contains("nt-bridge-1"), "{rules}");
     net.release(&s);
     assert_eq!(net.held_counts(), (0, 0));
@@ -513,7 +493,7 @@ async fn awsvpc_none_and_host_namespaces_and_public_ip() {
     net.setup(&mut private).await.expect("setup");
 
     let ns = public.namespaces[""].name.clone();
-    assert_eq!(ns, "berth-nt-vpc-pub");
+    assert_eq!(ns, "tb2-nt-vpc-pub");
     let a = ns_addrs(&ns).await;
     assert_eq!(a["eth0"].0, vec!["10.231.102.2/24"]);
     assert_eq!(a.len(), 2, "{a:?}");
@@ -574,12 +554,12 @@ async fn awsvpc_none_and_host_namespaces_and_public_ip() {
         .expect("allocate");
     g.states.push(none.clone());
     net.setup(&mut none).await.expect("setup");
-    let a = ns_addrs("berth-nt-none").await;
+    let a = ns_addrs("tb2-nt-none").await;
     assert_eq!(a.keys().collect::<Vec<_>>(), vec!["lo"]);
     assert!(a["lo"].1.contains(&"UP".to_string()));
     assert_eq!(
         none.netns_path("b").as_deref(),
-        Some("/run/netns/berth-nt-none")
+        Some("/run/netns/tb2-nt-none")
     );
 
     // host: nothing created; containerPort held as the binding.
@@ -609,7 +589,7 @@ async fn awsvpc_none_and_host_namespaces_and_public_ip() {
         net.teardown(s).await.expect("teardown");
         net.release(s);
     }
-    let rules = run(&["nft", "list", "table", "ip", HOST_TABLE], false).await;
+    let rules = run(&["nft", "list", "table", "ip", "tb2"], false).await;
     assert!(!rules.contains("nt-vpc-pub"), "{rules}");
     assert_eq!(net.held_counts(), (0, 0));
 }
@@ -968,74 +948,26 @@ async fn hundred_setup_teardown_cycles_leave_nothing() {
     assert_eq!(net.held_counts(), (0, 0));
 }
 
-/// Berth-looking objects that exist before the recover test (another agent's or test's): held
-/// states that name them, so the test's recover() leaves them alone.
-async fn bystanders() -> Vec<TaskNetworkState> {
-    let mut out = Vec::new();
-    let empty = |id: String| TaskNetworkState {
-        task_id: id,
-        mode: Mode::None,
-        namespaces: BTreeMap::new(),
-        bindings: vec![],
-        awsvpc: None,
-        network: None,
-    };
-    for e in std::fs::read_dir("/run/netns")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let name = e.file_name().to_string_lossy().to_string();
-        let mut s = empty(format!("bystander-{name}"));
-        s.namespaces.insert(
-            String::new(),
-            Namespace {
-                name,
-                interface: None,
-            },
-        );
-        out.push(s);
-    }
-    let links = json(&run(&["ip", "-j", "link"], false).await);
-    for l in links.as_array().into_iter().flatten() {
-        let name = l["ifname"].as_str().unwrap_or("").to_string();
-        if ["bv", "bp", "bm"].iter().any(|p| name.starts_with(p)) {
-            let mut s = empty(format!("bystander-{name}"));
-            s.namespaces.insert(
-                String::new(),
-                Namespace {
-                    name: format!("bystander-{name}"),
-                    interface: Some(Interface {
-                        address: Ipv4Addr::UNSPECIFIED,
-                        prefix: 0,
-                        gateway: None,
-                        mac: None,
-                        host_link: Some(name),
-                    }),
-                },
-            );
-            out.push(s);
+/// Waits (up to `WAIT`) until the host has no link `name`; false if it still has.
+async fn link_gone(name: &str) -> bool {
+    let path = format!("/sys/class/net/{name}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while std::path::Path::new(&path).exists() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let t = json(&run(&["nft", "-j", "list", "table", "ip", HOST_TABLE], true).await);
-    for item in t["nftables"].as_array().into_iter().flatten() {
-        if let Some(c) = item["chain"]["name"].as_str() {
-            if let Some(id) = c.strip_prefix("t-").or_else(|| c.strip_prefix("m-")) {
-                out.push(empty(id.to_string()));
-            }
-        }
-    }
-    out
+    true
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recover_removes_orphans_and_keeps_held_tasks() {
+async fn recover_removes_orphans_of_its_scope_only() {
     if !prerequisites() {
         return;
     }
     let _l = LOCK.lock().await;
     assert_unused(&["10.231.6.0/24", "10.231.106.0/24"]).await;
-    let bystanders = bystanders().await;
     let cfg = config(6, (40600, 40649));
     let first = Arc::new(LinuxNetwork::new(cfg.clone()).expect("config"));
     let mut g = Guard::new(first.clone());
@@ -1066,8 +998,8 @@ async fn recover_removes_orphans_and_keeps_held_tasks() {
         .expect("allocate");
     g.states.push(orphan2.clone());
     first.setup(&mut orphan2).await.expect("setup");
-    // A half-made task: a stray veth of ours, a namespace and a chain nothing names.
-    let stray = veth_name("nt-half", 0);
+    // A stray veth of ours: a port of our bridge that no task names.
+    let stray = veth_name("nt-stray", 0);
     run(
         &[
             "ip", "link", "add", &stray, "type", "veth", "peer", "name", "tstray6",
@@ -1076,22 +1008,64 @@ async fn recover_removes_orphans_and_keeps_held_tasks() {
     )
     .await;
     g.links.push(stray.clone());
-    run(&["ip", "netns", "add", "berth-nt-half"], false).await;
-    g.namespaces.push("berth-nt-half".into());
+    run(&["ip", "link", "set", &stray, "master", "tb6"], false).await;
+    // A half-made task: a namespace of our scope nothing names, its veth made but not yet on
+    // the bridge (it goes with the namespace).
+    let half = veth_name("nt-half", 0);
+    run(&["ip", "netns", "add", "tb6-nt-half"], false).await;
+    g.namespaces.push("tb6-nt-half".into());
+    run(
+        &[
+            "ip",
+            "link",
+            "add",
+            &half,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            "tb6-nt-half",
+        ],
+        false,
+    )
+    .await;
+    g.links.push(half.clone());
+
+    // Another agent's scope (bridge `tb60`): a namespace, a veth on its bridge and a chain
+    // named like our orphan's, none of which this agent holds. Recover must leave them alone.
+    // (`tb60-…` also starts with our bridge's name, but not with our prefix `tb6-`.)
+    let other = veth_name("nt-other", 0);
+    run(&["ip", "link", "add", "tb60", "type", "bridge"], false).await;
+    g.bridges.push("tb60".into());
+    run(&["ip", "netns", "add", "tb60-orphan"], false).await;
+    g.namespaces.push("tb60-orphan".into());
+    run(
+        &[
+            "ip", "link", "add", &other, "type", "veth", "peer", "name", "tother6",
+        ],
+        false,
+    )
+    .await;
+    g.links.push(other.clone());
+    run(&["ip", "link", "set", &other, "master", "tb60"], false).await;
+    g.tables.push("tb60".into());
+    run(&["nft", "add", "table", "ip", "tb60"], false).await;
+    run(&["nft", "add", "chain", "ip", "tb60", "m-nt-orphan"], false).await;
 
     tcp_server(&kept.namespaces["a"].name, 80, 2);
     tcp_echo(None, sa([127, 0, 0, 1], 40640), WAIT).expect("before the crash");
 
     // The agent "crashes" and comes back with only nt-keep in its records.
     let second = LinuxNetwork::new(cfg).expect("config");
-    let mut held = bystanders.clone();
-    held.push(kept.clone());
+    let held = vec![kept.clone()];
     let removed = second.recover(&held).await.expect("recover");
     let text = removed.join("\n");
     for want in [
-        "namespace berth-nt-orphan".to_string(),
-        "namespace berth-nt-orphan2-0".to_string(),
-        "namespace berth-nt-half".to_string(),
+        "namespace tb6-nt-orphan".to_string(),
+        "namespace tb6-nt-orphan2-0".to_string(),
+        "namespace tb6-nt-half".to_string(),
         format!("link {}", veth_name("nt-orphan", 0)),
         format!("link {}", veth_name("nt-orphan2", 0)),
         format!("link {stray}"),
@@ -1102,12 +1076,36 @@ async fn recover_removes_orphans_and_keeps_held_tasks() {
     }
     assert!(!text.contains("nt-keep"), "{text}");
     assert!(!text.contains(&veth_name("nt-keep", 0)), "{text}");
+    // The half-made task's veth goes when the kernel frees its namespace, which it does
+    // asynchronously after the last reference is dropped.
+    for gone in [veth_name("nt-orphan", 0), stray.clone(), half.clone()] {
+        assert!(link_gone(&gone).await, "{gone} is still there");
+    }
     let links = run(&["ip", "-br", "link"], false).await;
-    assert!(!links.contains(&veth_name("nt-orphan", 0)), "{links}");
     assert!(links.contains(&veth_name("nt-keep", 0)), "{links}");
-    let rules = run(&["nft", "list", "table", "ip", HOST_TABLE], false).await;
+    for ns in ["tb6-nt-orphan", "tb6-nt-orphan2-0", "tb6-nt-half"] {
+        assert!(
+            !std::path::Path::new(&format!("/run/netns/{ns}")).exists(),
+            "{ns} is still there"
+        );
+    }
+    let rules = run(&["nft", "list", "table", "ip", "tb6"], false).await;
     assert!(!rules.contains("nt-orphan"), "{rules}");
     assert!(rules.contains("t-nt-keep"), "{rules}");
+    // The other scope is untouched.
+    assert!(!text.contains("tb60") && !text.contains(&other), "{text}");
+    assert!(
+        std::path::Path::new("/run/netns/tb60-orphan").exists(),
+        "another scope's namespace was removed: {text}"
+    );
+    let on_other = json(&run(&["ip", "-j", "link", "show", "master", "tb60"], false).await);
+    assert_eq!(
+        on_other[0]["ifname"].as_str(),
+        Some(other.as_str()),
+        "another scope's veth was removed: {text}"
+    );
+    let other_rules = run(&["nft", "list", "table", "ip", "tb60"], false).await;
+    assert!(other_rules.contains("m-nt-orphan"), "{other_rules}");
     // The kept task still answers, and its port is held by the new agent.
     tcp_echo(None, sa([127, 0, 0, 1], 40640), WAIT).expect("after recover");
     assert!(matches!(
