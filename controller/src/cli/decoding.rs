@@ -425,8 +425,9 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, CliError> {
             .filter(|s| !s.is_empty())
             .map(std::path::PathBuf::from),
     };
-    let usage =
-        || CliError::Usage("usage: berth ecs|ssm|secretsmanager|iam|ec2 OPERATION [--flags]".into());
+    let usage = || {
+        CliError::Usage("usage: berth ecs|ssm|secretsmanager|iam|ec2 OPERATION [--flags]".into())
+    };
     let Some((service, svc)) = matches.subcommand() else {
         return Err(usage());
     };

@@ -14,10 +14,16 @@ const SIMPLIFIED: &[&str] = &[
 ];
 
 const FLAGS: &[(&str, &str)] = &[
-    ("protocol", "tcp, udp, icmp or all (or a protocol number; -1 = all)"),
+    (
+        "protocol",
+        "tcp, udp, icmp or all (or a protocol number; -1 = all)",
+    ),
     ("port", "A port or range N-M (ICMP: type-code; -1 = all)"),
     ("cidr", "The IPv4 CIDR traffic is allowed from"),
-    ("source-group", "The group (sg-… id or name) whose members traffic is allowed from"),
+    (
+        "source-group",
+        "The group (sg-… id or name) whose members traffic is allowed from",
+    ),
 ];
 
 /// `sub` with the simple flags when `api` takes them.
@@ -106,8 +112,38 @@ pub fn simplify(api: &str, m: &clap::ArgMatches, request: &mut Value) -> Result<
         };
         perm.insert("UserIdGroupPairs".into(), json!([{ key: g }]));
     }
-    req.insert("IpPermissions".into(), Value::Array(vec![Value::Object(perm)]));
+    req.insert(
+        "IpPermissions".into(),
+        Value::Array(vec![Value::Object(perm)]),
+    );
     Ok(())
+}
+
+/// DescribeSecurityGroups' output as aws prints it: EC2 answers empty lists where protobuf's
+/// JSON leaves them out (`"IpPermissions": []`, and `IpRanges` / `UserIdGroupPairs` of each
+/// permission).
+pub fn render_security_groups(bytes: &[u8]) -> Result<Value, String> {
+    let mut v = super::table::render::<berth_proto::v1::DescribeSecurityGroupsResponse>(bytes)?;
+    let lists = |o: &mut Map<String, Value>, keys: &[&str]| {
+        for k in keys {
+            o.entry(k.to_string()).or_insert_with(|| json!([]));
+        }
+    };
+    if let Some(groups) = v.get_mut("SecurityGroups").and_then(Value::as_array_mut) {
+        for g in groups.iter_mut().filter_map(Value::as_object_mut) {
+            lists(g, &["IpPermissions", "IpPermissionsEgress"]);
+            for key in ["IpPermissions", "IpPermissionsEgress"] {
+                if let Some(perms) = g.get_mut(key).and_then(Value::as_array_mut) {
+                    for p in perms.iter_mut().filter_map(Value::as_object_mut) {
+                        lists(p, &["IpRanges", "UserIdGroupPairs"]);
+                    }
+                }
+            }
+        }
+    } else if let Some(o) = v.as_object_mut() {
+        lists(o, &["SecurityGroups"]);
+    }
+    Ok(v)
 }
 
 #[cfg(test)]
@@ -136,8 +172,15 @@ mod tests {
                 "IpRanges":[{"CidrIp":"10.0.0.0/8"}]}]})
         );
         assert_eq!(
-            simplified(&["--protocol", "udp", "--port", "1000-2000", "--source-group", "sg-0123"])
-                .unwrap(),
+            simplified(&[
+                "--protocol",
+                "udp",
+                "--port",
+                "1000-2000",
+                "--source-group",
+                "sg-0123"
+            ])
+            .unwrap(),
             json!({"IpPermissions":[{"IpProtocol":"udp","FromPort":1000,"ToPort":2000,
                 "UserIdGroupPairs":[{"GroupId":"sg-0123"}]}]})
         );

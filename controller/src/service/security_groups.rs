@@ -10,14 +10,14 @@
 use super::{put, Controller, State};
 use crate::error::EcsError;
 use crate::store::Write;
+use berth_proto::status::TaskStatus;
 use berth_proto::v1::{
-    AuthorizeSecurityGroupIngressResponse, CreateSecurityGroupRequest,
-    CreateSecurityGroupResponse, DeleteSecurityGroupRequest, DeleteSecurityGroupResponse,
-    DescribeSecurityGroupsRequest, DescribeSecurityGroupsResponse, IngressRule, IpPermission,
-    IpRange, RevokeSecurityGroupIngressResponse, SecurityGroup, SecurityGroupIngressRequest,
+    AuthorizeSecurityGroupIngressResponse, CreateSecurityGroupRequest, CreateSecurityGroupResponse,
+    DeleteSecurityGroupRequest, DeleteSecurityGroupResponse, DescribeSecurityGroupsRequest,
+    DescribeSecurityGroupsResponse, IngressRule, IpPermission, IpRange,
+    RevokeSecurityGroupIngressResponse, SecurityGroup, SecurityGroupIngressRequest,
     SecurityGroupRecord, SecurityGroupRule, Task, TaskNetworkRecord, UserIdGroupPair,
 };
-use berth_proto::status::TaskStatus;
 use std::collections::BTreeSet;
 
 /// Key prefix of [`berth_proto::v1::SecurityGroupRecord`]s.
@@ -425,15 +425,16 @@ impl State {
 
     /// A group by name in the default VPC (cluster `default`), as EC2 resolves GroupName.
     fn group_in_default_vpc(&self, name: &str) -> Result<&SecurityGroupRecord, EcsError> {
-        self.group_by_name(super::DEFAULT_CLUSTER, name).ok_or_else(|| {
-            ec2(
-                code::INVALID_GROUP_NOT_FOUND,
-                format!(
-                    "The security group '{name}' does not exist in default VPC '{}'",
-                    super::DEFAULT_CLUSTER
-                ),
-            )
-        })
+        self.group_by_name(super::DEFAULT_CLUSTER, name)
+            .ok_or_else(|| {
+                ec2(
+                    code::INVALID_GROUP_NOT_FOUND,
+                    format!(
+                        "The security group '{name}' does not exist in default VPC '{}'",
+                        super::DEFAULT_CLUSTER
+                    ),
+                )
+            })
     }
 
     /// The group a request names by id or (default VPC) name.

@@ -82,7 +82,9 @@ async fn each_cluster_gets_a_default_group_that_admits_its_members() {
     assert_eq!(g.ip_permissions.len(), 1);
     assert_eq!(g.ip_permissions[0].ip_protocol, "-1");
     assert_eq!(
-        g.ip_permissions[0].user_id_group_pairs[0].group_id.as_deref(),
+        g.ip_permissions[0].user_id_group_pairs[0]
+            .group_id
+            .as_deref(),
         Some(d.as_str())
     );
     assert_eq!(g.ip_permissions_egress[0].ip_ranges[0].cidr_ip, "0.0.0.0/0");
@@ -137,7 +139,11 @@ async fn create_follows_ec2s_rules() {
     create(&c, Some("prod"), "web").await.unwrap();
     let e = create(&c, Some("prod"), "web").await.unwrap_err();
     assert_eq!(code_of(&e), "InvalidGroup.Duplicate");
-    assert!(e.to_string().contains("'web' already exists for VPC 'prod'"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("'web' already exists for VPC 'prod'"),
+        "{e}"
+    );
     let e = create(&c, Some("nope"), "web").await.unwrap_err();
     assert_eq!(code_of(&e), "InvalidVpcID.NotFound");
     assert!(e.to_string().contains("'nope'"), "{e}");
@@ -152,7 +158,10 @@ async fn create_follows_ec2s_rules() {
     }
     let long = "a".repeat(256);
     let e = create(&c, None, &long).await.unwrap_err();
-    assert!(e.to_string().contains("Length exceeds maximum of 255"), "{e}");
+    assert!(
+        e.to_string().contains("Length exceeds maximum of 255"),
+        "{e}"
+    );
     c.create_security_group(CreateSecurityGroupRequest {
         group_name: "b".repeat(255),
         description: "d".repeat(255),
@@ -217,7 +226,10 @@ async fn describe_by_ids_names_filters_and_pages() {
     let found = c.describe_security_groups(names(&["web"])).await.unwrap();
     assert_eq!(found.security_groups[0].group_id, web);
     // Names are looked up in the default VPC only.
-    let e = c.describe_security_groups(names(&["db"])).await.unwrap_err();
+    let e = c
+        .describe_security_groups(names(&["db"]))
+        .await
+        .unwrap_err();
     assert_eq!(code_of(&e), "InvalidGroup.NotFound");
     assert!(e.to_string().contains("default VPC"), "{e}");
     let filtered = |f: &[(&str, &[&str])]| DescribeSecurityGroupsRequest {
@@ -245,10 +257,7 @@ async fn describe_by_ids_names_filters_and_pages() {
     );
     assert_eq!(
         ids(c
-            .describe_security_groups(filtered(&[
-                ("vpc-id", &["prod"]),
-                ("group-name", &["d?"])
-            ]))
+            .describe_security_groups(filtered(&[("vpc-id", &["prod"]), ("group-name", &["d?"])]))
             .await
             .unwrap()),
         vec![db.clone()]
@@ -381,28 +390,136 @@ async fn authorize_and_revoke_follow_ec2s_rules() {
     // tcp 80 carries both CIDRs and the group; udp 53; icmp.
     assert_eq!(g.ip_permissions.len(), 3, "{:?}", g.ip_permissions);
     let p80 = &g.ip_permissions[0];
-    assert_eq!((p80.ip_protocol.as_str(), p80.from_port, p80.to_port), ("tcp", Some(80), Some(80)));
+    assert_eq!(
+        (p80.ip_protocol.as_str(), p80.from_port, p80.to_port),
+        ("tcp", Some(80), Some(80))
+    );
     assert_eq!(p80.ip_ranges.len(), 2);
-    assert_eq!(p80.user_id_group_pairs[0].group_id.as_deref(), Some(lb.as_str()));
+    assert_eq!(
+        p80.user_id_group_pairs[0].group_id.as_deref(),
+        Some(lb.as_str())
+    );
     // Bad input is refused by name; nothing changes.
     for (req, code, words) in [
-        (perms(&web, r#"[{"IpProtocol":"gre","IpRanges":[{"CidrIp":"1.0.0.0/8"}]}]"#), "InvalidParameterValue", "gre"),
-        (perms(&web, r#"[{"IpProtocol":"tcp","FromPort":1,"ToPort":70000,"IpRanges":[{"CidrIp":"1.0.0.0/8"}]}]"#), "InvalidParameterValue", "70000"),
-        (perms(&web, r#"[{"IpProtocol":"tcp","FromPort":90,"ToPort":80,"IpRanges":[{"CidrIp":"1.0.0.0/8"}]}]"#), "InvalidParameterValue", "greater"),
-        (perms(&web, r#"[{"IpProtocol":"tcp","IpRanges":[{"CidrIp":"1.0.0.0/8"}]}]"#), "InvalidParameterValue", "both from and to"),
-        (perms(&web, r#"[{"IpProtocol":"icmp","FromPort":300,"ToPort":-1,"IpRanges":[{"CidrIp":"1.0.0.0/8"}]}]"#), "InvalidParameterValue", "ICMP type"),
-        (perms(&web, r#"[{"IpProtocol":"icmp","FromPort":-1,"ToPort":3,"IpRanges":[{"CidrIp":"1.0.0.0/8"}]}]"#), "InvalidParameterValue", "ICMP code"),
-        (perms(&web, r#"[{"IpProtocol":"tcp","FromPort":1,"ToPort":2}]"#), "MissingParameter", "IpRanges"),
-        (perms(&web, r#"[{"IpProtocol":"-1","UserIdGroupPairs":[{"GroupId":"sg-00000000000000000"}]}]"#), "InvalidGroup.NotFound", "sg-00000000000000000"),
-        (tcp(&web, 22, "10.0.0.1/8"), "InvalidParameterValue", "10.0.0.1/8"),
-        (tcp(&web, 22, "10.0.0/8"), "InvalidParameterValue", "10.0.0/8"),
-        (tcp(&web, 22, "10.0.0.0/33"), "InvalidParameterValue", "10.0.0.0/33"),
-        (tcp(&web, 22, "10.0.0.0"), "InvalidParameterValue", "10.0.0.0"),
-        (tcp("sg-00000000000000000", 22, "10.0.0.0/8"), "InvalidGroup.NotFound", "sg-00000000000000000"),
-        (SecurityGroupIngressRequest { group_id: Some(web.clone()), ..Default::default() }, "MissingParameter", "IpPermissions"),
-        (SecurityGroupIngressRequest { ip_protocol: Some("tcp".into()), ..tcp(&web, 1, "1.0.0.0/8") }.clone_with_perms(), "InvalidParameterCombination", "IpPermissions"),
-        (SecurityGroupIngressRequest { source_security_group_name: Some("lb".into()), ..tcp(&web, 1, "1.0.0.0/8") }, "InvalidParameterCombination", "CidrIp"),
-        (SecurityGroupIngressRequest { group_id: None, ..tcp(&web, 1, "1.0.0.0/8") }, "MissingParameter", "groupId"),
+        (
+            perms(
+                &web,
+                r#"[{"IpProtocol":"gre","IpRanges":[{"CidrIp":"1.0.0.0/8"}]}]"#,
+            ),
+            "InvalidParameterValue",
+            "gre",
+        ),
+        (
+            perms(
+                &web,
+                r#"[{"IpProtocol":"tcp","FromPort":1,"ToPort":70000,"IpRanges":[{"CidrIp":"1.0.0.0/8"}]}]"#,
+            ),
+            "InvalidParameterValue",
+            "70000",
+        ),
+        (
+            perms(
+                &web,
+                r#"[{"IpProtocol":"tcp","FromPort":90,"ToPort":80,"IpRanges":[{"CidrIp":"1.0.0.0/8"}]}]"#,
+            ),
+            "InvalidParameterValue",
+            "greater",
+        ),
+        (
+            perms(
+                &web,
+                r#"[{"IpProtocol":"tcp","IpRanges":[{"CidrIp":"1.0.0.0/8"}]}]"#,
+            ),
+            "InvalidParameterValue",
+            "both from and to",
+        ),
+        (
+            perms(
+                &web,
+                r#"[{"IpProtocol":"icmp","FromPort":300,"ToPort":-1,"IpRanges":[{"CidrIp":"1.0.0.0/8"}]}]"#,
+            ),
+            "InvalidParameterValue",
+            "ICMP type",
+        ),
+        (
+            perms(
+                &web,
+                r#"[{"IpProtocol":"icmp","FromPort":-1,"ToPort":3,"IpRanges":[{"CidrIp":"1.0.0.0/8"}]}]"#,
+            ),
+            "InvalidParameterValue",
+            "ICMP code",
+        ),
+        (
+            perms(&web, r#"[{"IpProtocol":"tcp","FromPort":1,"ToPort":2}]"#),
+            "MissingParameter",
+            "IpRanges",
+        ),
+        (
+            perms(
+                &web,
+                r#"[{"IpProtocol":"-1","UserIdGroupPairs":[{"GroupId":"sg-00000000000000000"}]}]"#,
+            ),
+            "InvalidGroup.NotFound",
+            "sg-00000000000000000",
+        ),
+        (
+            tcp(&web, 22, "10.0.0.1/8"),
+            "InvalidParameterValue",
+            "10.0.0.1/8",
+        ),
+        (
+            tcp(&web, 22, "10.0.0/8"),
+            "InvalidParameterValue",
+            "10.0.0/8",
+        ),
+        (
+            tcp(&web, 22, "10.0.0.0/33"),
+            "InvalidParameterValue",
+            "10.0.0.0/33",
+        ),
+        (
+            tcp(&web, 22, "10.0.0.0"),
+            "InvalidParameterValue",
+            "10.0.0.0",
+        ),
+        (
+            tcp("sg-00000000000000000", 22, "10.0.0.0/8"),
+            "InvalidGroup.NotFound",
+            "sg-00000000000000000",
+        ),
+        (
+            SecurityGroupIngressRequest {
+                group_id: Some(web.clone()),
+                ..Default::default()
+            },
+            "MissingParameter",
+            "IpPermissions",
+        ),
+        (
+            SecurityGroupIngressRequest {
+                ip_protocol: Some("tcp".into()),
+                ..tcp(&web, 1, "1.0.0.0/8")
+            }
+            .clone_with_perms(),
+            "InvalidParameterCombination",
+            "IpPermissions",
+        ),
+        (
+            SecurityGroupIngressRequest {
+                source_security_group_name: Some("lb".into()),
+                ..tcp(&web, 1, "1.0.0.0/8")
+            },
+            "InvalidParameterCombination",
+            "CidrIp",
+        ),
+        (
+            SecurityGroupIngressRequest {
+                group_id: None,
+                ..tcp(&web, 1, "1.0.0.0/8")
+            },
+            "MissingParameter",
+            "groupId",
+        ),
     ] {
         let e = c.authorize_security_group_ingress(req).await.unwrap_err();
         assert_eq!(code_of(&e), code, "{e}");
@@ -419,7 +536,11 @@ async fn authorize_and_revoke_follow_ec2s_rules() {
     .await
     .unwrap();
     let g = &describe(&c, &[&web]).await[0];
-    let all = g.ip_permissions.iter().find(|p| p.ip_protocol == "-1").unwrap();
+    let all = g
+        .ip_permissions
+        .iter()
+        .find(|p| p.ip_protocol == "-1")
+        .unwrap();
     assert_eq!((all.from_port, all.to_port), (None, None));
     // Revoke: a rule that does not exist, then each form.
     let e = c
@@ -539,11 +660,51 @@ async fn task_ingress_expands_source_groups_to_member_addresses() {
     .await
     .unwrap();
     let mut st = c.state.lock().await;
-    member(&mut st, "default", "t-web", "i1", "RUNNING", &[&web, &dflt], Some("172.30.0.2"));
-    member(&mut st, "default", "t-lb1", "i1", "RUNNING", &[&lb], Some("172.30.0.3"));
-    member(&mut st, "default", "t-lb2", "i2", "PENDING", &[&lb, &dflt], Some("172.30.0.4"));
-    member(&mut st, "default", "t-lb3", "i2", "PROVISIONING", &[&lb], None);
-    member(&mut st, "default", "t-lb4", "i3", "STOPPED", &[&lb], Some("172.30.0.5"));
+    member(
+        &mut st,
+        "default",
+        "t-web",
+        "i1",
+        "RUNNING",
+        &[&web, &dflt],
+        Some("172.30.0.2"),
+    );
+    member(
+        &mut st,
+        "default",
+        "t-lb1",
+        "i1",
+        "RUNNING",
+        &[&lb],
+        Some("172.30.0.3"),
+    );
+    member(
+        &mut st,
+        "default",
+        "t-lb2",
+        "i2",
+        "PENDING",
+        &[&lb, &dflt],
+        Some("172.30.0.4"),
+    );
+    member(
+        &mut st,
+        "default",
+        "t-lb3",
+        "i2",
+        "PROVISIONING",
+        &[&lb],
+        None,
+    );
+    member(
+        &mut st,
+        "default",
+        "t-lb4",
+        "i3",
+        "STOPPED",
+        &[&lb],
+        Some("172.30.0.5"),
+    );
     let net = st.task_networks["t-web"].clone();
     let got = st.task_ingress(&net);
     assert_eq!(
@@ -589,14 +750,21 @@ async fn resolve_security_groups_checks_the_cluster() {
     let web = create(&c, None, "web").await.unwrap();
     let db = create(&c, Some("prod"), "db").await.unwrap();
     let st = c.state.lock().await;
-    let dflt = group_of(st.group_by_name("default", "default").unwrap()).group_id.clone();
-    assert_eq!(st.resolve_security_groups("default", &[]).unwrap(), vec![dflt.clone()]);
+    let dflt = group_of(st.group_by_name("default", "default").unwrap())
+        .group_id
+        .clone();
+    assert_eq!(
+        st.resolve_security_groups("default", &[]).unwrap(),
+        vec![dflt.clone()]
+    );
     assert_eq!(
         st.resolve_security_groups("default", &[web.clone(), dflt.clone(), web.clone()])
             .unwrap(),
         vec![web.clone(), dflt.clone()]
     );
-    let e = st.resolve_security_groups("default", &[db.clone()]).unwrap_err();
+    let e = st
+        .resolve_security_groups("default", &[db.clone()])
+        .unwrap_err();
     assert_eq!(code_of(&e), "InvalidParameterException");
     assert_eq!(
         e.to_string(),
@@ -605,14 +773,23 @@ async fn resolve_security_groups_checks_the_cluster() {
     let e = st
         .resolve_security_groups("default", &["sg-00000000000000000".into()])
         .unwrap_err();
-    assert!(e.to_string().contains("'sg-00000000000000000' does not exist"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("'sg-00000000000000000' does not exist"),
+        "{e}"
+    );
     drop(st);
     let mut six = Vec::new();
     for i in 0..6 {
         six.push(create(&c, None, &format!("g{i}")).await.unwrap());
     }
     let st = c.state.lock().await;
-    assert_eq!(st.resolve_security_groups("default", &six[..5]).unwrap().len(), 5);
+    assert_eq!(
+        st.resolve_security_groups("default", &six[..5])
+            .unwrap()
+            .len(),
+        5
+    );
     let e = st.resolve_security_groups("default", &six).unwrap_err();
     assert!(e.to_string().contains("at most 5"), "{e}");
     let e = st.resolve_security_groups("nope", &[]).unwrap_err();
@@ -664,7 +841,10 @@ async fn delete_refuses_default_and_groups_in_use() {
         group_id: id.map(str::to_string),
         group_name: name.map(str::to_string),
     };
-    let e = c.delete_security_group(del(Some(&dflt), None)).await.unwrap_err();
+    let e = c
+        .delete_security_group(del(Some(&dflt), None))
+        .await
+        .unwrap_err();
     assert_eq!(code_of(&e), "CannotDelete");
     assert_eq!(
         e.to_string(),
@@ -678,10 +858,24 @@ async fn delete_refuses_default_and_groups_in_use() {
         .unwrap_err();
     assert_eq!(code_of(&e), "InvalidGroup.NotFound");
     // In use by a running task.
-    member(&mut *c.state.lock().await, "default", "t1", "i1", "RUNNING", &[&web], None);
-    let e = c.delete_security_group(del(Some(&web), None)).await.unwrap_err();
+    member(
+        &mut *c.state.lock().await,
+        "default",
+        "t1",
+        "i1",
+        "RUNNING",
+        &[&web],
+        None,
+    );
+    let e = c
+        .delete_security_group(del(Some(&web), None))
+        .await
+        .unwrap_err();
     assert_eq!(code_of(&e), "DependencyViolation");
-    assert_eq!(e.to_string(), format!("resource {web} has a dependent object"));
+    assert_eq!(
+        e.to_string(),
+        format!("resource {web} has a dependent object")
+    );
     // A STOPPED member does not hold it; a rule of another group does.
     {
         let mut st = c.state.lock().await;
@@ -703,14 +897,22 @@ async fn delete_refuses_default_and_groups_in_use() {
     })
     .await
     .unwrap();
-    let e = c.delete_security_group(del(None, Some("web"))).await.unwrap_err();
+    let e = c
+        .delete_security_group(del(None, Some("web")))
+        .await
+        .unwrap_err();
     assert_eq!(code_of(&e), "DependencyViolation");
     // lb references only web: it goes; then web, by name.
     let r = c.delete_security_group(del(Some(&lb), None)).await.unwrap();
     assert!(r.r#return);
     assert_eq!(r.group_id, lb);
-    c.delete_security_group(del(None, Some("web"))).await.unwrap();
-    let left = c.describe_security_groups(Default::default()).await.unwrap();
+    c.delete_security_group(del(None, Some("web")))
+        .await
+        .unwrap();
+    let left = c
+        .describe_security_groups(Default::default())
+        .await
+        .unwrap();
     assert_eq!(left.security_groups.len(), 1);
     // Gone from the store too.
     let again = c.state.lock().await.security_groups.len();
@@ -730,12 +932,23 @@ async fn rule_changes_wake_the_dependent_instances() {
     cluster(&c, "default").await;
     let web = create(&c, None, "web").await.unwrap();
     let gone = create(&c, None, "gone").await.unwrap();
-    member(&mut *c.state.lock().await, "default", "t1", "i1", "RUNNING", &[&web], None);
+    member(
+        &mut *c.state.lock().await,
+        "default",
+        "t1",
+        "i1",
+        "RUNNING",
+        &[&web],
+        None,
+    );
     let session = c.fleet().attach("i1");
     let woken = || async {
-        tokio::time::timeout(std::time::Duration::from_secs(5), session.changed.notified())
-            .await
-            .is_ok()
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            session.changed.notified(),
+        )
+        .await
+        .is_ok()
     };
     c.authorize_security_group_ingress(tcp(&web, 80, "10.0.0.0/8"))
         .await
