@@ -566,6 +566,16 @@ pub mod ecs_json {
             ],
         ),
         (&["attachments"], &["details"]),
+        // EC2 (`berth ec2`): the empty lists EC2 answers.
+        (&["DescribeSecurityGroups"], &["SecurityGroups"]),
+        (
+            &["SecurityGroups"],
+            &["IpPermissions", "IpPermissionsEgress"],
+        ),
+        (
+            &["IpPermissions", "IpPermissionsEgress"],
+            &["IpRanges", "UserIdGroupPairs"],
+        ),
     ];
 
     fn shown(holder: &str, member: &str) -> bool {

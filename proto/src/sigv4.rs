@@ -518,6 +518,10 @@ mod tests {
             scope_service("/berth.v1.SecretsManager/CreateSecret"),
             Some("secretsmanager")
         );
+        assert_eq!(
+            scope_service("/berth.v1.Ec2/CreateSecurityGroup"),
+            Some("ec2")
+        );
         assert_eq!(scope_service("/berth.v1.Agent/Session"), None);
         assert_eq!(grpc_frame(b"ab"), b"\0\0\0\0\x02ab");
     }

@@ -119,6 +119,33 @@ pub fn simplify(api: &str, m: &clap::ArgMatches, request: &mut Value) -> Result<
     Ok(())
 }
 
+/// DescribeSecurityGroups' output as aws prints it: EC2 answers empty lists where protobuf's
+/// JSON leaves them out (`"IpPermissions": []`, and `IpRanges` / `UserIdGroupPairs` of each
+/// permission).
+pub fn render_security_groups(bytes: &[u8]) -> Result<Value, String> {
+    let mut v = super::table::render::<berth_proto::v1::DescribeSecurityGroupsResponse>(bytes)?;
+    let lists = |o: &mut Map<String, Value>, keys: &[&str]| {
+        for k in keys {
+            o.entry(k.to_string()).or_insert_with(|| json!([]));
+        }
+    };
+    if let Some(groups) = v.get_mut("SecurityGroups").and_then(Value::as_array_mut) {
+        for g in groups.iter_mut().filter_map(Value::as_object_mut) {
+            lists(g, &["IpPermissions", "IpPermissionsEgress"]);
+            for key in ["IpPermissions", "IpPermissionsEgress"] {
+                if let Some(perms) = g.get_mut(key).and_then(Value::as_array_mut) {
+                    for p in perms.iter_mut().filter_map(Value::as_object_mut) {
+                        lists(p, &["IpRanges", "UserIdGroupPairs"]);
+                    }
+                }
+            }
+        }
+    } else if let Some(o) = v.as_object_mut() {
+        lists(o, &["SecurityGroups"]);
+    }
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -277,10 +277,13 @@ pub const OTHER_OPERATIONS: &[Operation] = &[
         &EC2,
         "CreateSecurityGroup",
     ),
-    of::<pb::DescribeSecurityGroupsRequest, pb::DescribeSecurityGroupsResponse>(
-        &EC2,
-        "DescribeSecurityGroups",
-    ),
+    Operation {
+        render: super::ec2::render_security_groups,
+        ..of::<pb::DescribeSecurityGroupsRequest, pb::DescribeSecurityGroupsResponse>(
+            &EC2,
+            "DescribeSecurityGroups",
+        )
+    },
     of::<pb::DeleteSecurityGroupRequest, pb::DeleteSecurityGroupResponse>(
         &EC2,
         "DeleteSecurityGroup",

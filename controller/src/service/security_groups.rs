@@ -211,10 +211,11 @@ fn cidr(text: &str) -> Result<String, EcsError> {
             format!("Value ({text}) for parameter cidrIp is invalid. This is not a valid CIDR block (an IPv4 a.b.c.d/n, no address bits beyond the prefix)."),
         )
     };
-    let (addr, len) = text.split_once('/').ok_or_else(bad)?;
+    let (addr, len_text) = text.split_once('/').ok_or_else(bad)?;
     let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| bad())?;
-    let len: u32 = len.parse().map_err(|_| bad())?;
-    if len > 32 || !len.to_string().eq(text.split_once('/').map_or("", |x| x.1)) {
+    let len: u32 = len_text.parse().map_err(|_| bad())?;
+    // "/8" only: not "/08" or "/+8".
+    if len > 32 || len.to_string() != len_text {
         return Err(bad());
     }
     let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };

@@ -288,6 +288,31 @@ async fn a_read_only_key_reads_but_never_writes_or_manages_keys() {
         .await
         .unwrap();
     assert_eq!(e, ACCESS_DENIED);
+    // Security groups (issue 8): ec2:Describe* reads; the rest writes.
+    assert_eq!(
+        r.call(request(
+            "/berth.v1.Ec2/DescribeSecurityGroups",
+            b"",
+            Some(&reader),
+            now()
+        ))
+        .await,
+        None
+    );
+    let (e, m) = r
+        .call(request(
+            "/berth.v1.Ec2/AuthorizeSecurityGroupIngress",
+            b"",
+            Some(&reader),
+            now(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(e, ACCESS_DENIED);
+    assert!(
+        m.contains("not authorized to perform: ec2:AuthorizeSecurityGroupIngress"),
+        "{m}"
+    );
     let full = r.full.clone();
     assert_eq!(
         r.call(request(

@@ -763,7 +763,7 @@ async fn resolve_security_groups_checks_the_cluster() {
         vec![web.clone(), dflt.clone()]
     );
     let e = st
-        .resolve_security_groups("default", &[db.clone()])
+        .resolve_security_groups("default", std::slice::from_ref(&db))
         .unwrap_err();
     assert_eq!(code_of(&e), "InvalidParameterException");
     assert_eq!(
