@@ -81,6 +81,27 @@ pub fn prerequisites() -> bool {
     false
 }
 
+/// `GET /` on `addr` from inside the network namespace `/run/netns/NS` (a thread that setns'es
+/// there; busybox's static wget crashes on glibc hosts, so no process is used). The response,
+/// or `None` when the connection fails or times out.
+pub fn http_get_in_netns(ns: &str, addr: std::net::SocketAddr) -> Option<String> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let f = std::fs::File::open(&path).ok()?;
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        Some(body)
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

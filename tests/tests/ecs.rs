@@ -279,7 +279,10 @@ fn guide_flow_end_to_end() {
     let r = c.json(&line);
     let fargate = r["tasks"][0]["taskArn"].as_str().unwrap().to_string();
     assert_eq!(r["tasks"][0]["launchType"], "FARGATE");
-    assert_eq!(r["tasks"][0]["attachments"][0]["type"], "ElasticNetworkInterface");
+    assert_eq!(
+        r["tasks"][0]["attachments"][0]["type"],
+        "ElasticNetworkInterface"
+    );
     let t = c.wait_status(&fargate, "STOPPED", T);
     assert_eq!(t["stopCode"], "TaskFailedToStart");
     assert!(
