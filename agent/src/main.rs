@@ -429,6 +429,7 @@ fn network_config(
         bridge_cidr: bridge_net,
         bridge_prefix,
         dynamic_ports,
+        reserved_tcp_ports: Vec::new(),
         subnets: parsed,
         fallback_dns,
     })
@@ -635,6 +636,10 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
         &args.fallback_dns,
     )
     .map_err(anyhow::Error::msg)?;
+    let net_config = network::NetworkConfig {
+        reserved_tcp_ports: args.reserved_ports.clone(),
+        ..net_config
+    };
     let fallback_dns = net_config.fallback_dns.clone();
     let task_network: Arc<dyn network::Network> = Arc::new(
         network::linux::LinuxNetwork::new(net_config).context("setting up task networking")?,

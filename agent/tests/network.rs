@@ -133,6 +133,7 @@ impl Drop for Guard {
 
 fn config(n: u8, ports: (u16, u16)) -> NetworkConfig {
     NetworkConfig {
+        reserved_tcp_ports: vec![],
         bridge: format!("tb{n}"),
         bridge_cidr: Ipv4Addr::new(10, 231, n, 0),
         bridge_prefix: 24,

@@ -186,11 +186,26 @@ fn each_mode_shows_its_own_interfaces_routes_and_etc_files() {
                 assert!(routes.trim().is_empty(), "none: no routes: {log}");
             }
             "host" => {
-                // The host's own interfaces, the test agent's bridge among them.
-                assert!(
-                    addrs.contains(&format!(" {} ", c.net.bridge)) || addrs.lines().count() > 1,
-                    "{log}"
-                );
+                // The host's own interfaces and routes: loopback, the address of the interface
+                // of the host's default route, and that route (other tests add bridges while
+                // this one runs: only these are stable).
+                assert!(addrs.contains("inet 127.0.0.1/8"), "{log}");
+                let default = sh("ip route show default");
+                let words: Vec<&str> = default.split_whitespace().collect();
+                let dev = words.iter().position(|w| *w == "dev").map(|i| words[i + 1]);
+                if let Some(dev) = dev {
+                    let own = sh(&format!("ip -4 -o addr show dev {dev}"));
+                    let inet = own.split_whitespace().skip_while(|w| *w != "inet").nth(1);
+                    if let Some(a) = inet {
+                        assert!(addrs.contains(a), "host mode shows the host's {a}: {log}");
+                    }
+                    assert!(
+                        routes
+                            .lines()
+                            .any(|l| l.starts_with("default") && l.contains(dev)),
+                        "host mode has the host's default route: {log}"
+                    );
+                }
             }
             "bridge" => {
                 let prefix = c.net.bridge_cidr.rsplit_once('.').unwrap().0;
@@ -463,7 +478,12 @@ fn security_groups_allow_deny_and_follow_rule_changes_on_a_running_task() {
     let t = c.wait_status(&arn, "RUNNING", T);
     let ip = eni_address(&t).unwrap();
     let addr: SocketAddr = format!("{ip}:8080").parse().unwrap();
-    // The server listens (checked from inside its own namespace), yet nothing comes in.
+    // The server listens (its own namespace reaches it over loopback, which the group's
+    // table always accepts), yet nothing comes in from outside.
+    let own_ns = format!("{}-{}", c.net.bridge, arn.rsplit('/').next().unwrap());
+    wait_for("the server to listen", T, || {
+        get_in(&own_ns, &format!("{ip}:8080"))
+    });
     assert!(!can_connect(addr), "a new group has no ingress rules");
     c.ok_in(
         "ec2",

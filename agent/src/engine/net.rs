@@ -224,10 +224,9 @@ pub fn decorate(rec: &TaskRecord, s: &mut TaskStateChange) {
                 }];
             }
             let id = task_id(&rec.task.task_arn);
-            let eni = iface
-                .host_link
-                .clone()
-                .unwrap_or_else(|| format!("eni-{}", id.get(..12).unwrap_or(&id)));
+            // ECS's form (eni- and 17 hex digits), unique per task: the host-side link's name is
+            // not (a LAN task's is its parent's, the same for every task on the host).
+            let eni = format!("eni-{}", id.get(..17).unwrap_or(&id));
             let kv = |name: &str, value: String| KeyValuePair {
                 name: name.into(),
                 value,

@@ -364,15 +364,15 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         }
     }
 
-    /// A DesiredTasks carrying the task's network: kept; new ingress rules are applied to the
-    /// running awsvpc task (a failure is logged and tried again at the next change; it does
-    /// not stop the task).
+    /// A DesiredTasks carrying the task's network: kept; ingress rules that differ from the
+    /// ones applied are applied to the running awsvpc task (a failure is logged and tried again
+    /// at the next DesiredTasks, whether or not the rules changed meanwhile; it does not stop
+    /// the task).
     async fn on_network(&mut self, n: berth_proto::v1::TaskNetwork) {
-        if self.rec.task_network.as_ref() == Some(&n) {
-            return;
+        if self.rec.task_network.as_ref() != Some(&n) {
+            self.rec.task_network = Some(n.clone());
+            self.publish();
         }
-        self.rec.task_network = Some(n.clone());
-        self.publish();
         let Some(mut state) = self.rec.network.clone() else {
             // Not allocated yet: start() plans from the new one.
             return;
@@ -414,7 +414,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 self.publish();
             }
             Err(e) => {
-                warn!(error = %e, "cannot replace the ingress rules; tried again at the next change")
+                warn!(error = %e, "cannot replace the ingress rules; tried again at the next DesiredTasks")
             }
         }
     }

@@ -2062,7 +2062,7 @@ async fn an_awsvpc_task_shares_one_namespace_and_reports_its_attachment() {
         details,
         [
             ("subnetId", "subnet-local"),
-            ("networkInterfaceId", "bvfeedfacecafe"),
+            ("networkInterfaceId", "eni-0123456789abcdef0"),
             ("macAddress", "02:42:ac:1e:00:05"),
             ("privateIPv4Address", "172.30.0.5"),
             ("privateDnsName", "ip-172-30-0-5"),

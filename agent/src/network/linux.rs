@@ -662,6 +662,7 @@ impl LinuxNetwork {
             let port = port as u16;
             if ipam.ports.contains_key(&(protocol, port))
                 || taken_now.contains(&(protocol, port))
+                || (protocol == Protocol::Tcp && self.config.reserved_tcp_ports.contains(&port))
                 || !host_port_free(protocol, port)
             {
                 continue;
@@ -1634,6 +1635,7 @@ mod tests {
 
     fn cfg() -> NetworkConfig {
         NetworkConfig {
+            reserved_tcp_ports: vec![],
             bridge: "tbr0".into(),
             bridge_cidr: Ipv4Addr::new(10, 231, 250, 0),
             bridge_prefix: 29,
@@ -1800,6 +1802,32 @@ mod tests {
             .unwrap();
         assert_eq!(host.bindings[0].host_port, 61500);
         assert!(host.namespaces.is_empty());
+    }
+
+    #[test]
+    fn reserved_ports_are_never_dynamic() {
+        let (first, _) = cfg().dynamic_ports;
+        let n = LinuxNetwork::new(NetworkConfig {
+            dynamic_ports: (first, first + 2),
+            reserved_tcp_ports: vec![first, first + 1],
+            ..cfg()
+        })
+        .unwrap();
+        let tcp = |id: &str| {
+            let mut p = plan(id, Mode::Bridge, vec![(80, None)]);
+            p.ports[0].protocol = Protocol::Tcp;
+            p
+        };
+        let a = n.allocate(&tcp("a")).unwrap();
+        assert_eq!(
+            a.bindings[0].host_port,
+            first + 2,
+            "the reserved ones skipped"
+        );
+        assert!(matches!(
+            n.allocate(&tcp("b")),
+            Err(NetworkError::Exhausted { .. })
+        ));
     }
 
     #[test]

@@ -314,6 +314,9 @@ pub struct NetworkConfig {
     pub bridge_prefix: u8,
     /// The dynamic host port range (default 49153–65535, ECS's).
     pub dynamic_ports: (u16, u16),
+    /// TCP host ports never handed out as dynamic ports (the agent's `--reserved-ports`, which
+    /// it also registers as its PORTS resource).
+    pub reserved_tcp_ports: Vec<u16>,
     /// awsvpc subnets (default: one bridge subnet `subnet-local`, 172.30.0.0/16 on
     /// `berth-vpc0`).
     pub subnets: Vec<SubnetConfig>,

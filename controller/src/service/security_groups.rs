@@ -630,6 +630,29 @@ impl State {
         Ok(out)
     }
 
+    /// The container instance ARN a task runs on.
+    fn instance_of(&self, task_arn: &str) -> Option<String> {
+        let id = super::tasks::task_id(task_arn)?;
+        self.tasks
+            .get(id)
+            .and_then(|t| t.container_instance_arn.clone())
+    }
+
+    /// Whether a member task's address means that task from instance `here`: always on a LAN
+    /// subnet (the controller allocated it, unique cluster-wide), only on the same instance on a
+    /// bridge subnet (each agent allocates its own, unique on its host).
+    fn reachable_member(&self, here: &Option<String>, member: &str) -> bool {
+        let lan = self
+            .task_networks
+            .get(member)
+            .is_some_and(|n| n.private_ipv4_address.is_some());
+        lan || (here.is_some()
+            && self
+                .tasks
+                .get(member)
+                .is_some_and(|t| t.container_instance_arn == *here))
+    }
+
     /// The ids of the tasks (not STOPPED) that are members of group `id`.
     fn members(&self, id: &str) -> impl Iterator<Item = &str> + '_ {
         let id = id.to_string();
@@ -646,6 +669,7 @@ impl State {
     #[allow(dead_code)] // Called by RunTask and the agent link (issue 8, networking work).
     pub(crate) fn task_ingress(&self, net: &TaskNetworkRecord) -> Vec<IngressRule> {
         let mut out: BTreeSet<(String, i32, i32, String)> = BTreeSet::new();
+        let here = self.instance_of(&net.task_arn);
         for g in &net.security_groups {
             let Some(r) = self.security_groups.get(g) else {
                 continue;
@@ -663,6 +687,13 @@ impl State {
                     }
                     Source::Group(sg) => {
                         for member in self.members(sg) {
+                            // A bridge subnet's addresses are unique only on their own host
+                            // (each agent allocates its own): a member there is reachable, and
+                            // so admitted, only from its own host. LAN addresses are the
+                            // controller's, unique cluster-wide.
+                            if !self.reachable_member(&here, member) {
+                                continue;
+                            }
                             if let Some(a) = self.task_private_ipv4(member) {
                                 out.insert((protocol.clone(), from, to, format!("{a}/32")));
                             }

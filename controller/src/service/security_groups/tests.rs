@@ -724,8 +724,10 @@ async fn task_ingress_expands_source_groups_to_member_addresses() {
     let mut none = net.clone();
     none.security_groups.clear();
     assert!(st.task_ingress(&none).is_empty());
-    // The address an agent reported in the ENI attachment counts too.
+    // The address an agent reported in the ENI attachment counts too (a bridge subnet's: from
+    // a task on the same host).
     let mut t = st.tasks["t-lb3"].clone();
+    t.container_instance_arn = Some(berth_proto::arn::container_instance("default", "i1"));
     t.attachments.push(Attachment {
         r#type: "ElasticNetworkInterface".into(),
         details: vec![KeyValuePair {
@@ -975,4 +977,46 @@ fn glob_matches_ec2_wildcards() {
     assert!(!glob("w?b", "weeb"));
     assert!(glob("*-1", "web-1"));
     assert!(!glob("web", "web-1"));
+}
+
+/// A member on a bridge subnet (its agent's address, reported in the ENI attachment) is admitted
+/// only on its own host: another host's bridge subnet may hold the same address for another task.
+#[tokio::test]
+async fn bridge_subnet_members_are_admitted_only_on_their_own_host() {
+    let c = controller();
+    cluster(&c, "default").await;
+    let web = create(&c, None, "web").await.unwrap();
+    let lb = create(&c, None, "lb").await.unwrap();
+    c.authorize_security_group_ingress(perms(
+        &web,
+        r#"[{"IpProtocol":"tcp","FromPort":80,"ToPort":80,"UserIdGroupPairs":[{"GroupId":"LB"}]}]"#
+            .replace("LB", &lb)
+            .as_str(),
+    ))
+    .await
+    .unwrap();
+    let mut st = c.state.lock().await;
+    for (task, instance, groups, address) in [
+        ("t-web", "i1", vec![web.as_str()], "172.30.0.2"),
+        ("t-near", "i1", vec![lb.as_str()], "172.30.0.3"),
+        ("t-far", "i2", vec![lb.as_str()], "172.30.0.4"),
+    ] {
+        member(&mut st, "default", task, instance, "RUNNING", &groups, None);
+        let t = st.tasks.get_mut(task).unwrap();
+        t.attachments.push(berth_proto::v1::Attachment {
+            id: "a".into(),
+            r#type: "ElasticNetworkInterface".into(),
+            status: "ATTACHED".into(),
+            details: vec![berth_proto::v1::KeyValuePair {
+                name: "privateIPv4Address".into(),
+                value: address.into(),
+            }],
+        });
+    }
+    let net = st.task_networks["t-web"].clone();
+    assert_eq!(
+        st.task_ingress(&net),
+        vec![rule("tcp", 80, 80, "172.30.0.3/32")],
+        "the member on another host's bridge subnet is left out"
+    );
 }
