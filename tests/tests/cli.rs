@@ -425,6 +425,30 @@ fn every_field_task_definition_registers_but_for_the_unsupported() {
         }
         at.as_object_mut().unwrap().remove(key).unwrap();
     }
+    // The fixture is awsvpc, where ECS refuses a container's hostname and extraHosts (the task
+    // has one namespace): refused by name, then registered without them.
+    let file = c.dir.join("every-field-awsvpc.json");
+    std::fs::write(&file, td.to_string()).unwrap();
+    let out = c.berth(&[
+        "register-task-definition",
+        "--cli-input-json",
+        &format!("file://{}", file.display()),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(254), "{err}");
+    assert!(
+        err.contains(
+            "containerDefinitions[0].hostname: is not supported in the awsvpc network mode"
+        ),
+        "{err}"
+    );
+    for key in ["hostname", "extraHosts"] {
+        td["containerDefinitions"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove(key)
+            .unwrap();
+    }
     let registered = c.register(&td.to_string());
     assert_eq!(registered, "every-field:1");
     let described = c.json(&[
