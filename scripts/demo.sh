@@ -97,10 +97,16 @@ done
 wait_for 60 "earlier web-app tasks to stop" sh -c "[ \"\$(berth ecs list-tasks --cluster web-app-cluster --family web-app --query 'length(taskArns)')\" = 0 ]"
 
 echo "== the secret the guide's task definition reads (DB_PASSWORD)"
-if ! berth secretsmanager describe-secret --secret-id db-password >/dev/null 2>&1; then
-  berth secretsmanager create-secret --name db-password --secret-string "demo-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
-    --query Name --output text
+pw="demo-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+if ! out=$(berth secretsmanager create-secret --name db-password --secret-string "$pw" --query Name --output text 2>&1); then
+  case $out in
+    *ResourceExistsException*) # an earlier run made it: a new value
+      berth secretsmanager put-secret-value --secret-id db-password --secret-string "$pw" >/dev/null
+      out=db-password ;;
+    *) echo "$out" >&2; exit 1 ;;
+  esac
 fi
+echo "$out"
 
 echo "== a security group that lets this host reach the web app on port 80"
 sg=$(berth ec2 describe-security-groups --filters Name=group-name,Values=web-app-sg Name=vpc-id,Values=web-app-cluster \
@@ -129,9 +135,9 @@ echo "started $task"
 running() { [ "$(berth ecs describe-tasks --cluster web-app-cluster --tasks "$task" --query 'tasks[0].lastStatus' --output text)" = RUNNING ]; }
 wait_for 60 "the task to be RUNNING" running
 berth ecs describe-tasks --cluster web-app-cluster --tasks "$task" \
-  --query 'tasks[0].{taskArn: taskArn, lastStatus: lastStatus, launchType: launchType, container: containers[0].name, privateIPv4Address: attachments[0].details[?name==`privateIPv4Address`].value | [0]}' --output table
+  --query "tasks[0].{taskArn: taskArn, lastStatus: lastStatus, launchType: launchType, container: containers[0].name, privateIPv4Address: attachments[0].details[?name=='privateIPv4Address'].value | [0]}" --output table
 ip=$(berth ecs describe-tasks --cluster web-app-cluster --tasks "$task" \
-  --query 'tasks[0].attachments[0].details[?name==`privateIPv4Address`].value | [0]' --output text)
+  --query "tasks[0].attachments[0].details[?name=='privateIPv4Address'].value | [0]" --output text)
 wait_for 30 "the web app to answer on its own address" curl -sf "http://$ip/"
 echo "== curl http://$ip/  (the task's own address)"
 curl -s "http://$ip/"
