@@ -168,7 +168,8 @@ pub struct AwsvpcPlan {
 /// One network namespace the agent made, and the interface it put in it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Namespace {
-    /// Its name under /run/netns (`berth-<task id>` or `berth-<task id>-<n>`).
+    /// Its name under /run/netns (`<scope>-<task id>` or `<scope>-<task id>-<n>`, the scope being the
+    /// agent's bridge-mode bridge: see `linux::LinuxNetwork::scope`).
     pub name: String,
     /// The interface inside (eth0), when the mode gives one (not for none).
     pub interface: Option<Interface>,
