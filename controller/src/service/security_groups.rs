@@ -28,7 +28,6 @@ pub(crate) const DEFAULT_GROUP: &str = "default";
 /// The description EC2 gives a VPC's default group.
 const DEFAULT_DESCRIPTION: &str = "default VPC security group";
 /// ECS's limit of security groups in an awsvpcConfiguration.
-#[allow(dead_code)] // Used by resolve_security_groups.
 pub(crate) const MAX_TASK_GROUPS: usize = 5;
 /// DescribeSecurityGroups' MaxResults range, as EC2's.
 const MAX_RESULTS: std::ops::RangeInclusive<i32> = 5..=1000;
@@ -588,7 +587,6 @@ impl State {
     /// ids (duplicates collapsed, at most 5), or the cluster's `default` group when none is
     /// given. A group that does not exist in the cluster is an InvalidParameterException
     /// naming it.
-    #[allow(dead_code)] // Called by RunTask and the agent link (issue 8, networking work).
     pub(crate) fn resolve_security_groups(
         &self,
         cluster_name: &str,
@@ -666,7 +664,6 @@ impl State {
     /// The ingress a task's groups allow, source groups resolved to the private addresses of
     /// their members (tasks not STOPPED; members with no address yet are left out), sorted and
     /// without duplicates.
-    #[allow(dead_code)] // Called by RunTask and the agent link (issue 8, networking work).
     pub(crate) fn task_ingress(&self, net: &TaskNetworkRecord) -> Vec<IngressRule> {
         let mut out: BTreeSet<(String, i32, i32, String)> = BTreeSet::new();
         let here = self.instance_of(&net.task_arn);
