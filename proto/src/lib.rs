@@ -229,6 +229,15 @@ pub mod status {
     ]);
 
     status_enum!(
+        /// A container's or a task's healthStatus (issue 9): UNKNOWN until its health check
+        /// decides; a task's from its essential containers only.
+        HealthStatus, "health", [
+        Unknown = "UNKNOWN",
+        Healthy = "HEALTHY",
+        Unhealthy = "UNHEALTHY",
+    ]);
+
+    status_enum!(
         /// A container instance's status (ECS's ContainerInstanceStatus, and INACTIVE, which
         /// DeregisterContainerInstance leaves).
         ContainerInstanceStatus, "container instance", [

@@ -88,6 +88,15 @@ pub enum Event {
     /// The controller's part of the task's network as a DesiredTasks carries it (new ingress
     /// rules are applied to a running awsvpc task).
     Network(berth_proto::v1::TaskNetwork),
+    /// Issue 9: a container's health check decided (or changed) its health.
+    Health {
+        /// Container name.
+        name: String,
+        /// Its health now.
+        status: berth_proto::status::HealthStatus,
+        /// The last check's output, truncated.
+        output: String,
+    },
 }
 
 struct Entry {

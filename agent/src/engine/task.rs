@@ -361,7 +361,30 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             }
             Event::Exited { name, status } => self.on_exit(&name, status).await,
             Event::Network(n) => self.on_network(n).await,
+            Event::Health {
+                name,
+                status,
+                output,
+            } => self.on_health(&name, status, output),
         }
+    }
+
+    /// A container's health as its health check decided it: recorded and reported, with the
+    /// task's (issue 9; dependsOn HEALTHY and the stop of an unhealthy task build on it).
+    fn on_health(&mut self, name: &str, status: berth_proto::status::HealthStatus, output: String) {
+        let Some(c) = self.container(name) else {
+            return;
+        };
+        let text: String = status.into();
+        if c.health_status.as_deref() == Some(text.as_str())
+            && c.health_output.as_deref() == Some(output.as_str())
+        {
+            return;
+        }
+        c.health_status = Some(text);
+        c.health_output = Some(output);
+        c.health_checked_at = now();
+        self.publish();
     }
 
     /// A DesiredTasks carrying the task's network: kept; ingress rules that differ from the

@@ -85,6 +85,42 @@ pub struct LabelledContainer {
     pub state: ContainerState,
 }
 
+/// A process to run in a running container (containerd exec): a health check or an
+/// ExecuteCommand session (issue 9). It runs with the container's own process settings (user,
+/// environment, working directory, capabilities) and `args` in place of its command.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExecSpec {
+    /// The exec ID, unique within the container.
+    pub exec_id: String,
+    /// The command and its arguments.
+    pub args: Vec<String>,
+    /// `NAME=value` entries added to (or replacing in) the container's environment.
+    pub env: Vec<String>,
+    /// Run it on a pseudo-terminal (stdout and stderr then arrive together on `stdout`).
+    pub terminal: bool,
+    /// Give it a stdin to write to.
+    pub stdin: bool,
+}
+
+/// The streams of a started exec process. Dropping `stdin` closes the process's stdin.
+pub struct ExecIo {
+    /// Its stdin, when asked for.
+    pub stdin: Option<std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>>,
+    /// Its stdout (with a terminal: everything it writes).
+    pub stdout: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>,
+    /// Its stderr; `None` with a terminal.
+    pub stderr: Option<std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>>,
+}
+
+impl std::fmt::Debug for ExecIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecIo")
+            .field("stdin", &self.stdin.is_some())
+            .field("stderr", &self.stderr.is_some())
+            .finish()
+    }
+}
+
 /// A runtime failure, with the container or image it concerns and its source.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -146,6 +182,12 @@ pub enum RuntimeError {
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+    /// This runtime does not do the operation.
+    #[error("{op}: not supported by this runtime")]
+    Unsupported {
+        /// The operation.
+        op: &'static str,
     },
     /// An image archive is not what it should be.
     #[error("{path}: {message}")]
@@ -213,4 +255,59 @@ pub trait Runtime: Send + Sync + 'static {
     async fn delete(&self, id: &str) -> Result<(), RuntimeError>;
     /// Every container labelled with `cluster` (and a task ARN), with its state.
     async fn list(&self, cluster: &str) -> Result<Vec<LabelledContainer>, RuntimeError>;
+
+    // ---- Issue 9 ----
+
+    /// Starts a process in the running container `id` (containerd exec: create and start);
+    /// returns its streams. The caller waits for it with [`Runtime::exec_wait`] and removes it
+    /// with [`Runtime::exec_delete`].
+    async fn exec(&self, id: &str, spec: &ExecSpec) -> Result<ExecIo, RuntimeError> {
+        let _ = (id, spec);
+        Err(RuntimeError::Unsupported { op: "exec" })
+    }
+    /// Waits for an exec process to exit; returns its exit status. A long poll, as `wait`.
+    async fn exec_wait(&self, id: &str, exec_id: &str) -> Result<u32, RuntimeError> {
+        let _ = (id, exec_id);
+        Err(RuntimeError::Unsupported { op: "exec wait" })
+    }
+    /// Sends a signal to an exec process.
+    async fn exec_kill(&self, id: &str, exec_id: &str, signal: u32) -> Result<(), RuntimeError> {
+        let _ = (id, exec_id, signal);
+        Err(RuntimeError::Unsupported { op: "exec kill" })
+    }
+    /// Resizes an exec process's terminal.
+    async fn exec_resize(
+        &self,
+        id: &str,
+        exec_id: &str,
+        width: u32,
+        height: u32,
+    ) -> Result<(), RuntimeError> {
+        let _ = (id, exec_id, width, height);
+        Err(RuntimeError::Unsupported { op: "exec resize" })
+    }
+    /// Removes an exited exec process; succeeds when already gone.
+    async fn exec_delete(&self, id: &str, exec_id: &str) -> Result<(), RuntimeError> {
+        let _ = (id, exec_id);
+        Err(RuntimeError::Unsupported { op: "exec delete" })
+    }
+    /// The host PIDs of every process in the container (init, execs and their children).
+    async fn pids(&self, id: &str) -> Result<Vec<u32>, RuntimeError> {
+        let _ = id;
+        Err(RuntimeError::Unsupported { op: "pids" })
+    }
+    /// Starts an exited container again in place (restartPolicy): its exited process is
+    /// removed and a new one started from the same container and rootfs.
+    async fn restart(&self, c: &CreateContainer) -> Result<(), RuntimeError> {
+        let _ = c;
+        Err(RuntimeError::Unsupported { op: "restart" })
+    }
+    /// Removes an exited container's process (containerd task, its shim) and keeps the
+    /// container and its snapshot, for the removal after the cleanup wait.
+    async fn delete_process(&self, id: &str) -> Result<(), RuntimeError> {
+        let _ = id;
+        Err(RuntimeError::Unsupported {
+            op: "delete process",
+        })
+    }
 }
