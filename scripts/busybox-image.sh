@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds an OCI image-layout archive around Debian's busybox-static, for hosts with no registry.
 #   scripts/busybox-image.sh OUT.tar [IMAGE-NAME]
-# The image has every busybox applet on PATH and /www/index.html for `httpd -f -h /www`.
+# The image has every busybox applet on PATH and /www/index.html for `httpd -f -h /www`, and a
+# small /usr/bin/curl (busybox has wget, not curl) so the ECS guide's health check
+# `curl -f http://localhost/ || exit 1` runs as written: it takes -f, -s, -S, -L and -o FILE
+# and refuses any other option.
 #   BERTH_IMAGE_CMD   the image's Cmd as a JSON array (default ["sh"]); the demo's web-app image
 #                     serves /www on port 80 as nginx would: ["httpd","-f","-p","80","-h","/www"]
 set -euo pipefail
@@ -25,6 +28,26 @@ done
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$root/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
 printf '<html><body><h1>Hello from Berth</h1></body></html>\n' > "$root/www/index.html"
+mkdir -p "$root/usr/bin"
+cat > "$root/usr/bin/curl" <<'CURL'
+#!/bin/sh
+# curl for a busybox image: the options health checks use, over busybox wget (which fails on
+# an HTTP error status, as curl -f does). Any other option is refused.
+out=- url=
+while [ $# -gt 0 ]; do
+  case $1 in
+    -o|--output) shift; out=$1 ;;
+    --fail|--silent|--show-error|--location) ;;
+    -[fsSL]*) rest=${1#-}; [ -z "$(printf %s "$rest" | tr -d fsSL)" ] || { echo "curl: option $1 is not supported by this image's curl" >&2; exit 2; } ;;
+    -*) echo "curl: option $1 is not supported by this image's curl" >&2; exit 2 ;;
+    *) url=$1 ;;
+  esac
+  shift
+done
+[ -n "$url" ] || { echo "curl: no URL specified" >&2; exit 2; }
+exec wget -q -O "$out" "$url"
+CURL
+chmod 755 "$root/usr/bin/curl"
 layout=$work/layout
 mkdir -p "$layout/blobs/sha256"
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$root" -cf "$work/layer.tar" .
