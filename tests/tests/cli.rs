@@ -425,8 +425,9 @@ fn every_field_task_definition_registers_but_for_the_unsupported() {
         }
         at.as_object_mut().unwrap().remove(key).unwrap();
     }
-    // The fixture is awsvpc, where ECS refuses a container's hostname and extraHosts (the task
-    // has one namespace): refused by name, then registered without them.
+    // The fixture is awsvpc, where ECS refuses a container's hostname, extraHosts (the task
+    // has one namespace) and links (bridge mode only): refused by name, then registered
+    // without them.
     let file = c.dir.join("every-field-awsvpc.json");
     std::fs::write(&file, td.to_string()).unwrap();
     let out = c.berth(&[
@@ -442,7 +443,7 @@ fn every_field_task_definition_registers_but_for_the_unsupported() {
         ),
         "{err}"
     );
-    for key in ["hostname", "extraHosts"] {
+    for key in ["hostname", "extraHosts", "links"] {
         td["containerDefinitions"][0]
             .as_object_mut()
             .unwrap()

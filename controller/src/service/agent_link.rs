@@ -18,7 +18,7 @@ use crate::error::EcsError;
 use crate::store::Write;
 use berth_proto::arn;
 use berth_proto::link;
-use berth_proto::status::{ContainerStatus, TaskStatus};
+use berth_proto::status::{ContainerStatus, HealthStatus, TaskStatus};
 use berth_proto::v1::*;
 use std::collections::HashSet;
 use tracing::{info, warn};
@@ -451,7 +451,15 @@ fn merge(task: &mut Task, c: &TaskStateChange) -> Result<(), EcsError> {
             if !cc.network_interfaces.is_empty() {
                 ct.network_interfaces = cc.network_interfaces.clone();
             }
+            // Health moves both ways; a report without it (no healthCheck, or none run yet)
+            // keeps what is shown, UNKNOWN from the start, as ECS shows it.
+            if let Some(h) = &cc.health_status {
+                ct.health_status = HealthStatus::parse(h).map_err(bad)?.into();
+            }
         }
+    }
+    if let Some(h) = &c.health_status {
+        task.health_status = HealthStatus::parse(h).map_err(bad)?.into();
     }
     super::networking::merge_attachments(task, &c.attachments);
     if c.stop_code.is_some() && task.stop_code.is_none() {

@@ -220,6 +220,8 @@ pub(crate) fn cluster_name(cluster: Option<&str>) -> Result<String, EcsError> {
 #[cfg(test)]
 mod instance_tests;
 #[cfg(test)]
+mod lifecycle_tests;
+#[cfg(test)]
 mod retention_tests;
 #[cfg(test)]
 mod test_support;

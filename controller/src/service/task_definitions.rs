@@ -239,6 +239,7 @@ impl Controller {
                 // ECS shows the defaults it applied.
                 c.essential.get_or_insert(true);
                 c.cpu.get_or_insert(0);
+                super::validation::lifecycle::fill_defaults(&mut c);
                 for p in &mut c.port_mappings {
                     p.protocol.get_or_insert_with(|| "tcp".into());
                     if network_mode == "awsvpc" || network_mode == "host" {

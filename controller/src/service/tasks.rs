@@ -3,8 +3,8 @@
 
 use super::pagination::{paginate, Page};
 use super::validation::{
-    container_resources, containers_cpu_fit, parse_task_cpu, parse_task_memory, task_cpu_value,
-    task_memory_value, task_needs,
+    container_resources, containers_cpu_fit, lifecycle, parse_task_cpu, parse_task_memory,
+    task_cpu_value, task_memory_value, task_needs,
 };
 use super::{cluster_name, new_id, now, put, Controller, State, TASK_PREFIX};
 use crate::error::EcsError;
@@ -65,6 +65,11 @@ fn apply_overrides(
         };
         if !o.command.is_empty() {
             c.command = o.command.clone();
+        }
+        // ECS: the override's files are used "instead of the value from the container
+        // definition".
+        if !o.environment_files.is_empty() {
+            c.environment_files = o.environment_files.clone();
         }
         for kv in &o.environment {
             match c.environment.iter_mut().find(|e| e.name == kv.name) {
@@ -284,6 +289,21 @@ impl State {
                     "placementConstraints/placementStrategy: not supported for launchType FARGATE",
                 ));
             }
+            // Registration refuses these for FARGATE definitions; a revision stored before
+            // that rule existed is caught here.
+            for (i, c) in td.container_definitions.iter().enumerate() {
+                for (name, v) in [
+                    ("startTimeout", c.start_timeout),
+                    ("stopTimeout", c.stop_timeout),
+                ] {
+                    if let Some(v) = v.filter(|v| !(2..=120).contains(v)) {
+                        return Err(EcsError::invalid(format!(
+                            "containerDefinitions[{i}].{name}: {v} for container '{}' is outside 2-120 seconds, FARGATE's range (launchType FARGATE)",
+                            c.name
+                        )));
+                    }
+                }
+            }
         }
         let awsvpc = self.check_network_configuration(
             &name,
@@ -291,6 +311,13 @@ impl State {
             &td.network_mode,
             req.network_configuration,
         )?;
+        for o in &overrides.container_overrides {
+            lifecycle::environment_files(
+                &format!("overrides.containerOverrides[{}].environmentFiles", o.name),
+                &o.environment_files,
+            )
+            .map_err(EcsError::invalid)?;
+        }
         let containers = apply_overrides(&td, &overrides)?;
         check_effective(&td, &overrides, &containers)?;
         let task_cpu = overrides.cpu.clone().or(td.cpu.clone());

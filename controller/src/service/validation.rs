@@ -4,6 +4,8 @@ use crate::error::EcsError;
 use berth_proto::v1::{ContainerDefinition, RegisterTaskDefinitionRequest};
 use std::collections::HashSet;
 
+pub mod lifecycle;
+
 /// Network modes a task definition may name.
 pub const NETWORK_MODES: [&str; 4] = ["bridge", "host", "awsvpc", "none"];
 /// Launch types a task definition may require.
@@ -200,39 +202,14 @@ pub fn validate(
             containers.len()
         )));
     }
-    let volume_names: HashSet<&str> = req.volumes.iter().map(|v| v.name.as_str()).collect();
     let mut names = HashSet::new();
     for (i, c) in containers.iter().enumerate() {
-        validate_container(
-            i,
-            c,
-            network_mode,
-            fargate,
-            task_cpu,
-            task_memory,
-            &volume_names,
-        )?;
+        validate_container(i, c, network_mode, task_cpu, task_memory)?;
         if !names.insert(c.name.as_str()) {
             return Err(invalid(format!(
                 "containerDefinitions[{i}].name: '{}' is used by another container; container names must be unique within a task definition",
                 c.name
             )));
-        }
-    }
-    for (i, c) in containers.iter().enumerate() {
-        for (j, d) in c.depends_on.iter().enumerate() {
-            if !names.contains(d.container_name.as_str()) || d.container_name == c.name {
-                return Err(invalid(format!(
-                    "containerDefinitions[{i}].dependsOn[{j}].containerName: '{}' is not another container of this task definition",
-                    d.container_name
-                )));
-            }
-            if !["START", "COMPLETE", "SUCCESS", "HEALTHY"].contains(&d.condition.as_str()) {
-                return Err(invalid(format!(
-                    "containerDefinitions[{i}].dependsOn[{j}].condition: '{}' is not one of START, COMPLETE, SUCCESS, HEALTHY",
-                    d.condition
-                )));
-            }
         }
     }
     if !containers.iter().any(|c| c.essential.unwrap_or(true)) {
@@ -251,6 +228,7 @@ pub fn validate(
         req.ipc_mode.as_deref(),
         &["host", "task", "none"],
     )?;
+    lifecycle::check(req, network_mode, fargate)?;
     if let Some(p) = &req.runtime_platform {
         one_of(
             "runtimePlatform.cpuArchitecture",
@@ -328,13 +306,6 @@ fn validate_container_shapes(i: usize, c: &ContainerDefinition) -> Result<(), Ec
         c.version_consistency.as_deref(),
         &["enabled", "disabled"],
     )?;
-    for (j, e) in c.environment_files.iter().enumerate() {
-        one_of(
-            &field(&format!("environmentFiles[{j}].type")),
-            Some(&e.r#type),
-            &["s3"],
-        )?;
-    }
     if let Some(l) = &c.log_configuration {
         one_of(
             &field("logConfiguration.logDriver"),
@@ -348,49 +319,6 @@ fn validate_container_shapes(i: usize, c: &ContainerDefinition) -> Result<(), Ec
             p.app_protocol.as_deref(),
             &["http", "http2", "grpc"],
         )?;
-    }
-    if let Some(lp) = &c.linux_parameters {
-        for (j, d) in lp.devices.iter().enumerate() {
-            if d.host_path.is_empty() {
-                return Err(invalid(format!(
-                    "{}: is required",
-                    field(&format!("linuxParameters.devices[{j}].hostPath"))
-                )));
-            }
-            for p in &d.permissions {
-                one_of(
-                    &field(&format!("linuxParameters.devices[{j}].permissions")),
-                    Some(p),
-                    &["read", "write", "mknod"],
-                )?;
-            }
-        }
-        for (j, t) in lp.tmpfs.iter().enumerate() {
-            if t.container_path.is_empty() || t.size <= 0 {
-                return Err(invalid(format!(
-                    "{}: containerPath and a positive size (MiB) are required",
-                    field(&format!("linuxParameters.tmpfs[{j}]"))
-                )));
-            }
-        }
-        if let Some(s) = lp.shared_memory_size.filter(|s| *s <= 0) {
-            return Err(invalid(format!(
-                "{}: {s} is not a positive number of MiB",
-                field("linuxParameters.sharedMemorySize")
-            )));
-        }
-        if let Some(s) = lp.max_swap.filter(|s| *s < 0) {
-            return Err(invalid(format!(
-                "{}: {s} must not be negative",
-                field("linuxParameters.maxSwap")
-            )));
-        }
-        if let Some(s) = lp.swappiness.filter(|s| !(0..=100).contains(s)) {
-            return Err(invalid(format!(
-                "{}: {s} is outside 0-100",
-                field("linuxParameters.swappiness")
-            )));
-        }
     }
     for (j, h) in c.extra_hosts.iter().enumerate() {
         if h.hostname.is_empty() || h.ip_address.parse::<std::net::IpAddr>().is_err() {
@@ -557,10 +485,8 @@ fn validate_container(
     i: usize,
     c: &ContainerDefinition,
     network_mode: &str,
-    fargate: bool,
     task_cpu: Option<i64>,
     task_memory: Option<i64>,
-    volumes: &HashSet<&str>,
 ) -> Result<(), EcsError> {
     let field = |f: &str| format!("containerDefinitions[{i}].{f}");
     if c.name.is_empty() {
@@ -659,51 +585,7 @@ fn validate_container(
             )));
         }
     }
-    if let Some(t) = c.stop_timeout {
-        // ECS caps it at 120 s only for FARGATE tasks.
-        if t < 0 || (fargate && t > 120) {
-            return Err(invalid(format!(
-                "{}: {t} for {who} is outside {} seconds",
-                field("stopTimeout"),
-                if fargate {
-                    "0-120 (FARGATE's cap)"
-                } else {
-                    "0 or more"
-                }
-            )));
-        }
-    }
-    if let Some(h) = &c.health_check {
-        let hf = |f: &str| format!("containerDefinitions[{i}].healthCheck.{f}");
-        match h.command.first().map(String::as_str) {
-            Some("CMD") | Some("CMD-SHELL") if h.command.len() > 1 => {}
-            _ => {
-                return Err(invalid(format!(
-                    "{}: must start with \"CMD\" or \"CMD-SHELL\" followed by the command",
-                    hf("command")
-                )))
-            }
-        }
-        let range = |f: &str, v: Option<i32>, lo: i32, hi: i32| match v {
-            Some(v) if !(lo..=hi).contains(&v) => {
-                Err(invalid(format!("{}: {v} is outside {lo}-{hi}", hf(f))))
-            }
-            _ => Ok(()),
-        };
-        range("interval", h.interval, 5, 300)?;
-        range("timeout", h.timeout, 2, 60)?;
-        range("retries", h.retries, 1, 10)?;
-        range("startPeriod", h.start_period, 0, 300)?;
-    }
     validate_container_shapes(i, c)?;
-    for (j, m) in c.mount_points.iter().enumerate() {
-        if !volumes.contains(m.source_volume.as_str()) {
-            return Err(invalid(format!(
-                "containerDefinitions[{i}].mountPoints[{j}].sourceVolume: '{}' is not a volume of this task definition",
-                m.source_volume
-            )));
-        }
-    }
     Ok(())
 }
 
@@ -823,7 +705,7 @@ mod tests {
             ),
             (
                 "",
-                r#","logConfiguration":{"logDriver":"json-file"},"environmentFiles":[{"value":"arn:aws:s3:::b/f.env","type":"s3"}]"#,
+                r#","logConfiguration":{"logDriver":"json-file"},"environmentFiles":[{"value":"/srv/f.env","type":"file"}]"#,
             ),
         ];
         for (extra, container_extra) in fine {
@@ -862,8 +744,8 @@ mod tests {
             ),
             (
                 "",
-                r#","environmentFiles":[{"value":"/x","type":"file"}]"#,
-                "environmentFiles[0].type",
+                r#","environmentFiles":[{"value":"arn:aws:s3:::b/f.env","type":"s3"}]"#,
+                "environmentFiles[0].type: s3",
             ),
             (
                 "",

@@ -448,11 +448,13 @@ mod registration {
 
         let mut supported = supported_part(full);
         // The fixture is awsvpc, where ECS refuses hostname and extraHosts (they are checked
-        // in networking_tests): registered without them.
+        // in networking_tests) and links (validation::lifecycle's tests): registered without
+        // them.
         for c in supported["containerDefinitions"].as_array_mut().unwrap() {
             let c = c.as_object_mut().unwrap();
             c.remove("hostname");
             c.remove("extraHosts");
+            c.remove("links");
         }
         let req: RegisterTaskDefinitionRequest = serde_json::from_value(supported.clone()).unwrap();
         let registered = c.register_task_definition(req).await.unwrap();
