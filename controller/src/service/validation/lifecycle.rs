@@ -493,14 +493,13 @@ fn health_check(field: &dyn Fn(&str) -> String, c: &ContainerDefinition) -> Resu
                 "\"CMD\" must be followed by the executable and its arguments ([\"CMD\", \"/bin/check\", \"--arg\"])",
             ))
         }
-        Some("CMD-SHELL") if rest.len() == 1 && !rest[0].trim().is_empty() => {}
+        // Docker (which ECS hands the check to) joins the elements after CMD-SHELL with
+        // spaces into one command line; so does the agent.
+        Some("CMD-SHELL") if rest.iter().any(|e| !e.trim().is_empty()) => {}
         Some("CMD-SHELL") => {
             return Err(refuse(
                 hf("command"),
-                format!(
-                    "\"CMD-SHELL\" must be followed by exactly one element, the shell command line ([\"CMD-SHELL\", \"curl -f http://localhost/ || exit 1\"]); {} given",
-                    rest.len()
-                ),
+                "\"CMD-SHELL\" must be followed by the shell command line ([\"CMD-SHELL\", \"curl -f http://localhost/ || exit 1\"])",
             ))
         }
         Some(other) => {
