@@ -161,11 +161,11 @@ fn options_show_inside_the_containers() {
         r#","pidMode":"task","ipcMode":"task""#,
         &[
             format!(
-                r#"{{"name":"db","image":"{IMAGE}","essential":true,"memory":64,"command":["sleep","3600"]}}"#
+                r#"{{"name":"db","image":"{IMAGE}","essential":true,"memory":64,"command":["sh","-c","touch /dev/shm/from-db; exec sleep 3600"]}}"#
             ),
             probe(
                 "web",
-                "grep database /etc/hosts; ps -o args | grep -c '^sleep 3600'",
+                "grep database /etc/hosts; ps -o args | grep -c '^sleep 3600'; ls /dev/shm",
                 r#","links":["db:database"]"#,
             ),
             probe(
@@ -200,10 +200,21 @@ fn options_show_inside_the_containers() {
         Some("1"),
         "pidMode task: web sees db's sleep: {web}"
     );
+    assert_eq!(
+        web.lines().nth(2),
+        Some("from-db"),
+        "ipcMode task: one /dev/shm for the task: {web}"
+    );
     assert_eq!(output(&c, &task, "nonet").lines().next(), Some("lo "));
     let tty = output(&c, &task, "tty");
     assert!(tty.starts_with("/dev/pts/"), "{tty}");
     stop(&c, &task);
+    let id = task.rsplit('/').next().unwrap();
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(
+        !mounts.lines().any(|l| l.contains(id)),
+        "the task's /dev/shm is unmounted with the task"
+    );
 }
 
 #[test]

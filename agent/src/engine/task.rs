@@ -130,6 +130,7 @@ enum NoSecrets {
 
 /// What [`TaskActor::container_options`] found for a container.
 struct ContainerOptions {
+    task_shm: Option<std::path::PathBuf>,
     users: Option<crate::runtime::user::ImageUsers>,
     pid: Share,
     ipc: Share,
@@ -640,12 +641,47 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             })
             .map_err(refuse)?
         };
+        let task_shm = if ipc_mode == "task" {
+            Some(self.task_shm().await.map_err(refuse)?)
+        } else {
+            None
+        };
         Ok(ContainerOptions {
+            task_shm,
             users,
             pid,
             ipc,
             links,
         })
+    }
+
+    /// ipcMode task: the task's /dev/shm, a tmpfs mounted on the host under the task's files
+    /// (once; sized by the largest sharedMemorySize of its containers, or Docker's 64 MiB) and
+    /// unmounted with them.
+    async fn task_shm(&self) -> Result<std::path::PathBuf, String> {
+        let path = self.shared.config.data_dir.task_files(&self.id).join("shm");
+        let mib = self
+            .rec
+            .definition
+            .container_definitions
+            .iter()
+            .filter_map(|c| {
+                c.linux_parameters
+                    .as_ref()
+                    .and_then(|l| l.shared_memory_size)
+            })
+            .filter(|s| *s > 0)
+            .max()
+            .unwrap_or(64) as u64;
+        let p = path.clone();
+        let job =
+            tokio::task::spawn_blocking(move || crate::runtime::options::mount_task_shm(&p, mib));
+        match tokio::time::timeout(self.timeouts().cgroup, job).await {
+            Ok(Ok(Ok(()))) => Ok(path),
+            Ok(Ok(Err(e))) => Err(format!("the task's /dev/shm ({}): {e}", path.display())),
+            Ok(Err(e)) => Err(format!("the task's /dev/shm: {e}")),
+            Err(_) => Err("mounting the task's /dev/shm did not finish in time".into()),
+        }
     }
 
     /// pidMode/ipcMode task: the host PID of the init of a running container of the task other
@@ -920,6 +956,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 pid: opts.pid,
                 ipc: opts.ipc,
                 users: opts.users,
+                task_shm: opts.task_shm,
             };
             let with_secrets = with_secrets(d, &secrets);
             let spec = match spec::build(with_secrets.as_ref().unwrap_or(d), img, &ctx) {
@@ -1511,9 +1548,13 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
     /// Removes the task's own files (its containers' /etc files) once its containers are gone.
     async fn remove_files(&self) {
         let dir = self.shared.config.data_dir.task_files(&self.id);
-        let job = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        let job = tokio::task::spawn_blocking(move || {
+            // ipcMode task's /dev/shm is unmounted first: never remove through a mount.
+            crate::runtime::options::unmount_task_shm(&dir.join("shm"))?;
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
         });
         match tokio::time::timeout(self.timeouts().cgroup, job).await {
             Ok(Ok(Ok(()))) => {}

@@ -382,6 +382,45 @@ pub fn tmpfs(def: &ContainerDefinition) -> Result<Vec<Mount>, OptionError> {
     Ok(out)
 }
 
+fn is_mountpoint(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (
+        std::fs::metadata(path),
+        path.parent().map(std::fs::metadata),
+    ) {
+        (Ok(m), Some(Ok(p))) => m.dev() != p.dev(),
+        _ => false,
+    }
+}
+
+/// Mounts ipcMode task's /dev/shm at `path` on the host (blocking): a tmpfs of `mib` MiB with
+/// Docker's /dev/shm options; nothing when it is mounted already (an agent restart).
+pub fn mount_task_shm(path: &Path, mib: u64) -> std::io::Result<()> {
+    use nix::mount::MsFlags;
+    std::fs::create_dir_all(path)?;
+    if is_mountpoint(path) {
+        return Ok(());
+    }
+    let data = format!("mode=1777,size={}k", mib * 1024);
+    nix::mount::mount(
+        Some("shm"),
+        path,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(data.as_str()),
+    )
+    .map_err(std::io::Error::from)
+}
+
+/// Unmounts what [`mount_task_shm`] mounted (blocking); nothing when it is not mounted.
+pub fn unmount_task_shm(path: &Path) -> std::io::Result<()> {
+    if !is_mountpoint(path) {
+        return Ok(());
+    }
+    // Detached: a container still holding it open (a stuck process) does not block cleanup.
+    nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH).map_err(std::io::Error::from)
+}
+
 /// The cgroup version of the host, for the memory knobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CgroupVersion {
@@ -638,6 +677,29 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.to_string().contains("'bogus'"), "{e}");
+    }
+
+    #[test]
+    fn the_task_shm_is_mounted_once_and_unmounted() {
+        if !nix::unistd::Uid::effective().is_root() {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("berth-shm-{}", uuid::Uuid::new_v4().simple()));
+        let shm = dir.join("shm");
+        mount_task_shm(&shm, 2).unwrap();
+        assert!(is_mountpoint(&shm));
+        mount_task_shm(&shm, 2).unwrap();
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        let line = mounts
+            .lines()
+            .filter(|l| l.contains(shm.to_str().unwrap()))
+            .collect::<Vec<_>>();
+        assert_eq!(line.len(), 1, "mounted once: {line:?}");
+        assert!(line[0].contains("size=2048k"), "{line:?}");
+        unmount_task_shm(&shm).unwrap();
+        assert!(!is_mountpoint(&shm));
+        unmount_task_shm(&shm).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -150,6 +150,9 @@ pub struct SpecContext<'a> {
     /// The image's /etc/passwd and /etc/group, read when the user is not root
     /// ([`user::needs_files`]); `None`: not read (numeric ids only).
     pub users: Option<ImageUsers>,
+    /// ipcMode task: the task's /dev/shm (a tmpfs the agent mounted on the host), bound into
+    /// each of its containers as Docker binds a shareable container's.
+    pub task_shm: Option<std::path::PathBuf>,
 }
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -712,7 +715,7 @@ pub fn build(
         privileged,
         ctx.etc_files.as_ref(),
     )?;
-    shm_mount(def, ctx.ipc, &mut all_mounts)?;
+    shm_mount(def, ctx.ipc, ctx.task_shm.as_deref(), &mut all_mounts)?;
     all_mounts.extend(options::tmpfs(def)?);
     all_mounts.extend(init_mount);
     let mut spec = SpecBuilder::default()
@@ -734,10 +737,11 @@ pub fn build(
 }
 
 /// /dev/shm by the IPC mode: its own tmpfs of sharedMemorySize (Docker's 64 MiB by default);
-/// the host's or the task's first container's /dev/shm bound; none with ipcMode none.
+/// the host's or the task's /dev/shm bound; none with ipcMode none.
 fn shm_mount(
     def: &ContainerDefinition,
     ipc: Share,
+    task_shm: Option<&std::path::Path>,
     mounts: &mut Vec<Mount>,
 ) -> Result<(), SpecError> {
     let sized = def
@@ -750,6 +754,15 @@ fn shm_mount(
         problem: problem.to_string(),
     };
     let replacement = match ipc {
+        // ipcMode task: the task's /dev/shm, sized by the largest sharedMemorySize of the task.
+        Share::Own | Share::Join(_) if task_shm.is_some() => Some(mount(
+            "/dev/shm",
+            "bind",
+            &task_shm
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            &["rbind", "rw"],
+        )?),
         Share::Own => Some(mount(
             "/dev/shm",
             "tmpfs",
@@ -768,12 +781,12 @@ fn shm_mount(
             ))
         }
         Share::Host => Some(mount("/dev/shm", "bind", "/dev/shm", &["rbind", "rw"])?),
-        // The first container's size holds for the task (Docker's ipc container: mode).
-        Share::Join(pid) => Some(mount(
+        // Joined without a task /dev/shm: one of its own.
+        Share::Join(_) => Some(mount(
             "/dev/shm",
-            "bind",
-            &format!("/proc/{pid}/root/dev/shm"),
-            &["rbind", "rw"],
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", &options::shm_size(def)],
         )?),
     };
     let at = mounts
@@ -819,6 +832,7 @@ mod tests {
             pid: Share::Own,
             ipc: Share::Own,
             users: None,
+            task_shm: None,
         }
     }
 
@@ -1400,10 +1414,25 @@ mod tests {
         let joined = with(Share::Join(42), Share::Join(42));
         assert_eq!(ns(&joined, "pid").unwrap()["path"], "/proc/42/ns/pid");
         assert_eq!(ns(&joined, "ipc").unwrap()["path"], "/proc/42/ns/ipc");
-        assert_eq!(
-            mount_at(&joined, "/dev/shm").unwrap()["source"],
-            "/proc/42/root/dev/shm"
-        );
+        for ipc in [Share::Own, Share::Join(42)] {
+            let s = json(
+                &build(
+                    &def(r#"{"name":"a"}"#),
+                    &image(),
+                    &SpecContext {
+                        ipc,
+                        task_shm: Some("/d/tasks/t/shm".into()),
+                        ..ctx(&sec)
+                    },
+                )
+                .unwrap(),
+            );
+            let m = mount_at(&s, "/dev/shm").unwrap();
+            assert_eq!(
+                (m["type"].as_str(), m["source"].as_str()),
+                (Some("bind"), Some("/d/tasks/t/shm"))
+            );
+        }
         let none = with(Share::Own, Share::Private);
         assert!(ns(&none, "ipc").unwrap()["path"].is_null());
         assert!(mount_at(&none, "/dev/shm").is_none());

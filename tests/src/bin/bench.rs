@@ -205,6 +205,7 @@ fn floor_container(
         pid: Default::default(),
         ipc: Default::default(),
         users: None,
+        task_shm: None,
     };
     Ok(CreateContainer {
         id: id.to_string(),
