@@ -552,9 +552,7 @@ pub fn build(
             container: def.name.clone(),
             source,
         })?;
-    let (args, init_mount) = match options::init(def, &ctx.security.init_path, args)? {
-        (m, a) => (a, m),
-    };
+    let (init_mount, args) = options::init(def, &ctx.security.init_path, args)?;
     let cwd = def
         .working_directory
         .clone()
