@@ -25,8 +25,9 @@ cp "$bb" "$root/bin/busybox"
 for applet in $("$bb" --list); do
   [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
 done
-printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$root/etc/passwd"
-printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\napp:x:1000:1000:app:/home/app:/bin/sh\n' > "$root/etc/passwd"
+# app is also in staff: the supplementary group a named user gets (container option user).
+printf 'root:x:0:\nnogroup:x:65534:\napp:x:1000:\nstaff:x:50:app\n' > "$root/etc/group"
 printf '<html><body><h1>Hello from Berth</h1></body></html>\n' > "$root/www/index.html"
 mkdir -p "$root/usr/bin"
 cat > "$root/usr/bin/curl" <<'CURL'

@@ -63,7 +63,7 @@ echo "$me: building the bookworm image ($release) from $mirror (about 2 minutes)
 # containerd + runc, busybox-static (the tasks' image and the initramfs), and an ssh server for
 # test-vm.sh to drive the guest through a forwarded loopback port.
 if ! timeout 1200 debootstrap --variant=minbase \
-  --include=systemd-sysv,udev,kmod,procps,containerd,runc,busybox-static,openssh-server,nftables,iproute2 \
+  --include=systemd-sysv,udev,kmod,procps,containerd,runc,busybox-static,tini,openssh-server,nftables,iproute2 \
   bookworm ROOT "$mirror" >debootstrap.log 2>&1; then
   tail -20 debootstrap.log >&2
   echo "$me: debootstrap failed (log above)" >&2

@@ -127,6 +127,15 @@ struct Args {
         global = true
     )]
     no_new_privileges: bool,
+    /// The init binary of containers with linuxParameters.initProcessEnabled (bind-mounted at
+    /// /sbin/docker-init, as Docker's --init); Debian's `tini` package installs the default.
+    #[arg(
+        long,
+        env = "BERTH_INIT_PATH",
+        default_value = berth_agent::runtime::options::DEFAULT_INIT_PATH,
+        global = true
+    )]
+    init_path: PathBuf,
     /// KEY=VALUE file read first (keys are the BERTH_* variables), like /etc/ecs/ecs.config.
     #[arg(
         long,
@@ -680,6 +689,7 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
                 } else {
                     Vec::new()
                 },
+                init_path: args.init_path.clone(),
             },
             secrets: link_secrets.clone(),
             boot_id: boot_id(),

@@ -43,6 +43,12 @@ pub fn plan(rec: &TaskRecord, mode: Mode) -> Result<NetworkPlan, NetworkError> {
     let defs = &rec.definition.container_definitions;
     let mut ports = Vec::new();
     for d in defs {
+        if d.disable_networking == Some(true) && !d.port_mappings.is_empty() {
+            return Err(NetworkError::Invalid(format!(
+                "container {}: portMappings cannot be published with disableNetworking",
+                d.name
+            )));
+        }
         for pm in &d.port_mappings {
             let Some(cp) = pm.container_port else {
                 return Err(NetworkError::Invalid(format!(
@@ -85,7 +91,12 @@ pub fn plan(rec: &TaskRecord, mode: Mode) -> Result<NetworkPlan, NetworkError> {
     Ok(NetworkPlan {
         task_id: task_id(&rec.task.task_arn),
         mode,
-        containers: defs.iter().map(|d| d.name.clone()).collect(),
+        // disableNetworking: no interface; runc gives it a namespace with loopback only.
+        containers: defs
+            .iter()
+            .filter(|d| d.disable_networking != Some(true))
+            .map(|d| d.name.clone())
+            .collect(),
         ports,
         awsvpc,
     })

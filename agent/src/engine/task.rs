@@ -13,7 +13,7 @@
 use super::{net, task_id, Event, Shared};
 use crate::cgroups::{CgroupError, Cgroups};
 use crate::network::{files, Mode, NetworkError};
-use crate::runtime::spec::{self, SpecContext};
+use crate::runtime::spec::{self, Share, SpecContext};
 use crate::runtime::{ContainerState, CreateContainer, Runtime, RuntimeError};
 use crate::state::TaskRecord;
 use berth_proto::status::{ContainerStatus, TaskStatus};
@@ -126,6 +126,15 @@ enum NoSecrets {
     Stop(String, String),
     /// They cannot be had: why (names the secret, never a value).
     Failed(String),
+}
+
+/// What [`TaskActor::container_options`] found for a container.
+struct ContainerOptions {
+    task_shm: Option<std::path::PathBuf>,
+    users: Option<crate::runtime::user::ImageUsers>,
+    pid: Share,
+    ipc: Share,
+    links: Vec<(std::net::Ipv4Addr, String)>,
 }
 
 /// What a stop arriving during a start-phase call does to that call.
@@ -521,20 +530,15 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         d: &ContainerDefinition,
         mode: Mode,
         hostname: &str,
+        links: Vec<(std::net::Ipv4Addr, String)>,
     ) -> Result<Option<files::EtcPaths>, String> {
-        let address = self
-            .rec
-            .network
-            .as_ref()
-            .and_then(|n| n.namespace_of(&d.name))
-            .and_then(|n| n.interface.as_ref())
-            .map(|i| i.address);
+        let address = self.address_of(&d.name).filter(|_| mode != Mode::None);
         let dir = self.shared.config.data_dir.etc(&self.id, &d.name);
         let fallback = self.shared.config.fallback_dns.clone();
         let (d, hostname) = (d.clone(), hostname.to_string());
         let job = tokio::task::spawn_blocking(move || {
             let host = files::HostFiles::read();
-            match files::etc_files(&d, mode, &hostname, address, &host, &fallback) {
+            match files::etc_files(&d, mode, &hostname, address, &links, &host, &fallback) {
                 Some(f) => files::write(&dir, &f).map(Some).map_err(|e| e.to_string()),
                 None => Ok(None),
             }
@@ -543,6 +547,176 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("writing /etc files did not finish in time".into()),
+        }
+    }
+
+    /// A container's address on the task's network (bridge and awsvpc).
+    fn address_of(&self, name: &str) -> Option<std::net::Ipv4Addr> {
+        self.rec
+            .network
+            .as_ref()
+            .and_then(|n| n.namespace_of(name))
+            .and_then(|n| n.interface.as_ref())
+            .map(|i| i.address)
+    }
+
+    /// The options of a container that need the runtime or the task's other containers: the
+    /// image's users for a user name, the PID and IPC namespaces of pidMode/ipcMode, the
+    /// /etc/hosts entries of links. `Err(Step::Done(Ok(why)))`: the container cannot be made.
+    async fn container_options(
+        &mut self,
+        d: &ContainerDefinition,
+        img: &crate::runtime::ImageConfig,
+        mode: Mode,
+    ) -> Result<ContainerOptions, Step<String>> {
+        let refuse = |why: String| Step::Done(Ok(why));
+        let user = d.user.clone().unwrap_or_else(|| img.user.clone());
+        let users = if crate::runtime::user::needs_files(&user) {
+            let (runtime, image) = (self.shared.runtime.clone(), img.clone());
+            let after = self.timeouts().call;
+            match self
+                .start_call(
+                    "image users",
+                    &img.name,
+                    after,
+                    OnStop::Abandon,
+                    async move { runtime.image_users(&image).await },
+                )
+                .await
+            {
+                Step::Done(Ok(u)) => Some(u),
+                Step::Done(Err(e)) => {
+                    return Err(refuse(format!(
+                        "reading the image's /etc/passwd and /etc/group: {}",
+                        e.message()
+                    )))
+                }
+                Step::Stop(r, c) => return Err(Step::Stop(r, c)),
+            }
+        } else {
+            None
+        };
+        let pid_mode = self.rec.definition.pid_mode.clone().unwrap_or_default();
+        let ipc_mode = self.rec.definition.ipc_mode.clone().unwrap_or_default();
+        let needs_holder = pid_mode == "task" || ipc_mode == "task";
+        let holder = if needs_holder {
+            self.namespace_holder(&d.name).await?
+        } else {
+            None
+        };
+        let share = |m: &str, field: &str, none_ok: bool| -> Result<Share, Step<String>> {
+            Ok(match m {
+                "" => Share::Own,
+                "host" => Share::Host,
+                "task" => holder.map_or(Share::Own, Share::Join),
+                "none" if none_ok => Share::Private,
+                other => {
+                    return Err(refuse(format!(
+                        "{field} '{other}' is not one of host, task{}",
+                        if none_ok { ", none" } else { "" }
+                    )))
+                }
+            })
+        };
+        let pid = share(&pid_mode, "pidMode", false)?;
+        let ipc = share(&ipc_mode, "ipcMode", true)?;
+        let links = if d.links.is_empty() {
+            Vec::new()
+        } else if mode != Mode::Bridge {
+            return Err(refuse(format!(
+                "links are supported only in bridge network mode (this task's is {})",
+                mode.as_str()
+            )));
+        } else {
+            let others: HashSet<&str> = self
+                .rec
+                .definition
+                .container_definitions
+                .iter()
+                .filter(|c| c.name != d.name && c.disable_networking != Some(true))
+                .map(|c| c.name.as_str())
+                .collect();
+            files::link_hosts(d, |n| {
+                others.contains(n).then(|| self.address_of(n)).flatten()
+            })
+            .map_err(refuse)?
+        };
+        let task_shm = if ipc_mode == "task" {
+            Some(self.task_shm().await.map_err(refuse)?)
+        } else {
+            None
+        };
+        Ok(ContainerOptions {
+            task_shm,
+            users,
+            pid,
+            ipc,
+            links,
+        })
+    }
+
+    /// ipcMode task: the task's /dev/shm, a tmpfs mounted on the host under the task's files
+    /// (once; sized by the largest sharedMemorySize of its containers, or Docker's 64 MiB) and
+    /// unmounted with them.
+    async fn task_shm(&self) -> Result<std::path::PathBuf, String> {
+        let path = self.shared.config.data_dir.task_files(&self.id).join("shm");
+        let mib = self
+            .rec
+            .definition
+            .container_definitions
+            .iter()
+            .filter_map(|c| {
+                c.linux_parameters
+                    .as_ref()
+                    .and_then(|l| l.shared_memory_size)
+            })
+            .filter(|s| *s > 0)
+            .max()
+            .unwrap_or(64) as u64;
+        let p = path.clone();
+        let job =
+            tokio::task::spawn_blocking(move || crate::runtime::options::mount_task_shm(&p, mib));
+        match tokio::time::timeout(self.timeouts().cgroup, job).await {
+            Ok(Ok(Ok(()))) => Ok(path),
+            Ok(Ok(Err(e))) => Err(format!("the task's /dev/shm ({}): {e}", path.display())),
+            Ok(Err(e)) => Err(format!("the task's /dev/shm: {e}")),
+            Err(_) => Err("mounting the task's /dev/shm did not finish in time".into()),
+        }
+    }
+
+    /// pidMode/ipcMode task: the host PID of the init of a running container of the task other
+    /// than `name` (the first started holds the namespaces, the others joined them); `None`
+    /// when none runs yet (this container then holds them).
+    async fn namespace_holder(&mut self, name: &str) -> Result<Option<u32>, Step<String>> {
+        let running: Vec<String> = self
+            .rec
+            .state
+            .containers
+            .iter()
+            .filter(|c| c.name != name && Self::container_status(c) == ContainerStatus::Running)
+            .filter_map(|c| c.runtime_id.clone())
+            .collect();
+        let Some(cid) = running.into_iter().next() else {
+            return Ok(None);
+        };
+        let runtime = self.shared.runtime.clone();
+        let after = self.timeouts().call;
+        let id = cid.clone();
+        match self
+            .start_call("init pid", &cid, after, OnStop::Abandon, async move {
+                runtime.init_pid(&id).await
+            })
+            .await
+        {
+            Step::Done(Ok(pid)) if pid > 0 => Ok(Some(pid)),
+            Step::Done(Ok(_)) => Err(Step::Done(Ok(format!(
+                "the task's namespaces are held by container {cid}, which has no running process"
+            )))),
+            Step::Done(Err(e)) => Err(Step::Done(Ok(format!(
+                "the task's PID/IPC namespaces (container {cid}): {}",
+                e.message()
+            )))),
+            Step::Stop(r, c) => Err(Step::Stop(r, c)),
         }
     }
 
@@ -731,7 +905,33 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 .hostname
                 .clone()
                 .unwrap_or_else(|| default_hostname.clone());
-            let etc_files = match self.etc_files(d, net_mode, &hostname).await {
+            let opts = match self.container_options(d, img, net_mode).await {
+                Ok(o) => o,
+                Err(Step::Stop(reason, code)) => {
+                    return self.stop_while_starting(reason, code).await
+                }
+                Err(Step::Done(e)) => {
+                    let e = match e {
+                        Err(e) => e.message(),
+                        Ok(why) => why,
+                    };
+                    return self
+                        .fail_start(format!(
+                            "CannotCreateContainerError: container {}: {e}",
+                            d.name
+                        ))
+                        .await;
+                }
+            };
+            let etc_mode = if d.disable_networking == Some(true) {
+                Mode::None
+            } else {
+                net_mode
+            };
+            let etc_files = match self
+                .etc_files(d, etc_mode, &hostname, opts.links.clone())
+                .await
+            {
                 Ok(f) => f,
                 Err(e) => {
                     return self
@@ -753,6 +953,10 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 cgroups_path: self.shared.cgroups.container_path(&self.id, &d.name),
                 hostname: default_hostname,
                 security: &self.shared.config.security,
+                pid: opts.pid,
+                ipc: opts.ipc,
+                users: opts.users,
+                task_shm: opts.task_shm,
             };
             let with_secrets = with_secrets(d, &secrets);
             let spec = match spec::build(with_secrets.as_ref().unwrap_or(d), img, &ctx) {
@@ -773,6 +977,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 spec,
                 labels: self.labels(d),
                 log_path: self.shared.config.data_dir.log(&self.id, &d.name),
+                open_stdin: d.interactive == Some(true),
             });
             let after = self.timeouts().call;
             let (runtime, c) = (self.shared.runtime.clone(), create.clone());
@@ -1343,9 +1548,13 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
     /// Removes the task's own files (its containers' /etc files) once its containers are gone.
     async fn remove_files(&self) {
         let dir = self.shared.config.data_dir.task_files(&self.id);
-        let job = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        let job = tokio::task::spawn_blocking(move || {
+            // ipcMode task's /dev/shm is unmounted first: never remove through a mount.
+            crate::runtime::options::unmount_task_shm(&dir.join("shm"))?;
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
         });
         match tokio::time::timeout(self.timeouts().cgroup, job).await {
             Ok(Ok(Ok(()))) => {}

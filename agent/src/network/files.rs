@@ -64,13 +64,61 @@ pub struct EtcPaths {
 
 const LOCALHOST: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
 
-/// The files of a container with `hostname` (and, in bridge and awsvpc modes, `address`);
-/// `None` when it uses the host's own files as they are (host mode without overrides).
+/// A container's `links` entry: `name` or `name:alias`.
+pub fn parse_link(link: &str) -> (&str, &str) {
+    match link.split_once(':') {
+        Some((name, alias)) if !alias.is_empty() => (name, alias),
+        Some((name, _)) => (name, name),
+        None => (link, link),
+    }
+}
+
+/// The start order `links` imply (bridge mode): each `(container, linked container)` pair says
+/// the linked container must start first, as a dependsOn START would. For the task's start
+/// ordering.
+pub fn link_dependencies(def: &berth_proto::v1::TaskDefinition) -> Vec<(String, String)> {
+    def.container_definitions
+        .iter()
+        .flat_map(|c| {
+            c.links
+                .iter()
+                .map(|l| (c.name.clone(), parse_link(l).0.to_string()))
+        })
+        .collect()
+}
+
+/// The /etc/hosts entries of a container's links: `address alias name` (Docker's legacy links;
+/// the alias alone when it is the name), from each linked container's bridge address.
+pub fn link_hosts(
+    def: &ContainerDefinition,
+    address_of: impl Fn(&str) -> Option<Ipv4Addr>,
+) -> Result<Vec<(Ipv4Addr, String)>, String> {
+    def.links
+        .iter()
+        .map(|l| {
+            let (name, alias) = parse_link(l);
+            let address = address_of(name).ok_or_else(|| {
+                format!("links: '{name}' is not a container of this task with a bridge address")
+            })?;
+            let names = if alias == name {
+                name.to_string()
+            } else {
+                format!("{alias} {name}")
+            };
+            Ok((address, names))
+        })
+        .collect()
+}
+
+/// The files of a container with `hostname` (and, in bridge and awsvpc modes, `address`), with
+/// its `links` entries (address, names); `None` when it uses the host's own files as they are
+/// (host mode without overrides).
 pub fn etc_files(
     def: &ContainerDefinition,
     mode: Mode,
     hostname: &str,
     address: Option<Ipv4Addr>,
+    links: &[(Ipv4Addr, String)],
     host: &HostFiles,
     fallback_dns: &[Ipv4Addr],
 ) -> Option<EtcFiles> {
@@ -82,10 +130,16 @@ pub fn etc_files(
     {
         return None;
     }
-    let extra: Vec<(&str, &str)> = def
-        .extra_hosts
+    let link_ips: Vec<String> = links.iter().map(|(a, _)| a.to_string()).collect();
+    let extra: Vec<(&str, &str)> = link_ips
         .iter()
-        .map(|h| (h.ip_address.as_str(), h.hostname.as_str()))
+        .zip(links)
+        .map(|(ip, (_, names))| (ip.as_str(), names.as_str()))
+        .chain(
+            def.extra_hosts
+                .iter()
+                .map(|h| (h.ip_address.as_str(), h.hostname.as_str())),
+        )
         .collect();
     let hosts = if host_mode {
         hosts_file(Some(&host.hosts), None, &extra)
@@ -234,6 +288,7 @@ mod tests {
             Mode::None,
             "abc",
             None,
+            &[],
             &host(),
             &FALLBACK,
         )
@@ -257,6 +312,7 @@ mod tests {
                 mode,
                 "web",
                 Some(Ipv4Addr::new(172, 31, 0, 2)),
+                &[],
                 &host(),
                 &FALLBACK,
             )
@@ -270,16 +326,58 @@ mod tests {
     }
 
     #[test]
+    fn links_add_hosts_entries_and_imply_start_order() {
+        let d = def(r#"{"name":"web","image":"i","links":["db:database","cache"]}"#);
+        let addr = |n: &str| match n {
+            "db" => Some(Ipv4Addr::new(172, 31, 0, 3)),
+            "cache" => Some(Ipv4Addr::new(172, 31, 0, 4)),
+            _ => None,
+        };
+        let links = link_hosts(&d, addr).unwrap();
+        let f = etc_files(
+            &d,
+            Mode::Bridge,
+            "web",
+            Some(Ipv4Addr::new(172, 31, 0, 2)),
+            &links,
+            &host(),
+            &FALLBACK,
+        )
+        .unwrap();
+        assert_eq!(
+            f.hosts,
+            format!("{LOCALHOST}172.31.0.2\tweb\n172.31.0.3\tdatabase db\n172.31.0.4\tcache\n")
+        );
+        let e = link_hosts(
+            &def(r#"{"name":"web","image":"i","links":["ghost"]}"#),
+            addr,
+        )
+        .unwrap_err();
+        assert!(e.contains("'ghost'"), "{e}");
+        let td: berth_proto::v1::TaskDefinition = serde_json::from_str(
+            r#"{"family":"f","containerDefinitions":[{"name":"web","image":"i","links":["db:database","cache"]},{"name":"db","image":"i"},{"name":"cache","image":"i"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            link_dependencies(&td),
+            [
+                ("web".to_string(), "db".to_string()),
+                ("web".to_string(), "cache".to_string())
+            ]
+        );
+    }
+
+    #[test]
     fn host_mode_uses_the_hosts_files_unless_the_definition_overrides() {
         let plain = def(r#"{"name":"a","image":"i"}"#);
         assert_eq!(
-            etc_files(&plain, Mode::Host, "h", None, &host(), &FALLBACK),
+            etc_files(&plain, Mode::Host, "h", None, &[], &host(), &FALLBACK),
             None
         );
         let d = def(
             r#"{"name":"a","image":"i","extraHosts":[{"hostname":"db","ipAddress":"10.1.1.1"}],"dnsSearchDomains":["a.example","b.example"]}"#,
         );
-        let f = etc_files(&d, Mode::Host, "h", None, &host(), &FALLBACK).unwrap();
+        let f = etc_files(&d, Mode::Host, "h", None, &[], &host(), &FALLBACK).unwrap();
         assert_eq!(
             f.hosts,
             "127.0.0.1 localhost\n10.0.0.5 myhost\n10.1.1.1\tdb\n"

@@ -184,6 +184,47 @@ impl Containerd {
     }
 }
 
+/// The stdout URI of a container with a terminal. The shim copies a console only to a FIFO or
+/// a `binary://` logger (not to a `file://`), so a logger is used: /bin/sh running a script
+/// beside the log that appends the console (fd 3) to the log and signals readiness by closing
+/// fd 5. It is the shim's child, so the log survives the agent's restarts as `file://` does.
+async fn tty_logger(log: &std::path::Path) -> Result<String, RuntimeError> {
+    let script = log.with_extension("tty.sh");
+    let body = "exec 4>&- 5>&-\nexec cat <&3 >>\"$1\"\n";
+    tokio::fs::write(&script, body)
+        .await
+        .map_err(|source| RuntimeError::Io {
+            path: script.display().to_string(),
+            source,
+        })?;
+    Ok(format!(
+        "binary:///bin/sh?{}={}",
+        script.display(),
+        log.display()
+    ))
+}
+
+/// The stdin FIFO of an interactive container (made once, beside its log). The shim opens it
+/// for reading; with no writer ever opening it the container's stdin stays open.
+async fn stdin_fifo(log: &std::path::Path) -> Result<String, RuntimeError> {
+    let path = log.with_extension("stdin");
+    let p = path.clone();
+    let made = tokio::task::spawn_blocking(move || {
+        match nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+            Err(e) => Err(std::io::Error::from(e)),
+        }
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))
+    .and_then(|r| r);
+    made.map_err(|source| RuntimeError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(path.display().to_string())
+}
+
 /// containerd's process status (containerd.v1.types.Status) as the engine needs it. UNKNOWN
 /// (0: the shim did not answer) is not "gone": the process may still run.
 fn container_state(status: i32, exit_status: u32) -> ContainerState {
@@ -229,17 +270,31 @@ impl Runtime for Containerd {
                     source,
                 })?;
         }
-        let log = format!("file://{}", c.log_path.display());
+        let terminal = c
+            .spec
+            .process()
+            .as_ref()
+            .is_some_and(|p| p.terminal() == Some(true));
+        let log = if terminal {
+            tty_logger(&c.log_path).await?
+        } else {
+            format!("file://{}", c.log_path.display())
+        };
+        let stdin = if c.open_stdin {
+            stdin_fifo(&c.log_path).await?
+        } else {
+            String::new()
+        };
         let created = rpc(
             "create task",
             id,
             self.client.tasks().create(self.req(CreateTaskRequest {
                 container_id: id.to_string(),
                 rootfs: mounts,
-                stdin: String::new(),
+                stdin,
                 stdout: log.clone(),
                 stderr: log,
-                terminal: false,
+                terminal,
                 ..Default::default()
             })),
         )
@@ -348,6 +403,26 @@ impl Runtime for Containerd {
             )
             .await,
         )
+    }
+
+    async fn init_pid(&self, id: &str) -> Result<u32, RuntimeError> {
+        let r = rpc(
+            "get task",
+            id,
+            self.client.tasks().get(self.req(GetRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+            })),
+        )
+        .await?;
+        Ok(r.into_inner().process.unwrap_or_default().pid)
+    }
+
+    async fn image_users(
+        &self,
+        image: &ImageConfig,
+    ) -> Result<super::user::ImageUsers, RuntimeError> {
+        self.read_image_users(image).await
     }
 
     async fn list(&self, cluster: &str) -> Result<Vec<LabelledContainer>, RuntimeError> {

@@ -4,8 +4,11 @@
 pub mod containerd;
 pub mod image;
 pub mod import;
+pub mod options;
+pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
+pub mod user;
 
 use async_trait::async_trait;
 
@@ -45,6 +48,9 @@ pub struct CreateContainer {
     pub labels: std::collections::HashMap<String, String>,
     /// Where the shim appends the container's stdout and stderr.
     pub log_path: std::path::PathBuf,
+    /// interactive: the process's stdin is kept open (a FIFO beside the log nobody writes to,
+    /// so it never reads end-of-file), as Docker's OpenStdin.
+    pub open_stdin: bool,
 }
 
 /// A container's state as the runtime sees it.
@@ -309,5 +315,16 @@ pub trait Runtime: Send + Sync + 'static {
         Err(RuntimeError::Unsupported {
             op: "delete process",
         })
+    }
+    /// The host PID of the container's init process (pidMode/ipcMode task: later containers
+    /// join its namespaces).
+    async fn init_pid(&self, id: &str) -> Result<u32, RuntimeError> {
+        let _ = id;
+        Err(RuntimeError::Unsupported { op: "init pid" })
+    }
+    /// The image's /etc/passwd and /etc/group, for user names.
+    async fn image_users(&self, image: &ImageConfig) -> Result<user::ImageUsers, RuntimeError> {
+        let _ = image;
+        Err(RuntimeError::Unsupported { op: "image users" })
     }
 }

@@ -4,7 +4,9 @@
 //! masked and read-only paths for unprivileged containers; everything for privileged ones, which
 //! the agent refuses unless it was started to allow them.
 
+use super::options::{self, OptionError};
 use super::seccomp;
+use super::user::{self, ImageUsers, UserError};
 use super::ImageConfig;
 use berth_proto::v1::ContainerDefinition;
 use oci_spec::runtime::{
@@ -23,15 +25,25 @@ pub enum SpecError {
     /// Neither the definition nor the image gives a command.
     #[error("container {0}: no command specified (the image has no Entrypoint or Cmd and the container definition gives none)")]
     NoCommand(String),
-    /// The user field is not one this agent can resolve.
-    #[error(
-        "container {container}: user '{user}' is not supported; give a numeric uid[:gid] or root"
-    )]
+    /// The user cannot be resolved from the image's /etc/passwd and /etc/group.
+    #[error("container {container}: {source}")]
     User {
         /// The container.
         container: String,
-        /// The user given.
-        user: String,
+        /// Why (Docker's words).
+        #[source]
+        source: UserError,
+    },
+    /// A linuxParameters or systemControls value that cannot be applied.
+    #[error(transparent)]
+    Option(#[from] OptionError),
+    /// Options that contradict each other or the task's modes.
+    #[error("container {container}: {problem}")]
+    Conflict {
+        /// The container.
+        container: String,
+        /// What contradicts what.
+        problem: String,
     },
     /// A privileged container on an agent that does not allow them.
     #[error("container {0}: privileged containers are not allowed on this container instance (start the agent with --allow-privileged or BERTH_ALLOW_PRIVILEGED=true to allow them)")]
@@ -77,6 +89,8 @@ pub struct SecurityOptions {
     pub privileged_caps: Vec<Capability>,
     /// The host's device nodes, created in a privileged container's /dev (as Docker does).
     pub privileged_devices: Vec<LinuxDevice>,
+    /// The init binary of initProcessEnabled (the agent's `--init-path`).
+    pub init_path: std::path::PathBuf,
 }
 
 /// The default pids limit per container: a fork bomb stops there, while the busiest ordinary
@@ -92,8 +106,24 @@ impl Default for SecurityOptions {
             default_nofile: DEFAULT_NOFILE,
             privileged_caps: ALL_CAPS.to_vec(),
             privileged_devices: Vec::new(),
+            init_path: options::DEFAULT_INIT_PATH.into(),
         }
     }
+}
+
+/// How a container gets its PID or IPC namespace (the task definition's pidMode, ipcMode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Share {
+    /// One of its own (the default; pidMode/ipcMode task for the task's first container).
+    #[default]
+    Own,
+    /// The host's (mode host): no namespace of its own; with IPC, the host's /dev/shm.
+    Host,
+    /// The one of the task container whose init has this host PID (mode task, later
+    /// containers); with IPC, that container's /dev/shm.
+    Join(u32),
+    /// IPC only (ipcMode none): one of its own, and no /dev/shm.
+    Private,
 }
 
 /// Where and how a container runs, beyond its definition.
@@ -113,6 +143,16 @@ pub struct SpecContext<'a> {
     pub hostname: String,
     /// The agent's security settings.
     pub security: &'a SecurityOptions,
+    /// The PID namespace (pidMode).
+    pub pid: Share,
+    /// The IPC namespace (ipcMode).
+    pub ipc: Share,
+    /// The image's /etc/passwd and /etc/group, read when the user is not root
+    /// ([`user::needs_files`]); `None`: not read (numeric ids only).
+    pub users: Option<ImageUsers>,
+    /// ipcMode task: the task's /dev/shm (a tmpfs the agent mounted on the host), bound into
+    /// each of its containers as Docker binds a shareable container's.
+    pub task_shm: Option<std::path::PathBuf>,
 }
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -307,31 +347,6 @@ const READONLY_PATHS: [&str; 5] = [
     "/proc/sys",
     "/proc/sysrq-trigger",
 ];
-
-fn parse_user(container: &str, user: &str) -> Result<(u32, u32), SpecError> {
-    let err = || SpecError::User {
-        container: container.to_string(),
-        user: user.to_string(),
-    };
-    if user.is_empty() || user == "root" || user == "0" {
-        return Ok((0, 0));
-    }
-    let (u, g) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
-    let uid: u32 = if u == "root" {
-        0
-    } else {
-        u.parse().map_err(|_| err())?
-    };
-    let gid: u32 = match g {
-        Some("root") => 0,
-        Some(g) => g.parse().map_err(|_| err())?,
-        None => uid,
-    };
-    Ok((uid, gid))
-}
 
 /// The command: entryPoint overrides the image's Entrypoint and then drops its Cmd (Docker's
 /// rule); command overrides Cmd.
@@ -532,7 +547,12 @@ pub fn build(
         return Err(SpecError::NoCommand(def.name.clone()));
     }
     let user = def.user.clone().unwrap_or_else(|| image.user.clone());
-    let (uid, gid) = parse_user(&def.name, &user)?;
+    let exec_user = user::resolve(&user, ctx.users.as_ref().unwrap_or(&ImageUsers::default()))
+        .map_err(|source| SpecError::User {
+            container: def.name.clone(),
+            source,
+        })?;
+    let (init_mount, args) = options::init(def, &ctx.security.init_path, args)?;
     let cwd = def
         .working_directory
         .clone()
@@ -540,6 +560,9 @@ pub fn build(
         .or_else(|| Some(image.working_dir.clone()).filter(|w| !w.is_empty()))
         .unwrap_or_else(|| "/".into());
     let host_network = ctx.network_mode == "host";
+    // disableNetworking: a network namespace of its own with only loopback, in every mode.
+    let no_network = def.disable_networking == Some(true);
+    let own_netns = !host_network || no_network;
     let hostname = if host_network {
         nix::unistd::gethostname()
             .ok()
@@ -552,7 +575,9 @@ pub fn build(
     let caps: Capabilities = if privileged {
         ctx.security.privileged_caps.iter().copied().collect()
     } else {
-        DEFAULT_CAPS.into_iter().collect()
+        options::capabilities(def, &DEFAULT_CAPS, &ctx.security.privileged_caps)?
+            .into_iter()
+            .collect()
     };
     let mut capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
@@ -564,34 +589,58 @@ pub fn build(
     // CVE-2022-24769).
     capabilities.set_inheritable(None);
     capabilities.set_ambient(None);
+    let mut env = env(def, image, &hostname);
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        // Docker's: the user's home from the image's passwd, or /.
+        env.push(format!("HOME={}", exec_user.home));
+    }
+    let mut process_user = UserBuilder::default()
+        .uid(exec_user.uid)
+        .gid(exec_user.gid)
+        .build()?;
+    if !exec_user.additional_gids.is_empty() {
+        process_user.set_additional_gids(Some(exec_user.additional_gids.clone()));
+    }
     let process = ProcessBuilder::default()
-        .terminal(false)
-        .user(UserBuilder::default().uid(uid).gid(gid).build()?)
+        .terminal(def.pseudo_terminal == Some(true))
+        .user(process_user)
         .args(args)
-        .env(env(def, image, &hostname))
+        .env(env)
         .cwd(cwd)
         .capabilities(capabilities)
         .rlimits(rlimits(def, ctx.security.default_nofile)?)
         .no_new_privileges(ctx.security.force_no_new_privileges || no_new_privileges(def)?)
         .build()?;
 
-    let mut namespaces = vec![
-        LinuxNamespaceType::Pid,
-        LinuxNamespaceType::Ipc,
-        LinuxNamespaceType::Mount,
-    ];
+    let join =
+        |typ: LinuxNamespaceType, share: Share| -> Option<(LinuxNamespaceType, Option<String>)> {
+            let ns = if typ == LinuxNamespaceType::Pid {
+                "pid"
+            } else {
+                "ipc"
+            };
+            match share {
+                Share::Host => None,
+                Share::Join(pid) => Some((typ, Some(format!("/proc/{pid}/ns/{ns}")))),
+                Share::Own | Share::Private => Some((typ, None)),
+            }
+        };
+    let mut namespaces: Vec<(LinuxNamespaceType, Option<String>)> = Vec::new();
+    namespaces.extend(join(LinuxNamespaceType::Pid, ctx.pid));
+    namespaces.extend(join(LinuxNamespaceType::Ipc, ctx.ipc));
+    namespaces.push((LinuxNamespaceType::Mount, None));
     if !host_network {
-        namespaces.push(LinuxNamespaceType::Uts);
-        namespaces.push(LinuxNamespaceType::Network);
+        namespaces.push((LinuxNamespaceType::Uts, None));
+    }
+    if own_netns {
+        let path = ctx.netns_path.clone().filter(|_| !no_network);
+        namespaces.push((LinuxNamespaceType::Network, path));
     }
     let namespaces = namespaces
         .into_iter()
-        .map(|t| match (&ctx.netns_path, t) {
-            (Some(path), LinuxNamespaceType::Network) => LinuxNamespaceBuilder::default()
-                .typ(t)
-                .path(path.clone())
-                .build(),
-            _ => LinuxNamespaceBuilder::default().typ(t).build(),
+        .map(|(t, path)| match path {
+            Some(path) => LinuxNamespaceBuilder::default().typ(t).path(path).build(),
+            None => LinuxNamespaceBuilder::default().typ(t).build(),
         })
         .collect::<Result<Vec<_>, _>>()?;
 
@@ -602,14 +651,24 @@ pub fn build(
     if let Some(r) = def.memory_reservation {
         memory = memory.reservation(r as i64 * 1024 * 1024);
     }
+    let (swap, swappiness) = options::swap(def, options::CgroupVersion::current())?;
+    if let Some(s) = swap {
+        memory = memory.swap(s);
+    }
+    if let Some(s) = swappiness {
+        memory = memory.swappiness(s);
+    }
     // Privileged containers may use every device (Docker's rule); others only runc's defaults
-    // (null, zero, full, random, urandom, tty, console, ptmx, pts), which runc always adds.
-    let devices = LinuxDeviceCgroupBuilder::default()
+    // (null, zero, full, random, urandom, tty, console, ptmx, pts), which runc always adds,
+    // and their linuxParameters.devices.
+    let (extra_devices, device_rules) = options::devices(def)?;
+    let mut devices = vec![LinuxDeviceCgroupBuilder::default()
         .allow(privileged)
         .access("rwm")
-        .build()?;
+        .build()?];
+    devices.extend(device_rules);
     let mut resources = LinuxResourcesBuilder::default()
-        .devices(vec![devices])
+        .devices(devices)
         .cpu(
             LinuxCpuBuilder::default()
                 .shares(cpu_shares(def.cpu))
@@ -625,15 +684,22 @@ pub fn build(
         .cgroups_path(ctx.cgroups_path.clone())
         .namespaces(namespaces)
         .build()?;
+    let sysctl = options::sysctls(def, own_netns, ctx.ipc != Share::Host, !host_network)?;
+    linux.set_sysctl((!sysctl.is_empty()).then_some(sysctl));
     if privileged {
         // As Docker: the host's devices, no seccomp filter, nothing masked or read-only.
-        if !ctx.security.privileged_devices.is_empty() {
-            linux.set_devices(Some(ctx.security.privileged_devices.clone()));
+        let mut all = ctx.security.privileged_devices.clone();
+        all.extend(extra_devices);
+        if !all.is_empty() {
+            linux.set_devices(Some(all));
         }
         linux.set_seccomp(None);
         linux.set_masked_paths(None);
         linux.set_readonly_paths(None);
     } else {
+        if !extra_devices.is_empty() {
+            linux.set_devices(Some(extra_devices));
+        }
         linux.set_seccomp(Some(seccomp::default_filter(
             &caps,
             &seccomp::Host::current(),
@@ -642,6 +708,14 @@ pub fn build(
         linux.set_readonly_paths(Some(READONLY_PATHS.iter().map(|p| p.to_string()).collect()));
     }
 
+    let mut all_mounts = mounts(
+        host_network && !no_network,
+        privileged,
+        ctx.etc_files.as_ref(),
+    )?;
+    shm_mount(def, ctx.ipc, ctx.task_shm.as_deref(), &mut all_mounts)?;
+    all_mounts.extend(options::tmpfs(def)?);
+    all_mounts.extend(init_mount);
     let mut spec = SpecBuilder::default()
         .version("1.0.2-dev")
         .process(process)
@@ -651,13 +725,80 @@ pub fn build(
                 .readonly(def.readonly_root_filesystem == Some(true))
                 .build()?,
         )
-        .mounts(mounts(host_network, privileged, ctx.etc_files.as_ref())?)
+        .mounts(all_mounts)
         .linux(linux)
         .build()?;
     spec.set_annotations(None);
     // With the host's network the container shares its UTS namespace too: no hostname to set.
     spec.set_hostname((!host_network).then_some(hostname));
     Ok(spec)
+}
+
+/// /dev/shm by the IPC mode: its own tmpfs of sharedMemorySize (Docker's 64 MiB by default);
+/// the host's or the task's /dev/shm bound; none with ipcMode none.
+fn shm_mount(
+    def: &ContainerDefinition,
+    ipc: Share,
+    task_shm: Option<&std::path::Path>,
+    mounts: &mut Vec<Mount>,
+) -> Result<(), SpecError> {
+    let sized = def
+        .linux_parameters
+        .as_ref()
+        .and_then(|l| l.shared_memory_size)
+        .is_some();
+    let conflict = |problem: &str| SpecError::Conflict {
+        container: def.name.clone(),
+        problem: problem.to_string(),
+    };
+    let replacement = match ipc {
+        // ipcMode task: the task's /dev/shm, sized by the largest sharedMemorySize of the task.
+        Share::Own | Share::Join(_) if task_shm.is_some() => Some(mount(
+            "/dev/shm",
+            "bind",
+            &task_shm
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            &["rbind", "rw"],
+        )?),
+        Share::Own => Some(mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", &options::shm_size(def)],
+        )?),
+        Share::Private if sized => {
+            return Err(conflict(
+                "linuxParameters.sharedMemorySize: ipcMode none gives the container no /dev/shm to size",
+            ))
+        }
+        Share::Private => None,
+        Share::Host if sized => {
+            return Err(conflict(
+                "linuxParameters.sharedMemorySize: with ipcMode host the container uses the host's /dev/shm",
+            ))
+        }
+        Share::Host => Some(mount("/dev/shm", "bind", "/dev/shm", &["rbind", "rw"])?),
+        // Joined without a task /dev/shm: one of its own.
+        Share::Join(_) => Some(mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", &options::shm_size(def)],
+        )?),
+    };
+    let at = mounts
+        .iter()
+        .position(|m| m.destination() == std::path::Path::new("/dev/shm"));
+    match (at, replacement) {
+        (Some(i), Some(m)) => mounts[i] = m,
+        (Some(i), None) => {
+            mounts.remove(i);
+        }
+        (None, Some(m)) => mounts.push(m),
+        (None, None) => {}
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -686,6 +827,10 @@ mod tests {
             cgroups_path: "/berth/t/a".into(),
             hostname: "h".into(),
             security,
+            pid: Share::Own,
+            ipc: Share::Own,
+            users: None,
+            task_shm: None,
         }
     }
 
@@ -742,19 +887,30 @@ mod tests {
     #[test]
     fn bad_user_and_no_command_are_errors() {
         let sec = SecurityOptions::default();
-        assert!(matches!(
-            build(
-                &def(r#"{"name":"a","user":"nobody"}"#),
-                &image(),
-                &ctx(&sec)
-            ),
-            Err(SpecError::User { .. })
-        ));
+        let e = build(
+            &def(r#"{"name":"a","user":"nobody"}"#),
+            &image(),
+            &ctx(&sec),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "container a: unable to find user nobody: no matching entries in passwd file"
+        );
         assert!(matches!(
             build(&def(r#"{"name":"a"}"#), &ImageConfig::default(), &ctx(&sec)),
             Err(SpecError::NoCommand(n)) if n == "a"
         ));
-        assert_eq!(parse_user("a", "1000:50").unwrap(), (1000, 50));
+        let s = json(
+            &build(
+                &def(r#"{"name":"a","user":"1000:50"}"#),
+                &image(),
+                &ctx(&sec),
+            )
+            .unwrap(),
+        );
+        assert_eq!(s["process"]["user"]["uid"], 1000);
+        assert_eq!(s["process"]["user"]["gid"], 50);
     }
 
     #[test]
@@ -1041,5 +1197,308 @@ mod tests {
             .unwrap()
             .iter()
             .any(|n| n["type"] == "network"));
+    }
+
+    fn mount_at<'v>(s: &'v Value, dest: &str) -> Option<&'v Value> {
+        s["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == dest)
+    }
+
+    fn ns(s: &Value, typ: &str) -> Option<Value> {
+        s["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["type"] == typ)
+            .cloned()
+    }
+
+    #[test]
+    fn a_user_name_resolves_from_the_images_files_with_groups_and_home() {
+        let sec = SecurityOptions::default();
+        let users = ImageUsers {
+            passwd: Some("root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n".into()),
+            group: Some("app:x:1000:\nstaff:x:50:app\n".into()),
+        };
+        let c = SpecContext {
+            users: Some(users),
+            ..ctx(&sec)
+        };
+        let s = json(&build(&def(r#"{"name":"a","user":"app"}"#), &image(), &c).unwrap());
+        let u = &s["process"]["user"];
+        assert_eq!(
+            (u["uid"].as_u64(), u["gid"].as_u64()),
+            (Some(1000), Some(1000))
+        );
+        assert_eq!(u["additionalGids"], serde_json::json!([50]));
+        let env: Vec<String> = serde_json::from_value(s["process"]["env"].clone()).unwrap();
+        assert!(env.contains(&"HOME=/home/app".to_string()), "{env:?}");
+        // The image's User applies when the definition has none.
+        let img = ImageConfig {
+            user: "app:staff".into(),
+            ..image()
+        };
+        let s = json(&build(&def(r#"{"name":"a"}"#), &img, &c).unwrap());
+        assert_eq!(s["process"]["user"]["gid"], 50);
+        let e = build(&def(r#"{"name":"web","user":"ghost"}"#), &image(), &c).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "container web: unable to find user ghost: no matching entries in passwd file"
+        );
+    }
+
+    #[test]
+    fn readonly_root_working_directory_and_terminal() {
+        let sec = SecurityOptions::default();
+        let s = json(
+            &build(
+                &def(r#"{"name":"a","readonlyRootFilesystem":true,"workingDirectory":"/srv","pseudoTerminal":true}"#),
+                &image(),
+                &ctx(&sec),
+            )
+            .unwrap(),
+        );
+        assert_eq!(s["root"]["readonly"], true);
+        assert_eq!(s["process"]["cwd"], "/srv");
+        assert_eq!(s["process"]["terminal"], true);
+        let s = json(&build(&def(r#"{"name":"a"}"#), &image(), &ctx(&sec)).unwrap());
+        assert_eq!(s["root"]["readonly"], false);
+        assert_eq!(s["process"]["terminal"], false);
+    }
+
+    #[test]
+    fn capability_changes_reach_every_set_and_the_seccomp_filter() {
+        let sec = SecurityOptions::default();
+        let s = json(
+            &build(
+                &def(r#"{"name":"a","linuxParameters":{"capabilities":{"drop":["CHOWN"],"add":["SYS_ADMIN"]}}}"#),
+                &image(),
+                &ctx(&sec),
+            )
+            .unwrap(),
+        );
+        for set in ["bounding", "effective", "permitted"] {
+            let c = caps(&s, set);
+            assert!(!c.contains(&"CAP_CHOWN".to_string()), "{set}");
+            assert!(c.contains(&"CAP_SYS_ADMIN".to_string()), "{set}");
+        }
+        // Docker's profile opens mount(2) to CAP_SYS_ADMIN.
+        let names: Vec<String> = s["linux"]["seccomp"]["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["names"].as_array().unwrap().clone())
+            .filter_map(|n| n.as_str().map(str::to_string))
+            .collect();
+        assert!(names.contains(&"mount".to_string()));
+    }
+
+    #[test]
+    fn devices_are_created_and_allowed() {
+        let sec = SecurityOptions::default();
+        let s = json(
+            &build(
+                &def(r#"{"name":"a","linuxParameters":{"devices":[{"hostPath":"/dev/null","containerPath":"/dev/xnull","permissions":["read"]}]}}"#),
+                &image(),
+                &ctx(&sec),
+            )
+            .unwrap(),
+        );
+        assert_eq!(s["linux"]["devices"][0]["path"], "/dev/xnull");
+        let rules = s["linux"]["resources"]["devices"].as_array().unwrap();
+        assert_eq!(
+            rules[0],
+            serde_json::json!({"allow": false, "access": "rwm"})
+        );
+        assert_eq!(
+            rules[1],
+            serde_json::json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "r"})
+        );
+    }
+
+    #[test]
+    fn init_process_becomes_pid_1_from_a_read_only_bind() {
+        let sec = SecurityOptions {
+            init_path: std::env::current_exe().unwrap(),
+            ..Default::default()
+        };
+        let s = json(
+            &build(
+                &def(r#"{"name":"a","linuxParameters":{"initProcessEnabled":true}}"#),
+                &image(),
+                &ctx(&sec),
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            s["process"]["args"],
+            serde_json::json!(["/sbin/docker-init", "--", "/entry", "serve"])
+        );
+        let m = mount_at(&s, "/sbin/docker-init").expect("init mounted");
+        assert!(m["options"].as_array().unwrap().contains(&"ro".into()));
+        let missing = SecurityOptions {
+            init_path: "/nonexistent/tini-static".into(),
+            ..Default::default()
+        };
+        let e = build(
+            &def(r#"{"name":"a","linuxParameters":{"initProcessEnabled":true}}"#),
+            &image(),
+            &ctx(&missing),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("--init-path"), "{e}");
+    }
+
+    #[test]
+    fn shm_size_tmpfs_and_swap_reach_mounts_and_memory() {
+        let sec = SecurityOptions::default();
+        let s = json(
+            &build(
+                &def(r#"{"name":"a","memory":100,"linuxParameters":{"sharedMemorySize":256,"tmpfs":[{"containerPath":"/run/x","size":4}],"maxSwap":20,"swappiness":7}}"#),
+                &image(),
+                &ctx(&sec),
+            )
+            .unwrap(),
+        );
+        let shm = mount_at(&s, "/dev/shm").unwrap();
+        assert!(shm["options"]
+            .as_array()
+            .unwrap()
+            .contains(&"size=262144k".into()));
+        let t = mount_at(&s, "/run/x").unwrap();
+        assert_eq!(t["type"], "tmpfs");
+        assert!(t["options"].as_array().unwrap().contains(&"size=4m".into()));
+        let mem = &s["linux"]["resources"]["memory"];
+        assert_eq!(mem["limit"], 100 << 20);
+        if options::CgroupVersion::current()
+            == (options::CgroupVersion::V1 {
+                swap_accounting: true,
+            })
+        {
+            assert_eq!(mem["swap"], 120 << 20);
+            assert_eq!(mem["swappiness"], 7);
+        }
+        // maxSwap omitted: the host's setting (nothing in the spec).
+        let s = json(&build(&def(r#"{"name":"a","memory":100}"#), &image(), &ctx(&sec)).unwrap());
+        assert!(s["linux"]["resources"]["memory"]["swap"].is_null());
+    }
+
+    #[test]
+    fn pid_and_ipc_modes_pick_namespaces_and_dev_shm() {
+        let sec = SecurityOptions::default();
+        let with = |pid: Share, ipc: Share| {
+            json(
+                &build(
+                    &def(r#"{"name":"a"}"#),
+                    &image(),
+                    &SpecContext {
+                        pid,
+                        ipc,
+                        ..ctx(&sec)
+                    },
+                )
+                .unwrap(),
+            )
+        };
+        let own = with(Share::Own, Share::Own);
+        assert!(ns(&own, "pid").unwrap()["path"].is_null());
+        assert_eq!(mount_at(&own, "/dev/shm").unwrap()["type"], "tmpfs");
+        let host = with(Share::Host, Share::Host);
+        assert!(ns(&host, "pid").is_none() && ns(&host, "ipc").is_none());
+        assert_eq!(mount_at(&host, "/dev/shm").unwrap()["source"], "/dev/shm");
+        let joined = with(Share::Join(42), Share::Join(42));
+        assert_eq!(ns(&joined, "pid").unwrap()["path"], "/proc/42/ns/pid");
+        assert_eq!(ns(&joined, "ipc").unwrap()["path"], "/proc/42/ns/ipc");
+        for ipc in [Share::Own, Share::Join(42)] {
+            let s = json(
+                &build(
+                    &def(r#"{"name":"a"}"#),
+                    &image(),
+                    &SpecContext {
+                        ipc,
+                        task_shm: Some("/d/tasks/t/shm".into()),
+                        ..ctx(&sec)
+                    },
+                )
+                .unwrap(),
+            );
+            let m = mount_at(&s, "/dev/shm").unwrap();
+            assert_eq!(
+                (m["type"].as_str(), m["source"].as_str()),
+                (Some("bind"), Some("/d/tasks/t/shm"))
+            );
+        }
+        let none = with(Share::Own, Share::Private);
+        assert!(ns(&none, "ipc").unwrap()["path"].is_null());
+        assert!(mount_at(&none, "/dev/shm").is_none());
+        let e = build(
+            &def(r#"{"name":"a","linuxParameters":{"sharedMemorySize":8}}"#),
+            &image(),
+            &SpecContext {
+                ipc: Share::Private,
+                ..ctx(&sec)
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("ipcMode none"), "{e}");
+    }
+
+    #[test]
+    fn disable_networking_gets_a_fresh_namespace_in_every_mode() {
+        let sec = SecurityOptions::default();
+        for (mode, path) in [
+            ("bridge", Some("/run/netns/berth-x")),
+            ("awsvpc", Some("/run/netns/t")),
+            ("host", None),
+        ] {
+            let c = SpecContext {
+                network_mode: mode,
+                netns_path: path.map(str::to_string),
+                ..ctx(&sec)
+            };
+            let s = json(
+                &build(
+                    &def(r#"{"name":"a","disableNetworking":true}"#),
+                    &image(),
+                    &c,
+                )
+                .unwrap(),
+            );
+            let net = ns(&s, "network").unwrap_or_else(|| panic!("{mode}: no network namespace"));
+            assert!(net["path"].is_null(), "{mode}: {net}");
+        }
+    }
+
+    #[test]
+    fn system_controls_become_linux_sysctl() {
+        let sec = SecurityOptions::default();
+        let d = def(
+            r#"{"name":"a","systemControls":[{"namespace":"net.ipv4.tcp_syncookies","value":"0"},{"namespace":"kernel.msgmax","value":"9000"}]}"#,
+        );
+        let s = json(&build(&d, &image(), &ctx(&sec)).unwrap());
+        assert_eq!(s["linux"]["sysctl"]["net.ipv4.tcp_syncookies"], "0");
+        assert_eq!(s["linux"]["sysctl"]["kernel.msgmax"], "9000");
+        let host = SpecContext {
+            network_mode: "host",
+            ..ctx(&sec)
+        };
+        let e = build(&d, &image(), &host).unwrap_err();
+        assert!(e.to_string().contains("net.ipv4.tcp_syncookies"), "{e}");
+        let host_ipc = SpecContext {
+            ipc: Share::Host,
+            ..ctx(&sec)
+        };
+        let e = build(
+            &def(r#"{"name":"a","systemControls":[{"namespace":"kernel.msgmax","value":"1"}]}"#),
+            &image(),
+            &host_ipc,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("kernel.msgmax"), "{e}");
+        let s = json(&build(&def(r#"{"name":"a"}"#), &image(), &ctx(&sec)).unwrap());
+        assert!(s["linux"]["sysctl"].is_null());
     }
 }

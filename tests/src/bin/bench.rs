@@ -202,6 +202,10 @@ fn floor_container(
         // runc makes the container a fresh network namespace: the floor does no network work.
         netns_path: None,
         etc_files: None,
+        pid: Default::default(),
+        ipc: Default::default(),
+        users: None,
+        task_shm: None,
     };
     Ok(CreateContainer {
         id: id.to_string(),
@@ -209,6 +213,7 @@ fn floor_container(
         spec: spec::build(def, image, &ctx)?,
         labels: HashMap::new(),
         log_path: log_dir.join(format!("{id}.log")),
+        open_stdin: false,
     })
 }
 
