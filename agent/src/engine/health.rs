@@ -160,6 +160,8 @@ pub struct CheckOutcome {
 pub trait Probe: Send + Sync + 'static {
     /// Runs the check once, bounded by `timeout`.
     async fn check(&self, timeout: Duration) -> CheckOutcome;
+    /// Removes what checks of an earlier agent process left (before the first check).
+    async fn sweep(&self) {}
 }
 
 /// A check that runs in the container through containerd exec.
@@ -252,6 +254,12 @@ fn seconds(d: Duration) -> String {
 
 #[async_trait]
 impl<R: Runtime> Probe for ExecProbe<R> {
+    /// Processes of checks an earlier agent process started and did not see end (it stopped
+    /// mid-check): none of this checker's own runs yet.
+    async fn sweep(&self) {
+        self.kill_marked(format!("{CHECK_ENV}=")).await;
+    }
+
     async fn check(&self, timeout: Duration) -> CheckOutcome {
         let exec_id = format!("health-{}", uuid::Uuid::new_v4().simple());
         let spec = ExecSpec {
@@ -341,17 +349,49 @@ impl<R: Runtime> Probe for ExecProbe<R> {
 impl<R: Runtime> ExecProbe<R> {
     /// SIGKILLs a timed-out check and every process it started, then waits for its exit.
     async fn kill_check(&self, exec_id: &str) {
+        self.kill_marked(format!("{CHECK_ENV}={exec_id}")).await;
+        let rt = &self.runtime;
+        if let Err(e) = bounded(
+            "exec kill",
+            &self.cid,
+            self.call_timeout,
+            rt.exec_kill(
+                &self.cid,
+                exec_id,
+                nix::sys::signal::Signal::SIGKILL as i32 as u32,
+            ),
+        )
+        .await
+        {
+            warn!(container = %self.cid, exec = %exec_id, error = %e, "cannot kill a timed-out health check");
+        }
+        if let Err(e) = bounded(
+            "exec wait",
+            &self.cid,
+            self.call_timeout,
+            rt.exec_wait(&self.cid, exec_id),
+        )
+        .await
+        {
+            warn!(container = %self.cid, exec = %exec_id, error = %e, "a killed health check did not exit");
+        }
+    }
+
+    /// SIGKILLs every process of the container whose environment holds `marker` (an exact
+    /// entry; ending in '=': any value), and their descendants, until none is left (at most
+    /// [`KILL_ROUNDS`] rounds).
+    async fn kill_marked(&self, marker: String) {
         let rt = &self.runtime;
         for round in 0..KILL_ROUNDS {
             let pids = match bounded("pids", &self.cid, self.call_timeout, rt.pids(&self.cid)).await
             {
                 Ok(p) => p,
                 Err(e) => {
-                    warn!(container = %self.cid, error = %e, "cannot list the container's processes; killing the check's own process only");
+                    warn!(container = %self.cid, error = %e, "cannot list the container's processes");
                     break;
                 }
             };
-            let marker = format!("{CHECK_ENV}={exec_id}");
+            let marker = marker.clone();
             let job = tokio::task::spawn_blocking(move || {
                 let procs: Vec<ProcInfo> =
                     pids.iter().filter_map(|p| proc_info(*p, &marker)).collect();
@@ -380,30 +420,6 @@ impl<R: Runtime> ExecProbe<R> {
                 }
             }
         }
-        if let Err(e) = bounded(
-            "exec kill",
-            &self.cid,
-            self.call_timeout,
-            rt.exec_kill(
-                &self.cid,
-                exec_id,
-                nix::sys::signal::Signal::SIGKILL as i32 as u32,
-            ),
-        )
-        .await
-        {
-            warn!(container = %self.cid, exec = %exec_id, error = %e, "cannot kill a timed-out health check");
-        }
-        if let Err(e) = bounded(
-            "exec wait",
-            &self.cid,
-            self.call_timeout,
-            rt.exec_wait(&self.cid, exec_id),
-        )
-        .await
-        {
-            warn!(container = %self.cid, exec = %exec_id, error = %e, "a killed health check did not exit");
-        }
     }
 }
 
@@ -418,12 +434,18 @@ pub struct ProcInfo {
     pub marked: bool,
 }
 
-/// Reads a process's parent and whether its environment holds `marker` (None when gone).
+/// Reads a process's parent and whether its environment holds `marker` (an exact entry; one
+/// ending in '=' matches any value) (None when gone).
 fn proc_info(pid: u32, marker: &str) -> Option<ProcInfo> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let ppid = parse_ppid(&stat)?;
+    let m = marker.as_bytes();
+    let any_value = marker.ends_with('=');
     let marked = std::fs::read(format!("/proc/{pid}/environ"))
-        .map(|env| env.split(|b| *b == 0).any(|e| e == marker.as_bytes()))
+        .map(|env| {
+            env.split(|b| *b == 0)
+                .any(|e| e == m || (any_value && e.starts_with(m)))
+        })
         .unwrap_or(false);
     Some(ProcInfo { pid, ppid, marked })
 }
@@ -471,6 +493,7 @@ pub fn spawn<P: Probe>(
     let span = tracing::info_span!("health", container = %name);
     tokio::spawn(
         async move {
+            probe.sweep().await;
             let mut tracker = Tracker::new(&cfg, status);
             loop {
                 tokio::time::sleep(cfg.interval).await;
