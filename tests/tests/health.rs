@@ -168,8 +168,8 @@ fn health_checks_decide_health_and_kill_hanging_checks() {
     );
 
     // No process of an earlier hanging check is left: over three more checks, the container
-    // never holds processes of more than one check (the one running), and between checks only
-    // its own.
+    // never holds processes of more than one check (the one running), and after them it is
+    // seen holding its own process alone.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -188,14 +188,15 @@ fn health_checks_decide_health_and_kill_hanging_checks() {
                 markers.len() <= 1,
                 "processes of several checks at once: {markers:?}"
             );
-            if markers.is_empty() {
-                assert_eq!(count, 1, "processes left between checks");
+            // Between checks only the container's own process (a check being started shows as
+            // runc's init, without the variable yet, for a moment: sampled again).
+            if markers.is_empty() && count == 1 {
                 idle = checks.len() >= 3;
             }
             checks.extend(markers);
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "saw {} checks in {T:?}",
+                "saw {} checks in {T:?}, and the container alone after three: {idle}",
                 checks.len()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
