@@ -83,6 +83,8 @@ struct FakeRuntime {
     envs: Mutex<HashMap<String, Vec<String>>>,
     /// The spec of each container created, by container ID.
     specs: Mutex<HashMap<String, oci_spec::runtime::Spec>>,
+    /// Issue 9: the exit status of exec processes (health checks), by container ID; 0 if unset.
+    exec_exit: Mutex<HashMap<String, u32>>,
 }
 
 impl FakeRuntime {
@@ -252,6 +254,27 @@ impl Runtime for FakeRuntime {
         _cluster: &str,
     ) -> Result<Vec<crate::runtime::LabelledContainer>, RuntimeError> {
         Ok(self.listed.clone())
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        _spec: &crate::runtime::ExecSpec,
+    ) -> Result<crate::runtime::ExecIo, RuntimeError> {
+        self.call("exec", id).await?;
+        Ok(crate::runtime::ExecIo {
+            stdin: None,
+            stdout: Box::pin(tokio::io::empty()),
+            stderr: Some(Box::pin(tokio::io::empty())),
+        })
+    }
+
+    async fn exec_wait(&self, id: &str, _exec_id: &str) -> Result<u32, RuntimeError> {
+        Ok(self.exec_exit.lock().unwrap().get(id).copied().unwrap_or(0))
+    }
+
+    async fn exec_delete(&self, _id: &str, _exec_id: &str) -> Result<(), RuntimeError> {
+        Ok(())
     }
 }
 
@@ -2271,4 +2294,92 @@ async fn recovery_gives_held_states_and_tears_down_what_stopped_while_down() {
         .unwrap()
         .unwrap();
     assert!(rec.network_released);
+}
+
+// ---- Issue 9: health checks in the actor ----
+
+const CHECKED: &str = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+  {"name":"main","image":"i","healthCheck":{"command":["CMD","true"],"interval":5,"retries":2}},
+  {"name":"side","image":"i","essential":false,"healthCheck":{"command":["CMD-SHELL","true"],"interval":5,"retries":1}},
+  {"name":"plain","image":"i"}]}"#;
+
+fn health_of(c: &TaskStateChange, name: &str) -> Option<String> {
+    container(c, name).health_status.clone()
+}
+
+/// Containers with a check start UNKNOWN and go HEALTHY; the task's health comes from its
+/// essential containers with a check only (a failing non-essential one does not count, an
+/// essential one without a check neither); an UNHEALTHY essential container does not stop the
+/// task; the checkers stop with the task.
+#[tokio::test(start_paused = true)]
+async fn health_checks_decide_container_and_task_health() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", CHECKED));
+    let running = reported(&h, |c| c.last_status == "RUNNING").await;
+    assert_eq!(health_of(&running, "main").as_deref(), Some("UNKNOWN"));
+    assert_eq!(health_of(&running, "plain"), None, "no check, no health");
+    assert_eq!(running.health_status.as_deref(), Some("UNKNOWN"));
+    let healthy = reported(&h, |c| {
+        health_of(c, "main").as_deref() == Some("HEALTHY")
+            && health_of(c, "side").as_deref() == Some("HEALTHY")
+    })
+    .await;
+    assert_eq!(healthy.health_status.as_deref(), Some("HEALTHY"));
+    assert!(container(&healthy, "main").health_checked_at.is_some());
+
+    h.runtime.exec_exit.lock().unwrap().insert(cid("side"), 1);
+    let side_down = reported(&h, |c| health_of(c, "side").as_deref() == Some("UNHEALTHY")).await;
+    assert_eq!(
+        side_down.health_status.as_deref(),
+        Some("HEALTHY"),
+        "side is not essential"
+    );
+
+    h.runtime.exec_exit.lock().unwrap().insert(cid("main"), 1);
+    let down = reported(&h, |c| health_of(c, "main").as_deref() == Some("UNHEALTHY")).await;
+    assert_eq!(down.health_status.as_deref(), Some("UNHEALTHY"));
+    assert_eq!(
+        down.last_status, "RUNNING",
+        "an unhealthy container is not stopped"
+    );
+    // Recovers with one success.
+    h.runtime.exec_exit.lock().unwrap().insert(cid("main"), 0);
+    reported(&h, |c| {
+        c.health_status.as_deref() == Some("HEALTHY")
+            && health_of(c, "main").as_deref() == Some("HEALTHY")
+    })
+    .await;
+
+    h.engine.apply_desired(&assignment("STOPPED", CHECKED));
+    reported(&h, |c| c.last_status == "STOPPED").await;
+    let checks = h.runtime.count("exec", "");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        h.runtime.count("exec", ""),
+        checks,
+        "checks after the task stopped"
+    );
+}
+
+/// After an agent restart the checker of a running container starts again, from the recorded
+/// health.
+#[tokio::test(start_paused = true)]
+async fn health_checks_resume_after_recovery() {
+    let rt = FakeRuntime::default();
+    rt.put(&cid("main"), ContainerState::Running);
+    let a = assignment("RUNNING", CHECKED);
+    let t = &a.tasks[0];
+    let mut rec = record("RUNNING", &[("main", "RUNNING", true)], false);
+    rec.definition = t.task_definition.clone().unwrap();
+    rec.definition.container_definitions.truncate(1);
+    rec.state.containers[0].health_status = Some("HEALTHY".into());
+    rt.exec_exit.lock().unwrap().insert(cid("main"), 1);
+    let h = harness_with(rt, FakeCgroups::default(), vec![rec]);
+    // Two failures (retries 2) after the restart: UNHEALTHY, never UNKNOWN in between.
+    let down = reported(&h, |c| health_of(c, "main").as_deref() == Some("UNHEALTHY")).await;
+    assert_eq!(down.health_status.as_deref(), Some("UNHEALTHY"));
+    assert!(h.runtime.count("exec", "main") >= 2);
+    assert!(all_reports(&h)
+        .iter()
+        .all(|c| health_of(c, "main").as_deref() != Some("UNKNOWN")));
 }
