@@ -253,6 +253,36 @@ impl Runtime for FakeRuntime {
     ) -> Result<Vec<crate::runtime::LabelledContainer>, RuntimeError> {
         Ok(self.listed.clone())
     }
+    async fn restart(&self, c: &CreateContainer) -> Result<(), RuntimeError> {
+        self.call("restart", &c.id).await?;
+        let mut containers = self.containers.lock().unwrap();
+        let Some((state, tx)) = containers.get_mut(&c.id) else {
+            return Err(RuntimeError::Call {
+                op: "restart",
+                id: c.id.clone(),
+                source: tonic::Status::not_found("no such container"),
+            });
+        };
+        *state = ContainerState::Running;
+        tx.send_replace(None);
+        Ok(())
+    }
+    async fn delete_process(&self, id: &str) -> Result<(), RuntimeError> {
+        self.call("delete_process", id).await?;
+        if matches!(self.state_of(id), Some(ContainerState::Running)) {
+            return Err(RuntimeError::Call {
+                op: "delete process",
+                id: id.into(),
+                source: tonic::Status::failed_precondition("task must be stopped"),
+            });
+        }
+        // As containerd: the container stays, with no process (Missing to `state`), until
+        // the cleanup wait has passed.
+        if let Some((state, _)) = self.containers.lock().unwrap().get_mut(id) {
+            *state = ContainerState::Missing;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -555,6 +585,31 @@ fn harness_net(
     secrets: Arc<dyn crate::secrets::SecretSource>,
 ) -> Harness {
     let dir = std::env::temp_dir().join(format!("berth-engine-{}", uuid::Uuid::new_v4().simple()));
+    harness_in(
+        runtime,
+        cgroups,
+        network,
+        records,
+        timeouts,
+        secrets,
+        dir,
+        cleanup::DEFAULT_WAIT,
+    )
+}
+
+/// An engine over the fakes on the data dir `dir` (which may hold state of an earlier engine),
+/// with a cleanup wait.
+#[allow(clippy::too_many_arguments)]
+fn harness_in(
+    runtime: FakeRuntime,
+    cgroups: FakeCgroups,
+    network: FakeNetwork,
+    records: Vec<TaskRecord>,
+    timeouts: Timeouts,
+    secrets: Arc<dyn crate::secrets::SecretSource>,
+    dir: std::path::PathBuf,
+    task_cleanup_wait: Duration,
+) -> Harness {
     let data = DataDir(dir.clone());
     for rec in &records {
         write_json(&data.task(&task_id(&rec.task.task_arn)), rec).unwrap();
@@ -579,6 +634,7 @@ fn harness_net(
             secrets,
             boot_id: Some(BOOT.into()),
             fallback_dns: vec![std::net::Ipv4Addr::new(9, 9, 9, 9)],
+            task_cleanup_wait,
         },
     )
     .unwrap();
@@ -643,6 +699,17 @@ async fn reported(h: &Harness, f: impl Fn(&TaskStateChange) -> bool) -> TaskStat
     }
 }
 
+/// Every container the fake runtime holds has no process (deleted, or kept for the cleanup
+/// wait with its process removed).
+fn no_process_left(h: &Harness) -> bool {
+    h.runtime
+        .containers
+        .lock()
+        .unwrap()
+        .values()
+        .all(|(s, _)| *s == ContainerState::Missing)
+}
+
 fn container<'a>(c: &'a TaskStateChange, name: &str) -> &'a berth_proto::v1::ContainerStateChange {
     c.containers.iter().find(|x| x.name == name).unwrap()
 }
@@ -705,7 +772,7 @@ async fn essential_exit_stops_siblings_and_cleans_up() {
         h.cgroups.removed.lock().unwrap().as_slice(),
         [ID.to_string()]
     );
-    assert!(h.runtime.containers.lock().unwrap().is_empty());
+    assert!(no_process_left(&h));
     let order: Vec<String> = all_reports(&h)
         .iter()
         .map(|c| c.last_status.clone())
@@ -862,7 +929,7 @@ async fn a_stop_while_starting_stops_never_started_containers() {
         assert_eq!(c.exit_code, None, "{} never ran", c.name);
     }
     assert_eq!(h.runtime.count("start", ""), 0);
-    assert!(h.runtime.containers.lock().unwrap().is_empty());
+    assert!(no_process_left(&h));
     if !h.cgroups.created.lock().unwrap().is_empty() {
         assert_eq!(
             h.cgroups.removed.lock().unwrap().as_slice(),
@@ -912,7 +979,7 @@ async fn a_stop_during_a_start_in_flight_stops_what_that_start_made() {
     assert_eq!(container(&stopped, "side").exit_code, Some(143));
     assert_eq!(container(&stopped, "third").exit_code, None);
     assert_eq!(h.runtime.count("create", "third"), 0);
-    assert!(h.runtime.containers.lock().unwrap().is_empty());
+    assert!(no_process_left(&h));
     assert_forward_only(&h);
 }
 
@@ -1080,7 +1147,7 @@ async fn a_hung_start_times_out_and_the_task_stops() {
     let reason = stopped.stopped_reason.unwrap_or_default();
     assert!(reason.starts_with("CannotStartContainerError"), "{reason}");
     assert!(reason.contains("no answer within"), "{reason}");
-    assert!(h.runtime.containers.lock().unwrap().is_empty());
+    assert!(no_process_left(&h));
     assert_forward_only(&h);
 }
 
@@ -1114,7 +1181,7 @@ async fn a_hung_cgroup_create_fails_the_start_within_its_timeout() {
 async fn failed_cleanup_is_retried_before_stopped_is_reported() {
     let rt = FakeRuntime::default();
     rt.faults.inject(
-        "delete",
+        "delete_process",
         Some("main"),
         Fault::Fail(2, tonic::Code::Unavailable),
     );
@@ -1126,8 +1193,8 @@ async fn failed_cleanup_is_retried_before_stopped_is_reported() {
     reported(&h, |c| c.last_status == "RUNNING").await;
     h.runtime.exit(&format!("{ID}-main"), 0);
     let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
-    assert_eq!(h.runtime.count("delete", "main"), 3);
-    assert!(h.runtime.containers.lock().unwrap().is_empty());
+    assert_eq!(h.runtime.count("delete_process", "main"), 3);
+    assert!(no_process_left(&h));
     assert_eq!(
         h.cgroups.removed.lock().unwrap().as_slice(),
         [ID.to_string()]
@@ -1146,7 +1213,7 @@ async fn failed_cleanup_is_retried_before_stopped_is_reported() {
 async fn cleanup_that_keeps_failing_ends_in_task_state_error() {
     let rt = FakeRuntime::default();
     rt.faults.inject(
-        "delete",
+        "delete_process",
         Some("main"),
         Fault::Fail(1000, tonic::Code::Internal),
     );
@@ -1156,7 +1223,7 @@ async fn cleanup_that_keeps_failing_ends_in_task_state_error() {
     h.runtime.exit(&format!("{ID}-main"), 0);
     let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
     assert_eq!(
-        h.runtime.count("delete", "main"),
+        h.runtime.count("delete_process", "main"),
         task::CLEANUP_ATTEMPTS as usize
     );
     assert_eq!(
@@ -1470,7 +1537,7 @@ async fn recovery_of_a_started_container_found_only_created() {
         h.runtime.kills.lock().unwrap().is_empty(),
         "nothing to kill"
     );
-    assert!(h.runtime.containers.lock().unwrap().is_empty(), "deleted");
+    assert!(no_process_left(&h), "deleted");
     assert_forward_only(&h);
 }
 
@@ -1500,7 +1567,7 @@ async fn recovery_of_a_stopping_task_stops_created_containers_without_starting_t
         ("STOPPED", None)
     );
     assert_eq!(stopped.stop_code.as_deref(), Some("UserInitiated"));
-    assert!(h.runtime.containers.lock().unwrap().is_empty());
+    assert!(no_process_left(&h));
     assert_forward_only(&h);
 }
 
@@ -1537,7 +1604,8 @@ async fn recovery_applies_the_start_rules_to_created_containers() {
 }
 
 /// Item 3: a failed SIGKILL is sent again with back-off (1 s, 2 s, …) until it works; the exit
-/// code is containerd's and there is no TaskStateError.
+/// code is containerd's and there is no TaskStateError; the failed signal shows as ECS's
+/// CannotStopContainerError on the container.
 #[tokio::test(start_paused = true)]
 async fn a_failed_sigkill_is_retried_with_back_off() {
     let rt = FakeRuntime {
@@ -1566,7 +1634,10 @@ async fn a_failed_sigkill_is_retried_with_back_off() {
     assert_eq!(kills[0].2 - asked, Duration::from_secs(2 + 1 + 2));
     assert_eq!(h.runtime.count("kill", "main"), 4);
     let main = container(&stopped, "main");
-    assert_eq!((main.exit_code, main.reason.as_deref()), (Some(137), None));
+    assert_eq!(
+        (main.exit_code, main.reason.as_deref()),
+        (Some(137), Some("CannotStopContainerError: injected"))
+    );
     assert_eq!(stopped.stopped_reason.as_deref(), Some("by test"));
     assert_forward_only(&h);
 }
@@ -2015,8 +2086,8 @@ async fn a_bridge_task_runs_in_its_namespaces_and_reports_its_bindings() {
     // Bindings stay on the stopped task, as DescribeTasks shows them.
     assert_eq!(container(&stopped, "main").network_bindings.len(), 2);
     assert!(
-        !h.dir.join(format!("tasks/{ID}")).exists(),
-        "the task's /etc files are left"
+        h.dir.join(format!("tasks/{ID}")).exists(),
+        "the task's /etc files stay for the cleanup wait"
     );
     assert_forward_only(&h);
 }

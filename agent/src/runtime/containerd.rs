@@ -315,16 +315,7 @@ impl Runtime for Containerd {
     }
 
     async fn delete(&self, id: &str) -> Result<(), RuntimeError> {
-        ignore_missing(
-            rpc(
-                "delete task",
-                id,
-                self.client.tasks().delete(self.req(DeleteTaskRequest {
-                    container_id: id.to_string(),
-                })),
-            )
-            .await,
-        )?;
+        self.delete_process(id).await?;
         ignore_missing(
             rpc(
                 "delete container",
@@ -345,6 +336,26 @@ impl Runtime for Containerd {
                         snapshotter: SNAPSHOTTER.into(),
                         key: id.to_string(),
                     })),
+            )
+            .await,
+        )
+    }
+
+    async fn restart(&self, c: &CreateContainer) -> Result<(), RuntimeError> {
+        // The exited process goes; a new one starts from the same container and snapshot,
+        // its output appended to the same log file (the shim opens `file://` for append).
+        self.delete_process(&c.id).await?;
+        self.start(c).await
+    }
+
+    async fn delete_process(&self, id: &str) -> Result<(), RuntimeError> {
+        ignore_missing(
+            rpc(
+                "delete task",
+                id,
+                self.client.tasks().delete(self.req(DeleteTaskRequest {
+                    container_id: id.to_string(),
+                })),
             )
             .await,
         )
