@@ -983,6 +983,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         if let Some(c) = self.container(&d.name) {
             c.started_at = now();
         }
+        self.publish();
         true
     }
 

@@ -2343,3 +2343,484 @@ async fn recovery_gives_held_states_and_tears_down_what_stopped_while_down() {
         .unwrap();
     assert!(rec.network_released);
 }
+
+// ---- Issue 9: dependsOn, reverse stop order, restartPolicy, cleanup wait ----
+
+/// Sends an event to the task's actor, as a health checker or a watcher would.
+fn send(h: &Harness, ev: Event) {
+    let entries = h.engine.shared.entries.lock().unwrap();
+    let tx = entries.get(ID).and_then(|e| e.tx.clone()).expect("actor");
+    tx.send(ev).unwrap();
+}
+
+/// When the fake runtime was first asked to do `op` for the container `name`.
+fn first_call(h: &Harness, op: &str, name: &str) -> Option<tokio::time::Instant> {
+    h.runtime
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(o, id, _)| *o == op && id.ends_with(&format!("-{name}")))
+        .map(|(_, _, t)| *t)
+}
+
+/// The position in the call log of the first `op` for `name`.
+fn call_index(h: &Harness, op: &str, name: &str) -> Option<usize> {
+    h.runtime
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .position(|(o, id, _)| *o == op && id.ends_with(&format!("-{name}")))
+}
+
+/// init (SUCCESS) and db (START) before app; db and init are independent.
+const ORDERED: &str = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+  {"name":"app","image":"i","dependsOn":[{"containerName":"init","condition":"SUCCESS"},{"containerName":"db","condition":"START"}]},
+  {"name":"init","image":"i","essential":false},
+  {"name":"db","image":"i","essential":false}]}"#;
+
+#[tokio::test(start_paused = true)]
+async fn depends_on_starts_a_container_only_once_its_dependencies_are_met() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", ORDERED));
+    // Both dependencies start without waiting for each other; app waits.
+    let r = reported(&h, |c| {
+        c.containers
+            .iter()
+            .filter(|x| x.name != "app" && x.last_status == "RUNNING")
+            .count()
+            == 2
+    })
+    .await;
+    assert_eq!(container(&r, "app").last_status, "PENDING");
+    assert!(container(&r, "init").started_at.is_some());
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(h.runtime.count("create", "app"), 0, "app waits for init");
+    let last = all_reports(&h).pop().unwrap();
+    assert_eq!(last.last_status, "PENDING");
+    h.runtime.exit(&format!("{ID}-init"), 0);
+    let running = reported(&h, |c| c.last_status == "RUNNING").await;
+    assert_eq!(container(&running, "app").last_status, "RUNNING");
+    assert_eq!(container(&running, "init").exit_code, Some(0));
+    assert!(container(&running, "init").finished_at.is_some());
+    assert!(call_index(&h, "start", "app") > call_index(&h, "start", "db"));
+    assert!(
+        first_call(&h, "start", "app").unwrap()
+            >= first_call(&h, "start", "init").unwrap() + Duration::from_secs(30)
+    );
+    assert_forward_only(&h);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_dependency_exiting_non_zero_stops_the_task_with_task_dependency_error() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", ORDERED));
+    reported(&h, |c| container(c, "init").last_status == "RUNNING").await;
+    h.runtime.exit(&format!("{ID}-init"), 1);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(stopped.stop_code.as_deref(), Some("TaskFailedToStart"));
+    let reason = stopped.stopped_reason.clone().unwrap();
+    assert!(reason.starts_with("TaskDependencyError: "), "{reason}");
+    assert!(
+        reason.contains("[init: SUCCESS]") && reason.contains("[app]"),
+        "{reason}"
+    );
+    assert!(reason.contains("exit code 1"), "{reason}");
+    let app = container(&stopped, "app");
+    assert_eq!(
+        (app.exit_code, app.reason.as_deref()),
+        (None, Some(reason.as_str()))
+    );
+    assert!(app.started_at.is_none());
+    assert_eq!(h.runtime.count("create", "app"), 0);
+    // db, started, got its stop signal.
+    assert_eq!(container(&stopped, "db").exit_code, Some(143));
+    assert_forward_only(&h);
+}
+
+#[tokio::test(start_paused = true)]
+async fn complete_is_met_by_any_exit_code() {
+    let td = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+      {"name":"app","image":"i","dependsOn":[{"containerName":"init","condition":"COMPLETE"}]},
+      {"name":"init","image":"i","essential":false}]}"#;
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", td));
+    reported(&h, |c| container(c, "init").last_status == "RUNNING").await;
+    assert_eq!(h.runtime.count("create", "app"), 0);
+    h.runtime.exit(&format!("{ID}-init"), 3);
+    let running = reported(&h, |c| c.last_status == "RUNNING").await;
+    assert_eq!(container(&running, "app").last_status, "RUNNING");
+    assert_eq!(container(&running, "init").exit_code, Some(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_is_met_by_a_started_container_and_links_imply_it() {
+    let td = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+      {"name":"app","image":"i","links":["db:database"]},
+      {"name":"web","image":"i","dependsOn":[{"containerName":"app","condition":"START"}]},
+      {"name":"db","image":"i"}]}"#;
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", td));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    let (db, app, web) = (
+        call_index(&h, "start", "db").unwrap(),
+        call_index(&h, "start", "app").unwrap(),
+        call_index(&h, "start", "web").unwrap(),
+    );
+    assert!(db < app && app < web, "db {db}, app {app}, web {web}");
+}
+
+const HEALTHY_DEP: &str = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+  {"name":"app","image":"i","dependsOn":[{"containerName":"db","condition":"HEALTHY"}]},
+  {"name":"db","image":"i","startTimeout":20,"healthCheck":{"command":["CMD","true"]}}]}"#;
+
+#[tokio::test(start_paused = true)]
+async fn healthy_waits_for_the_health_check() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", HEALTHY_DEP));
+    reported(&h, |c| container(c, "db").last_status == "RUNNING").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    send(
+        &h,
+        Event::Health {
+            name: "db".into(),
+            status: berth_proto::status::HealthStatus::Unhealthy,
+            output: "not yet".into(),
+        },
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(h.runtime.count("create", "app"), 0, "UNHEALTHY is not met");
+    send(
+        &h,
+        Event::Health {
+            name: "db".into(),
+            status: berth_proto::status::HealthStatus::Healthy,
+            output: "ok".into(),
+        },
+    );
+    let running = reported(&h, |c| c.last_status == "RUNNING").await;
+    assert_eq!(container(&running, "app").last_status, "RUNNING");
+    assert_eq!(
+        container(&running, "db").health_status.as_deref(),
+        Some("HEALTHY")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dependency_past_its_start_timeout_stops_the_task() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", HEALTHY_DEP));
+    reported(&h, |c| container(c, "db").last_status == "RUNNING").await;
+    let started = first_call(&h, "start", "db").unwrap();
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    let stopping = h
+        .runtime
+        .kills
+        .lock()
+        .unwrap()
+        .first()
+        .map(|k| k.2)
+        .unwrap();
+    assert_eq!(
+        stopping - started,
+        Duration::from_secs(20),
+        "db's startTimeout"
+    );
+    assert_eq!(stopped.stop_code.as_deref(), Some("TaskFailedToStart"));
+    let reason = stopped.stopped_reason.clone().unwrap();
+    assert!(reason.starts_with("TaskDependencyError: "), "{reason}");
+    assert!(
+        reason.contains("[db: HEALTHY]") && reason.contains("timed out"),
+        "{reason}"
+    );
+    assert_eq!(
+        container(&stopped, "app").reason.as_deref(),
+        Some(reason.as_str())
+    );
+    assert_eq!(h.runtime.count("create", "app"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_healthy_dependency_that_exits_stops_the_task() {
+    let td = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+      {"name":"app","image":"i","dependsOn":[{"containerName":"db","condition":"HEALTHY"}]},
+      {"name":"db","image":"i","essential":false,"healthCheck":{"command":["CMD","true"]}}]}"#;
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", td));
+    reported(&h, |c| container(c, "db").last_status == "RUNNING").await;
+    h.runtime.exit(&format!("{ID}-db"), 0);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    let reason = stopped.stopped_reason.unwrap();
+    assert!(
+        reason.starts_with("TaskDependencyError: ") && reason.contains("[db: HEALTHY]"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_while_waiting_for_dependencies_stops_at_once() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", ORDERED));
+    reported(&h, |c| container(c, "init").last_status == "RUNNING").await;
+    let asked = tokio::time::Instant::now();
+    h.engine.apply_desired(&DesiredTasks {
+        seq: 2,
+        ..assignment("STOPPED", ORDERED)
+    });
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(stopped.stop_code.as_deref(), Some("UserInitiated"));
+    assert_eq!(tokio::time::Instant::now(), asked, "no wait");
+    assert_eq!(container(&stopped, "app").exit_code, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_stop_runs_in_reverse_dependency_order() {
+    let td = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+      {"name":"app","image":"i","stopTimeout":5,"dependsOn":[{"containerName":"db","condition":"START"}]},
+      {"name":"db","image":"i","stopTimeout":7},
+      {"name":"other","image":"i","stopTimeout":3}]}"#;
+    let h = harness(FakeRuntime {
+        ignore_sigterm: true,
+        ..Default::default()
+    });
+    h.engine.apply_desired(&assignment("RUNNING", td));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    let t0 = tokio::time::Instant::now();
+    h.engine.apply_desired(&DesiredTasks {
+        seq: 2,
+        ..assignment("STOPPED", td)
+    });
+    reported(&h, |c| c.last_status == "STOPPED").await;
+    let kills: Vec<(String, u32, Duration)> = h
+        .runtime
+        .kills
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(id, s, t)| {
+            (
+                id.trim_start_matches(&format!("{ID}-")).to_string(),
+                *s,
+                *t - t0,
+            )
+        })
+        .collect();
+    let at = |name: &str, sig: u32| {
+        kills
+            .iter()
+            .find(|k| k.0 == name && k.1 == sig)
+            .map(|k| k.2)
+            .unwrap_or_else(|| panic!("no signal {sig} to {name}: {kills:?}"))
+    };
+    // app and other first; db only once app (SIGKILLed at its stopTimeout) has exited.
+    assert_eq!(at("app", 15), Duration::ZERO);
+    assert_eq!(at("other", 15), Duration::ZERO);
+    assert_eq!(at("app", 9), Duration::from_secs(5));
+    assert_eq!(at("db", 15), Duration::from_secs(5));
+    assert_eq!(at("db", 9), Duration::from_secs(5 + 7));
+}
+
+const RESTARTING: &str = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+  {"name":"main","image":"i","restartPolicy":{"enabled":true,"ignoredExitCodes":[2],"restartAttemptPeriod":60}}]}"#;
+
+#[tokio::test(start_paused = true)]
+async fn restart_policy_restarts_in_place_within_its_bounds() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", RESTARTING));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    let main = format!("{ID}-main");
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    h.runtime.exit(&main, 1);
+    let r = reported(&h, |c| container(c, "main").restart_count == 1).await;
+    let c = container(&r, "main");
+    assert_eq!((c.last_status.as_str(), c.exit_code), ("RUNNING", None));
+    assert!(c.finished_at.is_some() && c.started_at.is_some());
+    assert_eq!(h.runtime.count("restart", "main"), 1);
+    assert_eq!(
+        h.runtime.count("create", "main"),
+        1,
+        "in place, not created again"
+    );
+    // Persisted: an agent restart keeps the count.
+    h.reporter.flush().await;
+    let rec: TaskRecord = read_json(&h.dir.join("tasks").join(format!("{ID}.json")))
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.state.containers[0].restart_count, 1);
+    // Again, but sooner than restartAttemptPeriod after the restart: not restarted, and the
+    // essential-container rule applies.
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    h.runtime.exit(&main, 1);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(h.runtime.count("restart", "main"), 1);
+    assert_eq!(
+        stopped.stop_code.as_deref(),
+        Some("EssentialContainerExited")
+    );
+    let c = container(&stopped, "main");
+    assert_eq!((c.exit_code, c.restart_count), (Some(1), 1));
+    assert_forward_only(&h);
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_policy_waits_its_period_after_the_first_start_too_and_ignores_codes() {
+    // Sooner than the period after the first start: not restarted.
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", RESTARTING));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    h.runtime.exit(&format!("{ID}-main"), 1);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(h.runtime.count("restart", "main"), 0);
+    assert_eq!(container(&stopped, "main").exit_code, Some(1));
+    drop(h);
+    // An ignored exit code: not restarted, however long it ran.
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", RESTARTING));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    h.runtime.exit(&format!("{ID}-main"), 2);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(h.runtime.count("restart", "main"), 0);
+    assert_eq!(container(&stopped, "main").exit_code, Some(2));
+    // Not while the task stops: a stop's SIGTERM exit is no restart.
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", RESTARTING));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    h.engine.apply_desired(&DesiredTasks {
+        seq: 2,
+        ..assignment("STOPPED", RESTARTING)
+    });
+    reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(h.runtime.count("restart", "main"), 0);
+}
+
+fn cleanup_harness(dir: std::path::PathBuf, runtime: FakeRuntime, wait: Duration) -> Harness {
+    harness_in(
+        runtime,
+        FakeCgroups::default(),
+        FakeNetwork::default(),
+        Vec::new(),
+        Timeouts::default(),
+        Arc::new(crate::secrets::NoSecrets),
+        dir,
+        wait,
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopped_tasks_containers_files_and_logs_go_after_the_cleanup_wait() {
+    let dir = std::env::temp_dir().join(format!("berth-engine-{}", uuid::Uuid::new_v4().simple()));
+    let h = cleanup_harness(
+        dir.clone(),
+        FakeRuntime::default(),
+        Duration::from_secs(600),
+    );
+    h.engine.apply_desired(&assignment("RUNNING", TWO));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    let logs = dir.join("logs").join(ID);
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(logs.join("main.log"), "hello\n").unwrap();
+    let t0 = tokio::time::Instant::now();
+    h.runtime.exit(&format!("{ID}-main"), 0);
+    reported(&h, |c| c.last_status == "STOPPED").await;
+    // At once: processes (and the cgroup, the network); kept: containers, files, logs.
+    assert!(no_process_left(&h));
+    assert_eq!(h.runtime.containers.lock().unwrap().len(), 2);
+    assert_eq!(h.runtime.count("delete", ""), 0);
+    assert_eq!(h.cgroups.removed.lock().unwrap().len(), 1);
+    assert!(dir.join("tasks").join(ID).exists() && logs.exists());
+    let entry = cleanup::path(&DataDir(dir.clone()), ID);
+    assert!(entry.exists(), "the removal is persisted");
+    // The controller forgets the task: its record goes, the removal does not.
+    h.engine.apply_desired(&DesiredTasks {
+        seq: 3,
+        tasks: vec![],
+    });
+    assert_eq!(h.engine.task_count(), 0);
+    tokio::time::sleep_until(t0 + Duration::from_secs(599)).await;
+    assert_eq!(h.runtime.containers.lock().unwrap().len(), 2);
+    tokio::time::sleep_until(t0 + Duration::from_secs(601)).await;
+    for _ in 0..50 {
+        if !entry.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(h.runtime.containers.lock().unwrap().is_empty());
+    assert_eq!(h.runtime.count("delete", ""), 2);
+    assert!(!dir.join("tasks").join(ID).exists(), "task files");
+    assert!(!logs.exists(), "log files");
+    assert!(!entry.exists());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_start_removes_overdue_cleanups_and_keeps_the_others_scheduled() {
+    let dir = std::env::temp_dir().join(format!("berth-engine-{}", uuid::Uuid::new_v4().simple()));
+    let data = DataDir(dir.clone());
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let other = "fedcba9876543210fedcba9876543210";
+    let other_arn = format!("arn:aws:ecs:on-prem:000000000000:task/c/{other}");
+    for (id, arn, due) in [
+        (ID, ARN.to_string(), now_ms - 1000),
+        (other, other_arn.clone(), now_ms + 3_600_000),
+    ] {
+        write_json(
+            &cleanup::path(&data, id),
+            &cleanup::Cleanup {
+                task_arn: arn,
+                task_id: id.into(),
+                due_unix_ms: due,
+                containers: vec![format!("{id}-main")],
+            },
+        )
+        .unwrap();
+        std::fs::create_dir_all(data.task_files(id)).unwrap();
+    }
+    let mut listed = labelled("main");
+    listed.id = format!("{other}-main");
+    listed.state = ContainerState::Missing;
+    listed
+        .labels
+        .insert(crate::runtime::TASK_ARN_LABEL.into(), other_arn.clone());
+    let rt = FakeRuntime {
+        listed: vec![listed],
+        ..Default::default()
+    };
+    rt.put(&format!("{ID}-main"), ContainerState::Missing);
+    rt.put(&format!("{other}-main"), ContainerState::Missing);
+    let h = cleanup_harness(dir.clone(), rt, cleanup::DEFAULT_WAIT);
+    // The pending one is known: not reported as containers with no record.
+    assert_eq!(h.engine.report_unrecorded().await.unwrap(), 0);
+    for _ in 0..50 {
+        if h.runtime.count("delete", "") > 0 && !cleanup::path(&data, ID).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        h.runtime.state_of(&format!("{ID}-main")).is_none(),
+        "overdue: removed at start"
+    );
+    assert!(!data.task_files(ID).exists());
+    assert!(!cleanup::path(&data, ID).exists());
+    assert!(
+        h.runtime.state_of(&format!("{other}-main")).is_some(),
+        "not due yet"
+    );
+    assert!(data.task_files(other).exists() && cleanup::path(&data, other).exists());
+    tokio::time::sleep(Duration::from_secs(3601)).await;
+    for _ in 0..50 {
+        if !cleanup::path(&data, other).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(h.runtime.state_of(&format!("{other}-main")).is_none());
+    assert!(!data.task_files(other).exists());
+}
