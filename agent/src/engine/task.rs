@@ -903,7 +903,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             hostname: default_hostname,
             security: &self.shared.config.security,
         };
-        let with_secrets = with_secrets(d, &secrets);
+        let with_secrets = with_secrets(d, secrets);
         let spec = match spec::build(with_secrets.as_ref().unwrap_or(d), img, &ctx) {
             Ok(s) => s,
             Err(e) => {
