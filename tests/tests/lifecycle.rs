@@ -134,7 +134,8 @@ fn restart_policy_restarts_within_its_bounds_and_honours_ignored_exit_codes() {
     if !prerequisites() {
         return;
     }
-    let c = Cluster::start("life-restart");
+    // Kept after the stop, to read main's log.
+    let c = Cluster::start_with_agent_env("life-restart", &[("BERTH_TASK_CLEANUP_WAIT", "10m")]);
     // main: its first run lasts past restartAttemptPeriod and exits 1 (restarted); its second
     // (the rootfs keeps the marker) exits 1 after 5 s, too soon (not restarted: the task stops).
     // side: runs past the period and exits 2, an ignored code (not restarted).
@@ -198,7 +199,8 @@ fn cleanup_after_the_wait_leaves_nothing() {
     if !prerequisites() {
         return;
     }
-    let c = Cluster::start_with_agent_env("life-cleanup", &[("BERTH_TASK_CLEANUP_WAIT", "15s")]);
+    let mut c =
+        Cluster::start_with_agent_env("life-cleanup", &[("BERTH_TASK_CLEANUP_WAIT", "15s")]);
     let td = c.register(&format!(
         r#"{{"family":"cleanup","networkMode":"bridge","memory":"256","containerDefinitions":[
   {{"name":"main","image":"{IMAGE}","command":["sh","-c","echo hello; sleep 600"],"stopTimeout":2}},
@@ -230,6 +232,27 @@ fn cleanup_after_the_wait_leaves_nothing() {
     let files = c.dir.join("agent/tasks").join(&id);
     assert!(logs.join("main.log").exists());
     assert!(files.exists(), "the task's files");
+    // The schedule survives the agent: down when the wait ends, it removes all at its start.
+    let entry = c.dir.join("agent/cleanup").join(format!("{id}.json"));
+    let due: Value =
+        serde_json::from_slice(&std::fs::read(&entry).expect("cleanup entry")).unwrap();
+    let due = due["due_unix_ms"].as_u64().expect("due time");
+    c.kill_agent();
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    wait_for("the cleanup wait to end", T, || {
+        (now_ms() > due).then_some(())
+    });
+    assert_eq!(
+        ours(&ctr(&c, &["containers", "ls", "-q"])),
+        2,
+        "nothing removes them while the agent is down"
+    );
+    c.start_agent();
     // After the wait: nothing.
     wait_for("the cleanup", T, || {
         (ours(&ctr(&c, &["containers", "ls", "-q"])) == 0 && !logs.exists()).then_some(())

@@ -1,7 +1,10 @@
-//! One task's actor: starts its containers, watches them exit, stops them (stop signal, then
-//! SIGKILL after stopTimeout) and cleans up. Statuses only move forward; every change is
-//! persisted and reported. Driven by events only: container exits, the controller's stop, and
-//! the SIGKILL deadlines.
+//! One task's actor: starts its containers in dependency order ([`deps`]: dependsOn, links),
+//! watches them exit (restarting those whose restartPolicy says so), stops them in reverse
+//! dependency order (stop signal, then SIGKILL after stopTimeout) and cleans up: processes,
+//! cgroup and network at once, containers, snapshots, files and logs after the cleanup wait
+//! ([`cleanup`]). Statuses only move forward; every change is persisted and reported. Driven by
+//! events only: container exits, health, the controller's stop, the SIGKILL deadlines and the
+//! dependencies' startTimeouts.
 //!
 //! It never reports a container STOPPED while its process may still run: an exit code is only
 //! ever one containerd reported; "containerd unreachable" (retried with back-off) is told apart
