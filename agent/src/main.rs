@@ -99,6 +99,16 @@ struct Args {
         global = true
     )]
     container_stop_timeout: u64,
+    /// How long a stopped task's containers, snapshots, volumes and log files are kept before
+    /// they are removed (like ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION): `3h`, `90s`, `1h30m`.
+    #[arg(
+        long,
+        env = "BERTH_TASK_CLEANUP_WAIT",
+        default_value = "3h",
+        value_parser = berth_agent::engine::cleanup::parse_duration,
+        global = true
+    )]
+    task_cleanup_wait: Duration,
     /// Allow containers with `privileged: true` (all capabilities, all devices, no seccomp).
     /// Off by default; when on, the instance advertises ecs.capability.privileged-container.
     #[arg(
@@ -694,6 +704,7 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
             secrets: link_secrets.clone(),
             boot_id: boot_id(),
             fallback_dns,
+            task_cleanup_wait: args.task_cleanup_wait,
         },
     )?;
     // Containers no task record holds are reported (never stopped unconfirmed).

@@ -619,6 +619,7 @@ mod tests {
                     secrets: Arc::new(crate::secrets::NoSecrets),
                     boot_id: None,
                     fallback_dns: Vec::new(),
+                    task_cleanup_wait: Duration::from_secs(3 * 3600),
                 },
             )
             .unwrap();

@@ -431,6 +431,9 @@ impl Cluster {
             agent_env: NetScope::new(n)
                 .agent_env()
                 .into_iter()
+                // A stopped task's containers go at once unless a test sets a cleanup wait
+                // (its own value comes later and wins).
+                .chain([("BERTH_TASK_CLEANUP_WAIT".to_string(), "0s".to_string())])
                 .chain(
                     agent_env
                         .iter()

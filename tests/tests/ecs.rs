@@ -784,5 +784,7 @@ fn a_task_the_controller_has_no_record_of_is_adopted_not_killed() {
     // Only an explicit StopTask stops it.
     c.ok(&["stop-task", "--cluster", &c.name, "--task", &task]);
     c.wait_status(&task, "STOPPED", T);
-    assert!(c.containerd_containers().is_empty());
+    wait_for("the container to be removed", T, || {
+        c.containerd_containers().is_empty().then_some(())
+    });
 }

@@ -1,6 +1,8 @@
 //! The task engine: one actor per task (see [`task`]), converging on the controller's desired
 //! tasks and reporting every state change through the [`reporter::Reporter`].
 
+pub mod cleanup;
+pub mod deps;
 pub mod health;
 mod net;
 pub mod reporter;
@@ -41,6 +43,9 @@ pub struct EngineConfig {
     /// The nameservers of a container's resolv.conf when neither its definition nor the host
     /// gives a usable one ([`crate::network::NetworkConfig::fallback_dns`]).
     pub fallback_dns: Vec<std::net::Ipv4Addr>,
+    /// How long a stopped task's containers, snapshots, files and logs stay (issue 9;
+    /// ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION, [`cleanup::DEFAULT_WAIT`]).
+    pub task_cleanup_wait: Duration,
 }
 
 /// How long the engine gives each kind of call before it counts as failed. `wait` has none: it
@@ -98,6 +103,13 @@ pub enum Event {
         /// The last check's output, truncated.
         output: String,
     },
+    /// Issue 9: containerd did not deliver a stop signal or SIGKILL to a container.
+    StopFailed {
+        /// Container name.
+        name: String,
+        /// containerd's message.
+        message: String,
+    },
 }
 
 struct Entry {
@@ -121,6 +133,8 @@ pub(crate) struct Shared<R, C> {
     /// (recovery removes what no record names, so a task allocating meanwhile could lose its
     /// namespace).
     network_ready: tokio::sync::watch::Receiver<bool>,
+    /// Stopped tasks whose removal after the cleanup wait is pending (issue 9).
+    pub(crate) cleanup: cleanup::Pending,
 }
 
 /// The engine.
@@ -246,8 +260,13 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                 entries: Mutex::new(HashMap::new()),
                 unrecorded: Mutex::new(HashMap::new()),
                 network_ready,
+                cleanup: Default::default(),
             }),
         };
+        // Stopped tasks' removals: the overdue ones at once, the rest when due.
+        for c in cleanup::load(&engine.shared.config.data_dir) {
+            cleanup::start(&engine.shared, c);
+        }
         let held: Vec<_> = records
             .iter()
             .filter(|r| !r.network_released)

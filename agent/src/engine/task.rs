@@ -1,7 +1,10 @@
-//! One task's actor: starts its containers, watches them exit, stops them (stop signal, then
-//! SIGKILL after stopTimeout) and cleans up. Statuses only move forward; every change is
-//! persisted and reported. Driven by events only: container exits, the controller's stop, and
-//! the SIGKILL deadlines.
+//! One task's actor: starts its containers in dependency order ([`deps`]: dependsOn, links),
+//! watches them exit (restarting those whose restartPolicy says so), stops them in reverse
+//! dependency order (stop signal, then SIGKILL after stopTimeout) and cleans up: processes,
+//! cgroup and network at once, containers, snapshots, files and logs after the cleanup wait
+//! ([`cleanup`]). Statuses only move forward; every change is persisted and reported. Driven by
+//! events only: container exits, health, the controller's stop, the SIGKILL deadlines and the
+//! dependencies' startTimeouts.
 //!
 //! It never reports a container STOPPED while its process may still run: an exit code is only
 //! ever one containerd reported; "containerd unreachable" (retried with back-off) is told apart
@@ -10,7 +13,7 @@
 //! whose processes cannot be killed or cleaned up is reported STOPPED with
 //! [`TASK_STATE_ERROR`] only after bounded SIGKILL and cleanup retries.
 
-use super::{net, task_id, Event, Shared};
+use super::{cleanup, deps, net, task_id, Event, Shared};
 use crate::cgroups::{CgroupError, Cgroups};
 use crate::network::{files, Mode, NetworkError};
 use crate::runtime::spec::{self, Share, SpecContext};
@@ -46,6 +49,14 @@ pub const REBOOTED: &str =
 /// The stopped reason of a task whose essential container did not survive a reboot.
 pub const HOST_REBOOTED: &str =
     "Host rebooted: the task's containers did not survive a reboot of the container instance";
+
+/// The start of the reason ECS gives a task one of whose containers' dependencies cannot be
+/// met (dependsOn, links) or timed out; the rest names the containers and the condition.
+pub const TASK_DEPENDENCY_ERROR: &str = "TaskDependencyError: ";
+/// The start of the reason of a container the agent could not deliver a stop signal to.
+pub const CANNOT_STOP: &str = "CannotStopContainerError: ";
+/// ECS's default restartAttemptPeriod, in seconds.
+pub const DEFAULT_RESTART_ATTEMPT_PERIOD: u64 = 300;
 
 /// SIGKILLs sent to a container that does not exit before the agent gives up on it.
 pub const MAX_SIGKILLS: u32 = 5;
@@ -148,6 +159,17 @@ enum OnStop {
     Finish,
 }
 
+/// The instant on this agent's clock of a wall-clock time in the past (now when in the future).
+fn instant_of(ts: &pbjson_types::Timestamp) -> Instant {
+    let then = std::time::UNIX_EPOCH
+        + Duration::from_secs(ts.seconds.max(0) as u64)
+        + Duration::from_nanos(ts.nanos.max(0) as u64);
+    let ago = std::time::SystemTime::now()
+        .duration_since(then)
+        .unwrap_or_default();
+    Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
+}
+
 fn now() -> Option<pbjson_types::Timestamp> {
     Some(berth_proto::now())
 }
@@ -199,6 +221,10 @@ pub(crate) struct TaskActor<R, C> {
     gone_at_reboot: HashSet<String>,
     /// The health checkers of running containers with a healthCheck (issue 9).
     checkers: super::health::Checkers,
+    /// When each container's process last started (first start or restart), on this agent's
+    /// clock: dependency startTimeouts and the restartAttemptPeriod count from it. After an
+    /// agent restart it is derived from the persisted `started_at`.
+    started: HashMap<String, Instant>,
 }
 
 impl<R, C> Drop for TaskActor<R, C> {
@@ -224,7 +250,14 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 c.last_status = ContainerStatus::Pending.into();
             }
         }
+        let started = rec
+            .state
+            .containers
+            .iter()
+            .filter_map(|c| Some((c.name.clone(), instant_of(c.started_at.as_ref()?))))
+            .collect();
         Self {
+            started,
             shared,
             rec,
             id,
@@ -378,7 +411,21 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 status,
                 output,
             } => self.on_health(&name, status, output),
+            Event::StopFailed { name, message } => self.on_stop_failed(&name, message),
         }
+    }
+
+    /// A stop signal (or SIGKILL) containerd did not deliver: the container shows ECS's
+    /// CannotStopContainerError while it still runs (the SIGKILL retries go on).
+    fn on_stop_failed(&mut self, name: &str, message: String) {
+        let Some(c) = self.container(name) else {
+            return;
+        };
+        if Self::container_status(c) == ContainerStatus::Stopped || c.reason.is_some() {
+            return;
+        }
+        c.reason = Some(format!("{CANNOT_STOP}{message}"));
+        self.publish();
     }
 
     /// A container's health as its health check decided it: recorded and reported, with the
@@ -890,7 +937,6 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                     .await
             }
         };
-        let mode = net_mode.as_str();
         // Asked each time containers are created (after a restart too): only in memory.
         let secrets = match self.fetch_secrets().await {
             Ok(s) => s,
@@ -962,158 +1008,269 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         if let Some((reason, code)) = self.stop_requested() {
             return self.stop_while_starting(reason, code).await;
         }
-        for (i, d) in defs.iter().enumerate() {
+        // Containers start in dependency order (dependsOn, links): each as soon as all its
+        // dependencies are met, never held up by unrelated ones. Meanwhile the actor waits on
+        // events (exits, health, a stop, SIGKILL deadlines) and the dependencies' startTimeouts.
+        loop {
             if let Some((reason, code)) = self.stop_requested() {
                 return self.stop_while_starting(reason, code).await;
             }
-            let already =
-                self.rec.state.containers.iter().any(|c| {
-                    c.name == d.name && Self::container_status(c) != ContainerStatus::Pending
+            if self.stopping() {
+                return;
+            }
+            // Exits and health taken in while busy decide dependencies: handled first.
+            if let Some(ev) = self.deferred.pop_front() {
+                self.handle(ev).await;
+                continue;
+            }
+            let now = Instant::now();
+            let mut waiting = false;
+            let mut next: Option<Instant> = None;
+            let mut ready = None;
+            for (i, d) in defs.iter().enumerate() {
+                let pending = self.rec.state.containers.iter().any(|c| {
+                    c.name == d.name && Self::container_status(c) == ContainerStatus::Pending
                 });
-            if already {
+                if !pending {
+                    continue;
+                }
+                let view = deps::View {
+                    defs: &defs,
+                    states: &self.rec.state.containers,
+                    started: &self.started,
+                    now,
+                };
+                match deps::verdict(d, &view) {
+                    deps::Verdict::Met => {
+                        ready = Some(i);
+                        break;
+                    }
+                    deps::Verdict::Never(why) => {
+                        return self.fail_dependency(&d.name, why).await;
+                    }
+                    deps::Verdict::Wait(due) => {
+                        waiting = true;
+                        if let Some(due) = due {
+                            next = Some(next.map_or(due, |n| n.min(due)));
+                        }
+                    }
+                }
+            }
+            if let Some(i) = ready {
+                if !self
+                    .start_container(i, &defs[i], &images, net_mode, &secrets)
+                    .await
+                {
+                    return;
+                }
                 continue;
             }
-            let Some(img) = images.get(&d.name) else {
-                continue;
-            };
-            let cid = container_id(&self.id, i, &d.name);
-            let default_hostname: String = cid.chars().take(12).collect();
-            let hostname = d
-                .hostname
-                .clone()
-                .unwrap_or_else(|| default_hostname.clone());
-            let opts = match self.container_options(d, img, net_mode).await {
-                Ok(o) => o,
-                Err(Step::Stop(reason, code)) => {
-                    return self.stop_while_starting(reason, code).await
-                }
-                Err(Step::Done(e)) => {
-                    let e = match e {
-                        Err(e) => e.message(),
-                        Ok(why) => why,
-                    };
-                    return self
-                        .fail_start(format!(
-                            "CannotCreateContainerError: container {}: {e}",
-                            d.name
-                        ))
-                        .await;
-                }
-            };
-            let etc_mode = if d.disable_networking == Some(true) {
-                Mode::None
-            } else {
-                net_mode
-            };
-            let etc_files = match self
-                .etc_files(d, etc_mode, &hostname, opts.links.clone())
-                .await
-            {
-                Ok(f) => f,
-                Err(e) => {
-                    return self
-                        .fail_start(format!(
-                            "CannotCreateContainerError: container {}: /etc files: {e}",
-                            d.name
-                        ))
-                        .await
-                }
-            };
-            let ctx = SpecContext {
-                network_mode: mode,
-                netns_path: self
-                    .rec
-                    .network
-                    .as_ref()
-                    .and_then(|n| n.netns_path(&d.name)),
-                etc_files,
-                cgroups_path: self.shared.cgroups.container_path(&self.id, &d.name),
-                hostname: default_hostname,
-                security: &self.shared.config.security,
-                pid: opts.pid,
-                ipc: opts.ipc,
-                users: opts.users,
-                task_shm: opts.task_shm,
-            };
-            let with_secrets = with_secrets(d, &secrets);
-            let spec = match spec::build(with_secrets.as_ref().unwrap_or(d), img, &ctx) {
-                Ok(s) => s,
-                Err(e) => {
-                    return self
-                        .fail_start(format!("CannotCreateContainerError: {e}"))
-                        .await
-                }
-            };
-            if let Some(c) = self.container(&d.name) {
-                c.runtime_id = Some(cid.clone());
+            if !waiting {
+                break;
             }
-            self.publish();
-            let create = Arc::new(CreateContainer {
-                id: cid.clone(),
-                image: img.clone(),
-                spec,
-                labels: self.labels(d),
-                log_path: self.shared.config.data_dir.log(&self.id, &d.name),
-                open_stdin: d.interactive == Some(true),
-            });
-            let after = self.timeouts().call;
-            let (runtime, c) = (self.shared.runtime.clone(), create.clone());
-            // The create runs as a task of its own so that, abandoned for a stop or a timeout,
-            // it still ends, and what it leaves (a container record and its snapshot; never a
-            // process) is removed after it (`remove_after`).
-            let cid_for_join = cid.clone();
-            let mut job = tokio::spawn(async move { runtime.create(&c).await });
-            let step = self
-                .start_call("create", &cid, after, OnStop::Abandon, async {
-                    (&mut job).await.unwrap_or_else(|e| {
-                        Err(RuntimeError::Call {
-                            op: "create",
-                            id: cid_for_join,
-                            source: tonic::Status::internal(e.to_string()),
-                        })
-                    })
-                })
-                .await;
-            match step {
-                Step::Done(Ok(())) => {}
-                Step::Done(Err(e)) => {
-                    self.remove_after(job, &cid);
-                    return self
-                        .fail_start(format!("CannotCreateContainerError: {}", e.message()))
-                        .await;
-                }
-                Step::Stop(reason, code) => {
-                    self.remove_after(job, &cid);
-                    return self.stop_while_starting(reason, code).await;
-                }
+            debug!("waiting for dependencies");
+            let kill = self.kill_at.values().min().copied();
+            tokio::select! {
+                ev = self.rx.recv() => match ev {
+                    Some(Event::Stop { reason, code }) => {
+                        return self.stop_while_starting(reason, code).await
+                    }
+                    Some(ev) => self.handle(ev).await,
+                    None => return,
+                },
+                // A dependency's startTimeout: the next round finds it timed out.
+                _ = until(next) => {}
+                _ = until(kill) => self.kill_overdue().await,
             }
-            let (runtime, c) = (self.shared.runtime.clone(), create.clone());
-            match self
-                .start_call("start", &cid, after, OnStop::Finish, async move {
-                    runtime.start(&c).await
-                })
-                .await
-            {
-                Step::Done(Ok(())) => {}
-                Step::Done(Err(e)) => {
-                    // The start may have happened anyway (a timeout, containerd restarting).
-                    self.settle_after_failed_start(&d.name, &cid).await;
-                    return self
-                        .fail_start(format!("CannotStartContainerError: {}", e.message()))
-                        .await;
-                }
-                Step::Stop(reason, code) => {
-                    self.settle_after_failed_start(&d.name, &cid).await;
-                    return self.stop_while_starting(reason, code).await;
-                }
-            }
-            info!(container = %d.name, id = %cid, "container started");
-            self.set_container_status(&d.name, ContainerStatus::Running);
-            self.watch(&d.name, &cid);
+        }
+        if self.stopping() {
+            return;
         }
         self.set_status(TaskStatus::Running);
         self.rec.state.started_at = now();
         self.publish();
+    }
+
+    /// A dependency of `target` can no longer be met (or timed out): the task stops with
+    /// ECS's TaskDependencyError and `target` stays never started, with the reason.
+    async fn fail_dependency(&mut self, target: &str, why: String) {
+        let reason = format!("{TASK_DEPENDENCY_ERROR}{why}");
+        if let Some(c) = self.container(target) {
+            c.reason = Some(reason.clone());
+        }
+        self.fail_start(reason).await;
+    }
+
+    /// Creates and starts one container. `false`: the task failed to start or was stopped
+    /// meanwhile (already acted on).
+    async fn start_container(
+        &mut self,
+        i: usize,
+        d: &ContainerDefinition,
+        images: &HashMap<String, crate::runtime::ImageConfig>,
+        net_mode: Mode,
+        secrets: &[crate::secrets::TaskSecret],
+    ) -> bool {
+        let mode = net_mode.as_str();
+        if let Some((reason, code)) = self.stop_requested() {
+            self.stop_while_starting(reason, code).await;
+            return false;
+        }
+        let already = self
+            .rec
+            .state
+            .containers
+            .iter()
+            .any(|c| c.name == d.name && Self::container_status(c) != ContainerStatus::Pending);
+        if already {
+            return true;
+        }
+        let Some(img) = images.get(&d.name) else {
+            return true;
+        };
+        let cid = container_id(&self.id, i, &d.name);
+        let default_hostname: String = cid.chars().take(12).collect();
+        let hostname = d
+            .hostname
+            .clone()
+            .unwrap_or_else(|| default_hostname.clone());
+        let opts = match self.container_options(d, img, net_mode).await {
+            Ok(o) => o,
+            Err(Step::Stop(reason, code)) => {
+                self.stop_while_starting(reason, code).await;
+                return false;
+            }
+            Err(Step::Done(e)) => {
+                let e = match e {
+                    Err(e) => e.message(),
+                    Ok(why) => why,
+                };
+                self.fail_start(format!(
+                    "CannotCreateContainerError: container {}: {e}",
+                    d.name
+                ))
+                .await;
+                return false;
+            }
+        };
+        let etc_mode = if d.disable_networking == Some(true) {
+            Mode::None
+        } else {
+            net_mode
+        };
+        let etc_files = match self
+            .etc_files(d, etc_mode, &hostname, opts.links.clone())
+            .await
+        {
+            Ok(f) => f,
+            Err(e) => {
+                self.fail_start(format!(
+                    "CannotCreateContainerError: container {}: /etc files: {e}",
+                    d.name
+                ))
+                .await;
+                return false;
+            }
+        };
+        let ctx = SpecContext {
+            network_mode: mode,
+            netns_path: self
+                .rec
+                .network
+                .as_ref()
+                .and_then(|n| n.netns_path(&d.name)),
+            etc_files,
+            cgroups_path: self.shared.cgroups.container_path(&self.id, &d.name),
+            hostname: default_hostname,
+            security: &self.shared.config.security,
+            pid: opts.pid,
+            ipc: opts.ipc,
+            users: opts.users,
+            task_shm: opts.task_shm,
+        };
+        let with_secrets = with_secrets(d, secrets);
+        let spec = match spec::build(with_secrets.as_ref().unwrap_or(d), img, &ctx) {
+            Ok(s) => s,
+            Err(e) => {
+                self.fail_start(format!("CannotCreateContainerError: {e}"))
+                    .await;
+                return false;
+            }
+        };
+        if let Some(c) = self.container(&d.name) {
+            c.runtime_id = Some(cid.clone());
+        }
+        self.publish();
+        let create = Arc::new(CreateContainer {
+            id: cid.clone(),
+            image: img.clone(),
+            spec,
+            labels: self.labels(d),
+            log_path: self.shared.config.data_dir.log(&self.id, &d.name),
+            open_stdin: d.interactive == Some(true),
+        });
+        let after = self.timeouts().call;
+        let (runtime, c) = (self.shared.runtime.clone(), create.clone());
+        // The create runs as a task of its own so that, abandoned for a stop or a timeout,
+        // it still ends, and what it leaves (a container record and its snapshot; never a
+        // process) is removed after it (`remove_after`).
+        let cid_for_join = cid.clone();
+        let mut job = tokio::spawn(async move { runtime.create(&c).await });
+        let step = self
+            .start_call("create", &cid, after, OnStop::Abandon, async {
+                (&mut job).await.unwrap_or_else(|e| {
+                    Err(RuntimeError::Call {
+                        op: "create",
+                        id: cid_for_join,
+                        source: tonic::Status::internal(e.to_string()),
+                    })
+                })
+            })
+            .await;
+        match step {
+            Step::Done(Ok(())) => {}
+            Step::Done(Err(e)) => {
+                self.remove_after(job, &cid);
+                self.fail_start(format!("CannotCreateContainerError: {}", e.message()))
+                    .await;
+                return false;
+            }
+            Step::Stop(reason, code) => {
+                self.remove_after(job, &cid);
+                self.stop_while_starting(reason, code).await;
+                return false;
+            }
+        }
+        let (runtime, c) = (self.shared.runtime.clone(), create.clone());
+        match self
+            .start_call("start", &cid, after, OnStop::Finish, async move {
+                runtime.start(&c).await
+            })
+            .await
+        {
+            Step::Done(Ok(())) => {}
+            Step::Done(Err(e)) => {
+                // The start may have happened anyway (a timeout, containerd restarting).
+                self.settle_after_failed_start(&d.name, &cid).await;
+                self.fail_start(format!("CannotStartContainerError: {}", e.message()))
+                    .await;
+                return false;
+            }
+            Step::Stop(reason, code) => {
+                self.settle_after_failed_start(&d.name, &cid).await;
+                self.stop_while_starting(reason, code).await;
+                return false;
+            }
+        }
+        info!(container = %d.name, id = %cid, "container started");
+        self.set_container_status(&d.name, ContainerStatus::Running);
+        self.watch(&d.name, &cid);
+        self.started.insert(d.name.clone(), Instant::now());
+        if let Some(c) = self.container(&d.name) {
+            c.started_at = now();
+        }
+        self.publish();
+        true
     }
 
     /// The values of the secrets of the containers still to create, from the engine's
@@ -1248,7 +1405,10 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
     /// kept, in order, for the main loop.
     async fn take_while_busy(&mut self, ev: Event) {
         match ev {
-            Event::Exited { name, status } if self.stopping() => self.on_exit(&name, status).await,
+            // Boxed: an exit's restart waits here in turn.
+            Event::Exited { name, status } if self.stopping() => {
+                Box::pin(self.on_exit(&name, status)).await
+            }
             other => self.deferred.push_back(other),
         }
     }
@@ -1392,17 +1552,29 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
     }
 
     /// Sends each running container not yet signalled its stop signal and arms its SIGKILL
-    /// deadline. The signal goes out from a task of its own: the actor never waits on it.
+    /// deadline, in reverse dependency order: a container is signalled only once every
+    /// container depending on it (dependsOn, links) has stopped; called again at each exit.
+    /// The signal goes out from a task of its own: the actor never waits on it.
     fn signal_running(&mut self) {
-        let running: Vec<(String, String)> = self
-            .rec
-            .state
-            .containers
+        let defs = &self.rec.definition.container_definitions;
+        let states = &self.rec.state.containers;
+        let unsignalled: Vec<(String, String)> = states
             .iter()
             .filter(|c| Self::container_status(c) == ContainerStatus::Running)
             .filter(|c| !self.kill_at.contains_key(&c.name))
             .filter_map(|c| c.runtime_id.clone().map(|id| (c.name.clone(), id)))
             .collect();
+        let mut running: Vec<(String, String)> = unsignalled
+            .iter()
+            .filter(|(name, _)| deps::may_stop(name, defs, states))
+            .cloned()
+            .collect();
+        if running.is_empty() && self.kill_at.is_empty() && !unsignalled.is_empty() {
+            // Nothing stopping, yet nothing may stop: a dependency cycle (refused at
+            // registration). Everything gets its signal rather than nothing ever stopping.
+            warn!(containers = ?unsignalled, "no stop order among the running containers; signalling them all");
+            running = unsignalled;
+        }
         for (name, cid) in running {
             let timeout = self
                 .def(&name)
@@ -1422,15 +1594,21 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
     }
 
     /// Sends a signal from a task of its own, bounded by the call timeout; a failure is logged
-    /// (a failed SIGKILL is retried by the deadline re-armed in [`Self::kill_overdue`]).
+    /// and told to the actor (the container's CannotStopContainerError; a failed SIGKILL is
+    /// retried by the deadline re-armed in [`Self::kill_overdue`]).
     fn send_signal(&self, name: &str, cid: &str, sig: u32) {
         let runtime = self.shared.runtime.clone();
         let after = self.timeouts().call;
         let (name, cid) = (name.to_string(), cid.to_string());
+        let tx = self.tx.clone();
         tokio::spawn(
             async move {
                 if let Err(e) = bounded("kill", &cid, after, runtime.kill(&cid, sig)).await {
                     warn!(container = %name, signal = sig, error = %e, "signal failed");
+                    let _ = tx.send(Event::StopFailed {
+                        name,
+                        message: e.message(),
+                    });
                 }
             }
             .in_current_span(),
@@ -1488,6 +1666,8 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             c.reason = Some(TASK_STATE_ERROR.into());
         }
         self.publish();
+        // Given up on: what it depends on may get its stop signal now.
+        self.signal_running();
     }
 
     async fn on_exit(&mut self, name: &str, status: Option<u32>) {
@@ -1520,11 +1700,15 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             }
         };
         let rebooted = status.is_none() && self.gone_at_reboot.remove(name);
+        if !oom && self.should_restart(name, status) && self.restart(name).await {
+            return;
+        }
         let Some(c) = self.container(name) else {
             return;
         };
         c.last_status = ContainerStatus::Stopped.into();
         c.exit_code = status.map(|s| s as i32);
+        c.finished_at = now();
         if oom {
             c.reason = Some(OOM_REASON.into());
         } else if rebooted {
@@ -1543,13 +1727,116 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 .await;
         } else {
             self.publish();
+            if self.stopping() {
+                // The containers it depended on may get their stop signal now.
+                self.signal_running();
+            }
         }
     }
 
-    /// Removes the containers and the task cgroup, retrying with back-off, then reports
-    /// STOPPED. While cleanup fails the task stays STOPPING (its resources stay counted); a
-    /// container whose delete keeps failing is SIGKILLed again if it may still run, and after
-    /// [`CLEANUP_ATTEMPTS`] rounds the task is reported STOPPED with [`TASK_STATE_ERROR`].
+    /// ECS's restart rule (its RestartTracker): the container's restartPolicy is enabled, the
+    /// task is not stopping, the exit code is known and not in ignoredExitCodes, and the
+    /// container ran at least restartAttemptPeriod seconds since its last (re)start. A
+    /// container that exits sooner is not restarted (then the essential-container rule applies).
+    fn should_restart(&self, name: &str, status: Option<u32>) -> bool {
+        let Some(policy) = self.def(name).and_then(|d| d.restart_policy.as_ref()) else {
+            return false;
+        };
+        if !policy.enabled
+            || self.stopping()
+            || TaskStatus::parse(&self.rec.desired_status) == Ok(TaskStatus::Stopped)
+        {
+            return false;
+        }
+        let Some(code) = status else {
+            return false;
+        };
+        if policy.ignored_exit_codes.contains(&(code as i32)) {
+            info!(container = %name, exit_code = code, "exit code in ignoredExitCodes; not restarting");
+            return false;
+        }
+        let period = policy
+            .restart_attempt_period
+            .filter(|p| *p > 0)
+            .map_or(DEFAULT_RESTART_ATTEMPT_PERIOD, |p| p as u64);
+        let ran = self
+            .started
+            .get(name)
+            .map(|t| t.elapsed())
+            .unwrap_or(Duration::ZERO);
+        if ran < Duration::from_secs(period) {
+            info!(container = %name, ran = ?ran, period, "exited before its restartAttemptPeriod; not restarting");
+            return false;
+        }
+        true
+    }
+
+    /// Restarts an exited container in place (same container and rootfs, same log file);
+    /// `true` when it runs again. A failed restart is settled as a failed start is: a process
+    /// that may run is watched, never reported stopped.
+    async fn restart(&mut self, name: &str) -> bool {
+        let Some(cid) = self
+            .rec
+            .state
+            .containers
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.runtime_id.clone())
+        else {
+            return false;
+        };
+        // containerd holds the container's spec (the runtime reads it): only its ID, its log file
+        // and whether it keeps a stdin are needed.
+        let create = CreateContainer {
+            id: cid.clone(),
+            image: Default::default(),
+            spec: Default::default(),
+            labels: HashMap::new(),
+            log_path: self.shared.config.data_dir.log(&self.id, name),
+            open_stdin: self.def(name).is_some_and(|d| d.interactive == Some(true)),
+        };
+        let runtime = self.shared.runtime.clone();
+        let after = self.timeouts().call;
+        let done = self
+            .keeping_deadlines(bounded("restart", &cid, after, async move {
+                runtime.restart(&create).await
+            }))
+            .await;
+        let runs = match done {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(container = %name, error = %e, "restart failed");
+                matches!(
+                    self.settle(&cid, Some(SETTLE_ATTEMPTS)).await,
+                    Some(ContainerState::Running | ContainerState::Unknown) | None
+                )
+            }
+        };
+        if !runs {
+            return false;
+        }
+        self.started.insert(name.to_string(), Instant::now());
+        let count = if let Some(c) = self.container(name) {
+            c.restart_count += 1;
+            c.finished_at = now();
+            c.started_at = now();
+            c.restart_count
+        } else {
+            0
+        };
+        info!(container = %name, restart_count = count, "container restarted (restartPolicy)");
+        self.publish();
+        self.watch(name, &cid);
+        true
+    }
+
+    /// Removes the containers' exited processes (containerd tasks, shims) and the task cgroup,
+    /// retrying with back-off, then schedules the removal of the containers, their snapshots,
+    /// the task's files and its log files after the cleanup wait (persisted, see
+    /// [`cleanup`]) and reports STOPPED. While cleanup fails the task stays STOPPING (its
+    /// resources stay counted); a container whose process delete keeps failing is SIGKILLed
+    /// again if it may still run, and after [`CLEANUP_ATTEMPTS`] rounds the task is reported
+    /// STOPPED with [`TASK_STATE_ERROR`].
     async fn finish(&mut self) {
         for (_, w) in self.watchers.drain() {
             w.abort();
@@ -1569,8 +1856,13 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             let mut failed = Vec::new();
             for cid in left {
                 let runtime = &self.shared.runtime;
-                if let Err(e) =
-                    bounded("delete", &cid, self.timeouts().call, runtime.delete(&cid)).await
+                if let Err(e) = bounded(
+                    "delete process",
+                    &cid,
+                    self.timeouts().call,
+                    runtime.delete_process(&cid),
+                )
+                .await
                 {
                     warn!(container = %cid, error = %e, "cleanup failed");
                     failed.push(cid);
@@ -1585,7 +1877,6 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 }
             }
             if left.is_empty() && !cgroup_left {
-                self.remove_files().await;
                 break;
             }
             round += 1;
@@ -1619,6 +1910,10 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         if self.gave_up {
             self.rec.state.stopped_reason = Some(TASK_STATE_ERROR.into());
         }
+        self.release_task_shm().await;
+        // On disk before STOPPED is: a STOPPED record always has its cleanup scheduled.
+        let due = cleanup::Cleanup::new(&self.rec, &self.id, self.shared.config.task_cleanup_wait);
+        cleanup::schedule(&self.shared, due).await;
         self.rec.state.execution_stopped_at = now();
         self.rec.state.stopped_at = now();
         self.set_status(TaskStatus::Stopped);
@@ -1626,22 +1921,18 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         self.publish();
     }
 
-    /// Removes the task's own files (its containers' /etc files) once its containers are gone.
-    async fn remove_files(&self) {
-        let dir = self.shared.config.data_dir.task_files(&self.id);
-        let job = tokio::task::spawn_blocking(move || {
-            // ipcMode task's /dev/shm is unmounted first: never remove through a mount.
-            crate::runtime::options::unmount_task_shm(&dir.join("shm"))?;
-            match std::fs::remove_dir_all(&dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            }
-        });
+    /// Once its containers are gone: unmounts ipcMode task's /dev/shm (memory is released at
+    /// STOPPED; the task's files go after the cleanup wait, `cleanup::remove_now`, which
+    /// unmounts it too in case this failed).
+    async fn release_task_shm(&self) {
+        let shm = self.shared.config.data_dir.task_files(&self.id).join("shm");
+        let job =
+            tokio::task::spawn_blocking(move || crate::runtime::options::unmount_task_shm(&shm));
         match tokio::time::timeout(self.timeouts().cgroup, job).await {
             Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => warn!(error = %e, "cannot remove the task's files"),
-            Ok(Err(e)) => warn!(error = %e, "cannot remove the task's files"),
-            Err(_) => warn!("removing the task's files did not finish in time"),
+            Ok(Ok(Err(e))) => warn!(error = %e, "cannot unmount the task's /dev/shm"),
+            Ok(Err(e)) => warn!(error = %e, "cannot unmount the task's /dev/shm"),
+            Err(_) => warn!("unmounting the task's /dev/shm did not finish in time"),
         }
     }
 

@@ -276,6 +276,37 @@ impl Runtime for FakeRuntime {
     async fn exec_delete(&self, _id: &str, _exec_id: &str) -> Result<(), RuntimeError> {
         Ok(())
     }
+
+    async fn restart(&self, c: &CreateContainer) -> Result<(), RuntimeError> {
+        self.call("restart", &c.id).await?;
+        let mut containers = self.containers.lock().unwrap();
+        let Some((state, tx)) = containers.get_mut(&c.id) else {
+            return Err(RuntimeError::Call {
+                op: "restart",
+                id: c.id.clone(),
+                source: tonic::Status::not_found("no such container"),
+            });
+        };
+        *state = ContainerState::Running;
+        tx.send_replace(None);
+        Ok(())
+    }
+    async fn delete_process(&self, id: &str) -> Result<(), RuntimeError> {
+        self.call("delete_process", id).await?;
+        if matches!(self.state_of(id), Some(ContainerState::Running)) {
+            return Err(RuntimeError::Call {
+                op: "delete process",
+                id: id.into(),
+                source: tonic::Status::failed_precondition("task must be stopped"),
+            });
+        }
+        // As containerd: the container stays, with no process (Missing to `state`), until
+        // the cleanup wait has passed.
+        if let Some((state, _)) = self.containers.lock().unwrap().get_mut(id) {
+            *state = ContainerState::Missing;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -578,6 +609,31 @@ fn harness_net(
     secrets: Arc<dyn crate::secrets::SecretSource>,
 ) -> Harness {
     let dir = std::env::temp_dir().join(format!("berth-engine-{}", uuid::Uuid::new_v4().simple()));
+    harness_in(
+        runtime,
+        cgroups,
+        network,
+        records,
+        timeouts,
+        secrets,
+        dir,
+        cleanup::DEFAULT_WAIT,
+    )
+}
+
+/// An engine over the fakes on the data dir `dir` (which may hold state of an earlier engine),
+/// with a cleanup wait.
+#[allow(clippy::too_many_arguments)]
+fn harness_in(
+    runtime: FakeRuntime,
+    cgroups: FakeCgroups,
+    network: FakeNetwork,
+    records: Vec<TaskRecord>,
+    timeouts: Timeouts,
+    secrets: Arc<dyn crate::secrets::SecretSource>,
+    dir: std::path::PathBuf,
+    task_cleanup_wait: Duration,
+) -> Harness {
     let data = DataDir(dir.clone());
     for rec in &records {
         write_json(&data.task(&task_id(&rec.task.task_arn)), rec).unwrap();
@@ -602,6 +658,7 @@ fn harness_net(
             secrets,
             boot_id: Some(BOOT.into()),
             fallback_dns: vec![std::net::Ipv4Addr::new(9, 9, 9, 9)],
+            task_cleanup_wait,
         },
     )
     .unwrap();
@@ -666,6 +723,17 @@ async fn reported(h: &Harness, f: impl Fn(&TaskStateChange) -> bool) -> TaskStat
     }
 }
 
+/// Every container the fake runtime holds has no process (deleted, or kept for the cleanup
+/// wait with its process removed).
+fn no_process_left(h: &Harness) -> bool {
+    h.runtime
+        .containers
+        .lock()
+        .unwrap()
+        .values()
+        .all(|(s, _)| *s == ContainerState::Missing)
+}
+
 fn container<'a>(c: &'a TaskStateChange, name: &str) -> &'a berth_proto::v1::ContainerStateChange {
     c.containers.iter().find(|x| x.name == name).unwrap()
 }
@@ -728,7 +796,7 @@ async fn essential_exit_stops_siblings_and_cleans_up() {
         h.cgroups.removed.lock().unwrap().as_slice(),
         [ID.to_string()]
     );
-    assert!(h.runtime.containers.lock().unwrap().is_empty());
+    assert!(no_process_left(&h));
     let order: Vec<String> = all_reports(&h)
         .iter()
         .map(|c| c.last_status.clone())
@@ -885,7 +953,7 @@ async fn a_stop_while_starting_stops_never_started_containers() {
         assert_eq!(c.exit_code, None, "{} never ran", c.name);
     }
     assert_eq!(h.runtime.count("start", ""), 0);
-    assert!(h.runtime.containers.lock().unwrap().is_empty());
+    assert!(no_process_left(&h));
     if !h.cgroups.created.lock().unwrap().is_empty() {
         assert_eq!(
             h.cgroups.removed.lock().unwrap().as_slice(),
@@ -935,7 +1003,7 @@ async fn a_stop_during_a_start_in_flight_stops_what_that_start_made() {
     assert_eq!(container(&stopped, "side").exit_code, Some(143));
     assert_eq!(container(&stopped, "third").exit_code, None);
     assert_eq!(h.runtime.count("create", "third"), 0);
-    assert!(h.runtime.containers.lock().unwrap().is_empty());
+    assert!(no_process_left(&h));
     assert_forward_only(&h);
 }
 
@@ -1103,7 +1171,7 @@ async fn a_hung_start_times_out_and_the_task_stops() {
     let reason = stopped.stopped_reason.unwrap_or_default();
     assert!(reason.starts_with("CannotStartContainerError"), "{reason}");
     assert!(reason.contains("no answer within"), "{reason}");
-    assert!(h.runtime.containers.lock().unwrap().is_empty());
+    assert!(no_process_left(&h));
     assert_forward_only(&h);
 }
 
@@ -1137,7 +1205,7 @@ async fn a_hung_cgroup_create_fails_the_start_within_its_timeout() {
 async fn failed_cleanup_is_retried_before_stopped_is_reported() {
     let rt = FakeRuntime::default();
     rt.faults.inject(
-        "delete",
+        "delete_process",
         Some("main"),
         Fault::Fail(2, tonic::Code::Unavailable),
     );
@@ -1149,8 +1217,8 @@ async fn failed_cleanup_is_retried_before_stopped_is_reported() {
     reported(&h, |c| c.last_status == "RUNNING").await;
     h.runtime.exit(&format!("{ID}-main"), 0);
     let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
-    assert_eq!(h.runtime.count("delete", "main"), 3);
-    assert!(h.runtime.containers.lock().unwrap().is_empty());
+    assert_eq!(h.runtime.count("delete_process", "main"), 3);
+    assert!(no_process_left(&h));
     assert_eq!(
         h.cgroups.removed.lock().unwrap().as_slice(),
         [ID.to_string()]
@@ -1169,7 +1237,7 @@ async fn failed_cleanup_is_retried_before_stopped_is_reported() {
 async fn cleanup_that_keeps_failing_ends_in_task_state_error() {
     let rt = FakeRuntime::default();
     rt.faults.inject(
-        "delete",
+        "delete_process",
         Some("main"),
         Fault::Fail(1000, tonic::Code::Internal),
     );
@@ -1179,7 +1247,7 @@ async fn cleanup_that_keeps_failing_ends_in_task_state_error() {
     h.runtime.exit(&format!("{ID}-main"), 0);
     let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
     assert_eq!(
-        h.runtime.count("delete", "main"),
+        h.runtime.count("delete_process", "main"),
         task::CLEANUP_ATTEMPTS as usize
     );
     assert_eq!(
@@ -1493,7 +1561,7 @@ async fn recovery_of_a_started_container_found_only_created() {
         h.runtime.kills.lock().unwrap().is_empty(),
         "nothing to kill"
     );
-    assert!(h.runtime.containers.lock().unwrap().is_empty(), "deleted");
+    assert!(no_process_left(&h), "deleted");
     assert_forward_only(&h);
 }
 
@@ -1523,7 +1591,7 @@ async fn recovery_of_a_stopping_task_stops_created_containers_without_starting_t
         ("STOPPED", None)
     );
     assert_eq!(stopped.stop_code.as_deref(), Some("UserInitiated"));
-    assert!(h.runtime.containers.lock().unwrap().is_empty());
+    assert!(no_process_left(&h));
     assert_forward_only(&h);
 }
 
@@ -1560,7 +1628,8 @@ async fn recovery_applies_the_start_rules_to_created_containers() {
 }
 
 /// Item 3: a failed SIGKILL is sent again with back-off (1 s, 2 s, …) until it works; the exit
-/// code is containerd's and there is no TaskStateError.
+/// code is containerd's and there is no TaskStateError; the failed signal shows as ECS's
+/// CannotStopContainerError on the container.
 #[tokio::test(start_paused = true)]
 async fn a_failed_sigkill_is_retried_with_back_off() {
     let rt = FakeRuntime {
@@ -1589,7 +1658,10 @@ async fn a_failed_sigkill_is_retried_with_back_off() {
     assert_eq!(kills[0].2 - asked, Duration::from_secs(2 + 1 + 2));
     assert_eq!(h.runtime.count("kill", "main"), 4);
     let main = container(&stopped, "main");
-    assert_eq!((main.exit_code, main.reason.as_deref()), (Some(137), None));
+    assert_eq!(
+        (main.exit_code, main.reason.as_deref()),
+        (Some(137), Some("CannotStopContainerError: injected"))
+    );
     assert_eq!(stopped.stopped_reason.as_deref(), Some("by test"));
     assert_forward_only(&h);
 }
@@ -2038,8 +2110,8 @@ async fn a_bridge_task_runs_in_its_namespaces_and_reports_its_bindings() {
     // Bindings stay on the stopped task, as DescribeTasks shows them.
     assert_eq!(container(&stopped, "main").network_bindings.len(), 2);
     assert!(
-        !h.dir.join(format!("tasks/{ID}")).exists(),
-        "the task's /etc files are left"
+        h.dir.join(format!("tasks/{ID}")).exists(),
+        "the task's /etc files stay for the cleanup wait"
     );
     assert_forward_only(&h);
 }
@@ -2382,4 +2454,485 @@ async fn health_checks_resume_after_recovery() {
     assert!(all_reports(&h)
         .iter()
         .all(|c| health_of(c, "main").as_deref() != Some("UNKNOWN")));
+}
+
+// ---- Issue 9: dependsOn, reverse stop order, restartPolicy, cleanup wait ----
+
+/// Sends an event to the task's actor, as a health checker or a watcher would.
+fn send(h: &Harness, ev: Event) {
+    let entries = h.engine.shared.entries.lock().unwrap();
+    let tx = entries.get(ID).and_then(|e| e.tx.clone()).expect("actor");
+    tx.send(ev).unwrap();
+}
+
+/// When the fake runtime was first asked to do `op` for the container `name`.
+fn first_call(h: &Harness, op: &str, name: &str) -> Option<tokio::time::Instant> {
+    h.runtime
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(o, id, _)| *o == op && id.ends_with(&format!("-{name}")))
+        .map(|(_, _, t)| *t)
+}
+
+/// The position in the call log of the first `op` for `name`.
+fn call_index(h: &Harness, op: &str, name: &str) -> Option<usize> {
+    h.runtime
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .position(|(o, id, _)| *o == op && id.ends_with(&format!("-{name}")))
+}
+
+/// init (SUCCESS) and db (START) before app; db and init are independent.
+const ORDERED: &str = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+  {"name":"app","image":"i","dependsOn":[{"containerName":"init","condition":"SUCCESS"},{"containerName":"db","condition":"START"}]},
+  {"name":"init","image":"i","essential":false},
+  {"name":"db","image":"i","essential":false}]}"#;
+
+#[tokio::test(start_paused = true)]
+async fn depends_on_starts_a_container_only_once_its_dependencies_are_met() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", ORDERED));
+    // Both dependencies start without waiting for each other; app waits.
+    let r = reported(&h, |c| {
+        c.containers
+            .iter()
+            .filter(|x| x.name != "app" && x.last_status == "RUNNING")
+            .count()
+            == 2
+    })
+    .await;
+    assert_eq!(container(&r, "app").last_status, "PENDING");
+    assert!(container(&r, "init").started_at.is_some());
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(h.runtime.count("create", "app"), 0, "app waits for init");
+    let last = all_reports(&h).pop().unwrap();
+    assert_eq!(last.last_status, "PENDING");
+    h.runtime.exit(&format!("{ID}-init"), 0);
+    let running = reported(&h, |c| c.last_status == "RUNNING").await;
+    assert_eq!(container(&running, "app").last_status, "RUNNING");
+    assert_eq!(container(&running, "init").exit_code, Some(0));
+    assert!(container(&running, "init").finished_at.is_some());
+    assert!(call_index(&h, "start", "app") > call_index(&h, "start", "db"));
+    assert!(
+        first_call(&h, "start", "app").unwrap()
+            >= first_call(&h, "start", "init").unwrap() + Duration::from_secs(30)
+    );
+    assert_forward_only(&h);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_dependency_exiting_non_zero_stops_the_task_with_task_dependency_error() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", ORDERED));
+    reported(&h, |c| container(c, "init").last_status == "RUNNING").await;
+    h.runtime.exit(&format!("{ID}-init"), 1);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(stopped.stop_code.as_deref(), Some("TaskFailedToStart"));
+    let reason = stopped.stopped_reason.clone().unwrap();
+    assert!(reason.starts_with("TaskDependencyError: "), "{reason}");
+    assert!(
+        reason.contains("[init: SUCCESS]") && reason.contains("[app]"),
+        "{reason}"
+    );
+    assert!(reason.contains("exit code 1"), "{reason}");
+    let app = container(&stopped, "app");
+    assert_eq!(
+        (app.exit_code, app.reason.as_deref()),
+        (None, Some(reason.as_str()))
+    );
+    assert!(app.started_at.is_none());
+    assert_eq!(h.runtime.count("create", "app"), 0);
+    // db, started, got its stop signal.
+    assert_eq!(container(&stopped, "db").exit_code, Some(143));
+    assert_forward_only(&h);
+}
+
+#[tokio::test(start_paused = true)]
+async fn complete_is_met_by_any_exit_code() {
+    let td = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+      {"name":"app","image":"i","dependsOn":[{"containerName":"init","condition":"COMPLETE"}]},
+      {"name":"init","image":"i","essential":false}]}"#;
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", td));
+    reported(&h, |c| container(c, "init").last_status == "RUNNING").await;
+    assert_eq!(h.runtime.count("create", "app"), 0);
+    h.runtime.exit(&format!("{ID}-init"), 3);
+    let running = reported(&h, |c| c.last_status == "RUNNING").await;
+    assert_eq!(container(&running, "app").last_status, "RUNNING");
+    assert_eq!(container(&running, "init").exit_code, Some(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_is_met_by_a_started_container_and_links_imply_it() {
+    let td = r#"{"family":"f","revision":1,"networkMode":"bridge","containerDefinitions":[
+      {"name":"app","image":"i","links":["db:database"]},
+      {"name":"web","image":"i","dependsOn":[{"containerName":"app","condition":"START"}]},
+      {"name":"db","image":"i"}]}"#;
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", td));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    let (db, app, web) = (
+        call_index(&h, "start", "db").unwrap(),
+        call_index(&h, "start", "app").unwrap(),
+        call_index(&h, "start", "web").unwrap(),
+    );
+    assert!(db < app && app < web, "db {db}, app {app}, web {web}");
+}
+
+const HEALTHY_DEP: &str = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+  {"name":"app","image":"i","dependsOn":[{"containerName":"db","condition":"HEALTHY"}]},
+  {"name":"db","image":"i","startTimeout":20,"healthCheck":{"command":["CMD","true"]}}]}"#;
+
+#[tokio::test(start_paused = true)]
+async fn healthy_waits_for_the_health_check() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", HEALTHY_DEP));
+    reported(&h, |c| container(c, "db").last_status == "RUNNING").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    send(
+        &h,
+        Event::Health {
+            name: "db".into(),
+            status: berth_proto::status::HealthStatus::Unhealthy,
+            output: "not yet".into(),
+        },
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(h.runtime.count("create", "app"), 0, "UNHEALTHY is not met");
+    send(
+        &h,
+        Event::Health {
+            name: "db".into(),
+            status: berth_proto::status::HealthStatus::Healthy,
+            output: "ok".into(),
+        },
+    );
+    let running = reported(&h, |c| c.last_status == "RUNNING").await;
+    assert_eq!(container(&running, "app").last_status, "RUNNING");
+    assert_eq!(
+        container(&running, "db").health_status.as_deref(),
+        Some("HEALTHY")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dependency_past_its_start_timeout_stops_the_task() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", HEALTHY_DEP));
+    reported(&h, |c| container(c, "db").last_status == "RUNNING").await;
+    let started = first_call(&h, "start", "db").unwrap();
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    let stopping = h
+        .runtime
+        .kills
+        .lock()
+        .unwrap()
+        .first()
+        .map(|k| k.2)
+        .unwrap();
+    assert_eq!(
+        stopping - started,
+        Duration::from_secs(20),
+        "db's startTimeout"
+    );
+    assert_eq!(stopped.stop_code.as_deref(), Some("TaskFailedToStart"));
+    let reason = stopped.stopped_reason.clone().unwrap();
+    assert!(reason.starts_with("TaskDependencyError: "), "{reason}");
+    assert!(
+        reason.contains("[db: HEALTHY]") && reason.contains("timed out"),
+        "{reason}"
+    );
+    assert_eq!(
+        container(&stopped, "app").reason.as_deref(),
+        Some(reason.as_str())
+    );
+    assert_eq!(h.runtime.count("create", "app"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_healthy_dependency_that_exits_stops_the_task() {
+    let td = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+      {"name":"app","image":"i","dependsOn":[{"containerName":"db","condition":"HEALTHY"}]},
+      {"name":"db","image":"i","essential":false,"healthCheck":{"command":["CMD","true"]}}]}"#;
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", td));
+    reported(&h, |c| container(c, "db").last_status == "RUNNING").await;
+    h.runtime.exit(&format!("{ID}-db"), 0);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    let reason = stopped.stopped_reason.unwrap();
+    assert!(
+        reason.starts_with("TaskDependencyError: ") && reason.contains("[db: HEALTHY]"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_while_waiting_for_dependencies_stops_at_once() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", ORDERED));
+    reported(&h, |c| container(c, "init").last_status == "RUNNING").await;
+    let asked = tokio::time::Instant::now();
+    h.engine.apply_desired(&DesiredTasks {
+        seq: 2,
+        ..assignment("STOPPED", ORDERED)
+    });
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(stopped.stop_code.as_deref(), Some("UserInitiated"));
+    assert_eq!(tokio::time::Instant::now(), asked, "no wait");
+    assert_eq!(container(&stopped, "app").exit_code, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_stop_runs_in_reverse_dependency_order() {
+    let td = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+      {"name":"app","image":"i","stopTimeout":5,"dependsOn":[{"containerName":"db","condition":"START"}]},
+      {"name":"db","image":"i","stopTimeout":7},
+      {"name":"other","image":"i","stopTimeout":3}]}"#;
+    let h = harness(FakeRuntime {
+        ignore_sigterm: true,
+        ..Default::default()
+    });
+    h.engine.apply_desired(&assignment("RUNNING", td));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    let t0 = tokio::time::Instant::now();
+    h.engine.apply_desired(&DesiredTasks {
+        seq: 2,
+        ..assignment("STOPPED", td)
+    });
+    reported(&h, |c| c.last_status == "STOPPED").await;
+    let kills: Vec<(String, u32, Duration)> = h
+        .runtime
+        .kills
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(id, s, t)| {
+            (
+                id.trim_start_matches(&format!("{ID}-")).to_string(),
+                *s,
+                *t - t0,
+            )
+        })
+        .collect();
+    let at = |name: &str, sig: u32| {
+        kills
+            .iter()
+            .find(|k| k.0 == name && k.1 == sig)
+            .map(|k| k.2)
+            .unwrap_or_else(|| panic!("no signal {sig} to {name}: {kills:?}"))
+    };
+    // app and other first; db only once app (SIGKILLed at its stopTimeout) has exited.
+    assert_eq!(at("app", 15), Duration::ZERO);
+    assert_eq!(at("other", 15), Duration::ZERO);
+    assert_eq!(at("app", 9), Duration::from_secs(5));
+    assert_eq!(at("db", 15), Duration::from_secs(5));
+    assert_eq!(at("db", 9), Duration::from_secs(5 + 7));
+}
+
+const RESTARTING: &str = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+  {"name":"main","image":"i","restartPolicy":{"enabled":true,"ignoredExitCodes":[2],"restartAttemptPeriod":60}}]}"#;
+
+#[tokio::test(start_paused = true)]
+async fn restart_policy_restarts_in_place_within_its_bounds() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", RESTARTING));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    let main = format!("{ID}-main");
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    h.runtime.exit(&main, 1);
+    let r = reported(&h, |c| container(c, "main").restart_count == 1).await;
+    let c = container(&r, "main");
+    assert_eq!((c.last_status.as_str(), c.exit_code), ("RUNNING", None));
+    assert!(c.finished_at.is_some() && c.started_at.is_some());
+    assert_eq!(h.runtime.count("restart", "main"), 1);
+    assert_eq!(
+        h.runtime.count("create", "main"),
+        1,
+        "in place, not created again"
+    );
+    // Persisted: an agent restart keeps the count.
+    h.reporter.flush().await;
+    let rec: TaskRecord = read_json(&h.dir.join("tasks").join(format!("{ID}.json")))
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.state.containers[0].restart_count, 1);
+    // Again, but sooner than restartAttemptPeriod after the restart: not restarted, and the
+    // essential-container rule applies.
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    h.runtime.exit(&main, 1);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(h.runtime.count("restart", "main"), 1);
+    assert_eq!(
+        stopped.stop_code.as_deref(),
+        Some("EssentialContainerExited")
+    );
+    let c = container(&stopped, "main");
+    assert_eq!((c.exit_code, c.restart_count), (Some(1), 1));
+    assert_forward_only(&h);
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_policy_waits_its_period_after_the_first_start_too_and_ignores_codes() {
+    // Sooner than the period after the first start: not restarted.
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", RESTARTING));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    h.runtime.exit(&format!("{ID}-main"), 1);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(h.runtime.count("restart", "main"), 0);
+    assert_eq!(container(&stopped, "main").exit_code, Some(1));
+    drop(h);
+    // An ignored exit code: not restarted, however long it ran.
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", RESTARTING));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    h.runtime.exit(&format!("{ID}-main"), 2);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(h.runtime.count("restart", "main"), 0);
+    assert_eq!(container(&stopped, "main").exit_code, Some(2));
+    // Not while the task stops: a stop's SIGTERM exit is no restart.
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", RESTARTING));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    h.engine.apply_desired(&DesiredTasks {
+        seq: 2,
+        ..assignment("STOPPED", RESTARTING)
+    });
+    reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(h.runtime.count("restart", "main"), 0);
+}
+
+fn cleanup_harness(dir: std::path::PathBuf, runtime: FakeRuntime, wait: Duration) -> Harness {
+    harness_in(
+        runtime,
+        FakeCgroups::default(),
+        FakeNetwork::default(),
+        Vec::new(),
+        Timeouts::default(),
+        Arc::new(crate::secrets::NoSecrets),
+        dir,
+        wait,
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopped_tasks_containers_files_and_logs_go_after_the_cleanup_wait() {
+    let dir = std::env::temp_dir().join(format!("berth-engine-{}", uuid::Uuid::new_v4().simple()));
+    let h = cleanup_harness(
+        dir.clone(),
+        FakeRuntime::default(),
+        Duration::from_secs(600),
+    );
+    h.engine.apply_desired(&assignment("RUNNING", TWO));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    let logs = dir.join("logs").join(ID);
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(logs.join("main.log"), "hello\n").unwrap();
+    let t0 = tokio::time::Instant::now();
+    h.runtime.exit(&format!("{ID}-main"), 0);
+    reported(&h, |c| c.last_status == "STOPPED").await;
+    // At once: processes (and the cgroup, the network); kept: containers, files, logs.
+    assert!(no_process_left(&h));
+    assert_eq!(h.runtime.containers.lock().unwrap().len(), 2);
+    assert_eq!(h.runtime.count("delete", ""), 0);
+    assert_eq!(h.cgroups.removed.lock().unwrap().len(), 1);
+    assert!(dir.join("tasks").join(ID).exists() && logs.exists());
+    let entry = cleanup::path(&DataDir(dir.clone()), ID);
+    assert!(entry.exists(), "the removal is persisted");
+    // The controller forgets the task: its record goes, the removal does not.
+    h.engine.apply_desired(&DesiredTasks {
+        seq: 3,
+        tasks: vec![],
+    });
+    assert_eq!(h.engine.task_count(), 0);
+    tokio::time::sleep_until(t0 + Duration::from_secs(599)).await;
+    assert_eq!(h.runtime.containers.lock().unwrap().len(), 2);
+    tokio::time::sleep_until(t0 + Duration::from_secs(601)).await;
+    for _ in 0..50 {
+        if !entry.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(h.runtime.containers.lock().unwrap().is_empty());
+    assert_eq!(h.runtime.count("delete", ""), 2);
+    assert!(!dir.join("tasks").join(ID).exists(), "task files");
+    assert!(!logs.exists(), "log files");
+    assert!(!entry.exists());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_start_removes_overdue_cleanups_and_keeps_the_others_scheduled() {
+    let dir = std::env::temp_dir().join(format!("berth-engine-{}", uuid::Uuid::new_v4().simple()));
+    let data = DataDir(dir.clone());
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let other = "fedcba9876543210fedcba9876543210";
+    let other_arn = format!("arn:aws:ecs:on-prem:000000000000:task/c/{other}");
+    for (id, arn, due) in [
+        (ID, ARN.to_string(), now_ms - 1000),
+        (other, other_arn.clone(), now_ms + 3_600_000),
+    ] {
+        write_json(
+            &cleanup::path(&data, id),
+            &cleanup::Cleanup {
+                task_arn: arn,
+                task_id: id.into(),
+                due_unix_ms: due,
+                containers: vec![format!("{id}-main")],
+            },
+        )
+        .unwrap();
+        std::fs::create_dir_all(data.task_files(id)).unwrap();
+    }
+    let mut listed = labelled("main");
+    listed.id = format!("{other}-main");
+    listed.state = ContainerState::Missing;
+    listed
+        .labels
+        .insert(crate::runtime::TASK_ARN_LABEL.into(), other_arn.clone());
+    let rt = FakeRuntime {
+        listed: vec![listed],
+        ..Default::default()
+    };
+    rt.put(&format!("{ID}-main"), ContainerState::Missing);
+    rt.put(&format!("{other}-main"), ContainerState::Missing);
+    let h = cleanup_harness(dir.clone(), rt, cleanup::DEFAULT_WAIT);
+    // The pending one is known: not reported as containers with no record.
+    assert_eq!(h.engine.report_unrecorded().await.unwrap(), 0);
+    for _ in 0..50 {
+        if h.runtime.count("delete", "") > 0 && !cleanup::path(&data, ID).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        h.runtime.state_of(&format!("{ID}-main")).is_none(),
+        "overdue: removed at start"
+    );
+    assert!(!data.task_files(ID).exists());
+    assert!(!cleanup::path(&data, ID).exists());
+    assert!(
+        h.runtime.state_of(&format!("{other}-main")).is_some(),
+        "not due yet"
+    );
+    assert!(data.task_files(other).exists() && cleanup::path(&data, other).exists());
+    tokio::time::sleep(Duration::from_secs(3601)).await;
+    for _ in 0..50 {
+        if !cleanup::path(&data, other).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(h.runtime.state_of(&format!("{other}-main")).is_none());
+    assert!(!data.task_files(other).exists());
 }

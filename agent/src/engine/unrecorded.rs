@@ -144,7 +144,9 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
             Ok(e) => e.keys().cloned().collect(),
             Err(_) => Vec::new(),
         };
-        by_task.retain(|arn, _| !held.contains(&task_id(arn)));
+        // A stopped task awaiting its cleanup wait is known, not an orphan.
+        by_task
+            .retain(|arn, _| !held.contains(&task_id(arn)) && !self.shared.cleanup.contains(arn));
         let mut found = self
             .shared
             .unrecorded

@@ -73,20 +73,6 @@ pub fn parse_link(link: &str) -> (&str, &str) {
     }
 }
 
-/// The start order `links` imply (bridge mode): each `(container, linked container)` pair says
-/// the linked container must start first, as a dependsOn START would. For the task's start
-/// ordering.
-pub fn link_dependencies(def: &berth_proto::v1::TaskDefinition) -> Vec<(String, String)> {
-    def.container_definitions
-        .iter()
-        .flat_map(|c| {
-            c.links
-                .iter()
-                .map(|l| (c.name.clone(), parse_link(l).0.to_string()))
-        })
-        .collect()
-}
-
 /// The /etc/hosts entries of a container's links: `address alias name` (Docker's legacy links;
 /// the alias alone when it is the name), from each linked container's bridge address.
 pub fn link_hosts(
@@ -326,7 +312,7 @@ mod tests {
     }
 
     #[test]
-    fn links_add_hosts_entries_and_imply_start_order() {
+    fn links_add_hosts_entries() {
         let d = def(r#"{"name":"web","image":"i","links":["db:database","cache"]}"#);
         let addr = |n: &str| match n {
             "db" => Some(Ipv4Addr::new(172, 31, 0, 3)),
@@ -354,17 +340,6 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("'ghost'"), "{e}");
-        let td: berth_proto::v1::TaskDefinition = serde_json::from_str(
-            r#"{"family":"f","containerDefinitions":[{"name":"web","image":"i","links":["db:database","cache"]},{"name":"db","image":"i"},{"name":"cache","image":"i"}]}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            link_dependencies(&td),
-            [
-                ("web".to_string(), "db".to_string()),
-                ("web".to_string(), "cache".to_string())
-            ]
-        );
     }
 
     #[test]

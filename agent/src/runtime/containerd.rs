@@ -379,16 +379,7 @@ impl Runtime for Containerd {
     }
 
     async fn delete(&self, id: &str) -> Result<(), RuntimeError> {
-        ignore_missing(
-            rpc(
-                "delete task",
-                id,
-                self.client.tasks().delete(self.req(DeleteTaskRequest {
-                    container_id: id.to_string(),
-                })),
-            )
-            .await,
-        )?;
+        self.delete_process(id).await?;
         ignore_missing(
             rpc(
                 "delete container",
@@ -432,6 +423,34 @@ impl Runtime for Containerd {
         image: &ImageConfig,
     ) -> Result<super::user::ImageUsers, RuntimeError> {
         self.read_image_users(image).await
+    }
+
+    async fn restart(&self, c: &CreateContainer) -> Result<(), RuntimeError> {
+        // The exited process goes; a new one starts from the same container and snapshot,
+        // its output appended to the same log file (the shim opens `file://` for append).
+        self.delete_process(&c.id).await?;
+        // The new process is set up as the first was (a terminal, stdin): from the spec
+        // containerd holds for the container.
+        let spec = self.container_spec(&c.id).await?;
+        let spec = serde_json::from_value(spec).map_err(|source| RuntimeError::Spec {
+            id: c.id.clone(),
+            source,
+        })?;
+        let c = CreateContainer { spec, ..c.clone() };
+        self.start(&c).await
+    }
+
+    async fn delete_process(&self, id: &str) -> Result<(), RuntimeError> {
+        ignore_missing(
+            rpc(
+                "delete task",
+                id,
+                self.client.tasks().delete(self.req(DeleteTaskRequest {
+                    container_id: id.to_string(),
+                })),
+            )
+            .await,
+        )
     }
 
     async fn list(&self, cluster: &str) -> Result<Vec<LabelledContainer>, RuntimeError> {

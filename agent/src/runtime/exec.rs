@@ -160,7 +160,7 @@ impl Drop for Stdin {
 
 impl Containerd {
     /// The container's OCI spec as containerd holds it.
-    async fn container_spec(&self, id: &str) -> Result<serde_json::Value, RuntimeError> {
+    pub(super) async fn container_spec(&self, id: &str) -> Result<serde_json::Value, RuntimeError> {
         let container = rpc(
             "get container",
             id,

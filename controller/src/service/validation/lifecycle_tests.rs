@@ -51,10 +51,15 @@ fn health_checks_follow_ecs_forms_and_ranges() {
         ],
     );
     // Docker joins the elements after CMD-SHELL into one line.
-    assert!(one(r#","healthCheck":{"command":["CMD-SHELL","curl","-f","http://localhost/"]}"#).is_ok());
+    assert!(
+        one(r#","healthCheck":{"command":["CMD-SHELL","curl","-f","http://localhost/"]}"#).is_ok()
+    );
     refused(
         one(r#","healthCheck":{"command":["CMD-SHELL"," "]}"#),
-        &["healthCheck.command", "must be followed by the shell command line"],
+        &[
+            "healthCheck.command",
+            "must be followed by the shell command line",
+        ],
     );
     refused(
         one(r#","healthCheck":{"command":["/bin/true"]}"#),
