@@ -888,7 +888,10 @@ mod tests {
         let st = cg.stats("t", Some("app")).unwrap();
         assert_eq!(st.memory_usage, 64 << 20);
         assert_eq!(st.memory_max_usage, Some(70_000_000));
-        assert_eq!(st.memory_limit, None, "the kernel's 'unlimited' is no limit");
+        assert_eq!(
+            st.memory_limit, None,
+            "the kernel's 'unlimited' is no limit"
+        );
         assert_eq!(st.memory_stat.get("shmem"), Some(&(64 << 20)));
         assert_eq!(st.cpu_total_ns, 1_500_000_000);
         assert_eq!(st.cpu_user_ns, 1_000_000_000, "100 ticks of USER_HZ 100");
@@ -959,7 +962,10 @@ mod tests {
             }
         );
         assert_eq!(st.pids, Some(2));
-        put(&f.0.join("berth/t"), &[("memory.current", "5\n"), ("memory.max", "1048576\n")]);
+        put(
+            &f.0.join("berth/t"),
+            &[("memory.current", "5\n"), ("memory.max", "1048576\n")],
+        );
         let task = cg.stats("t", None).unwrap();
         assert_eq!((task.memory_usage, task.memory_limit), (5, Some(1 << 20)));
     }
