@@ -91,3 +91,94 @@ impl Controller {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{controller, instance_with, register_td};
+    use super::*;
+
+    fn sample(arn: &str, mem: u64) -> TaskStats {
+        TaskStats {
+            task_arn: arn.into(),
+            usage: Some(ResourceStats {
+                memory_usage_bytes: mem,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The latest sample of a task of the reporting instance is shown; another instance's
+    /// report about it is dropped; an unknown task is MISSING, one without a sample
+    /// STATS_UNAVAILABLE.
+    #[tokio::test]
+    async fn the_latest_sample_of_the_instances_own_task_is_shown() {
+        let c = controller();
+        let (arn, _s) = instance_with(&c, 4096, 4096, vec![]).await;
+        let (other_arn, _o) = instance_with(&c, 4096, 4096, vec![]).await;
+        register_td(
+            &c,
+            r#"{"family":"f","containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#,
+        )
+        .await;
+        let run = c
+            .start_task(StartTaskRequest {
+                task_definition: "f".into(),
+                container_instances: vec![arn.clone()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let task = run.tasks[0].task_arn.clone();
+        let session = |ci: &str| SessionInfo {
+            instance_id: arn::short_id("container-instance", ci).unwrap().to_string(),
+            epoch: String::new(),
+            own_tasks_only: true,
+        };
+        let ask = || DescribeTaskStatsRequest {
+            cluster: None,
+            tasks: vec![task.clone(), "0123456789abcdef0123456789abcdef".into()],
+        };
+        let r = c.describe_task_stats(ask()).await.unwrap();
+        assert!(r.task_stats.is_empty());
+        assert_eq!(r.failures[0].reason, "STATS_UNAVAILABLE");
+        assert_eq!(r.failures[1].reason, "MISSING");
+
+        c.apply_task_stats(
+            &session(&other_arn),
+            TaskStatsReport {
+                tasks: vec![sample(&task, 7)],
+            },
+        )
+        .await;
+        let r = c.describe_task_stats(ask()).await.unwrap();
+        assert!(
+            r.task_stats.is_empty(),
+            "another instance's word is dropped"
+        );
+
+        for mem in [5, 6] {
+            c.apply_task_stats(
+                &session(&arn),
+                TaskStatsReport {
+                    tasks: vec![sample(&task, mem)],
+                },
+            )
+            .await;
+        }
+        let r = c.describe_task_stats(ask()).await.unwrap();
+        assert_eq!(r.task_stats.len(), 1);
+        let s = &r.task_stats[0];
+        assert_eq!(
+            s.usage.as_ref().unwrap().memory_usage_bytes,
+            6,
+            "the latest"
+        );
+        assert_eq!(s.container_instance_arn, arn);
+        assert_eq!(r.failures.len(), 1);
+        assert!(c
+            .describe_task_stats(DescribeTaskStatsRequest::default())
+            .await
+            .is_err());
+    }
+}
