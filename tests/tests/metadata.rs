@@ -268,3 +268,48 @@ fn stats_show_the_memory_a_container_holds_in_the_endpoint_and_the_controller() 
         "{v}"
     );
 }
+
+#[test]
+fn a_restarted_agent_serves_its_running_tasks_namespaces_again() {
+    if !prerequisites() {
+        return;
+    }
+    let mut c = Cluster::start("metarestart");
+    // Asks every second; prints OK or FAIL.
+    let poll = "while true; do if wget -qO- $ECS_CONTAINER_METADATA_URI_V4/task >/dev/null 2>&1; \
+        then echo OK; else echo FAIL; fi; sleep 1; done";
+    let def = c.register(&td("meta-restart", "awsvpc", poll));
+    let arn = run(&c, &def, "awsvpc");
+    // `Tasks` borrows the cluster, which the restart needs mutably: until then a failure stops
+    // the task by hand.
+    let before = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for("the first answer", T, || {
+            c.container_log(&arn, "main").contains("OK").then_some(())
+        });
+    }));
+    if let Err(e) = before {
+        drop(Tasks(&c, vec![arn.clone()]));
+        std::panic::resume_unwind(e);
+    }
+    c.kill_agent();
+    // The listener died with the agent (its socket was the agent's).
+    let down = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for("a failed ask while the agent is down", T, || {
+            let l = c.container_log(&arn, "main");
+            l.trim_end().ends_with("FAIL").then_some(())
+        });
+    }));
+    c.start_agent();
+    c.wait_agent_connected();
+    if let Err(e) = down {
+        drop(Tasks(&c, vec![arn.clone()]));
+        std::panic::resume_unwind(e);
+    }
+    let _tasks = Tasks(&c, vec![arn.clone()]);
+    // An answer written after this point comes from the restarted agent.
+    let seen = c.container_log(&arn, "main").len();
+    wait_for("an answer from the restarted agent", T, || {
+        let l = c.container_log(&arn, "main");
+        l.get(seen..)?.contains("OK").then_some(())
+    });
+}
