@@ -39,6 +39,18 @@ pub enum CgroupError {
         #[source]
         source: std::io::Error,
     },
+    /// Reading a cgroup file failed (a stats sample of a cgroup that is gone, or unreadable).
+    #[error("reading {}: {source}", file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The kernel's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// This implementation keeps no stats.
+    #[error("cgroup stats are not available")]
+    NoStats,
     /// Removing cgroup directories failed (the first failure; `more` others).
     #[error("removing cgroup {}: {source}{}", dir.display(), if *more > 0 { format!(" (and {more} more)") } else { String::new() })]
     Remove {
@@ -111,7 +123,149 @@ pub trait Cgroups: Send + Sync + 'static {
     fn oom_killed(&self, task_id: &str, container: &str) -> bool;
     /// Removes whatever is left of the task's cgroups, in every hierarchy.
     fn remove_task(&self, task_id: &str) -> Result<(), CgroupError>;
+    /// What the task's cgroup (`container` `None`) or one container's cgroup used so far
+    /// (issue 9: stats). The default keeps none.
+    fn stats(&self, task_id: &str, container: Option<&str>) -> Result<CgroupStats, CgroupError> {
+        let _ = (task_id, container);
+        Err(CgroupError::NoStats)
+    }
 }
+
+/// One line of blkio's io_service_bytes_recursive (v2: io.stat's rbytes/wbytes), as Docker's
+/// stats show it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BlkioEntry {
+    /// The device's major number.
+    pub major: u64,
+    /// Its minor number.
+    pub minor: u64,
+    /// `Read`, `Write` (v1 also `Sync`, `Async`, `Discard`, `Total`).
+    pub op: String,
+    /// Bytes.
+    pub value: u64,
+}
+
+/// What a cgroup used, read from its files (cgroup v1 or v2).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CgroupStats {
+    /// Cumulative CPU time, ns.
+    pub cpu_total_ns: u64,
+    /// Of which in user mode, ns.
+    pub cpu_user_ns: u64,
+    /// Of which in kernel mode, ns.
+    pub cpu_system_ns: u64,
+    /// Per CPU, ns (v1 only; empty on v2, as Docker shows it).
+    pub percpu_ns: Vec<u64>,
+    /// CFS periods, throttled periods and throttled time (ns).
+    pub throttling: (u64, u64, u64),
+    /// Memory in use, bytes.
+    pub memory_usage: u64,
+    /// The most it used, when the kernel tells it.
+    pub memory_max_usage: Option<u64>,
+    /// The memory limit; `None` when unlimited.
+    pub memory_limit: Option<u64>,
+    /// memory.stat, as the kernel lists it.
+    pub memory_stat: std::collections::BTreeMap<String, u64>,
+    /// Block I/O bytes per device and operation.
+    pub blkio: Vec<BlkioEntry>,
+    /// Processes (pids.current), when known.
+    pub pids: Option<u64>,
+}
+
+impl CgroupStats {
+    /// Bytes of block I/O of operation `op` (`Read`, `Write`) over all devices.
+    pub fn blkio_bytes(&self, op: &str) -> u64 {
+        self.blkio
+            .iter()
+            .filter(|e| e.op.eq_ignore_ascii_case(op))
+            .map(|e| e.value)
+            .sum()
+    }
+}
+
+/// A limit the kernel writes for "unlimited" (v1: a page-rounded i64::MAX).
+const UNLIMITED: u64 = 1 << 62;
+
+fn read_file(file: &Path) -> Result<String, CgroupError> {
+    std::fs::read_to_string(file).map_err(|source| CgroupError::Read {
+        file: file.to_path_buf(),
+        source,
+    })
+}
+
+fn read_u64(file: &Path) -> Result<u64, CgroupError> {
+    let text = read_file(file)?;
+    text.trim().parse().map_err(|_| CgroupError::Read {
+        file: file.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not a number: {:?}", text.trim()),
+        ),
+    })
+}
+
+/// A flat-keyed file (`key value` per line) as a map; unparsable lines are left out.
+fn flat_keyed(text: &str) -> std::collections::BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// blkio's `MAJ:MIN Op value` lines (the `Total` summary lines without a device are left out).
+fn parse_blkio_v1(text: &str) -> Vec<BlkioEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (dev, op, value) = (f.next()?, f.next()?, f.next()?);
+            let (major, minor) = dev.split_once(':')?;
+            Some(BlkioEntry {
+                major: major.parse().ok()?,
+                minor: minor.parse().ok()?,
+                op: op.to_string(),
+                value: value.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// io.stat's `MAJ:MIN rbytes=… wbytes=… …` lines as Read and Write entries.
+fn parse_io_stat_v2(text: &str) -> Vec<BlkioEntry> {
+    let mut out = Vec::new();
+    for l in text.lines() {
+        let mut f = l.split_whitespace();
+        let Some((major, minor)) = f.next().and_then(|d| d.split_once(':')) else {
+            continue;
+        };
+        let (Ok(major), Ok(minor)) = (major.parse(), minor.parse()) else {
+            continue;
+        };
+        for kv in f {
+            let Some((k, v)) = kv.split_once('=') else {
+                continue;
+            };
+            let op = match k {
+                "rbytes" => "Read",
+                "wbytes" => "Write",
+                _ => continue,
+            };
+            if let Ok(value) = v.parse() {
+                out.push(BlkioEntry {
+                    major,
+                    minor,
+                    op: op.into(),
+                    value,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// USER_HZ: the unit of cpuacct.stat (100 on every Linux ABI the agent runs on).
+const USER_HZ: u64 = 100;
 
 /// How the cgroup filesystems are mounted under the root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,6 +427,92 @@ impl HostCgroups {
         Ok(())
     }
 
+    /// Stats from the v1 hierarchies: cpuacct, cpu (throttling), memory, blkio, pids. The
+    /// memory cgroup must be there (it is the one every task has); the others are optional.
+    fn stats_v1(&self, rel: &str) -> Result<CgroupStats, CgroupError> {
+        let memory = self.root.join("memory").join(rel);
+        let cpuacct = self.root.join("cpuacct").join(rel);
+        let mut st = CgroupStats {
+            memory_usage: read_u64(&memory.join("memory.usage_in_bytes"))?,
+            memory_max_usage: read_u64(&memory.join("memory.max_usage_in_bytes")).ok(),
+            memory_limit: read_u64(&memory.join("memory.limit_in_bytes"))
+                .ok()
+                .filter(|l| *l < UNLIMITED),
+            memory_stat: read_file(&memory.join("memory.stat"))
+                .map(|t| flat_keyed(&t))
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        if let Ok(total) = read_u64(&cpuacct.join("cpuacct.usage")) {
+            st.cpu_total_ns = total;
+        }
+        if let Ok(t) = read_file(&cpuacct.join("cpuacct.stat")) {
+            let m = flat_keyed(&t);
+            let ns = |ticks: u64| ticks.saturating_mul(1_000_000_000 / USER_HZ);
+            st.cpu_user_ns = ns(m.get("user").copied().unwrap_or(0));
+            st.cpu_system_ns = ns(m.get("system").copied().unwrap_or(0));
+        }
+        if let Ok(t) = read_file(&cpuacct.join("cpuacct.usage_percpu")) {
+            st.percpu_ns = t
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+        }
+        if let Ok(t) = read_file(&self.root.join("cpu").join(rel).join("cpu.stat")) {
+            let m = flat_keyed(&t);
+            let g = |k: &str| m.get(k).copied().unwrap_or(0);
+            st.throttling = (g("nr_periods"), g("nr_throttled"), g("throttled_time"));
+        }
+        let blkio = self.root.join("blkio").join(rel);
+        // The CFQ/BFQ file is empty with other schedulers; the throttle one counts every I/O
+        // (Docker reads them the same way).
+        for f in [
+            "blkio.io_service_bytes_recursive",
+            "blkio.throttle.io_service_bytes_recursive",
+        ] {
+            let entries = read_file(&blkio.join(f))
+                .map(|t| parse_blkio_v1(&t))
+                .unwrap_or_default();
+            if !entries.is_empty() {
+                st.blkio = entries;
+                break;
+            }
+        }
+        st.pids = read_u64(&self.root.join("pids").join(rel).join("pids.current")).ok();
+        Ok(st)
+    }
+
+    /// Stats from the v2 cgroup's files: cpu.stat, memory.current/peak/max/stat, io.stat.
+    fn stats_v2(&self, rel: &str) -> Result<CgroupStats, CgroupError> {
+        let dir = self.root.join(rel);
+        let mut st = CgroupStats {
+            memory_usage: read_u64(&dir.join("memory.current"))?,
+            memory_max_usage: read_u64(&dir.join("memory.peak")).ok(),
+            memory_limit: read_u64(&dir.join("memory.max")).ok(),
+            memory_stat: read_file(&dir.join("memory.stat"))
+                .map(|t| flat_keyed(&t))
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        if let Ok(t) = read_file(&dir.join("cpu.stat")) {
+            let m = flat_keyed(&t);
+            let us = |k: &str| m.get(k).copied().unwrap_or(0).saturating_mul(1000);
+            st.cpu_total_ns = us("usage_usec");
+            st.cpu_user_ns = us("user_usec");
+            st.cpu_system_ns = us("system_usec");
+            st.throttling = (
+                m.get("nr_periods").copied().unwrap_or(0),
+                m.get("nr_throttled").copied().unwrap_or(0),
+                us("throttled_usec"),
+            );
+        }
+        st.blkio = read_file(&dir.join("io.stat"))
+            .map(|t| parse_io_stat_v2(&t))
+            .unwrap_or_default();
+        st.pids = read_u64(&dir.join("pids.current")).ok();
+        Ok(st)
+    }
+
     /// Every directory the task may have a cgroup in: one per v1 hierarchy (hybrid's unified
     /// mount included), or the one v2 hierarchy.
     fn task_dirs(&self, rel: &str) -> Vec<PathBuf> {
@@ -321,6 +561,17 @@ impl Cgroups for HostCgroups {
                     .join("memory.oom_control");
                 read_counter(&file, "oom_kill") > 0
             }
+        }
+    }
+
+    fn stats(&self, task_id: &str, container: Option<&str>) -> Result<CgroupStats, CgroupError> {
+        let mut rel = self.task_rel(task_id);
+        if let Some(c) = container {
+            rel = format!("{rel}/{c}");
+        }
+        match self.layout {
+            Layout::V1 => self.stats_v1(&rel),
+            Layout::Unified => self.stats_v2(&rel),
         }
     }
 
@@ -585,6 +836,138 @@ mod tests {
         assert!(matches!(e, CgroupError::Create { .. }), "{e:?}");
         assert!(e.to_string().contains("cpu/berth/t"), "{e}");
         assert!(std::error::Error::source(&e).is_some());
+    }
+
+    fn put(dir: &Path, files: &[(&str, &str)]) {
+        std::fs::create_dir_all(dir).unwrap();
+        for (f, text) in files {
+            std::fs::write(dir.join(f), text).unwrap();
+        }
+    }
+
+    #[test]
+    fn v1_stats_come_from_cpuacct_memory_blkio_and_pids() {
+        let f = v1_root();
+        std::fs::create_dir_all(f.0.join("blkio")).unwrap();
+        let cg = HostCgroups::with_root(&f.0, "berth");
+        put(
+            &f.0.join("memory/berth/t/app"),
+            &[
+                ("memory.usage_in_bytes", "67108864\n"),
+                ("memory.max_usage_in_bytes", "70000000\n"),
+                ("memory.limit_in_bytes", "9223372036854771712\n"),
+                ("memory.stat", "cache 1024\nrss 4096\nshmem 67108864\n"),
+            ],
+        );
+        put(
+            &f.0.join("cpuacct/berth/t/app"),
+            &[
+                ("cpuacct.usage", "1500000000\n"),
+                ("cpuacct.stat", "user 100\nsystem 50\n"),
+                ("cpuacct.usage_percpu", "1000000000 500000000 \n"),
+            ],
+        );
+        put(
+            &f.0.join("cpu/berth/t/app"),
+            &[(
+                "cpu.stat",
+                "nr_periods 10\nnr_throttled 2\nthrottled_time 3000\n",
+            )],
+        );
+        put(
+            &f.0.join("blkio/berth/t/app"),
+            &[
+                ("blkio.io_service_bytes_recursive", "Total 0\n"),
+                (
+                    "blkio.throttle.io_service_bytes_recursive",
+                    "8:0 Read 4096\n8:0 Write 8192\n8:16 Read 100\n8:0 Total 12288\nTotal 12388\n",
+                ),
+            ],
+        );
+        put(&f.0.join("pids/berth/t/app"), &[("pids.current", "3\n")]);
+        let st = cg.stats("t", Some("app")).unwrap();
+        assert_eq!(st.memory_usage, 64 << 20);
+        assert_eq!(st.memory_max_usage, Some(70_000_000));
+        assert_eq!(
+            st.memory_limit, None,
+            "the kernel's 'unlimited' is no limit"
+        );
+        assert_eq!(st.memory_stat.get("shmem"), Some(&(64 << 20)));
+        assert_eq!(st.cpu_total_ns, 1_500_000_000);
+        assert_eq!(st.cpu_user_ns, 1_000_000_000, "100 ticks of USER_HZ 100");
+        assert_eq!(st.cpu_system_ns, 500_000_000);
+        assert_eq!(st.percpu_ns, vec![1_000_000_000, 500_000_000]);
+        assert_eq!(st.throttling, (10, 2, 3000));
+        assert_eq!(st.blkio_bytes("Read"), 4196);
+        assert_eq!(st.blkio_bytes("Write"), 8192);
+        assert_eq!(st.pids, Some(3));
+
+        // The task's own cgroup, with a limit.
+        put(
+            &f.0.join("memory/berth/t"),
+            &[
+                ("memory.usage_in_bytes", "100\n"),
+                ("memory.limit_in_bytes", "268435456\n"),
+            ],
+        );
+        let task = cg.stats("t", None).unwrap();
+        assert_eq!(task.memory_usage, 100);
+        assert_eq!(task.memory_limit, Some(256 << 20));
+        assert_eq!(task.cpu_total_ns, 0, "no cpuacct file: zero, not an error");
+
+        let gone = cg.stats("t", Some("other")).unwrap_err();
+        assert!(matches!(gone, CgroupError::Read { .. }), "{gone:?}");
+        assert!(gone.to_string().contains("memory/berth/t/other"), "{gone}");
+    }
+
+    #[test]
+    fn v2_stats_come_from_cpu_stat_memory_and_io_stat() {
+        let f = v2_root();
+        let cg = HostCgroups::with_root(&f.0, "berth");
+        put(
+            &f.0.join("berth/t/app"),
+            &[
+                ("memory.current", "67108864\n"),
+                ("memory.peak", "70000000\n"),
+                ("memory.max", "max\n"),
+                ("memory.stat", "anon 4096\nshmem 67108864\n"),
+                (
+                    "cpu.stat",
+                    "usage_usec 1500000\nuser_usec 1000000\nsystem_usec 500000\nnr_periods 4\nnr_throttled 1\nthrottled_usec 7\n",
+                ),
+                (
+                    "io.stat",
+                    "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n259:0 rbytes=1 wbytes=0\n",
+                ),
+                ("pids.current", "2\n"),
+            ],
+        );
+        let st = cg.stats("t", Some("app")).unwrap();
+        assert_eq!(st.memory_usage, 64 << 20);
+        assert_eq!(st.memory_max_usage, Some(70_000_000));
+        assert_eq!(st.memory_limit, None, "'max' is no limit");
+        assert_eq!(st.cpu_total_ns, 1_500_000_000);
+        assert_eq!(st.cpu_user_ns, 1_000_000_000);
+        assert_eq!(st.cpu_system_ns, 500_000_000);
+        assert_eq!(st.throttling, (4, 1, 7000));
+        assert_eq!(st.blkio_bytes("Read"), 4097);
+        assert_eq!(st.blkio_bytes("Write"), 8192);
+        assert_eq!(
+            st.blkio[0],
+            BlkioEntry {
+                major: 8,
+                minor: 0,
+                op: "Read".into(),
+                value: 4096
+            }
+        );
+        assert_eq!(st.pids, Some(2));
+        put(
+            &f.0.join("berth/t"),
+            &[("memory.current", "5\n"), ("memory.max", "1048576\n")],
+        );
+        let task = cg.stats("t", None).unwrap();
+        assert_eq!((task.memory_usage, task.memory_limit), (5, Some(1 << 20)));
     }
 
     #[test]

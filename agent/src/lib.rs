@@ -6,13 +6,16 @@
 //! Layout: [`engine`] (per-task actors and the state machine), [`runtime`] (containerd, images,
 //! OCI specs), [`cgroups`], [`session`] (controller link), [`identity`] (the CA it pins and its
 //! client certificate), [`state`] (persistence), [`secrets`] (task secrets asked of the
-//! controller, kept in memory only).
+//! controller, kept in memory only), [`stats`] and [`metadata`] (the task metadata endpoint
+//! v4).
 
 pub mod cgroups;
 pub mod engine;
 pub mod identity;
+pub mod metadata;
 pub mod network;
 pub mod runtime;
 pub mod secrets;
 pub mod session;
 pub mod state;
+pub mod stats;

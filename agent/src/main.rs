@@ -214,6 +214,26 @@ struct Args {
         global = true
     )]
     fallback_dns: Vec<String>,
+    /// Issue 9: where host-mode containers reach the task metadata endpoint (the path carries
+    /// a per-container token). Bridge and awsvpc tasks reach it at 169.254.170.2 in their own
+    /// namespace.
+    #[arg(
+        long,
+        env = "BERTH_METADATA_ADDRESS",
+        default_value = berth_agent::metadata::DEFAULT_HOST_ADDRESS,
+        global = true
+    )]
+    metadata_address: std::net::SocketAddr,
+    /// Issue 9: how often task stats are sampled and reported to the controller ("20s",
+    /// "500ms", "1m"; ECS's 20 s).
+    #[arg(
+        long,
+        env = "BERTH_STATS_INTERVAL",
+        default_value = "20s",
+        value_parser = berth_agent::stats::parse_interval,
+        global = true
+    )]
+    stats_interval: Duration,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -677,9 +697,25 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
     let link_secrets = Arc::new(berth_agent::secrets::LinkSecrets::new(Duration::from_secs(
         60,
     )));
+    let cgroups = Arc::new(HostCgroups::new(&args.cgroup_parent));
+    let sampler = Arc::new(berth_agent::stats::Sampler::new(cgroups.clone()));
+    let metadata = Arc::new(berth_agent::metadata::Endpoint::new(
+        berth_agent::metadata::load_key(&args.data_dir)?,
+        args.metadata_address,
+        &args.cluster,
+        args.availability_zone.clone(),
+        sampler.clone(),
+    ));
+    // Bound before any task starts, so their variables name the address it has.
+    let _metadata_host = AbortOnDrop(
+        metadata
+            .serve_host()
+            .await
+            .context("the task metadata endpoint (--metadata-address)")?,
+    );
     let engine = Engine::start(
         Arc::new(runtime),
-        Arc::new(HostCgroups::new(&args.cgroup_parent)),
+        cgroups,
         task_network,
         reporter.clone(),
         EngineConfig {
@@ -705,8 +741,19 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
             boot_id: boot_id(),
             fallback_dns,
             task_cleanup_wait: args.task_cleanup_wait,
+            metadata: Some(metadata.clone()),
         },
     )?;
+    metadata.set_source(Arc::new(engine.clone()));
+    let _stats = AbortOnDrop(tokio::spawn(berth_agent::stats::report_forever(
+        sampler,
+        args.stats_interval,
+        {
+            let engine = engine.clone();
+            move || engine.running_records()
+        },
+        reporter.clone(),
+    )));
     // Containers no task record holds are reported (never stopped unconfirmed).
     if let Err(e) = engine.report_unrecorded().await {
         tracing::warn!(error = %e, "cannot list Berth's containers; containers with no task record go unreported until the next start");

@@ -344,6 +344,10 @@ async fn exchange<R: Runtime, C: Cgroups>(
     };
     let writer = async {
         let mut latest = reporter.subscribe();
+        // Stats samples: sent as they come, never resent (the one thing the link drops by
+        // design; a lost sample is replaced by the next). The one waiting is sent at once.
+        let mut stats = reporter.subscribe_stats();
+        stats.mark_changed();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Everything not yet acknowledged goes again: the controller applies each seq once.
@@ -360,6 +364,13 @@ async fn exchange<R: Runtime, C: Cgroups>(
                 r = latest.changed() => {
                     r.map_err(|_| LinkError::Closed)?;
                     continue;
+                }
+                r = stats.changed() => {
+                    r.map_err(|_| LinkError::Closed)?;
+                    match stats.borrow_and_update().clone() {
+                        Some(report) => ToController::TaskStats(report),
+                        None => continue,
+                    }
                 }
                 r = desired_acks.changed() => {
                     r.map_err(|_| LinkError::Closed)?;
@@ -620,6 +631,7 @@ mod tests {
                     boot_id: None,
                     fallback_dns: Vec::new(),
                     task_cleanup_wait: Duration::from_secs(3 * 3600),
+                    metadata: None,
                 },
             )
             .unwrap();

@@ -304,6 +304,10 @@ impl NetScope {
                 "BERTH_DYNAMIC_PORTS".into(),
                 format!("{}-{}", self.ports.0, self.ports.1),
             ),
+            // Issue 9: agents side by side cannot all have the metadata endpoint's default
+            // port; a free one is taken at each start (a restarted agent's differs, so a
+            // host-mode task started before a restart has a stale URI: tests don't rely on it).
+            ("BERTH_METADATA_ADDRESS".into(), "127.0.0.1:0".into()),
         ]
     }
 

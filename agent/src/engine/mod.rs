@@ -46,6 +46,9 @@ pub struct EngineConfig {
     /// How long a stopped task's containers, snapshots, files and logs stay (issue 9;
     /// ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION, [`cleanup::DEFAULT_WAIT`]).
     pub task_cleanup_wait: Duration,
+    /// Issue 9: the task metadata endpoint (its variables in each container, its listeners in
+    /// the task's namespaces); `None`: no endpoint.
+    pub metadata: Option<Arc<crate::metadata::Endpoint>>,
 }
 
 /// How long the engine gives each kind of call before it counts as failed. `wait` has none: it
@@ -118,6 +121,8 @@ struct Entry {
     state: TaskStateChange,
     /// Whether the controller has been told it did not list this task.
     reported_unknown: bool,
+    /// The task's record as last published (read by the metadata endpoint and the stats).
+    record: Arc<TaskRecord>,
 }
 
 pub(crate) struct Shared<R, C> {
@@ -215,6 +220,7 @@ impl<R: Runtime, C: Cgroups> Shared<R, C> {
                     e.tx = None;
                 }
                 e.state = report;
+                e.record = Arc::new(rec.clone());
             }
         }
     }
@@ -301,6 +307,7 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                     tx: (!stopped).then(|| tx.clone()),
                     state: report_of(&rec),
                     reported_unknown: false,
+                    record: Arc::new(rec.clone()),
                 },
             );
         }
@@ -504,9 +511,40 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
         }
     }
 
+    /// The records of the tasks held whose containers may run (not STOPPED): what stats are
+    /// sampled of.
+    pub fn running_records(&self) -> Vec<TaskRecord> {
+        self.shared
+            .entries
+            .lock()
+            .map(|e| {
+                e.values()
+                    .filter(|e| !is_stopped(&e.state))
+                    .map(|e| (*e.record).clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Number of tasks held (running or not yet forgotten).
     pub fn task_count(&self) -> usize {
         self.shared.entries.lock().map(|e| e.len()).unwrap_or(0)
+    }
+}
+
+/// The metadata endpoint reads the engine's records (read-only).
+impl<R: Runtime, C: Cgroups> crate::metadata::TaskSource for Engine<R, C> {
+    fn task(&self, task_arn: &str) -> Option<TaskRecord> {
+        let entries = self.shared.entries.lock().ok()?;
+        entries.get(&task_id(task_arn)).map(|e| (*e.record).clone())
+    }
+
+    fn tasks(&self) -> Vec<TaskRecord> {
+        self.shared
+            .entries
+            .lock()
+            .map(|e| e.values().map(|e| (*e.record).clone()).collect())
+            .unwrap_or_default()
     }
 }
 

@@ -189,6 +189,9 @@ pub struct Reporter {
     dir: DataDir,
     identity: Mutex<AgentState>,
     writes: mpsc::UnboundedSender<Op>,
+    /// Issue 9: the latest stats sample for the link (not persisted, not resent: a lost one is
+    /// replaced by the next).
+    stats: watch::Sender<Option<berth_proto::v1::TaskStatsReport>>,
 }
 
 impl Reporter {
@@ -207,7 +210,18 @@ impl Reporter {
             dir,
             identity: Mutex::new(state),
             writes,
+            stats: watch::channel(None).0,
         }
+    }
+
+    /// Hands the link the latest stats sample (it replaces one not yet sent).
+    pub fn publish_stats(&self, report: berth_proto::v1::TaskStatsReport) {
+        self.stats.send_replace(Some(report));
+    }
+
+    /// The latest stats samples, as they come.
+    pub fn subscribe_stats(&self) -> watch::Receiver<Option<berth_proto::v1::TaskStatsReport>> {
+        self.stats.subscribe()
     }
 
     /// This process's state epoch: report numbers restart under it.

@@ -613,9 +613,43 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         if r.is_ok() {
             self.rec.network_set_up = true;
             info!("task network set up");
+            self.metadata_up().await;
         }
         self.publish();
         r
+    }
+
+    /// Issue 9: the metadata endpoint's listeners in the task's namespaces (bridge, awsvpc). A
+    /// failure leaves the task without an endpoint (logged), not stopped.
+    async fn metadata_up(&self) {
+        let (Some(m), Some(net)) = (&self.shared.config.metadata, &self.rec.network) else {
+            return;
+        };
+        if let Err(e) = m.attach(&self.rec.task.task_arn, net).await {
+            error!(error = %e, "no task metadata endpoint for this task");
+        }
+    }
+
+    /// Issue 9: a container's definition with the metadata endpoint's variables (they replace
+    /// any of the same name); `None` without an endpoint or in none mode.
+    fn with_metadata_env(
+        &self,
+        d: &ContainerDefinition,
+        mode: Mode,
+    ) -> Option<ContainerDefinition> {
+        let m = self.shared.config.metadata.as_ref()?;
+        let vars = m.environment(&self.rec.task.task_arn, &d.name, mode);
+        if vars.is_empty() {
+            return None;
+        }
+        let mut d = d.clone();
+        d.environment
+            .retain(|kv| !vars.iter().any(|(n, _)| *n == kv.name));
+        for (name, value) in vars {
+            d.environment
+                .push(berth_proto::v1::KeyValuePair { name, value });
+        }
+        Some(d)
     }
 
     /// The moment every container has stopped: tears the task's network down and releases it
@@ -627,6 +661,9 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         };
         if self.rec.network_released {
             return;
+        }
+        if let Some(m) = &self.shared.config.metadata {
+            m.detach(&self.rec.task.task_arn);
         }
         for attempt in 0..net::TEARDOWN_ATTEMPTS {
             match net::teardown(&self.shared, &state).await {
@@ -1189,7 +1226,10 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             task_shm: opts.task_shm,
         };
         let with_secrets = with_secrets(d, secrets);
-        let spec = match spec::build(with_secrets.as_ref().unwrap_or(d), img, &ctx) {
+        // A container with networking disabled has no way to the endpoint: no variables.
+        let with_env = self.with_metadata_env(with_secrets.as_ref().unwrap_or(d), etc_mode);
+        let built = with_env.as_ref().or(with_secrets.as_ref()).unwrap_or(d);
+        let spec = match spec::build(built, img, &ctx) {
             Ok(s) => s,
             Err(e) => {
                 self.fail_start(format!("CannotCreateContainerError: {e}"))
@@ -2007,6 +2047,10 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                     }
                 }
             }
+        }
+        if self.rec.network_set_up && !self.rec.network_released {
+            // The listeners died with the previous agent.
+            self.metadata_up().await;
         }
         if self.stopping() {
             // Signals again: the SIGKILL deadlines died with the previous agent.

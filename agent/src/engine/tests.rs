@@ -659,6 +659,7 @@ fn harness_in(
             boot_id: Some(BOOT.into()),
             fallback_dns: vec![std::net::Ipv4Addr::new(9, 9, 9, 9)],
             task_cleanup_wait,
+            metadata: None,
         },
     )
     .unwrap();

@@ -553,6 +553,8 @@ async fn read(
                     }
                 }
             }
+            // Samples: kept as the latest, never acknowledged (the link drops them by design).
+            Some(FromAgent::TaskStats(r)) => controller.apply_task_stats(&info, r).await,
             Some(FromAgent::DesiredTasksAck(seq)) => {
                 debug!(seq, "agent took in desired tasks");
                 controller.fleet().desired_acked(&attached, seq);

@@ -235,4 +235,13 @@ impl Ecs for EcsApi {
             cluster: Some(cluster),
         }))
     }
+
+    async fn describe_task_stats(
+        &self,
+        r: Request<DescribeTaskStatsRequest>,
+    ) -> R<DescribeTaskStatsResponse> {
+        Ok(Response::new(
+            self.0.describe_task_stats(r.into_inner()).await?,
+        ))
+    }
 }

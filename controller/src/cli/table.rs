@@ -171,6 +171,7 @@ const REQUIRED: &[(&str, &[&str])] = &[
     ("StartTask", &["containerInstances", "taskDefinition"]),
     ("StopTask", &["task"]),
     ("DescribeTasks", &["tasks"]),
+    ("DescribeTaskStats", &["tasks"]),
     ("DescribeContainerInstances", &["containerInstances"]),
     ("DeregisterContainerInstance", &["containerInstance"]),
     ("PutAttributes", &["attributes"]),
@@ -253,6 +254,8 @@ pub const OPERATIONS: &[Operation] = &[
     op::<pb::TagResourceRequest, pb::TagResourceResponse>("TagResource"),
     op::<pb::UntagResourceRequest, pb::UntagResourceResponse>("UntagResource"),
     op::<pb::ListTagsForResourceRequest, pb::ListTagsForResourceResponse>("ListTagsForResource"),
+    // Berth extension (issue 9): the latest stats sample of tasks.
+    op::<pb::DescribeTaskStatsRequest, pb::DescribeTaskStatsResponse>("DescribeTaskStats"),
 ];
 
 /// The rows of `berth ssm`, `berth secretsmanager`, `berth iam` and `berth ec2` (their JSON keys

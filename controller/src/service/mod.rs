@@ -13,6 +13,7 @@ mod networking;
 pub mod pagination;
 mod retention;
 mod security_groups;
+mod stats;
 mod tags;
 mod task_definitions;
 mod tasks;
@@ -94,6 +95,8 @@ pub struct Controller {
     state: tokio::sync::Mutex<State>,
     store: Arc<dyn Store>,
     fleet: Arc<Fleet>,
+    /// Issue 9: the latest stats sample of each running task, by task id (memory only).
+    stats: std::sync::Mutex<HashMap<String, berth_proto::v1::TaskStats>>,
 }
 
 fn decode<M: Message + Default>(key: &str, bytes: &[u8]) -> Result<M, StoreError> {
@@ -194,6 +197,7 @@ impl Controller {
             state: tokio::sync::Mutex::new(state),
             store,
             fleet,
+            stats: Default::default(),
         })
     }
 
