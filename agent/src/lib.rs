@@ -6,7 +6,7 @@
 //! Layout: [`engine`] (per-task actors and the state machine), [`runtime`] (containerd, images,
 //! OCI specs), [`cgroups`], [`session`] (controller link), [`identity`] (the CA it pins and its
 //! client certificate), [`state`] (persistence), [`secrets`] (task secrets asked of the
-//! controller, kept in memory only).
+//! controller, kept in memory only), [`volumes`] (task volumes, mount points, environment files).
 
 pub mod cgroups;
 pub mod engine;
@@ -16,3 +16,4 @@ pub mod runtime;
 pub mod secrets;
 pub mod session;
 pub mod state;
+pub mod volumes;

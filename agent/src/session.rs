@@ -619,6 +619,7 @@ mod tests {
                     secrets: Arc::new(crate::secrets::NoSecrets),
                     boot_id: None,
                     fallback_dns: Vec::new(),
+                    volumes: Default::default(),
                 },
             )
             .unwrap();

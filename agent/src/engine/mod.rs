@@ -40,6 +40,8 @@ pub struct EngineConfig {
     /// The nameservers of a container's resolv.conf when neither its definition nor the host
     /// gives a usable one ([`crate::network::NetworkConfig::fallback_dns`]).
     pub fallback_dns: Vec<std::net::Ipv4Addr>,
+    /// Host paths and NFS exports tasks' volumes and environment files may use (issue 9).
+    pub volumes: crate::volumes::VolumeConfig,
 }
 
 /// How long the engine gives each kind of call before it counts as failed. `wait` has none: it

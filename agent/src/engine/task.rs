@@ -711,6 +711,23 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         if let Some((reason, code)) = self.stop_requested() {
             return self.stop_while_starting(reason, code).await;
         }
+        // Issue 9: every volume made (or refused) before any container is created.
+        let config = &self.shared.config;
+        let volumes = match crate::volumes::prepare(
+            &config.volumes,
+            &config.data_dir.0,
+            &self.id,
+            &self.rec.definition,
+        )
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                return self
+                    .fail_start(format!("ResourceInitializationError: {e}"))
+                    .await
+            }
+        };
         for (i, d) in defs.iter().enumerate() {
             if let Some((reason, code)) = self.stop_requested() {
                 return self.stop_while_starting(reason, code).await;
@@ -754,8 +771,20 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 hostname: default_hostname,
                 security: &self.shared.config.security,
             };
+            let with_files =
+                match crate::volumes::with_env_files(&self.shared.config.volumes, d).await {
+                    Ok(f) => f,
+                    Err(e) => {
+                        return self
+                            .fail_start(format!("ResourceInitializationError: {e}"))
+                            .await
+                    }
+                };
+            let d = with_files.as_ref().unwrap_or(d);
             let with_secrets = with_secrets(d, &secrets);
-            let spec = match spec::build(with_secrets.as_ref().unwrap_or(d), img, &ctx) {
+            let spec = match spec::build(with_secrets.as_ref().unwrap_or(d), img, &ctx)
+                .and_then(|s| Ok(volumes.with_mounts(s, &d.name)?))
+            {
                 Ok(s) => s,
                 Err(e) => {
                     return self
@@ -1340,8 +1369,12 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         self.publish();
     }
 
-    /// Removes the task's own files (its containers' /etc files) once its containers are gone.
+    /// Removes the task's own files (its containers' /etc files) and its task volumes once its
+    /// containers are gone.
     async fn remove_files(&self) {
+        if let Err(e) = crate::volumes::cleanup(&self.shared.config.data_dir.0, &self.id).await {
+            warn!(error = %e, "cannot remove the task's volumes");
+        }
         let dir = self.shared.config.data_dir.task_files(&self.id);
         let job = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),

@@ -579,6 +579,7 @@ fn harness_net(
             secrets,
             boot_id: Some(BOOT.into()),
             fallback_dns: vec![std::net::Ipv4Addr::new(9, 9, 9, 9)],
+            volumes: Default::default(),
         },
     )
     .unwrap();

@@ -332,7 +332,8 @@ fn validate_container_shapes(i: usize, c: &ContainerDefinition) -> Result<(), Ec
         one_of(
             &field(&format!("environmentFiles[{j}].type")),
             Some(&e.r#type),
-            &["s3"],
+            // Berth's type file: a host path the agent reads (issue 9).
+            &["s3", "file"],
         )?;
     }
     if let Some(l) = &c.log_configuration {
@@ -862,7 +863,7 @@ mod tests {
             ),
             (
                 "",
-                r#","environmentFiles":[{"value":"/x","type":"file"}]"#,
+                r#","environmentFiles":[{"value":"/x","type":"ftp"}]"#,
                 "environmentFiles[0].type",
             ),
             (
