@@ -864,7 +864,7 @@ fn read_env_file(
 ) -> Result<Vec<(String, String)>, EnvFileError> {
     use std::io::Read;
     let given = Path::new(value);
-    if !given.extension().is_some_and(|e| e == "env") {
+    if given.extension().is_none_or(|e| e != "env") {
         return Err(EnvFileError::Extension(value.to_string()));
     }
     let path = config
