@@ -2283,7 +2283,11 @@ async fn a_refused_volume_stops_the_task_before_any_container_is_created() {
       {"name":"main","image":"i","mountPoints":[{"sourceVolume":"h","containerPath":"/h"}]}],
       "volumes":[{"name":"h","host":{"sourcePath":"/srv/data"}}]}"#;
     h.engine.apply_desired(&assignment("RUNNING", td));
-    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    // RUNNING too, so that a task that does start fails here at once.
+    let stopped = reported(&h, |c| {
+        matches!(c.last_status.as_str(), "RUNNING" | "STOPPED")
+    })
+    .await;
     let reason = "ResourceInitializationError: volume h: host path /srv/data is not under --allowed-host-paths (BERTH_ALLOWED_HOST_PATHS)";
     assert_eq!(stopped.stopped_reason.as_deref(), Some(reason));
     assert_eq!(stopped.stop_code.as_deref(), Some("TaskFailedToStart"));
