@@ -6,8 +6,8 @@
 //! Layout: [`engine`] (per-task actors and the state machine), [`runtime`] (containerd, images,
 //! OCI specs), [`cgroups`], [`session`] (controller link), [`identity`] (the CA it pins and its
 //! client certificate), [`state`] (persistence), [`secrets`] (task secrets asked of the
-//! controller, kept in memory only), [`stats`] and [`metadata`] (the task metadata endpoint
-//! v4).
+//! controller, kept in memory only), [`stats`], [`metadata`] (the task metadata endpoint
+//! v4) and [`volumes`] (task volumes, mount points, environment files).
 
 pub mod cgroups;
 pub mod engine;
@@ -19,3 +19,4 @@ pub mod secrets;
 pub mod session;
 pub mod state;
 pub mod stats;
+pub mod volumes;

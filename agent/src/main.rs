@@ -234,6 +234,25 @@ struct Args {
         global = true
     )]
     stats_interval: Duration,
+    /// Host directories under which `host` volumes' sourcePath and environment files (type
+    /// file) may lie (comma-separated, absolute); empty (the default): none.
+    #[arg(
+        long,
+        env = "BERTH_ALLOWED_HOST_PATHS",
+        value_delimiter = ',',
+        global = true
+    )]
+    allowed_host_paths: Vec<String>,
+    /// An NFS export for volumes (repeatable; `;`-separated in the variable):
+    /// `KEY=server:/export[,mount options]`, KEY being an efsVolumeConfiguration's fileSystemId
+    /// or the name of a volume with a dockerVolumeConfiguration driver other than local.
+    #[arg(
+        long = "nfs-volume",
+        env = "BERTH_NFS_VOLUMES",
+        value_delimiter = ';',
+        global = true
+    )]
+    nfs_volumes: Vec<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -685,6 +704,10 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
     );
     // Placement of awsvpc tasks picks instances that have the subnet.
     attributes.extend(subnet_attributes(&task_network.subnets()));
+    let volumes =
+        berth_agent::volumes::VolumeConfig::from_flags(&args.allowed_host_paths, &args.nfs_volumes)
+            .map_err(anyhow::Error::msg)?;
+    attributes.extend(volumes.attributes().iter().map(|(k, v)| attr(k, v)));
     let default_nofile = berth_agent::runtime::spec::grantable_nofile();
     if default_nofile < berth_agent::runtime::spec::DEFAULT_NOFILE {
         tracing::warn!(
@@ -742,6 +765,7 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
             fallback_dns,
             task_cleanup_wait: args.task_cleanup_wait,
             metadata: Some(metadata.clone()),
+            volumes,
         },
     )?;
     metadata.set_source(Arc::new(engine.clone()));

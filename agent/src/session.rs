@@ -632,6 +632,7 @@ mod tests {
                     fallback_dns: Vec::new(),
                     task_cleanup_wait: Duration::from_secs(3 * 3600),
                     metadata: None,
+                    volumes: Default::default(),
                 },
             )
             .unwrap();

@@ -234,6 +234,10 @@ async fn remove_now<R: Runtime, C: Cgroups>(
             Err(_) => return Err(format!("delete {cid}: no answer within {after:?}")),
         }
     }
+    // Task volumes (NFS ones unmounted first; a volume still mounted is never removed).
+    crate::volumes::cleanup(&shared.config.data_dir.0, &c.task_id)
+        .await
+        .map_err(|e| e.to_string())?;
     let dir = shared.config.data_dir.clone();
     let id = c.task_id.clone();
     blocking(move || {

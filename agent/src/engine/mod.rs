@@ -49,6 +49,8 @@ pub struct EngineConfig {
     /// Issue 9: the task metadata endpoint (its variables in each container, its listeners in
     /// the task's namespaces); `None`: no endpoint.
     pub metadata: Option<Arc<crate::metadata::Endpoint>>,
+    /// Host paths and NFS exports tasks' volumes and environment files may use (issue 9).
+    pub volumes: crate::volumes::VolumeConfig,
 }
 
 /// How long the engine gives each kind of call before it counts as failed. `wait` has none: it

@@ -1045,6 +1045,23 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         if let Some((reason, code)) = self.stop_requested() {
             return self.stop_while_starting(reason, code).await;
         }
+        // Issue 9: every volume made (or refused) before any container is created.
+        let config = &self.shared.config;
+        let volumes = match crate::volumes::prepare(
+            &config.volumes,
+            &config.data_dir.0,
+            &self.id,
+            &self.rec.definition,
+        )
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                return self
+                    .fail_start(format!("ResourceInitializationError: {e}"))
+                    .await
+            }
+        };
         // Containers start in dependency order (dependsOn, links): each as soon as all its
         // dependencies are met, never held up by unrelated ones. Meanwhile the actor waits on
         // events (exits, health, a stop, SIGKILL deadlines) and the dependencies' startTimeouts.
@@ -1095,7 +1112,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             }
             if let Some(i) = ready {
                 if !self
-                    .start_container(i, &defs[i], &images, net_mode, &secrets)
+                    .start_container(i, &defs[i], &images, net_mode, &secrets, &volumes)
                     .await
                 {
                     return;
@@ -1147,6 +1164,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         images: &HashMap<String, crate::runtime::ImageConfig>,
         net_mode: Mode,
         secrets: &[crate::secrets::TaskSecret],
+        volumes: &crate::volumes::TaskVolumes,
     ) -> bool {
         let mode = net_mode.as_str();
         if let Some((reason, code)) = self.stop_requested() {
@@ -1225,11 +1243,23 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             users: opts.users,
             task_shm: opts.task_shm,
         };
+        let with_files = match crate::volumes::with_env_files(&self.shared.config.volumes, d).await
+        {
+            Ok(f) => f,
+            Err(e) => {
+                self.fail_start(format!("ResourceInitializationError: {e}"))
+                    .await;
+                return false;
+            }
+        };
+        let d = with_files.as_ref().unwrap_or(d);
         let with_secrets = with_secrets(d, secrets);
         // A container with networking disabled has no way to the endpoint: no variables.
         let with_env = self.with_metadata_env(with_secrets.as_ref().unwrap_or(d), etc_mode);
         let built = with_env.as_ref().or(with_secrets.as_ref()).unwrap_or(d);
-        let spec = match spec::build(built, img, &ctx) {
+        let spec = match spec::build(built, img, &ctx)
+            .and_then(|s| Ok(volumes.with_mounts(s, &d.name)?))
+        {
             Ok(s) => s,
             Err(e) => {
                 self.fail_start(format!("CannotCreateContainerError: {e}"))

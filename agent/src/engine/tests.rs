@@ -660,6 +660,7 @@ fn harness_in(
             fallback_dns: vec![std::net::Ipv4Addr::new(9, 9, 9, 9)],
             task_cleanup_wait,
             metadata: None,
+            volumes: Default::default(),
         },
     )
     .unwrap();
@@ -2936,4 +2937,70 @@ async fn an_agent_start_removes_overdue_cleanups_and_keeps_the_others_scheduled(
     }
     assert!(h.runtime.state_of(&format!("{other}-main")).is_none());
     assert!(!data.task_files(other).exists());
+}
+
+/// Issue 9 (volumes): a volume the agent cannot make stops the task with
+/// ResourceInitializationError before any container is created.
+#[tokio::test]
+async fn a_refused_volume_stops_the_task_before_any_container_is_created() {
+    let h = harness(FakeRuntime::default());
+    let td = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+      {"name":"main","image":"i","mountPoints":[{"sourceVolume":"h","containerPath":"/h"}]}],
+      "volumes":[{"name":"h","host":{"sourcePath":"/srv/data"}}]}"#;
+    h.engine.apply_desired(&assignment("RUNNING", td));
+    // RUNNING too, so that a task that does start fails here at once.
+    let stopped = reported(&h, |c| {
+        matches!(c.last_status.as_str(), "RUNNING" | "STOPPED")
+    })
+    .await;
+    let reason = "ResourceInitializationError: volume h: host path /srv/data is not under --allowed-host-paths (BERTH_ALLOWED_HOST_PATHS)";
+    assert_eq!(stopped.stopped_reason.as_deref(), Some(reason));
+    assert_eq!(stopped.stop_code.as_deref(), Some("TaskFailedToStart"));
+    assert_eq!(container(&stopped, "main").reason.as_deref(), Some(reason));
+    assert_eq!(h.runtime.count("create", ""), 0);
+}
+
+/// Issue 9 (volumes): a task volume is bind-mounted into each container that names it and
+/// removed with the task's containers once the cleanup wait has passed.
+#[tokio::test]
+async fn task_volumes_are_bind_mounted_and_removed_with_the_task() {
+    let dir = std::env::temp_dir().join(format!("berth-engine-{}", uuid::Uuid::new_v4().simple()));
+    let h = cleanup_harness(dir, FakeRuntime::default(), Duration::from_secs(2));
+    let td = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+      {"name":"main","image":"i","mountPoints":[{"sourceVolume":"v","containerPath":"/data"}]},
+      {"name":"side","image":"i","essential":false,"volumesFrom":[{"sourceContainer":"main","readOnly":true}]}],
+      "volumes":[{"name":"v"}]}"#;
+    h.engine.apply_desired(&assignment("RUNNING", td));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    let dir = h.dir.join("volumes").join(ID).join("v");
+    assert!(dir.is_dir());
+    let source = dir.display().to_string();
+    assert_eq!(mount_source(&h, "main", "/data"), Some(source.clone()));
+    assert_eq!(mount_source(&h, "side", "/data"), Some(source));
+    let side_ro = h.runtime.specs.lock().unwrap()[&cid("side")]
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|m| {
+            m.destination() == std::path::Path::new("/data")
+                && m.options()
+                    .as_ref()
+                    .is_some_and(|o| o.contains(&"ro".to_string()))
+        });
+    assert!(side_ro, "volumesFrom readOnly mounts read-only");
+    h.runtime.exit(&cid("main"), 0);
+    reported(&h, |c| c.last_status == "STOPPED").await;
+    assert!(
+        h.dir.join("volumes").join(ID).exists(),
+        "kept for the cleanup wait"
+    );
+    let removed = async {
+        while h.dir.join("volumes").join(ID).exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), removed)
+        .await
+        .expect("removed with the task after the cleanup wait");
 }
