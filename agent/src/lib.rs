@@ -10,6 +10,7 @@
 
 pub mod cgroups;
 pub mod engine;
+pub mod exec;
 pub mod identity;
 pub mod network;
 pub mod runtime;

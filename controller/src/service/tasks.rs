@@ -18,7 +18,7 @@ pub(crate) fn task_id(name_or_arn: &str) -> Option<&str> {
 }
 
 impl State {
-    fn cluster_task(&self, cluster_arn: &str, given: &str) -> Option<&Task> {
+    pub(crate) fn cluster_task(&self, cluster_arn: &str, given: &str) -> Option<&Task> {
         task_id(given)
             .and_then(|id| self.tasks.get(id))
             .filter(|t| t.cluster_arn == cluster_arn)
