@@ -1,6 +1,7 @@
 //! The task engine: one actor per task (see [`task`]), converging on the controller's desired
 //! tasks and reporting every state change through the [`reporter::Reporter`].
 
+pub mod health;
 mod net;
 pub mod reporter;
 pub mod task;

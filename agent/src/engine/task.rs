@@ -188,6 +188,8 @@ pub(crate) struct TaskActor<R, C> {
     /// survive it. Only these get [`REBOOTED`]; one started in this boot that vanishes later is
     /// [`VANISHED`].
     gone_at_reboot: HashSet<String>,
+    /// The health checkers of running containers with a healthCheck (issue 9).
+    checkers: super::health::Checkers,
 }
 
 impl<R, C> Drop for TaskActor<R, C> {
@@ -225,6 +227,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             deferred: VecDeque::new(),
             gave_up: false,
             gone_at_reboot: HashSet::new(),
+            checkers: Default::default(),
         }
     }
 
@@ -384,7 +387,82 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         c.health_status = Some(text);
         c.health_output = Some(output);
         c.health_checked_at = now();
+        self.update_task_health();
         self.publish();
+    }
+
+    /// The task's healthStatus from its essential containers' (ECS: containers without a health
+    /// check, and non-essential ones, don't count).
+    fn update_task_health(&mut self) {
+        let defs = &self.rec.definition.container_definitions;
+        let essential = self.rec.state.containers.iter().filter_map(|c| {
+            let d = defs.iter().find(|d| d.name == c.name)?;
+            if !d.essential.unwrap_or(true) || d.health_check.is_none() {
+                return None;
+            }
+            Some(Some(
+                c.health_status
+                    .as_deref()
+                    .and_then(|s| berth_proto::status::HealthStatus::parse(s).ok())
+                    .unwrap_or(berth_proto::status::HealthStatus::Unknown),
+            ))
+        });
+        self.rec.state.health_status = super::health::task_health(essential).map(String::from);
+    }
+
+    /// Starts the health checker of a running container with a healthCheck (once; not while
+    /// the task stops). Its health is UNKNOWN until the checker decides, or the recorded one
+    /// after an agent restart.
+    fn start_health_check(&mut self, name: &str, cid: &str) {
+        if self.stopping() || self.checkers.running(name) {
+            return;
+        }
+        let Some(h) = self.def(name).and_then(|d| d.health_check.clone()) else {
+            return;
+        };
+        let cfg = match super::health::HealthCheckConfig::of(&h) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(container = %name, error = %e, "health check not run");
+                return;
+            }
+        };
+        let task_started = self.rec.state.started_at.clone();
+        let Some(c) = self.container(name) else {
+            return;
+        };
+        let status = c
+            .health_status
+            .as_deref()
+            .and_then(|s| berth_proto::status::HealthStatus::parse(s).ok())
+            .unwrap_or(berth_proto::status::HealthStatus::Unknown);
+        c.health_status = Some(String::from(status));
+        let since_start = c
+            .started_at
+            .clone()
+            .or(task_started)
+            .and_then(|t| {
+                let at = std::time::UNIX_EPOCH
+                    + Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32);
+                std::time::SystemTime::now().duration_since(at).ok()
+            })
+            .unwrap_or_default();
+        self.update_task_health();
+        let probe = super::health::ExecProbe {
+            runtime: self.shared.runtime.clone(),
+            cid: cid.to_string(),
+            args: cfg.args.clone(),
+            call_timeout: self.timeouts().call,
+        };
+        let handle = super::health::spawn(
+            probe,
+            cfg,
+            status,
+            since_start,
+            name.to_string(),
+            self.tx.clone(),
+        );
+        self.checkers.insert(name, handle);
     }
 
     /// A DesiredTasks carrying the task's network: kept; ingress rules that differ from the
@@ -1006,6 +1084,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         let tx = self.tx.clone();
         let (name, cid) = (name.to_string(), cid.to_string());
         let key = name.clone();
+        let cid_for_health = cid.clone();
         let handle = tokio::spawn(
             async move {
                 let mut attempt = 0;
@@ -1060,9 +1139,10 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             }
             .in_current_span(),
         );
-        if let Some(old) = self.watchers.insert(key, handle) {
+        if let Some(old) = self.watchers.insert(key.clone(), handle) {
             old.abort();
         }
+        self.start_health_check(&key, &cid_for_health);
     }
 
     async fn fail_start(&mut self, reason: String) {
@@ -1089,6 +1169,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
 
     /// STOPPING: never-started containers to STOPPED, running ones signalled (idempotent).
     fn enter_stopping(&mut self, mut changed: bool) {
+        self.checkers.stop_all();
         for c in &mut self.rec.state.containers {
             if Self::container_status(c) == ContainerStatus::Pending {
                 c.last_status = ContainerStatus::Stopped.into();
@@ -1208,6 +1289,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
     async fn on_exit(&mut self, name: &str, status: Option<u32>) {
         self.kill_at.remove(name);
         self.watchers.remove(name);
+        self.checkers.stop(name);
         let essential = self
             .def(name)
             .map(|d| d.essential.unwrap_or(true))

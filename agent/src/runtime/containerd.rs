@@ -4,8 +4,8 @@
 //! containerd's status so callers can tell NotFound from Unavailable or a timeout.
 
 use super::{
-    ContainerState, CreateContainer, ImageConfig, LabelledContainer, Runtime, RuntimeError,
-    CLUSTER_LABEL, TASK_ARN_LABEL,
+    ContainerState, CreateContainer, ExecIo, ExecSpec, ImageConfig, LabelledContainer, Runtime,
+    RuntimeError, CLUSTER_LABEL, TASK_ARN_LABEL,
 };
 use async_trait::async_trait;
 use containerd_client::services::v1::container::Runtime as ContainerRuntime;
@@ -73,6 +73,8 @@ fn ignore_missing<T>(r: Result<T, RuntimeError>) -> Result<(), RuntimeError> {
 pub struct Containerd {
     pub(super) client: Client,
     namespace: String,
+    /// Where exec processes' FIFOs are made (issue 9).
+    pub(super) exec_dir: std::path::PathBuf,
 }
 
 impl Containerd {
@@ -103,9 +105,16 @@ impl Containerd {
             Self {
                 client,
                 namespace: namespace.to_string(),
+                exec_dir: super::exec::DEFAULT_EXEC_DIR.into(),
             },
             version,
         ))
+    }
+
+    /// Makes exec processes' FIFOs under `dir` instead of [`super::exec::DEFAULT_EXEC_DIR`].
+    pub fn with_exec_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.exec_dir = dir.into();
+        self
     }
 
     pub(super) fn req<T>(&self, msg: T) -> Request<T> {
@@ -384,6 +393,36 @@ impl Runtime for Containerd {
             });
         }
         Ok(out)
+    }
+
+    async fn exec(&self, id: &str, spec: &ExecSpec) -> Result<ExecIo, RuntimeError> {
+        self.exec_start(id, spec).await
+    }
+
+    async fn exec_wait(&self, id: &str, exec_id: &str) -> Result<u32, RuntimeError> {
+        self.exec_wait_exit(id, exec_id).await
+    }
+
+    async fn exec_kill(&self, id: &str, exec_id: &str, signal: u32) -> Result<(), RuntimeError> {
+        self.exec_signal(id, exec_id, signal).await
+    }
+
+    async fn exec_resize(
+        &self,
+        id: &str,
+        exec_id: &str,
+        width: u32,
+        height: u32,
+    ) -> Result<(), RuntimeError> {
+        self.exec_resize_pty(id, exec_id, width, height).await
+    }
+
+    async fn exec_delete(&self, id: &str, exec_id: &str) -> Result<(), RuntimeError> {
+        self.exec_remove(id, exec_id).await
+    }
+
+    async fn pids(&self, id: &str) -> Result<Vec<u32>, RuntimeError> {
+        self.list_pids(id).await
     }
 }
 

@@ -2,6 +2,7 @@
 //! and nothing more, so the engine is unit-tested against a fake.
 
 pub mod containerd;
+pub mod exec;
 pub mod image;
 pub mod import;
 pub mod seccomp;
