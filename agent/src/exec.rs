@@ -392,3 +392,41 @@ async fn pump_output(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Output beyond the window waits for credit: a slow client holds back its own session,
+    /// and what was read goes out in order once credit comes.
+    #[tokio::test]
+    async fn output_waits_for_credit_beyond_the_window() {
+        let (mut w, r) = tokio::io::duplex(64);
+        let (tx, mut rx) = mpsc::channel(1000);
+        let credit = Arc::new(Semaphore::new(2));
+        let pump = tokio::spawn(pump_output(
+            Box::pin(r),
+            false,
+            "s1".into(),
+            tx,
+            credit.clone(),
+        ));
+        let data = |m: AgentMessage| match m.message {
+            Some(ToController::ExecOutput(o)) => (o.session_id, o.data),
+            other => panic!("{other:?}"),
+        };
+        w.write_all(b"a").await.unwrap();
+        assert_eq!(data(rx.recv().await.unwrap()), ("s1".into(), b"a".to_vec()));
+        w.write_all(b"b").await.unwrap();
+        assert_eq!(data(rx.recv().await.unwrap()).1, b"b");
+        // The window is used up: the third waits.
+        w.write_all(b"c").await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await;
+        assert!(waited.is_err(), "sent without credit: {waited:?}");
+        credit.add_permits(1);
+        assert_eq!(data(rx.recv().await.unwrap()).1, b"c");
+        drop(w);
+        pump.await.unwrap();
+        assert!(rx.recv().await.is_none());
+    }
+}
