@@ -429,11 +429,14 @@ async fn run(
             controller.clone(),
             info.clone(),
             inbound,
-            ack_tx,
             attached.clone(),
             heartbeat * link::MISSED_HEARTBEATS,
-            done_tx,
-            exec_link,
+            ReaderOut {
+                ack: ack_tx,
+                _done: done_tx,
+                exec: exec.clone(),
+                exec_link,
+            },
         )
         .in_current_span(),
     );
@@ -511,20 +514,32 @@ async fn deregistered(
     true
 }
 
+/// Where the reader's results go: desired-set acks to the writer, its end (dropping `_done`),
+/// and ExecuteCommand output to the sessions of this link (issue 9).
+struct ReaderOut {
+    ack: watch::Sender<u64>,
+    _done: watch::Sender<()>,
+    exec: Arc<crate::fleet::exec::ExecRoutes>,
+    exec_link: u64,
+}
+
 /// The reader half: applies reports, records desired acks; ends (dropping `_done`) when the
 /// stream ends, fails, a report cannot be stored, or nothing arrives for `dead_after`.
 async fn read(
     controller: Arc<Controller>,
     info: SessionInfo,
     mut inbound: Streaming<AgentMessage>,
-    ack: watch::Sender<u64>,
     attached: Arc<Attached>,
     dead_after: Duration,
-    _done: watch::Sender<()>,
-    exec_link: u64,
+    out: ReaderOut,
 ) {
     use crate::fleet::exec::ExecEvent;
-    let exec = controller.fleet().exec().clone();
+    let ReaderOut {
+        ack,
+        _done,
+        exec,
+        exec_link,
+    } = out;
     let instance = info.instance_id.clone();
     loop {
         let msg = match tokio::time::timeout(dead_after, inbound.next()).await {
