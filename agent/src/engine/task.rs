@@ -427,7 +427,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 return;
             }
         };
-        let task_started = self.rec.state.started_at.clone();
+        let task_started = self.rec.state.started_at;
         let Some(c) = self.container(name) else {
             return;
         };
@@ -439,7 +439,6 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         c.health_status = Some(String::from(status));
         let since_start = c
             .started_at
-            .clone()
             .or(task_started)
             .and_then(|t| {
                 let at = std::time::UNIX_EPOCH

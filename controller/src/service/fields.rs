@@ -140,7 +140,7 @@ pub const FIELDS: &[Field] = &[
     f(Reg, "containerDefinitions.ulimits", Applied, "rlimits of the container's process"),
     f(Reg, "containerDefinitions.logConfiguration", Coming(10), "output goes to the agent's local log files until then"),
     f(Reg, "containerDefinitions.logConfiguration.options.awslogs-region", Recorded, "there is one region on premises"),
-    f(Reg, "containerDefinitions.healthCheck", Coming(9), "command and ranges checked at registration"),
+    f(Reg, "containerDefinitions.healthCheck", Applied, "run in the container by the agent (containerd exec); container and task healthStatus"),
     f(Reg, "containerDefinitions.systemControls", Coming(9), ""),
     f(Reg, "containerDefinitions.resourceRequirements", Unsupported, "GPUs, inference accelerators and Neuron devices"),
     f(Reg, "containerDefinitions.firelensConfiguration", Unsupported, "FireLens log routing"),
