@@ -11,6 +11,7 @@
 
 pub mod cgroups;
 pub mod engine;
+pub mod exec;
 pub mod identity;
 pub mod metadata;
 pub mod network;

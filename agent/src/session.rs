@@ -261,6 +261,9 @@ async fn once<R: Runtime, C: Cgroups>(
     exchange(inbound, tx, engine, reporter, backoff, reg.heartbeat).await
 }
 
+/// How many ExecuteCommand messages (output, exits) may wait for the link's writer.
+const EXEC_OUTBOX: usize = 64;
+
 /// Checks the controller's hello: the protocol must be one this agent speaks.
 pub fn check_controller(hello: &ControllerHello) -> Result<(), LinkError> {
     if link::speaks(hello.protocol_version) {
@@ -307,6 +310,10 @@ async fn exchange<R: Runtime, C: Cgroups>(
     }
     engine.new_session();
     let (desired_ack, mut desired_acks) = watch::channel(0u64);
+    // ExecuteCommand sessions of this link session (issue 9): their output waits in an outbox
+    // of its own that the writer drains only when no report is waiting; they end with it.
+    let (exec_tx, mut exec_rx) = mpsc::channel::<AgentMessage>(EXEC_OUTBOX);
+    let execs = crate::exec::ExecSessions::new(engine.clone(), exec_tx);
     let reader = async {
         let mut last_desired = 0u64;
         let mut worked = false;
@@ -337,6 +344,10 @@ async fn exchange<R: Runtime, C: Cgroups>(
                         backoff.reset();
                     }
                 }
+                Some(FromController::ExecStart(m)) => execs.start(m),
+                Some(FromController::ExecInput(m)) => execs.input(m),
+                Some(FromController::ExecResize(m)) => execs.resize(m),
+                Some(FromController::ExecCancel(m)) => execs.cancel(m),
                 Some(_) => {}
                 None => return Ok(()),
             }
@@ -360,7 +371,10 @@ async fn exchange<R: Runtime, C: Cgroups>(
                     .map_err(|_| LinkError::Closed)?;
                 tick.reset();
             }
+            // Reports and acks first: a session's output never holds them up by more than
+            // what already waits in the link's own buffer.
             let m = tokio::select! {
+                biased;
                 r = latest.changed() => {
                     r.map_err(|_| LinkError::Closed)?;
                     continue;
@@ -377,6 +391,10 @@ async fn exchange<R: Runtime, C: Cgroups>(
                     ToController::DesiredTasksAck(*desired_acks.borrow_and_update())
                 }
                 _ = tick.tick() => ToController::Heartbeat(Heartbeat {}),
+                Some(m) = exec_rx.recv() => match m.message {
+                    Some(m) => m,
+                    None => continue,
+                },
             };
             tx.send(send(m)).await.map_err(|_| LinkError::Closed)?;
             tick.reset();

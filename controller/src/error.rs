@@ -50,6 +50,9 @@ pub enum EcsError {
         /// EC2's message.
         message: String,
     },
+    /// TargetNotConnectedException: ExecuteCommand cannot reach the agent running the task.
+    #[error("{0}")]
+    TargetNotConnected(String),
     /// ServerException: the store failed; nothing was changed.
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
@@ -71,6 +74,7 @@ impl EcsError {
             EcsError::InactiveInstance(_) => x::CLIENT,
             EcsError::Conflict { .. } => x::CONFLICT,
             EcsError::Ec2 { code, .. } => code,
+            EcsError::TargetNotConnected(_) => x::TARGET_NOT_CONNECTED,
             EcsError::Store(_) => x::SERVER,
         }
     }
@@ -106,6 +110,7 @@ impl From<EcsError> for tonic::Status {
             EcsError::Conflict { .. } => tonic::Code::AlreadyExists,
             EcsError::Ec2 { code, .. } if code.ends_with(".NotFound") => tonic::Code::NotFound,
             EcsError::Ec2 { .. } => tonic::Code::InvalidArgument,
+            EcsError::TargetNotConnected(_) => tonic::Code::FailedPrecondition,
             EcsError::Store(_) => tonic::Code::Internal,
         };
         let mut status = tonic::Status::new(code, e.to_string());

@@ -1,6 +1,8 @@
 //! Live agent sessions: which container instances have a connected agent, and a wake-up for
 //! each session when what its instance should run changes.
 
+pub mod exec;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,8 @@ struct Session {
 pub struct Fleet {
     sessions: Mutex<HashMap<String, Session>>,
     next_id: AtomicU64,
+    /// ExecuteCommand sessions on the agents' links (issue 9).
+    exec: Arc<exec::ExecRoutes>,
 }
 
 /// A session's handle: detaches itself when dropped.
@@ -40,6 +44,11 @@ impl Drop for Attached {
 }
 
 impl Fleet {
+    /// The ExecuteCommand sessions routed over the agents' links.
+    pub fn exec(&self) -> &Arc<exec::ExecRoutes> {
+        &self.exec
+    }
+
     /// Attaches a session for `instance`, replacing any older one (an agent that reconnected).
     pub fn attach(self: &Arc<Self>, instance: &str) -> Attached {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);

@@ -65,6 +65,8 @@ pub mod exceptions {
     pub const ACCESS_DENIED: &str = "AccessDeniedException";
     /// ConflictException
     pub const CONFLICT: &str = "ConflictException";
+    /// TargetNotConnectedException: ExecuteCommand cannot reach the task's agent.
+    pub const TARGET_NOT_CONNECTED: &str = "TargetNotConnectedException";
 
     /// Every name above: the exceptions of ECS's API that Berth raises or may raise.
     pub const ALL: &[&str] = &[
@@ -444,6 +446,12 @@ pub mod link {
     pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
     /// Heartbeat intervals without any message after which a session is dead.
     pub const MISSED_HEARTBEATS: u32 = 3;
+
+    /// ExecuteCommand flow control (exec.proto): the output messages an agent may send for one
+    /// session beyond what the controller has granted back (`ExecInput.credit`).
+    pub const EXEC_OUTPUT_WINDOW: u32 = 64;
+    /// The most bytes of one `ExecOutput` (and of one `ExecInput`'s data).
+    pub const EXEC_CHUNK: usize = 32 * 1024;
 
     /// The agent's exit status when its instance was deregistered, as the ECS agent's
     /// `ExitTerminal`: its supervisor must not restart it (`RestartPreventExitStatus=5`).

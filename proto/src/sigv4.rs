@@ -331,7 +331,8 @@ pub fn skew_error(signed_at: &str, now: SystemTime) -> Option<String> {
 pub fn scope_service(grpc_path: &str) -> Option<&'static str> {
     let service = grpc_path.strip_prefix("/berth.v1.")?.split('/').next()?;
     match service {
-        "Ecs" => Some("ecs"),
+        // ExecuteCommand's stream is an ECS call (exec.proto).
+        "Ecs" | "ExecuteCommand" => Some("ecs"),
         "Ssm" => Some("ssm"),
         "Iam" => Some("iam"),
         "SecretsManager" => Some("secretsmanager"),

@@ -982,3 +982,37 @@ impl Cluster {
         }
     }
 }
+
+impl Cluster {
+    /// `berth --endpoint-url …` with the admin key's credentials (and the CA with TLS on), to
+    /// be given its arguments and stdio by the caller (`berth_with` runs it to completion; a
+    /// test driving it through a pseudo-terminal spawns it instead).
+    pub fn berth_command(&self) -> Command {
+        let mut cmd = Command::new(bin("berth"));
+        for v in [
+            "BERTH_ACCESS_KEY_ID",
+            "BERTH_SECRET_ACCESS_KEY",
+            "BERTH_SESSION_TOKEN",
+            "BERTH_PROFILE",
+        ] {
+            cmd.env_remove(v);
+        }
+        if self.tls {
+            cmd.env("BERTH_CA_BUNDLE", self.ca_file());
+        }
+        cmd.env("BERTH_SHARED_CREDENTIALS_FILE", self.admin_credentials())
+            .arg("--endpoint-url")
+            .arg(&self.endpoint)
+            .current_dir(&self.dir);
+        cmd
+    }
+
+    /// The controller's audit log (DATA_DIR/audit.log), one JSON value per line.
+    pub fn audit_log(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.join("controller").join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}

@@ -125,6 +125,8 @@ struct Entry {
     reported_unknown: bool,
     /// The task's record as last published (read by the metadata endpoint and the stats).
     record: Arc<TaskRecord>,
+    /// The task was run with enableExecuteCommand (issue 9).
+    exec_enabled: bool,
 }
 
 pub(crate) struct Shared<R, C> {
@@ -298,6 +300,48 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
         Ok(engine)
     }
 
+    /// The runtime (ExecuteCommand sessions run their processes through it: `crate::exec`).
+    pub fn runtime(&self) -> Arc<R> {
+        self.shared.runtime.clone()
+    }
+
+    /// The bound on one runtime call.
+    pub fn call_timeout(&self) -> Duration {
+        self.shared.config.timeouts.call
+    }
+
+    /// The containerd id of `container` of task `task_arn`, if an ExecuteCommand session may
+    /// run in it: the task was run with enableExecuteCommand and is not stopping, and the
+    /// container is RUNNING. Otherwise why not.
+    pub fn exec_target(&self, task_arn: &str, container: &str) -> Result<String, String> {
+        let entries = self
+            .shared
+            .entries
+            .lock()
+            .map_err(|_| "the engine's task table is poisoned".to_string())?;
+        let e = entries
+            .get(&task_id(task_arn))
+            .ok_or_else(|| format!("task {task_arn} is not on this instance"))?;
+        if !e.exec_enabled {
+            return Err(format!(
+                "task {task_arn} was not run with enableExecuteCommand"
+            ));
+        }
+        if e.tx.is_none() || TaskStatus::parse(&e.state.last_status) != Ok(TaskStatus::Running) {
+            return Err(format!("task {task_arn} is not RUNNING"));
+        }
+        let c = e
+            .state
+            .containers
+            .iter()
+            .find(|c| c.name == container)
+            .ok_or_else(|| format!("task {task_arn} has no container {container}"))?;
+        match (&c.runtime_id, ContainerStatus::parse(&c.last_status)) {
+            (Some(id), Ok(ContainerStatus::Running)) => Ok(id.clone()),
+            _ => Err(format!("container {container} is not RUNNING")),
+        }
+    }
+
     fn spawn(&self, rec: TaskRecord, recovering: bool) {
         let id = task_id(&rec.task.task_arn);
         let stopped = is_stopped(&rec.state);
@@ -310,6 +354,7 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                     state: report_of(&rec),
                     reported_unknown: false,
                     record: Arc::new(rec.clone()),
+                    exec_enabled: rec.task.enable_execute_command == Some(true),
                 },
             );
         }

@@ -417,6 +417,11 @@ async fn run(
 ) {
     info!(agent_version = %agent_version, epoch = %info.epoch, "agent connected");
     let attached = Arc::new(controller.fleet().attach(&info.instance_id));
+    // ExecuteCommand sessions ride this link (issue 9): what they send to the agent waits in
+    // a bounded outbox the writer drains; what the agent sends for them the reader hands on
+    // without waiting (fleet::exec).
+    let exec = controller.fleet().exec().clone();
+    let (exec_link, mut exec_out) = exec.attach_link(&info.instance_id);
     let (ack_tx, mut ack_rx) = watch::channel(0u64);
     let (done_tx, mut done) = watch::channel(());
     let reader = tokio::spawn(
@@ -424,10 +429,14 @@ async fn run(
             controller.clone(),
             info.clone(),
             inbound,
-            ack_tx,
             attached.clone(),
             heartbeat * link::MISSED_HEARTBEATS,
-            done_tx,
+            ReaderOut {
+                ack: ack_tx,
+                _done: done_tx,
+                exec: exec.clone(),
+                exec_link,
+            },
         )
         .in_current_span(),
     );
@@ -480,8 +489,10 @@ async fn run(
                 queue.push(ToAgent::StateChangeAck(ack));
             }
             _ = tick.tick() => queue.push(ToAgent::Heartbeat(Heartbeat {})),
+            Some(m) = exec_out.recv() => queue.push(m),
         }
     }
+    exec.detach_link(&info.instance_id, exec_link);
     reader.abort();
     info!("agent disconnected");
 }
@@ -503,17 +514,33 @@ async fn deregistered(
     true
 }
 
+/// Where the reader's results go: desired-set acks to the writer, its end (dropping `_done`),
+/// and ExecuteCommand output to the sessions of this link (issue 9).
+struct ReaderOut {
+    ack: watch::Sender<u64>,
+    _done: watch::Sender<()>,
+    exec: Arc<crate::fleet::exec::ExecRoutes>,
+    exec_link: u64,
+}
+
 /// The reader half: applies reports, records desired acks; ends (dropping `_done`) when the
 /// stream ends, fails, a report cannot be stored, or nothing arrives for `dead_after`.
 async fn read(
     controller: Arc<Controller>,
     info: SessionInfo,
     mut inbound: Streaming<AgentMessage>,
-    ack: watch::Sender<u64>,
     attached: Arc<Attached>,
     dead_after: Duration,
-    _done: watch::Sender<()>,
+    out: ReaderOut,
 ) {
+    use crate::fleet::exec::ExecEvent;
+    let ReaderOut {
+        ack,
+        _done,
+        exec,
+        exec_link,
+    } = out;
+    let instance = info.instance_id.clone();
     loop {
         let msg = match tokio::time::timeout(dead_after, inbound.next()).await {
             Err(_) => {
@@ -558,6 +585,24 @@ async fn read(
             Some(FromAgent::DesiredTasksAck(seq)) => {
                 debug!(seq, "agent took in desired tasks");
                 controller.fleet().desired_acked(&attached, seq);
+            }
+            // ExecuteCommand (issue 9): handed to the session, never waited on.
+            Some(FromAgent::ExecStarted(m)) => {
+                exec.deliver(&instance, exec_link, &m.session_id, ExecEvent::Started);
+            }
+            Some(FromAgent::ExecOutput(m)) => {
+                let event = ExecEvent::Output {
+                    data: m.data,
+                    stderr: m.stderr,
+                };
+                exec.deliver(&instance, exec_link, &m.session_id, event);
+            }
+            Some(FromAgent::ExecExit(m)) => {
+                let event = ExecEvent::Exit {
+                    code: m.exit_code,
+                    error: m.error,
+                };
+                exec.deliver(&instance, exec_link, &m.session_id, event);
             }
             Some(FromAgent::Heartbeat(_)) | Some(FromAgent::Hello(_)) | None => {}
         }

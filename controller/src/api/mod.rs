@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod ec2;
 pub mod ecs;
+pub mod exec;
 pub mod iam;
 pub mod secrets_manager;
 pub mod ssm;

@@ -5,6 +5,7 @@ use berth_controller::api::{
     agent::{AgentApi, LinkIdentity},
     ec2::Ec2Api,
     ecs::EcsApi,
+    exec::ExecApi,
     iam::IamApi,
     secrets_manager::SecretsManagerApi,
     ssm::SsmApi,
@@ -366,6 +367,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         // Signed calls on the user-facing services; the agent link authenticates by its
         // client certificate instead.
         .add_service(signed.layer(EcsServer::new(EcsApi(controller.clone()))))
+        // ExecuteCommand's stream: the layer hands it the means to verify its first message.
+        .add_service(signed.layer(ExecApi(controller.clone()).into_server()))
         .add_service(signed.layer(Ec2Server::new(Ec2Api(controller.clone()))))
         .add_service(signed.layer(SsmServer::new(SsmApi {
             secrets: secrets.clone(),

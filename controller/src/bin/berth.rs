@@ -7,6 +7,7 @@ async fn main() {
         Ok(out) if out.is_empty() => {}
         Ok(out) if out.ends_with('\n') => print!("{out}"),
         Ok(out) => println!("{out}"),
+        Err(berth_controller::cli::CliError::Exit(code)) => std::process::exit(code),
         Err(e) => {
             // One line: a message never spans lines, so scripts can log it as one.
             eprintln!("{}", e.to_string().trim_end().replace('\n', " "));

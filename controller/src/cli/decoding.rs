@@ -26,6 +26,8 @@ pub enum Action {
         /// Which skeleton.
         kind: SkeletonKind,
     },
+    /// `ecs execute-command`: a session in a container (`cli::exec`).
+    ExecuteCommand(super::exec::ExecArgs),
     /// Poll until a waiter's condition holds.
     Wait {
         /// The waiter.
@@ -319,7 +321,7 @@ pub fn command() -> Command {
                 ),
         );
     }
-    ecs = ecs.subcommand(wait);
+    ecs = ecs.subcommand(wait).subcommand(super::exec::command());
     Command::new("berth")
         .about("Berth's command line: `berth ecs ...` works as `aws ecs ...` does")
         .version(env!("CARGO_PKG_VERSION"))
@@ -434,6 +436,12 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, CliError> {
     let Some((name, m)) = svc.subcommand() else {
         return Err(usage());
     };
+    if service == "ecs" && name == super::exec::CLI_NAME {
+        return Ok(Invocation {
+            globals,
+            action: Action::ExecuteCommand(super::exec::args(m)?),
+        });
+    }
     if service == "ecs" && name == "wait" {
         let Some((w, wm)) = m.subcommand() else {
             return Err(usage());

@@ -8,12 +8,14 @@
 //! - [`run`]: the calls (pages, waits) and what is printed;
 //! - [`output`] and [`shorthand`]: the aws CLI's output formats and shorthand syntax;
 //! - [`ec2`]: `berth ec2`'s simple flags of the security-group rule operations;
+//! - [`exec`]: `berth ecs execute-command`, a session in a container over a stream;
 //! - [`signing`]: credentials found as the aws CLI finds them, and SigV4 signing of each call.
 //!
 //! The CLI is a client: it shares only the contract (`berth_proto`) with the controller.
 
 pub mod decoding;
 pub mod ec2;
+pub mod exec;
 pub mod model;
 pub mod output;
 pub mod run;
@@ -56,6 +58,10 @@ pub enum CliError {
     /// Anything else that went wrong on the client side (exit 255).
     #[error("{0}")]
     Other(String),
+    /// `ecs execute-command`'s remote command exited with this status: the CLI exits with it
+    /// and prints nothing more.
+    #[error("")]
+    Exit(i32),
 }
 
 impl CliError {
@@ -65,6 +71,7 @@ impl CliError {
             CliError::Usage(_) => 252,
             CliError::Service { .. } => 254,
             CliError::Connect(_) | CliError::Waiter { .. } | CliError::Other(_) => 255,
+            CliError::Exit(code) => *code,
         }
     }
 }

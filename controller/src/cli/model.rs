@@ -184,6 +184,8 @@ impl Model {
             .flat_map(|f| &f.service)
             // The agent link is not the CLI's.
             .filter(|s| s.name() != "Agent")
+            // ExecuteCommand's stream is `ecs execute-command`'s own (cli::exec).
+            .filter(|s| s.name() != "ExecuteCommand")
             .map(|s| {
                 let rpcs = s
                     .method

@@ -35,6 +35,13 @@ pub async fn run(args: Vec<String>) -> Result<String, CliError> {
             };
             print(&result, call.op, g)
         }
+        Action::ExecuteCommand(args) => {
+            let conn = Connection::open(g).await?;
+            match super::exec::run(conn, args).await? {
+                0 => Ok(String::new()),
+                code => Err(CliError::Exit(code)),
+            }
+        }
         Action::Wait { waiter, request } => {
             let mut conn = Connection::open(g).await?;
             wait(&mut conn, waiter, request).await?;
@@ -46,12 +53,14 @@ pub async fn run(args: Vec<String>) -> Result<String, CliError> {
 /// A connection to the controller's `Ecs` service.
 pub struct Connection {
     grpc: tonic::client::Grpc<Channel>,
-    endpoint: String,
-    debug: bool,
+    /// The channel, for the streaming calls (`cli::exec`).
+    pub(super) channel: Channel,
+    pub(super) endpoint: String,
+    pub(super) debug: bool,
     /// The credentials and region every call is signed with.
-    signing: Signing,
+    pub(super) signing: Signing,
     /// The URI authority the channel connects to: the `host` that is signed.
-    host: String,
+    pub(super) host: String,
 }
 
 /// Passes encoded messages through: the table's rows encode and decode them.
@@ -152,6 +161,7 @@ impl Connection {
             }
         })?;
         Ok(Connection {
+            channel: channel.clone(),
             grpc: tonic::client::Grpc::new(channel)
                 .max_decoding_message_size(berth_proto::link::MAX_MESSAGE_SIZE),
             endpoint: endpoint.to_string(),
@@ -274,7 +284,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-fn service_error(api: &'static str, s: tonic::Status, endpoint: &str) -> CliError {
+pub(super) fn service_error(api: &'static str, s: tonic::Status, endpoint: &str) -> CliError {
     if s.code() == tonic::Code::Unavailable {
         return CliError::Connect(endpoint.to_string());
     }

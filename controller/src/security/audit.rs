@@ -85,6 +85,28 @@ impl AuditLog {
         crate::store::blocking(|| f.write_all(&line).and_then(|_| f.flush())).map_err(err)
     }
 
+    /// Appends any JSON-serialisable entry as one line (ExecuteCommand's session lines);
+    /// a failure is logged loudly.
+    pub fn record_json<T: Serialize>(&self, entry: &T, action: &str) {
+        let err = |source| AuditError {
+            path: self.path.clone(),
+            source,
+        };
+        let written = serde_json::to_vec(entry)
+            .map_err(|e| err(e.into()))
+            .and_then(|mut line| {
+                line.push(b'\n');
+                let mut f = self
+                    .file
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                crate::store::blocking(|| f.write_all(&line).and_then(|_| f.flush())).map_err(err)
+            });
+        if let Err(e) = written {
+            tracing::error!(error = %e, %action, "AUDIT LOG WRITE FAILED: a session is not recorded");
+        }
+    }
+
     /// Appends `entry`; a failure is logged loudly (the call itself is not failed for it).
     pub fn record(&self, entry: &AuditEntry) {
         if let Err(e) = self.append(entry) {

@@ -354,6 +354,55 @@ impl Authenticator {
     }
 }
 
+/// The gRPC path of ExecuteCommand's stream (exec.proto): the one call whose body is not
+/// buffered and verified by the layer, since a stream has no end to wait for. Its first
+/// message carries the signed payload; the handler verifies it with [`StreamAuth`] before
+/// anything runs.
+pub const EXECUTE_COMMAND_PATH: &str = "/berth.v1.ExecuteCommand/Session";
+
+/// What a streaming call needs to verify its signature and write the audit log, put in the
+/// call's extensions by the layer. A handler that finds none refuses the call: it is not
+/// served behind the authenticator.
+#[derive(Clone)]
+pub struct StreamAuth {
+    auth: Arc<Authenticator>,
+    method: http::Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+    /// The caller's address, when known.
+    pub source_address: Option<String>,
+}
+
+impl StreamAuth {
+    /// Verifies the call's signature over `payload` (the signed first message) as `ecs:action`,
+    /// with the caller's permissions; a refusal is audited and returned.
+    pub fn verify(&self, payload: &[u8], action: &str) -> Result<Option<Caller>, tonic::Status> {
+        let mut req = http::Request::new(());
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        let (parts, ()) = req.into_parts();
+        self.auth
+            .verify(&parts, &sigv4::grpc_frame(payload), "ecs", action)
+            .map_err(|r| {
+                self.auth.audit(AuditEntry {
+                    time: AuditEntry::at(SystemTime::now()),
+                    access_key_id: r.claimed,
+                    service: "ecs".into(),
+                    action: action.into(),
+                    source_address: self.source_address.clone(),
+                    outcome: exception_of(&r.status),
+                });
+                r.status
+            })
+    }
+
+    /// The audit log, if the controller keeps one.
+    pub fn audit_log(&self) -> Option<&Arc<AuditLog>> {
+        self.auth.audit.as_ref()
+    }
+}
+
 /// Puts [`Authenticated`] on a service.
 #[derive(Clone)]
 pub struct AuthLayer(Arc<Authenticator>);
@@ -459,6 +508,17 @@ where
             let action = path.rsplit('/').next().unwrap_or_default().to_string();
             let audited = !is_read_action(&action);
             let source = source_address(&parts.extensions);
+            if path == EXECUTE_COMMAND_PATH {
+                let stream = StreamAuth {
+                    auth: auth.clone(),
+                    method: parts.method.clone(),
+                    uri: parts.uri.clone(),
+                    headers: parts.headers.clone(),
+                    source_address: source,
+                };
+                parts.extensions.insert(stream);
+                return inner.call(http::Request::from_parts(parts, body)).await;
+            }
             let entry = |key: Option<String>, outcome: String| AuditEntry {
                 time: AuditEntry::at(SystemTime::now()),
                 access_key_id: key,

@@ -462,6 +462,7 @@ fn merge(task: &mut Task, c: &TaskStateChange) -> Result<(), EcsError> {
         task.health_status = HealthStatus::parse(h).map_err(bad)?.into();
     }
     super::networking::merge_attachments(task, &c.attachments);
+    super::exec::set_managed_agents(task);
     if c.stop_code.is_some() && task.stop_code.is_none() {
         task.stop_code = c.stop_code.clone();
         task.stopped_reason = c.stopped_reason.clone();

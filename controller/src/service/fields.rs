@@ -168,7 +168,7 @@ pub const FIELDS: &[Field] = &[
     f(Run, "clientToken", Applied, "a retried RunTask with the same token answers the first call's tasks"),
     f(Run, "capacityProviderStrategy", Unsupported, "capacity providers"),
     f(Run, "enableECSManagedTags", Unsupported, "ECS-managed tags"),
-    f(Run, "enableExecuteCommand", Applied, "ExecuteCommand is refused for a task started without it; shown on the task"),
+    f(Run, "enableExecuteCommand", Applied, "ExecuteCommand (berth ecs execute-command) is served only for such tasks"),
     f(Run, "platformVersion", Recorded, "Fargate platform versions; shown on the task"),
     Field {
         off: Some("NONE"),
@@ -202,7 +202,7 @@ pub const FIELDS: &[Field] = &[
     f(Start, "group", Recorded, "shown on the task"),
     f(Start, "tags", Recorded, "shown on the task"),
     f(Start, "enableECSManagedTags", Unsupported, "ECS-managed tags"),
-    f(Start, "enableExecuteCommand", Applied, "ExecuteCommand is refused for a task started without it; shown on the task"),
+    f(Start, "enableExecuteCommand", Applied, "ExecuteCommand (berth ecs execute-command) is served only for such tasks"),
     Field {
         off: Some("NONE"),
         ..f(Start, "propagateTags", Unsupported, "tag propagation (NONE is accepted)")

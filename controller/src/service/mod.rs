@@ -6,6 +6,7 @@
 
 mod agent_link;
 mod clusters;
+pub mod exec;
 pub mod fields;
 mod idempotency;
 mod instances;
