@@ -198,6 +198,10 @@ async fn start_container(rt: std::sync::Arc<Containerd>, dir: &Path) -> Containe
         security: &security,
         netns_path: None,
         etc_files: None,
+        pid: Default::default(),
+        ipc: Default::default(),
+        users: None,
+        task_shm: None,
     };
     let c = CreateContainer {
         id: id.clone(),
@@ -205,6 +209,7 @@ async fn start_container(rt: std::sync::Arc<Containerd>, dir: &Path) -> Containe
         spec: spec::build(&def, &image, &ctx).expect("spec"),
         labels: HashMap::new(),
         log_path: dir.join("logs/app.log"),
+        open_stdin: false,
     };
     let guard = Container {
         rt: rt.clone(),
