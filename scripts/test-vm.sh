@@ -281,8 +281,8 @@ check "the image loads into the guest's containerd" \
   guest 'berth-agent --config /etc/berth/agent.conf image load /root/web-app.tar'
 b secretsmanager create-secret --name db-password --secret-string "vm-$RANDOM$RANDOM" --output text --query ARN >/dev/null ||
   fatal "create-secret"
-# The guide's task definition as written, but: host network mode (awsvpc needs the network
-# issue), the local image and busybox's httpd on 8080, no healthCheck (lifecycle issue).
+# The guide's task definition as written, but: host network mode, the local image and busybox's
+# httpd on 8080 (the health check asks that port).
 cat >"$run/web-app.json" <<'JSON'
 {
   "family": "web-app",
@@ -310,6 +310,10 @@ cat >"$run/web-app.json" <<'JSON'
       "logConfiguration": {
         "logDriver": "awslogs",
         "options": { "awslogs-group": "/ecs/web-app", "awslogs-region": "us-east-1", "awslogs-stream-prefix": "nginx" }
+      },
+      "healthCheck": {
+        "command": ["CMD-SHELL", "curl -f http://localhost:8080/ || exit 1"],
+        "interval": 30, "timeout": 5, "retries": 3, "startPeriod": 60
       }
     }
   ]
@@ -338,6 +342,11 @@ cg() { guest cat "/sys/fs/cgroup/berth/$(tid "$1")/$2"; }
 # Task cpu 512 units → a quota of 512/1024 of the 100 ms period; task memory 1024 MiB.
 check "web-app task: cpu.max 50000 100000 (task cpu 512)" is cpu.max "50000 100000" cg "$web" cpu.max
 check "web-app task: memory.max 1 GiB (task memory 1024)" is memory.max 1073741824 cg "$web" memory.max
+# Issue 9: the guide's health check (curl -f, interval 30, startPeriod 60; the image's curl is
+# busybox wget) runs in the container through containerd exec, under systemd and cgroup v2.
+check "the guide's health check makes the web-app container HEALTHY" \
+  wait_for 240 is healthStatus HEALTHY task_field "$web" 'containers[0].healthStatus'
+check "…and the task HEALTHY (its essential container)" is healthStatus HEALTHY task_field "$web" healthStatus
 cat >"$run/limits.json" <<'JSON'
 {"family": "limits", "networkMode": "none",
  "containerDefinitions": [{"name": "app", "image": "localhost/web-app:latest", "cpu": 128, "memory": 128,
