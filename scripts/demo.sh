@@ -141,6 +141,11 @@ ip=$(berth ecs describe-tasks --cluster web-app-cluster --tasks "$task" \
 wait_for 30 "the web app to answer on its own address" curl -sf "http://$ip/"
 echo "== curl http://$ip/  (the task's own address)"
 curl -s "http://$ip/"
+echo "== the guide's health check (curl -f http://localhost/ || exit 1, every 30 s) in the container"
+healthy() { [ "$(berth ecs describe-tasks --cluster web-app-cluster --tasks "$task" --query 'tasks[0].healthStatus' --output text)" = HEALTHY ]; }
+wait_for 120 "the task to be HEALTHY" healthy
+berth ecs describe-tasks --cluster web-app-cluster --tasks "$task" \
+  --query "tasks[0].{healthStatus: healthStatus, container: containers[0].name, containerHealth: containers[0].healthStatus}" --output table
 cat <<MSG
 
 The web app is RUNNING in its own network namespace at $ip. Try:
