@@ -99,7 +99,10 @@ fn each_network_mode_reads_its_own_task_and_no_other() {
         let uri = section(&log, "@URI=", "\n").to_string();
         match mode {
             "host" => assert!(uri.starts_with("http://127.0.0.1:"), "{mode}: {log}"),
-            _ => assert!(uri.starts_with("http://169.254.170.2/v4/"), "{mode}: {log}"),
+            _ => assert!(
+                uri.starts_with("http://169.254.170.2:51679/v4/"),
+                "{mode}: {log}"
+            ),
         }
         let task = json(section(&log, "@TASK", "@CONTAINER"));
         assert_eq!(task["TaskARN"], arn.as_str(), "{mode}: {task}");

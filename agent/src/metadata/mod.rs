@@ -5,7 +5,8 @@
 //! is served the same way.
 //!
 //! Where a container reaches it, by network mode:
-//! - bridge and awsvpc: `http://169.254.170.2/v4/<token>`, ECS's address, served inside the
+//! - bridge and awsvpc: `http://169.254.170.2:51679/v4/<token>`, ECS's address (the port is
+//!   not ECS's 80: see [`METADATA_PORT`]), served inside the
 //!   task's own namespace(s): the agent adds 169.254.170.2/32 to the namespace's `lo` and opens
 //!   a listening socket there (bound on a thread that entered the namespace; the socket stays
 //!   in it), accepted on by the agent's runtime. It exists from the moment the task's network is
@@ -40,6 +41,12 @@ use tracing::{debug, info, warn, Instrument};
 
 /// ECS's metadata address, served inside bridge and awsvpc namespaces.
 pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 170, 2);
+/// The port of the listener inside a task's namespace. Not ECS's 80: ECS reaches the agent
+/// through a DNAT on the host and leaves the namespace's port 80 free, while a socket the agent
+/// bound at 169.254.170.2:80 inside the namespace would make a container's own bind of
+/// 0.0.0.0:80 (a web server's) fail. 51679 is the port ECS reserves for its agent's endpoint;
+/// containers reach it through the variables, as ECS tells them to.
+pub const METADATA_PORT: u16 = 51679;
 /// The host-mode listener's default address (ECS's agent's loopback port).
 pub const DEFAULT_HOST_ADDRESS: &str = "127.0.0.1:51679";
 /// How long setting up a namespace's listener may take.
@@ -290,7 +297,7 @@ impl Endpoint {
         let base = match mode {
             Mode::None => return Vec::new(),
             Mode::Host => self.bound.get().unwrap_or(&self.host_address).to_string(),
-            Mode::Bridge | Mode::Awsvpc => METADATA_IP.to_string(),
+            Mode::Bridge | Mode::Awsvpc => format!("{METADATA_IP}:{METADATA_PORT}"),
         };
         let token = self.token(task_arn, container);
         vec![
@@ -522,7 +529,7 @@ async fn accept_loop(
     }
 }
 
-/// Adds 169.254.170.2/32 to the namespace's `lo` (up) and binds port 80 on it, on a thread
+/// Adds 169.254.170.2/32 to the namespace's `lo` (up) and binds [`METADATA_PORT`] on it, on a thread
 /// that entered the namespace; the socket stays in the namespace.
 async fn listen_in(ns: &str) -> Result<tokio::net::TcpListener, MetadataError> {
     let place = ns.to_string();
@@ -563,8 +570,8 @@ fn bind_in_namespace(path: &str, place: &str) -> Result<std::net::TcpListener, M
         .build()
         .map_err(listen_err("starting a runtime for", place))?;
     rt.block_on(add_to_lo(place))?;
-    let l = std::net::TcpListener::bind((METADATA_IP, 80))
-        .map_err(listen_err("binding 169.254.170.2:80 in", place))?;
+    let l = std::net::TcpListener::bind((METADATA_IP, METADATA_PORT))
+        .map_err(listen_err("binding 169.254.170.2:51679 in", place))?;
     l.set_nonblocking(true)
         .map_err(listen_err("setting up the socket in", place))?;
     Ok(l)

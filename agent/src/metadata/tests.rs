@@ -263,11 +263,11 @@ fn variables_point_at_169_254_170_2_or_the_host_listener_and_none_gets_none() {
         .collect();
     assert_eq!(
         env["ECS_CONTAINER_METADATA_URI_V4"],
-        format!("http://169.254.170.2/v4/{t}")
+        format!("http://169.254.170.2:51679/v4/{t}")
     );
     assert_eq!(
         env["ECS_CONTAINER_METADATA_URI"],
-        format!("http://169.254.170.2/v3/{t}")
+        format!("http://169.254.170.2:51679/v3/{t}")
     );
     let host: BTreeMap<_, _> = e.environment(ARN, "curl", Mode::Host).into_iter().collect();
     assert_eq!(
