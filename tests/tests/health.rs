@@ -4,9 +4,10 @@
 //! health follows its essential containers only, and an UNHEALTHY essential container does not
 //! stop a standalone task (ECS).
 //!
-//! The controller does not copy health into DescribeTasks on this branch (another part of
-//! issue 9 does), so health is read where the agent reports it from: its task record
-//! (`<data dir>/tasks/<task id>.json`, the state it sends the controller).
+//! Every transition is sampled where the agent reports it from, its task record
+//! (`<data dir>/tasks/<task id>.json`, the state it sends the controller), so none is missed
+//! between two DescribeTasks; DescribeTasks is checked to show the same container and task
+//! health.
 
 use berth_agent::runtime::containerd::Containerd;
 use berth_agent::runtime::Runtime;
@@ -136,6 +137,22 @@ fn health_checks_decide_health_and_kill_hanging_checks() {
         "{:#}",
         rec["state"]
     );
+    let shown = |container: &str, want: &str| {
+        wait_for(
+            &format!("DescribeTasks: {container} and the task {want}"),
+            T,
+            || {
+                let t = c.task(&arn);
+                let app = t["containers"]
+                    .as_array()?
+                    .iter()
+                    .find(|x| x["name"] == container)?
+                    .clone();
+                (app["healthStatus"] == want && t["healthStatus"] == want).then_some(())
+            },
+        )
+    };
+    shown("app", "HEALTHY");
     wait_for("late HEALTHY", T, || {
         let rec = record(&c, &task_id)?;
         observe(&rec);
@@ -158,6 +175,7 @@ fn health_checks_decide_health_and_kill_hanging_checks() {
         (health(&rec, "app").0 == "UNHEALTHY").then_some(rec)
     });
     assert_eq!(rec["state"]["healthStatus"], "UNHEALTHY");
+    shown("app", "UNHEALTHY");
     assert_eq!(c.task(&arn)["lastStatus"], "RUNNING");
 
     assert_eq!(seen["app"], ["UNKNOWN", "HEALTHY", "UNHEALTHY"], "{seen:?}");

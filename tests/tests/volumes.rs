@@ -98,6 +98,8 @@ fn start(tag: &str, allowed: &Path) -> Cluster {
         &[
             ("BERTH_ALLOWED_HOST_PATHS", allowed.as_str()),
             ("BERTH_NFS_VOLUMES", "fs-mapped=127.0.0.1:/srv/nfs,vers=4"),
+            // Logs are read after a task stops; the volumes' removal is awaited (assert_cleaned).
+            ("BERTH_TASK_CLEANUP_WAIT", "20s"),
         ],
     )
 }
@@ -266,11 +268,39 @@ fn host_volumes_only_under_the_allowed_paths() {
     // created, with the reason naming the option; nothing is created.
     std::fs::create_dir_all(&outside).unwrap();
     std::os::unix::fs::symlink(&outside, allowed.join("escape")).unwrap();
-    for given in [
-        outside.join("new"),
-        allowed.join("../outside/new"),
-        allowed.join("escape/new"),
-    ] {
+    // A `..` never reaches the agent: registration refuses it, naming the field.
+    let dotdot = allowed.join("../outside/new");
+    let file = c.dir.join("td-vol-dotdot.json");
+    std::fs::write(
+        &file,
+        td(
+            "vol-refused",
+            &[container(
+                "app",
+                true,
+                "true",
+                r#","mountPoints":[{"sourceVolume":"h","containerPath":"/host"}]"#,
+            )],
+            &format!(
+                r#"[{{"name":"h","host":{{"sourcePath":"{}"}}}}]"#,
+                dotdot.display()
+            ),
+        ),
+    )
+    .unwrap();
+    let out = c.berth(&[
+        "register-task-definition",
+        "--cli-input-json",
+        &format!("file://{}", file.display()),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("ClientException")
+            && err.contains("volumes[0].host.sourcePath"),
+        "{err}"
+    );
+    for given in [outside.join("new"), allowed.join("escape/new")] {
         let (arn, t) = run_and_stop(
             &c,
             &td(
@@ -302,26 +332,37 @@ fn host_volumes_only_under_the_allowed_paths() {
         assert_cleaned(&c, &arn);
     }
 
-    // EFS without an NFS mapping for its file system: refused by name.
-    let (_, t) = run_and_stop(
-        &c,
-        &td(
-            "vol-efs",
-            &[container(
-                "app",
-                true,
-                "true",
-                r#","mountPoints":[{"sourceVolume":"shared","containerPath":"/efs"}]"#,
-            )],
-            r#"[{"name":"shared","efsVolumeConfiguration":{"fileSystemId":"fs-0123abcd","rootDirectory":"/app"}}]"#,
-        ),
+    // EFS without an NFS mapping for its file system: no agent can run it, so RunTask places
+    // it nowhere and says why (the attribute --nfs-volume advertises); the agent's own refusal
+    // by name, for a task that reaches it anyway, is volumes::tests.
+    let td_arn = c.register(&td(
+        "vol-efs",
+        &[container(
+            "app",
+            true,
+            "true",
+            r#","mountPoints":[{"sourceVolume":"shared","containerPath":"/efs"}]"#,
+        )],
+        r#"[{"name":"shared","efsVolumeConfiguration":{"fileSystemId":"fs-0123abcd","rootDirectory":"/app"}}]"#,
+    ));
+    let v = c.json(&[
+        "run-task",
+        "--cluster",
+        &c.name,
+        "--task-definition",
+        &td_arn,
+    ]);
+    assert_eq!(v["tasks"].as_array().map(Vec::len), Some(0), "{v}");
+    assert_eq!(v["failures"][0]["reason"], "ATTRIBUTE", "{v}");
+    assert!(
+        v["failures"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("berth.nfs.fs-0123abcd")),
+        "{v}"
     );
-    assert_eq!(
-        t["stoppedReason"],
-        "ResourceInitializationError: volume shared: efsVolumeConfiguration fileSystemId fs-0123abcd is not mapped to NFS on this agent (--nfs-volume)",
-        "{t}"
-    );
-    assert!(c.containerd_containers().is_empty());
+    wait_for("the containers removed after the cleanup wait", T, || {
+        c.containerd_containers().is_empty().then_some(())
+    });
 }
 
 #[test]
@@ -401,5 +442,7 @@ fn environment_files_reach_the_container() {
         .as_str(),
         "{t}"
     );
-    assert!(c.containerd_containers().is_empty());
+    wait_for("the containers removed after the cleanup wait", T, || {
+        c.containerd_containers().is_empty().then_some(())
+    });
 }
