@@ -351,7 +351,7 @@ fn failures_omit_an_empty_detail() {
 
 /// The unsupported fields tests/fixtures/every-field-task-definition.json sets, as the error
 /// names them (the table in controller/src/service/fields.rs).
-const EVERY_FIELD_REFUSED: [&str; 9] = [
+const EVERY_FIELD_REFUSED: [&str; 15] = [
     "proxyConfiguration",
     "inferenceAccelerators",
     "enableFaultInjection",
@@ -359,6 +359,12 @@ const EVERY_FIELD_REFUSED: [&str; 9] = [
     "containerDefinitions[0].firelensConfiguration",
     "containerDefinitions[0].credentialSpecs",
     "volumes[3].s3filesVolumeConfiguration",
+    "volumes[1].dockerVolumeConfiguration.driverOpts",
+    "volumes[1].dockerVolumeConfiguration.labels",
+    "volumes[2].efsVolumeConfiguration.transitEncryption",
+    "volumes[2].efsVolumeConfiguration.transitEncryptionPort",
+    "volumes[2].efsVolumeConfiguration.authorizationConfig.accessPointId",
+    "volumes[2].efsVolumeConfiguration.authorizationConfig.iam",
     "volumes[4].fsxWindowsFileServerVolumeConfiguration",
     "volumes[5].configuredAtLaunch",
 ];
@@ -420,8 +426,12 @@ fn every_field_task_definition_registers_but_for_the_unsupported() {
         let (parent, key) = path.rsplit_once('.').unwrap_or(("", path));
         let mut at = &mut td;
         for seg in parent.split('.').filter(|s| !s.is_empty()) {
-            let (name, index) = seg.split_once('[').unwrap();
-            at = &mut at[name][index.trim_end_matches(']').parse::<usize>().unwrap()];
+            at = match seg.split_once('[') {
+                Some((name, index)) => {
+                    &mut at[name][index.trim_end_matches(']').parse::<usize>().unwrap()]
+                }
+                None => &mut at[seg],
+            };
         }
         at.as_object_mut().unwrap().remove(key).unwrap();
     }

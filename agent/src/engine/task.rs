@@ -1770,7 +1770,8 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             }
         };
         let rebooted = status.is_none() && self.gone_at_reboot.remove(name);
-        if !oom && self.should_restart(name, status) && self.restart(name).await {
+        // As ECS's RestartTracker: the exit code and the time it ran decide, an OOM kill too.
+        if self.should_restart(name, status) && self.restart(name).await {
             return;
         }
         let Some(c) = self.container(name) else {
@@ -1890,11 +1891,17 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             c.restart_count += 1;
             c.finished_at = now();
             c.started_at = now();
+            // A new process: its health is undecided again, its startPeriod counts anew.
+            if c.health_status.is_some() {
+                c.health_status = Some(berth_proto::status::HealthStatus::Unknown.into());
+                c.health_output = None;
+            }
             c.restart_count
         } else {
             0
         };
         info!(container = %name, restart_count = count, "container restarted (restartPolicy)");
+        self.update_task_health();
         self.publish();
         self.watch(name, &cid);
         true

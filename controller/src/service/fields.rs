@@ -94,7 +94,7 @@ pub const FIELDS: &[Field] = &[
     f(Reg, "cpu", Applied, "the task cgroup's CPU quota; \"1 vCPU\" forms accepted"),
     f(Reg, "memory", Applied, "the task cgroup's memory limit; \"2 GB\" forms accepted"),
     f(Reg, "tags", Recorded, "stored with the task definition"),
-    f(Reg, "pidMode", Applied, "task: one PID namespace for the task's containers; host: the host's; FARGATE takes task only"),
+    f(Reg, "pidMode", Applied, "task: one PID namespace for the task's containers, held by the first started (no pause container: when it exits, the others' processes end); host: the host's; FARGATE takes task only"),
     f(Reg, "ipcMode", Applied, "task: one IPC namespace for the task's containers; host: the host's; none: private to each container; not with FARGATE"),
     f(Reg, "proxyConfiguration", Unsupported, "App Mesh proxies"),
     f(Reg, "inferenceAccelerators", Unsupported, "Elastic Inference accelerators"),
@@ -117,12 +117,12 @@ pub const FIELDS: &[Field] = &[
     f(Reg, "containerDefinitions.environment", Applied, ""),
     f(Reg, "containerDefinitions.environmentFiles", Applied, "Berth's type file: an absolute host path under the agent's --allowed-host-paths, read when the container starts (environment wins); ECS's type s3 is refused; at most 10"),
     f(Reg, "containerDefinitions.mountPoints", Applied, "sourceVolume names a volume of the task, containerPath absolute; readOnly enforced"),
-    f(Reg, "containerDefinitions.volumesFrom", Applied, "the named container's mount points, readOnly honoured; that container starts first"),
+    f(Reg, "containerDefinitions.volumesFrom", Applied, "the named container's mount points, readOnly honoured (no start order: add a dependsOn where one is needed)"),
     f(Reg, "containerDefinitions.linuxParameters", Applied, "capabilities add/drop (ECS's names, no CAP_ prefix), devices, initProcessEnabled (the agent's init as PID 1), sharedMemorySize, tmpfs, maxSwap (absent: the host's setting) and swappiness (with maxSwap); what FARGATE refuses is refused for FARGATE definitions"),
     f(Reg, "containerDefinitions.secrets", Applied, "valueFrom's form checked at registration; resolved when the task starts (Secrets Manager and SSM ARNs matched by name) and injected into the environment"),
     f(Reg, "containerDefinitions.dependsOn", Applied, "START, COMPLETE, SUCCESS (not on essential containers), HEALTHY (needs a healthCheck) order the starts, shutdown in reverse; a condition that can no longer be met stops the task with TaskDependencyError; cycles (with links and volumesFrom) refused at registration"),
     f(Reg, "containerDefinitions.startTimeout", Applied, "how long containers that depend on this one wait for its condition (then TaskDependencyError); 2-120 s for FARGATE"),
-    f(Reg, "containerDefinitions.stopTimeout", Applied, "SIGKILL this long after SIGTERM (or the image's STOPSIGNAL); absent: the agent's --stop-timeout (30 s); 2-120 s for FARGATE"),
+    f(Reg, "containerDefinitions.stopTimeout", Applied, "SIGKILL this long after SIGTERM (or the image's STOPSIGNAL); absent: the agent's --container-stop-timeout (30 s); 2-120 s for FARGATE"),
     f(Reg, "containerDefinitions.versionConsistency", Recorded, "ECS pins a service's image tag to a digest; Berth runs the image its store holds"),
     f(Reg, "containerDefinitions.hostname", Applied, "refused in awsvpc network mode, as ECS does"),
     f(Reg, "containerDefinitions.user", Applied, "uid, uid:gid, user or user:group; names resolved from the image's /etc/passwd and /etc/group"),
@@ -148,8 +148,20 @@ pub const FIELDS: &[Field] = &[
     // RegisterTaskDefinition: each volume.
     f(Reg, "volumes.name", Applied, "what mountPoints.sourceVolume names"),
     f(Reg, "volumes.host", Applied, "sourcePath: a bind mount of that host path, only under the agent's --allowed-host-paths; no sourcePath: a task-scoped volume"),
-    f(Reg, "volumes.dockerVolumeConfiguration", Applied, "driver local: a volume the agent makes (scope task: removed with the task; shared: kept, autoprovision); another driver only where the agent's --nfs-volume maps the volume, else the task stops with ResourceInitializationError"),
-    f(Reg, "volumes.efsVolumeConfiguration", Applied, "mounted as NFS where the agent's --nfs-volume maps the fileSystemId, else the task stops with ResourceInitializationError"),
+    f(Reg, "volumes.dockerVolumeConfiguration", Applied, "driver local: a volume the agent makes (scope task: removed with the task; shared: kept, autoprovision); another driver only where the agent's --nfs-volume maps the volume (RunTask places the task only there)"),
+    f(Reg, "volumes.efsVolumeConfiguration", Applied, "mounted as NFS where the agent's --nfs-volume maps the fileSystemId (RunTask places the task only there)"),
+    f(Reg, "volumes.dockerVolumeConfiguration.driverOpts", Unsupported, "driver options: a volume is a directory the agent makes or the NFS export its --nfs-volume maps"),
+    f(Reg, "volumes.dockerVolumeConfiguration.labels", Unsupported, "volume labels: Berth's volumes are directories"),
+    Field {
+        off: Some("DISABLED"),
+        ..f(Reg, "volumes.efsVolumeConfiguration.transitEncryption", Unsupported, "EFS TLS: an EFS volume is a plain NFS mount, DISABLED is accepted")
+    },
+    f(Reg, "volumes.efsVolumeConfiguration.transitEncryptionPort", Unsupported, "EFS TLS: an EFS volume is a plain NFS mount"),
+    f(Reg, "volumes.efsVolumeConfiguration.authorizationConfig.accessPointId", Unsupported, "EFS access points: an EFS volume is a plain NFS mount"),
+    Field {
+        off: Some("DISABLED"),
+        ..f(Reg, "volumes.efsVolumeConfiguration.authorizationConfig.iam", Unsupported, "EFS IAM authorization: no IAM on premises, DISABLED is accepted")
+    },
     f(Reg, "volumes.s3filesVolumeConfiguration", Unsupported, "S3 Files volumes"),
     f(Reg, "volumes.fsxWindowsFileServerVolumeConfiguration", Unsupported, "FSx for Windows File Server volumes"),
     f(Reg, "volumes.configuredAtLaunch", Unsupported, "EBS volumes configured at launch"),
@@ -242,15 +254,17 @@ fn occurrences<'a>(
     }
 }
 
-/// Whether a value asks for something: `false`, empty lists, empty strings and the field's
-/// "off" value do not.
+/// Whether a value asks for something: `false`, empty lists, empty maps, empty strings and the
+/// field's "off" value do not.
 fn is_set(v: &Value, off: Option<&str>) -> bool {
     match v {
         Value::Null => false,
         Value::Bool(b) => *b,
         Value::Array(a) => !a.is_empty(),
         Value::String(s) => !s.is_empty() && off != Some(s.as_str()),
-        Value::Number(_) | Value::Object(_) => true,
+        // Maps (driverOpts, labels) always encode, empty when not given.
+        Value::Object(o) => !o.is_empty(),
+        Value::Number(_) => true,
     }
 }
 

@@ -353,3 +353,26 @@ async fn task_secret_refs_name_the_instance_and_the_references() {
     let unknown = berth_proto::arn::task("default", "00000000000000000000000000000000");
     assert!(c.task_secret_refs(&unknown).await.is_none());
 }
+
+/// Issue 9: a task with an EFS volume or a docker volume of another driver than local is placed
+/// only where an agent maps it to NFS (the attribute `berth.nfs.<key>` its --nfs-volume
+/// advertises); local and task-scoped volumes need nothing.
+#[test]
+fn nfs_volumes_require_the_agents_mapping_attribute() {
+    let td: TaskDefinition = serde_json::from_str(
+        r#"{"family":"f","containerDefinitions":[{"name":"a","image":"i"}],"volumes":[
+          {"name":"scratch"},
+          {"name":"local","dockerVolumeConfiguration":{"driver":"local","scope":"task"}},
+          {"name":"shared","efsVolumeConfiguration":{"fileSystemId":"fs-0123abcd"}},
+          {"name":"data","dockerVolumeConfiguration":{"driver":"rexray/ebs","scope":"shared"}}]}"#,
+    )
+    .unwrap();
+    let got = crate::service::tasks::required_attributes(&td, &td.container_definitions).unwrap();
+    assert_eq!(
+        got,
+        vec![
+            ("berth.nfs.fs-0123abcd".to_string(), None),
+            ("berth.nfs.data".to_string(), None)
+        ]
+    );
+}

@@ -193,9 +193,27 @@ pub(crate) fn required_attributes(
             out.push(("ecs.os-family".into(), Some(family.into())));
         }
     }
+    // Issue 9: a volume the agent mounts as NFS needs an agent that maps it (--nfs-volume
+    // advertises berth.nfs.<key>): the EFS fileSystemId, or a docker volume's name when its
+    // driver is not local.
+    for v in &td.volumes {
+        if let Some(e) = &v.efs_volume_configuration {
+            out.push((format!("{NFS_ATTRIBUTE_PREFIX}{}", e.file_system_id), None));
+        } else if let Some(d) = &v.docker_volume_configuration {
+            if d.driver
+                .as_deref()
+                .is_some_and(|d| !d.is_empty() && d != "local")
+            {
+                out.push((format!("{NFS_ATTRIBUTE_PREFIX}{}", v.name), None));
+            }
+        }
+    }
     out.dedup();
     Ok(out)
 }
+
+/// The attribute an agent advertises for each NFS export it maps (`--nfs-volume KEY=…`).
+pub(crate) const NFS_ATTRIBUTE_PREFIX: &str = "berth.nfs.";
 
 /// A placement refusal as a RunTask/StartTask failure.
 fn failure(r: scheduler::Refusal) -> Failure {

@@ -360,7 +360,7 @@ mod registration {
     }
 
     /// The unsupported fields the fixture sets, as the error names them.
-    const REFUSED: [&str; 9] = [
+    const REFUSED: [&str; 15] = [
         "proxyConfiguration",
         "inferenceAccelerators",
         "enableFaultInjection",
@@ -368,6 +368,12 @@ mod registration {
         "containerDefinitions[0].firelensConfiguration",
         "containerDefinitions[0].credentialSpecs",
         "volumes[3].s3filesVolumeConfiguration",
+        "volumes[1].dockerVolumeConfiguration.driverOpts",
+        "volumes[1].dockerVolumeConfiguration.labels",
+        "volumes[2].efsVolumeConfiguration.transitEncryption",
+        "volumes[2].efsVolumeConfiguration.transitEncryptionPort",
+        "volumes[2].efsVolumeConfiguration.authorizationConfig.accessPointId",
+        "volumes[2].efsVolumeConfiguration.authorizationConfig.iam",
         "volumes[4].fsxWindowsFileServerVolumeConfiguration",
         "volumes[5].configuredAtLaunch",
     ];
@@ -381,9 +387,13 @@ mod registration {
             };
             let mut at = &mut v;
             for seg in parent.split('.').filter(|s| !s.is_empty()) {
-                let (name, index) = seg.split_once('[').unwrap();
-                let index: usize = index.trim_end_matches(']').parse().unwrap();
-                at = &mut at[name][index];
+                at = match seg.split_once('[') {
+                    Some((name, index)) => {
+                        let index: usize = index.trim_end_matches(']').parse().unwrap();
+                        &mut at[name][index]
+                    }
+                    None => &mut at[seg],
+                };
             }
             at.as_object_mut().unwrap().remove(key).unwrap();
         }

@@ -306,7 +306,7 @@ fn volumes_and_mount_points_follow_ecs() {
     assert!(with_volumes(
         r#"{"name":"scratch"},{"name":"data","host":{"sourcePath":"/srv/data"}},{"name":"tmp","host":{}},
            {"name":"dv","dockerVolumeConfiguration":{"scope":"shared","autoprovision":true,"driver":"local"}},
-           {"name":"efs","efsVolumeConfiguration":{"fileSystemId":"fs-1","transitEncryption":"ENABLED","authorizationConfig":{"accessPointId":"fsap-1","iam":"ENABLED"}}}"#,
+           {"name":"efs","efsVolumeConfiguration":{"fileSystemId":"fs-1","rootDirectory":"/app","transitEncryption":"DISABLED","authorizationConfig":{"iam":"DISABLED"}}}"#,
         r#","mountPoints":[{"sourceVolume":"scratch","containerPath":"/s"},{"sourceVolume":"data","containerPath":"/d","readOnly":true}]"#,
     )
     .is_ok());
@@ -342,9 +342,9 @@ fn volumes_and_mount_points_follow_ecs() {
             "authorizationConfig.iam: ENABLED needs transitEncryption ENABLED",
         ),
         (
-            r#"{"name":"v","efsVolumeConfiguration":{"fileSystemId":"fs-1","rootDirectory":"/x","transitEncryption":"ENABLED","authorizationConfig":{"accessPointId":"fsap-1"}}}"#,
+            r#"{"name":"v","efsVolumeConfiguration":{"fileSystemId":"fs-1","authorizationConfig":{"accessPointId":"fsap-1"}}}"#,
             "",
-            "efsVolumeConfiguration.rootDirectory",
+            "authorizationConfig.accessPointId: an access point needs transitEncryption ENABLED",
         ),
         (
             r#"{"name":"v"}"#,
