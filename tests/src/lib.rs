@@ -686,26 +686,25 @@ impl Cluster {
     /// Runs `berth ARGS...` (ARGS naming the service) against this controller, with the admin
     /// key's credentials file and these extra environment variables.
     pub fn berth_with(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
-        let mut cmd = Command::new(bin("berth"));
-        for v in [
-            "BERTH_ACCESS_KEY_ID",
-            "BERTH_SECRET_ACCESS_KEY",
-            "BERTH_SESSION_TOKEN",
-            "BERTH_PROFILE",
-        ] {
-            cmd.env_remove(v);
-        }
-        if self.tls {
-            cmd.env("BERTH_CA_BUNDLE", self.ca_file());
-        }
-        cmd.env("BERTH_SHARED_CREDENTIALS_FILE", self.admin_credentials())
+        self.berth_command()
             .envs(env.iter().copied())
-            .arg("--endpoint-url")
-            .arg(&self.endpoint)
             .args(args)
             .current_dir(&self.dir)
             .output()
             .expect("running berth")
+    }
+
+    /// RegisterTaskDefinition of `json` that the controller must refuse: its error output.
+    pub fn register_refused(&self, json: &str) -> String {
+        let file = self.dir.join(format!(
+            "td-{}.json",
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&file, json).expect("writing task definition");
+        let arg = format!("file://{}", file.display());
+        let out = self.berth(&["register-task-definition", "--cli-input-json", &arg]);
+        assert!(!out.status.success(), "registered: {json}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     /// Runs `berth SERVICE ARGS...` (ssm, secretsmanager, iam…) against this controller.

@@ -264,23 +264,11 @@ fn init_stops_at_once_and_options_that_cannot_apply_are_refused() {
     }
     // A net.* sysctl with the host's network never reaches the agent: registration refuses it,
     // naming the field (the agent refuses it too: spec::tests).
-    let file = c.dir.join("td-opts-sysctl.json");
-    std::fs::write(
-        &file,
-        format!(
-            r#"{{"family":"opts-bad","networkMode":"host","containerDefinitions":[{{"name":"x","image":"{IMAGE}","memory":64,"command":["true"],"systemControls":[{{"namespace":"net.core.somaxconn","value":"10"}}]}}]}}"#
-        ),
-    )
-    .unwrap();
-    let out = c.berth(&[
-        "register-task-definition",
-        "--cli-input-json",
-        &format!("file://{}", file.display()),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = c.register_refused(&format!(
+        r#"{{"family":"opts-bad","networkMode":"host","containerDefinitions":[{{"name":"x","image":"{IMAGE}","memory":64,"command":["true"],"systemControls":[{{"namespace":"net.core.somaxconn","value":"10"}}]}}]}}"#
+    ));
     assert!(
-        !out.status.success()
-            && err.contains("ClientException")
+        err.contains("ClientException")
             && err.contains("systemControls")
             && err.contains("net.core.somaxconn"),
         "{err}"

@@ -53,12 +53,7 @@ impl Controller {
         req: DescribeTaskStatsRequest,
     ) -> Result<DescribeTaskStatsResponse, EcsError> {
         let name = cluster_name(req.cluster.as_deref())?;
-        if req.tasks.is_empty() {
-            return Err(EcsError::invalid("tasks: give at least one task id or ARN"));
-        }
-        if req.tasks.len() > 100 {
-            return Err(EcsError::invalid("tasks: at most 100 tasks per call"));
-        }
+        super::tasks::check_task_list(&req.tasks)?;
         let st = self.state.lock().await;
         let cluster_arn = st.active_cluster(&name)?.cluster_arn.clone();
         let stats = self

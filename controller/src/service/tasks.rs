@@ -215,6 +215,17 @@ pub(crate) fn required_attributes(
 /// The attribute an agent advertises for each NFS export it maps (`--nfs-volume KEY=…`).
 pub(crate) const NFS_ATTRIBUTE_PREFIX: &str = "berth.nfs.";
 
+/// The `tasks` of DescribeTasks (and Berth's DescribeTaskStats): 1-100 ids or ARNs.
+pub(crate) fn check_task_list(tasks: &[String]) -> Result<(), EcsError> {
+    if tasks.is_empty() {
+        return Err(EcsError::invalid("tasks: give at least one task id or ARN"));
+    }
+    if tasks.len() > 100 {
+        return Err(EcsError::invalid("tasks: at most 100 tasks per call"));
+    }
+    Ok(())
+}
+
 /// A placement refusal as a RunTask/StartTask failure.
 fn failure(r: scheduler::Refusal) -> Failure {
     Failure {
@@ -846,12 +857,7 @@ impl Controller {
         req: DescribeTasksRequest,
     ) -> Result<DescribeTasksResponse, EcsError> {
         let name = cluster_name(req.cluster.as_deref())?;
-        if req.tasks.is_empty() {
-            return Err(EcsError::invalid("tasks: give at least one task id or ARN"));
-        }
-        if req.tasks.len() > 100 {
-            return Err(EcsError::invalid("tasks: at most 100 tasks per call"));
-        }
+        check_task_list(&req.tasks)?;
         let st = self.state.lock().await;
         let cluster_arn = st.active_cluster(&name)?.cluster_arn.clone();
         let mut out = DescribeTasksResponse::default();
