@@ -435,6 +435,11 @@ fn every_field_task_definition_registers_but_for_the_unsupported() {
         }
         at.as_object_mut().unwrap().remove(key).unwrap();
     }
+    // authorizationConfig held only refused members: nothing of it is left to register.
+    td["volumes"][2]["efsVolumeConfiguration"]
+        .as_object_mut()
+        .unwrap()
+        .remove("authorizationConfig");
     // The fixture is awsvpc, where ECS refuses a container's hostname, extraHosts (the task
     // has one namespace) and links (bridge mode only): refused by name, then registered
     // without them.
