@@ -14,7 +14,10 @@
 #   2. cgroup v2 limits as runc and ECS set them, an OOM kill read from memory.events, and no
 #      cgroup left after cleanup;
 #   3. restarting, SIGKILLing and stopping berth-agent leaves the containers running, same pids;
-#   4. restarting containerd leaves them running and the agent reconnects;
+#   4. restarting containerd leaves them running and the agent reconnects; then NFS volumes
+#      (an EFS volume and a docker volume of another driver, mapped with BERTH_NFS_VOLUMES to
+#      the guest's own NFS exports) are mounted, written through, read-only where asked, and
+#      unmounted after the cleanup wait with the exports' files kept;
 #   5. a reboot: the units come back by themselves, the controller keeps every object, the
 #      tasks that did not survive are reported STOPPED with a reason saying so.
 # Each check prints "ok" or "FAIL"; the phases print their times; the last line is
@@ -441,6 +444,62 @@ check "…the agent reconnected without restarting (same MainPID:NRestarts)" is 
 # Every task but the web app is stopped and cleaned up.
 only_web_left() { is "task cgroups" "$(tid "$web")" guest "find /sys/fs/cgroup/berth -mindepth 1 -maxdepth 1 -type d -printf '%f\\n'"; }
 check "…and only the web app's cgroup is left under the parent" wait_for 60 only_web_left
+
+phase "scenario 4b: NFS volumes (an export of the guest itself)"
+# Issue 9: an efsVolumeConfiguration (keyed by its fileSystemId) and a docker volume of a
+# non-local driver (keyed by its name) are NFS mounts when the agent maps them (--nfs-volume).
+# The guest's own nfs-kernel-server exports two directories to the guest's address.
+check "the guest exports /srv/nfs/efs and /srv/nfs/docker over NFS" guest 'set -e
+mkdir -p /srv/nfs/efs/data /srv/nfs/docker
+echo seeded-on-the-server > /srv/nfs/efs/data/seed
+opts="rw,sync,no_subtree_check,no_root_squash"
+printf "/srv/nfs/efs 10.0.2.15($opts)\n/srv/nfs/docker 10.0.2.15($opts)\n" > /etc/exports
+systemctl restart nfs-server
+exportfs -v | grep -q /srv/nfs/docker'
+nfs_agent0=$(main_pid berth-agent)
+# The operator's settings in agent.conf (install.sh keeps them); a short cleanup wait, so the
+# stopped task's mounts go within the tier.
+check "agent.conf maps both keys to the exports (BERTH_NFS_VOLUMES) and the agent restarts" guest 'set -e
+printf "BERTH_NFS_VOLUMES=fs-0123456789abcdef0=10.0.2.15:/srv/nfs/efs;scratch=10.0.2.15:/srv/nfs/docker\nBERTH_TASK_CLEANUP_WAIT=5s\n" >> /etc/berth/agent.conf
+systemctl restart berth-agent'
+check "…a new agent process runs" wait_for 60 replaced berth-agent "$nfs_agent0"
+nfs_attribute() {
+  b ecs describe-container-instances --cluster "$cluster" --container-instances "$instance" --output json |
+    grep -q '"berth.nfs.fs-0123456789abcdef0"'
+}
+check "…and rejoins advertising attribute berth.nfs.fs-0123456789abcdef0" wait_for 120 nfs_attribute
+cat >"$run/nfs.json" <<'JSON'
+{"family": "nfs", "networkMode": "none",
+ "volumes": [
+   {"name": "efs", "efsVolumeConfiguration": {"fileSystemId": "fs-0123456789abcdef0", "rootDirectory": "/data"}},
+   {"name": "scratch", "dockerVolumeConfiguration": {"scope": "task", "driver": "rexray/efs"}}],
+ "containerDefinitions": [
+   {"name": "writer", "image": "localhost/web-app:latest", "memory": 32, "essential": false,
+    "command": ["sh", "-c", "grep -q seeded-on-the-server /mnt/efs/seed && echo from-the-task > /mnt/efs/written && echo scratch > /mnt/scratch/written"],
+    "mountPoints": [{"sourceVolume": "efs", "containerPath": "/mnt/efs"},
+                    {"sourceVolume": "scratch", "containerPath": "/mnt/scratch"}]},
+   {"name": "reader", "image": "localhost/web-app:latest", "memory": 32, "essential": true,
+    "dependsOn": [{"containerName": "writer", "condition": "SUCCESS"}],
+    "command": ["sh", "-c", "grep -q from-the-task /mnt/efs/written || exit 2; if touch /mnt/efs/read-only; then exit 3; fi; exec sleep 100000"],
+    "mountPoints": [{"sourceVolume": "efs", "containerPath": "/mnt/efs", "readOnly": true}]}]}
+JSON
+nfs=$(run_task "$(register "file://$run/nfs.json")") || fatal "run-task nfs"
+check "the NFS task is RUNNING (its writer read the server's file and exited 0)" wait_for 240 task_is "$nfs" RUNNING
+check "…the writer exited 0" is exitCode 0 task_field "$nfs" "containers[?name=='writer'] | [0].exitCode"
+check "…its file reached the EFS export's rootDirectory on the server" \
+  is file from-the-task guest cat /srv/nfs/efs/data/written
+check "…and the docker volume's export" is file scratch guest cat /srv/nfs/docker/written
+nfs_mounts() { guest "awk '\$3 ~ /^nfs/ && \$2 ~ /$(tid "$nfs")/ { print \$1 }' /proc/mounts | sort | tr '\n' ' '"; }
+check "…both are NFS mounts of the task's volumes on the guest" \
+  is mounts "10.0.2.15:/srv/nfs/docker 10.0.2.15:/srv/nfs/efs/data " nfs_mounts
+check "…the readOnly mount point refused the reader's write" guest '[ ! -e /srv/nfs/efs/data/read-only ]'
+check "stop-task nfs" b ecs stop-task --cluster "$cluster" --task "$nfs" --reason "vm tier: NFS checked"
+check "…and it stops" wait_for 180 task_is "$nfs" STOPPED
+no_nfs_mounts() { is mounts "" nfs_mounts; }
+check "…after the cleanup wait its NFS mounts are gone" wait_for 120 no_nfs_mounts
+check "…and the exports keep their files (unmounted, never deleted through the mount)" \
+  guest 'grep -q from-the-task /srv/nfs/efs/data/written && grep -q scratch /srv/nfs/docker/written && [ -f /srv/nfs/efs/data/seed ]'
+check "…and the web-app is still RUNNING" web_running
 
 phase "scenario 5: reboot"
 sorted() { "$@" | tr '\t' '\n' | sort; }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or finds in its cache) the VM that scripts/test-vm.sh boots: Debian 12 (bookworm) with
 # systemd as PID 1, only cgroup v2 (the kernel command line test-vm.sh gives), containerd, runc,
-# busybox-static and an ssh server that lets in the key made here, plus Debian's kernel and a
+# busybox-static, tini, an NFS server and an ssh server that lets in the key made here, plus Debian's kernel and a
 # busybox initramfs that loads its virtio and ext4 modules. Recipe and pitfalls:
 # ../shared/notes/runtime.md ("A real Debian VM on these machines"). As root.
 #   scripts/vm-image.sh [CACHE]     (default CACHE: $BERTH_VM_CACHE or /var/cache/berth-vm)
@@ -61,9 +61,10 @@ cd "$work"
 echo "$me: building the bookworm image ($release) from $mirror (about 2 minutes)" >&2
 # minbase + kmod (overlay must load, or containerd cannot mount snapshots), udev, systemd as init,
 # containerd + runc, busybox-static (the tasks' image and the initramfs), and an ssh server for
-# test-vm.sh to drive the guest through a forwarded loopback port.
+# test-vm.sh to drive the guest through a forwarded loopback port; an NFS server (and the client,
+# nfs-common) for the agent's NFS volumes to mount an export of the guest itself.
 if ! timeout 1200 debootstrap --variant=minbase \
-  --include=systemd-sysv,udev,kmod,procps,containerd,runc,busybox-static,tini,openssh-server,nftables,iproute2 \
+  --include=systemd-sysv,udev,kmod,procps,containerd,runc,busybox-static,tini,openssh-server,nftables,iproute2,nfs-kernel-server,nfs-common \
   bookworm ROOT "$mirror" >debootstrap.log 2>&1; then
   tail -20 debootstrap.log >&2
   echo "$me: debootstrap failed (log above)" >&2
