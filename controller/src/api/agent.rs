@@ -604,6 +604,11 @@ async fn read(
                 };
                 exec.deliver(&instance, exec_link, &m.session_id, event);
             }
+            // Issue 10: the log store lands with its own change; until then a batch (which no
+            // agent sends yet) is not acknowledged, so the agent keeps it.
+            Some(FromAgent::LogBatch(b)) => {
+                warn!(group = %b.log_group_name, stream = %b.log_stream_name, "log batch received; this controller has no log store yet, not acknowledged");
+            }
             Some(FromAgent::Heartbeat(_)) | Some(FromAgent::Hello(_)) | None => {}
         }
     }
