@@ -182,6 +182,10 @@ fn an_unhealthy_dependency_is_given_up_on_at_its_start_timeout() {
     // waits.
     let rec = wait_for("web UNHEALTHY", T, || {
         let r = record(&c, &arn)?;
+        assert!(
+            r["state"]["stoppedReason"].is_null(),
+            "stopped before web was UNHEALTHY: {r}"
+        );
         (rec_container(&r, "web")["healthStatus"] == "UNHEALTHY").then_some(r)
     });
     assert_eq!(rec_container(&rec, "web")["healthOutput"], "broken\n");
@@ -282,6 +286,8 @@ fn unhealthy_after_exactly_retries_consecutive_failures() {
             .ok()
     };
     let mut statuses = Vec::new();
+    // healthCheckedAt after each run: ECS's statusSince, when the status last changed.
+    let mut since = Vec::new();
     for n in 1..=expected.len() as u32 {
         // Run n waits at its gate: run n-1's result is the last the agent can have.
         wait_for(&format!("check run {n} to start"), T, || {
@@ -293,11 +299,9 @@ fn unhealthy_after_exactly_retries_consecutive_failures() {
                 (rec_container(&r, "main")["healthOutput"] == format!("run {}\n", n - 1))
                     .then_some(r)
             });
-            let status = rec_container(&rec, "main")["healthStatus"]
-                .as_str()
-                .unwrap_or("")
-                .to_string();
-            statuses.push(status);
+            let main = rec_container(&rec, "main");
+            statuses.push(main["healthStatus"].as_str().unwrap_or("").to_string());
+            since.push(main["healthCheckedAt"].clone());
         } else {
             let rec = record(&c, &arn).expect("the task record");
             assert_eq!(
@@ -314,13 +318,22 @@ fn unhealthy_after_exactly_retries_consecutive_failures() {
         let r = record(&c, &arn)?;
         (rec_container(&r, "main")["healthOutput"] == format!("run {last}\n")).then_some(r)
     });
-    statuses.push(
-        rec_container(&rec, "main")["healthStatus"]
-            .as_str()
-            .unwrap_or("")
-            .to_string(),
-    );
+    let main = rec_container(&rec, "main");
+    statuses.push(main["healthStatus"].as_str().unwrap_or("").to_string());
+    since.push(main["healthCheckedAt"].clone());
     assert_eq!(statuses, expected, "health after each check run");
+    // The status changes at runs 2, 8 and 9 only (the output at every run): statusSince with it.
+    for (run, pair) in since.windows(2).enumerate() {
+        let (before, after) = (&pair[0], &pair[1]);
+        let changed = expected[run] != expected[run + 1];
+        assert_eq!(
+            before != after,
+            changed,
+            "healthCheckedAt from run {} to {}: {before} → {after} ({since:?})",
+            run + 1,
+            run + 2
+        );
+    }
     c.ok(&["stop-task", "--cluster", &c.name, "--task", &arn]);
     c.wait_status(&arn, "STOPPED", T);
 }

@@ -440,9 +440,13 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         {
             return;
         }
+        // ECS's Health.statusSince: when the status last changed (the output is the last
+        // check's).
+        if c.health_status.as_deref() != Some(text.as_str()) {
+            c.health_checked_at = now();
+        }
         c.health_status = Some(text);
         c.health_output = Some(output);
-        c.health_checked_at = now();
         self.update_task_health();
         self.publish();
     }
