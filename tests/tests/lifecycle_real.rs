@@ -44,10 +44,11 @@ fn described<'a>(task: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no container {name} in {task}"))
 }
 
-/// An RFC 3339 UTC timestamp as a key that sorts as time does (fraction padded to 9 digits).
+/// An RFC 3339 UTC timestamp ("Z" or "+00:00") as a key that sorts as time does (fraction
+/// padded to 9 digits).
 fn ts(v: &Value) -> String {
     let s = v.as_str().unwrap_or_else(|| panic!("not a timestamp: {v}"));
-    let s = s.trim_end_matches('Z');
+    let s = s.strip_suffix("+00:00").unwrap_or(s).trim_end_matches('Z');
     let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
     format!("{whole}.{frac:0<9}")
 }
