@@ -341,8 +341,8 @@ fn unhealthy_after_exactly_retries_consecutive_failures() {
 
 /// RestartCount and Health in the task metadata endpoint: `main` (restartPolicy, a check that
 /// always succeeds) exits 1 after its first run outlasts restartAttemptPeriod (60 s) and is
-/// restarted; its second run reads ${ECS_CONTAINER_METADATA_URI_V4} until Health is HEALTHY and
-/// prints it. The JSON shows RestartCount 1 (what the agent's record holds) and Health with
+/// restarted; its second run reads ${ECS_CONTAINER_METADATA_URI_V4} at once (RestartCount 1
+/// already, Health UNKNOWN again), then until Health is HEALTHY, and prints it. The JSON shows RestartCount 1 (what the agent's record holds) and Health with
 /// status, statusSince and output; `/task` shows the same for main.
 #[test]
 fn metadata_shows_restart_count_and_health() {
@@ -350,7 +350,7 @@ fn metadata_shows_restart_count_and_health() {
         return;
     }
     let c = Cluster::start("real-metadata");
-    let second = "echo second run; \
+    let second = "echo second run; echo @FIRST; wget -qO- $ECS_CONTAINER_METADATA_URI_V4; echo; \
         while true; do wget -qO- $ECS_CONTAINER_METADATA_URI_V4 > /tmp/m 2>/dev/null; \
         if grep -q '\"status\":\"HEALTHY\"' /tmp/m; then break; fi; sleep 1; done; \
         echo @CONTAINER; cat /tmp/m; echo; echo @TASK; \
@@ -361,7 +361,7 @@ fn metadata_shows_restart_count_and_health() {
         r#"{{"family":"real-metadata","networkMode":"bridge","memory":"256","containerDefinitions":[
   {{"name":"main","image":"{IMAGE}","stopTimeout":2,"command":["sh","-c",{}],
     "restartPolicy":{{"enabled":true,"restartAttemptPeriod":60}},
-    "healthCheck":{{"command":["CMD-SHELL","echo all good"],"interval":5,"timeout":2,"retries":1}}}}]}}"#,
+    "healthCheck":{{"command":["CMD-SHELL","echo all good"],"interval":10,"timeout":2,"retries":1}}}}]}}"#,
         serde_json::to_string(&cmd).unwrap()
     ));
     let arn = c.run_task(&td);
@@ -384,6 +384,11 @@ fn metadata_shows_restart_count_and_health() {
         serde_json::from_str(log[from..to].trim())
             .unwrap_or_else(|e| panic!("not JSON ({e}): {log}"))
     };
+    // Read the moment it restarted: the restart is already counted and the health of the run
+    // before is gone (its first check is 10 s away).
+    let first = section("@FIRST", "@CONTAINER");
+    assert_eq!(first["RestartCount"], 1, "{first}");
+    assert_eq!(first["Health"]["status"], "UNKNOWN", "{first}");
     let own = section("@CONTAINER", "@TASK");
     let task = section("@TASK", "@END");
     let rec = record(&c, &arn).expect("the task record");
