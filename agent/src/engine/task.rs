@@ -440,9 +440,13 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         {
             return;
         }
+        // ECS's Health.statusSince: when the status last changed (the output is the last
+        // check's).
+        if c.health_status.as_deref() != Some(text.as_str()) {
+            c.health_checked_at = now();
+        }
         c.health_status = Some(text);
         c.health_output = Some(output);
-        c.health_checked_at = now();
         self.update_task_health();
         self.publish();
     }
@@ -1856,6 +1860,24 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         else {
             return false;
         };
+        // As ECS (RestartTracker.RecordRestart before the start): the restart is counted and
+        // the old process's health dropped before the new process runs, so what it reads of
+        // itself (the metadata endpoint's RestartCount and Health) is already its own.
+        let count = if let Some(c) = self.container(name) {
+            c.restart_count += 1;
+            c.finished_at = now();
+            // A new process: its health is undecided again, its startPeriod counts anew.
+            if c.health_status.is_some() {
+                c.health_status = Some(berth_proto::status::HealthStatus::Unknown.into());
+                c.health_output = None;
+                c.health_checked_at = now();
+            }
+            c.restart_count
+        } else {
+            0
+        };
+        self.update_task_health();
+        self.publish();
         // containerd holds the container's spec (the runtime reads it): only its ID, its log file
         // and whether it keeps a stdin are needed.
         let create = CreateContainer {
@@ -1887,21 +1909,10 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             return false;
         }
         self.started.insert(name.to_string(), Instant::now());
-        let count = if let Some(c) = self.container(name) {
-            c.restart_count += 1;
-            c.finished_at = now();
+        if let Some(c) = self.container(name) {
             c.started_at = now();
-            // A new process: its health is undecided again, its startPeriod counts anew.
-            if c.health_status.is_some() {
-                c.health_status = Some(berth_proto::status::HealthStatus::Unknown.into());
-                c.health_output = None;
-            }
-            c.restart_count
-        } else {
-            0
-        };
+        }
         info!(container = %name, restart_count = count, "container restarted (restartPolicy)");
-        self.update_task_health();
         self.publish();
         self.watch(name, &cid);
         true

@@ -2777,6 +2777,72 @@ async fn restart_policy_restarts_in_place_within_its_bounds() {
     assert_forward_only(&h);
 }
 
+/// ECS's Health.statusSince: healthCheckedAt moves when the status changes, not when only the
+/// check's output does (the output shown is the last check's).
+#[tokio::test(start_paused = true)]
+async fn health_checked_at_moves_with_the_status_only() {
+    let td = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+  {"name":"main","image":"i","healthCheck":{"command":["CMD","true"],"interval":300}}]}"#;
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", td));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    let health = |status, output: &str| Event::Health {
+        name: "main".into(),
+        status,
+        output: output.into(),
+    };
+    use berth_proto::status::HealthStatus::{Healthy, Unhealthy};
+    let output_is = |o: &'static str| {
+        move |c: &TaskStateChange| container(c, "main").health_output.as_deref() == Some(o)
+    };
+    send(&h, health(Healthy, "one"));
+    let first = reported(&h, output_is("one")).await;
+    let since = container(&first, "main").health_checked_at;
+    assert!(since.is_some());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    send(&h, health(Healthy, "two"));
+    let second = reported(&h, output_is("two")).await;
+    assert_eq!(container(&second, "main").health_checked_at, since);
+    send(&h, health(Unhealthy, "three"));
+    let third = reported(&h, output_is("three")).await;
+    assert_ne!(container(&third, "main").health_checked_at, since);
+}
+
+/// As ECS (RestartTracker.RecordRestart before the start), a restart is counted, and the health
+/// of the run before dropped, before the new process runs: reported while the restart is still
+/// under way, so the restarted process reads its own RestartCount and Health from the metadata
+/// endpoint.
+#[tokio::test(start_paused = true)]
+async fn a_restart_is_counted_before_the_new_process_runs() {
+    let td = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+  {"name":"main","image":"i","restartPolicy":{"enabled":true,"restartAttemptPeriod":60},
+   "healthCheck":{"command":["CMD","true"],"interval":5}}]}"#;
+    let h = harness(FakeRuntime::default());
+    h.runtime.faults.inject(
+        "restart",
+        Some("-main"),
+        Fault::Delay(Duration::from_secs(10)),
+    );
+    h.engine.apply_desired(&assignment("RUNNING", td));
+    reported(&h, |c| health_of(c, "main").as_deref() == Some("HEALTHY")).await;
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    h.runtime.exit(&format!("{ID}-main"), 1);
+    let counted = reported(&h, |c| container(c, "main").restart_count == 1).await;
+    let asked = first_call(&h, "restart", "main").expect("restarted");
+    assert!(
+        tokio::time::Instant::now() < asked + Duration::from_secs(10),
+        "counted only once the restart was done"
+    );
+    assert_eq!(health_of(&counted, "main").as_deref(), Some("UNKNOWN"));
+    assert_eq!(container(&counted, "main").last_status, "RUNNING");
+    // Once it runs again, its checks go on.
+    reported(&h, |c| {
+        container(c, "main").restart_count == 1
+            && health_of(c, "main").as_deref() == Some("HEALTHY")
+    })
+    .await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn restart_policy_waits_its_period_after_the_first_start_too_and_ignores_codes() {
     // Sooner than the period after the first start: not restarted.

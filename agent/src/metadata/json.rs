@@ -70,7 +70,7 @@ pub struct Port {
 pub struct Health {
     /// HEALTHY, UNHEALTHY or UNKNOWN.
     pub status: String,
-    /// When the last check ran.
+    /// When the status last changed (ECS).
     #[serde(rename = "statusSince", skip_serializing_if = "Option::is_none")]
     pub status_since: Option<String>,
     /// The last check's output.
