@@ -126,28 +126,41 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
-fn image_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("berth-it-image-{}", std::process::id()))
-}
-
-/// Removes the image archive this process built (for programs that end, like the bench).
-pub fn remove_image_archive() {
-    let _ = std::fs::remove_dir_all(image_dir());
-}
-
+/// The test image's archive, built once by scripts/busybox-image.sh and kept under the
+/// workspace's target/ (a build artifact, like the binaries), named after what it is built from:
+/// the script, the image name and the busybox binary it copies. Test processes reuse it instead
+/// of each leaving an archive in /tmp.
 fn image_archive() -> &'static Path {
     static ARCHIVE: OnceLock<PathBuf> = OnceLock::new();
     ARCHIVE.get_or_init(|| {
-        let dir = image_dir();
+        use std::hash::{Hash, Hasher};
+        let script = workspace_root().join("scripts/busybox-image.sh");
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::fs::read(&script)
+            .expect("reading scripts/busybox-image.sh")
+            .hash(&mut h);
+        IMAGE.hash(&mut h);
+        if let Ok(m) = std::fs::metadata("/bin/busybox") {
+            m.len().hash(&mut h);
+            m.modified().ok().hash(&mut h);
+        }
+        let dir = workspace_root().join("target/berth-it-image");
         std::fs::create_dir_all(&dir).expect("image dir");
-        let out = dir.join("busybox.tar");
-        let status = Command::new(workspace_root().join("scripts/busybox-image.sh"))
-            .arg(&out)
+        let out = dir.join(format!("busybox-{:016x}.tar", h.finish()));
+        if out.is_file() {
+            return out;
+        }
+        // Built under a name of this process, then renamed: a concurrent test process never
+        // reads a half-written archive.
+        let part = dir.join(format!(".busybox-{}.tar", std::process::id()));
+        let status = Command::new(&script)
+            .arg(&part)
             .arg(IMAGE)
             .stdout(Stdio::null())
             .status()
             .expect("running scripts/busybox-image.sh");
         assert!(status.success(), "building the busybox image failed");
+        std::fs::rename(&part, &out).expect("moving the image archive into place");
         out
     })
 }

@@ -36,7 +36,7 @@ use berth_proto::status::TaskStatus;
 use berth_proto::v1::ecs_client::EcsClient;
 use berth_proto::v1::*;
 use berth_proto::Timestamp;
-use berth_tests::{prerequisites, remove_image_archive, Cluster, IMAGE};
+use berth_tests::{prerequisites, Cluster, IMAGE};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -506,7 +506,6 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let result = bench(&args).await;
-    remove_image_archive();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
