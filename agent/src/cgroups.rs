@@ -119,8 +119,10 @@ pub trait Cgroups: Send + Sync + 'static {
     fn create_task(&self, task_id: &str, limits: &TaskLimits) -> Result<(), CgroupError>;
     /// The `linux.cgroupsPath` for a container of the task.
     fn container_path(&self, task_id: &str, container: &str) -> String;
-    /// Whether the kernel OOM-killed a process in the container's cgroup.
-    fn oom_killed(&self, task_id: &str, container: &str) -> bool;
+    /// How many processes the kernel OOM-killed in the container's cgroup so far (a counter
+    /// over the cgroup's life: a container restarted in place keeps its cgroup, so a run was
+    /// OOM-killed only when the count grew during it).
+    fn oom_kills(&self, task_id: &str, container: &str) -> u64;
     /// Removes whatever is left of the task's cgroups, in every hierarchy.
     fn remove_task(&self, task_id: &str) -> Result<(), CgroupError>;
     /// What the task's cgroup (`container` `None`) or one container's cgroup used so far
@@ -545,12 +547,12 @@ impl Cgroups for HostCgroups {
         format!("/{}/{container}", self.task_rel(task_id))
     }
 
-    fn oom_killed(&self, task_id: &str, container: &str) -> bool {
+    fn oom_kills(&self, task_id: &str, container: &str) -> u64 {
         let rel = self.task_rel(task_id);
         match self.layout {
             Layout::Unified => {
                 let file = self.root.join(&rel).join(container).join("memory.events");
-                read_counter(&file, "oom_kill") > 0
+                read_counter(&file, "oom_kill")
             }
             Layout::V1 => {
                 let file = self
@@ -559,7 +561,7 @@ impl Cgroups for HostCgroups {
                     .join(&rel)
                     .join(container)
                     .join("memory.oom_control");
-                read_counter(&file, "oom_kill") > 0
+                read_counter(&file, "oom_kill")
             }
         }
     }
@@ -787,14 +789,14 @@ mod tests {
             "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
         )
         .unwrap();
-        assert!(!cg.oom_killed("t", "app"));
+        assert_eq!(cg.oom_kills("t", "app"), 0);
         std::fs::write(
             leaf.join("memory.oom_control"),
             "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
         )
         .unwrap();
-        assert!(cg.oom_killed("t", "app"));
-        assert!(!cg.oom_killed("t", "other"), "no file: not OOM-killed");
+        assert_eq!(cg.oom_kills("t", "app"), 1);
+        assert_eq!(cg.oom_kills("t", "other"), 0, "no file: not OOM-killed");
 
         let f = v2_root();
         let cg = HostCgroups::with_root(&f.0, "berth");
@@ -805,16 +807,17 @@ mod tests {
             "low 0\nhigh 0\nmax 3\noom 1\noom_kill 0\n",
         )
         .unwrap();
-        assert!(
-            !cg.oom_killed("t", "app"),
+        assert_eq!(
+            cg.oom_kills("t", "app"),
+            0,
             "oom without a kill is not a kill"
         );
         std::fs::write(
             leaf.join("memory.events"),
-            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n",
+            "low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\noom_group_kill 0\n",
         )
         .unwrap();
-        assert!(cg.oom_killed("t", "app"));
+        assert_eq!(cg.oom_kills("t", "app"), 2);
     }
 
     #[test]

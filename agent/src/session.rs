@@ -506,8 +506,8 @@ mod tests {
         fn container_path(&self, _: &str, _: &str) -> String {
             String::new()
         }
-        fn oom_killed(&self, _: &str, _: &str) -> bool {
-            false
+        fn oom_kills(&self, _: &str, _: &str) -> u64 {
+            0
         }
         fn remove_task(&self, _: &str) -> Result<(), CgroupError> {
             Ok(())

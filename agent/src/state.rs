@@ -119,6 +119,14 @@ pub struct TaskRecord {
     /// Stop signals of the containers' images, by container name.
     #[serde(default)]
     pub stop_signals: std::collections::BTreeMap<String, String>,
+    /// The OOM-kill count of each container's cgroup when its current run began (a restart
+    /// in place keeps the cgroup and its counter); absent: 0, a new cgroup.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub oom_kills_before: std::collections::BTreeMap<String, u64>,
+    /// pidMode/ipcMode task: the host PID whose namespaces each joining container joined (the
+    /// holder's init), by container name; a restart in place rejoins only that process.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub namespace_holders: std::collections::BTreeMap<String, u32>,
     /// The host's boot id (`/proc/sys/kernel/random/boot_id`) when the agent last ran the
     /// task's containers. A different one at recovery means the host rebooted since, so
     /// containers that are gone did not survive the reboot (none in records written before it

@@ -610,6 +610,81 @@ fn host_path(config: &VolumeConfig, volume: &str, given: &str) -> Result<PathBuf
     config.allowed(&path).ok_or_else(refused)
 }
 
+/// Pins a checked host path: opens it (`O_PATH`), checks that what was opened (the kernel's
+/// path of the descriptor) is still under the allow-list, and bind-mounts that very file or
+/// directory through the descriptor on `pin` (under the task's volumes directory, which no
+/// container sees). The containers' mounts bind `pin`, so a symlink swapped into the host path
+/// after the check (by a container writing to an allowed directory, say), at a later create
+/// behind dependsOn or at a restart in place, cannot redirect them. Unmounted by [`cleanup`]
+/// with the task's other mounts.
+fn pin_host_path(
+    config: &VolumeConfig,
+    volume: &str,
+    given: &str,
+    path: &Path,
+    pin: &Path,
+) -> Result<(), VolumeError> {
+    use nix::fcntl::{open, OFlag};
+    use nix::mount::{mount, MsFlags};
+    use nix::sys::stat::Mode;
+    let io = |what: &'static str, p: &Path, e: nix::Error| VolumeError::Io {
+        volume: volume.to_string(),
+        what,
+        path: p.display().to_string(),
+        source: std::io::Error::from(e),
+    };
+    if !mounts_under(pin).is_empty() {
+        return Ok(()); // pinned already (an agent restarted while starting the task)
+    }
+    let fd = open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| io("cannot open", path, e))?;
+    let magic = PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ));
+    let opened = std::fs::read_link(&magic).map_err(|source| VolumeError::Io {
+        volume: volume.to_string(),
+        what: "cannot resolve",
+        path: path.display().to_string(),
+        source,
+    })?;
+    if config.allowed(&opened).as_deref() != Some(opened.as_path()) {
+        return Err(VolumeError::NotAllowed {
+            volume: volume.to_string(),
+            path: given.to_string(),
+        });
+    }
+    let is_dir = nix::sys::stat::fstat(&fd)
+        .map(|st| (st.st_mode & nix::libc::S_IFMT) == nix::libc::S_IFDIR)
+        .map_err(|e| io("cannot stat", path, e))?;
+    if let Some(parent) = pin.parent() {
+        mkdir(volume, parent)?;
+    }
+    if is_dir {
+        mkdir(volume, pin)?;
+    } else {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(pin)
+            .map_err(|source| VolumeError::Io {
+                volume: volume.to_string(),
+                what: "cannot create",
+                path: pin.display().to_string(),
+                source,
+            })?;
+    }
+    mount(
+        Some(magic.as_path()),
+        pin,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| io("cannot bind-mount", pin, e))
+}
+
 /// The mount points under `dir` (itself included), deepest first, from /proc/self/mountinfo.
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -705,7 +780,13 @@ pub async fn prepare(
             Kind::Host(given) => {
                 let config = config.clone();
                 let volume = name.clone();
-                blocking(&name, move || host_path(&config, &volume, &given)).await?
+                let pin = task_dir(data_dir, task_id).join(format!("host-{name}"));
+                blocking(&name, move || {
+                    let path = host_path(&config, &volume, &given)?;
+                    pin_host_path(&config, &volume, &given, &path, &pin)?;
+                    Ok(pin)
+                })
+                .await?
             }
             Kind::Task => {
                 let dir = task_dir(data_dir, task_id).join(&name);

@@ -1,5 +1,8 @@
 //! Container health checks on real containers (issue 9): a check goes HEALTHY, then UNHEALTHY
-//! once its command starts failing, within interval × retries; failures inside startPeriod don't
+//! once its command starts failing (that this takes exactly `retries` failing runs, hence
+//! interval × retries, is proven by counting runs in
+//! `lifecycle_real::unhealthy_after_exactly_retries_consecutive_failures`; this test bounds it
+//! only by its generous deadline); failures inside startPeriod don't
 //! count; a hanging check is killed at its timeout and leaves no process behind; the task's
 //! health follows its essential containers only, and an UNHEALTHY essential container does not
 //! stop a standalone task (ECS).
@@ -20,8 +23,8 @@ const T: Duration = Duration::from_secs(60);
 
 /// Three containers, one task:
 /// - app (essential): healthy while /tmp/ok exists; its command removes it after 15 s.
-///   interval 5, retries 2: HEALTHY from the first check (5 s), UNHEALTHY within 2 × 5 s of
-///   the removal.
+///   interval 5, retries 2: HEALTHY from the first check (5 s), then UNHEALTHY after the
+///   removal.
 /// - late (not essential): /tmp/ok only after 12 s; startPeriod 30, retries 1: the failing
 ///   checks at 5 s and 10 s don't count (one counted failure would make it UNHEALTHY).
 /// - hang (not essential): a check that never ends and leaves a child; timeout 2, retries 1.

@@ -35,7 +35,8 @@ fn rec_container<'a>(rec: &'a Value, name: &str) -> &'a Value {
 /// An RFC 3339 UTC timestamp as a key that sorts as time does (fraction padded to 9 digits).
 fn ts(v: &Value) -> String {
     let s = v.as_str().unwrap_or_else(|| panic!("not a timestamp: {v}"));
-    let s = s.trim_end_matches('Z');
+    // The agent's records end in +00:00, the API's in Z.
+    let s = s.trim_end_matches('Z').trim_end_matches("+00:00");
     let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
     format!("{whole}.{frac:0<9}")
 }
@@ -61,8 +62,10 @@ fn depends_on_orders_the_starts_and_complete_waits_for_the_exit() {
     let td = c.register(&format!(
         r#"{{"family":"ordered","networkMode":"none","memory":"256","containerDefinitions":[
   {{"name":"app","image":"{IMAGE}","command":["sleep","600"],"stopTimeout":2,
-    "dependsOn":[{{"containerName":"init","condition":"COMPLETE"}},{{"containerName":"db","condition":"START"}}]}},
+    "dependsOn":[{{"containerName":"init","condition":"COMPLETE"}},{{"containerName":"db","condition":"START"}},
+                 {{"containerName":"seed","condition":"SUCCESS"}}]}},
   {{"name":"init","image":"{IMAGE}","essential":false,"command":["sh","-c","sleep 2; exit 3"]}},
+  {{"name":"seed","image":"{IMAGE}","essential":false,"command":["sh","-c","sleep 1; exit 0"]}},
   {{"name":"db","image":"{IMAGE}","command":["sleep","600"],"stopTimeout":2}}]}}"#
     ));
     let arn = c.run_task(&td);
@@ -74,10 +77,17 @@ fn depends_on_orders_the_starts_and_complete_waits_for_the_exit() {
             .is_string()
             .then_some(r)
     });
-    let (app, init, db) = (
+    let (app, init, db, seed) = (
         rec_container(&rec, "app"),
         rec_container(&rec, "init"),
         rec_container(&rec, "db"),
+        rec_container(&rec, "seed"),
+    );
+    // SUCCESS is met by an exit 0, and only once it exited.
+    assert_eq!(described(&task, "seed")["exitCode"], 0, "{task}");
+    assert!(
+        ts(&app["startedAt"]) >= ts(&seed["finishedAt"]),
+        "app started before seed succeeded: {rec}"
     );
     assert!(
         ts(&app["startedAt"]) >= ts(&init["finishedAt"]),

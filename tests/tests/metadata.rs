@@ -206,6 +206,17 @@ fn stats_show_the_memory_a_container_holds_in_the_endpoint_and_the_controller() 
         Some(256 * MIB),
         "{stats}"
     );
+    // The high-water mark: v1's max_usage_in_bytes, v2's memory.peak (absent on kernels
+    // without it, as Docker leaves it out).
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    match stats["memory_stats"]["max_usage"].as_u64() {
+        Some(max) => assert!(max >= 48 * MIB, "max_usage {max} < 48 MiB: {stats}"),
+        None => assert!(v2, "cgroup v1 always has max_usage_in_bytes: {stats}"),
+    }
+    assert!(
+        stats["blkio_stats"].is_object(),
+        "blkio_stats, as Docker shows it: {stats}"
+    );
     assert!(
         stats["cpu_stats"]["cpu_usage"]["total_usage"]
             .as_u64()

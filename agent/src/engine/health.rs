@@ -485,6 +485,7 @@ pub fn spawn<P: Probe>(
     status: HealthStatus,
     since_start: Duration,
     name: String,
+    run: u64,
     tx: mpsc::UnboundedSender<Event>,
 ) -> JoinHandle<()> {
     let started = Instant::now()
@@ -506,6 +507,7 @@ pub fn spawn<P: Probe>(
                 }
                 let sent = tx.send(Event::Health {
                     name: name.clone(),
+                    run,
                     status,
                     output: outcome.output,
                 });
@@ -518,33 +520,52 @@ pub fn spawn<P: Probe>(
     )
 }
 
-/// The running checkers of a task's containers; aborted when dropped.
+/// The running checkers of a task's containers; aborted when dropped. Each checker started
+/// gets a run number its results carry, so a result of a checker already replaced or stopped
+/// (sent while the container died, taken off the channel after a restart) is told apart and
+/// dropped instead of overwriting the new process's health.
 #[derive(Default)]
-pub struct Checkers(HashMap<String, JoinHandle<()>>);
+pub struct Checkers {
+    handles: HashMap<String, (u64, JoinHandle<()>)>,
+    last_run: u64,
+}
 
 impl Checkers {
     /// Whether the container's checker runs.
     pub fn running(&self, name: &str) -> bool {
-        self.0.get(name).is_some_and(|h| !h.is_finished())
+        self.handles
+            .get(name)
+            .is_some_and(|(_, h)| !h.is_finished())
     }
 
-    /// Keeps the container's checker (replacing an older one).
-    pub fn insert(&mut self, name: &str, h: JoinHandle<()>) {
-        if let Some(old) = self.0.insert(name.to_string(), h) {
+    /// The run number for the next checker.
+    pub fn next_run(&mut self) -> u64 {
+        self.last_run += 1;
+        self.last_run
+    }
+
+    /// Whether `run` is the container's current checker (its results count).
+    pub fn is_current(&self, name: &str, run: u64) -> bool {
+        self.handles.get(name).is_some_and(|(r, _)| *r == run)
+    }
+
+    /// Keeps the container's checker of run `run` (replacing an older one).
+    pub fn insert(&mut self, name: &str, run: u64, h: JoinHandle<()>) {
+        if let Some((_, old)) = self.handles.insert(name.to_string(), (run, h)) {
             old.abort();
         }
     }
 
     /// Stops the container's checker.
     pub fn stop(&mut self, name: &str) {
-        if let Some(h) = self.0.remove(name) {
+        if let Some((_, h)) = self.handles.remove(name) {
             h.abort();
         }
     }
 
     /// Stops every checker.
     pub fn stop_all(&mut self) {
-        for (_, h) in self.0.drain() {
+        for (_, (_, h)) in self.handles.drain() {
             h.abort();
         }
     }
@@ -761,6 +782,7 @@ mod tests {
             HealthStatus::Unknown,
             Duration::ZERO,
             "app".into(),
+            1,
             tx,
         );
         let mut seen = Vec::new();
@@ -802,6 +824,7 @@ mod tests {
             HealthStatus::Healthy,
             Duration::from_secs(100),
             "app".into(),
+            1,
             tx,
         );
         match rx.recv().await {
@@ -822,6 +845,7 @@ mod tests {
             HealthStatus::Unknown,
             Duration::ZERO,
             "app".into(),
+            1,
             tx,
         );
         tokio::time::timeout(Duration::from_secs(60), h)

@@ -103,6 +103,9 @@ pub enum Event {
     Health {
         /// Container name.
         name: String,
+        /// The checker's run number ([`health::Checkers`]): results of a checker no longer
+        /// current are dropped.
+        run: u64,
         /// Its health now.
         status: berth_proto::status::HealthStatus,
         /// The last check's output, truncated.
@@ -474,6 +477,8 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                                     desired_status: TaskStatus::Running.into(),
                                     state,
                                     stop_signals: Default::default(),
+                                    oom_kills_before: Default::default(),
+                                    namespace_holders: Default::default(),
                                     // Stamped by start(), which starts the containers.
                                     boot_id: None,
                                     task_network: a.network.clone(),

@@ -360,6 +360,8 @@ mod tests {
                 ..Default::default()
             },
             stop_signals: Default::default(),
+            oom_kills_before: Default::default(),
+            namespace_holders: Default::default(),
             boot_id: None,
             task_network: None,
             network: None,

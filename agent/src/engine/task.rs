@@ -408,9 +408,16 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             Event::Network(n) => self.on_network(n).await,
             Event::Health {
                 name,
+                run,
                 status,
                 output,
-            } => self.on_health(&name, status, output),
+            } => {
+                if self.checkers.is_current(&name, run) {
+                    self.on_health(&name, status, output)
+                } else {
+                    debug!(container = %name, run, "result of a replaced health checker dropped");
+                }
+            }
             Event::StopFailed { name, message } => self.on_stop_failed(&name, message),
         }
     }
@@ -513,15 +520,17 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             args: cfg.args.clone(),
             call_timeout: self.timeouts().call,
         };
+        let run = self.checkers.next_run();
         let handle = super::health::spawn(
             probe,
             cfg,
             status,
             since_start,
             name.to_string(),
+            run,
             self.tx.clone(),
         );
-        self.checkers.insert(name, handle);
+        self.checkers.insert(name, run, handle);
     }
 
     /// A DesiredTasks carrying the task's network: kept; ingress rules that differ from the
@@ -1212,6 +1221,16 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 return false;
             }
         };
+        // pidMode/ipcMode task: whose namespaces it joins, for a restart in place to check
+        // they are still there (its spec names them by that process's /proc entry).
+        match (&opts.pid, &opts.ipc) {
+            (Share::Join(p), _) | (_, Share::Join(p)) => {
+                self.rec.namespace_holders.insert(d.name.clone(), *p);
+            }
+            _ => {
+                self.rec.namespace_holders.remove(&d.name);
+            }
+        }
         let etc_mode = if d.disable_networking == Some(true) {
             Mode::None
         } else {
@@ -1763,20 +1782,32 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             return;
         }
         let container = name.to_string();
-        let oom = match self
-            .cgroup("oom check", move |c, id| Ok(c.oom_killed(id, &container)))
+        // The counter covers the cgroup's life; this run's kills are what it grew by since the
+        // run began (a container restarted in place keeps its cgroup).
+        let before = self.rec.oom_kills_before.get(name).copied().unwrap_or(0);
+        let kills = match self
+            .cgroup("oom check", move |c, id| Ok(c.oom_kills(id, &container)))
             .await
         {
-            Ok(oom) => oom,
+            Ok(n) => Some(n),
             Err(e) => {
                 warn!(container = %name, error = %e, "cannot tell whether the kernel OOM-killed it");
-                false
+                None
             }
         };
+        let oom = kills.is_some_and(|n| n > before);
         let rebooted = status.is_none() && self.gone_at_reboot.remove(name);
         // As ECS's RestartTracker: the exit code and the time it ran decide, an OOM kill too.
-        if self.should_restart(name, status) && self.restart(name).await {
-            return;
+        let mut restart_failed = None;
+        if self.should_restart(name, status) {
+            if let Some(n) = kills {
+                self.rec.oom_kills_before.insert(name.to_string(), n);
+            }
+            match self.restart(name).await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => restart_failed = Some(e),
+            }
         }
         let Some(c) = self.container(name) else {
             return;
@@ -1784,7 +1815,10 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         c.last_status = ContainerStatus::Stopped.into();
         c.exit_code = status.map(|s| s as i32);
         c.finished_at = now();
-        if oom {
+        if let Some(e) = restart_failed {
+            // Its restart (restartPolicy) failed: that is why it is not running.
+            c.reason = Some(format!("CannotStartContainerError: {e}"));
+        } else if oom {
             c.reason = Some(OOM_REASON.into());
         } else if rebooted {
             c.reason = Some(REBOOTED.into());
@@ -1847,9 +1881,10 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
     }
 
     /// Restarts an exited container in place (same container and rootfs, same log file);
-    /// `true` when it runs again. A failed restart is settled as a failed start is: a process
-    /// that may run is watched, never reported stopped.
-    async fn restart(&mut self, name: &str) -> bool {
+    /// `Ok(true)` when it runs again, `Err` with the runtime's message when the restart failed
+    /// and no process runs. A failed restart is settled as a failed start is: a process that
+    /// may run is watched, never reported stopped.
+    async fn restart(&mut self, name: &str) -> Result<bool, String> {
         let Some(cid) = self
             .rec
             .state
@@ -1858,8 +1893,23 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             .find(|c| c.name == name)
             .and_then(|c| c.runtime_id.clone())
         else {
-            return false;
+            return Ok(false);
         };
+        // pidMode/ipcMode task: the spec joins the namespaces of the process it joined at its
+        // start (by its /proc entry); restarting is only right while that process is still the
+        // init of a running container of the task. Once it exited, the PID namespace is gone
+        // (and a reused PID would be some other process's namespaces).
+        if let Some(joined) = self.rec.namespace_holders.get(name).copied() {
+            match self.namespace_holder(name).await {
+                Ok(Some(p)) if p == joined => {}
+                Ok(_) | Err(Step::Done(_)) => {
+                    return Err(format!(
+                        "the task's PID/IPC namespaces it joined (process {joined}) are gone: the container that held them exited"
+                    ))
+                }
+                Err(Step::Stop(..)) => return Ok(false),
+            }
+        }
         // As ECS (RestartTracker.RecordRestart before the start): the restart is counted and
         // the old process's health dropped before the new process runs, so what it reads of
         // itself (the metadata endpoint's RestartCount and Health) is already its own.
@@ -1895,18 +1945,15 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 runtime.restart(&create).await
             }))
             .await;
-        let runs = match done {
-            Ok(()) => true,
-            Err(e) => {
-                warn!(container = %name, error = %e, "restart failed");
-                matches!(
-                    self.settle(&cid, Some(SETTLE_ATTEMPTS)).await,
-                    Some(ContainerState::Running | ContainerState::Unknown) | None
-                )
+        if let Err(e) = done {
+            warn!(container = %name, error = %e, "restart failed");
+            let runs = matches!(
+                self.settle(&cid, Some(SETTLE_ATTEMPTS)).await,
+                Some(ContainerState::Running | ContainerState::Unknown) | None
+            );
+            if !runs {
+                return Err(e.message());
             }
-        };
-        if !runs {
-            return false;
         }
         self.started.insert(name.to_string(), Instant::now());
         if let Some(c) = self.container(name) {
@@ -1915,7 +1962,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         info!(container = %name, restart_count = count, "container restarted (restartPolicy)");
         self.publish();
         self.watch(name, &cid);
-        true
+        Ok(true)
     }
 
     /// Removes the containers' exited processes (containerd tasks, shims) and the task cgroup,

@@ -157,6 +157,12 @@ impl Runtime for FakeRuntime {
         Ok(ImageConfig {
             name: reference.into(),
             cmd: vec!["sh".into()],
+            // An image built with `STOPSIGNAL SIGQUIT` (tests name it so).
+            stop_signal: if reference.contains("stopsignal-quit") {
+                "SIGQUIT".into()
+            } else {
+                String::new()
+            },
             ..Default::default()
         })
     }
@@ -277,6 +283,19 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
+    async fn init_pid(&self, id: &str) -> Result<u32, RuntimeError> {
+        self.call("init_pid", id).await?;
+        // A PID of its own per container, a new one at each restart; 0 without a process.
+        Ok(match self.state_of(id) {
+            Some(ContainerState::Running) => {
+                10_000
+                    + id.bytes().map(u32::from).sum::<u32>() * 10
+                    + self.count("restart", id) as u32
+            }
+            _ => 0,
+        })
+    }
+
     async fn restart(&self, c: &CreateContainer) -> Result<(), RuntimeError> {
         self.call("restart", &c.id).await?;
         let mut containers = self.containers.lock().unwrap();
@@ -354,8 +373,13 @@ impl Cgroups for FakeCgroups {
     fn container_path(&self, task_id: &str, container: &str) -> String {
         format!("/test/{task_id}/{container}")
     }
-    fn oom_killed(&self, _task_id: &str, container: &str) -> bool {
-        self.oom.lock().unwrap().iter().any(|c| c == container)
+    fn oom_kills(&self, _task_id: &str, container: &str) -> u64 {
+        self.oom
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| *c == container)
+            .count() as u64
     }
     fn remove_task(&self, task_id: &str) -> Result<(), CgroupError> {
         self.fault("remove_task", task_id)?;
@@ -836,6 +860,50 @@ async fn sigkill_exactly_at_stop_timeout() {
     assert_eq!(kills[1].2 - kills[0].2, Duration::from_secs(7));
     assert_eq!(kills.len(), 2);
     assert_forward_only(&h);
+}
+
+/// The image's STOPSIGNAL is the stop signal (SIGKILL still follows at stopTimeout); an image
+/// without one gets SIGTERM.
+#[tokio::test(start_paused = true)]
+async fn the_images_stopsignal_is_sent_first() {
+    let h = harness(FakeRuntime {
+        ignore_sigterm: true,
+        ..Default::default()
+    });
+    let td = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+  {"name":"quits","image":"stopsignal-quit","stopTimeout":5},
+  {"name":"terms","image":"plain","stopTimeout":5}]}"#;
+    h.engine.apply_desired(&assignment("RUNNING", td));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    h.engine.apply_desired(&DesiredTasks {
+        seq: 2,
+        ..assignment("STOPPED", td)
+    });
+    reported(&h, |c| c.last_status == "STOPPED").await;
+    let kills = h.runtime.kills.lock().unwrap().clone();
+    let first = |name: &str| {
+        kills
+            .iter()
+            .find(|(id, _, _)| id.ends_with(name))
+            .map(|k| k.1)
+    };
+    assert_eq!(first("quits"), Some(3), "SIGQUIT from the image: {kills:?}");
+    assert_eq!(first("terms"), Some(15), "SIGTERM by default: {kills:?}");
+}
+
+#[test]
+fn signal_names_and_numbers() {
+    use super::task::signal_number;
+    assert_eq!(signal_number("SIGQUIT"), 3);
+    assert_eq!(signal_number("quit"), 3);
+    assert_eq!(
+        signal_number("SIGRTMIN+3"),
+        15,
+        "unknown names fall back to SIGTERM"
+    );
+    assert_eq!(signal_number("2"), 2);
+    assert_eq!(signal_number(""), 15);
+    assert_eq!(signal_number("SIGUSR1"), 10);
 }
 
 #[tokio::test(start_paused = true)]
@@ -1355,6 +1423,8 @@ fn record(task_status: &str, containers: &[(&str, &str, bool)], stopping: bool) 
             ..Default::default()
         },
         stop_signals: Default::default(),
+        oom_kills_before: Default::default(),
+        namespace_holders: Default::default(),
         boot_id: Some(BOOT.into()),
         task_network: None,
         network: None,
@@ -1958,6 +2028,8 @@ async fn after_a_restart_secrets_are_asked_again_for_containers_still_to_create(
             ..Default::default()
         },
         stop_signals: Default::default(),
+        oom_kills_before: Default::default(),
+        namespace_holders: Default::default(),
         boot_id: None,
         task_network: None,
         network: None,
@@ -2599,6 +2671,7 @@ async fn healthy_waits_for_the_health_check() {
         &h,
         Event::Health {
             name: "db".into(),
+            run: 1,
             status: berth_proto::status::HealthStatus::Unhealthy,
             output: "not yet".into(),
         },
@@ -2609,6 +2682,7 @@ async fn healthy_waits_for_the_health_check() {
         &h,
         Event::Health {
             name: "db".into(),
+            run: 1,
             status: berth_proto::status::HealthStatus::Healthy,
             output: "ok".into(),
         },
@@ -2788,6 +2862,7 @@ async fn health_checked_at_moves_with_the_status_only() {
     reported(&h, |c| c.last_status == "RUNNING").await;
     let health = |status, output: &str| Event::Health {
         name: "main".into(),
+        run: 1,
         status,
         output: output.into(),
     };
@@ -3069,4 +3144,145 @@ async fn task_volumes_are_bind_mounted_and_removed_with_the_task() {
     tokio::time::timeout(Duration::from_secs(30), removed)
         .await
         .expect("removed with the task after the cleanup wait");
+}
+
+/// The cgroup's OOM-kill counter covers every run of a container restarted in place: a run
+/// is OOM-killed only when the counter grew during it. An OOM kill restarted past is not the
+/// reason of a later, ordinary exit.
+#[tokio::test(start_paused = true)]
+async fn an_oom_kill_restarted_past_is_not_the_reason_of_a_later_exit() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", RESTARTING));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    let main = format!("{ID}-main");
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    h.cgroups.oom.lock().unwrap().push("main".into());
+    h.runtime.exit(&main, 137);
+    reported(&h, |c| container(c, "main").restart_count == 1).await;
+    // Persisted with the record: a restarted agent compares with the same count.
+    h.reporter.flush().await;
+    let rec: TaskRecord = read_json(&h.dir.join("tasks").join(format!("{ID}.json")))
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.oom_kills_before.get("main"), Some(&1));
+    // Sooner than the period: not restarted; an ordinary exit, no OOM since the restart.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    h.runtime.exit(&main, 1);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    let c = container(&stopped, "main");
+    assert_eq!((c.exit_code, c.reason.as_deref()), (Some(1), None));
+}
+
+/// A restart (restartPolicy) that fails leaves the container stopped with ECS's
+/// CannotStartContainerError and the runtime's message, not a bare exit code.
+#[tokio::test(start_paused = true)]
+async fn a_failed_restart_is_the_containers_reason() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", RESTARTING));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    h.runtime.faults.inject(
+        "restart",
+        Some("-main"),
+        Fault::Fail(1, tonic::Code::Unknown),
+    );
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    h.runtime.exit(&format!("{ID}-main"), 1);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    let c = container(&stopped, "main");
+    assert_eq!(c.exit_code, Some(1));
+    assert!(
+        c.reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("CannotStartContainerError: ")),
+        "{:?}",
+        c.reason
+    );
+    assert_eq!(
+        stopped.stop_code.as_deref(),
+        Some("EssentialContainerExited")
+    );
+}
+
+/// A result of a health checker that is no longer the container's (one sent while the old
+/// process died, taken off the channel after the restart) is dropped.
+#[tokio::test(start_paused = true)]
+async fn a_replaced_checkers_result_is_dropped() {
+    let td = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+  {"name":"main","image":"i","healthCheck":{"command":["CMD","true"],"interval":300}}]}"#;
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", td));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    let health = |run, status, output: &str| Event::Health {
+        name: "main".into(),
+        run,
+        status,
+        output: output.into(),
+    };
+    use berth_proto::status::HealthStatus::{Healthy, Unhealthy};
+    let output_is = |o: &'static str| {
+        move |c: &TaskStateChange| container(c, "main").health_output.as_deref() == Some(o)
+    };
+    send(&h, health(1, Unhealthy, "current"));
+    let current = reported(&h, output_is("current")).await;
+    let since = container(&current, "main").health_checked_at;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Had the stale HEALTHY been applied, the status would have changed twice by "after".
+    send(&h, health(7, Healthy, "stale"));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    send(&h, health(1, Unhealthy, "after"));
+    let after = reported(&h, output_is("after")).await;
+    assert_eq!(health_of(&after, "main").as_deref(), Some("UNHEALTHY"));
+    assert_eq!(
+        container(&after, "main").health_checked_at,
+        since,
+        "a stale result was applied"
+    );
+}
+
+/// pidMode task: a container restarted in place rejoins the namespaces it joined at its start
+/// only while the container holding them still runs; once that one exited (its PID namespace
+/// is gone, its PID may be reused), the restart is refused with ECS's
+/// CannotStartContainerError instead of joining whatever process has that PID now.
+#[tokio::test(start_paused = true)]
+async fn a_restart_rejoins_the_task_namespaces_only_while_their_holder_runs() {
+    let td = r#"{"family":"f","revision":1,"networkMode":"none","pidMode":"task","containerDefinitions":[
+  {"name":"holder","image":"i","essential":false},
+  {"name":"joiner","image":"i","restartPolicy":{"enabled":true,"restartAttemptPeriod":60}}]}"#;
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", td));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    h.reporter.flush().await;
+    let rec: TaskRecord = read_json(&h.dir.join("tasks").join(format!("{ID}.json")))
+        .unwrap()
+        .unwrap();
+    assert!(
+        rec.namespace_holders.contains_key("joiner"),
+        "{:?}",
+        rec.namespace_holders
+    );
+    assert!(!rec.namespace_holders.contains_key("holder"));
+    // The holder runs: the restart goes on.
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    h.runtime.exit(&format!("{ID}-joiner"), 1);
+    reported(&h, |c| container(c, "joiner").restart_count == 1).await;
+    assert_eq!(h.runtime.count("restart", "joiner"), 1);
+    // The holder exits; then the joiner (the kernel ends a PID namespace's processes).
+    h.runtime.exit(&format!("{ID}-holder"), 0);
+    reported(&h, |c| container(c, "holder").last_status == "STOPPED").await;
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    h.runtime.exit(&format!("{ID}-joiner"), 137);
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    assert_eq!(
+        h.runtime.count("restart", "joiner"),
+        1,
+        "not restarted again"
+    );
+    let reason = container(&stopped, "joiner")
+        .reason
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        reason.starts_with("CannotStartContainerError: ") && reason.contains("namespaces"),
+        "{reason}"
+    );
 }

@@ -114,6 +114,8 @@ pub(crate) fn inspect_first(
         desired_status: TaskStatus::Running.as_str().into(),
         state,
         stop_signals: Default::default(),
+        oom_kills_before: Default::default(),
+        namespace_holders: Default::default(),
         // When its containers ran is unknown: a gone one counts as vanished, not rebooted.
         boot_id: None,
         // Its network, if any, is unknown without the record (recovery at start removed what

@@ -468,6 +468,11 @@ async fn env_files_are_refused_with_a_reason() {
 
 #[tokio::test]
 async fn prepare_makes_task_shared_and_host_volumes_and_cleanup_removes_only_the_tasks() {
+    // Host volumes are pinned with a bind mount: root only (CI runs as root).
+    if !nix::unistd::Uid::effective().is_root() {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "needs root");
+        return;
+    }
     let s = Scratch::new();
     let data = s.0.join("data");
     let allowed = s.0.join("allowed");
@@ -486,6 +491,7 @@ async fn prepare_makes_task_shared_and_host_volumes_and_cleanup_removes_only_the
     let v = prepare(&c, &data, "task1", &def).await.unwrap();
     let t = data.join("volumes/task1/t");
     let sh = data.join("volumes/shared/s");
+    let pin = data.join("volumes/task1/host-h");
     assert!(t.is_dir() && sh.is_dir() && host.is_dir());
     assert_eq!(
         v.of("a"),
@@ -501,14 +507,32 @@ async fn prepare_makes_task_shared_and_host_volumes_and_cleanup_removes_only_the
                 read_only: false
             },
             BindMount {
-                source: host.clone(),
+                source: pin.clone(),
                 destination: "/h".into(),
                 read_only: true
             },
         ]
     );
+    // The host path is pinned: the containers bind the task's own mount of the very directory
+    // checked, not the path (a symlink swapped in later would not redirect them).
+    assert_eq!(mounts_under(&pin), [pin.clone()]);
+    std::fs::write(pin.join("through-the-pin"), "x").unwrap();
+    assert!(host.join("through-the-pin").is_file());
+    std::fs::rename(&host, allowed.join("moved")).unwrap();
+    std::os::unix::fs::symlink("/etc", &host).unwrap();
+    assert!(
+        pin.join("through-the-pin").is_file() && !pin.join("passwd").exists(),
+        "a symlink swapped in after the check does not redirect the pin"
+    );
+    std::fs::remove_file(&host).unwrap();
+    std::fs::rename(allowed.join("moved"), &host).unwrap();
     std::fs::write(t.join("f"), "x").unwrap();
     cleanup(&data, "task1").await.unwrap();
+    assert!(mounts_under(&pin).is_empty(), "the pin is unmounted");
+    assert!(
+        host.join("through-the-pin").is_file(),
+        "never deleted through the pin"
+    );
     assert!(
         !data.join("volumes/task1").exists(),
         "the task's volumes go"
