@@ -515,7 +515,7 @@ async fn prepare_makes_task_shared_and_host_volumes_and_cleanup_removes_only_the
     );
     // The host path is pinned: the containers bind the task's own mount of the very directory
     // checked, not the path (a symlink swapped in later would not redirect them).
-    assert_eq!(mounts_under(&pin), [pin.clone()]);
+    assert_eq!(mounts_under(&pin), std::slice::from_ref(&pin));
     std::fs::write(pin.join("through-the-pin"), "x").unwrap();
     assert!(host.join("through-the-pin").is_file());
     std::fs::rename(&host, allowed.join("moved")).unwrap();
