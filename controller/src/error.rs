@@ -143,7 +143,7 @@ impl From<crate::logs::LogsError> for tonic::Status {
             LogsError::ResourceNotFound(_) => tonic::Code::NotFound,
             LogsError::ResourceAlreadyExists(_) => tonic::Code::AlreadyExists,
             LogsError::InvalidParameter(_) => tonic::Code::InvalidArgument,
-            LogsError::Store(_) => tonic::Code::Unavailable,
+            LogsError::Store(_) => tonic::Code::Internal,
         };
         let mut status = tonic::Status::new(code, e.to_string());
         if let Ok(v) = e.exception_name().parse() {

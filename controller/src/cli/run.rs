@@ -42,6 +42,11 @@ pub async fn run(args: Vec<String>) -> Result<String, CliError> {
                 code => Err(CliError::Exit(code)),
             }
         }
+        Action::Tail(args) => {
+            let conn = Connection::open(g).await?;
+            super::tail::run(conn, args).await?;
+            Ok(String::new())
+        }
         Action::Wait { waiter, request } => {
             let mut conn = Connection::open(g).await?;
             wait(&mut conn, waiter, request).await?;
@@ -65,7 +70,7 @@ pub struct Connection {
 
 /// Passes encoded messages through: the table's rows encode and decode them.
 #[derive(Debug, Clone, Copy, Default)]
-struct Raw;
+pub(super) struct Raw;
 
 impl Codec for Raw {
     type Encode = Vec<u8>;
@@ -345,7 +350,8 @@ pub async fn paginate(
                 obj.insert(INPUT_TOKEN.into(), Value::String(t.clone()));
             }
             if let Some(n) = page_size {
-                obj.insert(LIMIT_KEY.into(), Value::from(*n));
+                let key = call.op.pages.map_or(LIMIT_KEY, |p| p.limit_key);
+                obj.insert(key.into(), Value::from(*n));
             }
         }
         let mut page = conn.call(call.op, req).await?;
