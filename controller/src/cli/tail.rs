@@ -75,9 +75,13 @@ pub fn command() -> Command {
                 .value_parser(["detailed", "short", "json"])
                 .help("detailed (time, stream, message), short (time, message) or json"),
         )
-        .arg(Arg::new("filter-pattern").long("filter-pattern").help(
-            "Only events matching: terms (all), \"quoted phrases\", -exclusions, ?alternatives",
-        ))
+        .arg(
+            Arg::new("filter-pattern")
+                .long("filter-pattern")
+                // A pattern may start with an exclusion (-DEBUG).
+                .allow_hyphen_values(true)
+                .help("Only events matching: terms (all), \"quoted phrases\", -exclusions, ?alternatives"),
+        )
         .arg(
             Arg::new("log-stream-names")
                 .long("log-stream-names")

@@ -572,7 +572,6 @@ impl LogService {
                 expired_log_event_end_index: (expired_end > 0).then_some(expired_end as i32),
             }
         });
-        let mut stored_through = None;
         // The stream must exist (CreateLogStream), even when every event is rejected.
         let append = Append {
             group: r.log_group_name.clone(),
@@ -590,10 +589,10 @@ impl LogService {
             ingestion_time: now,
             owner: None,
         };
-        let done = self.append(append).await?;
-        stored_through.get_or_insert(done);
+        let stored_through = self.append(append).await?;
         Ok(PutLogEventsResponse {
-            next_sequence_token: stored_through.map(|s| format!("{s:056}")),
+            // Ignored by CloudWatch now, and by Berth; returned as CloudWatch still does.
+            next_sequence_token: Some(format!("{stored_through:056}")),
             rejected_log_events_info: rejected,
         })
     }
@@ -633,7 +632,7 @@ impl LogService {
             ack.error = e.link_error();
             return ack;
         }
-        let owner = (!b.task_arn.is_empty()).then(|| (b.task_arn, b.container_name));
+        let owner = (!b.task_arn.is_empty()).then_some((b.task_arn, b.container_name));
         let append = Append {
             group: b.log_group_name,
             stream: b.log_stream_name,
