@@ -153,6 +153,12 @@ fn group_arn(name: &str) -> String {
     format!("arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}")
 }
 
+/// CloudWatch's rule for a log group name (also awslogs-group's, at registration).
+pub fn check_log_group_name(name: &str) -> Result<(), LogsError> {
+    check_group_name(name)
+}
+
+/// [`check_log_group_name`].
 fn check_group_name(name: &str) -> Result<(), LogsError> {
     let ok = (1..=512).contains(&name.len())
         && name
