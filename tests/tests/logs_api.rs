@@ -462,8 +462,8 @@ impl Drop for Tail {
 }
 
 #[test]
-fn tail_follow_shows_a_new_event() {
-    let c = Cluster::controller_only("logs-tail");
+fn tail_follow_shows_a_new_event_and_follows_across_a_controller_restart() {
+    let mut c = Cluster::controller_only("logs-tail");
     logs(&c, &["create-log-group", "--log-group-name", "live"]);
     logs(
         &c,
@@ -501,10 +501,11 @@ fn tail_follow_shows_a_new_event() {
             }
         }
     });
+    let err_file = c.dir.join("tail.err");
     let next = |what: &str| {
         rx.recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| {
-                let err = std::fs::read_to_string(c.dir.join("tail.err")).unwrap_or_default();
+                let err = std::fs::read_to_string(&err_file).unwrap_or_default();
                 panic!("tail --follow showed no line ({what}) within 30 s; its stderr: {err}")
             })
     };
@@ -514,6 +515,13 @@ fn tail_follow_shows_a_new_event() {
     put(&c, "live", "s", &[(now_ms(), "after the tail")]);
     let second = next("the new event");
     assert!(second.ends_with(" s after the tail"), "{second}");
+    // The controller restarts: the tail reconnects and shows what is stored next, and nothing
+    // it showed before again.
+    c.kill_controller();
+    c.start_controller();
+    put(&c, "live", "s", &[(now_ms(), "after the restart")]);
+    let third = next("the event after the restart");
+    assert!(third.ends_with(" s after the restart"), "{third}");
     assert!(
         tail.0.try_wait().ok().flatten().is_none(),
         "tail --follow ended"

@@ -4,7 +4,8 @@
 //! `--follow` it then shows each new event as the controller stores it: it opens
 //! StartLiveTail's stream first, pages the history with FilterLogEvents, and leaves out the
 //! stream's events the history already showed (by eventId), so nothing is missed or doubled
-//! and no polling is needed.
+//! and no polling is needed. When the controller goes away (a restart), it reconnects every
+//! second and reads on from the newest event it printed, as `aws logs tail` resumes from it.
 
 use std::collections::HashSet;
 use std::io::Write as _;
@@ -275,20 +276,44 @@ fn print(text: &str) -> Result<(), CliError> {
         .map_err(|e| CliError::Other(format!("writing to stdout: {e}")))
 }
 
-/// Runs `logs tail`.
-pub async fn run(mut conn: Connection, a: TailArgs) -> Result<(), CliError> {
-    // Subscribed before the history is read, so an event stored in between is in one or the
-    // other (or both: then shown once).
-    let mut live = if a.follow {
-        Some(open_live_tail(&conn, &a).await?)
-    } else {
-        None
-    };
+/// What `--follow` has printed: the newest timestamp and the events at it, so a history read
+/// again after a reconnect starts there and prints none of them twice (aws logs tail's rule).
+struct Printed {
+    format: TailFormat,
+    newest: i64,
+    at_newest: HashSet<String>,
+}
+
+impl Printed {
+    /// Prints an event unless it was printed at the newest timestamp already.
+    fn event(&mut self, ts: i64, id: &str, stream: &str, msg: &str) -> Result<bool, CliError> {
+        if ts == self.newest && self.at_newest.contains(id) {
+            return Ok(false);
+        }
+        print(&format_event(self.format, ts, stream, msg))?;
+        if ts > self.newest {
+            self.newest = ts;
+            self.at_newest.clear();
+        }
+        if ts == self.newest {
+            self.at_newest.insert(id.to_string());
+        }
+        Ok(true)
+    }
+}
+
+/// Pages FilterLogEvents from `since`, calling `each` on every event.
+async fn history(
+    conn: &mut Connection,
+    a: &TailArgs,
+    since: i64,
+    mut each: impl FnMut(&Value) -> Result<(), CliError>,
+) -> Result<(), CliError> {
     let filter = table::by_api("FilterLogEvents")
         .ok_or_else(|| CliError::Other("FilterLogEvents has no row".into()))?;
     let mut request = serde_json::json!({
         "logGroupName": a.group,
-        "startTime": a.since,
+        "startTime": since,
         "interleaved": true,
     });
     if let Some(obj) = request.as_object_mut() {
@@ -305,7 +330,6 @@ pub async fn run(mut conn: Connection, a: TailArgs) -> Result<(), CliError> {
             obj.insert("logStreamNamePrefix".into(), Value::from(p.clone()));
         }
     }
-    let mut seen: HashSet<String> = HashSet::new();
     loop {
         let page = conn.call(filter, request.clone()).await?;
         for e in page
@@ -314,15 +338,7 @@ pub async fn run(mut conn: Connection, a: TailArgs) -> Result<(), CliError> {
             .into_iter()
             .flatten()
         {
-            let ts = e.get("timestamp").and_then(Value::as_i64).unwrap_or(0);
-            let stream = e.get("logStreamName").and_then(Value::as_str).unwrap_or("");
-            let msg = e.get("message").and_then(Value::as_str).unwrap_or("");
-            print(&format_event(a.format, ts, stream, msg))?;
-            if live.is_some() {
-                if let Some(id) = e.get("eventId").and_then(Value::as_str) {
-                    seen.insert(id.to_string());
-                }
-            }
+            each(e)?;
         }
         match page.get("nextToken").and_then(Value::as_str) {
             Some(t) => {
@@ -330,35 +346,98 @@ pub async fn run(mut conn: Connection, a: TailArgs) -> Result<(), CliError> {
                     obj.insert("nextToken".into(), Value::from(t));
                 }
             }
-            None => break,
+            None => return Ok(()),
         }
     }
-    let Some(stream) = live.as_mut() else {
-        return Ok(());
+}
+
+fn fields(e: &Value) -> (i64, &str, &str, &str) {
+    (
+        e.get("timestamp").and_then(Value::as_i64).unwrap_or(0),
+        e.get("eventId").and_then(Value::as_str).unwrap_or(""),
+        e.get("logStreamName").and_then(Value::as_str).unwrap_or(""),
+        e.get("message").and_then(Value::as_str).unwrap_or(""),
+    )
+}
+
+/// How long `--follow` waits between two attempts to reach a controller that went away.
+const RECONNECT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs `logs tail`.
+pub async fn run(mut conn: Connection, a: TailArgs) -> Result<(), CliError> {
+    if !a.follow {
+        return history(&mut conn, &a, a.since, |e| {
+            let (ts, _, stream, msg) = fields(e);
+            print(&format_event(a.format, ts, stream, msg))
+        })
+        .await;
+    }
+    let mut printed = Printed {
+        format: a.format,
+        newest: i64::MIN,
+        at_newest: HashSet::new(),
     };
+    let mut since = a.since;
+    let mut told = false;
     loop {
-        let msg = match stream.message().await {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                return Err(CliError::Other(
-                    "the controller ended the live tail (it stopped or restarted); run the command again".into(),
-                ))
-            }
-            Err(s) => return Err(service_error("StartLiveTail", s, &conn.endpoint)),
+        // Subscribed before the history is read, so an event stored in between is in one or
+        // the other (or both: then shown once).
+        let attempt = async {
+            let live = open_live_tail(&conn, &a).await?;
+            let mut seen: HashSet<String> = HashSet::new();
+            history(&mut conn, &a, since, |e| {
+                let (ts, id, stream, msg) = fields(e);
+                if printed.event(ts, id, stream, msg)? {
+                    seen.insert(id.to_string());
+                }
+                Ok(())
+            })
+            .await?;
+            Ok::<_, CliError>((live, seen))
         };
-        let resp = berth_proto::v1::StartLiveTailResponse::decode(msg.as_slice()).map_err(|e| {
-            CliError::Other(format!("the StartLiveTail stream does not decode: {e}"))
-        })?;
-        for e in resp.events {
-            if seen.remove(&e.event_id) {
+        let (mut live, mut seen) = match attempt.await {
+            Ok(x) => x,
+            // The controller is restarting or unreachable: try again, as long as it takes.
+            Err(CliError::Connect(endpoint)) => {
+                if !told {
+                    eprintln!("Could not connect to the endpoint URL: \"{endpoint}\"; retrying every second");
+                    told = true;
+                }
+                tokio::time::sleep(RECONNECT_EVERY).await;
                 continue;
             }
-            print(&format_event(
-                a.format,
-                e.timestamp,
-                &e.log_stream_name,
-                &e.message,
-            ))?;
+            Err(e) => return Err(e),
+        };
+        told = false;
+        loop {
+            let msg = match live.message().await {
+                Ok(Some(m)) => m,
+                // The controller stopped (or restarted): reconnect and read on from the newest
+                // event printed.
+                Ok(None) => break,
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                    ) =>
+                {
+                    break
+                }
+                Err(s) => return Err(service_error("StartLiveTail", s, &conn.endpoint)),
+            };
+            let resp =
+                berth_proto::v1::StartLiveTailResponse::decode(msg.as_slice()).map_err(|e| {
+                    CliError::Other(format!("the StartLiveTail stream does not decode: {e}"))
+                })?;
+            for e in resp.events {
+                if seen.remove(&e.event_id) {
+                    continue;
+                }
+                printed.event(e.timestamp, &e.event_id, &e.log_stream_name, &e.message)?;
+            }
+        }
+        if printed.newest > since {
+            since = printed.newest;
         }
     }
 }
