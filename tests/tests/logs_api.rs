@@ -234,6 +234,13 @@ fn groups_streams_and_events_as_aws_logs_shows_them() {
         ],
     );
     assert_eq!(messages(&paged).len(), 3, "{paged}");
+    // botocore merges both of FilterLogEvents' lists.
+    assert!(
+        paged["searchedLogStreams"]
+            .as_array()
+            .is_some_and(|a| a.len() >= 2),
+        "{paged}"
+    );
     let text = c.ok_in(
         "logs",
         &[

@@ -30,7 +30,7 @@ pub async fn run(args: Vec<String>) -> Result<String, CliError> {
         Action::Call(call) => {
             let mut conn = Connection::open(g).await?;
             let result = match (call.op.pages, call.paging.paginate) {
-                (Some(p), true) => paginate(&mut conn, &call, p.result_key).await?,
+                (Some(p), true) => paginate(&mut conn, &call, p.result_key, p.also).await?,
                 _ => Paged::whole(conn.call(call.op, call.request.clone()).await?),
             };
             print(&result, call.op, g)
@@ -328,6 +328,7 @@ pub async fn paginate(
     conn: &mut Connection,
     call: &Call,
     result_key: &str,
+    also: &[&str],
 ) -> Result<Paged, CliError> {
     let Paging {
         max_items,
@@ -343,6 +344,7 @@ pub async fn paginate(
     let mut resume = None;
     let mut previous: Option<String> = None;
     let mut first = true;
+    let mut also_items: Vec<Vec<Value>> = vec![Vec::new(); also.len()];
     loop {
         let mut req = call.request.clone();
         if let Some(obj) = req.as_object_mut() {
@@ -355,6 +357,11 @@ pub async fn paginate(
             }
         }
         let mut page = conn.call(call.op, req).await?;
+        for (k, items) in also.iter().zip(also_items.iter_mut()) {
+            if let Some(a) = page.get(*k).and_then(Value::as_array) {
+                items.extend(a.iter().cloned());
+            }
+        }
         let mut got: Vec<Value> = page
             .get(result_key)
             .and_then(Value::as_array)
@@ -411,6 +418,9 @@ pub async fn paginate(
     }
     let mut merged = Map::new();
     merged.insert(result_key.to_string(), Value::Array(items));
+    for (k, items) in also.iter().zip(also_items) {
+        merged.insert(k.to_string(), Value::Array(items));
+    }
     Ok(Paged {
         merged: Value::Object(merged),
         pages,

@@ -19,6 +19,9 @@ pub struct Paginator {
     pub result_key: &'static str,
     /// The request member `--page-size` sets (`maxResults`, `limit`).
     pub limit_key: &'static str,
+    /// Further lists botocore merges over the pages (FilterLogEvents' `searchedLogStreams`),
+    /// concatenated; `--max-items` counts only `result_key`'s items.
+    pub also: &'static [&'static str],
 }
 
 /// The request token of a paginated operation.
@@ -161,6 +164,7 @@ where
         pages: Some(Paginator {
             result_key,
             limit_key: LIMIT_KEY,
+            also: &[],
         }),
         ..op::<Req, Resp>(api)
     }
@@ -376,7 +380,11 @@ where
     }
 }
 
-const fn logs_paged<Req, Resp>(api: &'static str, result_key: &'static str) -> Operation
+const fn logs_paged<Req, Resp>(
+    api: &'static str,
+    result_key: &'static str,
+    also: &'static [&'static str],
+) -> Operation
 where
     Req: serde::de::DeserializeOwned + prost::Message,
     Resp: serde::Serialize + prost::Message + Default,
@@ -385,6 +393,7 @@ where
         pages: Some(Paginator {
             result_key,
             limit_key: "limit",
+            also,
         }),
         ..logs_op::<Req, Resp>(api)
     }
@@ -399,6 +408,7 @@ pub const LOGS_OPERATIONS: &[Operation] = &[
     logs_paged::<pb::DescribeLogGroupsRequest, pb::DescribeLogGroupsResponse>(
         "DescribeLogGroups",
         "logGroups",
+        &[],
     ),
     logs_op::<pb::PutRetentionPolicyRequest, pb::PutRetentionPolicyResponse>("PutRetentionPolicy"),
     logs_op::<pb::DeleteRetentionPolicyRequest, pb::DeleteRetentionPolicyResponse>(
@@ -408,12 +418,14 @@ pub const LOGS_OPERATIONS: &[Operation] = &[
     logs_paged::<pb::DescribeLogStreamsRequest, pb::DescribeLogStreamsResponse>(
         "DescribeLogStreams",
         "logStreams",
+        &[],
     ),
     logs_op::<pb::PutLogEventsRequest, pb::PutLogEventsResponse>("PutLogEvents"),
     logs_op::<pb::GetLogEventsRequest, pb::GetLogEventsResponse>("GetLogEvents"),
     logs_paged::<pb::FilterLogEventsRequest, pb::FilterLogEventsResponse>(
         "FilterLogEvents",
         "events",
+        &["searchedLogStreams"],
     ),
     logs_op::<pb::StartLiveTailRequest, pb::StartLiveTailResponse>("StartLiveTail"),
 ];
@@ -626,6 +638,9 @@ mod tests {
             if let Some(p) = op.pages {
                 let f = msg.field(p.result_key).unwrap();
                 assert!(f.list, "{}", op.api);
+                for k in p.also {
+                    assert!(msg.field(k).is_some_and(|f| f.list), "{}: {k}", op.api);
+                }
                 assert!(msg.field(OUTPUT_TOKEN).is_some(), "{}", op.api);
                 let input = m.message(&rpc.input).unwrap();
                 assert_eq!(input.field(INPUT_TOKEN).unwrap().kind, Kind::Str);
