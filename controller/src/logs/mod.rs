@@ -87,6 +87,8 @@ const MAX_BATCH_BYTES: i64 = 1_048_576;
 const MAX_EVENTS: i32 = 10_000;
 /// Groups or streams per Describe call at most (and by default).
 const MAX_DESCRIBE: i32 = 50;
+/// Events the retention sweep deletes per transaction at most.
+const EXPIRE_BATCH: u64 = 50_000;
 /// Newly stored batches kept for live tails that have not read them yet.
 const LIVE_BACKLOG: usize = 1024;
 
@@ -856,9 +858,16 @@ impl LogService {
             };
             let before = now - i64::from(days) * DAY_MS;
             let name = g.log_group_name;
-            match self.run(move |s| s.expire(&name, before)).await {
-                Ok(n) => removed += n,
-                Err(e) => return Err(e),
+            // In transactions of at most EXPIRE_BATCH events, so appends interleave.
+            loop {
+                let name = name.clone();
+                let n = self
+                    .run(move |s| s.expire(&name, before, EXPIRE_BATCH))
+                    .await?;
+                removed += n;
+                if n < EXPIRE_BATCH {
+                    break;
+                }
             }
         }
         Ok(removed)

@@ -738,3 +738,34 @@ fn the_store_file_keeps_events_across_a_reopen() {
     assert_eq!(s.event_count().unwrap(), 1);
     assert_eq!(s.streams("g").unwrap()[0].stored_through, 1);
 }
+
+/// Retention deletes in bounded transactions: each call at most its budget, the oldest first,
+/// until none older is left.
+#[test]
+fn expiry_deletes_at_most_its_budget_per_transaction() {
+    let s = RedbLogStore::in_memory().unwrap();
+    s.append(Append {
+        group: "g".into(),
+        stream: "s".into(),
+        create_group: true,
+        create_stream: true,
+        first_sequence: None,
+        events: (0..6)
+            .map(|i| NewEvent {
+                timestamp: i,
+                message: format!("m{i}"),
+            })
+            .collect(),
+        ingestion_time: 1,
+        owner: None,
+    })
+    .unwrap();
+    assert_eq!(s.expire("g", 5, 2).unwrap(), 2);
+    assert_eq!(s.expire("g", 5, 2).unwrap(), 2);
+    assert_eq!(s.expire("g", 5, 2).unwrap(), 1);
+    assert_eq!(s.expire("g", 5, 2).unwrap(), 0);
+    let left = s.streams("g").unwrap();
+    assert_eq!(left[0].first_event_timestamp, Some(5));
+    assert_eq!(left[0].stored_bytes, 2 + store::EVENT_OVERHEAD);
+    assert_eq!(s.event_count().unwrap(), 1);
+}
