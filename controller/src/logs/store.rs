@@ -220,8 +220,10 @@ pub trait LogStore: Send + Sync {
     fn append(&self, append: Append) -> Result<Appended, LogStoreError>;
     /// Reads events.
     fn query(&self, query: &Query<'_>) -> Result<Vec<StoredEvent>, LogStoreError>;
-    /// Deletes the group's events older than `before` (ms); returns how many.
-    fn expire(&self, group: &str, before: i64) -> Result<u64, LogStoreError>;
+    /// Deletes the group's events older than `before` (ms), at most `budget` of them in this
+    /// one transaction (so a sweep never holds the writer for long); returns how many. Fewer
+    /// than `budget`: none older is left.
+    fn expire(&self, group: &str, before: i64, budget: u64) -> Result<u64, LogStoreError>;
 }
 
 /// The [`LogStore`] in a redb database (a file, or memory for tests).
@@ -623,7 +625,7 @@ impl LogStore for RedbLogStore {
         Ok(out)
     }
 
-    fn expire(&self, group: &str, before: i64) -> Result<u64, LogStoreError> {
+    fn expire(&self, group: &str, before: i64, budget: u64) -> Result<u64, LogStoreError> {
         let err = backend("expire");
         let txn = self.db.begin_write().map_err(|e| err(&e))?;
         let mut removed = 0u64;
@@ -642,18 +644,26 @@ impl LogStore for RedbLogStore {
                 list.push(decode::<StoredLogStream>(k.value().1, v.value())?);
             }
             for mut s in list {
-                let mut bytes = 0i64;
-                let mut n = 0u64;
-                for item in events
-                    .extract_from_if((s.id, i64::MIN, 0)..(s.id, before, 0), |_, _| true)
-                    .map_err(|e| err(&e))?
-                {
-                    let (_, v) = item.map_err(|e| err(&e))?;
-                    bytes += v.value().1.len() as i64 + EVENT_OVERHEAD;
-                    n += 1;
+                if removed >= budget {
+                    break;
                 }
+                let mut bytes = 0i64;
+                let mut keys = Vec::new();
+                for item in events
+                    .range((s.id, i64::MIN, 0)..(s.id, before, 0))
+                    .map_err(|e| err(&e))?
+                    .take((budget - removed) as usize)
+                {
+                    let (k, v) = item.map_err(|e| err(&e))?;
+                    bytes += v.value().1.len() as i64 + EVENT_OVERHEAD;
+                    keys.push(k.value());
+                }
+                let n = keys.len() as u64;
                 if n == 0 {
                     continue;
+                }
+                for k in keys {
+                    events.remove(k).map_err(|e| err(&e))?;
                 }
                 removed += n;
                 s.stored_bytes = (s.stored_bytes - bytes).max(0);
