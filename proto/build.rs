@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "berth/v1/security.proto",
         "berth/v1/ec2.proto",
         "berth/v1/exec.proto",
+        "berth/v1/logs.proto",
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptors)

@@ -133,3 +133,22 @@ impl From<crate::service::LinkError> for tonic::Status {
         }
     }
 }
+
+/// Maps a CloudWatch Logs error to a gRPC status, with its exception name as ECS errors carry
+/// theirs.
+impl From<crate::logs::LogsError> for tonic::Status {
+    fn from(e: crate::logs::LogsError) -> Self {
+        use crate::logs::LogsError;
+        let code = match &e {
+            LogsError::ResourceNotFound(_) => tonic::Code::NotFound,
+            LogsError::ResourceAlreadyExists(_) => tonic::Code::AlreadyExists,
+            LogsError::InvalidParameter(_) => tonic::Code::InvalidArgument,
+            LogsError::Store(_) => tonic::Code::Internal,
+        };
+        let mut status = tonic::Status::new(code, e.to_string());
+        if let Ok(v) = e.exception_name().parse() {
+            status.metadata_mut().insert(EXCEPTION_METADATA, v);
+        }
+        status
+    }
+}

@@ -10,6 +10,7 @@ pub mod api;
 pub mod cli;
 pub mod error;
 pub mod fleet;
+pub mod logs;
 pub mod query;
 pub mod scheduler;
 pub mod security;

@@ -593,6 +593,16 @@ pub mod ecs_json {
             &["IpPermissions", "IpPermissionsEgress"],
             &["IpRanges", "UserIdGroupPairs"],
         ),
+        // CloudWatch Logs (`berth logs`, issue 10): the empty lists it answers.
+        (
+            &[
+                "DescribeLogGroups",
+                "DescribeLogStreams",
+                "GetLogEvents",
+                "FilterLogEvents",
+            ],
+            &["logGroups", "logStreams", "events", "searchedLogStreams"],
+        ),
     ];
 
     fn shown(holder: &str, member: &str) -> bool {

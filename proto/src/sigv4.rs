@@ -337,6 +337,8 @@ pub fn scope_service(grpc_path: &str) -> Option<&'static str> {
         "Iam" => Some("iam"),
         "SecretsManager" => Some("secretsmanager"),
         "Ec2" => Some("ec2"),
+        // Issue 10: CloudWatch Logs (logs.proto).
+        "Logs" => Some("logs"),
         _ => None,
     }
 }

@@ -30,7 +30,13 @@ pub struct AgentApi {
     /// Resolves task secrets for GetTaskSecrets; none: the call is refused.
     secrets: Option<Arc<crate::security::secrets::Secrets>>,
     identity: Option<LinkIdentity>,
+    /// Stores the awslogs driver's batches (issue 10); none: batches are not acknowledged.
+    logs: Option<Arc<crate::logs::LogService>>,
 }
+
+/// Log batches read but not yet stored, per session: past this the reader waits for the store
+/// (the agent's spool holds the rest), so a slow disk costs no unbounded memory.
+const LOG_BATCH_WINDOW: usize = 8;
 
 /// What authenticates agents on the link: the CA and the activations, and whether the link
 /// requires a client certificate (TLS on).
@@ -59,7 +65,14 @@ impl AgentApi {
             heartbeat: link::HEARTBEAT_INTERVAL,
             secrets: None,
             identity: None,
+            logs: None,
         }
+    }
+
+    /// Stores the agents' log batches in `logs` and acknowledges them.
+    pub fn with_logs(mut self, logs: Arc<crate::logs::LogService>) -> Self {
+        self.logs = Some(logs);
+        self
     }
 
     /// Serves GetTaskSecrets from `secrets`.
@@ -399,6 +412,7 @@ impl Agent for AgentApi {
                 inbound,
                 tx,
                 self.heartbeat,
+                self.logs.clone(),
             )
             .instrument(span),
         );
@@ -414,8 +428,21 @@ async fn run(
     inbound: Streaming<AgentMessage>,
     tx: mpsc::Sender<Result<ControllerMessage, Status>>,
     heartbeat: Duration,
+    logs: Option<Arc<crate::logs::LogService>>,
 ) {
     info!(agent_version = %agent_version, epoch = %info.epoch, "agent connected");
+    // Log batches (issue 10): the reader hands them to a writer of their own (bounded), whose
+    // acks the session loop sends; a slow disk delays acks, not the session.
+    let (log_ack_tx, mut log_ack_rx) = mpsc::channel::<LogAck>(LOG_BATCH_WINDOW);
+    let (log_tx, log_writer) = match logs {
+        Some(logs) => {
+            let (batch_tx, batch_rx) = mpsc::channel(LOG_BATCH_WINDOW);
+            let writer =
+                tokio::spawn(store_log_batches(logs, batch_rx, log_ack_tx).in_current_span());
+            (Some(batch_tx), Some(writer))
+        }
+        None => (None, None),
+    };
     let attached = Arc::new(controller.fleet().attach(&info.instance_id));
     // ExecuteCommand sessions ride this link (issue 9): what they send to the agent waits in
     // a bounded outbox the writer drains; what the agent sends for them the reader hands on
@@ -436,6 +463,7 @@ async fn run(
                 _done: done_tx,
                 exec: exec.clone(),
                 exec_link,
+                logs: log_tx,
             },
         )
         .in_current_span(),
@@ -490,10 +518,14 @@ async fn run(
             }
             _ = tick.tick() => queue.push(ToAgent::Heartbeat(Heartbeat {})),
             Some(m) = exec_out.recv() => queue.push(m),
+            Some(a) = log_ack_rx.recv() => queue.push(ToAgent::LogAck(a)),
         }
     }
     exec.detach_link(&info.instance_id, exec_link);
     reader.abort();
+    if let Some(w) = log_writer {
+        w.abort();
+    }
     info!("agent disconnected");
 }
 
@@ -521,6 +553,33 @@ struct ReaderOut {
     _done: watch::Sender<()>,
     exec: Arc<crate::fleet::exec::ExecRoutes>,
     exec_link: u64,
+    /// Where log batches go to be stored (issue 10); none: this controller keeps no logs.
+    logs: Option<mpsc::Sender<LogBatch>>,
+}
+
+/// Stores a session's log batches in the order they came and queues each ack; ends when the
+/// reader or the session ends.
+async fn store_log_batches(
+    logs: Arc<crate::logs::LogService>,
+    mut batches: mpsc::Receiver<LogBatch>,
+    acks: mpsc::Sender<LogAck>,
+) {
+    while let Some(b) = batches.recv().await {
+        let (group, stream, n) = (
+            b.log_group_name.clone(),
+            b.log_stream_name.clone(),
+            b.events.len(),
+        );
+        let ack = logs.store_batch(b).await;
+        if ack.error.is_empty() {
+            debug!(%group, %stream, events = n, stored_through = ack.stored_through, "log batch stored");
+        } else {
+            warn!(%group, %stream, error = %ack.error, "log batch not stored");
+        }
+        if acks.send(ack).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The reader half: applies reports, records desired acks; ends (dropping `_done`) when the
@@ -539,6 +598,7 @@ async fn read(
         _done,
         exec,
         exec_link,
+        logs,
     } = out;
     let instance = info.instance_id.clone();
     loop {
@@ -604,11 +664,19 @@ async fn read(
                 };
                 exec.deliver(&instance, exec_link, &m.session_id, event);
             }
-            // Issue 10: the log store lands with its own change; until then a batch (which no
-            // agent sends yet) is not acknowledged, so the agent keeps it.
-            Some(FromAgent::LogBatch(b)) => {
-                warn!(group = %b.log_group_name, stream = %b.log_stream_name, "log batch received; this controller has no log store yet, not acknowledged");
-            }
+            // Issue 10: stored and acknowledged by the session's log writer; waiting here only
+            // when LOG_BATCH_WINDOW batches are already waiting for the store.
+            Some(FromAgent::LogBatch(b)) => match &logs {
+                Some(to_store) => {
+                    if to_store.send(b).await.is_err() {
+                        warn!("the session's log writer ended; closing the session");
+                        return;
+                    }
+                }
+                None => {
+                    warn!(group = %b.log_group_name, stream = %b.log_stream_name, "log batch received; this controller keeps no logs, not acknowledged");
+                }
+            },
             Some(FromAgent::Heartbeat(_)) | Some(FromAgent::Hello(_)) | None => {}
         }
     }
@@ -702,5 +770,117 @@ mod tests {
         let unknown = berth_proto::arn::task("default", "00000000000000000000000000000000");
         let e = api.get_task_secrets(ask(&unknown)).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::NotFound);
+    }
+
+    /// Issue 10 over the real link (in-process server, scripted agent): a batch is stored and
+    /// acknowledged with the stream's highest number, a resent one is stored once, a batch for
+    /// a group that does not exist (create_group false) is refused by name and not stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn log_batches_are_stored_once_and_acknowledged_over_the_session() {
+        use berth_proto::v1::agent_client::AgentClient;
+        let store: Arc<dyn crate::store::Store> = Arc::new(MemoryStore::default());
+        let c =
+            Arc::new(Controller::load(store, Arc::new(crate::fleet::Fleet::default())).unwrap());
+        c.create_cluster(CreateClusterRequest::default())
+            .await
+            .unwrap();
+        let res = |name: &str| Resource {
+            name: name.into(),
+            r#type: "INTEGER".into(),
+            integer_value: 4096,
+            ..Default::default()
+        };
+        let ci = c
+            .register_container_instance(RegisterContainerInstanceRequest {
+                total_resources: vec![res("CPU"), res("MEMORY")],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let log_store = Arc::new(crate::logs::store::RedbLogStore::in_memory().unwrap());
+        let logs = Arc::new(crate::logs::LogService::new(
+            log_store.clone(),
+            crate::logs::system_clock(),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(
+                    AgentApi::new(c.clone())
+                        .with_logs(logs.clone())
+                        .into_server(),
+                )
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let mut client = AgentClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let (tx, rx) = mpsc::channel(16);
+        let send = |m: FromAgent| {
+            let tx = tx.clone();
+            async move { tx.send(AgentMessage { message: Some(m) }).await.unwrap() }
+        };
+        send(FromAgent::Hello(AgentHello {
+            container_instance_arn: ci.container_instance_arn.clone(),
+            protocol_version: link::PROTOCOL_VERSION,
+            state_epoch: "e1".into(),
+            ..Default::default()
+        }))
+        .await;
+        let mut inbound = client
+            .session(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let batch = |group: &str, create: bool, first: u64, n: u64| {
+            FromAgent::LogBatch(LogBatch {
+                log_group_name: group.into(),
+                log_stream_name: "web/app/t1".into(),
+                create_group: create,
+                task_arn: "arn:aws:ecs:on-prem:000000000000:task/default/t1".into(),
+                container_name: "app".into(),
+                first_sequence: first,
+                events: (first..first + n)
+                    .map(|i| LogEvent {
+                        timestamp: 1_000 + i as i64,
+                        message: format!("line {i}"),
+                    })
+                    .collect(),
+            })
+        };
+        async fn next_ack(inbound: &mut Streaming<ControllerMessage>) -> LogAck {
+            loop {
+                let m = tokio::time::timeout(Duration::from_secs(30), inbound.next())
+                    .await
+                    .expect("an ack within 30 s")
+                    .expect("the session is open")
+                    .unwrap();
+                if let Some(ToAgent::LogAck(a)) = m.message {
+                    return a;
+                }
+            }
+        }
+        send(batch("/ecs/app", true, 1, 3)).await;
+        let a = next_ack(&mut inbound).await;
+        assert_eq!((a.stored_through, a.error.as_str()), (3, ""));
+        send(batch("/ecs/app", true, 2, 4)).await;
+        let a = next_ack(&mut inbound).await;
+        assert_eq!(a.stored_through, 5);
+        assert_eq!(log_store.event_count().unwrap(), 5);
+        send(batch("/ecs/missing", false, 1, 2)).await;
+        let a = next_ack(&mut inbound).await;
+        assert_eq!(
+            a.error,
+            "ResourceNotFoundException: The specified log group does not exist."
+        );
+        assert_eq!(
+            (a.stored_through, a.log_group_name.as_str()),
+            (0, "/ecs/missing")
+        );
+        assert_eq!(log_store.event_count().unwrap(), 5);
+        let streams = logs.stored_streams("/ecs/app").await.unwrap();
+        assert_eq!(streams[0].container_name, "app");
+        server.abort();
     }
 }

@@ -6,5 +6,6 @@ pub mod ec2;
 pub mod ecs;
 pub mod exec;
 pub mod iam;
+pub mod logs;
 pub mod secrets_manager;
 pub mod ssm;

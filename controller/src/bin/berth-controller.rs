@@ -1,6 +1,7 @@
 //! `berth-controller`: serves the ECS API and the agent link from one gRPC port.
 
 use anyhow::Context;
+use berth_controller::api::logs::LogsApi;
 use berth_controller::api::{
     agent::{AgentApi, LinkIdentity},
     ec2::Ec2Api,
@@ -11,6 +12,8 @@ use berth_controller::api::{
     ssm::SsmApi,
 };
 use berth_controller::fleet::Fleet;
+use berth_controller::logs::store::RedbLogStore;
+use berth_controller::logs::LogService;
 use berth_controller::security::access_keys::AccessKeys;
 use berth_controller::security::activations::Activations;
 use berth_controller::security::audit::AuditLog;
@@ -21,6 +24,7 @@ use berth_controller::store::redb_store::RedbStore;
 use berth_proto::v1::ec2_server::Ec2Server;
 use berth_proto::v1::ecs_server::EcsServer;
 use berth_proto::v1::iam_server::IamServer;
+use berth_proto::v1::logs_server::LogsServer;
 use berth_proto::v1::secrets_manager_server::SecretsManagerServer;
 use berth_proto::v1::ssm_server::SsmServer;
 use clap::Parser;
@@ -36,7 +40,7 @@ struct Args {
     /// Address to serve the API and the agent link on (loopback by default).
     #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:7480")]
     listen: SocketAddr,
-    /// Directory for the embedded store (state.redb).
+    /// Directory for the embedded stores (state.redb, and logs.redb for log events).
     #[arg(
         long,
         env = "BERTH_DATA_DIR",
@@ -99,6 +103,16 @@ struct Args {
         value_name = "SECONDS"
     )]
     certificate_lifetime: u64,
+    /// Seconds between two sweeps of the log store that delete the events older than their
+    /// group's retention (PutRetentionPolicy).
+    #[arg(
+        long,
+        env = "BERTH_LOG_RETENTION_INTERVAL",
+        default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(1..),
+        value_name = "SECONDS"
+    )]
+    log_retention_interval: u64,
 }
 
 /// This host's interface addresses (IPv4, and IPv6 when `v6`), but link-local ones.
@@ -295,6 +309,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     )?;
     let store: Arc<dyn berth_controller::store::Store> =
         Arc::new(RedbStore::open(&args.data_dir.join("state.redb"))?);
+    // Log events in their own file: their volume dwarfs the state's (issue 10).
+    let logs = Arc::new(LogService::new(
+        Arc::new(RedbLogStore::open(&args.data_dir.join("logs.redb"))?),
+        berth_controller::logs::system_clock(),
+    ));
     let secrets = Arc::new(berth_controller::security::secrets::Secrets::new(
         store.clone(),
         sealer.clone(),
@@ -342,6 +361,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let retention = std::time::Duration::from_secs(args.stopped_task_retention);
     // Aborted when `serve` returns, which stops the sweeps.
     let sweeps = AbortOnDrop(controller.spawn_retention(retention, std::time::SystemTime::now));
+    let log_sweeps = AbortOnDrop(spawn_log_retention(
+        logs.clone(),
+        std::time::Duration::from_secs(args.log_retention_interval),
+    ));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -382,8 +405,16 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             keys: access_keys.clone(),
         })))
         .add_service(
+            signed.layer(
+                LogsServer::new(LogsApi(logs.clone()))
+                    .max_decoding_message_size(berth_proto::link::MAX_MESSAGE_SIZE)
+                    .max_encoding_message_size(berth_proto::link::MAX_MESSAGE_SIZE),
+            ),
+        )
+        .add_service(
             AgentApi::new(controller)
                 .with_secrets(secrets)
+                .with_logs(logs)
                 .with_identity(LinkIdentity {
                     pki,
                     activations,
@@ -403,7 +434,29 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         _ = shutdown => tracing::info!("berth-controller stopping"),
     }
     drop(sweeps);
+    drop(log_sweeps);
     Ok(())
+}
+
+/// Deletes the log events older than their group's retention every `interval`.
+fn spawn_log_retention(
+    logs: Arc<LogService>,
+    interval: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match logs.enforce_retention().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(events = n, "log retention: expired events deleted"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "log retention sweep failed; retrying at the next interval")
+                }
+            }
+        }
+    })
 }
 
 /// Aborts a spawned task when dropped.

@@ -28,6 +28,8 @@ pub enum Action {
     },
     /// `ecs execute-command`: a session in a container (`cli::exec`).
     ExecuteCommand(super::exec::ExecArgs),
+    /// `logs tail`: a group's recent events, and with --follow the new ones (`cli::tail`).
+    Tail(super::tail::TailArgs),
     /// Poll until a waiter's condition holds.
     Wait {
         /// The waiter.
@@ -244,15 +246,14 @@ fn field_args(mut sub: Command, msg: &Msg, hidden: &[&str]) -> Command {
 /// skeleton and paging options.
 fn operation_command(op: &Operation) -> Command {
     let msg = input_message(op.api);
-    let hidden: &[&str] = if op.pages.is_some() {
-        &[INPUT_TOKEN, LIMIT_KEY]
-    } else {
-        &[]
+    let hidden: Vec<&str> = match op.pages {
+        Some(p) => vec![INPUT_TOKEN, p.limit_key],
+        None => Vec::new(),
     };
     let mut sub = field_args(
         super::ec2::args(op.api, Command::new(op.cli_name()).infer_long_args(true)),
         msg,
-        hidden,
+        &hidden,
     )
     .arg(
         Arg::new("generate-cli-skeleton")
@@ -322,6 +323,16 @@ pub fn command() -> Command {
         );
     }
     ecs = ecs.subcommand(wait).subcommand(super::exec::command());
+    let services: Vec<Command> = services
+        .into_iter()
+        .map(|s| {
+            if s.get_name() == table::LOGS.cli {
+                s.subcommand(super::tail::command())
+            } else {
+                s
+            }
+        })
+        .collect();
     Command::new("berth")
         .about("Berth's command line: `berth ecs ...` works as `aws ecs ...` does")
         .version(env!("CARGO_PKG_VERSION"))
@@ -428,7 +439,9 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, CliError> {
             .map(std::path::PathBuf::from),
     };
     let usage = || {
-        CliError::Usage("usage: berth ecs|ssm|secretsmanager|iam|ec2 OPERATION [--flags]".into())
+        CliError::Usage(
+            "usage: berth ecs|ssm|secretsmanager|iam|ec2|logs OPERATION [--flags]".into(),
+        )
     };
     let Some((service, svc)) = matches.subcommand() else {
         return Err(usage());
@@ -441,6 +454,17 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, CliError> {
             globals,
             action: Action::ExecuteCommand(super::exec::args(m)?),
         });
+    }
+    if service == table::LOGS.cli && name == super::tail::CLI_NAME {
+        return Ok(Invocation {
+            globals,
+            action: Action::Tail(super::tail::args(m)?),
+        });
+    }
+    if service == table::LOGS.cli && name == "start-live-tail" {
+        return Err(CliError::Usage(
+            "berth logs start-live-tail: StartLiveTail is a stream; follow a group with `berth logs tail GROUP --follow`".into(),
+        ));
     }
     if service == "ecs" && name == "wait" {
         let Some((w, wm)) = m.subcommand() else {
@@ -547,14 +571,15 @@ fn paging(
         .get_one::<String>("starting-token")
         .map(|t| ResumeToken::decode(t))
         .transpose()?;
-    let own_tokens = request.get(INPUT_TOKEN).is_some() || request.get(LIMIT_KEY).is_some();
+    let limit_key = op.pages.map_or(LIMIT_KEY, |p| p.limit_key);
+    let own_tokens = request.get(INPUT_TOKEN).is_some() || request.get(limit_key).is_some();
     let no_paginate = top.get_flag("no-paginate");
     let paging_flags = max_items.is_some() || starting.is_some() || page_size.is_some();
     if paging_flags && (no_paginate || own_tokens) {
         let why = if no_paginate {
             "--no-paginate"
         } else {
-            "--next-token or --max-results (which make one call)"
+            "--next-token, --max-results or --limit (which make one call)"
         };
         return Err(CliError::Usage(format!(
             "--max-items, --starting-token and --page-size page through results; they cannot be combined with {why}"

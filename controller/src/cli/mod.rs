@@ -9,6 +9,7 @@
 //! - [`output`] and [`shorthand`]: the aws CLI's output formats and shorthand syntax;
 //! - [`ec2`]: `berth ec2`'s simple flags of the security-group rule operations;
 //! - [`exec`]: `berth ecs execute-command`, a session in a container over a stream;
+//! - [`tail`]: `berth logs tail`, a log group's events as `aws logs tail` prints them;
 //! - [`signing`]: credentials found as the aws CLI finds them, and SigV4 signing of each call.
 //!
 //! The CLI is a client: it shares only the contract (`berth_proto`) with the controller.
@@ -22,6 +23,7 @@ pub mod run;
 pub mod shorthand;
 pub mod signing;
 pub mod table;
+pub mod tail;
 
 pub use run::run;
 

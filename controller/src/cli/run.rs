@@ -30,7 +30,7 @@ pub async fn run(args: Vec<String>) -> Result<String, CliError> {
         Action::Call(call) => {
             let mut conn = Connection::open(g).await?;
             let result = match (call.op.pages, call.paging.paginate) {
-                (Some(p), true) => paginate(&mut conn, &call, p.result_key).await?,
+                (Some(p), true) => paginate(&mut conn, &call, p.result_key, p.also).await?,
                 _ => Paged::whole(conn.call(call.op, call.request.clone()).await?),
             };
             print(&result, call.op, g)
@@ -41,6 +41,11 @@ pub async fn run(args: Vec<String>) -> Result<String, CliError> {
                 0 => Ok(String::new()),
                 code => Err(CliError::Exit(code)),
             }
+        }
+        Action::Tail(args) => {
+            let conn = Connection::open(g).await?;
+            super::tail::run(conn, args).await?;
+            Ok(String::new())
         }
         Action::Wait { waiter, request } => {
             let mut conn = Connection::open(g).await?;
@@ -65,7 +70,7 @@ pub struct Connection {
 
 /// Passes encoded messages through: the table's rows encode and decode them.
 #[derive(Debug, Clone, Copy, Default)]
-struct Raw;
+pub(super) struct Raw;
 
 impl Codec for Raw {
     type Encode = Vec<u8>;
@@ -323,6 +328,7 @@ pub async fn paginate(
     conn: &mut Connection,
     call: &Call,
     result_key: &str,
+    also: &[&str],
 ) -> Result<Paged, CliError> {
     let Paging {
         max_items,
@@ -338,6 +344,7 @@ pub async fn paginate(
     let mut resume = None;
     let mut previous: Option<String> = None;
     let mut first = true;
+    let mut also_items: Vec<Vec<Value>> = vec![Vec::new(); also.len()];
     loop {
         let mut req = call.request.clone();
         if let Some(obj) = req.as_object_mut() {
@@ -345,10 +352,16 @@ pub async fn paginate(
                 obj.insert(INPUT_TOKEN.into(), Value::String(t.clone()));
             }
             if let Some(n) = page_size {
-                obj.insert(LIMIT_KEY.into(), Value::from(*n));
+                let key = call.op.pages.map_or(LIMIT_KEY, |p| p.limit_key);
+                obj.insert(key.into(), Value::from(*n));
             }
         }
         let mut page = conn.call(call.op, req).await?;
+        for (k, items) in also.iter().zip(also_items.iter_mut()) {
+            if let Some(a) = page.get(*k).and_then(Value::as_array) {
+                items.extend(a.iter().cloned());
+            }
+        }
         let mut got: Vec<Value> = page
             .get(result_key)
             .and_then(Value::as_array)
@@ -405,6 +418,9 @@ pub async fn paginate(
     }
     let mut merged = Map::new();
     merged.insert(result_key.to_string(), Value::Array(items));
+    for (k, items) in also.iter().zip(also_items) {
+        merged.insert(k.to_string(), Value::Array(items));
+    }
     Ok(Paged {
         merged: Value::Object(merged),
         pages,

@@ -11,19 +11,24 @@ pub type DecodeFn = fn(Value) -> Result<Vec<u8>, String>;
 /// Turns an encoded response message into its JSON.
 pub type RenderFn = fn(&[u8]) -> Result<Value, String>;
 
-/// How the aws CLI pages a list operation (botocore's paginators-1.json for ECS: every
-/// paginator there uses `nextToken` in and out and `maxResults` as the page size).
+/// How the aws CLI pages a list operation (botocore's paginators-1.json: ECS's use
+/// `nextToken` in and out and `maxResults` as the page size; CloudWatch Logs' `limit`).
 #[derive(Debug, Clone, Copy)]
 pub struct Paginator {
     /// The list the pages are merged on (`taskArns`).
     pub result_key: &'static str,
+    /// The request member `--page-size` sets (`maxResults`, `limit`).
+    pub limit_key: &'static str,
+    /// Further lists botocore merges over the pages (FilterLogEvents' `searchedLogStreams`),
+    /// concatenated; `--max-items` counts only `result_key`'s items.
+    pub also: &'static [&'static str],
 }
 
 /// The request token of a paginated operation.
 pub const INPUT_TOKEN: &str = "nextToken";
 /// The response token of a paginated operation.
 pub const OUTPUT_TOKEN: &str = "nextToken";
-/// The request's page size.
+/// The request's page size (ECS's; a [`Paginator`] names its own).
 pub const LIMIT_KEY: &str = "maxResults";
 
 /// A service of the CLI: `berth ecs`, `berth ssm`, ... as `aws ecs`, `aws ssm`.
@@ -67,8 +72,15 @@ pub const EC2: Service = Service {
     grpc: "berth.v1.Ec2",
     about: "Amazon EC2-compatible operations: security groups (a cluster is the VPC)",
 };
+/// `berth logs`: CloudWatch Logs (issue 10).
+pub const LOGS: Service = Service {
+    cli: "logs",
+    grpc: "berth.v1.Logs",
+    about:
+        "Amazon CloudWatch Logs-compatible operations: log groups, streams and events, and `tail`",
+};
 /// Every service, in `--help` order.
-pub const SERVICES: &[&Service] = &[&ECS, &SSM, &SECRETS_MANAGER, &IAM, &EC2];
+pub const SERVICES: &[&Service] = &[&ECS, &SSM, &SECRETS_MANAGER, &IAM, &EC2, &LOGS];
 
 /// A row: one API operation.
 pub struct Operation {
@@ -149,7 +161,11 @@ where
     Resp: serde::Serialize + prost::Message + Default,
 {
     Operation {
-        pages: Some(Paginator { result_key }),
+        pages: Some(Paginator {
+            result_key,
+            limit_key: LIMIT_KEY,
+            also: &[],
+        }),
         ..op::<Req, Resp>(api)
     }
 }
@@ -192,6 +208,19 @@ const REQUIRED: &[(&str, &[&str])] = &[
     ("DeleteAccessKey", &["AccessKeyId"]),
     // botocore's ec2 model.
     ("CreateSecurityGroup", &["GroupName", "Description"]),
+    // botocore's logs model (Berth names the group by logGroupName only).
+    ("CreateLogGroup", &["logGroupName"]),
+    ("DeleteLogGroup", &["logGroupName"]),
+    ("PutRetentionPolicy", &["logGroupName", "retentionInDays"]),
+    ("DeleteRetentionPolicy", &["logGroupName"]),
+    ("CreateLogStream", &["logGroupName", "logStreamName"]),
+    ("DescribeLogStreams", &["logGroupName"]),
+    (
+        "PutLogEvents",
+        &["logGroupName", "logStreamName", "logEvents"],
+    ),
+    ("GetLogEvents", &["logGroupName", "logStreamName"]),
+    ("FilterLogEvents", &["logGroupName"]),
 ];
 
 /// The request members `api` requires.
@@ -301,9 +330,112 @@ pub const OTHER_OPERATIONS: &[Operation] = &[
     ),
 ];
 
+/// The members of CloudWatch Logs' shapes that are longs (times in ms, byte counts): proto3's
+/// JSON renders int64 as strings, the aws CLI prints numbers.
+const LOGS_LONGS: &[&str] = &[
+    "creationTime",
+    "storedBytes",
+    "firstEventTimestamp",
+    "lastEventTimestamp",
+    "lastIngestionTime",
+    "timestamp",
+    "ingestionTime",
+];
+
+fn longs_as_numbers(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                if let (true, Value::String(s)) = (LOGS_LONGS.contains(&k.as_str()), &*x) {
+                    if let Ok(n) = s.parse::<i64>() {
+                        *x = Value::from(n);
+                        continue;
+                    }
+                }
+                longs_as_numbers(x);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(longs_as_numbers),
+        _ => {}
+    }
+}
+
+/// [`render`] with CloudWatch Logs' longs as JSON numbers.
+pub fn render_logs<T: serde::Serialize + prost::Message + Default>(
+    bytes: &[u8],
+) -> Result<Value, String> {
+    let mut v = render::<T>(bytes)?;
+    longs_as_numbers(&mut v);
+    Ok(v)
+}
+
+const fn logs_op<Req, Resp>(api: &'static str) -> Operation
+where
+    Req: serde::de::DeserializeOwned + prost::Message,
+    Resp: serde::Serialize + prost::Message + Default,
+{
+    Operation {
+        render: render_logs::<Resp>,
+        ..of::<Req, Resp>(&LOGS, api)
+    }
+}
+
+const fn logs_paged<Req, Resp>(
+    api: &'static str,
+    result_key: &'static str,
+    also: &'static [&'static str],
+) -> Operation
+where
+    Req: serde::de::DeserializeOwned + prost::Message,
+    Resp: serde::Serialize + prost::Message + Default,
+{
+    Operation {
+        pages: Some(Paginator {
+            result_key,
+            limit_key: "limit",
+            also,
+        }),
+        ..logs_op::<Req, Resp>(api)
+    }
+}
+
+/// The rows of `berth logs` (issue 10): botocore's paginators page DescribeLogGroups,
+/// DescribeLogStreams and FilterLogEvents by `limit`; GetLogEvents is paged by hand
+/// (--next-token), as with aws. StartLiveTail is `berth logs tail --follow`'s stream.
+pub const LOGS_OPERATIONS: &[Operation] = &[
+    logs_op::<pb::CreateLogGroupRequest, pb::CreateLogGroupResponse>("CreateLogGroup"),
+    logs_op::<pb::DeleteLogGroupRequest, pb::DeleteLogGroupResponse>("DeleteLogGroup"),
+    logs_paged::<pb::DescribeLogGroupsRequest, pb::DescribeLogGroupsResponse>(
+        "DescribeLogGroups",
+        "logGroups",
+        &[],
+    ),
+    logs_op::<pb::PutRetentionPolicyRequest, pb::PutRetentionPolicyResponse>("PutRetentionPolicy"),
+    logs_op::<pb::DeleteRetentionPolicyRequest, pb::DeleteRetentionPolicyResponse>(
+        "DeleteRetentionPolicy",
+    ),
+    logs_op::<pb::CreateLogStreamRequest, pb::CreateLogStreamResponse>("CreateLogStream"),
+    logs_paged::<pb::DescribeLogStreamsRequest, pb::DescribeLogStreamsResponse>(
+        "DescribeLogStreams",
+        "logStreams",
+        &[],
+    ),
+    logs_op::<pb::PutLogEventsRequest, pb::PutLogEventsResponse>("PutLogEvents"),
+    logs_op::<pb::GetLogEventsRequest, pb::GetLogEventsResponse>("GetLogEvents"),
+    logs_paged::<pb::FilterLogEventsRequest, pb::FilterLogEventsResponse>(
+        "FilterLogEvents",
+        "events",
+        &["searchedLogStreams"],
+    ),
+    logs_op::<pb::StartLiveTailRequest, pb::StartLiveTailResponse>("StartLiveTail"),
+];
+
 /// Every row of every service.
 pub fn all_operations() -> impl Iterator<Item = &'static Operation> {
-    OPERATIONS.iter().chain(OTHER_OPERATIONS)
+    OPERATIONS
+        .iter()
+        .chain(OTHER_OPERATIONS)
+        .chain(LOGS_OPERATIONS)
 }
 
 /// The row of a subcommand (`run-task`) of a service (`ecs`).
@@ -506,10 +638,13 @@ mod tests {
             if let Some(p) = op.pages {
                 let f = msg.field(p.result_key).unwrap();
                 assert!(f.list, "{}", op.api);
+                for k in p.also {
+                    assert!(msg.field(k).is_some_and(|f| f.list), "{}: {k}", op.api);
+                }
                 assert!(msg.field(OUTPUT_TOKEN).is_some(), "{}", op.api);
                 let input = m.message(&rpc.input).unwrap();
                 assert_eq!(input.field(INPUT_TOKEN).unwrap().kind, Kind::Str);
-                assert_eq!(input.field(LIMIT_KEY).unwrap().kind, Kind::Int);
+                assert_eq!(input.field(p.limit_key).unwrap().kind, Kind::Int);
             }
         }
     }

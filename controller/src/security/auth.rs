@@ -58,12 +58,14 @@ pub struct Caller {
     pub permissions: Permissions,
 }
 
-/// Whether `action` only reads (Describe*, List*, Get*): what a read-only key may call and
-/// what the audit log leaves out.
+/// Whether `action` only reads (Describe*, List*, Get*, and CloudWatch Logs' FilterLogEvents
+/// and StartLiveTail, which IAM's ReadOnlyAccess grants too): what a read-only key may call
+/// and what the audit log leaves out.
 pub fn is_read_action(action: &str) -> bool {
     ["Describe", "List", "Get"]
         .iter()
         .any(|p| action.starts_with(p))
+        || matches!(action, "FilterLogEvents" | "StartLiveTail")
 }
 
 fn status(code: tonic::Code, exception: &'static str, message: String) -> tonic::Status {

@@ -5,6 +5,7 @@ use berth_proto::v1::{ContainerDefinition, RegisterTaskDefinitionRequest};
 use std::collections::HashSet;
 
 pub mod lifecycle;
+pub mod log_configuration;
 
 /// Network modes a task definition may name.
 pub const NETWORK_MODES: [&str; 4] = ["bridge", "host", "awsvpc", "none"];
@@ -274,18 +275,6 @@ const OS_FAMILIES: &[&str] = &[
     "WINDOWS_SERVER_20H2_CORE",
 ];
 
-/// The log drivers ECS accepts (logConfiguration.logDriver).
-const LOG_DRIVERS: &[&str] = &[
-    "json-file",
-    "syslog",
-    "journald",
-    "gelf",
-    "fluentd",
-    "awslogs",
-    "splunk",
-    "awsfirelens",
-];
-
 /// An enum-valued field: absent, or one of ECS's spellings.
 fn one_of(field: &str, value: Option<&str>, allowed: &[&str]) -> Result<(), EcsError> {
     match value {
@@ -307,11 +296,7 @@ fn validate_container_shapes(i: usize, c: &ContainerDefinition) -> Result<(), Ec
         &["enabled", "disabled"],
     )?;
     if let Some(l) = &c.log_configuration {
-        one_of(
-            &field("logConfiguration.logDriver"),
-            Some(&l.log_driver),
-            LOG_DRIVERS,
-        )?;
+        log_configuration::validate(i, &c.name, l)?;
     }
     for (j, p) in c.port_mappings.iter().enumerate() {
         one_of(
@@ -611,7 +596,7 @@ mod tests {
         for ok in [
             r#""secrets":[{"name":"DB","valueFrom":"arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf:password::"}]"#,
             r#""secrets":[{"name":"K","valueFrom":"arn:aws:ssm:eu-west-1:1:parameter/prod/key"},{"name":"P","valueFrom":"plain"}]"#,
-            r#""logConfiguration":{"logDriver":"awslogs","secretOptions":[{"name":"T","valueFrom":"/log/token"}]}"#,
+            r#""logConfiguration":{"logDriver":"awslogs","secretOptions":[{"name":"awslogs-group","valueFrom":"/log/group"}]}"#,
         ] {
             assert!(register(&format!(",{ok}")).is_ok(), "{ok}");
         }
@@ -633,7 +618,7 @@ mod tests {
                 "given twice",
             ),
             (
-                r#""logConfiguration":{"logDriver":"awslogs","secretOptions":[{"name":"T","valueFrom":"has space"}]}"#,
+                r#""logConfiguration":{"logDriver":"awslogs","secretOptions":[{"name":"awslogs-group","valueFrom":"has space"}]}"#,
                 "secretOptions[0].valueFrom",
             ),
         ] {

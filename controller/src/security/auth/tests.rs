@@ -313,6 +313,32 @@ async fn a_read_only_key_reads_but_never_writes_or_manages_keys() {
         m.contains("not authorized to perform: ec2:AuthorizeSecurityGroupIngress"),
         "{m}"
     );
+    // CloudWatch Logs (issue 10): FilterLogEvents and StartLiveTail read; PutLogEvents writes.
+    for read in [
+        "/berth.v1.Logs/FilterLogEvents",
+        "/berth.v1.Logs/StartLiveTail",
+        "/berth.v1.Logs/GetLogEvents",
+    ] {
+        assert_eq!(
+            r.call(request(read, b"", Some(&reader), now())).await,
+            None,
+            "{read}"
+        );
+    }
+    let (e, m) = r
+        .call(request(
+            "/berth.v1.Logs/PutLogEvents",
+            b"",
+            Some(&reader),
+            now(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(e, ACCESS_DENIED);
+    assert!(
+        m.contains("not authorized to perform: logs:PutLogEvents"),
+        "{m}"
+    );
     let full = r.full.clone();
     assert_eq!(
         r.call(request(
