@@ -827,16 +827,27 @@ impl Cluster {
         p
     }
 
-    /// What a container of a task wrote to stdout and stderr so far.
+    /// What a container of a task wrote to stdout and stderr so far: its stdout spool, then
+    /// its stderr spool (issue 10: the agent keeps them apart).
     pub fn container_log(&self, task_arn: &str, container: &str) -> String {
+        let mut out = String::new();
+        for stream in ["stdout", "stderr"] {
+            out.push_str(
+                &std::fs::read_to_string(self.container_spool(task_arn, container, stream))
+                    .unwrap_or_default(),
+            );
+        }
+        out
+    }
+
+    /// The spool file of one of a container's streams (`stdout`, `stderr`): the bytes it
+    /// wrote, as it wrote them.
+    pub fn container_spool(&self, task_arn: &str, container: &str, stream: &str) -> PathBuf {
         let id = task_arn.rsplit('/').next().unwrap_or_default();
-        std::fs::read_to_string(
-            self.dir
-                .join("agent/logs")
-                .join(id)
-                .join(format!("{container}.log")),
-        )
-        .unwrap_or_default()
+        self.dir
+            .join("agent/logs")
+            .join(id)
+            .join(format!("{container}.{stream}.log"))
     }
 
     /// Every cgroup directory left for a task, in any hierarchy.

@@ -2015,6 +2015,28 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
 
     /// After an agent restart: looks at each container as containerd has it now, retrying
     /// until containerd gives a definite answer (an error or UNKNOWN is never "gone").
+    /// Reads a recovered container's output FIFOs again (issue 10): what it wrote while no
+    /// agent read waits in its pipes and reaches its spool files now.
+    async fn attach_logs(&mut self, name: &str, cid: &str) {
+        let c = CreateContainer {
+            id: cid.to_string(),
+            image: Default::default(),
+            spec: Default::default(),
+            labels: HashMap::new(),
+            log_path: self.shared.config.data_dir.log(&self.id, name),
+            open_stdin: false,
+        };
+        let runtime = self.shared.runtime.clone();
+        let after = self.timeouts().call;
+        let done = bounded("attach logs", cid, after, async move {
+            runtime.attach_logs(&c).await
+        })
+        .await;
+        if let Err(e) = done {
+            warn!(container = %name, error = %e, "cannot capture the output of a recovered container");
+        }
+    }
+
     async fn recover(&mut self) {
         let now = &self.shared.config.boot_id;
         let rebooted = matches!((&self.rec.boot_id, now), (Some(then), Some(now)) if then != now);
@@ -2043,6 +2065,12 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 continue;
             };
             info!(container = %name, state = ?state, "recovered");
+            if matches!(
+                state,
+                ContainerState::Running | ContainerState::Unknown | ContainerState::Stopped(_)
+            ) {
+                self.attach_logs(&name, &cid).await;
+            }
             match state {
                 ContainerState::Running | ContainerState::Unknown => {
                     self.set_container_status(&name, ContainerStatus::Running);
