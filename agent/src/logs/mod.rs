@@ -8,6 +8,7 @@
 
 pub mod capture;
 pub mod spool;
+pub mod stream;
 
 use std::path::{Path, PathBuf};
 
