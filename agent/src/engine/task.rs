@@ -1333,6 +1333,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             }
         }
         info!(container = %d.name, id = %cid, "container started");
+        self.deliver_logs(&d.name, &cid);
         self.set_container_status(&d.name, ContainerStatus::Running);
         self.watch(&d.name, &cid);
         self.started.insert(d.name.clone(), Instant::now());
@@ -2035,6 +2036,27 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         if let Err(e) = done {
             warn!(container = %name, error = %e, "cannot capture the output of a recovered container");
         }
+        self.deliver_logs(name, cid);
+    }
+
+    /// Hands a started or recovered container's output to its log driver (issue 10).
+    fn deliver_logs(&self, name: &str, cid: &str) {
+        let Some(logs) = &self.shared.config.logs else {
+            return;
+        };
+        let defs = &self.rec.definition.container_definitions;
+        logs.watch(crate::logs::service::ContainerLog {
+            task_arn: self.rec.task.task_arn.clone(),
+            container_name: name.to_string(),
+            runtime_id: cid.to_string(),
+            log_path: self.shared.config.data_dir.log(&self.id, name),
+            log_configuration: self.def(name).and_then(|d| d.log_configuration.clone()),
+            task_containers: defs
+                .iter()
+                .filter(|d| d.log_configuration.is_some())
+                .count()
+                .max(1),
+        });
     }
 
     async fn recover(&mut self) {

@@ -7,8 +7,12 @@
 //! capture".
 
 pub mod capture;
+pub mod config;
+pub mod json_file;
+pub mod service;
 pub mod spool;
 pub mod stream;
+pub mod syslog;
 
 use std::path::{Path, PathBuf};
 
@@ -65,6 +69,18 @@ impl ContainerLogPaths {
     /// The spool's index: when each run of its bytes was read ([`spool::IndexRecord`]).
     pub fn index(&self, s: Stream) -> PathBuf {
         self.with(format!("{}.idx", s.as_str()))
+    }
+
+    /// The delivery cursor of its log driver ([`stream::Cursor`]).
+    pub fn cursor(&self) -> PathBuf {
+        self.with("cursor.json".into())
+    }
+
+    /// The json-file driver's log (Docker's `<id>-json.log`).
+    pub fn json_log(&self) -> PathBuf {
+        let mut p = self.base.clone().into_os_string();
+        p.push("-json.log");
+        p.into()
     }
 
     /// The directory all of them are in.
