@@ -249,14 +249,15 @@ impl Pump {
             for c in inbox.watch {
                 self.add(c, shared);
             }
+            // Acks first: they may be for batches of the link that just ended.
+            for a in inbox.acks {
+                self.on_ack(a, shared);
+            }
             if let Some(link) = inbox.link {
                 self.link = link;
                 for s in self.shippers.values_mut() {
                     s.rewind();
                 }
-            }
-            for a in inbox.acks {
-                self.on_ack(a, shared);
             }
             let closed = shared.closed.lock().map(|c| c.clone()).unwrap_or_default();
             let mut gone = Vec::new();
