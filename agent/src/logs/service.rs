@@ -324,8 +324,15 @@ impl Pump {
                 Cursor::default()
             }
         };
+        let start = match &driver {
+            Driver::Awslogs(a) => config::event_start(a).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "lines not joined");
+                None
+            }),
+            _ => None,
+        };
         let reader = match StreamReader::open(&paths, acked.clone()) {
-            Ok(r) => r,
+            Ok(r) => r.with_event_start(start),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the spool");
                 return;

@@ -103,12 +103,30 @@ pub struct NumberedEvent {
     pub partial: bool,
 }
 
+/// How long a multiline event waits for more lines (Docker's awslogs flush interval): a line
+/// read later than this after the previous one starts a new event, and an event whose last
+/// line is older than this goes without waiting for the next.
+pub const MULTILINE_FLUSH_MS: u64 = 5_000;
+/// CloudWatch's largest event (256 KiB less its 26 bytes of overhead): a joined event ends
+/// before it would grow past this.
+pub const MAX_JOINED: usize = 262_144 - 26;
+
+/// An event with the position just past it.
+type Read = (Event, Position);
+
 /// Reads a container's stdout and stderr spools as one numbered stream.
 #[derive(Debug)]
 pub struct StreamReader {
-    out: EventReader,
-    err: EventReader,
-    peek: [Option<Event>; 2],
+    readers: [EventReader; 2],
+    /// The next event of each stream, with the position past it.
+    peek: [Option<Read>; 2],
+    /// awslogs-multiline-pattern / awslogs-datetime-format: a line matching it starts an
+    /// event; the lines up to the next such line are joined into one.
+    start: Option<regex::Regex>,
+    /// A multiline event being gathered, and the read time of its last line.
+    group: [Option<(Read, u64)>; 2],
+    /// A line read past a gathered event (it starts the next).
+    look: [Option<Read>; 2],
     cursor: Cursor,
 }
 
@@ -116,19 +134,31 @@ impl StreamReader {
     /// Reads the container's spools from `cursor`.
     pub fn open(paths: &ContainerLogPaths, cursor: Cursor) -> Result<Self, LogsError> {
         Ok(Self {
-            out: EventReader::open(
-                &paths.spool(Stream::Stdout),
-                &paths.index(Stream::Stdout),
-                cursor.stdout,
-            )?,
-            err: EventReader::open(
-                &paths.spool(Stream::Stderr),
-                &paths.index(Stream::Stderr),
-                cursor.stderr,
-            )?,
+            readers: [
+                EventReader::open(
+                    &paths.spool(Stream::Stdout),
+                    &paths.index(Stream::Stdout),
+                    cursor.stdout,
+                )?,
+                EventReader::open(
+                    &paths.spool(Stream::Stderr),
+                    &paths.index(Stream::Stderr),
+                    cursor.stderr,
+                )?,
+            ],
             peek: [None, None],
+            start: None,
+            group: [None, None],
+            look: [None, None],
             cursor,
         })
+    }
+
+    /// Joins lines into events: a line matching `start` begins one (awslogs-multiline-pattern,
+    /// awslogs-datetime-format).
+    pub fn with_event_start(mut self, start: Option<regex::Regex>) -> Self {
+        self.start = start;
+        self
     }
 
     /// Where the stream stands: just past the last event [`StreamReader::next`] returned.
@@ -138,20 +168,76 @@ impl StreamReader {
 
     /// Reads again from `cursor` (after a reconnect: from what was acknowledged).
     pub fn rewind(&mut self, cursor: Cursor) {
-        self.out.seek(cursor.stdout);
-        self.err.seek(cursor.stderr);
+        self.readers[0].seek(cursor.stdout);
+        self.readers[1].seek(cursor.stderr);
         self.peek = [None, None];
+        self.group = [None, None];
+        self.look = [None, None];
         self.cursor = cursor;
     }
 
-    fn fill(&mut self, closed: [bool; 2]) -> Result<(), LogsError> {
-        if self.peek[0].is_none() {
-            self.peek[0] = self.out.next_event(closed[0])?;
+    fn read(&mut self, i: usize, closed: bool) -> Result<Option<Read>, LogsError> {
+        if let Some(r) = self.look[i].take() {
+            return Ok(Some(r));
         }
-        if self.peek[1].is_none() {
-            self.peek[1] = self.err.next_event(closed[1])?;
+        let r = &mut self.readers[i];
+        Ok(r.next_event(closed)?.map(|e| (e, r.position())))
+    }
+
+    fn fill_one(&mut self, i: usize, closed: bool, now_ms: u64) -> Result<(), LogsError> {
+        if self.peek[i].is_some() {
+            return Ok(());
         }
-        Ok(())
+        let Some(start) = self.start.clone() else {
+            self.peek[i] = self.read(i, closed)?;
+            return Ok(());
+        };
+        // Multiline: where an event ends depends only on the lines and their read times
+        // (never on when they are looked at), so it is the same when read again.
+        loop {
+            if self.group[i].is_none() {
+                match self.read(i, closed)? {
+                    Some(first) => {
+                        let t = first.0.timestamp_ms;
+                        self.group[i] = Some((first, t));
+                    }
+                    None => return Ok(()),
+                }
+            }
+            let next = self.read(i, closed)?;
+            let Some((g, last)) = self.group[i].as_mut() else {
+                return Ok(());
+            };
+            match next {
+                None => {
+                    if closed || now_ms.saturating_sub(*last) > MULTILINE_FLUSH_MS {
+                        self.peek[i] = self.group[i].take().map(|(g, _)| g);
+                    }
+                    return Ok(());
+                }
+                Some((line, pos)) => {
+                    let starts = start.is_match(&String::from_utf8_lossy(&line.message))
+                        || line.timestamp_ms.saturating_sub(*last) > MULTILINE_FLUSH_MS
+                        || g.0.message.len() + 1 + line.message.len() > MAX_JOINED;
+                    if starts {
+                        self.look[i] = Some((line, pos));
+                        self.peek[i] = self.group[i].take().map(|(g, _)| g);
+                        return Ok(());
+                    }
+                    g.0.message.push(b'\n');
+                    g.0.message.extend_from_slice(&line.message);
+                    g.0.end = line.end;
+                    g.0.partial = false;
+                    g.1 = pos;
+                    *last = line.timestamp_ms;
+                }
+            }
+        }
+    }
+
+    fn fill(&mut self, closed: [bool; 2], now_ms: u64) -> Result<(), LogsError> {
+        self.fill_one(0, closed[0], now_ms)?;
+        self.fill_one(1, closed[1], now_ms)
     }
 
     /// Which stream's peeked event comes next, if one may be taken now: the earlier of two
@@ -160,23 +246,23 @@ impl StreamReader {
     /// `now_ms` or later).
     fn pick(&self, closed: [bool; 2], now_ms: u64) -> Option<usize> {
         match (&self.peek[0], &self.peek[1]) {
-            (Some(a), Some(b)) => Some(if a.timestamp_ms <= b.timestamp_ms {
+            (Some((a, _)), Some((b, _))) => Some(if a.timestamp_ms <= b.timestamp_ms {
                 0
             } else {
                 1
             }),
-            (Some(a), None) if closed[1] || a.timestamp_ms < now_ms => Some(0),
-            (None, Some(b)) if closed[0] || b.timestamp_ms < now_ms => Some(1),
+            (Some((a, _)), None) if closed[1] || a.timestamp_ms < now_ms => Some(0),
+            (None, Some((b, _))) if closed[0] || b.timestamp_ms < now_ms => Some(1),
             _ => None,
         }
     }
 
     fn take(&mut self, i: usize) -> Option<Event> {
-        let e = self.peek[i].take()?;
+        let (e, pos) = self.peek[i].take()?;
         if i == 0 {
-            self.cursor.stdout = self.out.position();
+            self.cursor.stdout = pos;
         } else {
-            self.cursor.stderr = self.err.position();
+            self.cursor.stderr = pos;
         }
         Some(e)
     }
@@ -198,7 +284,7 @@ impl StreamReader {
                 partial: false,
             }));
         }
-        self.fill(closed)?;
+        self.fill(closed, now_ms)?;
         let Some(i) = self.pick(closed, now_ms) else {
             return Ok(None);
         };
@@ -222,8 +308,8 @@ impl StreamReader {
 
     /// The spooled bytes not yet read past the cursor, in both streams.
     pub fn backlog(&mut self) -> Result<u64, LogsError> {
-        let out = self.out.covered()? - self.cursor.stdout.offset;
-        let err = self.err.covered()? - self.cursor.stderr.offset;
+        let out = self.readers[0].covered()? - self.cursor.stdout.offset;
+        let err = self.readers[1].covered()? - self.cursor.stderr.offset;
         Ok(out + err)
     }
 
@@ -238,9 +324,9 @@ impl StreamReader {
         let mut count = 0;
         while self.backlog()? > target {
             // Oldest first, by the same order `next` uses, without waiting for the clock.
-            self.fill([false, false])?;
+            self.fill([false, false], now_ms)?;
             let i = match (&self.peek[0], &self.peek[1]) {
-                (Some(a), Some(b)) => {
+                (Some((a, _)), Some((b, _))) => {
                     if a.timestamp_ms <= b.timestamp_ms {
                         0
                     } else {
@@ -373,6 +459,53 @@ mod tests {
         let mut r = StreamReader::open(&p, r.cursor().clone()).unwrap();
         assert_eq!(r.next([false, false], 0).unwrap(), None);
         assert!(r.next([false, true], 0).unwrap().is_some(), "stderr closed");
+    }
+
+    #[test]
+    fn lines_are_joined_into_events_where_the_pattern_matches_and_read_again_the_same() {
+        let (_d, p) = dir();
+        write(
+            &p,
+            Stream::Stdout,
+            b"[1] first\n  at a\n  at b\n[2] second\n[3] third\n  more\n",
+        );
+        let re = regex::Regex::new(r"^\[\d+\]").unwrap();
+        let mut r = StreamReader::open(&p, Cursor::default())
+            .unwrap()
+            .with_event_start(Some(re.clone()));
+        let first = r.next([false, true], LATER).unwrap().unwrap();
+        assert_eq!(first.message, "[1] first\n  at a\n  at b");
+        let cursor = r.cursor().clone();
+        let rest = drain(&mut r);
+        // The last event waits for its end (a next event, the stream's end, or 5 s).
+        assert_eq!(
+            rest.len(),
+            1 + 1,
+            "the last one goes: LATER is past its flush time"
+        );
+        assert_eq!(rest[0].message, "[2] second");
+        assert_eq!(rest[1].message, "[3] third\n  more");
+        let mut r2 = StreamReader::open(&p, cursor)
+            .unwrap()
+            .with_event_start(Some(re.clone()));
+        assert_eq!(
+            drain(&mut r2),
+            rest,
+            "the same events with the same numbers"
+        );
+        let mut r3 = StreamReader::open(&p, Cursor::default())
+            .unwrap()
+            .with_event_start(Some(re));
+        let now = crate::logs::now_ms();
+        let mut got = Vec::new();
+        while let Some(e) = r3.next([false, true], now).unwrap() {
+            got.push(e.message);
+        }
+        assert_eq!(got.len(), 2, "the open event is held: {got:?}");
+        assert_eq!(
+            r3.next([true, true], now).unwrap().unwrap().message,
+            "[3] third\n  more"
+        );
     }
 
     #[test]
