@@ -43,6 +43,11 @@ impl Prepared {
 
 /// What a copy thread tells the rest of the agent.
 pub trait CaptureEvents: Send + Sync + 'static {
+    /// A copy of `paths`' stream `s` starts (a new process, or an agent restarted): the
+    /// stream is open again.
+    fn opened(&self, paths: &ContainerLogPaths, s: Stream) {
+        let _ = (paths, s);
+    }
     /// New bytes are in the spool of `paths`' stream `s`.
     fn spooled(&self, paths: &ContainerLogPaths, s: Stream);
     /// The stream ended (its writer closed): everything it wrote is in the spool.
@@ -197,6 +202,8 @@ impl Capture {
             return;
         };
         let previous = threads.remove(&key);
+        // Ended copies of other containers are forgotten (their threads are gone).
+        threads.retain(|_, h| !h.is_finished());
         let (events, gate, chunk) = (self.events.clone(), self.gate.clone(), self.pipe_size);
         let name = format!(
             "log-{}",
@@ -208,6 +215,8 @@ impl Capture {
                 let _ = p.join();
             }
             let paths = thread_paths;
+            // After the previous copy's end: its `closed` comes before this `opened`.
+            events.opened(&paths, s);
             match copy(&paths, s, fd, chunk, &*events, &*gate) {
                 Ok(bytes) => {
                     tracing::debug!(spool = %paths.spool(s).display(), bytes, "stream ended")

@@ -161,6 +161,12 @@ impl LogService {
 }
 
 impl CaptureEvents for LogService {
+    fn opened(&self, paths: &ContainerLogPaths, s: Stream) {
+        if let Ok(mut c) = self.shared.closed.lock() {
+            c.remove(&(paths.clone(), s));
+        }
+    }
+
     fn spooled(&self, _: &ContainerLogPaths, _: Stream) {
         // Cheap: a flag and a wake, no I/O on the copy thread.
         if let Ok(mut i) = self.shared.inbox.lock() {
