@@ -1032,25 +1032,32 @@ impl Cluster {
     /// pipe, not yet in its spool (while no agent reads, its output waits there). Read with
     /// FIONREAD on a read end of the FIFO, consuming nothing.
     pub fn container_pending_output(&self, task_arn: &str, container: &str, stream: &str) -> usize {
-        use std::os::fd::AsRawFd;
-        use std::os::unix::fs::OpenOptionsExt;
-        let fifo = self
-            .container_spool(task_arn, container, stream)
-            .with_extension("fifo");
-        let Ok(f) = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NONBLOCK)
-            .open(&fifo)
-        else {
-            return 0;
-        };
-        let mut n: nix::libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int through the pointer, which outlives the call.
-        let r = unsafe { nix::libc::ioctl(f.as_raw_fd(), nix::libc::FIONREAD, &mut n) };
-        if r < 0 {
-            0
-        } else {
-            n as usize
-        }
+        pending_in_fifo(
+            &self
+                .container_spool(task_arn, container, stream)
+                .with_extension("fifo"),
+        )
+    }
+}
+
+/// Issue 10: the bytes waiting in a FIFO (FIONREAD on a read end of it, consuming nothing); 0
+/// when it cannot be opened.
+pub fn pending_in_fifo(fifo: &Path) -> usize {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(fifo)
+    else {
+        return 0;
+    };
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which outlives the call.
+    let r = unsafe { nix::libc::ioctl(f.as_raw_fd(), nix::libc::FIONREAD, &mut n) };
+    if r < 0 {
+        0
+    } else {
+        n as usize
     }
 }

@@ -180,13 +180,18 @@ mod direct {
     }
 
     pub async fn direct(c: &Cluster, spool_max: u64) -> Direct {
+        direct_with_pipe(c, spool_max, None).await
+    }
+
+    /// [`direct`] with pipes of `pipe` bytes.
+    pub async fn direct_with_pipe(c: &Cluster, spool_max: u64, pipe: Option<usize>) -> Direct {
         let (runtime, _) = Containerd::connect(&c.socket(), "berth")
             .await
             .expect("containerd");
         let logs = LogService::start(spool_max);
         let (events, gate) = logs.capture_listeners();
         let runtime =
-            runtime.with_capture(Arc::new(Capture::new(None).with_listeners(events, gate)));
+            runtime.with_capture(Arc::new(Capture::new(pipe).with_listeners(events, gate)));
         let image = runtime.image(IMAGE).await.expect("image");
         Direct {
             runtime,
@@ -201,6 +206,28 @@ mod direct {
         /// Runs `script` in a container with this logConfiguration until it exits; returns
         /// its log path.
         pub async fn run(
+            &self,
+            id: &str,
+            script: &str,
+            log_configuration: Option<LogConfiguration>,
+        ) -> PathBuf {
+            let log_path = self.start(id, script, log_configuration).await;
+            self.wait_exit(id).await;
+            log_path
+        }
+
+        /// Waits for the container to exit 0, then removes it.
+        pub async fn wait_exit(&self, id: &str) {
+            let status = tokio::time::timeout(Duration::from_secs(120), self.runtime.wait(id))
+                .await
+                .expect("the container to exit")
+                .expect("wait");
+            assert_eq!(status, 0, "{id} exit status");
+            self.runtime.delete(id).await.expect("delete");
+        }
+
+        /// Starts `script` in a container with this logConfiguration; returns its log path.
+        pub async fn start(
             &self,
             id: &str,
             script: &str,
@@ -246,12 +273,6 @@ mod direct {
                 log_configuration,
                 task_containers: 1,
             });
-            let status = tokio::time::timeout(Duration::from_secs(120), self.runtime.wait(id))
-                .await
-                .expect("the container to exit")
-                .expect("wait");
-            assert_eq!(status, 0, "{id} exit status");
-            self.runtime.delete(id).await.expect("delete");
             log_path
         }
     }
@@ -538,4 +559,54 @@ async fn past_the_spool_bound_the_oldest_events_are_dropped_and_counted_in_the_s
     assert!(lines.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(lines.len() as u64 + dropped, 100_000);
     assert_eq!(*lines.last().unwrap(), 100_000, "the newest are kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awslogs_blocking_mode_holds_the_container_back_instead_of_dropping() {
+    if !prerequisites() {
+        return;
+    }
+    let c = Cluster::start("logs-blocking");
+    let (bound, pipe) = (64 * 1024u64, 64 * 1024usize);
+    let d = direct::direct_with_pipe(&c, bound, Some(pipe)).await;
+    // ~2 MB of lines, no controller connected: past the bound the agent stops draining.
+    let n = 300_000u64;
+    let log = d
+        .start(
+            "block1",
+            &format!("seq 1 {n}"),
+            direct::lc("awslogs", &[("awslogs-group", "g"), ("mode", "blocking")]),
+        )
+        .await;
+    let fifo = log.with_file_name("main.stdout.fifo");
+    let spool = log.with_file_name("main.stdout.log");
+    // The pipe fills while the spool stays within the bound and one pipe's worth.
+    wait_for("the container's pipe to fill", T, || {
+        (berth_tests::pending_in_fifo(&fifo) >= pipe).then_some(())
+    });
+    assert!(
+        size(&spool) <= bound + pipe as u64,
+        "the spool grew past its bound: {}",
+        size(&spool)
+    );
+    // The controller comes: everything arrives, nothing dropped, and the container finishes.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    d.logs.connected(tx);
+    let mut want = 1u64;
+    while want <= n {
+        let b = next(&mut rx).await;
+        assert_eq!(b.first_sequence, want, "no gap");
+        for e in &b.events {
+            assert_eq!(e.message, want.to_string());
+            want += 1;
+        }
+        d.logs.ack(berth_proto::v1::LogAck {
+            log_group_name: b.log_group_name,
+            log_stream_name: b.log_stream_name,
+            stored_through: want - 1,
+            error: String::new(),
+        });
+    }
+    d.wait_exit("block1").await;
+    assert_eq!(d.logs.dropped_total(), 0, "blocking mode drops nothing");
 }
