@@ -1311,6 +1311,8 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 return false;
             }
         }
+        // Its log driver first: a blocking-mode copy waits for the driver from its first byte.
+        self.deliver_logs(&d.name, &cid);
         let (runtime, c) = (self.shared.runtime.clone(), create.clone());
         match self
             .start_call("start", &cid, after, OnStop::Finish, async move {
@@ -1333,7 +1335,6 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             }
         }
         info!(container = %d.name, id = %cid, "container started");
-        self.deliver_logs(&d.name, &cid);
         self.set_container_status(&d.name, ContainerStatus::Running);
         self.watch(&d.name, &cid);
         self.started.insert(d.name.clone(), Instant::now());
@@ -2019,6 +2020,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
     /// Reads a recovered container's output FIFOs again (issue 10): what it wrote while no
     /// agent read waits in its pipes and reaches its spool files now.
     async fn attach_logs(&mut self, name: &str, cid: &str) {
+        self.deliver_logs(name, cid);
         let c = CreateContainer {
             id: cid.to_string(),
             image: Default::default(),
@@ -2036,7 +2038,6 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         if let Err(e) = done {
             warn!(container = %name, error = %e, "cannot capture the output of a recovered container");
         }
-        self.deliver_logs(name, cid);
     }
 
     /// Hands a started or recovered container's output to its log driver (issue 10).

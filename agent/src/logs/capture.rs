@@ -62,18 +62,21 @@ impl CaptureEvents for NoEvents {
     fn closed(&self, _: &ContainerLogPaths, _: Stream) {}
 }
 
-/// Decides whether a copy thread may move more bytes now (`mode: blocking` stops draining
-/// while the spool is over its bound).
+/// How far a copy thread may fill a spool now (awslogs `mode: blocking` stops draining the
+/// container's pipe while its undelivered output is at its bound).
 pub trait Gate: Send + Sync + 'static {
-    /// Blocks the copy thread of `paths`' stream while it must not drain.
-    fn wait_for_room(&self, paths: &ContainerLogPaths);
+    /// How many more bytes the copy of `paths`' stream `s`, now at spool offset `offset`, may
+    /// move; blocks while it is none.
+    fn room(&self, paths: &ContainerLogPaths, s: Stream, offset: u64) -> usize;
 }
 
 /// Never holds back.
 #[derive(Debug, Default)]
 pub struct Open;
 impl Gate for Open {
-    fn wait_for_room(&self, _: &ContainerLogPaths) {}
+    fn room(&self, _: &ContainerLogPaths, _: Stream, _: u64) -> usize {
+        usize::MAX
+    }
 }
 
 /// The capture of every container's output on this host.
@@ -282,14 +285,14 @@ fn copy(
     fcntl(&fifo, FcntlArg::F_SETFL(flags)).map_err(|e| io_err(&fifo_path, "fcntl", e))?;
     let start = offset;
     loop {
-        gate.wait_for_room(paths);
+        let room = gate.room(paths, s, offset);
         let mut off = offset as nix::libc::loff_t;
         match nix::fcntl::splice(
             fifo.as_fd(),
             None,
             spool.as_fd(),
             Some(&mut off),
-            chunk,
+            chunk.min(room),
             SpliceFFlags::SPLICE_F_MOVE,
         ) {
             Ok(0) => return Ok(offset - start),

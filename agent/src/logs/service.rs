@@ -70,8 +70,9 @@ struct Shared {
     inbox: Mutex<Inbox>,
     wake: Condvar,
     closed: Mutex<HashSet<(ContainerLogPaths, Stream)>>,
-    /// blocking-mode containers over their bound: their copy threads wait.
-    over: Mutex<HashSet<ContainerLogPaths>>,
+    /// For each stream of a blocking-mode container, the spool offset its copy may fill up to
+    /// (`None` until the delivery has read its cursor): the copy waits there.
+    limits: Mutex<HashMap<(ContainerLogPaths, Stream), Option<u64>>>,
     room: Condvar,
     stopper: Mutex<Option<Stopper>>,
     dropped: AtomicU64,
@@ -99,7 +100,7 @@ impl LogService {
             inbox: Mutex::default(),
             wake: Condvar::new(),
             closed: Mutex::default(),
-            over: Mutex::default(),
+            limits: Mutex::default(),
             room: Condvar::new(),
             stopper: Mutex::default(),
             dropped: AtomicU64::new(0),
@@ -129,8 +130,20 @@ impl LogService {
         self.shared.wake.notify_all();
     }
 
-    /// Delivers a started (or recovered) container's output per its logConfiguration.
+    /// Delivers a started (or recovered) container's output per its logConfiguration. Called
+    /// before its output is copied: a blocking-mode container's copy waits from the start
+    /// until the delivery has set its limit.
     pub fn watch(&self, c: ContainerLog) {
+        if let Ok(Driver::Awslogs(a)) = config::parse(c.log_configuration.as_ref()) {
+            if a.mode == Mode::Blocking {
+                let paths = ContainerLogPaths::new(&c.log_path);
+                if let Ok(mut l) = self.shared.limits.lock() {
+                    for s in [Stream::Stdout, Stream::Stderr] {
+                        l.entry((paths.clone(), s)).or_insert(None);
+                    }
+                }
+            }
+        }
         self.with_inbox(|i| i.watch.push(c));
     }
 
@@ -187,14 +200,26 @@ impl CaptureEvents for LogService {
 }
 
 impl Gate for LogService {
-    fn wait_for_room(&self, paths: &ContainerLogPaths) {
-        let Ok(mut over) = self.shared.over.lock() else {
-            return;
+    fn room(&self, paths: &ContainerLogPaths, s: Stream, offset: u64) -> usize {
+        let key = (paths.clone(), s);
+        let Ok(mut limits) = self.shared.limits.lock() else {
+            return usize::MAX;
         };
-        while over.contains(paths) {
-            match self.shared.room.wait_timeout(over, Duration::from_secs(1)) {
-                Ok((g, _)) => over = g,
-                Err(_) => return,
+        loop {
+            match limits.get(&key) {
+                None => return usize::MAX,
+                Some(Some(limit)) if *limit > offset => {
+                    return usize::try_from(limit - offset).unwrap_or(usize::MAX)
+                }
+                Some(_) => {}
+            }
+            match self
+                .shared
+                .room
+                .wait_timeout(limits, Duration::from_secs(1))
+            {
+                Ok((g, _)) => limits = g,
+                Err(_) => return usize::MAX,
             }
         }
     }
@@ -230,10 +255,24 @@ struct Shipper {
     bound: u64,
 }
 
-#[derive(Default)]
+/// How long the delivery sleeps with nothing to do, and with events held back by the clock.
+const IDLE_WAIT_MS: u64 = 500;
+const HOLD_WAIT_MS: u64 = 2;
+
 struct Pump {
     shippers: HashMap<ContainerLogPaths, Shipper>,
     link: Option<mpsc::Sender<AgentMessage>>,
+    wait: Duration,
+}
+
+impl Default for Pump {
+    fn default() -> Self {
+        Self {
+            shippers: HashMap::new(),
+            link: None,
+            wait: Duration::from_millis(IDLE_WAIT_MS),
+        }
+    }
 }
 
 impl Pump {
@@ -244,7 +283,7 @@ impl Pump {
                     return;
                 };
                 if !g.woken {
-                    g = match shared.wake.wait_timeout(g, Duration::from_millis(500)) {
+                    g = match shared.wake.wait_timeout(g, self.wait) {
                         Ok((g, _)) => g,
                         Err(_) => return,
                     };
@@ -267,6 +306,8 @@ impl Pump {
             }
             let closed = shared.closed.lock().map(|c| c.clone()).unwrap_or_default();
             let mut gone = Vec::new();
+            let mut busy = false;
+            let mut holding = false;
             for (k, s) in self.shippers.iter_mut() {
                 if !s.paths.dir().is_some_and(|d| d.exists()) {
                     gone.push(k.clone());
@@ -276,13 +317,29 @@ impl Pump {
                     closed.contains(&(k.clone(), Stream::Stdout)),
                     closed.contains(&(k.clone(), Stream::Stderr)),
                 ];
+                let before = s.reader.cursor().next_sequence;
                 s.pump(c, self.link.as_ref(), shared);
+                // Progress: there may be more at once (a pass takes one batch).
+                busy |= s.reader.cursor().next_sequence != before;
+                holding |= s.reader.holding();
             }
+            if busy {
+                if let Ok(mut i) = shared.inbox.lock() {
+                    i.woken = true;
+                }
+            }
+            // Events held back by the clock (read in this millisecond) go on the next pass.
+            self.wait = if holding {
+                Duration::from_millis(HOLD_WAIT_MS)
+            } else {
+                Duration::from_millis(IDLE_WAIT_MS)
+            };
             for k in gone {
                 self.shippers.remove(&k);
-                if let Ok(mut o) = shared.over.lock() {
-                    o.remove(&k);
+                if let Ok(mut l) = shared.limits.lock() {
+                    l.retain(|(p, _), _| *p != k);
                 }
+                shared.room.notify_all();
                 if let Ok(mut c) = shared.closed.lock() {
                     c.retain(|(p, _)| *p != k);
                 }
@@ -337,10 +394,18 @@ impl Pump {
             }),
             _ => None,
         };
+        if let Some(dir) = paths.dir() {
+            // Watched before its first start: the capture makes the same directory.
+            let _ = std::fs::create_dir_all(dir);
+        }
         let reader = match StreamReader::open(&paths, acked.clone()) {
             Ok(r) => r.with_event_start(start),
             Err(e) => {
-                tracing::error!(error = %e, "cannot read the spool");
+                tracing::error!(error = %e, "cannot read the spool; its output is not held back");
+                if let Ok(mut l) = shared.limits.lock() {
+                    l.retain(|(p, _), _| *p != paths);
+                }
+                shared.room.notify_all();
                 return;
             }
         };
@@ -464,17 +529,6 @@ impl Shipper {
         }
     }
 
-    /// The spooled bytes the destination does not have yet.
-    fn unacked(&self) -> u64 {
-        let len = |s| {
-            std::fs::metadata(self.paths.spool(s))
-                .map(|m| m.len())
-                .unwrap_or(0)
-        };
-        len(Stream::Stdout).saturating_sub(self.acked.stdout.offset)
-            + len(Stream::Stderr).saturating_sub(self.acked.stderr.offset)
-    }
-
     fn pump(
         &mut self,
         closed: [bool; 2],
@@ -495,14 +549,17 @@ impl Shipper {
             _ => true,
         };
         if blocking {
-            let over = self.unacked() > self.bound;
-            if let Ok(mut o) = shared.over.lock() {
-                if over {
-                    o.insert(self.paths.clone());
-                } else if o.remove(&self.paths) {
-                    shared.room.notify_all();
+            // Each stream may hold half the bound undelivered.
+            let half = (self.bound / 2).max(1);
+            if let Ok(mut l) = shared.limits.lock() {
+                for (s, acked) in [
+                    (Stream::Stdout, self.acked.stdout.offset),
+                    (Stream::Stderr, self.acked.stderr.offset),
+                ] {
+                    l.insert((self.paths.clone(), s), Some(acked + half));
                 }
             }
+            shared.room.notify_all();
         } else if idle {
             // Dropped only with nothing in flight: the drop then moves the acknowledged cursor
             // itself (persisted with its marker) and the disk is released.

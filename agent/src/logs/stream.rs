@@ -306,6 +306,12 @@ impl StreamReader {
         }))
     }
 
+    /// Whether an event has been read but is held back (by the clock, or a multiline event
+    /// waiting for its end): a later call may return it without new bytes.
+    pub fn holding(&self) -> bool {
+        self.peek.iter().any(Option::is_some) || self.group.iter().any(Option::is_some)
+    }
+
     /// The spooled bytes not yet read past the cursor, in both streams.
     pub fn backlog(&mut self) -> Result<u64, LogsError> {
         let out = self.readers[0].covered()? - self.cursor.stdout.offset;
