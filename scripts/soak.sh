@@ -4,6 +4,8 @@
 #   - issue 8: 100 start/stop cycles across the four network modes, counting namespaces, veths,
 #     bridge ports, addresses, nftables rules and IPAM leases before and after
 #     (tests/tests/network.rs start_stop_cycles_across_all_modes_leave_nothing_behind; CI: 8).
+#   - issue 10: 1,000,000 numbered lines in a container's spool, in order, also while the agent
+#     is killed -9 twice (tests/tests/logs_capture.rs; CI: 100,000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -12,3 +14,6 @@ cargo build --workspace --quiet
 echo "== issue 8: 100 start/stop cycles across all network modes"
 BERTH_NET_CYCLES=${BERTH_NET_CYCLES:-100} cargo test -p berth-tests --test network \
   start_stop_cycles_across_all_modes_leave_nothing_behind -- --nocapture
+echo "== issue 10: 1,000,000 numbered lines captured in order, also across two agent kill -9s"
+BERTH_LOG_LINES=${BERTH_LOG_LINES:-1000000} cargo test -p berth-tests --test logs_capture \
+  -- numbered_lines_reach_the_spools the_agent_killed_twice_mid_stream --nocapture

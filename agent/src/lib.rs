@@ -4,7 +4,7 @@
 //! confirmed it wants stopped.
 //!
 //! Layout: [`engine`] (per-task actors and the state machine), [`runtime`] (containerd, images,
-//! OCI specs), [`cgroups`], [`session`] (controller link), [`identity`] (the CA it pins and its
+//! OCI specs), [`logs`] (container output: capture, spool, events), [`cgroups`], [`session`] (controller link), [`identity`] (the CA it pins and its
 //! client certificate), [`state`] (persistence), [`secrets`] (task secrets asked of the
 //! controller, kept in memory only), [`stats`], [`metadata`] (the task metadata endpoint
 //! v4) and [`volumes`] (task volumes, mount points, environment files).
@@ -13,6 +13,7 @@ pub mod cgroups;
 pub mod engine;
 pub mod exec;
 pub mod identity;
+pub mod logs;
 pub mod metadata;
 pub mod network;
 pub mod runtime;

@@ -253,8 +253,31 @@ struct Args {
         global = true
     )]
     nfs_volumes: Vec<String>,
+    /// Issue 10: the most bytes of a task's container output kept on disk undelivered (the
+    /// spool of its log driver); past it the oldest events are dropped and counted (a marker
+    /// event in the stream), or with awslogs `mode: blocking` the containers are slowed.
+    /// Docker's sizes: `256m`, `1g`, `65536`.
+    #[arg(
+        long,
+        env = "BERTH_LOG_SPOOL_MAX",
+        default_value = "256m",
+        value_parser = parse_size,
+        global = true
+    )]
+    log_spool_max_bytes: u64,
+    /// Issue 10: the size of each container output pipe (F_SETPIPE_SZ): what a container may
+    /// write while no agent reads before it blocks. Default: /proc/sys/fs/pipe-max-size.
+    #[arg(long, env = "BERTH_LOG_PIPE_SIZE", value_parser = parse_size, global = true)]
+    log_pipe_size: Option<u64>,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// A size as Docker writes it (`256m`, `1g`, `65536`).
+fn parse_size(s: &str) -> Result<u64, String> {
+    berth_agent::logs::config::parse_size(s)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{s:?} is not a size such as 256m, 1g or 65536"))
 }
 
 /// `a.b.c.d/n`, a network address (no host bits set).
@@ -646,6 +669,20 @@ fn platform_attributes(rust_arch: &str, allow_privileged: bool) -> Vec<Attribute
 /// deregistered (the saved instance ARN is then forgotten).
 async fn serve(args: Args) -> anyhow::Result<i32> {
     let (runtime, version) = connect(&args).await?;
+    // Issue 10: containers' output through FIFOs into spool files, delivered per log driver.
+    let logs = berth_agent::logs::service::LogService::start(args.log_spool_max_bytes);
+    let (capture_events, capture_gate) = logs.capture_listeners();
+    let capture = berth_agent::logs::capture::Capture::new(
+        args.log_pipe_size
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+    )
+    .with_listeners(capture_events, capture_gate);
+    tracing::info!(
+        pipe_size = capture.pipe_size(),
+        spool_max = args.log_spool_max_bytes,
+        "container output capture"
+    );
+    let runtime = runtime.with_capture(Arc::new(capture));
     let dir = DataDir(args.data_dir.clone());
     std::fs::create_dir_all(&dir.0).with_context(|| format!("creating {}", dir.0.display()))?;
     let state: AgentState = read_json(&dir.agent())?.unwrap_or_default();
@@ -766,8 +803,15 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
             task_cleanup_wait: args.task_cleanup_wait,
             metadata: Some(metadata.clone()),
             volumes,
+            logs: Some(logs.clone()),
         },
     )?;
+    logs.set_stopper({
+        let engine = engine.clone();
+        Arc::new(move |task_arn: &str, reason: String| {
+            engine.stop_task(task_arn, reason, "TaskFailedToStart")
+        })
+    });
     metadata.set_source(Arc::new(engine.clone()));
     let _stats = AbortOnDrop(tokio::spawn(berth_agent::stats::report_forever(
         sampler,

@@ -263,6 +263,17 @@ async fn once<R: Runtime, C: Cgroups>(
 
 /// How many ExecuteCommand messages (output, exits) may wait for the link's writer.
 const EXEC_OUTBOX: usize = 64;
+/// How many awslogs batches may wait for the link's writer (issue 10).
+const LOG_OUTBOX: usize = 16;
+
+/// Tells the log delivery the session ended, however `exchange` returns.
+struct LogsLink(crate::logs::service::LogService);
+
+impl Drop for LogsLink {
+    fn drop(&mut self) {
+        self.0.disconnected();
+    }
+}
 
 /// Checks the controller's hello: the protocol must be one this agent speaks.
 pub fn check_controller(hello: &ControllerHello) -> Result<(), LinkError> {
@@ -314,6 +325,13 @@ async fn exchange<R: Runtime, C: Cgroups>(
     // of its own that the writer drains only when no report is waiting; they end with it.
     let (exec_tx, mut exec_rx) = mpsc::channel::<AgentMessage>(EXEC_OUTBOX);
     let execs = crate::exec::ExecSessions::new(engine.clone(), exec_tx);
+    // Issue 10: awslogs batches wait in an outbox of their own, sent after reports; the log
+    // delivery sends again from the last acknowledged event when the session ends.
+    let (log_tx, mut log_rx) = mpsc::channel::<AgentMessage>(LOG_OUTBOX);
+    let _logs_link = engine.logs().map(|l| {
+        l.connected(log_tx);
+        LogsLink(l.clone())
+    });
     let reader = async {
         let mut last_desired = 0u64;
         let mut worked = false;
@@ -348,6 +366,11 @@ async fn exchange<R: Runtime, C: Cgroups>(
                 Some(FromController::ExecInput(m)) => execs.input(m),
                 Some(FromController::ExecResize(m)) => execs.resize(m),
                 Some(FromController::ExecCancel(m)) => execs.cancel(m),
+                Some(FromController::LogAck(a)) => {
+                    if let Some(l) = engine.logs() {
+                        l.ack(a);
+                    }
+                }
                 Some(_) => {}
                 None => return Ok(()),
             }
@@ -392,6 +415,10 @@ async fn exchange<R: Runtime, C: Cgroups>(
                 }
                 _ = tick.tick() => ToController::Heartbeat(Heartbeat {}),
                 Some(m) = exec_rx.recv() => match m.message {
+                    Some(m) => m,
+                    None => continue,
+                },
+                Some(m) = log_rx.recv() => match m.message {
                     Some(m) => m,
                     None => continue,
                 },
@@ -650,6 +677,7 @@ mod tests {
                     fallback_dns: Vec::new(),
                     task_cleanup_wait: Duration::from_secs(3 * 3600),
                     metadata: None,
+                    logs: None,
                     volumes: Default::default(),
                 },
             )

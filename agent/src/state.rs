@@ -162,7 +162,8 @@ impl DataDir {
     pub fn task(&self, id: &str) -> PathBuf {
         self.0.join("tasks").join(format!("{id}.json"))
     }
-    /// `logs/<task>/<container>.log`.
+    /// `logs/<task>/<container>.log`: the name a container's output files are derived from
+    /// (`<container>.stdout.log`, `.stderr.log`, their FIFOs and indexes: [`crate::logs::ContainerLogPaths`]).
     pub fn log(&self, task_id: &str, container: &str) -> PathBuf {
         self.0
             .join("logs")

@@ -840,16 +840,27 @@ impl Cluster {
         p
     }
 
-    /// What a container of a task wrote to stdout and stderr so far.
+    /// What a container of a task wrote to stdout and stderr so far: its stdout spool, then
+    /// its stderr spool (issue 10: the agent keeps them apart).
     pub fn container_log(&self, task_arn: &str, container: &str) -> String {
+        let mut out = String::new();
+        for stream in ["stdout", "stderr"] {
+            out.push_str(
+                &std::fs::read_to_string(self.container_spool(task_arn, container, stream))
+                    .unwrap_or_default(),
+            );
+        }
+        out
+    }
+
+    /// The spool file of one of a container's streams (`stdout`, `stderr`): the bytes it
+    /// wrote, as it wrote them.
+    pub fn container_spool(&self, task_arn: &str, container: &str, stream: &str) -> PathBuf {
         let id = task_arn.rsplit('/').next().unwrap_or_default();
-        std::fs::read_to_string(
-            self.dir
-                .join("agent/logs")
-                .join(id)
-                .join(format!("{container}.log")),
-        )
-        .unwrap_or_default()
+        self.dir
+            .join("agent/logs")
+            .join(id)
+            .join(format!("{container}.{stream}.log"))
     }
 
     /// Every cgroup directory left for a task, in any hierarchy.
@@ -1026,5 +1037,40 @@ impl Cluster {
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
+    }
+}
+
+impl Cluster {
+    /// Issue 10: the bytes a container wrote to `stream` (`stdout`, `stderr`) that wait in its
+    /// pipe, not yet in its spool (while no agent reads, its output waits there). Read with
+    /// FIONREAD on a read end of the FIFO, consuming nothing.
+    pub fn container_pending_output(&self, task_arn: &str, container: &str, stream: &str) -> usize {
+        pending_in_fifo(
+            &self
+                .container_spool(task_arn, container, stream)
+                .with_extension("fifo"),
+        )
+    }
+}
+
+/// Issue 10: the bytes waiting in a FIFO (FIONREAD on a read end of it, consuming nothing); 0
+/// when it cannot be opened.
+pub fn pending_in_fifo(fifo: &Path) -> usize {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(fifo)
+    else {
+        return 0;
+    };
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which outlives the call.
+    let r = unsafe { nix::libc::ioctl(f.as_raw_fd(), nix::libc::FIONREAD, &mut n) };
+    if r < 0 {
+        0
+    } else {
+        n as usize
     }
 }

@@ -243,7 +243,7 @@ fn cleanup_after_the_wait_leaves_nothing() {
     assert!(ours(&ctr(&c, &["snapshots", "--snapshotter", "overlayfs", "ls"])) >= 2);
     let logs = c.dir.join("agent/logs").join(&id);
     let files = c.dir.join("agent/tasks").join(&id);
-    assert!(logs.join("main.log").exists());
+    assert!(logs.join("main.stdout.log").exists());
     assert!(files.exists(), "the task's files");
     // The schedule survives the agent: down when the wait ends, it removes all at its start.
     let entry = c.dir.join("agent/cleanup").join(format!("{id}.json"));

@@ -168,15 +168,15 @@ fn secrets_reach_the_container_environment_and_appear_nowhere_else() {
     }
     // The agent's data dir, except the container's own output: the container printed its
     // environment itself (that is what the test asked of it), so its log file holds the values
-    // as the container's output, not as anything Berth wrote down.
-    let own_output = c
-        .dir
-        .join("agent/logs")
-        .join(task.rsplit('/').next().unwrap_or_default())
-        .join("main.log");
+    // as the container's output, not as anything Berth wrote down (its spool files).
+    let own_output = c.container_spool(&task, "main", "stdout");
+    let own_errors = c.container_spool(&task, "main", "stderr");
     let agent_files = files_under(&c.dir.join("agent"));
     assert!(agent_files.contains(&own_output));
-    for f in agent_files.into_iter().filter(|f| *f != own_output) {
+    for f in agent_files
+        .into_iter()
+        .filter(|f| *f != own_output && *f != own_errors)
+    {
         places.push((
             f.display().to_string(),
             std::fs::read(&f).unwrap_or_default(),

@@ -51,6 +51,9 @@ pub struct EngineConfig {
     pub metadata: Option<Arc<crate::metadata::Endpoint>>,
     /// Host paths and NFS exports tasks' volumes and environment files may use (issue 9).
     pub volumes: crate::volumes::VolumeConfig,
+    /// Issue 10: delivers containers' output to their log drivers; `None`: output stays in
+    /// the spool files.
+    pub logs: Option<crate::logs::service::LogService>,
 }
 
 /// How long the engine gives each kind of call before it counts as failed. `wait` has none: it
@@ -301,6 +304,28 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
             let _ = ready_tx.send(true);
         });
         Ok(engine)
+    }
+
+    /// The log delivery (issue 10), when there is one.
+    pub fn logs(&self) -> Option<&crate::logs::service::LogService> {
+        self.shared.config.logs.as_ref()
+    }
+
+    /// Stops a task for a reason of the agent's own (issue 10: its log destination refused
+    /// its events), as a stop the controller asked for would.
+    pub fn stop_task(&self, task_arn: &str, reason: String, code: &str) {
+        let tx = self
+            .shared
+            .entries
+            .lock()
+            .ok()
+            .and_then(|e| e.get(&task_id(task_arn)).and_then(|e| e.tx.clone()));
+        if let Some(tx) = tx {
+            let _ = tx.send(Event::Stop {
+                reason,
+                code: code.to_string(),
+            });
+        }
     }
 
     /// The runtime (ExecuteCommand sessions run their processes through it: `crate::exec`).

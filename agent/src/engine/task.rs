@@ -1334,6 +1334,8 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 return false;
             }
         }
+        // Its log driver first: a blocking-mode copy waits for the driver from its first byte.
+        self.deliver_logs(&d.name, &cid);
         let (runtime, c) = (self.shared.runtime.clone(), create.clone());
         match self
             .start_call("start", &cid, after, OnStop::Finish, async move {
@@ -2073,6 +2075,49 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
 
     /// After an agent restart: looks at each container as containerd has it now, retrying
     /// until containerd gives a definite answer (an error or UNKNOWN is never "gone").
+    /// Reads a recovered container's output FIFOs again (issue 10): what it wrote while no
+    /// agent read waits in its pipes and reaches its spool files now.
+    async fn attach_logs(&mut self, name: &str, cid: &str) {
+        self.deliver_logs(name, cid);
+        let c = CreateContainer {
+            id: cid.to_string(),
+            image: Default::default(),
+            spec: Default::default(),
+            labels: HashMap::new(),
+            log_path: self.shared.config.data_dir.log(&self.id, name),
+            open_stdin: false,
+        };
+        let runtime = self.shared.runtime.clone();
+        let after = self.timeouts().call;
+        let done = bounded("attach logs", cid, after, async move {
+            runtime.attach_logs(&c).await
+        })
+        .await;
+        if let Err(e) = done {
+            warn!(container = %name, error = %e, "cannot capture the output of a recovered container");
+        }
+    }
+
+    /// Hands a started or recovered container's output to its log driver (issue 10).
+    fn deliver_logs(&self, name: &str, cid: &str) {
+        let Some(logs) = &self.shared.config.logs else {
+            return;
+        };
+        let defs = &self.rec.definition.container_definitions;
+        logs.watch(crate::logs::service::ContainerLog {
+            task_arn: self.rec.task.task_arn.clone(),
+            container_name: name.to_string(),
+            runtime_id: cid.to_string(),
+            log_path: self.shared.config.data_dir.log(&self.id, name),
+            log_configuration: self.def(name).and_then(|d| d.log_configuration.clone()),
+            task_containers: defs
+                .iter()
+                .filter(|d| d.log_configuration.is_some())
+                .count()
+                .max(1),
+        });
+    }
+
     async fn recover(&mut self) {
         let now = &self.shared.config.boot_id;
         let rebooted = matches!((&self.rec.boot_id, now), (Some(then), Some(now)) if then != now);
@@ -2101,6 +2146,12 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 continue;
             };
             info!(container = %name, state = ?state, "recovered");
+            if matches!(
+                state,
+                ContainerState::Running | ContainerState::Unknown | ContainerState::Stopped(_)
+            ) {
+                self.attach_logs(&name, &cid).await;
+            }
             match state {
                 ContainerState::Running | ContainerState::Unknown => {
                     self.set_container_status(&name, ContainerStatus::Running);

@@ -684,6 +684,7 @@ fn harness_in(
             fallback_dns: vec![std::net::Ipv4Addr::new(9, 9, 9, 9)],
             task_cleanup_wait,
             metadata: None,
+            logs: None,
             volumes: Default::default(),
         },
     )

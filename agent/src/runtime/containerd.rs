@@ -75,6 +75,8 @@ pub struct Containerd {
     namespace: String,
     /// Where exec processes' FIFOs are made (issue 9).
     pub(super) exec_dir: std::path::PathBuf,
+    /// Moves containers' output from their FIFOs to their spool files (issue 10).
+    capture: std::sync::Arc<crate::logs::capture::Capture>,
 }
 
 impl Containerd {
@@ -106,6 +108,7 @@ impl Containerd {
                 client,
                 namespace: namespace.to_string(),
                 exec_dir: super::exec::DEFAULT_EXEC_DIR.into(),
+                capture: std::sync::Arc::new(crate::logs::capture::Capture::new(None)),
             },
             version,
         ))
@@ -114,6 +117,12 @@ impl Containerd {
     /// Makes exec processes' FIFOs under `dir` instead of [`super::exec::DEFAULT_EXEC_DIR`].
     pub fn with_exec_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.exec_dir = dir.into();
+        self
+    }
+
+    /// Captures containers' output with `capture` (its pipe size, its listeners).
+    pub fn with_capture(mut self, capture: std::sync::Arc<crate::logs::capture::Capture>) -> Self {
+        self.capture = capture;
         self
     }
 
@@ -193,26 +202,6 @@ impl Containerd {
     }
 }
 
-/// The stdout URI of a container with a terminal. The shim copies a console only to a FIFO or
-/// a `binary://` logger (not to a `file://`), so a logger is used: /bin/sh running a script
-/// beside the log that appends the console (fd 3) to the log and signals readiness by closing
-/// fd 5. It is the shim's child, so the log survives the agent's restarts as `file://` does.
-async fn tty_logger(log: &std::path::Path) -> Result<String, RuntimeError> {
-    let script = log.with_extension("tty.sh");
-    let body = "exec 4>&- 5>&-\nexec cat <&3 >>\"$1\"\n";
-    tokio::fs::write(&script, body)
-        .await
-        .map_err(|source| RuntimeError::Io {
-            path: script.display().to_string(),
-            source,
-        })?;
-    Ok(format!(
-        "binary:///bin/sh?{}={}",
-        script.display(),
-        log.display()
-    ))
-}
-
 /// The stdin FIFO of an interactive container (made once, beside its log). The shim opens it
 /// for reading; with no writer ever opening it the container's stdin stays open.
 async fn stdin_fifo(log: &std::path::Path) -> Result<String, RuntimeError> {
@@ -271,24 +260,26 @@ impl Runtime for Containerd {
         .await?
         .into_inner()
         .mounts;
-        if let Some(dir) = c.log_path.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|source| RuntimeError::Io {
-                    path: dir.display().to_string(),
-                    source,
-                })?;
-        }
         let terminal = c
             .spec
             .process()
             .as_ref()
             .is_some_and(|p| p.terminal() == Some(true));
-        let log = if terminal {
-            tty_logger(&c.log_path).await?
-        } else {
-            format!("file://{}", c.log_path.display())
-        };
+        // The container's output goes to FIFOs the agent drains into its spool files
+        // (crate::logs::capture); with a terminal the shim copies the console to stdout's.
+        let (capture, log_path) = (self.capture.clone(), c.log_path.clone());
+        let prepared = tokio::task::spawn_blocking(move || capture.prepare(&log_path, terminal))
+            .await
+            .map_err(|e| RuntimeError::Io {
+                path: c.log_path.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+            .map_err(|e| RuntimeError::Io {
+                path: c.log_path.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        let stdout = prepared.stdio(crate::logs::Stream::Stdout);
+        let stderr = prepared.stdio(crate::logs::Stream::Stderr);
         let stdin = if c.open_stdin {
             stdin_fifo(&c.log_path).await?
         } else {
@@ -301,8 +292,8 @@ impl Runtime for Containerd {
                 container_id: id.to_string(),
                 rootfs: mounts,
                 stdin,
-                stdout: log.clone(),
-                stderr: log,
+                stdout,
+                stderr,
                 terminal,
                 ..Default::default()
             })),
@@ -313,6 +304,8 @@ impl Runtime for Containerd {
             Err(e) if e.code() == Some(Code::AlreadyExists) => {}
             Err(e) => return Err(e),
         }
+        // The shim holds the FIFOs' write ends now: copying can start.
+        self.capture.attach(prepared);
         rpc(
             "start",
             id,
@@ -427,7 +420,7 @@ impl Runtime for Containerd {
 
     async fn restart(&self, c: &CreateContainer) -> Result<(), RuntimeError> {
         // The exited process goes; a new one starts from the same container and snapshot,
-        // its output appended to the same log file (the shim opens `file://` for append).
+        // its output appended to the same spool files (after the old process's last bytes).
         self.delete_process(&c.id).await?;
         // The new process is set up as the first was (a terminal, stdin): from the spec
         // containerd holds for the container.
@@ -517,6 +510,18 @@ impl Runtime for Containerd {
 
     async fn pids(&self, id: &str) -> Result<Vec<u32>, RuntimeError> {
         self.list_pids(id).await
+    }
+
+    async fn attach_logs(&self, c: &CreateContainer) -> Result<(), RuntimeError> {
+        let (capture, log_path) = (self.capture.clone(), c.log_path.clone());
+        tokio::task::spawn_blocking(move || capture.reattach(&log_path))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r.map_err(|e| std::io::Error::other(e.to_string())))
+            .map_err(|source| RuntimeError::Io {
+                path: c.log_path.display().to_string(),
+                source,
+            })
     }
 }
 

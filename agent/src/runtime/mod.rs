@@ -47,7 +47,8 @@ pub struct CreateContainer {
     pub spec: oci_spec::runtime::Spec,
     /// containerd labels identifying cluster, task and container.
     pub labels: std::collections::HashMap<String, String>,
-    /// Where the shim appends the container's stdout and stderr.
+    /// The container's log path (`logs/<task>/<container>.log`): its output FIFOs and spool
+    /// files are named from it ([`crate::logs::ContainerLogPaths`]).
     pub log_path: std::path::PathBuf,
     /// interactive: the process's stdin is kept open (a FIFO beside the log nobody writes to,
     /// so it never reads end-of-file), as Docker's OpenStdin.
@@ -322,6 +323,13 @@ pub trait Runtime: Send + Sync + 'static {
     async fn init_pid(&self, id: &str) -> Result<u32, RuntimeError> {
         let _ = id;
         Err(RuntimeError::Unsupported { op: "init pid" })
+    }
+    /// Captures the output of a container found running (or exited, its shim still holding
+    /// unread output) after the agent restarted: its FIFOs are read again from where its
+    /// spool files end (issue 10).
+    async fn attach_logs(&self, c: &CreateContainer) -> Result<(), RuntimeError> {
+        let _ = c;
+        Ok(())
     }
     /// The image's /etc/passwd and /etc/group, for user names.
     async fn image_users(&self, image: &ImageConfig) -> Result<user::ImageUsers, RuntimeError> {

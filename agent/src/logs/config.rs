@@ -1,0 +1,441 @@
+//! A container's logConfiguration as the agent applies it. The controller refuses unknown
+//! drivers and options at registration (naming them); what reaches the agent is parsed again
+//! here, and anything still wrong is an error naming the option (the container's output then
+//! stays in its spool files, as with no logConfiguration).
+
+use berth_proto::v1::LogConfiguration;
+
+/// awslogs `mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The container is never slowed; past the spool bound the oldest events are dropped.
+    NonBlocking,
+    /// Past the spool bound the agent stops draining the container's pipes (it blocks).
+    Blocking,
+}
+
+/// The awslogs driver's options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Awslogs {
+    /// awslogs-group.
+    pub group: String,
+    /// awslogs-stream-prefix.
+    pub stream_prefix: Option<String>,
+    /// awslogs-create-group.
+    pub create_group: bool,
+    /// awslogs-region (recorded, no effect).
+    pub region: Option<String>,
+    /// awslogs-multiline-pattern: a line matching it starts an event (a regex, kept as text).
+    pub multiline_pattern: Option<String>,
+    /// awslogs-datetime-format: a line starting with such a date starts an event.
+    pub datetime_format: Option<String>,
+    /// mode.
+    pub mode: Mode,
+    /// max-buffer-size in bytes (accepted; the spool on disk takes the place of Docker's
+    /// in-memory ring, bounded by the agent's spool bound).
+    pub max_buffer_size: Option<u64>,
+}
+
+impl Awslogs {
+    /// The log stream's name: `prefix/container-name/task-id` with a prefix (as ECS names
+    /// it), else the container's runtime id (as Docker's awslogs driver does).
+    pub fn stream_name(&self, container: &str, task_id: &str, runtime_id: &str) -> String {
+        match &self.stream_prefix {
+            Some(p) => format!("{p}/{container}/{task_id}"),
+            None => runtime_id.to_string(),
+        }
+    }
+}
+
+/// The json-file driver's options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonFile {
+    /// max-size in bytes (`None`: never rotated).
+    pub max_size: Option<u64>,
+    /// max-file: how many files are kept, the current one included (at least 1).
+    pub max_file: u32,
+}
+
+/// Where the syslog driver sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyslogAddress {
+    /// udp://host:port
+    Udp(String),
+    /// tcp://host:port
+    Tcp(String),
+    /// unix:///path (a datagram socket, or a stream one)
+    Unix(std::path::PathBuf),
+}
+
+/// The syslog driver's options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Syslog {
+    /// syslog-address (`None`: the local /dev/log).
+    pub address: SyslogAddress,
+    /// syslog-facility as its number (daemon, 3, by default).
+    pub facility: u8,
+    /// tag (the container's runtime id's first 12 characters by default).
+    pub tag: Option<String>,
+}
+
+/// A container's log driver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Driver {
+    /// No logConfiguration: the spool files are the container's output, kept until cleanup.
+    Local,
+    /// `none`: nothing kept beyond what the spool needs.
+    None,
+    /// `awslogs`: shipped to the controller.
+    Awslogs(Awslogs),
+    /// `json-file`: Docker's line format in local files.
+    JsonFile(JsonFile),
+    /// `syslog`: RFC 5424 messages.
+    Syslog(Syslog),
+}
+
+/// A logConfiguration the agent cannot apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("logConfiguration: {0}")]
+pub struct ConfigError(pub String);
+
+/// Parses a size as Docker writes it: `10m`, `512k`, `1g`, or bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let s = s.strip_suffix('b').unwrap_or(&s);
+    let (num, mult) = match s.chars().last()? {
+        'k' => (&s[..s.len() - 1], 1u64 << 10),
+        'm' => (&s[..s.len() - 1], 1 << 20),
+        'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(mult)
+}
+
+const FACILITIES: &[&str] = &[
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
+    "ftp", "", "", "", "", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
+    "local7",
+];
+
+fn facility(s: &str) -> Option<u8> {
+    if let Ok(n) = s.parse::<u8>() {
+        return (n < 24).then_some(n);
+    }
+    FACILITIES
+        .iter()
+        .position(|f| !f.is_empty() && *f == s)
+        .map(|p| p as u8)
+}
+
+fn address(s: &str) -> Option<SyslogAddress> {
+    let (scheme, rest) = s.split_once("://")?;
+    match scheme {
+        "udp" => Some(SyslogAddress::Udp(with_port(rest))),
+        "tcp" => Some(SyslogAddress::Tcp(with_port(rest))),
+        "unix" | "unixgram" => Some(SyslogAddress::Unix(rest.into())),
+        _ => None,
+    }
+}
+
+/// Docker's default syslog port when none is given.
+fn with_port(hostport: &str) -> String {
+    if hostport
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:514")
+    }
+}
+
+/// Parses a container's logConfiguration.
+pub fn parse(c: Option<&LogConfiguration>) -> Result<Driver, ConfigError> {
+    let Some(c) = c else {
+        return Ok(Driver::Local);
+    };
+    let opts = &c.options;
+    let allowed: &[&str] = match c.log_driver.as_str() {
+        "none" => &[],
+        "awslogs" => &[
+            "awslogs-group",
+            "awslogs-stream-prefix",
+            "awslogs-region",
+            "awslogs-create-group",
+            "awslogs-datetime-format",
+            "awslogs-multiline-pattern",
+            "mode",
+            "max-buffer-size",
+        ],
+        "json-file" => &["max-size", "max-file"],
+        "syslog" => &["syslog-address", "syslog-facility", "tag"],
+        other => {
+            return Err(ConfigError(format!(
+                "log driver {other:?} is not supported"
+            )))
+        }
+    };
+    if let Some(k) = opts.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ConfigError(format!(
+            "unknown option {k:?} for log driver {}",
+            c.log_driver
+        )));
+    }
+    let bad = |k: &str, v: &str, want: &str| ConfigError(format!("{k} {v:?}: {want}"));
+    let get = |k: &str| opts.get(k).map(String::as_str);
+    Ok(match c.log_driver.as_str() {
+        "none" => Driver::None,
+        "awslogs" => {
+            let group = get("awslogs-group")
+                .filter(|g| !g.is_empty())
+                .ok_or_else(|| ConfigError("awslogs-group is required".into()))?;
+            let create_group = match get("awslogs-create-group") {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(v) => return Err(bad("awslogs-create-group", v, "true or false")),
+            };
+            let mode = match get("mode") {
+                None | Some("non-blocking") => Mode::NonBlocking,
+                Some("blocking") => Mode::Blocking,
+                Some(v) => return Err(bad("mode", v, "blocking or non-blocking")),
+            };
+            let max_buffer_size = match get("max-buffer-size") {
+                None => None,
+                Some(v) => Some(
+                    parse_size(v).ok_or_else(|| bad("max-buffer-size", v, "a size such as 25m"))?,
+                ),
+            };
+            if get("awslogs-multiline-pattern").is_some()
+                && get("awslogs-datetime-format").is_some()
+            {
+                return Err(ConfigError(
+                    "awslogs-datetime-format and awslogs-multiline-pattern cannot both be set"
+                        .into(),
+                ));
+            }
+            let a = Awslogs {
+                group: group.to_string(),
+                stream_prefix: get("awslogs-stream-prefix").map(String::from),
+                create_group,
+                region: get("awslogs-region").map(String::from),
+                multiline_pattern: get("awslogs-multiline-pattern").map(String::from),
+                datetime_format: get("awslogs-datetime-format").map(String::from),
+                mode,
+                max_buffer_size,
+            };
+            event_start(&a)?;
+            Driver::Awslogs(a)
+        }
+        "json-file" => {
+            let max_size = match get("max-size") {
+                None | Some("-1") => None,
+                Some(v) => Some(
+                    parse_size(v)
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| bad("max-size", v, "a positive size such as 10m"))?,
+                ),
+            };
+            let max_file = match get("max-file") {
+                None => 1,
+                Some(v) => v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| bad("max-file", v, "a whole number of at least 1"))?,
+            };
+            if max_file > 1 && max_size.is_none() {
+                return Err(ConfigError("max-file needs max-size".into()));
+            }
+            Driver::JsonFile(JsonFile { max_size, max_file })
+        }
+        "syslog" => Driver::Syslog(Syslog {
+            address: match get("syslog-address") {
+                None => SyslogAddress::Unix("/dev/log".into()),
+                Some(v) => address(v).ok_or_else(|| {
+                    bad(
+                        "syslog-address",
+                        v,
+                        "udp://host:port, tcp://host:port or unix:///path",
+                    )
+                })?,
+            },
+            facility: match get("syslog-facility") {
+                None => 3,
+                Some(v) => facility(v).ok_or_else(|| {
+                    bad(
+                        "syslog-facility",
+                        v,
+                        "a syslog facility such as daemon or local0",
+                    )
+                })?,
+            },
+            tag: get("tag").map(String::from),
+        }),
+        _ => Driver::None,
+    })
+}
+
+/// The regular expression of an awslogs-datetime-format (strftime), anchored at the line's
+/// start, as Docker's awslogs driver builds it.
+pub fn datetime_regex(format: &str) -> Result<regex::Regex, ConfigError> {
+    let mut re = String::from("^");
+    let mut it = format.chars();
+    while let Some(c) = it.next() {
+        if c != '%' {
+            re.push_str(&regex::escape(&c.to_string()));
+            continue;
+        }
+        let d = it.next().ok_or_else(|| {
+            ConfigError(format!(
+                "awslogs-datetime-format {format:?}: a lone % at its end"
+            ))
+        })?;
+        re.push_str(match d {
+            'a' => r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)",
+            'A' => r"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)",
+            'b' => r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)",
+            'B' => r"(?:January|February|March|April|May|June|July|August|September|October|November|December)",
+            'd' => r"(?:0[1-9]|[1,2][0-9]|3[0,1])",
+            'f' => r"(?:\d{1,9})",
+            'H' => r"(?:[0,1][0-9]|2[0-3])",
+            'I' => r"(?:0[0-9]|1[0-2])",
+            'j' => r"(?:0[0-9][1-9]|[1,2][0-9][0-9]|3[0-5][0-9]|36[0-6])",
+            'm' => r"(?:0[1-9]|1[0-2])",
+            'M' => r"[0-5][0-9]",
+            'p' => r"[A,P]M",
+            'S' => r"[0-5][0-9]",
+            'y' => r"\d{2}",
+            'Y' => r"\d{4}",
+            'z' => r"[+-]\d{4}",
+            'Z' => r"[A-Z]{1,4}T",
+            '%' => "%",
+            other => {
+                return Err(ConfigError(format!(
+                    "awslogs-datetime-format {format:?}: %{other} is not supported"
+                )))
+            }
+        });
+    }
+    regex::Regex::new(&re).map_err(|e| ConfigError(format!("awslogs-datetime-format: {e}")))
+}
+
+/// The regular expression a line must match to start an event, from awslogs-multiline-pattern
+/// or awslogs-datetime-format; `None` when neither is set (every line is an event).
+pub fn event_start(a: &Awslogs) -> Result<Option<regex::Regex>, ConfigError> {
+    if let Some(p) = &a.multiline_pattern {
+        return regex::Regex::new(p)
+            .map(Some)
+            .map_err(|e| ConfigError(format!("awslogs-multiline-pattern {p:?}: {e}")));
+    }
+    a.datetime_format.as_deref().map(datetime_regex).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lc(driver: &str, opts: &[(&str, &str)]) -> LogConfiguration {
+        LogConfiguration {
+            log_driver: driver.into(),
+            options: opts
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            secret_options: vec![],
+        }
+    }
+
+    #[test]
+    fn drivers_and_their_options_parse_and_bad_ones_are_named() {
+        assert_eq!(parse(None).unwrap(), Driver::Local);
+        assert_eq!(parse(Some(&lc("none", &[]))).unwrap(), Driver::None);
+        let Driver::Awslogs(a) = parse(Some(&lc(
+            "awslogs",
+            &[
+                ("awslogs-group", "/ecs/web"),
+                ("awslogs-stream-prefix", "web"),
+                ("awslogs-create-group", "true"),
+                ("mode", "blocking"),
+            ],
+        )))
+        .unwrap() else {
+            panic!("awslogs")
+        };
+        assert!(a.create_group && a.mode == Mode::Blocking);
+        assert_eq!(
+            a.stream_name("app", "abc123", "abc123-0-app"),
+            "web/app/abc123"
+        );
+        let a = Awslogs {
+            stream_prefix: None,
+            ..a
+        };
+        assert_eq!(
+            a.stream_name("app", "abc123", "abc123-0-app"),
+            "abc123-0-app"
+        );
+        let e = parse(Some(&lc(
+            "awslogs",
+            &[("awslogs-group", "g"), ("awslogs-stream", "x")],
+        )))
+        .unwrap_err();
+        assert!(e.to_string().contains("\"awslogs-stream\""), "{e}");
+        let e = parse(Some(&lc("fluentd", &[]))).unwrap_err();
+        assert!(e.to_string().contains("fluentd"), "{e}");
+        assert!(parse(Some(&lc("awslogs", &[]))).is_err());
+        assert_eq!(
+            parse(Some(&lc(
+                "json-file",
+                &[("max-size", "10k"), ("max-file", "3")]
+            )))
+            .unwrap(),
+            Driver::JsonFile(JsonFile {
+                max_size: Some(10240),
+                max_file: 3
+            })
+        );
+        assert_eq!(
+            parse(Some(&lc(
+                "syslog",
+                &[
+                    ("syslog-address", "udp://127.0.0.1"),
+                    ("syslog-facility", "local0")
+                ]
+            )))
+            .unwrap(),
+            Driver::Syslog(Syslog {
+                address: SyslogAddress::Udp("127.0.0.1:514".into()),
+                facility: 16,
+                tag: None
+            })
+        );
+        assert!(parse(Some(&lc("syslog", &[("syslog-address", "http://x")]))).is_err());
+    }
+
+    #[test]
+    fn multiline_patterns_and_datetime_formats_find_where_an_event_starts() {
+        let a = |mp: Option<&str>, df: Option<&str>| Awslogs {
+            group: "g".into(),
+            stream_prefix: None,
+            create_group: false,
+            region: None,
+            multiline_pattern: mp.map(String::from),
+            datetime_format: df.map(String::from),
+            mode: Mode::NonBlocking,
+            max_buffer_size: None,
+        };
+        let re = event_start(&a(Some(r"^\[\d+\]"), None)).unwrap().unwrap();
+        assert!(re.is_match("[12] hello") && !re.is_match("    continued"));
+        let re = event_start(&a(None, Some("%Y-%m-%d %H:%M:%S")))
+            .unwrap()
+            .unwrap();
+        assert!(re.is_match("2024-01-31 12:00:01 hello"));
+        assert!(!re.is_match("\tat Foo.bar(Foo.java:1)"));
+        let re = event_start(&a(None, Some("[%b %d, %Y %H:%M:%S]")))
+            .unwrap()
+            .unwrap();
+        assert!(re.is_match("[Jan 31, 2024 12:00:01] x"));
+        assert!(event_start(&a(None, None)).unwrap().is_none());
+        assert!(event_start(&a(Some("(unclosed"), None)).is_err());
+    }
+}
