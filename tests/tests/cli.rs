@@ -351,13 +351,14 @@ fn failures_omit_an_empty_detail() {
 
 /// The unsupported fields tests/fixtures/every-field-task-definition.json sets, as the error
 /// names them (the table in controller/src/service/fields.rs).
-const EVERY_FIELD_REFUSED: [&str; 15] = [
+const EVERY_FIELD_REFUSED: [&str; 16] = [
     "proxyConfiguration",
     "inferenceAccelerators",
     "enableFaultInjection",
     "containerDefinitions[0].resourceRequirements",
     "containerDefinitions[0].firelensConfiguration",
     "containerDefinitions[0].credentialSpecs",
+    "containerDefinitions[0].logConfiguration.secretOptions",
     "volumes[3].s3filesVolumeConfiguration",
     "volumes[1].dockerVolumeConfiguration.driverOpts",
     "volumes[1].dockerVolumeConfiguration.labels",

@@ -360,13 +360,14 @@ mod registration {
     }
 
     /// The unsupported fields the fixture sets, as the error names them.
-    const REFUSED: [&str; 15] = [
+    const REFUSED: [&str; 16] = [
         "proxyConfiguration",
         "inferenceAccelerators",
         "enableFaultInjection",
         "containerDefinitions[0].resourceRequirements",
         "containerDefinitions[0].firelensConfiguration",
         "containerDefinitions[0].credentialSpecs",
+        "containerDefinitions[0].logConfiguration.secretOptions",
         "volumes[3].s3filesVolumeConfiguration",
         "volumes[1].dockerVolumeConfiguration.driverOpts",
         "volumes[1].dockerVolumeConfiguration.labels",
