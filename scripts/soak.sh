@@ -5,7 +5,9 @@
 #     bridge ports, addresses, nftables rules and IPAM leases before and after
 #     (tests/tests/network.rs start_stop_cycles_across_all_modes_leave_nothing_behind; CI: 8).
 #   - issue 10: 1,000,000 numbered lines in a container's spool, in order, also while the agent
-#     is killed -9 twice (tests/tests/logs_capture.rs; CI: 100,000).
+#     is killed -9 twice (tests/tests/logs_capture.rs; CI: 100,000); and 1,000,000 awslogs
+#     lines in the controller's stream exactly once and in order across two agent kill -9s and
+#     a controller restart (tests/tests/logs_e2e.rs; CI: 50,000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -17,3 +19,5 @@ BERTH_NET_CYCLES=${BERTH_NET_CYCLES:-100} cargo test -p berth-tests --test netwo
 echo "== issue 10: 1,000,000 numbered lines captured in order, also across two agent kill -9s"
 BERTH_LOG_LINES=${BERTH_LOG_LINES:-1000000} cargo test -p berth-tests --test logs_capture \
   -- numbered_lines_reach_the_spools the_agent_killed_twice_mid_stream --nocapture
+echo "== issue 10: 1,000,000 awslogs lines in the controller's stream, exactly once, across kills and a restart"
+BERTH_LOG_LINES=${BERTH_LOG_LINES:-1000000} cargo test -p berth-tests --test logs_e2e -- --nocapture
