@@ -553,6 +553,14 @@ impl Cluster {
         self.dir.join("agent")
     }
 
+    /// The agent's record of a task (`<agent dir>/tasks/<id>.json`: what it reports), by the
+    /// task's ARN or ID; `None` while it holds none (or it is half-written).
+    pub fn task_record(&self, task: &str) -> Option<Value> {
+        let id = task.rsplit('/').next().unwrap_or(task);
+        let path = self.agent_dir().join("tasks").join(format!("{id}.json"));
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
     /// Creates an SSM activation (`berth ssm create-activation --iam-role berth-test ARGS`);
     /// returns its ActivationId, ActivationCode and CaFingerprint.
     pub fn create_activation(&self, args: &[&str]) -> (String, String, String) {

@@ -51,13 +51,6 @@ fn definition() -> String {
     )
 }
 
-/// The agent's record of the task (what it reports), once readable.
-fn record(c: &Cluster, task_id: &str) -> Option<Value> {
-    let path = c.agent_dir().join("tasks").join(format!("{task_id}.json"));
-    let text = std::fs::read_to_string(path).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
 /// A container's (healthStatus, healthOutput) in the agent's record.
 fn health(rec: &Value, name: &str) -> (String, String) {
     let c = rec["state"]["containers"]
@@ -130,7 +123,7 @@ fn health_checks_decide_health_and_kill_hanging_checks() {
     // app and late: HEALTHY (late only after its file exists, its failures inside startPeriod
     // not counted); the task HEALTHY with them (hang is not essential).
     let rec = wait_for("app HEALTHY", T, || {
-        let rec = record(&c, &task_id)?;
+        let rec = c.task_record(&task_id)?;
         observe(&rec);
         (health(&rec, "app").0 == "HEALTHY").then_some(rec)
     });
@@ -157,14 +150,14 @@ fn health_checks_decide_health_and_kill_hanging_checks() {
     };
     shown("app", "HEALTHY");
     wait_for("late HEALTHY", T, || {
-        let rec = record(&c, &task_id)?;
+        let rec = c.task_record(&task_id)?;
         observe(&rec);
         (health(&rec, "late").0 == "HEALTHY").then_some(())
     });
 
     // hang: each check killed at its 2 s timeout.
     let rec = wait_for("hang UNHEALTHY", T, || {
-        let rec = record(&c, &task_id)?;
+        let rec = c.task_record(&task_id)?;
         observe(&rec);
         (health(&rec, "hang").0 == "UNHEALTHY").then_some(rec)
     });
@@ -173,7 +166,7 @@ fn health_checks_decide_health_and_kill_hanging_checks() {
     // app: UNHEALTHY once /tmp/ok is gone (15 s), within interval × retries (+ slack); the task
     // follows it, and keeps running.
     let rec = wait_for("app UNHEALTHY", T, || {
-        let rec = record(&c, &task_id)?;
+        let rec = c.task_record(&task_id)?;
         observe(&rec);
         (health(&rec, "app").0 == "UNHEALTHY").then_some(rec)
     });

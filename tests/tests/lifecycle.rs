@@ -15,15 +15,6 @@ fn task_id(arn: &str) -> String {
     arn.rsplit('/').next().unwrap_or_default().to_string()
 }
 
-/// The agent's task record (what it reports), while it holds the task.
-fn record(c: &Cluster, arn: &str) -> Option<Value> {
-    let p = c
-        .dir
-        .join("agent/tasks")
-        .join(format!("{}.json", task_id(arn)));
-    serde_json::from_slice(&std::fs::read(p).ok()?).ok()
-}
-
 /// A container of a task record.
 fn rec_container<'a>(rec: &'a Value, name: &str) -> &'a Value {
     rec["state"]["containers"]
@@ -72,7 +63,7 @@ fn depends_on_orders_the_starts_and_complete_waits_for_the_exit() {
     let task = c.wait_status(&arn, "RUNNING", T);
     assert_eq!(described(&task, "init")["exitCode"], 3, "{task}");
     let rec = wait_for("the record of the running task", T, || {
-        let r = record(&c, &arn)?;
+        let r = c.task_record(&arn)?;
         rec_container(&r, "app")["startedAt"]
             .is_string()
             .then_some(r)
@@ -161,7 +152,7 @@ fn restart_policy_restarts_within_its_bounds_and_honours_ignored_exit_codes() {
     c.wait_status(&arn, "RUNNING", T);
     // The restart is counted before the new process runs (ECS), its start recorded once it runs.
     let rec = wait_for("main's restart", Duration::from_secs(120), || {
-        let r = record(&c, &arn)?;
+        let r = c.task_record(&arn)?;
         let main = rec_container(&r, "main");
         (main["restartCount"] == 1
             && main["finishedAt"].is_string()

@@ -19,15 +19,6 @@ fn task_id(arn: &str) -> String {
     arn.rsplit('/').next().unwrap_or_default().to_string()
 }
 
-/// The agent's task record (what it reports), while it holds the task.
-fn record(c: &Cluster, arn: &str) -> Option<Value> {
-    let p = c
-        .agent_dir()
-        .join("tasks")
-        .join(format!("{}.json", task_id(arn)));
-    serde_json::from_slice(&std::fs::read(p).ok()?).ok()
-}
-
 /// A container of a task record (Null when absent).
 fn rec_container<'a>(rec: &'a Value, name: &str) -> &'a Value {
     rec["state"]["containers"]
@@ -118,7 +109,7 @@ fn healthy_dependency_starts_the_dependent_only_once_healthy() {
     // Every (web health, app started) pair the record shows, until app runs.
     let mut seen: Vec<(String, bool)> = Vec::new();
     let rec = wait_for("app to start", T, || {
-        let r = record(&c, &arn)?;
+        let r = c.task_record(&arn)?;
         let web = rec_container(&r, "web")["healthStatus"]
             .as_str()
             .unwrap_or("")
@@ -182,7 +173,7 @@ fn an_unhealthy_dependency_is_given_up_on_at_its_start_timeout() {
     // web is UNHEALTHY after its first check (5 s), well inside its startTimeout (15 s); app
     // waits.
     let rec = wait_for("web UNHEALTHY", T, || {
-        let r = record(&c, &arn)?;
+        let r = c.task_record(&arn)?;
         assert!(
             r["state"]["stoppedReason"].is_null(),
             "stopped before web was UNHEALTHY: {r}"
@@ -296,7 +287,7 @@ fn unhealthy_after_exactly_retries_consecutive_failures() {
         });
         if n > 1 {
             let rec = wait_for(&format!("run {}'s result in the record", n - 1), T, || {
-                let r = record(&c, &arn)?;
+                let r = c.task_record(&arn)?;
                 (rec_container(&r, "main")["healthOutput"] == format!("run {}\n", n - 1))
                     .then_some(r)
             });
@@ -304,7 +295,7 @@ fn unhealthy_after_exactly_retries_consecutive_failures() {
             statuses.push(main["healthStatus"].as_str().unwrap_or("").to_string());
             since.push(main["healthCheckedAt"].clone());
         } else {
-            let rec = record(&c, &arn).expect("the task record");
+            let rec = c.task_record(&arn).expect("the task record");
             assert_eq!(
                 rec_container(&rec, "main")["healthStatus"],
                 "UNKNOWN",
@@ -316,7 +307,7 @@ fn unhealthy_after_exactly_retries_consecutive_failures() {
     // The last run's result.
     let last = expected.len();
     let rec = wait_for(&format!("run {last}'s result in the record"), T, || {
-        let r = record(&c, &arn)?;
+        let r = c.task_record(&arn)?;
         (rec_container(&r, "main")["healthOutput"] == format!("run {last}\n")).then_some(r)
     });
     let main = rec_container(&rec, "main");
@@ -391,7 +382,7 @@ fn metadata_shows_restart_count_and_health() {
     assert_eq!(first["Health"]["status"], "UNKNOWN", "{first}");
     let own = section("@CONTAINER", "@TASK");
     let task = section("@TASK", "@END");
-    let rec = record(&c, &arn).expect("the task record");
+    let rec = c.task_record(&arn).expect("the task record");
     let main = rec_container(&rec, "main");
     assert_eq!(main["restartCount"], 1, "{rec}");
     assert_eq!(own["RestartCount"], main["restartCount"], "{own}");

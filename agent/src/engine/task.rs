@@ -894,6 +894,40 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         }
     }
 
+    /// Whether `pid` is the init of a running container of the task other than `name` (the
+    /// namespaces a container joined by that process's /proc entry are still there); a
+    /// container whose init cannot be had counts as not it; `None` when a stop arrived.
+    async fn is_running_init(&mut self, name: &str, pid: u32) -> Option<bool> {
+        let running: Vec<String> = self
+            .rec
+            .state
+            .containers
+            .iter()
+            .filter(|c| c.name != name && Self::container_status(c) == ContainerStatus::Running)
+            .filter_map(|c| c.runtime_id.clone())
+            .collect();
+        for cid in running {
+            let runtime = self.shared.runtime.clone();
+            let after = self.timeouts().call;
+            let id = cid.clone();
+            match self
+                .start_call("init pid", &cid, after, OnStop::Abandon, async move {
+                    runtime.init_pid(&id).await
+                })
+                .await
+            {
+                Step::Done(Ok(p)) if p == pid => return Some(true),
+                Step::Done(_) => {}
+                Step::Stop(reason, code) => {
+                    // Taken off the channel by the call: kept for the main loop, never lost.
+                    self.deferred.push_front(Event::Stop { reason, code });
+                    return None;
+                }
+            }
+        }
+        Some(false)
+    }
+
     /// While starting: whether a stop arrived, so a task stopped while starting stops at once.
     /// Other events (an early exit) are kept for the main loop, never dropped.
     fn stop_requested(&mut self) -> Option<(String, String)> {
@@ -1902,14 +1936,15 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         // init of a running container of the task. Once it exited, the PID namespace is gone
         // (and a reused PID would be some other process's namespaces).
         if let Some(joined) = self.rec.namespace_holders.get(name).copied() {
-            match self.namespace_holder(name).await {
-                Ok(Some(p)) if p == joined => {}
-                Ok(_) | Err(Step::Done(_)) => {
+            match self.is_running_init(name, joined).await {
+                Some(true) => {}
+                Some(false) => {
                     return Err(format!(
                         "the task's PID/IPC namespaces it joined (process {joined}) are gone: the container that held them exited"
                     ))
                 }
-                Err(Step::Stop(..)) => return Ok(false),
+                // A stop arrived meanwhile: no restart.
+                None => return Ok(false),
             }
         }
         // As ECS (RestartTracker.RecordRestart before the start): the restart is counted and
