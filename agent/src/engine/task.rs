@@ -858,18 +858,22 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         }
     }
 
-    /// pidMode/ipcMode task: the host PID of the init of a running container of the task other
-    /// than `name` (the first started holds the namespaces, the others joined them); `None`
-    /// when none runs yet (this container then holds them).
-    async fn namespace_holder(&mut self, name: &str) -> Result<Option<u32>, Step<String>> {
-        let running: Vec<String> = self
-            .rec
+    /// The containerd IDs of the task's running containers other than `name`.
+    fn running_others(&self, name: &str) -> Vec<String> {
+        self.rec
             .state
             .containers
             .iter()
             .filter(|c| c.name != name && Self::container_status(c) == ContainerStatus::Running)
             .filter_map(|c| c.runtime_id.clone())
-            .collect();
+            .collect()
+    }
+
+    /// pidMode/ipcMode task: the host PID of the init of a running container of the task other
+    /// than `name` (the first started holds the namespaces, the others joined them); `None`
+    /// when none runs yet (this container then holds them).
+    async fn namespace_holder(&mut self, name: &str) -> Result<Option<u32>, Step<String>> {
+        let running = self.running_others(name);
         let Some(cid) = running.into_iter().next() else {
             return Ok(None);
         };
@@ -898,14 +902,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
     /// namespaces a container joined by that process's /proc entry are still there); a
     /// container whose init cannot be had counts as not it; `None` when a stop arrived.
     async fn is_running_init(&mut self, name: &str, pid: u32) -> Option<bool> {
-        let running: Vec<String> = self
-            .rec
-            .state
-            .containers
-            .iter()
-            .filter(|c| c.name != name && Self::container_status(c) == ContainerStatus::Running)
-            .filter_map(|c| c.runtime_id.clone())
-            .collect();
+        let running = self.running_others(name);
         for cid in running {
             let runtime = self.shared.runtime.clone();
             let after = self.timeouts().call;
