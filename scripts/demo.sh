@@ -85,8 +85,8 @@ connected() { [ "$(berth ecs describe-container-instances --cluster web-app-clus
   --query 'containerInstances[0].agentConnected' --output text)" = True ]; }
 wait_for 30 "the agent to connect" connected
 
-echo "== image (built locally: no registry needed; it serves /www on port 80, as the guide's nginx does)"
-BERTH_IMAGE_CMD='["httpd","-f","-p","80","-h","/www"]' \
+echo "== image (built locally: no registry needed; it serves /www on port 80, as the guide's nginx does, and logs each request to stderr)"
+BERTH_IMAGE_CMD='["httpd","-f","-vv","-p","80","-h","/www"]' \
   bash scripts/busybox-image.sh "$state/web-app.tar" localhost/web-app:latest
 berth-agent --containerd-socket "$sock" image load "$state/web-app.tar"
 
@@ -119,6 +119,15 @@ if [ "$sg" = None ] || [ -z "$sg" ]; then
 fi
 echo "security group $sg"
 
+echo "== the guide's step 2: the CloudWatch log group its awslogs driver writes to, kept 7 days"
+if ! out=$(berth logs create-log-group --log-group-name /ecs/web-app 2>&1); then
+  case $out in
+    *ResourceAlreadyExistsException*) echo "log group /ecs/web-app exists (an earlier run)" ;;
+    *) echo "$out" >&2; exit 1 ;;
+  esac
+fi
+berth logs put-retention-policy --log-group-name /ecs/web-app --retention-in-days 7
+
 echo "== the guide's task-definition.json (awsvpc, FARGATE), only the image swapped for the local one"
 td=$(berth ecs register-task-definition --cli-input-json "file://$repo/scripts/task-definition.json" \
   --query 'taskDefinition.[family,revision]' --output text | tr '\t' ':')
@@ -146,9 +155,20 @@ healthy() { [ "$(berth ecs describe-tasks --cluster web-app-cluster --tasks "$ta
 wait_for 120 "the task to be HEALTHY" healthy
 berth ecs describe-tasks --cluster web-app-cluster --tasks "$task" \
   --query "tasks[0].{healthStatus: healthStatus, container: containers[0].name, containerHealth: containers[0].healthStatus}" --output table
+echo "== the guide's 'View logs': its stream nginx/nginx/TASK-ID and the web app's requests in it"
+stream="nginx/nginx/${task##*/}"
+has_stream() { berth logs describe-log-streams --log-group-name /ecs/web-app --order-by LastEventTime --descending \
+  --query 'logStreams[].logStreamName' --output text | tr '\t' '\n' | grep -qx "$stream"; }
+wait_for 30 "the task's log stream" has_stream
+berth logs describe-log-streams --log-group-name /ecs/web-app --order-by LastEventTime --descending \
+  --query 'logStreams[].[logStreamName, storedBytes]' --output table
+berth logs get-log-events --log-group-name /ecs/web-app --log-stream-name "$stream" --limit 5 \
+  --query 'events[].message' --output text
 cat <<MSG
 
 The web app is RUNNING in its own network namespace at $ip. Try:
+  berth logs tail /ecs/web-app --follow
+  berth logs get-log-events --log-group-name /ecs/web-app --log-stream-name $stream
   berth ecs list-tasks --cluster web-app-cluster
   berth ecs describe-tasks --cluster web-app-cluster --tasks $task --query 'tasks[0].attachments'
   berth ec2 describe-security-groups --group-ids $sg

@@ -322,9 +322,16 @@ cat >"$run/web-app.json" <<'JSON'
   ]
 }
 JSON
+# The guide's step 2: the log group first (awslogs does not create it), with its retention.
+check "the guide's log group is made (berth logs create-log-group, put-retention-policy)" \
+  sh -c "timeout 60 '$berth_bin' logs create-log-group --log-group-name /ecs/web-app &&
+         timeout 60 '$berth_bin' logs put-retention-policy --log-group-name /ecs/web-app --retention-in-days 7"
 web_td=$(register "file://$run/web-app.json")
 web=$(run_task "$web_td") || fatal "run-task web-app"
 check "the web-app task is RUNNING" wait_for 240 task_is "$web" RUNNING || fatal "no task runs"
+web_stream() { b logs describe-log-streams --log-group-name /ecs/web-app --order-by LastEventTime --descending \
+  --query 'logStreams[].logStreamName' --output text | tr '\t' '\n' | grep -qx "nginx/nginx/$(tid "$web")"; }
+check "its awslogs stream nginx/nginx/TASK-ID is in the group (berth logs describe-log-streams)" wait_for 60 web_stream
 check "its page answers on the host through the forwarded port" wait_for 60 page
 # install.sh again, as an operator re-running it would: nothing changed, so the agent is not
 # restarted (and its activation, spent by now, is not needed again).

@@ -12,6 +12,7 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/berth.v1.serde.rs"));
 }
 
+pub mod log_config;
 pub mod sigv4;
 
 pub use pbjson_types::Timestamp;

@@ -33,7 +33,7 @@ fn web_td(port: u16) -> String {
       "memory": 512,
       "memoryReservation": 256,
       "essential": true,
-      "command": ["httpd", "-f", "-p", "{port}", "-h", "/www"],
+      "command": ["httpd", "-f", "-vv", "-p", "{port}", "-h", "/www"],
       "portMappings": [{{"containerPort": {port}, "protocol": "tcp"}}],
       "environment": [{{"name": "ENVIRONMENT", "value": "production"}}],
       "logConfiguration": {{"logDriver": "awslogs", "options": {{"awslogs-group": "/ecs/web-app", "awslogs-region": "us-east-1", "awslogs-stream-prefix": "nginx"}}}}
@@ -107,6 +107,23 @@ fn guide_flow_end_to_end() {
         true
     );
 
+    // The guide's step 2: the log group its awslogs driver writes to (awslogs-create-group is
+    // not set, so without it the task would stop with the group's absence as its reason).
+    c.ok_in(
+        "logs",
+        &["create-log-group", "--log-group-name", "/ecs/web-app"],
+    );
+    c.ok_in(
+        "logs",
+        &[
+            "put-retention-policy",
+            "--log-group-name",
+            "/ecs/web-app",
+            "--retention-in-days",
+            "7",
+        ],
+    );
+
     // Run it and see it RUNNING and answering.
     let task = c.run_task("web-app:2");
     let t = c.wait_status(&task, "RUNNING", T);
@@ -118,6 +135,51 @@ fn guide_flow_end_to_end() {
         http_get(port).filter(|b| b.contains("Hello from Berth"))
     });
     assert!(body.contains("200 OK"), "{body}");
+    // The guide's "View logs": the stream prefix/container/task-id, newest first, and the
+    // request the web app logged (httpd -vv writes it to stderr) in it.
+    let stream = format!(
+        "nginx/nginx/{}",
+        task.rsplit('/').next().unwrap_or_default()
+    );
+    let streams: serde_json::Value = serde_json::from_str(&c.ok_in(
+        "logs",
+        &[
+            "describe-log-streams",
+            "--log-group-name",
+            "/ecs/web-app",
+            "--order-by",
+            "LastEventTime",
+            "--descending",
+            "--output",
+            "json",
+        ],
+    ))
+    .expect("json");
+    assert_eq!(streams["logStreams"][0]["logStreamName"], stream.as_str());
+    wait_for("the request in the task's log stream", T, || {
+        let page: serde_json::Value = serde_json::from_str(&c.ok_in(
+            "logs",
+            &[
+                "get-log-events",
+                "--log-group-name",
+                "/ecs/web-app",
+                "--log-stream-name",
+                &stream,
+                "--output",
+                "json",
+            ],
+        ))
+        .ok()?;
+        page["events"]
+            .as_array()?
+            .iter()
+            .any(|e| {
+                e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("response:200"))
+            })
+            .then_some(())
+    });
     let text = c.ok(&[
         "describe-tasks",
         "--cluster",
@@ -582,6 +644,10 @@ fn agent_restart_keeps_containers_and_status_flows() {
         return;
     }
     let mut c = Cluster::start("agentrestart");
+    c.ok_in(
+        "logs",
+        &["create-log-group", "--log-group-name", "/ecs/web-app"],
+    );
     let port = berth_tests::free_port();
     let web = c.register(&web_td(port));
     let batch = c.register(&format!(

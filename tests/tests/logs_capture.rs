@@ -409,6 +409,12 @@ async fn awslogs_batches_are_numbered_resent_after_a_reconnect_and_an_error_stop
     }
     let c = Cluster::start("logs-aws");
     let d = direct::direct(&c, 1 << 30).await;
+    let stopped = Arc::new(std::sync::Mutex::new(None));
+    let s = stopped.clone();
+    d.logs
+        .set_stopper(Arc::new(move |arn: &str, reason: String| {
+            *s.lock().unwrap() = Some((arn.to_string(), reason));
+        }));
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     d.logs.connected(tx);
     let n = 30_000u64;
@@ -424,12 +430,36 @@ async fn awslogs_batches_are_numbered_resent_after_a_reconnect_and_an_error_stop
         ),
     )
     .await;
+    // First the stream is announced (an empty batch), as Docker's driver makes its stream at
+    // the container's start.
+    let hello = next(&mut rx).await;
+    assert_eq!(hello.log_stream_name, "web/main/aws1");
+    assert!(hello.events.is_empty() && hello.first_sequence == 0);
     // The first batches, not acknowledged but the first.
     let b1 = next(&mut rx).await;
     assert_eq!(b1.log_group_name, "/ecs/web");
     assert_eq!(b1.log_stream_name, "web/main/aws1");
     assert_eq!(b1.first_sequence, 1);
     assert_eq!(b1.events[0].message, "1");
+    // The controller's store fails for a moment: the task goes on and the same events come
+    // again from the last acknowledged one (none yet).
+    d.logs.ack(LogAck {
+        log_group_name: b1.log_group_name.clone(),
+        log_stream_name: b1.log_stream_name.clone(),
+        stored_through: 0,
+        error: "ServiceUnavailableException: the log store failed".into(),
+    });
+    let b1 = loop {
+        let b = next(&mut rx).await;
+        if b.first_sequence == 1 && !b.events.is_empty() {
+            break b;
+        }
+    };
+    assert_eq!(b1.events[0].message, "1");
+    assert!(
+        stopped.lock().unwrap().is_none(),
+        "a store failure must not stop the task"
+    );
     let acked = b1.events.len() as u64;
     d.logs.ack(LogAck {
         log_group_name: b1.log_group_name.clone(),
@@ -445,6 +475,10 @@ async fn awslogs_batches_are_numbered_resent_after_a_reconnect_and_an_error_stop
     let mut first_after_reconnect = None;
     while want <= n {
         let b = next(&mut rx).await;
+        if b.events.is_empty() {
+            // The stream announced again on the new link.
+            continue;
+        }
         first_after_reconnect.get_or_insert(b.first_sequence);
         // A batch may repeat events already stored (the controller keeps each number
         // once); none may be missing.
@@ -474,21 +508,21 @@ async fn awslogs_batches_are_numbered_resent_after_a_reconnect_and_an_error_stop
         Some(acked + 1),
         "sent again from the first unacknowledged event"
     );
-    // A refused batch stops the task with a reason built from the error.
-    let stopped = Arc::new(std::sync::Mutex::new(None));
-    let s = stopped.clone();
-    d.logs
-        .set_stopper(Arc::new(move |arn: &str, reason: String| {
-            *s.lock().unwrap() = Some((arn.to_string(), reason));
-        }));
+    // A missing group stops the task with a reason built from the error, even when the
+    // container writes nothing: the stream's announcement is refused.
     d.run(
         "aws2",
-        "echo hello",
+        "true",
         direct::lc("awslogs", &[("awslogs-group", "/ecs/missing")]),
     )
     .await;
-    let b = next(&mut rx).await;
-    assert_eq!(b.log_stream_name, "aws2", "no prefix: the container's id");
+    let b = loop {
+        let b = next(&mut rx).await;
+        if b.log_stream_name == "aws2" {
+            break b;
+        }
+    };
+    assert!(b.events.is_empty(), "the announcement, before any output");
     d.logs.ack(LogAck {
         log_group_name: b.log_group_name,
         log_stream_name: b.log_stream_name,

@@ -7,7 +7,7 @@
 //! capture".
 
 pub mod capture;
-pub mod config;
+pub use berth_proto::log_config as config;
 pub mod json_file;
 pub mod service;
 pub mod spool;

@@ -134,8 +134,12 @@ impl LogService {
     /// before its output is copied: a blocking-mode container's copy waits from the start
     /// until the delivery has set its limit.
     pub fn watch(&self, c: ContainerLog) {
-        if let Ok(Driver::Awslogs(a)) = config::parse(c.log_configuration.as_ref()) {
-            if a.mode == Mode::Blocking {
+        let blocking = c.log_configuration.as_ref().is_some_and(|l| {
+            config::parse(Some(l)).is_ok()
+                && config::delivery_of(l).is_ok_and(|d| d.mode == Mode::Blocking)
+        });
+        {
+            if blocking {
                 let paths = ContainerLogPaths::new(&c.log_path);
                 if let Ok(mut l) = self.shared.limits.lock() {
                     for s in [Stream::Stdout, Stream::Stderr] {
@@ -236,9 +240,13 @@ enum Target {
         group: String,
         stream: String,
         create_group: bool,
-        blocking: bool,
         in_flight: VecDeque<(u64, Cursor)>,
         failed: bool,
+        /// Whether the stream was announced (an empty batch: the controller creates the
+        /// stream, or answers that the group does not exist) on this link.
+        announced: bool,
+        /// After a refusal that may pass (the store failed), nothing is sent before this.
+        retry_at: Option<std::time::Instant>,
     },
     Local(Box<dyn SinkImpl>),
     None,
@@ -253,6 +261,8 @@ struct Shipper {
     punched: [u64; 2],
     target: Target,
     bound: u64,
+    /// `mode: blocking`: the copy waits rather than the spool dropping.
+    blocking: bool,
 }
 
 /// How long the delivery sleeps with nothing to do, and with events held back by the clock.
@@ -367,9 +377,10 @@ impl Pump {
                 group: a.group.clone(),
                 stream: a.stream_name(&c.container_name, &task_id, &c.runtime_id),
                 create_group: a.create_group,
-                blocking: a.mode == Mode::Blocking,
                 in_flight: VecDeque::new(),
                 failed: false,
+                announced: false,
+                retry_at: None,
             },
             Driver::JsonFile(j) => {
                 Target::Local(Box::new(super::json_file::JsonFile::new(&paths, j.clone())))
@@ -398,8 +409,10 @@ impl Pump {
             // Watched before its first start: the capture makes the same directory.
             let _ = std::fs::create_dir_all(dir);
         }
+        // CloudWatch has no empty events: Docker's awslogs driver sends none for an empty line.
+        let skip_empty = matches!(driver, Driver::Awslogs(_));
         let reader = match StreamReader::open(&paths, acked.clone()) {
-            Ok(r) => r.with_event_start(start),
+            Ok(r) => r.with_event_start(start).with_skip_empty(skip_empty),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the spool; its output is not held back");
                 if let Ok(mut l) = shared.limits.lock() {
@@ -409,7 +422,17 @@ impl Pump {
                 return;
             }
         };
-        let bound = (shared.spool_max / c.task_containers.max(1) as u64).max(1);
+        let delivery = c
+            .log_configuration
+            .as_ref()
+            .and_then(|l| config::delivery_of(l).ok());
+        let blocking = delivery.is_some_and(|d| d.mode == Mode::Blocking);
+        // Docker's max-buffer-size bounds what waits undelivered; the task's share of the
+        // spool bound applies in any case.
+        let share = (shared.spool_max / c.task_containers.max(1) as u64).max(1);
+        let bound = delivery
+            .and_then(|d| d.max_buffer_size)
+            .map_or(share, |m| m.min(share));
         tracing::info!(task = %c.task_arn, container = %c.container_name, driver = ?driver_name(&driver), next = acked.next_sequence, "delivering container output");
         self.shippers.insert(
             paths.clone(),
@@ -422,6 +445,7 @@ impl Pump {
                 punched: [0, 0],
                 target,
                 bound,
+                blocking,
             },
         );
     }
@@ -435,9 +459,26 @@ impl Pump {
         };
         let mut newly_acked = None;
         if let Target::Awslogs {
-            in_flight, failed, ..
+            in_flight,
+            failed,
+            announced,
+            retry_at,
+            ..
         } = &mut s.target
         {
+            if !a.error.is_empty() && !is_permanent(&a.error) {
+                // The controller could not store them now (its store failed): nothing of the
+                // batches in flight counts; they are sent again from the acknowledged cursor.
+                if !in_flight.is_empty() || *announced {
+                    tracing::warn!(task = %s.log.task_arn, container = %s.log.container_name, error = %a.error, "the controller could not store log events; sending them again");
+                }
+                in_flight.clear();
+                *announced = false;
+                *retry_at = Some(std::time::Instant::now() + RETRY_AFTER);
+                let acked = s.acked.clone();
+                s.reader.rewind(acked);
+                return;
+            }
             if !a.error.is_empty() {
                 if !*failed {
                     *failed = true;
@@ -467,6 +508,18 @@ impl Pump {
     }
 }
 
+/// How long the delivery waits before sending again after the controller's store failed.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Whether a LogAck's error stops the task: the group does not exist (and is not to be made) or
+/// the names are refused. Anything else (ServiceUnavailableException: the store failed) may
+/// pass, and the events are sent again.
+fn is_permanent(error: &str) -> bool {
+    ["ResourceNotFoundException", "InvalidParameterException"]
+        .iter()
+        .any(|e| error.starts_with(e))
+}
+
 fn driver_name(d: &Driver) -> &'static str {
     match d {
         Driver::Local => "local",
@@ -479,8 +532,14 @@ fn driver_name(d: &Driver) -> &'static str {
 
 impl Shipper {
     fn rewind(&mut self) {
-        if let Target::Awslogs { in_flight, .. } = &mut self.target {
+        if let Target::Awslogs {
+            in_flight,
+            announced,
+            ..
+        } = &mut self.target
+        {
             in_flight.clear();
+            *announced = false;
             self.reader.rewind(self.acked.clone());
         }
     }
@@ -536,14 +595,21 @@ impl Shipper {
         shared: &Shared,
     ) {
         let now = super::now_ms();
-        let blocking = matches!(self.target, Target::Awslogs { blocking: true, .. });
-        let idle = match &self.target {
+        let blocking = self.blocking;
+        let idle = match &mut self.target {
             Target::Awslogs {
-                in_flight, failed, ..
+                in_flight,
+                failed,
+                retry_at,
+                ..
             } => {
                 if *failed {
                     return;
                 }
+                if retry_at.is_some_and(|t| std::time::Instant::now() < t) {
+                    return;
+                }
+                *retry_at = None;
                 in_flight.is_empty()
             }
             _ => true,
@@ -587,9 +653,33 @@ impl Shipper {
                 stream,
                 create_group,
                 in_flight,
+                announced,
                 ..
             } => {
                 let Some(tx) = link else { return };
+                if !*announced {
+                    // As Docker's awslogs driver makes the stream when the container starts:
+                    // an empty batch makes it (with its group when awslogs-create-group), or
+                    // is answered that the group does not exist, which stops the task even if
+                    // the container never writes.
+                    let probe = LogBatch {
+                        log_group_name: group.clone(),
+                        log_stream_name: stream.clone(),
+                        create_group: *create_group,
+                        task_arn: self.log.task_arn.clone(),
+                        container_name: self.log.container_name.clone(),
+                        first_sequence: 0,
+                        events: Vec::new(),
+                    };
+                    let m = AgentMessage {
+                        message: Some(ToController::LogBatch(probe)),
+                    };
+                    if tx.try_send(m).is_err() {
+                        return;
+                    }
+                    *announced = true;
+                    in_flight.push_back((0, self.reader.cursor().clone()));
+                }
                 while in_flight.len() < WINDOW {
                     let before = self.reader.cursor().clone();
                     let events = match take_batch(&mut self.reader, closed, now) {

@@ -72,7 +72,7 @@ pub struct Marker {
     pub sequence: u64,
     /// How many events it stands for.
     pub count: u64,
-    /// When they were dropped.
+    /// The read time of the last of them (so it sorts where they were).
     pub timestamp_ms: u64,
     /// The bound that was exceeded, in bytes.
     pub bound: u64,
@@ -127,6 +127,8 @@ pub struct StreamReader {
     group: [Option<(Read, u64)>; 2],
     /// A line read past a gathered event (it starts the next).
     look: [Option<Read>; 2],
+    /// Empty events are passed over (not numbered): awslogs, as Docker's driver sends none.
+    skip_empty: bool,
     cursor: Cursor,
 }
 
@@ -150,6 +152,7 @@ impl StreamReader {
             start: None,
             group: [None, None],
             look: [None, None],
+            skip_empty: false,
             cursor,
         })
     }
@@ -158,6 +161,12 @@ impl StreamReader {
     /// awslogs-datetime-format).
     pub fn with_event_start(mut self, start: Option<regex::Regex>) -> Self {
         self.start = start;
+        self
+    }
+
+    /// Passes over empty events (an empty line) without numbering them.
+    pub fn with_skip_empty(mut self, skip: bool) -> Self {
+        self.skip_empty = skip;
         self
     }
 
@@ -284,12 +293,17 @@ impl StreamReader {
                 partial: false,
             }));
         }
-        self.fill(closed, now_ms)?;
-        let Some(i) = self.pick(closed, now_ms) else {
-            return Ok(None);
-        };
-        let Some(e) = self.take(i) else {
-            return Ok(None);
+        let (i, e) = loop {
+            self.fill(closed, now_ms)?;
+            let Some(i) = self.pick(closed, now_ms) else {
+                return Ok(None);
+            };
+            let Some(e) = self.take(i) else {
+                return Ok(None);
+            };
+            if !(self.skip_empty && e.message.is_empty()) {
+                break (i, e);
+            }
         };
         let sequence = self.cursor.next_sequence;
         self.cursor.next_sequence += 1;
@@ -328,6 +342,9 @@ impl StreamReader {
         }
         let target = bound / 4 * 3;
         let mut count = 0;
+        // The marker takes the place of the dropped events, so it carries the time of the last
+        // of them: it sorts before the events kept after the gap (its drop time would not).
+        let mut last_ms = now_ms;
         while self.backlog()? > target {
             // Oldest first, by the same order `next` uses, without waiting for the clock.
             self.fill([false, false], now_ms)?;
@@ -343,8 +360,9 @@ impl StreamReader {
                 (None, Some(_)) => 1,
                 (None, None) => break,
             };
-            if self.take(i).is_some() {
+            if let Some(e) = self.take(i) {
                 count += 1;
+                last_ms = e.timestamp_ms;
             }
         }
         if count > 0 {
@@ -352,13 +370,14 @@ impl StreamReader {
             let marker = match self.cursor.marker.take() {
                 Some(mut m) => {
                     m.count += count;
+                    m.timestamp_ms = m.timestamp_ms.max(last_ms);
                     m
                 }
                 None => {
                     let m = Marker {
                         sequence: self.cursor.next_sequence,
                         count,
-                        timestamp_ms: now_ms,
+                        timestamp_ms: last_ms,
                         bound,
                     };
                     self.cursor.next_sequence += 1;
@@ -544,5 +563,26 @@ mod tests {
         );
         assert_eq!(rest.len(), 31);
         assert_eq!(rest.last().unwrap().sequence, 32);
+        // The marker stands where the dropped events were: the read time of the last of them,
+        // not the drop's (42), so it sorts before the events kept after the gap.
+        assert_ne!(rest[0].timestamp_ms, 42);
+        assert!(rest[0].timestamp_ms <= rest[1].timestamp_ms);
+    }
+
+    #[test]
+    fn empty_lines_are_passed_over_unnumbered_when_asked() {
+        let (_d, p) = dir();
+        write(&p, Stream::Stdout, b"a\n\nb\n\n");
+        let mut r = StreamReader::open(&p, Cursor::default())
+            .unwrap()
+            .with_skip_empty(true);
+        let got: Vec<_> = drain(&mut r)
+            .into_iter()
+            .map(|e| (e.sequence, e.message))
+            .collect();
+        assert_eq!(got, vec![(1, "a".to_string()), (2, "b".to_string())]);
+        let mut r = StreamReader::open(&p, Cursor::default()).unwrap();
+        let got: Vec<_> = drain(&mut r).into_iter().map(|e| e.message).collect();
+        assert_eq!(got, vec!["a", "", "b", ""]);
     }
 }

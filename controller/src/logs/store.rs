@@ -8,10 +8,12 @@
 //!   stream's events by time (GetLogEvents' ranges); FilterLogEvents merges the ranges of the
 //!   group's streams by (timestamp, stream id, sequence).
 //!
-//! Exactly-once: every event of a stream carries the stream's sequence number (the agent's, or
-//! the next free one for PutLogEvents); an append stores only the events numbered above the
-//! stream's `stored_through` and raises it, in the same transaction, so a resent or
-//! overlapping batch is stored once. Each append is one durable transaction.
+//! Exactly-once: every event of an agent's batch carries the agent's sequence number for the
+//! stream; an append stores only the events numbered above the stream's `stored_through` and
+//! raises it, in the same transaction, so a resent or overlapping batch is stored once.
+//! PutLogEvents' events are numbered apart, from [`PUT_SEQUENCE_BASE`] on (`put_through`), so a
+//! caller putting into an agent's stream never takes a number the agent's next batch carries.
+//! Each append is one durable transaction.
 
 use berth_proto::v1::{StoredLogGroup, StoredLogStream};
 use prost::Message as _;
@@ -24,6 +26,9 @@ const STREAMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("log_
 const EVENTS: TableDefinition<(u64, i64, u64), (i64, &str)> = TableDefinition::new("log_events");
 const META: TableDefinition<&str, u64> = TableDefinition::new("log_meta");
 const NEXT_STREAM_ID: &str = "next_stream_id";
+
+/// Where PutLogEvents' numbers start in a stream: above any number an agent gives.
+pub const PUT_SEQUENCE_BASE: u64 = 1 << 62;
 
 /// CloudWatch's size of an event: its message's UTF-8 bytes plus 26.
 pub const EVENT_OVERHEAD: i64 = 26;
@@ -131,7 +136,8 @@ impl StoredEvent {
 /// What an append stored.
 #[derive(Debug, Clone, Default)]
 pub struct Appended {
-    /// The stream's highest sequence number stored (the agent's ack).
+    /// The stream's highest sequence number stored: the agent's (its ack) for an agent's
+    /// batch, PutLogEvents' own for a put.
     pub stored_through: u64,
     /// The events newly stored (those of a resent batch already stored are not).
     pub events: Vec<StoredEvent>,
@@ -484,20 +490,28 @@ impl LogStore for RedbLogStore {
                 s.task_arn.clone_from(task);
                 s.container_name.clone_from(container);
             }
-            let first = a.first_sequence.unwrap_or(s.stored_through + 1);
             let mut events = txn.open_table(EVENTS).map_err(|e| err(&e))?;
             for (i, e) in a.events.into_iter().enumerate() {
-                let seq = first + i as u64;
-                if seq <= s.stored_through {
-                    continue;
-                }
+                let seq = match a.first_sequence {
+                    Some(first) => {
+                        let seq = first + i as u64;
+                        if seq <= s.stored_through {
+                            continue;
+                        }
+                        s.stored_through = seq;
+                        seq
+                    }
+                    None => {
+                        s.put_through += 1;
+                        PUT_SEQUENCE_BASE + s.put_through
+                    }
+                };
                 events
                     .insert(
                         (s.id, e.timestamp, seq),
                         (a.ingestion_time, e.message.as_str()),
                     )
                     .map_err(|e| err(&e))?;
-                s.stored_through = seq;
                 s.stored_bytes += e.message.len() as i64 + EVENT_OVERHEAD;
                 s.first_event_timestamp = Some(
                     s.first_event_timestamp
@@ -517,7 +531,10 @@ impl LogStore for RedbLogStore {
                     message: e.message,
                 });
             }
-            out.stored_through = s.stored_through;
+            out.stored_through = match a.first_sequence {
+                Some(_) => s.stored_through,
+                None => s.put_through,
+            };
             streams
                 .insert(
                     (a.group.as_str(), a.stream.as_str()),

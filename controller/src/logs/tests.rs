@@ -119,6 +119,42 @@ async fn resent_and_overlapping_batches_are_stored_once_in_order() {
 }
 
 #[tokio::test]
+async fn put_log_events_into_an_agents_stream_takes_no_number_of_the_agents() {
+    let r = rig();
+    let a = r.svc.store_batch(batch("g", "s", 1, &["1", "2"])).await;
+    assert_eq!(a.stored_through, 2);
+    // A caller puts into the agent's stream (CloudWatch allows it) between two batches.
+    put(&r.svc, "g", "s", &[(NOW + 2, "put-a"), (NOW + 2, "put-b")]).await;
+    // The agent's next batch, numbered on from its own, is all stored and acknowledged.
+    let a = r.svc.store_batch(batch("g", "s", 3, &["3", "4"])).await;
+    assert_eq!((a.stored_through, a.error.as_str()), (4, ""));
+    let mut got = messages(&r.svc, "g", "s").await;
+    got.sort();
+    assert_eq!(got, ["1", "2", "3", "4", "put-a", "put-b"]);
+    assert_eq!(r.store.event_count().unwrap(), 6);
+}
+
+#[tokio::test]
+async fn an_empty_batch_makes_the_stream_or_says_the_group_is_missing() {
+    let r = rig();
+    // The agent's announcement of a stream before any output (as Docker's awslogs driver
+    // creates its stream when the container starts).
+    let a = r.svc.store_batch(batch("g", "s", 0, &[])).await;
+    assert_eq!((a.stored_through, a.error.as_str()), (0, ""));
+    let s = r.svc.stored_streams("g").await.unwrap();
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].log_stream_name, "s");
+    let mut b = batch("nogroup", "s", 0, &[]);
+    b.create_group = false;
+    let a = r.svc.store_batch(b).await;
+    assert!(
+        a.error.starts_with("ResourceNotFoundException"),
+        "{}",
+        a.error
+    );
+}
+
+#[tokio::test]
 async fn a_batch_for_a_missing_group_is_refused_and_not_stored() {
     let r = rig();
     let mut b = batch("nogroup", "s", 1, &["x"]);
@@ -697,8 +733,8 @@ fn a_cursor_splits_ties_by_stream_and_sequence() {
     let mid = Cursor {
         timestamp: 5,
         stream_id: streams[0].0,
-        // a2: sequences start at 1.
-        sequence: 3,
+        // a2: PutLogEvents' numbers start at PUT_SEQUENCE_BASE + 1.
+        sequence: store::PUT_SEQUENCE_BASE + 3,
     };
     assert_eq!(read(mid.next()), ["b0", "b1", "b2"]);
     assert_eq!(read(mid), ["a2", "b0", "b1", "b2"]);

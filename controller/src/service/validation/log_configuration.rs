@@ -22,29 +22,13 @@ const AWSLOGS: &[&str] = &[
     "awslogs-multiline-pattern",
 ];
 
-/// Docker's json-file options.
-const JSON_FILE: &[&str] = &[
-    "max-size",
-    "max-file",
-    "compress",
-    "labels",
-    "labels-regex",
-    "env",
-    "env-regex",
-    "tag",
-];
+/// Docker's json-file options the agent applies (compress, labels, env and tag, which add
+/// attributes to each line, are not applied, so they are refused by name).
+const JSON_FILE: &[&str] = &["max-size", "max-file"];
 
-/// Docker's syslog options Berth's agent implements (no TLS transport).
-const SYSLOG: &[&str] = &[
-    "syslog-address",
-    "syslog-facility",
-    "syslog-format",
-    "tag",
-    "labels",
-    "labels-regex",
-    "env",
-    "env-regex",
-];
+/// Docker's syslog options the agent applies (no TLS transport; labels and env are not
+/// applied).
+const SYSLOG: &[&str] = &["syslog-address", "syslog-facility", "syslog-format", "tag"];
 
 /// syslog's facilities, as Docker names them.
 const FACILITIES: &[&str] = &[
@@ -240,18 +224,6 @@ pub fn validate(i: usize, container: &str, l: &LogConfiguration) -> Result<(), E
                     ));
                 }
             }
-            if let Some(v) = opt("compress") {
-                if !is_bool(v) {
-                    return Err(bad("compress", v, "is not true or false"));
-                }
-            }
-            for k in ["labels-regex", "env-regex"] {
-                if let Some(v) = opt(k) {
-                    if let Err(e) = regex::Regex::new(v) {
-                        return Err(bad(k, v, &format!("is not a regular expression: {e}")));
-                    }
-                }
-            }
         }
         "syslog" => {
             if let Some(v) = opt("syslog-address") {
@@ -267,23 +239,23 @@ pub fn validate(i: usize, container: &str, l: &LogConfiguration) -> Result<(), E
                 }
             }
             if let Some(v) = opt("syslog-format") {
-                if !["rfc5424", "rfc5424micro", "rfc3164"].contains(&v) {
+                if v != "rfc5424" {
                     return Err(bad(
                         "syslog-format",
                         v,
-                        "is not one of rfc5424, rfc5424micro, rfc3164",
+                        "is not rfc5424: Berth's syslog driver sends RFC 5424 (rfc3164 and rfc5424micro are not supported)",
                     ));
-                }
-            }
-            for k in ["labels-regex", "env-regex"] {
-                if let Some(v) = opt(k) {
-                    if let Err(e) = regex::Regex::new(v) {
-                        return Err(bad(k, v, &format!("is not a regular expression: {e}")));
-                    }
                 }
             }
         }
         _ => {}
+    }
+    // What registers is what the agent applies: the agent's own parser must take it too (the
+    // checks above name the option and the rule first; this catches the rest, such as an
+    // awslogs-datetime-format that is no regular expression once its directives are replaced).
+    if l.secret_options.is_empty() {
+        berth_proto::log_config::parse(Some(l))
+            .map_err(|e| refuse(format!("{at}: {e} (container '{container}')")))?;
     }
     Ok(())
 }
@@ -348,7 +320,8 @@ mod tests {
         for ok in [
             r#"{"logDriver":"awslogs","options":{"awslogs-group":"/ecs/app","awslogs-region":"us-east-1","awslogs-stream-prefix":"web","awslogs-create-group":"true","awslogs-multiline-pattern":"^\\d{4}-","mode":"non-blocking","max-buffer-size":"25m"}}"#,
             r#"{"logDriver":"awslogs","options":{"awslogs-group":"g","awslogs-datetime-format":"%Y-%m-%d","mode":"blocking"}}"#,
-            r#"{"logDriver":"json-file","options":{"max-size":"10m","max-file":"3","compress":"true","labels":"a,b","env-regex":"^APP_"}}"#,
+            r#"{"logDriver":"awslogs","options":{"awslogs-group":"g","awslogs-datetime-format":"\\[%b %d, %Y %H:%M:%S%L\\]"}}"#,
+            r#"{"logDriver":"json-file","options":{"max-size":"10m","max-file":"3","mode":"non-blocking","max-buffer-size":"1m"}}"#,
             r#"{"logDriver":"json-file"}"#,
             r#"{"logDriver":"syslog","options":{"syslog-address":"udp://127.0.0.1:514","tag":"app","syslog-facility":"local0","syslog-format":"rfc5424"}}"#,
             r#"{"logDriver":"syslog","options":{"syslog-address":"tcp://logs.internal"}}"#,
@@ -375,6 +348,23 @@ mod tests {
         refused(
             r#"{"logDriver":"json-file","options":{"syslog-address":"udp://x:1"}}"#,
             "'syslog-address'",
+        );
+        // Docker's options the agent does not apply: refused, never registered and ignored.
+        refused(
+            r#"{"logDriver":"json-file","options":{"max-size":"10m","compress":"true","labels":"a"}}"#,
+            "'compress', 'labels' of container 'app' are not an option of the json-file log driver",
+        );
+        refused(
+            r#"{"logDriver":"syslog","options":{"env":"A"}}"#,
+            "'env' of container 'app' is not an option of the syslog log driver",
+        );
+        refused(
+            r#"{"logDriver":"syslog","options":{"syslog-format":"rfc3164"}}"#,
+            "syslog-format: 'rfc3164'",
+        );
+        refused(
+            r#"{"logDriver":"awslogs","options":{"awslogs-group":"g","awslogs-datetime-format":"%Y["}}"#,
+            "awslogs-datetime-format",
         );
         refused(
             r#"{"logDriver":"awslogs","options":{"awslogs-group":"g"},"secretOptions":[{"name":"splunk-token","valueFrom":"/t"}]}"#,

@@ -1,9 +1,9 @@
-//! A container's logConfiguration as the agent applies it. The controller refuses unknown
-//! drivers and options at registration (naming them); what reaches the agent is parsed again
-//! here, and anything still wrong is an error naming the option (the container's output then
-//! stays in its spool files, as with no logConfiguration).
+//! A container's logConfiguration (issue 10): the one parser of drivers and options, used by the
+//! controller at registration (which refuses what it cannot parse, naming the option) and by the
+//! agent that applies it, so a definition never registers with a setting the agent would refuse
+//! or ignore.
 
-use berth_proto::v1::LogConfiguration;
+use crate::v1::LogConfiguration;
 
 /// awslogs `mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +149,50 @@ fn with_port(hostport: &str) -> String {
     }
 }
 
+/// How a container's writes wait for its driver: Docker's `mode` and `max-buffer-size`, options of
+/// every driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// `mode` (non-blocking by default, as ECS has had since June 2025).
+    pub mode: Mode,
+    /// `max-buffer-size` in bytes (non-blocking only): what may wait undelivered before the
+    /// oldest is dropped; without it the agent's spool bound.
+    pub max_buffer_size: Option<u64>,
+}
+
+/// A logConfiguration's [`Delivery`]; with no logConfiguration, non-blocking and unbounded here
+/// (the agent's own spool bound applies).
+pub fn delivery_of(c: &LogConfiguration) -> Result<Delivery, ConfigError> {
+    let get = |k: &str| c.options.get(k).map(String::as_str);
+    let bad = |k: &str, v: &str, want: &str| ConfigError(format!("{k} {v:?}: {want}"));
+    let mode = match get("mode") {
+        None | Some("non-blocking") => Mode::NonBlocking,
+        Some("blocking") => Mode::Blocking,
+        Some(v) => return Err(bad("mode", v, "blocking or non-blocking")),
+    };
+    let max_buffer_size = match get("max-buffer-size") {
+        None => None,
+        Some(v) => {
+            if mode != Mode::NonBlocking || get("mode").is_none() {
+                return Err(bad(
+                    "max-buffer-size",
+                    v,
+                    "needs mode non-blocking (the buffer holds what a blocking container would wait for)",
+                ));
+            }
+            Some(
+                parse_size(v)
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| bad("max-buffer-size", v, "a size such as 25m"))?,
+            )
+        }
+    };
+    Ok(Delivery {
+        mode,
+        max_buffer_size,
+    })
+}
+
 /// Parses a container's logConfiguration.
 pub fn parse(c: Option<&LogConfiguration>) -> Result<Driver, ConfigError> {
     let Some(c) = c else {
@@ -167,22 +211,49 @@ pub fn parse(c: Option<&LogConfiguration>) -> Result<Driver, ConfigError> {
             "mode",
             "max-buffer-size",
         ],
-        "json-file" => &["max-size", "max-file"],
-        "syslog" => &["syslog-address", "syslog-facility", "tag"],
+        "json-file" => &["max-size", "max-file", "mode", "max-buffer-size"],
+        "syslog" => &[
+            "syslog-address",
+            "syslog-facility",
+            "syslog-format",
+            "tag",
+            "mode",
+            "max-buffer-size",
+        ],
         other => {
             return Err(ConfigError(format!(
-                "log driver {other:?} is not supported"
+                "log driver {other:?} is not supported (awslogs, json-file, syslog or none)"
             )))
         }
     };
-    if let Some(k) = opts.keys().find(|k| !allowed.contains(&k.as_str())) {
+    let mut unknown: Vec<&str> = opts
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !allowed.contains(k))
+        .collect();
+    if !unknown.is_empty() {
+        unknown.sort_unstable();
         return Err(ConfigError(format!(
-            "unknown option {k:?} for log driver {}",
-            c.log_driver
+            "{} not an option of the {} log driver that Berth applies; its options are {}",
+            unknown
+                .iter()
+                .map(|k| format!("{k:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            c.log_driver,
+            if allowed.is_empty() {
+                "none".to_string()
+            } else {
+                allowed.join(", ")
+            }
         )));
     }
     let bad = |k: &str, v: &str, want: &str| ConfigError(format!("{k} {v:?}: {want}"));
     let get = |k: &str| opts.get(k).map(String::as_str);
+    let Delivery {
+        mode,
+        max_buffer_size,
+    } = delivery_of(c)?;
     Ok(match c.log_driver.as_str() {
         "none" => Driver::None,
         "awslogs" => {
@@ -193,17 +264,6 @@ pub fn parse(c: Option<&LogConfiguration>) -> Result<Driver, ConfigError> {
                 None | Some("false") => false,
                 Some("true") => true,
                 Some(v) => return Err(bad("awslogs-create-group", v, "true or false")),
-            };
-            let mode = match get("mode") {
-                None | Some("non-blocking") => Mode::NonBlocking,
-                Some("blocking") => Mode::Blocking,
-                Some(v) => return Err(bad("mode", v, "blocking or non-blocking")),
-            };
-            let max_buffer_size = match get("max-buffer-size") {
-                None => None,
-                Some(v) => Some(
-                    parse_size(v).ok_or_else(|| bad("max-buffer-size", v, "a size such as 25m"))?,
-                ),
             };
             if get("awslogs-multiline-pattern").is_some()
                 && get("awslogs-datetime-format").is_some()
@@ -248,75 +308,93 @@ pub fn parse(c: Option<&LogConfiguration>) -> Result<Driver, ConfigError> {
             }
             Driver::JsonFile(JsonFile { max_size, max_file })
         }
-        "syslog" => Driver::Syslog(Syslog {
-            address: match get("syslog-address") {
-                None => SyslogAddress::Unix("/dev/log".into()),
-                Some(v) => address(v).ok_or_else(|| {
-                    bad(
-                        "syslog-address",
-                        v,
-                        "udp://host:port, tcp://host:port or unix:///path",
-                    )
-                })?,
-            },
-            facility: match get("syslog-facility") {
-                None => 3,
-                Some(v) => facility(v).ok_or_else(|| {
-                    bad(
-                        "syslog-facility",
-                        v,
-                        "a syslog facility such as daemon or local0",
-                    )
-                })?,
-            },
-            tag: get("tag").map(String::from),
+        "syslog" => Driver::Syslog({
+            match get("syslog-format") {
+                None | Some("rfc5424") => {}
+                Some(v) => return Err(bad(
+                    "syslog-format",
+                    v,
+                    "Berth sends RFC 5424 (rfc5424); rfc3164 and rfc5424micro are not supported",
+                )),
+            }
+            Syslog {
+                address: match get("syslog-address") {
+                    None => SyslogAddress::Unix("/dev/log".into()),
+                    Some(v) => address(v).ok_or_else(|| {
+                        bad(
+                            "syslog-address",
+                            v,
+                            "udp://host:port, tcp://host:port or unix:///path",
+                        )
+                    })?,
+                },
+                facility: match get("syslog-facility") {
+                    None => 3,
+                    Some(v) => facility(v).ok_or_else(|| {
+                        bad(
+                            "syslog-facility",
+                            v,
+                            "a syslog facility such as daemon or local0",
+                        )
+                    })?,
+                },
+                tag: get("tag").map(String::from),
+            }
         }),
         _ => Driver::None,
     })
 }
 
-/// The regular expression of an awslogs-datetime-format (strftime), anchored at the line's
-/// start, as Docker's awslogs driver builds it.
+/// What each strftime directive of an awslogs-datetime-format stands for: Docker's awslogs
+/// driver's table (its `strftimeToRegex`).
+fn strftime_regex(d: char) -> Option<&'static str> {
+    Some(match d {
+        'a' => r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)",
+        'A' => r"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)",
+        'w' => r"[0-6]",
+        'd' => r"(?:0[1-9]|[1,2][0-9]|3[0,1])",
+        'b' => r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)",
+        'B' => {
+            r"(?:January|February|March|April|May|June|July|August|September|October|November|December)"
+        }
+        'm' => r"(?:0[1-9]|1[0-2])",
+        'Y' => r"\d{4}",
+        'y' => r"\d{2}",
+        'H' => r"(?:[0,1][0-9]|2[0-3])",
+        'I' => r"(?:0[0-9]|1[0-2])",
+        'p' => r"[A,P]M",
+        'M' => r"[0-5][0-9]",
+        'S' => r"[0-5][0-9]",
+        'f' => r"\d{6}",
+        'z' => r"[+-]\d{4}",
+        'Z' => r"[A-Z]{1,4}T",
+        'j' => r"(?:0[0-9][1-9]|[1,2][0-9][0-9]|3[0-5][0-9]|36[0-6])",
+        'L' => r"\.\d{3}",
+        _ => return None,
+    })
+}
+
+/// The regular expression of an awslogs-datetime-format, built as Docker's awslogs driver
+/// builds it: each `%` and the character after it replaced by its pattern from Docker's table
+/// (a directive not in the table by nothing), the rest taken as a regular expression as
+/// written (so `\[%b %d, %Y %H:%M:%S\]`, Docker's example, matches `[Jan 31, 2024 12:00:01]`),
+/// matched anywhere in the line.
 pub fn datetime_regex(format: &str) -> Result<regex::Regex, ConfigError> {
-    let mut re = String::from("^");
+    let mut re = String::with_capacity(format.len() * 4);
     let mut it = format.chars();
     while let Some(c) = it.next() {
         if c != '%' {
-            re.push_str(&regex::escape(&c.to_string()));
+            re.push(c);
             continue;
         }
-        let d = it.next().ok_or_else(|| {
-            ConfigError(format!(
-                "awslogs-datetime-format {format:?}: a lone % at its end"
-            ))
-        })?;
-        re.push_str(match d {
-            'a' => r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)",
-            'A' => r"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)",
-            'b' => r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)",
-            'B' => r"(?:January|February|March|April|May|June|July|August|September|October|November|December)",
-            'd' => r"(?:0[1-9]|[1,2][0-9]|3[0,1])",
-            'f' => r"(?:\d{1,9})",
-            'H' => r"(?:[0,1][0-9]|2[0-3])",
-            'I' => r"(?:0[0-9]|1[0-2])",
-            'j' => r"(?:0[0-9][1-9]|[1,2][0-9][0-9]|3[0-5][0-9]|36[0-6])",
-            'm' => r"(?:0[1-9]|1[0-2])",
-            'M' => r"[0-5][0-9]",
-            'p' => r"[A,P]M",
-            'S' => r"[0-5][0-9]",
-            'y' => r"\d{2}",
-            'Y' => r"\d{4}",
-            'z' => r"[+-]\d{4}",
-            'Z' => r"[A-Z]{1,4}T",
-            '%' => "%",
-            other => {
-                return Err(ConfigError(format!(
-                    "awslogs-datetime-format {format:?}: %{other} is not supported"
-                )))
-            }
-        });
+        match it.next() {
+            Some(d) => re.push_str(strftime_regex(d).unwrap_or("")),
+            // A lone % at the end is not a directive: Docker leaves it as written.
+            None => re.push('%'),
+        }
     }
-    regex::Regex::new(&re).map_err(|e| ConfigError(format!("awslogs-datetime-format: {e}")))
+    regex::Regex::new(&re)
+        .map_err(|e| ConfigError(format!("awslogs-datetime-format {format:?}: {e}")))
 }
 
 /// The regular expression a line must match to start an event, from awslogs-multiline-pattern
@@ -410,6 +488,42 @@ mod tests {
             })
         );
         assert!(parse(Some(&lc("syslog", &[("syslog-address", "http://x")]))).is_err());
+        // Docker's json-file and syslog options Berth does not apply are refused by name.
+        for (d, k) in [
+            ("json-file", "compress"),
+            ("json-file", "labels"),
+            ("json-file", "tag"),
+            ("syslog", "env"),
+            ("syslog", "syslog-tls-cert"),
+        ] {
+            let e = parse(Some(&lc(d, &[(k, "x")]))).unwrap_err().to_string();
+            assert!(e.contains(&format!("{k:?}")) && e.contains(d), "{e}");
+        }
+        assert!(parse(Some(&lc("syslog", &[("syslog-format", "rfc5424")]))).is_ok());
+        let e = parse(Some(&lc("syslog", &[("syslog-format", "rfc3164")]))).unwrap_err();
+        assert!(e.to_string().contains("rfc3164"), "{e}");
+        // mode and max-buffer-size are every driver's.
+        let j = lc(
+            "json-file",
+            &[("mode", "non-blocking"), ("max-buffer-size", "4m")],
+        );
+        assert!(parse(Some(&j)).is_ok());
+        assert_eq!(
+            delivery_of(&j).unwrap(),
+            Delivery {
+                mode: Mode::NonBlocking,
+                max_buffer_size: Some(4 << 20)
+            }
+        );
+        assert_eq!(
+            delivery_of(&lc("syslog", &[("mode", "blocking")]))
+                .unwrap()
+                .mode,
+            Mode::Blocking
+        );
+        let e = parse(Some(&lc("json-file", &[("max-buffer-size", "4m")]))).unwrap_err();
+        assert!(e.to_string().contains("non-blocking"), "{e}");
+        assert!(parse(Some(&lc("syslog", &[("mode", "sometimes")]))).is_err());
     }
 
     #[test]
@@ -431,10 +545,19 @@ mod tests {
             .unwrap();
         assert!(re.is_match("2024-01-31 12:00:01 hello"));
         assert!(!re.is_match("\tat Foo.bar(Foo.java:1)"));
-        let re = event_start(&a(None, Some("[%b %d, %Y %H:%M:%S]")))
+        // Docker's documented example: the brackets escaped as in a regular expression.
+        let re = event_start(&a(None, Some(r"\[%b %d, %Y %H:%M:%S\]")))
             .unwrap()
             .unwrap();
         assert!(re.is_match("[Jan 31, 2024 12:00:01] x"));
+        assert!(!re.is_match("Jan 31, 2024 12:00:01 x"));
+        // Milliseconds (%L), and Docker's unanchored match.
+        let re = event_start(&a(None, Some("%H:%M:%S%L"))).unwrap().unwrap();
+        assert!(re.is_match("INFO 12:00:01.123 started"));
+        // A directive Docker's table lacks stands for nothing, as in Docker.
+        let re = event_start(&a(None, Some("%Y%Q-%m"))).unwrap().unwrap();
+        assert!(re.is_match("2024-01"));
+        assert!(event_start(&a(None, Some("%Y["))).is_err());
         assert!(event_start(&a(None, None)).unwrap().is_none());
         assert!(event_start(&a(Some("(unclosed"), None)).is_err());
     }
