@@ -401,6 +401,18 @@ async fn next(
     }
 }
 
+/// The next LogBatch with events (past the streams' announcements).
+async fn next_events(
+    rx: &mut tokio::sync::mpsc::Receiver<berth_proto::v1::AgentMessage>,
+) -> berth_proto::v1::LogBatch {
+    loop {
+        let b = next(rx).await;
+        if !b.events.is_empty() {
+            return b;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn awslogs_batches_are_numbered_resent_after_a_reconnect_and_an_error_stops_the_task() {
     use berth_proto::v1::LogAck;
@@ -565,7 +577,7 @@ async fn past_the_spool_bound_the_oldest_events_are_dropped_and_counted_in_the_s
         .iter()
         .any(|e: &berth_proto::v1::LogEvent| e.message == "100000")
     {
-        let b = next(&mut rx).await;
+        let b = next_events(&mut rx).await;
         assert_eq!(
             b.first_sequence,
             events.len() as u64 + 1,
@@ -629,7 +641,7 @@ async fn awslogs_blocking_mode_holds_the_container_back_instead_of_dropping() {
     d.logs.connected(tx);
     let mut want = 1u64;
     while want <= n {
-        let b = next(&mut rx).await;
+        let b = next_events(&mut rx).await;
         assert_eq!(b.first_sequence, want, "no gap");
         for e in &b.events {
             assert_eq!(e.message, want.to_string());
@@ -644,4 +656,87 @@ async fn awslogs_blocking_mode_holds_the_container_back_instead_of_dropping() {
     }
     d.wait_exit("block1").await;
     assert_eq!(d.logs.dropped_total(), 0, "blocking mode drops nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_slower_than_the_container_does_not_let_the_spool_pass_its_bound() {
+    use berth_proto::v1::agent_message::Message;
+    use berth_proto::v1::{AgentMessage, LogAck};
+    if !prerequisites() {
+        return;
+    }
+    let c = Cluster::start("logs-slow");
+    let d = direct::direct(&c, 64 * 1024).await;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    d.logs.connected(tx);
+    // ~590 KB of lines, nine times the bound, with a controller connected all along.
+    let n = 100_000u64;
+    d.start(
+        "slow1",
+        &format!("seq 1 {n}"),
+        direct::lc("awslogs", &[("awslogs-group", "g")]),
+    )
+    .await;
+    // The destination acknowledges one batch at a time, only once no new batch has come for a
+    // moment: slower than the container, and never without a batch in flight while output
+    // waits. The bound must hold all the same: the oldest are dropped and counted.
+    let mut unacked = std::collections::VecDeque::new();
+    let mut events: Vec<berth_proto::v1::LogEvent> = Vec::new();
+    let mut stored = 0u64;
+    let deadline = Instant::now() + T;
+    loop {
+        assert!(Instant::now() < deadline, "the stream did not end");
+        match tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+            Ok(Some(AgentMessage {
+                message: Some(Message::LogBatch(b)),
+            })) => {
+                if !b.events.is_empty() {
+                    assert_eq!(
+                        b.first_sequence,
+                        events.len() as u64 + 1,
+                        "numbered without gaps"
+                    );
+                    events.extend(b.events.iter().cloned());
+                }
+                unacked.push_back(b);
+            }
+            Ok(other) => panic!("not a batch: {other:?}"),
+            Err(_) => match unacked.pop_front() {
+                Some(b) => {
+                    if let Some(len) = std::num::NonZeroU64::new(b.events.len() as u64) {
+                        stored = b.first_sequence + len.get() - 1;
+                    }
+                    d.logs.ack(LogAck {
+                        log_group_name: b.log_group_name,
+                        log_stream_name: b.log_stream_name,
+                        stored_through: stored,
+                        error: String::new(),
+                    });
+                }
+                None if events.iter().any(|e| e.message == n.to_string()) => break,
+                None => {}
+            },
+        }
+    }
+    d.wait_exit("slow1").await;
+    let marker = events
+        .iter()
+        .find(|e| e.message.contains("log events dropped"))
+        .expect("a marker event: the spool was kept within its bound");
+    let dropped: u64 = marker.message["[berth] ".len()..]
+        .split(' ')
+        .next()
+        .and_then(|c| c.parse().ok())
+        .expect("the marker's count");
+    let lines: Vec<u64> = events
+        .iter()
+        .filter_map(|e| e.message.parse().ok())
+        .collect();
+    assert!(lines.windows(2).all(|w| w[0] < w[1]), "in order");
+    assert_eq!(
+        lines.len() as u64 + dropped,
+        n,
+        "each line delivered or counted"
+    );
+    assert_eq!(d.logs.dropped_total(), dropped);
 }

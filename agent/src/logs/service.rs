@@ -646,6 +646,12 @@ impl Shipper {
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot apply the spool bound"),
             }
+        } else if self.reader.backlog().is_ok_and(|b| b > self.bound) {
+            // Batches in flight and the unsent backlog past the bound (a destination slower
+            // than the container): nothing more is sent until what is in flight is
+            // acknowledged, and then the drop above applies, so the spool stays bounded however
+            // slowly the acks come.
+            return;
         }
         match &mut self.target {
             Target::Awslogs {
