@@ -359,8 +359,16 @@ fn syslog_driver_delivers_rfc_5424_to_rsyslog_over_udp_tcp_and_a_unix_socket() {
                 .collect()
         };
         // Docker's severities: LOG_INFO for stdout, LOG_ERR for stderr.
-        same_lines(&by_severity("info"), &want("out"), &format!("{input}: stdout at info"));
-        same_lines(&by_severity("err"), &want("err"), &format!("{input}: stderr at err"));
+        same_lines(
+            &by_severity("info"),
+            &want("out"),
+            &format!("{input}: stdout at info"),
+        );
+        same_lines(
+            &by_severity("err"),
+            &want("err"),
+            &format!("{input}: stderr at err"),
+        );
         assert_eq!(mine.len(), 2 * (LINES + 1), "{input}: no other severity");
         let mut fields: HashMap<&str, usize> = HashMap::new();
         for m in &mine {

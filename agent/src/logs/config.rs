@@ -5,7 +5,7 @@
 
 use berth_proto::v1::LogConfiguration;
 
-/// awslogs `mode`.
+/// `mode` (awslogs and syslog).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// The container is never slowed; past the spool bound the oldest events are dropped.
@@ -67,6 +67,18 @@ pub enum SyslogAddress {
     Unix(std::path::PathBuf),
 }
 
+/// syslog-format: how each message is written (Docker's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogFormat {
+    /// RFC 5424 with a millisecond timestamp (the default, and `rfc5424`).
+    Rfc5424,
+    /// `rfc5424micro`: RFC 5424 with a microsecond timestamp.
+    Rfc5424Micro,
+    /// `rfc3164`: the BSD format, `<PRI>Mmm dd hh:mm:ss HOSTNAME TAG[PID]: MSG`, which
+    /// receivers of the traditional local format (rsyslog's /dev/log) parse.
+    Rfc3164,
+}
+
 /// The syslog driver's options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Syslog {
@@ -76,6 +88,11 @@ pub struct Syslog {
     pub facility: u8,
     /// tag (the container's runtime id's first 12 characters by default).
     pub tag: Option<String>,
+    /// syslog-format.
+    pub format: SyslogFormat,
+    /// mode: blocking holds the container back while the destination does not take its
+    /// lines and the spool is at its bound.
+    pub mode: Mode,
 }
 
 /// A container's log driver.
@@ -149,6 +166,34 @@ fn with_port(hostport: &str) -> String {
     }
 }
 
+fn mode(v: Option<&str>) -> Result<Mode, ConfigError> {
+    match v {
+        None | Some("non-blocking") => Ok(Mode::NonBlocking),
+        Some("blocking") => Ok(Mode::Blocking),
+        Some(v) => Err(ConfigError(format!("mode {v:?}: blocking or non-blocking"))),
+    }
+}
+
+fn max_buffer_size(v: Option<&str>) -> Result<Option<u64>, ConfigError> {
+    v.map(|v| {
+        parse_size(v)
+            .ok_or_else(|| ConfigError(format!("max-buffer-size {v:?}: a size such as 25m")))
+    })
+    .transpose()
+}
+
+impl Driver {
+    /// Whether a full spool holds the container back (`mode: blocking`) rather than
+    /// dropping its oldest unsent lines.
+    pub fn blocking(&self) -> bool {
+        match self {
+            Driver::Awslogs(a) => a.mode == Mode::Blocking,
+            Driver::Syslog(s) => s.mode == Mode::Blocking,
+            _ => false,
+        }
+    }
+}
+
 /// Parses a container's logConfiguration.
 pub fn parse(c: Option<&LogConfiguration>) -> Result<Driver, ConfigError> {
     let Some(c) = c else {
@@ -168,7 +213,20 @@ pub fn parse(c: Option<&LogConfiguration>) -> Result<Driver, ConfigError> {
             "max-buffer-size",
         ],
         "json-file" => &["max-size", "max-file"],
-        "syslog" => &["syslog-address", "syslog-facility", "tag"],
+        // labels, labels-regex, env and env-regex are accepted and, as in Docker's syslog
+        // driver, change nothing that is sent; max-buffer-size as for awslogs.
+        "syslog" => &[
+            "syslog-address",
+            "syslog-facility",
+            "syslog-format",
+            "tag",
+            "labels",
+            "labels-regex",
+            "env",
+            "env-regex",
+            "mode",
+            "max-buffer-size",
+        ],
         other => {
             return Err(ConfigError(format!(
                 "log driver {other:?} is not supported"
@@ -194,17 +252,8 @@ pub fn parse(c: Option<&LogConfiguration>) -> Result<Driver, ConfigError> {
                 Some("true") => true,
                 Some(v) => return Err(bad("awslogs-create-group", v, "true or false")),
             };
-            let mode = match get("mode") {
-                None | Some("non-blocking") => Mode::NonBlocking,
-                Some("blocking") => Mode::Blocking,
-                Some(v) => return Err(bad("mode", v, "blocking or non-blocking")),
-            };
-            let max_buffer_size = match get("max-buffer-size") {
-                None => None,
-                Some(v) => Some(
-                    parse_size(v).ok_or_else(|| bad("max-buffer-size", v, "a size such as 25m"))?,
-                ),
-            };
+            let mode = mode(get("mode"))?;
+            let max_buffer_size = max_buffer_size(get("max-buffer-size"))?;
             if get("awslogs-multiline-pattern").is_some()
                 && get("awslogs-datetime-format").is_some()
             {
@@ -270,6 +319,16 @@ pub fn parse(c: Option<&LogConfiguration>) -> Result<Driver, ConfigError> {
                 })?,
             },
             tag: get("tag").map(String::from),
+            format: match get("syslog-format") {
+                None | Some("rfc5424") => SyslogFormat::Rfc5424,
+                Some("rfc5424micro") => SyslogFormat::Rfc5424Micro,
+                Some("rfc3164") => SyslogFormat::Rfc3164,
+                Some(v) => return Err(bad("syslog-format", v, "rfc5424, rfc5424micro or rfc3164")),
+            },
+            mode: {
+                max_buffer_size(get("max-buffer-size"))?;
+                mode(get("mode"))?
+            },
         }),
         _ => Driver::None,
     })
@@ -406,9 +465,40 @@ mod tests {
             Driver::Syslog(Syslog {
                 address: SyslogAddress::Udp("127.0.0.1:514".into()),
                 facility: 16,
-                tag: None
+                tag: None,
+                format: SyslogFormat::Rfc5424,
+                mode: Mode::NonBlocking,
             })
         );
+        // Every option the controller accepts for syslog is applied (none is a reason to
+        // keep the output in the spool only).
+        let d = parse(Some(&lc(
+            "syslog",
+            &[
+                ("syslog-address", "unix:///dev/log"),
+                ("syslog-format", "rfc3164"),
+                ("mode", "blocking"),
+                ("max-buffer-size", "4m"),
+                ("labels", "a,b"),
+                ("labels-regex", "^a"),
+                ("env", "X"),
+                ("env-regex", "^X"),
+                ("tag", "web"),
+            ],
+        )))
+        .unwrap();
+        assert!(d.blocking());
+        assert!(
+            matches!(&d, Driver::Syslog(s) if s.format == SyslogFormat::Rfc3164 && s.tag.as_deref() == Some("web"))
+        );
+        for (k, v) in [
+            ("syslog-format", "rfc5425"),
+            ("mode", "sometimes"),
+            ("max-buffer-size", "lots"),
+        ] {
+            let e = parse(Some(&lc("syslog", &[(k, v)]))).unwrap_err();
+            assert!(e.to_string().contains(k), "{e}");
+        }
         assert!(parse(Some(&lc("syslog", &[("syslog-address", "http://x")]))).is_err());
     }
 

@@ -9,11 +9,11 @@
 //! in flight, in order; after a reconnect (or a restart) they are sent again from the
 //! acknowledged cursor and the controller stores each number once. Past the spool bound the
 //! oldest unsent events are dropped and counted (a marker in the stream, a warning in the
-//! agent's log and [`LogService::dropped_total`]); with awslogs `mode: blocking` the copy
+//! agent's log and [`LogService::dropped_total`]); with `mode: blocking` (awslogs, syslog) the copy
 //! threads stop draining the container's pipes instead.
 
 use super::capture::{CaptureEvents, Gate};
-use super::config::{self, Driver, Mode};
+use super::config::{self, Driver};
 use super::stream::{Cursor, NumberedEvent, StreamReader};
 use super::{ContainerLogPaths, Stream};
 use berth_proto::v1::agent_message::Message as ToController;
@@ -134,8 +134,8 @@ impl LogService {
     /// before its output is copied: a blocking-mode container's copy waits from the start
     /// until the delivery has set its limit.
     pub fn watch(&self, c: ContainerLog) {
-        if let Ok(Driver::Awslogs(a)) = config::parse(c.log_configuration.as_ref()) {
-            if a.mode == Mode::Blocking {
+        if let Ok(d) = config::parse(c.log_configuration.as_ref()) {
+            if d.blocking() {
                 let paths = ContainerLogPaths::new(&c.log_path);
                 if let Ok(mut l) = self.shared.limits.lock() {
                     for s in [Stream::Stdout, Stream::Stderr] {
@@ -236,7 +236,6 @@ enum Target {
         group: String,
         stream: String,
         create_group: bool,
-        blocking: bool,
         in_flight: VecDeque<(u64, Cursor)>,
         failed: bool,
     },
@@ -253,6 +252,8 @@ struct Shipper {
     punched: [u64; 2],
     target: Target,
     bound: u64,
+    /// `mode: blocking`: the copy stops at the bound instead of the oldest events dropping.
+    blocking: bool,
 }
 
 /// How long the delivery sleeps with nothing to do, and with events held back by the clock.
@@ -367,7 +368,6 @@ impl Pump {
                 group: a.group.clone(),
                 stream: a.stream_name(&c.container_name, &task_id, &c.runtime_id),
                 create_group: a.create_group,
-                blocking: a.mode == Mode::Blocking,
                 in_flight: VecDeque::new(),
                 failed: false,
             },
@@ -422,6 +422,7 @@ impl Pump {
                 punched: [0, 0],
                 target,
                 bound,
+                blocking: driver.blocking(),
             },
         );
     }
@@ -536,7 +537,7 @@ impl Shipper {
         shared: &Shared,
     ) {
         let now = super::now_ms();
-        let blocking = matches!(self.target, Target::Awslogs { blocking: true, .. });
+        let blocking = self.blocking;
         let idle = match &self.target {
             Target::Awslogs {
                 in_flight, failed, ..
