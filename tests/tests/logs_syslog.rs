@@ -1,11 +1,12 @@
 //! Issue 10, the syslog log driver against a real rsyslog (Debian's `rsyslog` package): a task
-//! registered with `logConfiguration.logDriver: syslog` runs three containers, each writing
-//! numbered lines to stdout and stderr, one per syslog-address scheme (udp://, tcp://,
-//! unix://); a private rsyslogd listening on loopback and on a unix socket under the test's
-//! directory writes every message it parsed with its RFC 5424 fields to a file, and the test
-//! finds every line there exactly as written, in order, with the tag as APP-NAME (and MSGID),
-//! the configured facility, severity info for stdout and err for stderr, the agent's host name
-//! and pid, and an RFC 3339 timestamp that is the line's read time.
+//! registered with `logConfiguration.logDriver: syslog` runs five containers, each writing
+//! numbered lines to stdout and stderr, over every syslog-address scheme (udp://, tcp://,
+//! unix://) and every syslog-format (the default RFC 5424, rfc5424micro, rfc3164); a private
+//! rsyslogd listening on loopback and on a unix socket under the test's directory writes every
+//! message it parsed with its fields to a file, and the test finds every line there exactly as
+//! written, in order, with the tag as APP-NAME (and MSGID), the configured facility, severity
+//! info for stdout and err for stderr, the agent's host name and pid, and (RFC 5424) the
+//! timestamp sent, which is the line's read time.
 //!
 //! UDP may lose datagrams; on loopback the kernel drops one only when the receiver's buffer is
 //! full, so rsyslog's socket is given a 16 MiB buffer (`rcvbufSize`, root can exceed rmem_max)
@@ -13,7 +14,6 @@
 //! every line.
 
 use berth_tests::{prerequisites, wait_for, Cluster, IMAGE};
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -226,21 +226,22 @@ fn want(stream: &str) -> Vec<String> {
     w
 }
 
-/// Milliseconds since the epoch of `2026-11-29T06:03:46.243Z`, the form the driver sends
-/// (rsyslog's date-rfc3339 keeps the precision and zone sent).
+/// Milliseconds since the epoch of `2026-11-29T06:03:46.243Z` (or `.243000Z`), the forms
+/// the driver sends (rsyslog's date-rfc3339 keeps the precision and zone sent).
 fn rfc3339_ms(ts: &str) -> Option<u64> {
     let b = ts.as_bytes();
-    if b.len() != 24
+    if !(b.len() == 24 || b.len() == 27)
         || &ts[4..5] != "-"
         || &ts[10..11] != "T"
         || &ts[19..20] != "."
-        || b[23] != b'Z'
+        || b[b.len() - 1] != b'Z'
     {
         return None;
     }
     let n = |r: std::ops::Range<usize>| ts.get(r)?.parse::<i64>().ok();
     let (y, mo, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
     let (h, mi, s, ms) = (n(11..13)?, n(14..16)?, n(17..19)?, n(20..23)?);
+    n(20..b.len() - 1)?;
     // Days from the civil date (Howard Hinnant's algorithm).
     let y = if mo <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -273,41 +274,122 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// One container of the task: its name, logConfiguration options, and what rsyslog should
+/// show for its messages.
+struct Case {
+    name: &'static str,
+    opts: Vec<(&'static str, String)>,
+    /// rsyslog's input.
+    input: &'static str,
+    /// APP-NAME (`None`: the default tag, the runtime id's first 12 characters).
+    tag: Option<&'static str>,
+    facility: &'static str,
+    /// RFC 5424 (VERSION 1) or the BSD format (rsyslog's protocol-version 0).
+    rfc5424: bool,
+}
+
 #[test]
-fn syslog_driver_delivers_rfc_5424_to_rsyslog_over_udp_tcp_and_a_unix_socket() {
+fn syslog_driver_delivers_to_rsyslog_over_udp_tcp_and_a_unix_socket() {
     if !prerequisites() || !rsyslogd_present() {
         return;
     }
     let rsyslog = Rsyslog::start();
     let c = Cluster::start("logs-rsyslog");
-    let container = |name: &str, opts: &[(&str, &str)]| {
-        let opts: serde_json::Map<String, serde_json::Value> = opts
-            .iter()
-            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
-            .collect();
-        serde_json::json!({
-            "name": name, "image": IMAGE, "essential": false,
-            "command": ["sh", "-c", script()],
-            "logConfiguration": {"logDriver": "syslog", "options": opts},
-        })
-    };
     let udp = format!("udp://127.0.0.1:{}", rsyslog.udp);
     let tcp = format!("tcp://127.0.0.1:{}", rsyslog.tcp);
     let unix = format!("unix://{}", rsyslog.socket.display());
+    let cases = [
+        Case {
+            name: "viaudp",
+            opts: vec![
+                ("syslog-address", udp.clone()),
+                ("syslog-facility", "local0".into()),
+                ("tag", "web-udp".into()),
+                // Docker's common options, taken as the spool's (non-blocking) behaviour.
+                ("mode", "non-blocking".into()),
+                ("max-buffer-size", "4m".into()),
+            ],
+            input: "imudp",
+            tag: Some("web-udp"),
+            facility: "local0",
+            rfc5424: true,
+        },
+        Case {
+            name: "viatcp",
+            opts: vec![
+                ("syslog-address", tcp.clone()),
+                ("syslog-facility", "local5".into()),
+                ("tag", "web-tcp".into()),
+                ("syslog-format", "rfc5424".into()),
+            ],
+            input: "imtcp",
+            tag: Some("web-tcp"),
+            facility: "local5",
+            rfc5424: true,
+        },
+        // Docker's defaults: facility daemon, tag the container id's first 12 characters.
+        Case {
+            name: "viaunix",
+            opts: vec![("syslog-address", unix)],
+            input: "imuxsock",
+            tag: None,
+            facility: "daemon",
+            rfc5424: true,
+        },
+        Case {
+            name: "micro",
+            opts: vec![
+                ("syslog-address", udp),
+                ("syslog-facility", "user".into()),
+                ("tag", "web-micro".into()),
+                ("syslog-format", "rfc5424micro".into()),
+                // Accepted as by Docker's syslog driver, which sends nothing of them.
+                ("labels", "a,b".into()),
+                ("env", "X".into()),
+            ],
+            input: "imudp",
+            tag: Some("web-micro"),
+            facility: "user",
+            rfc5424: true,
+        },
+        Case {
+            name: "bsd",
+            opts: vec![
+                ("syslog-address", tcp),
+                ("syslog-facility", "local7".into()),
+                ("tag", "web-bsd".into()),
+                ("syslog-format", "rfc3164".into()),
+            ],
+            input: "imtcp",
+            tag: Some("web-bsd"),
+            facility: "local7",
+            rfc5424: false,
+        },
+    ];
+    let mut defs: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|k| {
+            let opts: serde_json::Map<String, serde_json::Value> = k
+                .opts
+                .iter()
+                .map(|(o, v)| (o.to_string(), serde_json::Value::from(v.as_str())))
+                .collect();
+            serde_json::json!({
+                "name": k.name, "image": IMAGE, "essential": false,
+                "command": ["sh", "-c", script()],
+                "logConfiguration": {"logDriver": "syslog", "options": opts},
+            })
+        })
+        .collect();
+    // The task ends when all of them have written everything.
+    defs.push(serde_json::json!({
+        "name": "done", "image": IMAGE, "essential": true, "command": ["true"],
+        "dependsOn": cases.iter().map(|k| serde_json::json!(
+            {"containerName": k.name, "condition": "COMPLETE"})).collect::<Vec<_>>(),
+    }));
     let td = serde_json::json!({
-        "family": "syslogged", "networkMode": "none", "memory": "256",
-        "containerDefinitions": [
-            container("viaudp", &[("syslog-address", &udp), ("syslog-facility", "local0"), ("tag", "web-udp")]),
-            container("viatcp", &[("syslog-address", &tcp), ("syslog-facility", "local5"), ("tag", "web-tcp")]),
-            // Docker's defaults: facility daemon, tag the container id's first 12 characters.
-            container("viaunix", &[("syslog-address", &unix)]),
-            // The task ends when all three have written everything.
-            {"name": "done", "image": IMAGE, "essential": true, "command": ["true"],
-             "dependsOn": [
-                {"containerName": "viaudp", "condition": "COMPLETE"},
-                {"containerName": "viatcp", "condition": "COMPLETE"},
-                {"containerName": "viaunix", "condition": "COMPLETE"}]},
-        ],
+        "family": "syslogged", "networkMode": "none", "memory": "512",
+        "containerDefinitions": defs,
     });
     let td = c.register(&td.to_string());
     let started = now_ms();
@@ -326,19 +408,12 @@ fn syslog_driver_delivers_rfc_5424_to_rsyslog_over_udp_tcp_and_a_unix_socket() {
             .unwrap_or_else(|| panic!("{name}'s runtimeId: {task}"))
             .to_string()
     };
-    let unix_tag: String = runtime_id("viaunix").chars().take(12).collect();
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .expect("hostname")
         .trim()
         .to_string();
     let agent_pid = c.agent_pid().expect("agent running").to_string();
 
-    // (rsyslog input, tag, facility): each container's lines through its own transport.
-    let cases = [
-        ("imudp", "web-udp".to_string(), "local0"),
-        ("imtcp", "web-tcp".to_string(), "local5"),
-        ("imuxsock", unix_tag, "daemon"),
-    ];
     let total = cases.len() * 2 * (LINES + 1);
     let got = wait_for("every line in rsyslog's file", T, || {
         let m: Vec<Parsed> = rsyslog
@@ -350,47 +425,69 @@ fn syslog_driver_delivers_rfc_5424_to_rsyslog_over_udp_tcp_and_a_unix_socket() {
     });
     let ended = now_ms();
     assert_eq!(got.len(), total, "nothing doubled or extra");
-    for (input, tag, facility) in &cases {
-        let mine: Vec<&Parsed> = got.iter().filter(|m| m.input == *input).collect();
+    for k in &cases {
+        let tag = k
+            .tag
+            .map(String::from)
+            .unwrap_or_else(|| runtime_id(k.name).chars().take(12).collect());
+        let what = format!("{} ({})", k.name, k.input);
+        let mine: Vec<&Parsed> = got.iter().filter(|m| m.app_name == tag).collect();
+        // rsyslog's RFC 3164 MSG keeps the space after "TAG[PID]:".
         let by_severity = |sev: &str| -> Vec<String> {
             mine.iter()
                 .filter(|m| m.severity == sev)
-                .map(|m| m.msg.clone())
+                .map(|m| {
+                    if k.rfc5424 {
+                        m.msg.clone()
+                    } else {
+                        m.msg.strip_prefix(' ').unwrap_or("<no space>").to_string()
+                    }
+                })
                 .collect()
         };
         // Docker's severities: LOG_INFO for stdout, LOG_ERR for stderr.
         same_lines(
             &by_severity("info"),
             &want("out"),
-            &format!("{input}: stdout at info"),
+            &format!("{what}: stdout at info"),
         );
         same_lines(
             &by_severity("err"),
             &want("err"),
-            &format!("{input}: stderr at err"),
+            &format!("{what}: stderr at err"),
         );
-        assert_eq!(mine.len(), 2 * (LINES + 1), "{input}: no other severity");
-        let mut fields: HashMap<&str, usize> = HashMap::new();
+        assert_eq!(mine.len(), 2 * (LINES + 1), "{what}: no other severity");
         for m in &mine {
-            // Parsed as RFC 5424 (VERSION 1), every header field where the driver put it.
-            assert_eq!(m.protocol_version, "1", "{input}: not RFC 5424: {m:?}");
-            assert_eq!(&m.app_name, tag, "{input}: the tag is APP-NAME: {m:?}");
-            assert_eq!(
-                &m.msgid, tag,
-                "{input}: and MSGID, as Docker sends it: {m:?}"
-            );
-            assert_eq!(m.facility, *facility, "{input}: facility: {m:?}");
-            assert_eq!(m.hostname, hostname, "{input}: HOSTNAME: {m:?}");
-            assert_eq!(m.procid, agent_pid, "{input}: PROCID: {m:?}");
-            let ts = rfc3339_ms(&m.timestamp)
-                .unwrap_or_else(|| panic!("{input}: not an RFC 3339 time: {m:?}"));
-            assert!(
-                ts + 1000 >= started && ts <= ended,
-                "{input}: the line's read time, not rsyslog's: {m:?}"
-            );
-            *fields.entry(m.severity.as_str()).or_default() += 1;
+            // Parsed in the format sent, every header field where the driver put it.
+            assert_eq!(m.input, k.input, "{what}: {m:?}");
+            assert_eq!(m.facility, k.facility, "{what}: facility: {m:?}");
+            assert_eq!(m.hostname, hostname, "{what}: HOSTNAME: {m:?}");
+            assert_eq!(m.procid, agent_pid, "{what}: PROCID: {m:?}");
+            if k.rfc5424 {
+                assert_eq!(m.protocol_version, "1", "{what}: not RFC 5424: {m:?}");
+                assert_eq!(
+                    m.msgid, tag,
+                    "{what}: the tag is MSGID too, as Docker sends it"
+                );
+                let ts = rfc3339_ms(&m.timestamp)
+                    .unwrap_or_else(|| panic!("{what}: not the RFC 3339 time sent: {m:?}"));
+                assert!(
+                    ts + 1000 >= started && ts <= ended,
+                    "{what}: the line's read time, not rsyslog's: {m:?}"
+                );
+                let micro = k
+                    .opts
+                    .iter()
+                    .any(|(o, v)| *o == "syslog-format" && v == "rfc5424micro");
+                assert_eq!(
+                    m.timestamp.len(),
+                    if micro { 27 } else { 24 },
+                    "{what}: {m:?}"
+                );
+            } else {
+                assert_eq!(m.protocol_version, "0", "{what}: not RFC 3164: {m:?}");
+            }
         }
-        assert_eq!(fields.len(), 2, "{input}: {fields:?}");
     }
     drop(c);
     drop(rsyslog);
