@@ -82,11 +82,15 @@ struct Rsyslog {
 
 impl Rsyslog {
     fn start() -> Self {
+        Self::start_on(free_udp_port(), berth_tests::free_port())
+    }
+
+    /// [`Rsyslog::start`] listening on these loopback ports.
+    fn start_on(udp: u16, tcp: u16) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("berth-rsyslog-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("work")).expect("rsyslog dir");
-        let (udp, tcp) = (free_udp_port(), berth_tests::free_port());
         let socket = dir.join("log.sock");
         let out = dir.join("messages");
         // The RFC 5424 fields of every message, one message per line. imuxsock's special
@@ -581,6 +585,62 @@ fn syslog_lines_survive_an_agent_kill_at_least_once_and_in_order() {
         "at most the batch being sent at the kill comes twice: {repeated}"
     );
     eprintln!("{before} lines delivered before the kill; {repeated} sent twice");
+    drop(c);
+    drop(rsyslog);
+}
+
+/// syslog `mode: blocking`: while nothing listens at syslog-address the spool fills to its
+/// bound and then the container waits on its full pipe, nothing dropped; once rsyslogd
+/// listens every line arrives, in order, and the container finishes.
+#[test]
+fn syslog_blocking_mode_holds_the_container_back_until_rsyslog_listens() {
+    if !prerequisites() || !rsyslogd_present() {
+        return;
+    }
+    let (bound, pipe) = (64 * 1024u64, 64 * 1024usize);
+    let c = Cluster::start_with_agent_env(
+        "logs-rsyslog-block",
+        &[
+            ("BERTH_LOG_SPOOL_MAX", "64k"),
+            ("BERTH_LOG_PIPE_SIZE", "64k"),
+        ],
+    );
+    let (udp, tcp) = (free_udp_port(), berth_tests::free_port());
+    // ~1.2 MB of lines: many times the bound and the pipe.
+    let n = 200_000usize;
+    let td = serde_json::json!({
+        "family": "syslog-block", "networkMode": "none", "memory": "256",
+        "containerDefinitions": [{
+            "name": "main", "image": IMAGE, "command": ["seq", "1", n.to_string()],
+            "logConfiguration": {"logDriver": "syslog", "options": {
+                "syslog-address": format!("tcp://127.0.0.1:{tcp}"), "tag": "held",
+                "mode": "blocking"}},
+        }],
+    });
+    let td = c.register(&td.to_string());
+    let arn = c.run_task(&td);
+    let spool = c.container_spool(&arn, "main", "stdout");
+    let fifo = spool.with_file_name("main.stdout.fifo");
+    wait_for("the container's pipe to fill", T, || {
+        (berth_tests::pending_in_fifo(&fifo) >= pipe).then_some(())
+    });
+    let held = std::fs::metadata(&spool).map(|m| m.len()).unwrap_or(0);
+    assert!(held <= bound / 2, "the spool grew past its bound: {held}");
+    assert_eq!(c.task(&arn)["lastStatus"], "RUNNING", "the container waits");
+    let rsyslog = Rsyslog::start_on(udp, tcp);
+    let task = c.wait_status(&arn, "STOPPED", T);
+    assert_eq!(task["containers"][0]["exitCode"], 0, "{task}");
+    let got = wait_for("every line in rsyslog's file", T, || {
+        let m: Vec<String> = rsyslog
+            .messages()
+            .into_iter()
+            .filter(|m| m.app_name == "held")
+            .map(|m| m.msg)
+            .collect();
+        m.last().is_some_and(|l| *l == n.to_string()).then_some(m)
+    });
+    let want: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
+    same_lines(&got, &want, "blocking mode: every line once, in order");
     drop(c);
     drop(rsyslog);
 }
