@@ -2,10 +2,11 @@
 # Installs what Berth needs on a Debian/Ubuntu host, as root: containerd, runc, protoc (for the
 # build), busybox-static (for the local demo/test image), tini (the init of initProcessEnabled), iptables, nftables and iproute2 (task
 # networks; the tests look inside namespaces with ip), curl, systemd (its
-# systemd-analyze verifies the units in the fast suite). Idempotent.
+# systemd-analyze verifies the units in the fast suite), rsyslog (the syslog log driver's test runs a
+# private rsyslogd of its own; it needs no system one). Idempotent.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "install-deps.sh: run as root" >&2; exit 1; }
-pkgs=(containerd runc systemd protobuf-compiler busybox-static tini iptables nftables iproute2 curl ca-certificates gcc libc6-dev pkg-config)
+pkgs=(containerd runc systemd protobuf-compiler busybox-static tini iptables nftables iproute2 curl rsyslog ca-certificates gcc libc6-dev pkg-config)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

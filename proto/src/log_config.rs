@@ -5,7 +5,7 @@
 
 use crate::v1::LogConfiguration;
 
-/// awslogs `mode`.
+/// `mode` (awslogs and syslog).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// The container is never slowed; past the spool bound the oldest events are dropped.
@@ -67,6 +67,18 @@ pub enum SyslogAddress {
     Unix(std::path::PathBuf),
 }
 
+/// syslog-format: how each message is written (Docker's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogFormat {
+    /// RFC 5424 with a millisecond timestamp (the default, and `rfc5424`).
+    Rfc5424,
+    /// `rfc5424micro`: RFC 5424 with a microsecond timestamp.
+    Rfc5424Micro,
+    /// `rfc3164`: the BSD format, `<PRI>Mmm dd hh:mm:ss HOSTNAME TAG[PID]: MSG`, which
+    /// receivers of the traditional local format (rsyslog's /dev/log) parse.
+    Rfc3164,
+}
+
 /// The syslog driver's options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Syslog {
@@ -76,6 +88,11 @@ pub struct Syslog {
     pub facility: u8,
     /// tag (the container's runtime id's first 12 characters by default).
     pub tag: Option<String>,
+    /// syslog-format.
+    pub format: SyslogFormat,
+    /// mode: blocking holds the container back while the destination does not take its
+    /// lines and the spool is at its bound.
+    pub mode: Mode,
 }
 
 /// A container's log driver.
@@ -212,11 +229,17 @@ pub fn parse(c: Option<&LogConfiguration>) -> Result<Driver, ConfigError> {
             "max-buffer-size",
         ],
         "json-file" => &["max-size", "max-file", "mode", "max-buffer-size"],
+        // labels, labels-regex, env and env-regex are accepted and, as in Docker's syslog
+        // driver, change nothing that is sent.
         "syslog" => &[
             "syslog-address",
             "syslog-facility",
             "syslog-format",
             "tag",
+            "labels",
+            "labels-regex",
+            "env",
+            "env-regex",
             "mode",
             "max-buffer-size",
         ],
@@ -308,38 +331,35 @@ pub fn parse(c: Option<&LogConfiguration>) -> Result<Driver, ConfigError> {
             }
             Driver::JsonFile(JsonFile { max_size, max_file })
         }
-        "syslog" => Driver::Syslog({
-            match get("syslog-format") {
-                None | Some("rfc5424") => {}
-                Some(v) => return Err(bad(
-                    "syslog-format",
-                    v,
-                    "Berth sends RFC 5424 (rfc5424); rfc3164 and rfc5424micro are not supported",
-                )),
-            }
-            Syslog {
-                address: match get("syslog-address") {
-                    None => SyslogAddress::Unix("/dev/log".into()),
-                    Some(v) => address(v).ok_or_else(|| {
-                        bad(
-                            "syslog-address",
-                            v,
-                            "udp://host:port, tcp://host:port or unix:///path",
-                        )
-                    })?,
-                },
-                facility: match get("syslog-facility") {
-                    None => 3,
-                    Some(v) => facility(v).ok_or_else(|| {
-                        bad(
-                            "syslog-facility",
-                            v,
-                            "a syslog facility such as daemon or local0",
-                        )
-                    })?,
-                },
-                tag: get("tag").map(String::from),
-            }
+        "syslog" => Driver::Syslog(Syslog {
+            address: match get("syslog-address") {
+                None => SyslogAddress::Unix("/dev/log".into()),
+                Some(v) => address(v).ok_or_else(|| {
+                    bad(
+                        "syslog-address",
+                        v,
+                        "udp://host:port, tcp://host:port or unix:///path",
+                    )
+                })?,
+            },
+            facility: match get("syslog-facility") {
+                None => 3,
+                Some(v) => facility(v).ok_or_else(|| {
+                    bad(
+                        "syslog-facility",
+                        v,
+                        "a syslog facility such as daemon or local0",
+                    )
+                })?,
+            },
+            tag: get("tag").map(String::from),
+            format: match get("syslog-format") {
+                None | Some("rfc5424") => SyslogFormat::Rfc5424,
+                Some("rfc5424micro") => SyslogFormat::Rfc5424Micro,
+                Some("rfc3164") => SyslogFormat::Rfc3164,
+                Some(v) => return Err(bad("syslog-format", v, "rfc5424, rfc5424micro or rfc3164")),
+            },
+            mode,
         }),
         _ => Driver::None,
     })
@@ -484,24 +504,54 @@ mod tests {
             Driver::Syslog(Syslog {
                 address: SyslogAddress::Udp("127.0.0.1:514".into()),
                 facility: 16,
-                tag: None
+                tag: None,
+                format: SyslogFormat::Rfc5424,
+                mode: Mode::NonBlocking,
             })
         );
+        // Every option the controller accepts for syslog is applied (none is a reason to
+        // keep the output in the spool only).
+        let c = lc(
+            "syslog",
+            &[
+                ("syslog-address", "unix:///dev/log"),
+                ("syslog-format", "rfc3164"),
+                ("mode", "blocking"),
+                ("labels", "a,b"),
+                ("labels-regex", "^a"),
+                ("env", "X"),
+                ("env-regex", "^X"),
+                ("tag", "web"),
+            ],
+        );
+        let d = parse(Some(&c)).unwrap();
+        assert_eq!(delivery_of(&c).unwrap().mode, Mode::Blocking);
+        assert!(
+            matches!(&d, Driver::Syslog(s) if s.format == SyslogFormat::Rfc3164 && s.tag.as_deref() == Some("web"))
+        );
+        for (k, v) in [
+            ("syslog-format", "rfc5425"),
+            ("mode", "sometimes"),
+            ("max-buffer-size", "lots"),
+        ] {
+            let e = parse(Some(&lc("syslog", &[(k, v)]))).unwrap_err();
+            assert!(e.to_string().contains(k), "{e}");
+        }
         assert!(parse(Some(&lc("syslog", &[("syslog-address", "http://x")]))).is_err());
         // Docker's json-file and syslog options Berth does not apply are refused by name.
         for (d, k) in [
             ("json-file", "compress"),
             ("json-file", "labels"),
             ("json-file", "tag"),
-            ("syslog", "env"),
+            ("syslog", "syslog-tls-ca-cert"),
             ("syslog", "syslog-tls-cert"),
         ] {
             let e = parse(Some(&lc(d, &[(k, "x")]))).unwrap_err().to_string();
             assert!(e.contains(&format!("{k:?}")) && e.contains(d), "{e}");
         }
         assert!(parse(Some(&lc("syslog", &[("syslog-format", "rfc5424")]))).is_ok());
-        let e = parse(Some(&lc("syslog", &[("syslog-format", "rfc3164")]))).unwrap_err();
-        assert!(e.to_string().contains("rfc3164"), "{e}");
+        let e = parse(Some(&lc("syslog", &[("syslog-format", "rfc3339")]))).unwrap_err();
+        assert!(e.to_string().contains("rfc3339"), "{e}");
         // mode and max-buffer-size are every driver's.
         let j = lc(
             "json-file",

@@ -9,7 +9,7 @@
 //! in flight, in order; after a reconnect (or a restart) they are sent again from the
 //! acknowledged cursor and the controller stores each number once. Past the spool bound the
 //! oldest unsent events are dropped and counted (a marker in the stream, a warning in the
-//! agent's log and [`LogService::dropped_total`]); with awslogs `mode: blocking` the copy
+//! agent's log and [`LogService::dropped_total`]); with `mode: blocking` (awslogs, syslog) the copy
 //! threads stop draining the container's pipes instead.
 
 use super::capture::{CaptureEvents, Gate};

@@ -1,10 +1,12 @@
 //! The syslog driver: RFC 5424 messages as Docker's `rfc5424` format writes them
-//! (`<PRI>1 TIMESTAMP HOSTNAME TAG PID TAG - MESSAGE`), stdout at severity info, stderr at
-//! err, to syslog-address: one datagram per message over udp:// and unix:// datagram sockets,
-//! octet-counted (RFC 6587) over tcp:// and unix:// stream sockets. Every socket operation is
-//! bounded by a timeout; a failed send is retried from the same event.
+//! (`<PRI>1 TIMESTAMP HOSTNAME TAG PID TAG - MESSAGE`, the timestamp in milliseconds, or
+//! microseconds with syslog-format `rfc5424micro`), or with `rfc3164` the BSD format
+//! (`<PRI>Mmm dd hh:mm:ss HOSTNAME TAG[PID]: MESSAGE`, UTC); stdout at severity info, stderr
+//! at err, to syslog-address: one datagram per message over udp:// and unix:// datagram
+//! sockets, octet-counted (RFC 6587) over tcp:// and unix:// stream sockets. Every socket
+//! operation is bounded by a timeout; a failed send is retried from the same event.
 
-use super::config::{self, SyslogAddress};
+use super::config::{self, SyslogAddress, SyslogFormat};
 use super::stream::NumberedEvent;
 use super::Stream;
 use std::io::Write;
@@ -109,44 +111,81 @@ fn framed(msg: &[u8]) -> Vec<u8> {
     out
 }
 
-/// One event as an RFC 5424 message.
-pub fn format(e: &NumberedEvent, facility: u8, hostname: &str, tag: &str, pid: u32) -> String {
+/// The fields of a message besides the event's own.
+pub struct Header<'a> {
+    /// syslog-format.
+    pub format: SyslogFormat,
+    /// syslog-facility's number.
+    pub facility: u8,
+    /// HOSTNAME: the host's name.
+    pub hostname: &'a str,
+    /// APP-NAME (and MSGID, as Docker sends it): the tag.
+    pub tag: &'a str,
+    /// PROCID: the agent's pid (Docker sends dockerd's).
+    pub pid: u32,
+}
+
+/// One event as a syslog message (Docker's severities: LOG_INFO for stdout, LOG_ERR for
+/// stderr; the agent's own events, such as the drop marker, at warning).
+pub fn format(e: &NumberedEvent, h: &Header) -> String {
     let severity = match e.stream {
         Some(Stream::Stdout) => 6,
         Some(Stream::Stderr) => 3,
         None => 4,
     };
-    let pri = u32::from(facility) * 8 + severity;
-    let ts = rfc3339_millis(e.timestamp_ms);
-    format!("<{pri}>1 {ts} {hostname} {tag} {pid} {tag} - {}", e.message)
-}
-
-fn rfc3339_millis(ms: u64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+    let pri = u32::from(h.facility) * 8 + severity;
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(e.timestamp_ms as i128 * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+    let (host, tag, pid) = (h.hostname, h.tag, h.pid);
+    let date = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
         t.year(),
         u8::from(t.month()),
         t.day(),
         t.hour(),
         t.minute(),
         t.second(),
-        t.millisecond()
-    )
+    );
+    match h.format {
+        SyslogFormat::Rfc5424 => format!(
+            "<{pri}>1 {date}.{:03}Z {host} {tag} {pid} {tag} - {}",
+            t.millisecond(),
+            e.message
+        ),
+        SyslogFormat::Rfc5424Micro => format!(
+            "<{pri}>1 {date}.{:06}Z {host} {tag} {pid} {tag} - {}",
+            t.microsecond(),
+            e.message
+        ),
+        SyslogFormat::Rfc3164 => {
+            const MONTHS: [&str; 12] = [
+                "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+            ];
+            format!(
+                "<{pri}>{} {:>2} {:02}:{:02}:{:02} {host} {tag}[{pid}]: {}",
+                MONTHS[usize::from(u8::from(t.month())) - 1],
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                e.message
+            )
+        }
+    }
 }
 
 impl super::service::SinkImpl for Syslog {
     fn deliver(&mut self, events: &[NumberedEvent]) -> Result<(), String> {
         // Whole batches are retried: a message may then arrive twice, never not at all.
         for e in events {
-            let m = format(
-                e,
-                self.cfg.facility,
-                &self.hostname,
-                &self.tag,
-                std::process::id(),
-            );
+            let header = Header {
+                format: self.cfg.format,
+                facility: self.cfg.facility,
+                hostname: &self.hostname,
+                tag: &self.tag,
+                pid: std::process::id(),
+            };
+            let m = format(e, &header);
             self.send(m.as_bytes())
                 .map_err(|err| format!("syslog {:?}: {err}", self.cfg.address))?;
         }
@@ -169,18 +208,53 @@ mod tests {
         }
     }
 
+    fn header<'a>(
+        format: SyslogFormat,
+        facility: u8,
+        hostname: &'a str,
+        tag: &'a str,
+    ) -> Header<'a> {
+        Header {
+            format,
+            facility,
+            hostname,
+            tag,
+            pid: 42,
+        }
+    }
+
     #[test]
     fn messages_are_rfc_5424_with_facility_and_severity() {
+        let h = header(SyslogFormat::Rfc5424, 3, "host1", "web");
         assert_eq!(
-            format(&ev(Some(Stream::Stdout), "hello"), 3, "host1", "web", 42),
+            format(&ev(Some(Stream::Stdout), "hello"), &h),
             "<30>1 2023-11-14T22:13:20.123Z host1 web 42 web - hello"
         );
         // local0 (16) * 8 + err (3)
+        let h = header(SyslogFormat::Rfc5424, 16, "h", "t");
         assert_eq!(
-            format(&ev(Some(Stream::Stderr), "oops"), 16, "h", "t", 1),
-            "<131>1 2023-11-14T22:13:20.123Z h t 1 t - oops"
+            format(&ev(Some(Stream::Stderr), "oops"), &h),
+            "<131>1 2023-11-14T22:13:20.123Z h t 42 t - oops"
         );
         assert_eq!(framed(b"abc"), b"3 abc");
+    }
+
+    #[test]
+    fn syslog_format_rfc5424micro_and_rfc3164_are_written_as_docker_writes_them() {
+        let h = header(SyslogFormat::Rfc5424Micro, 3, "host1", "web");
+        assert_eq!(
+            format(&ev(Some(Stream::Stdout), "hello"), &h),
+            "<30>1 2023-11-14T22:13:20.123000Z host1 web 42 web - hello"
+        );
+        // srslog's RFC3164Formatter: time.Stamp ("Jan _2 15:04:05", the day space-padded).
+        let h = header(SyslogFormat::Rfc3164, 16, "host1", "web");
+        assert_eq!(
+            format(&ev(Some(Stream::Stderr), "oops"), &h),
+            "<131>Nov 14 22:13:20 host1 web[42]: oops"
+        );
+        let mut e = ev(Some(Stream::Stdout), "x");
+        e.timestamp_ms = 1_704_164_645_000; // 2024-01-02T03:04:05Z
+        assert_eq!(format(&e, &h), "<134>Jan  2 03:04:05 host1 web[42]: x");
     }
 
     #[test]
@@ -198,6 +272,8 @@ mod tests {
                 address: SyslogAddress::Unix(sock.clone()),
                 facility: 3,
                 tag: None,
+                format: SyslogFormat::Rfc5424,
+                mode: config::Mode::NonBlocking,
             },
             "0123456789abcdef",
         );

@@ -26,9 +26,18 @@ const AWSLOGS: &[&str] = &[
 /// attributes to each line, are not applied, so they are refused by name).
 const JSON_FILE: &[&str] = &["max-size", "max-file"];
 
-/// Docker's syslog options the agent applies (no TLS transport; labels and env are not
-/// applied).
-const SYSLOG: &[&str] = &["syslog-address", "syslog-facility", "syslog-format", "tag"];
+/// Docker's syslog options the agent applies (no TLS transport; labels and env are accepted
+/// and, as in Docker's syslog driver, change nothing that is sent).
+const SYSLOG: &[&str] = &[
+    "syslog-address",
+    "syslog-facility",
+    "syslog-format",
+    "tag",
+    "labels",
+    "labels-regex",
+    "env",
+    "env-regex",
+];
 
 /// syslog's facilities, as Docker names them.
 const FACILITIES: &[&str] = &[
@@ -239,12 +248,19 @@ pub fn validate(i: usize, container: &str, l: &LogConfiguration) -> Result<(), E
                 }
             }
             if let Some(v) = opt("syslog-format") {
-                if v != "rfc5424" {
+                if !["rfc5424", "rfc5424micro", "rfc3164"].contains(&v) {
                     return Err(bad(
                         "syslog-format",
                         v,
-                        "is not rfc5424: Berth's syslog driver sends RFC 5424 (rfc3164 and rfc5424micro are not supported)",
+                        "is not one of rfc5424, rfc5424micro, rfc3164",
                     ));
+                }
+            }
+            for k in ["labels-regex", "env-regex"] {
+                if let Some(v) = opt(k) {
+                    if let Err(e) = regex::Regex::new(v) {
+                        return Err(bad(k, v, &format!("is not a regular expression: {e}")));
+                    }
                 }
             }
         }
@@ -355,12 +371,12 @@ mod tests {
             "'compress', 'labels' of container 'app' are not an option of the json-file log driver",
         );
         refused(
-            r#"{"logDriver":"syslog","options":{"env":"A"}}"#,
-            "'env' of container 'app' is not an option of the syslog log driver",
+            r#"{"logDriver":"syslog","options":{"syslog-tls-cert":"/c.pem"}}"#,
+            "'syslog-tls-cert' of container 'app' is not an option of the syslog log driver",
         );
         refused(
-            r#"{"logDriver":"syslog","options":{"syslog-format":"rfc3164"}}"#,
-            "syslog-format: 'rfc3164'",
+            r#"{"logDriver":"syslog","options":{"syslog-format":"rfc3339"}}"#,
+            "syslog-format: 'rfc3339'",
         );
         refused(
             r#"{"logDriver":"awslogs","options":{"awslogs-group":"g","awslogs-datetime-format":"%Y["}}"#,
