@@ -367,6 +367,10 @@ fn with_a_small_spool_bound_the_drop_is_counted_and_the_marker_reaches_the_strea
         }
     }
     assert_eq!(all.last().map(String::as_str), Some("done"));
+    eprintln!(
+        "{dropped} of {n} lines dropped in {markers} marker(s), {} delivered",
+        n - dropped
+    );
     assert!(
         markers >= 1 && dropped > 0,
         "a drop was marked: {markers} markers"
