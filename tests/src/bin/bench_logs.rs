@@ -634,6 +634,7 @@ async fn outage(c: &mut Cluster, cl: &mut Client, args: &Args) -> Result<()> {
             .wait_ends(GROUP, &streams_of(&arn, 1), Duration::from_secs(900))
             .await?;
         catch_up.push(stored - back);
+        c.wait_agent_connected();
         cl.wait_task(&arn, TaskStatus::Stopped).await?;
     }
     let (d, u, a) = (Stats::of(down), Stats::of(none), Stats::of(catch_up));
