@@ -474,7 +474,9 @@ async fn main() -> ExitCode {
     }
     // The cluster (containerd, controller, agent, temp dir, cgroups) goes when `c` drops, on
     // failure too.
-    let mut c = Cluster::start("bench-logs");
+    // Stopped tasks are kept: the agent's cleanup removes a task's log spool with it, delivered
+    // or not (the harness's default cleanup wait is 0 s).
+    let mut c = Cluster::start_with_agent_env("bench-logs", &[("BERTH_TASK_CLEANUP_WAIT", "1h")]);
     let result = phases(&mut c, &args).await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
