@@ -279,7 +279,8 @@ fn a_container_writing_50_mb_while_the_controller_is_down_finishes_and_every_lin
         return;
     }
     let n = outage_mb() * 1_000_000 / (padded(1).len() + 1);
-    // The exited task's record is kept (the harness's default removes it at once).
+    // The exited task is kept: the harness's default cleanup wait (0 s) would remove its record
+    // and its log spool, delivered or not, at once.
     let mut c = Cluster::start_with_agent_env("logs-outage", &[("BERTH_TASK_CLEANUP_WAIT", "1h")]);
     let (arn, stream) = write_while_the_controller_is_down(&mut c, "logs-outage", "/ecs/outage", n);
     let back = Instant::now();
