@@ -7,7 +7,8 @@
 #   - issue 10: 1,000,000 numbered lines in a container's spool, in order, also while the agent
 #     is killed -9 twice (tests/tests/logs_capture.rs; CI: 100,000); and 1,000,000 awslogs
 #     lines in the controller's stream exactly once and in order across two agent kill -9s and
-#     a controller restart (tests/tests/logs_e2e.rs; CI: 50,000).
+#     a controller restart (tests/tests/logs_e2e.rs; CI: 50,000); and a container writing 50 MB
+#     while the controller is down, every line arriving once it is back (logs_e2e.rs; CI: 20 MB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -20,4 +21,8 @@ echo "== issue 10: 1,000,000 numbered lines captured in order, also across two a
 BERTH_LOG_LINES=${BERTH_LOG_LINES:-1000000} cargo test -p berth-tests --test logs_capture \
   -- numbered_lines_reach_the_spools the_agent_killed_twice_mid_stream --nocapture
 echo "== issue 10: 1,000,000 awslogs lines in the controller's stream, exactly once, across kills and a restart"
-BERTH_LOG_LINES=${BERTH_LOG_LINES:-1000000} cargo test -p berth-tests --test logs_e2e -- --nocapture
+BERTH_LOG_LINES=${BERTH_LOG_LINES:-1000000} cargo test -p berth-tests --test logs_e2e \
+  awslogs_lines_reach_the_stream_exactly_once -- --nocapture
+echo "== issue 10: 50 MB written while the controller is down, every line stored once it is back"
+BERTH_LOG_OUTAGE_MB=${BERTH_LOG_OUTAGE_MB:-50} cargo test -p berth-tests --test logs_e2e \
+  a_container_writing_50_mb_while_the_controller_is_down -- --nocapture
