@@ -395,3 +395,70 @@ fn with_a_small_spool_bound_the_drop_is_counted_and_the_marker_reaches_the_strea
         "the agent's running total is what the markers say"
     );
 }
+
+#[test]
+fn a_stopped_tasks_undelivered_output_holds_its_cleanup_across_an_agent_restart() {
+    if !prerequisites() {
+        return;
+    }
+    // The harness's cleanup wait is 0 s: a stopped task is cleaned up at once, unless its
+    // output has not reached the log driver yet.
+    let n = 20_000;
+    let mut c = Cluster::start("logs-held");
+    let (arn, stream) = write_while_the_controller_is_down(&mut c, "logs-held", "/ecs/held", n);
+    let task_id = arn.rsplit('/').next().unwrap_or_default().to_string();
+    let log_dir = c.agent_dir().join("logs").join(&task_id);
+    // The agent is killed and started again, still without a controller: the stopped task's
+    // spool is kept and its delivery resumed from the persisted cursor.
+    c.kill_agent();
+    c.start_agent();
+    wait_for(
+        "the restarted agent to resume",
+        Duration::from_secs(60),
+        // Both agents' logs: the first one's line and the restarted one's.
+        || (c.agent_log().matches("delivering container output").count() >= 2).then_some(()),
+    );
+    // The task's removal is due at once (it is on disk before STOPPED is), yet it waits: its
+    // container and spool stay while the controller is away. (Without the wait they go within
+    // a second; ten are given.)
+    let due = c
+        .agent_dir()
+        .join("cleanup")
+        .join(format!("{task_id}.json"));
+    wait_for(
+        "the task's cleanup to be due (and not yet done)",
+        Duration::from_secs(60),
+        || due.exists().then_some(()),
+    );
+    let container = format!("{task_id}-app");
+    let gone = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < gone {
+        assert!(
+            c.containerd_containers().contains(&container),
+            "the task was cleaned up with its output undelivered"
+        );
+        assert!(
+            log_dir.join("app.stdout.idx").exists(),
+            "the undelivered spool is kept"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.start_controller();
+    c.wait_agent_connected();
+    wait_for(
+        "the last line in the stream",
+        Duration::from_secs(300),
+        || (last_message(&c, "/ecs/held", &stream).as_deref() == Some("done")).then_some(()),
+    );
+    let all = stream_messages(&c, "/ecs/held", &stream);
+    let got: Vec<&String> = all.iter().filter(|m| m.starts_with("line-")).collect();
+    assert_eq!(got.len(), n, "every line once");
+    let first_bad = (1..=n).position(|i| *got[i - 1] != padded(i));
+    assert_eq!(first_bad, None, "in order, nothing missing");
+    // Delivered: now the cleanup goes ahead.
+    wait_for(
+        "the task to be cleaned up",
+        Duration::from_secs(120),
+        || (!log_dir.exists() && !c.containerd_containers().contains(&container)).then_some(()),
+    );
+}

@@ -71,6 +71,9 @@ pub fn path(dir: &DataDir, id: &str) -> PathBuf {
     dir.0.join("cleanup").join(format!("{id}.json"))
 }
 
+/// How often a cleanup held back by undelivered output says so in the agent's log.
+const LOG_WAIT_REPORT: Duration = Duration::from_secs(600);
+
 /// `logs/<id>/`: the task's log files.
 pub fn log_dir(dir: &DataDir, id: &str) -> PathBuf {
     dir.0.join("logs").join(id)
@@ -204,6 +207,17 @@ pub(crate) fn start<R: Runtime, C: Cgroups>(shared: &Arc<Shared<R, C>>, c: Clean
     tokio::spawn(
         async move {
             tokio::time::sleep(c.remaining()).await;
+            // Never before the log driver has the containers' output: a controller outage
+            // longer than the cleanup wait must not take the undelivered lines with the spool
+            // (`logs_e2e::a_stopped_tasks_undelivered_output_holds_its_cleanup_across_an_agent_restart`).
+            if let Some(logs) = shared.config.logs.clone() {
+                let dir = log_dir(&shared.config.data_dir, &c.task_id);
+                while !logs.wait_delivered(&dir, LOG_WAIT_REPORT).await {
+                    warn!(
+                        "task cleanup waits for its containers' output to reach their log driver"
+                    );
+                }
+            }
             for attempt in 0..CLEANUP_ATTEMPTS {
                 match remove_now(&shared, &c).await {
                     Ok(()) => {

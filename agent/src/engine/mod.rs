@@ -281,6 +281,13 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
         };
         // Stopped tasks' removals: the overdue ones at once, the rest when due.
         for c in cleanup::load(&engine.shared.config.data_dir) {
+            // A stopped task's output not yet delivered before the restart goes first.
+            if let Some(logs) = &engine.shared.config.logs {
+                logs.resume(&cleanup::log_dir(
+                    &engine.shared.config.data_dir,
+                    &c.task_id,
+                ));
+            }
             cleanup::start(&engine.shared, c);
         }
         let held: Vec<_> = records

@@ -2132,11 +2132,22 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
 
     /// Hands a started or recovered container's output to its log driver (issue 10).
     fn deliver_logs(&self, name: &str, cid: &str) {
-        let Some(logs) = &self.shared.config.logs else {
-            return;
-        };
+        if let (Some(logs), Some(c)) = (&self.shared.config.logs, self.container_log(name, cid)) {
+            logs.watch(c);
+        }
+    }
+
+    /// [`Self::deliver_logs`] for a container found stopped at recovery: its output ended.
+    fn deliver_logs_ended(&self, name: &str, cid: &str) {
+        if let (Some(logs), Some(c)) = (&self.shared.config.logs, self.container_log(name, cid)) {
+            logs.watch_ended(c);
+        }
+    }
+
+    fn container_log(&self, name: &str, cid: &str) -> Option<crate::logs::service::ContainerLog> {
+        self.shared.config.logs.as_ref()?;
         let defs = &self.rec.definition.container_definitions;
-        logs.watch(crate::logs::service::ContainerLog {
+        Some(crate::logs::service::ContainerLog {
             task_arn: self.rec.task.task_arn.clone(),
             container_name: name.to_string(),
             runtime_id: cid.to_string(),
@@ -2147,7 +2158,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 .filter(|d| d.log_configuration.is_some())
                 .count()
                 .max(1),
-        });
+        })
     }
 
     async fn recover(&mut self) {
@@ -2171,6 +2182,10 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             .collect();
         for (name, cid, status) in names {
             if status == ContainerStatus::Stopped {
+                // Its output ended before the restart; what is not delivered yet still goes.
+                if let Some(cid) = &cid {
+                    self.deliver_logs_ended(&name, cid);
+                }
                 continue;
             }
             let Some(cid) = cid else { continue };

@@ -34,14 +34,19 @@ const BATCH_BYTES: usize = 1_048_576;
 const EVENT_OVERHEAD: usize = 26;
 /// Batches of one stream in flight on the link.
 const WINDOW: usize = 4;
+/// What a watched container's [`ContainerLog`] is kept in, beside its spool.
+const WATCH_SUFFIX: &str = ".watch.json";
+
 /// Acknowledged bytes released from the disk in runs of at least this.
 const PUNCH_RUN: u64 = 1 << 20;
 
 /// Stops a task whose log destination refused its events: (task ARN, stoppedReason).
 pub type Stopper = Arc<dyn Fn(&str, String) + Send + Sync>;
 
-/// A container whose output is to be delivered.
-#[derive(Debug, Clone)]
+/// A container whose output is to be delivered. Kept beside its spool
+/// (`<container>.watch.json`) so a restarted agent resumes the delivery of a stopped task's
+/// output ([`LogService::resume`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ContainerLog {
     /// Its task's ARN.
     pub task_arn: String,
@@ -76,6 +81,10 @@ struct Shared {
     room: Condvar,
     stopper: Mutex<Option<Stopper>>,
     dropped: AtomicU64,
+    /// Containers whose output is not all delivered yet (a task's cleanup waits for them).
+    pending: Mutex<HashSet<ContainerLogPaths>>,
+    /// Told whenever a container's output is all delivered.
+    settled: tokio::sync::Notify,
 }
 
 /// The log delivery of this agent.
@@ -104,6 +113,8 @@ impl LogService {
             room: Condvar::new(),
             stopper: Mutex::default(),
             dropped: AtomicU64::new(0),
+            pending: Mutex::default(),
+            settled: tokio::sync::Notify::new(),
         });
         let s = shared.clone();
         let spawned = std::thread::Builder::new()
@@ -134,6 +145,16 @@ impl LogService {
     /// before its output is copied: a blocking-mode container's copy waits from the start
     /// until the delivery has set its limit.
     pub fn watch(&self, c: ContainerLog) {
+        // Pending from now on (before the delivery thread has seen it): a cleanup asking
+        // right after must wait.
+        if !matches!(
+            config::parse(c.log_configuration.as_ref()),
+            Ok(Driver::Local) | Err(_)
+        ) {
+            if let Ok(mut p) = self.shared.pending.lock() {
+                p.insert(ContainerLogPaths::new(&c.log_path));
+            }
+        }
         let blocking = c.log_configuration.as_ref().is_some_and(|l| {
             config::parse(Some(l)).is_ok()
                 && config::delivery_of(l).is_ok_and(|d| d.mode == Mode::Blocking)
@@ -164,6 +185,68 @@ impl LogService {
     /// The controller's LogAck.
     pub fn ack(&self, a: LogAck) {
         self.with_inbox(|i| i.acks.push(a));
+    }
+
+    /// Whether some container's output in `dir` (a task's log directory) is not all delivered
+    /// to its log driver yet.
+    pub fn undelivered(&self, dir: &std::path::Path) -> bool {
+        self.shared
+            .pending
+            .lock()
+            .map(|p| p.iter().any(|c| c.dir() == Some(dir)))
+            .unwrap_or(false)
+    }
+
+    /// Waits until every container's output in `dir` is delivered (true), or `timeout` passes
+    /// first (false).
+    pub async fn wait_delivered(&self, dir: &std::path::Path, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let settled = self.shared.settled.notified();
+            if !self.undelivered(dir) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                return !self.undelivered(dir);
+            }
+        }
+    }
+
+    /// After an agent restart: delivers again what a stopped task's containers left in `dir`
+    /// (their output ended; nothing more comes), from each one's persisted cursor.
+    pub fn resume(&self, dir: &std::path::Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if !path.to_string_lossy().ends_with(WATCH_SUFFIX) {
+                continue;
+            }
+            let c: ContainerLog = match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(file = %path.display(), error = %e, "cannot resume a container's log delivery");
+                    continue;
+                }
+            };
+            tracing::info!(task = %c.task_arn, container = %c.container_name, "resuming the delivery of a stopped task's output");
+            self.watch_ended(c);
+        }
+    }
+
+    /// [`LogService::watch`] for a container whose output has ended (it stopped before this
+    /// agent started): what its spool holds is delivered, nothing more is waited for.
+    pub fn watch_ended(&self, c: ContainerLog) {
+        let paths = ContainerLogPaths::new(&c.log_path);
+        if let Ok(mut closed) = self.shared.closed.lock() {
+            closed.insert((paths.clone(), Stream::Stdout));
+            closed.insert((paths, Stream::Stderr));
+        }
+        self.watch(c);
     }
 
     /// Events dropped past the spool bound since the agent started.
@@ -316,6 +399,7 @@ impl Pump {
             }
             let closed = shared.closed.lock().map(|c| c.clone()).unwrap_or_default();
             let mut gone = Vec::new();
+            let mut settled = Vec::new();
             let mut busy = false;
             let mut holding = false;
             for (k, s) in self.shippers.iter_mut() {
@@ -332,6 +416,17 @@ impl Pump {
                 // Progress: there may be more at once (a pass takes one batch).
                 busy |= s.reader.cursor().next_sequence != before;
                 holding |= s.reader.holding();
+                if s.delivered(c) {
+                    settled.push(k.clone());
+                }
+            }
+            if !settled.is_empty() || !gone.is_empty() {
+                if let Ok(mut p) = shared.pending.lock() {
+                    for k in settled.iter().chain(gone.iter()) {
+                        p.remove(k);
+                    }
+                }
+                shared.settled.notify_waiters();
             }
             if busy {
                 if let Ok(mut i) = shared.inbox.lock() {
@@ -362,10 +457,18 @@ impl Pump {
         if self.shippers.contains_key(&paths) {
             return;
         }
+        // Whatever returns early here delivers nothing: it holds no cleanup.
+        let unpend = |paths: &ContainerLogPaths| {
+            if let Ok(mut p) = shared.pending.lock() {
+                p.remove(paths);
+            }
+            shared.settled.notify_waiters();
+        };
         let driver = match config::parse(c.log_configuration.as_ref()) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(task = %c.task_arn, container = %c.container_name, error = %e, "output kept in the spool only");
+                unpend(&paths);
                 return;
             }
         };
@@ -409,12 +512,21 @@ impl Pump {
             // Watched before its first start: the capture makes the same directory.
             let _ = std::fs::create_dir_all(dir);
         }
+        let mut watch_file = c.log_path.clone().into_os_string();
+        watch_file.push(WATCH_SUFFIX);
+        if let Err(e) = serde_json::to_vec(&c)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&watch_file, b))
+        {
+            tracing::warn!(task = %c.task_arn, container = %c.container_name, error = %e, "cannot keep the container's log settings; a restarted agent will not resume its delivery once the task stopped");
+        }
         // CloudWatch has no empty events: Docker's awslogs driver sends none for an empty line.
         let skip_empty = matches!(driver, Driver::Awslogs(_));
         let reader = match StreamReader::open(&paths, acked.clone()) {
             Ok(r) => r.with_event_start(start).with_skip_empty(skip_empty),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the spool; its output is not held back");
+                unpend(&paths);
                 if let Ok(mut l) = shared.limits.lock() {
                     l.retain(|(p, _), _| *p != paths);
                 }
@@ -531,6 +643,23 @@ fn driver_name(d: &Driver) -> &'static str {
 }
 
 impl Shipper {
+    /// Whether all the container's output is delivered (or its destination refused it for
+    /// good): both streams ended and everything read was acknowledged.
+    fn delivered(&mut self, closed: [bool; 2]) -> bool {
+        if let Target::Awslogs { failed: true, .. } = self.target {
+            return true;
+        }
+        let in_flight =
+            matches!(&self.target, Target::Awslogs { in_flight, .. } if !in_flight.is_empty());
+        closed[0]
+            && closed[1]
+            && !in_flight
+            && !self.reader.holding()
+            && self.reader.cursor().marker.is_none()
+            && *self.reader.cursor() == self.acked
+            && self.reader.backlog().is_ok_and(|b| b == 0)
+    }
+
     fn rewind(&mut self) {
         if let Target::Awslogs {
             in_flight,
