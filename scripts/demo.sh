@@ -161,9 +161,9 @@ has_stream() { berth logs describe-log-streams --log-group-name /ecs/web-app --o
   --query 'logStreams[].logStreamName' --output text | tr '\t' '\n' | grep -qx "$stream"; }
 wait_for 30 "the task's log stream" has_stream
 berth logs describe-log-streams --log-group-name /ecs/web-app --order-by LastEventTime --descending \
-  --query 'logStreams[].[logStreamName, storedBytes]' --output table
+  --query 'logStreams[].[logStreamName, lastEventTimestamp]' --output table
 berth logs get-log-events --log-group-name /ecs/web-app --log-stream-name "$stream" --limit 5 \
-  --query 'events[].message' --output text
+  --query 'events[].message' --output text | tr '\t' '\n'
 cat <<MSG
 
 The web app is RUNNING in its own network namespace at $ip. Try:

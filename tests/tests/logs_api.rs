@@ -4,7 +4,7 @@
 //! a controller restart keeping the events, and bad input refused by name with nothing
 //! changed. No agent or containerd: the store and the API are the controller's.
 
-use berth_tests::{wait_for, Cluster};
+use berth_tests::{wait_for, Cluster, IMAGE};
 use serde_json::Value;
 use std::io::BufRead as _;
 use std::process::{Child, Stdio};
@@ -403,6 +403,31 @@ fn bad_input_is_refused_by_name_and_changes_nothing() {
     let out = c.berth_service("logs", &["tail", "g", "--since", "5h30m"]);
     assert_eq!(out.status.code(), Some(252), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--since"));
+    // A task definition's logConfiguration through the real controller: another driver, and
+    // Docker options the agent does not apply, are refused by name and nothing registers.
+    let err = c.register_refused(&format!(
+        r#"{{"family":"bad-logs","containerDefinitions":[{{"name":"app","image":"{IMAGE}","memory":16,
+          "logConfiguration":{{"logDriver":"splunk","options":{{"splunk-token":"t"}}}}}}]}}"#
+    ));
+    assert!(err.contains("'splunk'"), "{err}");
+    let err = c.register_refused(&format!(
+        r#"{{"family":"bad-logs","containerDefinitions":[{{"name":"app","image":"{IMAGE}","memory":16,
+          "logConfiguration":{{"logDriver":"json-file","options":{{"max-size":"10m","compress":"true"}}}}}}]}}"#
+    ));
+    assert!(
+        err.contains("'compress'") && err.contains("json-file"),
+        "{err}"
+    );
+    let err = c.register_refused(&format!(
+        r#"{{"family":"bad-logs","containerDefinitions":[{{"name":"app","image":"{IMAGE}","memory":16,
+          "logConfiguration":{{"logDriver":"awslogs","options":{{"awslogs-group":"g","awslogs-datetime-format":"%Y["}}}}}}]}}"#
+    ));
+    assert!(err.contains("awslogs-datetime-format"), "{err}");
+    let out = c.berth(&["list-task-definitions", "--family-prefix", "bad-logs"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("[]"),
+        "nothing registered: {out:?}"
+    );
     // Nothing changed.
     let g = logs(&c, &["describe-log-groups"]);
     assert_eq!(g["logGroups"].as_array().map(Vec::len), Some(1), "{g}");
@@ -456,6 +481,25 @@ fn retention_deletes_old_events_and_a_restart_keeps_the_rest() {
     assert_eq!(all(&c), ["fresh"]);
     let s = logs(&c, &["describe-log-streams", "--log-group-name", "ret"]);
     assert_eq!(s["logStreams"][0]["firstEventTimestamp"], t - 1000, "{s}");
+    // get-log-events' --limit, then delete-retention-policy: the group keeps its events again.
+    put(&c, "ret", "s", &[(now_ms(), "newest")]);
+    let page = logs(
+        &c,
+        &[
+            "get-log-events",
+            "--log-group-name",
+            "ret",
+            "--log-stream-name",
+            "s",
+            "--start-from-head",
+            "--limit",
+            "1",
+        ],
+    );
+    assert_eq!(messages(&page), ["fresh"], "{page}");
+    logs(&c, &["delete-retention-policy", "--log-group-name", "ret"]);
+    let g = logs(&c, &["describe-log-groups"]);
+    assert!(g["logGroups"][0].get("retentionInDays").is_none(), "{g}");
 }
 
 /// Kills the tail it holds when dropped (also when the test fails).
