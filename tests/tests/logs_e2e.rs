@@ -279,8 +279,8 @@ fn a_container_writing_50_mb_while_the_controller_is_down_finishes_and_every_lin
         return;
     }
     let n = outage_mb() * 1_000_000 / (padded(1).len() + 1);
-    // The exited task is kept: the harness's default cleanup wait (0 s) would remove its record
-    // and its log spool, delivered or not, at once.
+    // The exited task is kept for inspection (a 1 h cleanup wait); its undelivered spool would
+    // be kept at the harness's 0 s too (a_stopped_tasks_undelivered_output_holds_its_cleanup…).
     let mut c = Cluster::start_with_agent_env("logs-outage", &[("BERTH_TASK_CLEANUP_WAIT", "1h")]);
     let (arn, stream) = write_while_the_controller_is_down(&mut c, "logs-outage", "/ecs/outage", n);
     let back = Instant::now();
