@@ -210,13 +210,10 @@ pub fn delivery_of(c: &LogConfiguration) -> Result<Delivery, ConfigError> {
     })
 }
 
-/// Parses a container's logConfiguration.
-pub fn parse(c: Option<&LogConfiguration>) -> Result<Driver, ConfigError> {
-    let Some(c) = c else {
-        return Ok(Driver::Local);
-    };
-    let opts = &c.options;
-    let allowed: &[&str] = match c.log_driver.as_str() {
+/// The options Berth applies for `driver` (Docker's names), `None` for a driver Berth does not
+/// run: the one list registration and the agent check options against.
+pub fn options_of(driver: &str) -> Option<&'static [&'static str]> {
+    Some(match driver {
         "none" => &[],
         "awslogs" => &[
             "awslogs-group",
@@ -243,11 +240,21 @@ pub fn parse(c: Option<&LogConfiguration>) -> Result<Driver, ConfigError> {
             "mode",
             "max-buffer-size",
         ],
-        other => {
-            return Err(ConfigError(format!(
-                "log driver {other:?} is not supported (awslogs, json-file, syslog or none)"
-            )))
-        }
+        _ => return None,
+    })
+}
+
+/// Parses a container's logConfiguration.
+pub fn parse(c: Option<&LogConfiguration>) -> Result<Driver, ConfigError> {
+    let Some(c) = c else {
+        return Ok(Driver::Local);
+    };
+    let opts = &c.options;
+    let Some(allowed) = options_of(&c.log_driver) else {
+        return Err(ConfigError(format!(
+            "log driver {:?} is not supported (awslogs, json-file, syslog or none)",
+            c.log_driver
+        )));
     };
     let mut unknown: Vec<&str> = opts
         .keys()

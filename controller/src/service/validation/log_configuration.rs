@@ -9,36 +9,6 @@ use berth_proto::v1::LogConfiguration;
 /// The drivers Berth runs.
 pub const LOG_DRIVERS: &[&str] = &["awslogs", "json-file", "syslog", "none"];
 
-/// Docker's options of every driver: how a container's writes wait for the driver.
-const COMMON: &[&str] = &["mode", "max-buffer-size"];
-
-/// The awslogs options ECS documents (awslogs-region is recorded: one region on premises).
-const AWSLOGS: &[&str] = &[
-    "awslogs-group",
-    "awslogs-region",
-    "awslogs-stream-prefix",
-    "awslogs-create-group",
-    "awslogs-datetime-format",
-    "awslogs-multiline-pattern",
-];
-
-/// Docker's json-file options the agent applies (compress, labels, env and tag, which add
-/// attributes to each line, are not applied, so they are refused by name).
-const JSON_FILE: &[&str] = &["max-size", "max-file"];
-
-/// Docker's syslog options the agent applies (no TLS transport; labels and env are accepted
-/// and, as in Docker's syslog driver, change nothing that is sent).
-const SYSLOG: &[&str] = &[
-    "syslog-address",
-    "syslog-facility",
-    "syslog-format",
-    "tag",
-    "labels",
-    "labels-regex",
-    "env",
-    "env-regex",
-];
-
 /// syslog's facilities, as Docker names them.
 const FACILITIES: &[&str] = &[
     "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
@@ -71,30 +41,25 @@ fn is_bool(v: &str) -> bool {
 pub fn validate(i: usize, container: &str, l: &LogConfiguration) -> Result<(), EcsError> {
     let at = format!("containerDefinitions[{i}].logConfiguration");
     let driver = l.log_driver.as_str();
-    let own: &[&str] = match driver {
-        "awslogs" => AWSLOGS,
-        "json-file" => JSON_FILE,
-        "syslog" => SYSLOG,
-        "none" => &[],
-        "" => {
+    // The options are the agent's own list (berth_proto::log_config), so nothing registers
+    // that the agent would not apply.
+    let own: &[&str] = match berth_proto::log_config::options_of(driver) {
+        Some(own) => own,
+        None if driver.is_empty() => {
             return Err(refuse(format!(
                 "{at}.logDriver: is required for container '{container}'; one of {}",
                 LOG_DRIVERS.join(", ")
             )))
         }
-        other => {
+        None => {
             return Err(refuse(format!(
-                "{at}.logDriver: '{other}' of container '{container}' is not supported by Berth; use one of {}",
+                "{at}.logDriver: '{driver}' of container '{container}' is not supported by Berth; use one of {}",
                 LOG_DRIVERS.join(", ")
             )))
         }
     };
-    let accepted = |name: &str| driver != "none" && (own.contains(&name) || COMMON.contains(&name));
-    let list = || {
-        let mut all: Vec<&str> = own.to_vec();
-        all.extend_from_slice(COMMON);
-        all.join(", ")
-    };
+    let accepted = |name: &str| own.contains(&name);
+    let list = || own.join(", ");
     let mut unknown: Vec<&str> = l
         .options
         .keys()
