@@ -13,6 +13,7 @@ pub mod cgroups;
 pub mod engine;
 pub mod exec;
 pub mod identity;
+pub mod images;
 pub mod logs;
 pub mod metadata;
 pub mod network;

@@ -244,4 +244,11 @@ impl Ecs for EcsApi {
             self.0.describe_task_stats(r.into_inner()).await?,
         ))
     }
+
+    async fn describe_pull_progress(
+        &self,
+        _r: Request<DescribePullProgressRequest>,
+    ) -> R<DescribePullProgressResponse> {
+        Err(Status::unimplemented("DescribePullProgress is not built yet"))
+    }
 }
