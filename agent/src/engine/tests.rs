@@ -685,6 +685,7 @@ fn harness_in(
             task_cleanup_wait,
             metadata: None,
             logs: None,
+            images: Default::default(),
             volumes: Default::default(),
         },
     )
