@@ -7,7 +7,10 @@
 //! behaviour allows it, and resolves the image's config. The pull itself is the runtime's
 //! ([`crate::runtime::Runtime::pull`]: containerd's content, snapshot and diff services).
 
+pub mod auth;
 pub mod cleanup;
+mod http;
+pub mod reference;
 pub mod registry;
 
 use crate::runtime::{ImageConfig, ImageSource, LocalImage, Runtime, RuntimeError};
