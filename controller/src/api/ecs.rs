@@ -249,6 +249,8 @@ impl Ecs for EcsApi {
         &self,
         _r: Request<DescribePullProgressRequest>,
     ) -> R<DescribePullProgressResponse> {
-        Err(Status::unimplemented("DescribePullProgress is not built yet"))
+        Err(Status::unimplemented(
+            "DescribePullProgress is not built yet",
+        ))
     }
 }
