@@ -667,10 +667,8 @@ async fn read(
             }
             // Samples: kept as the latest, never acknowledged (the link drops them by design).
             Some(FromAgent::TaskStats(r)) => controller.apply_task_stats(&info, r).await,
-            // Issue 11: kept in memory like stats (the controller part stores them).
-            Some(FromAgent::PullProgress(p)) => {
-                debug!(task = %p.task_arn, "pull progress");
-            }
+            // Issue 11: kept as the latest, like stats; never acknowledged.
+            Some(FromAgent::PullProgress(p)) => controller.apply_pull_progress(&info, p).await,
             Some(FromAgent::DesiredTasksAck(seq)) => {
                 debug!(seq, "agent took in desired tasks");
                 controller.fleet().desired_acked(&attached, seq);
