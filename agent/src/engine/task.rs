@@ -1087,6 +1087,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             }
         };
         // Asked each time containers are created (after a restart too): only in memory.
+        // `secrets.registry_for(container)`: its repositoryCredentials, for its image pull.
         let secrets = match self.fetch_secrets().await {
             Ok(s) => s,
             Err(NoSecrets::Stop(reason, code)) => {
@@ -1226,7 +1227,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             }
             if let Some(i) = ready {
                 if !self
-                    .start_container(i, &defs[i], &images, net_mode, &secrets, &volumes)
+                    .start_container(i, &defs[i], &images, net_mode, &secrets.env, &volumes)
                     .await
                 {
                     return;
@@ -1469,11 +1470,12 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         true
     }
 
-    /// The values of the secrets of the containers still to create, from the engine's
-    /// [`crate::secrets::SecretSource`]; none asked when none has secrets.
-    async fn fetch_secrets(&mut self) -> Result<Vec<crate::secrets::TaskSecret>, NoSecrets> {
+    /// The values of the secrets and the registry credentials of the containers still to
+    /// create, from the engine's [`crate::secrets::SecretSource`]; none asked when none has
+    /// secrets or repositoryCredentials.
+    async fn fetch_secrets(&mut self) -> Result<crate::secrets::TaskSecrets, NoSecrets> {
         let pending = |c: &ContainerDefinition| {
-            !c.secrets.is_empty()
+            (!c.secrets.is_empty() || c.repository_credentials.is_some())
                 && self.rec.state.containers.iter().any(|s| {
                     s.name == c.name && Self::container_status(s) == ContainerStatus::Pending
                 })
@@ -1485,7 +1487,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             .iter()
             .any(pending)
         {
-            return Ok(Vec::new());
+            return Ok(Default::default());
         }
         let source = self.shared.config.secrets.clone();
         let arn = self.rec.task.task_arn.clone();
@@ -1505,7 +1507,11 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             Step::Done(Err(e)) => Err(NoSecrets::Failed(e.message())),
             Step::Done(Ok(Err(e))) => Err(NoSecrets::Failed(e.to_string())),
             Step::Done(Ok(Ok(got))) => {
-                debug!(count = got.len(), "task secrets received");
+                debug!(
+                    count = got.env.len(),
+                    registry = got.registry.len(),
+                    "task secrets received"
+                );
                 Ok(got)
             }
         }
