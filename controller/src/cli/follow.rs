@@ -78,7 +78,7 @@ pub async fn run_task_and_wait(
     request: Value,
     timeout: Duration,
     poll: Duration,
-    say: &mut dyn FnMut(&str),
+    say: &mut (dyn FnMut(&str) + Send),
 ) -> Result<(Value, Result<(), CliError>), CliError> {
     let op = |api| table::by_api(api).ok_or_else(|| CliError::Other(format!("no operation {api}")));
     let (run_task, describe, progress_op) = (
