@@ -121,7 +121,7 @@ pub async fn run_task_and_wait(
     let mut with_progress = true;
     loop {
         let next = tokio::time::Instant::now() + poll;
-        let now = match conn.call(describe, ask.clone()).await {
+        let now = match within(deadline, timeout, conn.call(describe, ask.clone())).await {
             Ok(v) => v,
             Err(e) => return Ok((out, Err(e))),
         };
@@ -149,8 +149,9 @@ pub async fn run_task_and_wait(
         }
         let pending = tasks.iter().any(|t| text(t, "lastStatus") != "RUNNING");
         let progress = if pending && with_progress {
-            match conn.call(progress_op, ask.clone()).await {
+            match within(deadline, timeout, conn.call(progress_op, ask.clone())).await {
                 Ok(v) => Some(v),
+                Err(e @ CliError::Other(_)) => return Ok((out, Err(e))),
                 Err(e) => {
                     say(&format!("(no pull progress: {e})"));
                     with_progress = false;
@@ -210,6 +211,25 @@ pub async fn run_task_and_wait(
         }
         tokio::time::sleep_until(next.min(deadline)).await;
     }
+}
+
+/// `call`, bounded by the wait's deadline: a controller that stops answering cannot make the
+/// wait outlast `--wait-timeout`.
+async fn within(
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<Value, CliError>>,
+) -> Result<Value, CliError> {
+    // A poll that starts just before the deadline still gets a moment to answer.
+    let until = deadline.max(tokio::time::Instant::now() + Duration::from_secs(5));
+    tokio::time::timeout_at(until, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(CliError::Other(format!(
+                "Gave up waiting after {} s (--wait-timeout): the controller did not answer",
+                timeout.as_secs()
+            )))
+        })
 }
 
 /// A member as text ("" when absent); numbers too, as pbjson writes 64-bit ones as strings.
