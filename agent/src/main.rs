@@ -780,8 +780,7 @@ async fn list_images(args: &Args) -> anyhow::Result<()> {
     for i in images {
         let last = i
             .last_used
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs().to_string())
+            .map(berth_agent::runtime::pull::rfc3339)
             .unwrap_or_else(|| "-".into());
         println!(
             "{}\t{}\t{}\t{}\t{}",

@@ -234,9 +234,13 @@ impl Images {
             progress.send_modify(|p| p.phase = PullPhase::Cached);
         }
         let image = runtime.image(reference).await?;
-        if let Err(e) = runtime.mark_image_used(&image.name).await {
-            warn!(image = %image.name, error = %e, "cannot note the image's use");
-        }
+        // Off the start path: a metadata write in containerd the task need not wait for.
+        let (rt, name) = (runtime.clone(), image.name.clone());
+        tokio::spawn(async move {
+            if let Err(e) = rt.mark_image_used(&name).await {
+                warn!(image = %name, error = %e, "cannot note the image's use");
+            }
+        });
         Ok(Ensured {
             image,
             pulled: pull && fell_back.is_none(),
