@@ -748,7 +748,7 @@ impl RegistryClient {
                 },
                 None => RegistryError::Transport {
                     context: context.to_string(),
-                    message: chain(&e),
+                    message: with_hint(uri, chain(&e)),
                     source: Some(Box::new(e)),
                 },
             }),
@@ -795,6 +795,21 @@ impl RegistryClient {
             code,
             message,
         }
+    }
+}
+
+/// What an operator can do about a TLS failure, after rustls's own words.
+fn with_hint(uri: &Uri, message: String) -> String {
+    if uri.scheme_str() != Some("https") {
+        return message;
+    }
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
+    if message.contains("corrupt message") || message.contains("InvalidContentType") {
+        format!("{message} (the server may speak plain HTTP: if it should, list {authority} with --insecure-registry)")
+    } else if message.contains("invalid peer certificate") {
+        format!("{message} (if the registry's CA is private, give it with --registry-ca-file)")
+    } else {
+        message
     }
 }
 

@@ -757,7 +757,10 @@ async fn https_with_the_configured_ca() {
         e.contains(&format!("GET https://{addr}/v2/app/manifests/1: ")),
         "{e}"
     );
-    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    assert!(
+        e.contains("invalid peer certificate") && e.contains("--registry-ca-file"),
+        "{e}"
+    );
     let e = RegistryClient::new(RegistryConfig {
         ca_file: Some(garbage.clone()),
         ..Default::default()
