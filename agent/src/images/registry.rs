@@ -752,7 +752,11 @@ impl RegistryClient {
                     source: Some(Box::new(e)),
                 },
             }),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => {
+                // The URL without its query, and never a header: no credential reaches the log.
+                tracing::debug!(url = %shown(uri), status = resp.status().as_u16(), "registry answered");
+                Ok(resp)
+            }
         }
     }
 
