@@ -253,7 +253,10 @@ async fn media_types_and_schema1() {
 #[tokio::test]
 async fn basic_auth_with_agent_and_task_credentials() {
     let want = creds("user", "pass").basic_header();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let count = requests.clone();
     let addr = serve(registry(move |seen| {
+        count.fetch_add(1, Ordering::SeqCst);
         let ok = seen
             .headers
             .get("authorization")
@@ -282,12 +285,16 @@ async fn basic_auth_with_agent_and_task_credentials() {
     agent.manifest(&r, None).await.expect("agent credentials");
     let b = agent.blob(&r, &blob_digest(), 0, None).await.expect("blob");
     assert_eq!(collect(b).await.expect("body"), BLOB);
-    // A task's credentials win over the agent's: wrong ones fail although the agent's are right...
-    let e = agent
-        .manifest(&r, Some(&creds("user", "wrong-secret")))
+    // A task's credentials win over the agent's: wrong ones fail although the agent's are right,
+    // after one anonymous try and one with them (a generous deadline: a retry loop fails here).
+    let before = requests.load(Ordering::SeqCst);
+    let wrong = creds("user", "wrong-secret");
+    let e = tokio::time::timeout(Duration::from_secs(30), agent.manifest(&r, Some(&wrong)))
         .await
+        .expect("the client gives up after one answered challenge")
         .expect_err("task credentials win")
         .to_string();
+    assert_eq!(requests.load(Ordering::SeqCst) - before, 2);
     assert!(e.ends_with("unauthorized: authentication required"), "{e}");
     assert!(!e.contains("wrong-secret"), "{e}");
     // ...and right ones pass although the agent's are wrong.

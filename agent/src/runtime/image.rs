@@ -305,9 +305,11 @@ fn read_docker_save(
             let digest = digest_of(bytes);
             let media_type = match bytes.get(..4) {
                 Some([0x1f, 0x8b, _, _]) => DOCKER_LAYER_GZIP,
-                Some([0x28, 0xb5, 0x2f, 0xfd]) => return Err(what(format!(
+                Some([0x28, 0xb5, 0x2f, 0xfd]) => {
+                    return Err(what(format!(
                     "layer {name} is zstd-compressed, which Docker's v2 manifest cannot describe"
-                ))),
+                )))
+                }
                 _ => {
                     if digest != *diff_id {
                         return Err(what(format!(
