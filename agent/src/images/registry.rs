@@ -444,7 +444,24 @@ impl RegistryClient {
             r.repository
         );
         let accept = MANIFEST_TYPES.join(", ");
-        let (resp, context) = self.get(r, creds, &url, Some(&accept), None).await?;
+        let (resp, context) = match self.get(r, creds, &url, Some(&accept), None).await {
+            Ok(answer) => answer,
+            // A registry that says 404 without the API's JSON still means the manifest is unknown.
+            Err(RegistryError::Status {
+                context,
+                status: 404,
+                code: None,
+                message,
+            }) => {
+                return Err(RegistryError::Status {
+                    context,
+                    status: 404,
+                    code: None,
+                    message: format!("manifest unknown: {message}"),
+                })
+            }
+            Err(e) => return Err(e),
+        };
         let content_type = resp
             .headers()
             .get(CONTENT_TYPE)

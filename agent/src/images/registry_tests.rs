@@ -245,7 +245,7 @@ async fn media_types_and_schema1() {
         .expect_err("404")
         .to_string();
     assert!(
-        e.ends_with("unexpected status 404 Not Found: nothing here"),
+        e.ends_with("manifest unknown: unexpected status 404 Not Found: nothing here"),
         "{e}"
     );
 }
