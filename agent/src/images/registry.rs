@@ -713,6 +713,9 @@ impl RegistryClient {
         // Refreshed a little early so a token does not expire between check and use.
         let until = Instant::now() + lifetime - Duration::from_secs(10);
         if let Ok(mut tokens) = self.inner.tokens.lock() {
+            // Expired tokens go here, so the cache holds only live ones however many pulls ran.
+            let now = Instant::now();
+            tokens.retain(|_, (_, until)| *until > now);
             tokens.insert(
                 (
                     r.api_host().to_string(),
