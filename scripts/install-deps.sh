@@ -7,6 +7,8 @@
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "install-deps.sh: run as root" >&2; exit 1; }
 pkgs=(containerd runc systemd protobuf-compiler busybox-static tini iptables nftables iproute2 curl rsyslog ca-certificates gcc libc6-dev pkg-config)
+# The registry tests (issue 11): a real registry on loopback, skopeo to fill it, htpasswd for its auth.
+pkgs+=(docker-registry skopeo apache2-utils)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
