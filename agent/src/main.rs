@@ -1012,6 +1012,7 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
     );
     let runtime = Arc::new(runtime);
     let runtime_for_cleanup = runtime.clone();
+    let images = Arc::new(images_policy(&args));
     let engine = Engine::start(
         runtime,
         cgroups,
@@ -1043,13 +1044,14 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
             metadata: Some(metadata.clone()),
             volumes,
             logs: Some(logs.clone()),
-            images: Arc::new(images_policy(&args)),
+            images: images.clone(),
         },
     )?;
     let _image_cleanup = AbortOnDrop(tokio::spawn({
         let engine = engine.clone();
         berth_agent::images::cleanup::run_forever(
             runtime_for_cleanup,
+            images.clone(),
             berth_agent::images::cleanup::CleanupConfig {
                 interval: Duration::from_secs(args.image_cleanup_interval),
                 minimum_age: Duration::from_secs(args.image_minimum_cleanup_age),

@@ -1144,7 +1144,11 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             Err(PullFail::Stop(reason, code)) => {
                 return self.stop_while_starting(reason, code).await
             }
-            Err(PullFail::Fail(why)) => return self.fail_start(why).await,
+            Err(PullFail::Fail(why)) => {
+                // The pull ended, if badly: ECS shows when.
+                self.rec.state.pull_stopped_at = now();
+                return self.fail_start(why).await;
+            }
         };
         self.rec.state.pull_stopped_at = now();
         debug!("images resolved");

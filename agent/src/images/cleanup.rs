@@ -62,20 +62,24 @@ pub fn choose(
         .collect()
 }
 
-/// One pass: removes what [`choose`] picks. Returns the names removed.
+/// One pass: removes what [`choose`] picks, each only while no task is ensuring it and after
+/// `in_use` is asked again with the image locked ([`super::Images::remove_unused`]). Returns
+/// the names removed.
 pub async fn clean_once<R: Runtime + ?Sized>(
     runtime: &R,
-    in_use: &HashSet<String>,
+    images: &super::Images,
+    in_use: &(dyn Fn() -> HashSet<String> + Sync),
     config: &CleanupConfig,
 ) -> Result<Vec<String>, RuntimeError> {
-    let images = runtime.list_images().await?;
+    let records = runtime.list_images().await?;
     let mut removed = Vec::new();
-    for name in choose(&images, in_use, config, SystemTime::now()) {
-        match runtime.remove_image(&name).await {
-            Ok(()) => {
+    for name in choose(&records, &in_use(), config, SystemTime::now()) {
+        match images.remove_unused(runtime, &name, in_use).await {
+            Ok(true) => {
                 info!(image = %name, "image cleanup removed an unused image");
                 removed.push(name);
             }
+            Ok(false) => {}
             Err(e) if e.is_not_found() => {}
             Err(e) => warn!(image = %name, error = %e, "image cleanup could not remove an image"),
         }
@@ -86,8 +90,9 @@ pub async fn clean_once<R: Runtime + ?Sized>(
 /// Runs passes every `config.interval` until dropped; `in_use` is asked at each pass.
 pub async fn run_forever<R: Runtime + ?Sized>(
     runtime: std::sync::Arc<R>,
+    images: std::sync::Arc<super::Images>,
     config: CleanupConfig,
-    in_use: impl Fn() -> HashSet<String>,
+    in_use: impl Fn() -> HashSet<String> + Sync,
 ) {
     if config.interval.is_zero() {
         return;
@@ -97,7 +102,7 @@ pub async fn run_forever<R: Runtime + ?Sized>(
     tick.tick().await;
     loop {
         tick.tick().await;
-        if let Err(e) = clean_once(&*runtime, &in_use(), &config).await {
+        if let Err(e) = clean_once(&*runtime, &images, &in_use, &config).await {
             warn!(error = %e, "image cleanup pass failed; trying again at the next interval");
         }
     }

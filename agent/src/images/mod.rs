@@ -154,6 +154,9 @@ pub struct Images {
     pull_timeout: Duration,
     /// Registries pulls may reach (`HOST` for any port, or `HOST:PORT`); empty: any.
     allowed: Vec<String>,
+    /// Per image: held shared while a task ensures it, exclusively while cleanup removes it,
+    /// so cleanup never takes an image from under a task that just found it present.
+    guards: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
     inflight: Arc<Mutex<HashMap<String, Inflight>>>,
 }
 
@@ -181,6 +184,7 @@ impl Images {
             behavior,
             pull_timeout,
             allowed: Vec::new(),
+            guards: Mutex::new(HashMap::new()),
             inflight: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -216,6 +220,31 @@ impl Images {
         })
     }
 
+    fn guard(&self, name: &str) -> Arc<tokio::sync::RwLock<()>> {
+        let mut g = self.guards.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget the guards no one holds (the map's own reference only).
+        g.retain(|_, l| Arc::strong_count(l) > 1);
+        g.entry(name.to_string()).or_default().clone()
+    }
+
+    /// Removes `name` for image cleanup unless a task is ensuring it right now or `in_use`
+    /// (asked after the image is locked) names it. True when removed.
+    pub async fn remove_unused<R: Runtime + ?Sized>(
+        &self,
+        runtime: &R,
+        name: &str,
+        in_use: &(dyn Fn() -> std::collections::HashSet<String> + Sync),
+    ) -> Result<bool, RuntimeError> {
+        let guard = self.guard(name);
+        let Ok(_held) = guard.try_write() else {
+            return Ok(false);
+        };
+        if in_use().contains(name) {
+            return Ok(false);
+        }
+        runtime.remove_image(name).await.map(|()| true)
+    }
+
     /// The behaviour in force.
     pub fn behavior(&self) -> PullBehavior {
         self.behavior
@@ -236,6 +265,8 @@ impl Images {
         creds: Option<Credentials>,
         progress: &watch::Sender<PullState>,
     ) -> Result<Ensured, RuntimeError> {
+        let guard = self.guard(&crate::runtime::image::normalize(reference));
+        let _held = guard.read().await;
         let local = runtime.local_image(reference).await?;
         let pull = match (&local, self.behavior) {
             (_, PullBehavior::Always) => true,
@@ -264,7 +295,7 @@ impl Images {
                     let may_fall_back = self.behavior != PullBehavior::Always && local.is_some();
                     if !may_fall_back {
                         progress.send_modify(|p| p.phase = PullPhase::Failed);
-                        return Err(unshare(e));
+                        return Err(unshare(e, reference));
                     }
                     warn!(image = %reference, error = %e, "pull failed; using the cached image");
                     fell_back = Some(e.to_string());
@@ -298,7 +329,20 @@ impl Images {
         creds: Option<Credentials>,
         progress: &watch::Sender<PullState>,
     ) -> Result<String, Arc<RuntimeError>> {
-        let key = crate::runtime::image::normalize(reference);
+        // Tasks with other credentials pull on their own: a pull never lends one task's
+        // credentials (or their failure) to another.
+        let key = match &creds {
+            None => crate::runtime::image::normalize(reference),
+            Some(c) => {
+                use sha2::Digest;
+                let h = sha2::Sha256::digest(format!("{}\0{}", c.username, c.password));
+                format!(
+                    "{}#{}",
+                    crate::runtime::image::normalize(reference),
+                    hex::encode(&h[..8])
+                )
+            }
+        };
         let (pull, mut rx) = {
             let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             match map.get(&key) {
@@ -309,10 +353,17 @@ impl Images {
                 None => {
                     let (tx, rx) = watch::channel(PullState::default());
                     let reference = reference.to_string();
+                    let reference_for_error = reference.clone();
                     let after = self.pull_timeout;
                     let rt = runtime.clone();
                     let (inflight, done_key) = (self.inflight.clone(), key.clone());
                     let handle = tokio::spawn(async move {
+                        // Whatever happens to this task (a panic too), the entry goes.
+                        let _forget = Forget {
+                            inflight,
+                            key: done_key,
+                            progress: tx.subscribe(),
+                        };
                         let out = match tokio::time::timeout(
                             after,
                             rt.pull(&reference, creds.as_ref(), &tx),
@@ -328,22 +379,15 @@ impl Images {
                                 ),
                             }),
                         };
-                        // The next task to want the image starts a new pull.
-                        let mut map = inflight.lock().unwrap_or_else(|p| p.into_inner());
-                        if map
-                            .get(&done_key)
-                            .is_some_and(|f| f.progress.same_channel(&tx.subscribe()))
-                        {
-                            map.remove(&done_key);
-                        }
                         out
                     });
+                    let image = reference_for_error.clone();
                     let fut: futures::future::BoxFuture<'static, _> = Box::pin(async move {
                         match handle.await {
                             Ok(r) => r.map_err(Arc::new),
                             Err(e) => Err(Arc::new(RuntimeError::Pull {
-                                image: String::new(),
-                                message: format!("the pull ended abnormally: {e}"),
+                                message: format!("pull {image}: the pull ended abnormally: {e}"),
+                                image,
                             })),
                         }
                     });
@@ -381,19 +425,37 @@ impl Images {
 }
 
 /// The error of a shared pull as the task's own.
-fn unshare(e: Arc<RuntimeError>) -> RuntimeError {
-    match Arc::try_unwrap(e) {
-        Ok(e) => e,
-        Err(shared) => match &*shared {
-            RuntimeError::Pull { image, message } => RuntimeError::Pull {
-                image: image.clone(),
-                message: message.clone(),
-            },
-            other => RuntimeError::Pull {
-                image: String::new(),
-                message: other.to_string(),
-            },
+/// The error of a shared pull as the task's own: always a `Pull` naming the image, whether or
+/// not another task joined the pull.
+fn unshare(e: Arc<RuntimeError>, reference: &str) -> RuntimeError {
+    match &*e {
+        RuntimeError::Pull { image, message } => RuntimeError::Pull {
+            image: image.clone(),
+            message: message.clone(),
         },
+        other => RuntimeError::Pull {
+            image: reference.to_string(),
+            message: format!("pull {reference}: {other}"),
+        },
+    }
+}
+
+/// Removes a finished pull's entry (only its own: a newer pull may have the key).
+struct Forget {
+    inflight: Arc<Mutex<HashMap<String, Inflight>>>,
+    key: String,
+    progress: watch::Receiver<PullState>,
+}
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if map
+            .get(&self.key)
+            .is_some_and(|f| f.progress.same_channel(&self.progress))
+        {
+            map.remove(&self.key);
+        }
     }
 }
 

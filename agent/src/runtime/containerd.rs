@@ -79,6 +79,9 @@ pub struct Containerd {
     capture: std::sync::Arc<crate::logs::capture::Capture>,
     /// Where images are pulled from (issue 11); none: pulls are refused.
     pub(super) registry: Option<crate::images::registry::RegistryClient>,
+    /// One writer per blob digest in this process: pulls that share a layer take turns, and
+    /// the second finds it written (containerd locks an ingest to one writer).
+    pub(super) blob_locks: super::pull::BlobLocks,
 }
 
 impl Containerd {
@@ -112,6 +115,7 @@ impl Containerd {
                 exec_dir: super::exec::DEFAULT_EXEC_DIR.into(),
                 capture: std::sync::Arc::new(crate::logs::capture::Capture::new(None)),
                 registry: None,
+                blob_locks: Default::default(),
             },
             version,
         ))

@@ -84,7 +84,11 @@ pub fn pick_manifest(index: &Value) -> Option<Value> {
         .find(|m| {
             m["platform"]["os"] == "linux" && m["platform"]["architecture"] == host_architecture()
         })
-        .or_else(|| (manifests.len() == 1).then(|| &manifests[0]))
+        // An index of one manifest that names no platform (what `ctr export` and skopeo
+        // write for a single image) is that image; one for another platform is not.
+        .or_else(|| {
+            (manifests.len() == 1 && manifests[0]["platform"].is_null()).then(|| &manifests[0])
+        })
         .cloned()
 }
 

@@ -147,6 +147,9 @@ impl Containerd {
         lease: &str,
     ) -> Result<(), RuntimeError> {
         if self.blob_exists(digest).await? {
+            // Held by this lease too, so nothing frees it before the image that needs it is
+            // recorded (another image's removal, another pull's lease ending).
+            self.lease_resource(lease, digest, "content").await?;
             if !labels.is_empty() {
                 let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
                 rpc(
@@ -237,6 +240,8 @@ impl Containerd {
         }
         for (i, (layer, chain)) in layers.iter().zip(&chains).enumerate() {
             if self.snapshot_exists(chain).await? {
+                self.lease_resource(lease, chain, &format!("snapshots/{SNAPSHOTTER}"))
+                    .await?;
                 continue;
             }
             let parent = if i == 0 {
@@ -295,7 +300,7 @@ impl Containerd {
                 .await;
                 return Err(e);
             }
-            rpc(
+            let committed = rpc(
                 "commit snapshot",
                 chain,
                 self.client.snapshots().commit(self.req_lease(
@@ -308,9 +313,58 @@ impl Containerd {
                     Some(lease),
                 )),
             )
-            .await?;
+            .await;
+            match committed {
+                Ok(_) => {}
+                // Another pull or unpack committed the same chain first: the same content, so
+                // this one's prepared snapshot goes and theirs serves (as containerd's own
+                // unpacker does).
+                Err(e) if e.code() == Some(tonic::Code::AlreadyExists) => {
+                    if let Err(e) = rpc(
+                        "remove snapshot",
+                        &key,
+                        self.client
+                            .snapshots()
+                            .remove(self.req(RemoveSnapshotRequest {
+                                snapshotter: SNAPSHOTTER.into(),
+                                key: key.clone(),
+                            })),
+                    )
+                    .await
+                    {
+                        tracing::warn!(snapshot = %key, error = %e, "cannot remove a prepared snapshot another unpack made unneeded; the lease's expiry frees it");
+                    }
+                    self.lease_resource(lease, chain, &format!("snapshots/{SNAPSHOTTER}"))
+                        .await?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
+    }
+
+    /// Puts an existing resource (`content`, `snapshots/overlayfs`) under `lease`.
+    pub(super) async fn lease_resource(
+        &self,
+        lease: &str,
+        id: &str,
+        kind: &str,
+    ) -> Result<(), RuntimeError> {
+        rpc(
+            "lease resource",
+            id,
+            self.client
+                .leases()
+                .add_resource(self.req(AddResourceRequest {
+                    id: lease.to_string(),
+                    resource: Some(containerd_client::services::v1::Resource {
+                        id: id.to_string(),
+                        r#type: kind.to_string(),
+                    }),
+                })),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Runs `f` under a fresh lease (expiring in an hour should the agent die meanwhile).
@@ -319,8 +373,22 @@ impl Containerd {
         F: FnOnce(String) -> Fut,
         Fut: std::future::Future<Output = Result<T, RuntimeError>>,
     {
+        self.with_lease_for(Duration::from_secs(3600), f).await
+    }
+
+    /// Runs `f` under a fresh lease that expires after `ttl` should the agent die meanwhile
+    /// (a pull's must outlast the pull timeout).
+    pub(super) async fn with_lease_for<T, F, Fut>(
+        &self,
+        ttl: Duration,
+        f: F,
+    ) -> Result<T, RuntimeError>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RuntimeError>>,
+    {
         let id = format!("berth-{}", uuid::Uuid::new_v4().simple());
-        let expire = rfc3339(std::time::SystemTime::now() + Duration::from_secs(3600));
+        let expire = rfc3339(std::time::SystemTime::now() + ttl);
         rpc(
             "create lease",
             &id,
@@ -330,7 +398,7 @@ impl Containerd {
         )
         .await?;
         let out = f(id.clone()).await;
-        let _ = rpc(
+        if let Err(e) = rpc(
             "delete lease",
             &id,
             self.client.leases().delete(self.req(DeleteRequest {
@@ -338,7 +406,10 @@ impl Containerd {
                 sync: false,
             })),
         )
-        .await;
+        .await
+        {
+            tracing::warn!(lease = %id, error = %e, "cannot delete a lease; it expires on its own");
+        }
         out
     }
 

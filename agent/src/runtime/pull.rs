@@ -49,6 +49,14 @@ fn pull_err(image: &str, message: impl std::fmt::Display) -> RuntimeError {
     }
 }
 
+/// How long a pull's lease lasts should the agent die meanwhile: past any pull timeout one
+/// would set, so content is never collected under a pull still running; a dead pull's content
+/// waits that long for the next pull to resume it.
+const PULL_LEASE: Duration = Duration::from_secs(24 * 3600);
+
+/// Per-digest locks (see `Containerd::blob_locks`).
+pub type BlobLocks = Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
+
 /// A blob to fetch: its descriptor as the manifest gives it.
 #[derive(Debug, Clone)]
 struct Blob {
@@ -160,7 +168,7 @@ impl Containerd {
         let r_ref = &r;
         let top_ref = &top;
         let fetched = self
-            .with_lease(|lease| async move {
+            .with_lease_for(PULL_LEASE, |lease| async move {
                 // The config first (small): its diff_ids name the snapshots.
                 let config_bytes = self
                     .fetch_small(registry, r_ref, &config, creds, name_ref)
@@ -329,7 +337,8 @@ impl Containerd {
             .blob(r, &blob.digest, 0, creds)
             .await
             .map_err(|e| pull_err(name, e))?;
-        let mut out = Vec::with_capacity(blob.size as usize);
+        // The size is the registry's word: the buffer grows as bytes come, from at most 1 MiB.
+        let mut out = Vec::with_capacity(blob.size.min(1 << 20) as usize);
         while let Some(chunk) = b.stream.next().await {
             out.extend_from_slice(&chunk.map_err(|e| pull_err(name, e))?);
             if out.len() as u64 > blob.size {
@@ -369,7 +378,39 @@ impl Containerd {
             lp.done.fetch_add(n, Ordering::Relaxed);
             progress.send_modify(|p| p.bytes_done += n);
         };
+        let lock = {
+            let mut locks = self.blob_locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(blob.digest.clone()).or_default().clone()
+        };
+        let held = lock.lock().await;
+        let out = self
+            .fetch_blob_locked(registry, r, blob, &credit, creds, lease, name)
+            .await;
+        drop(held);
+        {
+            let mut locks = self.blob_locks.lock().unwrap_or_else(|p| p.into_inner());
+            // The map's own reference and ours: no one else waits for this digest.
+            if Arc::strong_count(&lock) <= 2 {
+                locks.remove(&blob.digest);
+            }
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_blob_locked(
+        &self,
+        registry: &RegistryClient,
+        r: &Reference,
+        blob: &Blob,
+        credit: &(dyn Fn(u64) + Sync),
+        creds: Option<&Credentials>,
+        lease: &str,
+        name: &str,
+    ) -> Result<(), RuntimeError> {
         if self.blob_exists(&blob.digest).await? {
+            // Held by this pull's lease until its image is recorded.
+            self.lease_resource(lease, &blob.digest, "content").await?;
             credit(blob.size);
             return Ok(());
         }
@@ -389,9 +430,11 @@ impl Containerd {
         tx.send(msg(WriteAction::Stat, 0, Vec::new()))
             .await
             .map_err(|_| pull_err(name, "content writer closed"))?;
-        let opened = rpc(
+        // containerd re-hashes an ingest it reopens: a transfer's time.
+        let opened = rpc_for(
             "write content",
             &blob.digest,
+            TRANSFER_TIMEOUT,
             self.client.content().write(
                 self.req_lease(tokio_stream::wrappers::ReceiverStream::new(rx), Some(lease)),
             ),
@@ -405,7 +448,7 @@ impl Containerd {
             }
             Err(e) => return Err(e),
         };
-        let have = match next_response(&mut responses, &blob.digest).await {
+        let have = match next_response(&mut responses, &blob.digest, TRANSFER_TIMEOUT).await {
             Ok(s) => s.offset.max(0) as u64,
             Err(e) if e.code() == Some(tonic::Code::AlreadyExists) => {
                 credit(blob.size);
@@ -433,15 +476,25 @@ impl Containerd {
         // Writes go out as the registry's bytes come; containerd answers each, read as we go.
         let mut sent = 0usize;
         let mut answered = 0usize;
+        // When each unanswered write went: containerd must answer each within CALL_TIMEOUT.
+        let mut sent_at: std::collections::VecDeque<tokio::time::Instant> = Default::default();
         let mut first_write = true;
         loop {
+            if sent_at.front().is_some_and(|t| t.elapsed() > CALL_TIMEOUT) {
+                return Err(RuntimeError::Timeout {
+                    op: "write content",
+                    id: blob.digest.clone(),
+                    after: CALL_TIMEOUT,
+                });
+            }
             // containerd's answers first: read as they come, they never pile up behind the
             // writes (which would stall containerd and then the writes).
             let chunk = tokio::select! {
                 biased;
-                r = next_response(&mut responses, &blob.digest), if answered < sent => {
+                r = next_response(&mut responses, &blob.digest, CALL_TIMEOUT), if answered < sent => {
                     r?;
                     answered += 1;
+                    sent_at.pop_front();
                     continue;
                 }
                 c = stream.next() => c,
@@ -458,7 +511,7 @@ impl Containerd {
                 let data = std::mem::take(&mut pending);
                 let n = data.len() as u64;
                 if offset + n > blob.size {
-                    let _ = self.abort_ingest(&ingest).await;
+                    self.abort_ingest(&ingest).await;
                     return Err(pull_err(
                         name,
                         format!(
@@ -475,10 +528,9 @@ impl Containerd {
                     offset
                 };
                 first_write = false;
-                tx.send(msg(WriteAction::Write, at, data))
-                    .await
-                    .map_err(|_| pull_err(name, "containerd closed the content writer"))?;
+                send_bounded(&tx, msg(WriteAction::Write, at, data), &blob.digest, name).await?;
                 sent += 1;
+                sent_at.push_back(tokio::time::Instant::now());
                 offset += n;
                 credit(n);
                 pending.reserve(WRITE_CHUNK);
@@ -496,12 +548,17 @@ impl Containerd {
                 ),
             ));
         }
-        tx.send(msg(WriteAction::Commit, offset, Vec::new()))
-            .await
-            .map_err(|_| pull_err(name, "containerd closed the content writer"))?;
+        send_bounded(
+            &tx,
+            msg(WriteAction::Commit, offset, Vec::new()),
+            &blob.digest,
+            name,
+        )
+        .await?;
         sent += 1;
         while answered < sent {
-            match next_response(&mut responses, &blob.digest).await {
+            // The commit verifies the whole blob: a transfer's time.
+            match next_response(&mut responses, &blob.digest, TRANSFER_TIMEOUT).await {
                 Ok(_) => answered += 1,
                 Err(e) if e.code() == Some(tonic::Code::AlreadyExists) => return Ok(()),
                 Err(e) => {
@@ -509,7 +566,7 @@ impl Containerd {
                     // fetches it again from the start.
                     if e.code() == Some(tonic::Code::FailedPrecondition) {
                         warn!(layer = %blob.digest, error = %e, "blob does not match its digest; dropping the ingest");
-                        let _ = self.abort_ingest(&ingest).await;
+                        self.abort_ingest(&ingest).await;
                         return Err(pull_err(
                             name,
                             format!(
@@ -526,8 +583,10 @@ impl Containerd {
         Ok(())
     }
 
-    async fn abort_ingest(&self, ingest: &str) -> Result<(), RuntimeError> {
-        rpc(
+    /// Drops an ingest so the next pull starts the blob again (a failure is logged: the
+    /// next pull then truncates it instead).
+    async fn abort_ingest(&self, ingest: &str) {
+        if let Err(e) = rpc(
             "abort content",
             ingest,
             self.client.content().abort(self.req(AbortRequest {
@@ -535,7 +594,9 @@ impl Containerd {
             })),
         )
         .await
-        .map(|_| ())
+        {
+            warn!(ingest, error = %e, "cannot abort an ingest; the next pull rewrites it from the start");
+        }
     }
 
     /// Writes a small blob we hold whole (config, manifest, index) with its gc labels.
@@ -691,25 +752,40 @@ impl Containerd {
     }
 }
 
-/// containerd's answer to the last content write message, within [`CALL_TIMEOUT`].
+/// Hands a content write message to the stream, within [`CALL_TIMEOUT`].
+async fn send_bounded(
+    tx: &tokio::sync::mpsc::Sender<WriteContentRequest>,
+    m: WriteContentRequest,
+    digest: &str,
+    name: &str,
+) -> Result<(), RuntimeError> {
+    match tokio::time::timeout(CALL_TIMEOUT, tx.send(m)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(pull_err(name, "containerd closed the content writer")),
+        Err(_) => Err(RuntimeError::Timeout {
+            op: "write content",
+            id: digest.to_string(),
+            after: CALL_TIMEOUT,
+        }),
+    }
+}
+
+/// containerd's answer to a content write message, within `after`.
 async fn next_response(
     responses: &mut tonic::Streaming<WriteContentResponse>,
     digest: &str,
+    after: Duration,
 ) -> Result<WriteContentResponse, RuntimeError> {
     let op = "write content";
     let id = digest.to_string();
-    match tokio::time::timeout(CALL_TIMEOUT, responses.message()).await {
+    match tokio::time::timeout(after, responses.message()).await {
         Ok(Ok(Some(r))) => Ok(r),
         Ok(Ok(None)) => Err(RuntimeError::Image {
             image: id,
             message: "containerd ended the write".into(),
         }),
         Ok(Err(source)) => Err(RuntimeError::Call { op, id, source }),
-        Err(_) => Err(RuntimeError::Timeout {
-            op,
-            id,
-            after: CALL_TIMEOUT,
-        }),
+        Err(_) => Err(RuntimeError::Timeout { op, id, after }),
     }
 }
 
