@@ -113,6 +113,28 @@ pub fn incompressible(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// The busybox image's OCI archive ([`crate::IMAGE`]: what every cluster loads), to push.
+pub fn busybox_archive() -> &'static Path {
+    image_archive()
+}
+
+/// The digests of the blobs of an OCI archive (`blobs/sha256/HEX` → `sha256:HEX`).
+pub fn archive_blobs(archive: &Path) -> std::io::Result<Vec<String>> {
+    let f = std::fs::File::open(archive)?;
+    let mut t = tar::Archive::new(f);
+    let mut out = Vec::new();
+    for e in t.entries()? {
+        let e = e?;
+        let p = e.path()?.display().to_string();
+        if let Some(hex) = p.trim_start_matches("./").strip_prefix("blobs/sha256/") {
+            if !hex.is_empty() {
+                out.push(format!("sha256:{hex}"));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The busybox image of [`crate::IMAGE`]: its config (JSON) and its single layer's
 /// uncompressed tar.
 pub fn busybox_parts() -> (Value, Vec<u8>) {

@@ -160,7 +160,8 @@ fn bench(args: &Args) -> Result<()> {
         built.elapsed().as_secs_f64()
     );
     let digest = reg.push(&archive, REPO_TAG);
-    let blobs = archive_blobs(&archive)?;
+    let blobs = images::archive_blobs(&archive).context("reading the image archive")?;
+    ensure!(!blobs.is_empty(), "the image archive has no blobs");
     let _ = std::fs::remove_file(&archive);
     let b = Bench {
         c: &c,
@@ -283,24 +284,6 @@ fn bench(args: &Args) -> Result<()> {
     let gets = reg.manifest_gets("bench/pull");
     eprintln!("bench-pull: the registry answered {gets} manifest GETs");
     Ok(())
-}
-
-/// The digests of the blobs of an OCI archive (blobs/sha256/HEX → sha256:HEX).
-fn archive_blobs(archive: &std::path::Path) -> Result<Vec<String>> {
-    let f = std::fs::File::open(archive).context("opening the image archive")?;
-    let mut t = tar::Archive::new(f);
-    let mut out = Vec::new();
-    for e in t.entries().context("reading the image archive")? {
-        let e = e.context("reading the image archive")?;
-        let p = e.path().context("an archive path")?.display().to_string();
-        if let Some(hex) = p.trim_start_matches("./").strip_prefix("blobs/sha256/") {
-            if !hex.is_empty() {
-                out.push(format!("sha256:{hex}"));
-            }
-        }
-    }
-    ensure!(!out.is_empty(), "the image archive has no blobs");
-    Ok(out)
 }
 
 impl Bench<'_> {
