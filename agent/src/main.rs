@@ -269,6 +269,78 @@ struct Args {
     /// write while no agent reads before it blocks. Default: /proc/sys/fs/pipe-max-size.
     #[arg(long, env = "BERTH_LOG_PIPE_SIZE", value_parser = parse_size, global = true)]
     log_pipe_size: Option<u64>,
+    /// Issue 11: when to pull a task's images (ECS_IMAGE_PULL_BEHAVIOR): default (pull; on
+    /// failure run the cached image), always (a failed pull fails the task), once (pull only if
+    /// this agent never pulled it), prefer-cached (pull only if absent). Images loaded by hand
+    /// are pulled only under `always`.
+    #[arg(
+        long,
+        env = "BERTH_IMAGE_PULL_BEHAVIOR",
+        default_value = "default",
+        global = true
+    )]
+    image_pull_behavior: berth_agent::images::PullBehavior,
+    /// A pull not done in this many seconds fails (ECS_IMAGE_PULL_TIMEOUT).
+    #[arg(
+        long,
+        env = "BERTH_IMAGE_PULL_TIMEOUT",
+        default_value_t = 7200,
+        global = true
+    )]
+    image_pull_timeout: u64,
+    /// A pull that receives nothing for this many seconds fails
+    /// (ECS_IMAGE_PULL_INACTIVITY_TIMEOUT).
+    #[arg(
+        long,
+        env = "BERTH_IMAGE_PULL_INACTIVITY_TIMEOUT",
+        default_value_t = 60,
+        global = true
+    )]
+    image_pull_inactivity_timeout: u64,
+    /// A registry (HOST or HOST:PORT, as image references name it) reached over plain HTTP
+    /// (repeatable; comma-separated in the variable). Every other registry is reached over
+    /// HTTPS only.
+    #[arg(
+        long = "insecure-registry",
+        env = "BERTH_INSECURE_REGISTRIES",
+        value_delimiter = ',',
+        global = true
+    )]
+    insecure_registries: Vec<String>,
+    /// Agent-wide registry credentials, in Docker's config.json format ("auths"); a container's
+    /// repositoryCredentials win over them.
+    #[arg(long, env = "BERTH_REGISTRY_AUTH_FILE", global = true)]
+    registry_auth_file: Option<PathBuf>,
+    /// CA certificates (PEM) trusted for registries besides the system's.
+    #[arg(long, env = "BERTH_REGISTRY_CA_FILE", global = true)]
+    registry_ca_file: Option<PathBuf>,
+    /// Seconds between image cleanup passes (ECS_IMAGE_CLEANUP_INTERVAL); 0: no cleanup.
+    #[arg(
+        long,
+        env = "BERTH_IMAGE_CLEANUP_INTERVAL",
+        default_value_t = 1800,
+        global = true
+    )]
+    image_cleanup_interval: u64,
+    /// Images pulled less than this many seconds ago stay (ECS_IMAGE_MINIMUM_CLEANUP_AGE).
+    #[arg(
+        long,
+        env = "BERTH_IMAGE_MINIMUM_CLEANUP_AGE",
+        default_value_t = 3600,
+        global = true
+    )]
+    image_minimum_cleanup_age: u64,
+    /// At most this many images removed per pass (ECS_NUM_IMAGES_DELETE_PER_CYCLE).
+    #[arg(
+        long,
+        env = "BERTH_NUM_IMAGES_DELETE_PER_CYCLE",
+        default_value_t = 5,
+        global = true
+    )]
+    images_per_cleanup: usize,
+    /// Image cleanup may remove images loaded by hand too (by default they stay).
+    #[arg(long, env = "BERTH_IMAGE_CLEANUP_LOADED", global = true)]
+    image_cleanup_loaded: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -527,10 +599,25 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum ImageCommand {
-    /// Imports an OCI image-layout archive (what `ctr images import` takes) and unpacks it.
+    /// Imports an OCI image-layout archive (what `ctr images import` takes) or a `docker save`
+    /// archive and unpacks it. Loaded images count as present: only the `always` pull
+    /// behaviour pulls them again.
     Load {
         /// The archive.
         file: PathBuf,
+    },
+    /// Pulls an image as a task would (with the registry flags), showing per-layer progress.
+    Pull {
+        /// The image reference (`nginx:alpine`, `host:5000/app:1`, `app@sha256:…`).
+        reference: String,
+    },
+    /// Lists the images of the namespace: name, digest, size, source, last use.
+    Ls,
+    /// Removes image records; containerd's GC frees what nothing else holds.
+    Rm {
+        /// The images.
+        #[arg(required = true)]
+        names: Vec<String>,
     },
 }
 
@@ -561,6 +648,15 @@ fn main() {
             Some(Command::Image {
                 action: ImageCommand::Load { file },
             }) => load(&args, file).await.map(|()| 0),
+            Some(Command::Image {
+                action: ImageCommand::Pull { reference },
+            }) => pull(&args, reference).await.map(|()| 0),
+            Some(Command::Image {
+                action: ImageCommand::Ls,
+            }) => list_images(&args).await.map(|()| 0),
+            Some(Command::Image {
+                action: ImageCommand::Rm { names },
+            }) => remove_images(&args, names).await,
             None => serve(args).await,
         }
     });
@@ -599,6 +695,125 @@ async fn load(args: &Args, file: &std::path::Path) -> anyhow::Result<()> {
         println!("unpacked image: {name}");
     }
     Ok(())
+}
+
+/// The registry client the flags describe (issue 11).
+fn registry_client(args: &Args) -> anyhow::Result<berth_agent::images::registry::RegistryClient> {
+    use berth_agent::images::registry::{DockerConfig, RegistryClient, RegistryConfig};
+    let auth = match &args.registry_auth_file {
+        Some(p) => DockerConfig::load(p).context("--registry-auth-file")?,
+        None => DockerConfig::default(),
+    };
+    let insecure = args
+        .insecure_registries
+        .iter()
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .collect();
+    RegistryClient::new(RegistryConfig {
+        insecure,
+        auth,
+        ca_file: args.registry_ca_file.clone(),
+        inactivity_timeout: Duration::from_secs(args.image_pull_inactivity_timeout),
+    })
+    .context("setting up the registry client")
+}
+
+fn images_policy(args: &Args) -> berth_agent::images::Images {
+    berth_agent::images::Images::new(
+        args.image_pull_behavior,
+        Duration::from_secs(args.image_pull_timeout),
+    )
+}
+
+async fn pull(args: &Args, reference: &str) -> anyhow::Result<()> {
+    use berth_agent::images::{PullPhase, PullState};
+    let (cd, _) = connect(args).await?;
+    let cd = Arc::new(cd.with_registry(registry_client(args)?));
+    // An operator's pull pulls, whatever the tasks' behaviour.
+    let policy = berth_agent::images::Images::new(
+        berth_agent::images::PullBehavior::Always,
+        Duration::from_secs(args.image_pull_timeout),
+    );
+    let (tx, mut rx) = tokio::sync::watch::channel(PullState::default());
+    let show = async {
+        let mut last = (PullPhase::Resolving, 0u32, 0u64);
+        while rx.changed().await.is_ok() {
+            let p = *rx.borrow_and_update();
+            // A line per phase, per layer done, and per 10 MB.
+            let now = (p.phase, p.layers_done, p.bytes_done / 10_000_000);
+            if now != last {
+                last = now;
+                eprintln!(
+                    "{}: {} layer {}/{}, {:.1} of {:.1} MB",
+                    reference,
+                    p.phase.as_str(),
+                    p.layers_done,
+                    p.layers_total,
+                    p.bytes_done as f64 / 1e6,
+                    p.bytes_total as f64 / 1e6
+                );
+            }
+        }
+        std::future::pending::<()>().await
+    };
+    let ensured = tokio::select! {
+        r = policy.ensure(cd, reference, None, &tx) => r?,
+        _ = show => unreachable!("the progress printer never ends"),
+    };
+    if let Some(why) = ensured.fell_back {
+        eprintln!("{reference}: the pull failed ({why}); the cached image stays");
+    }
+    println!(
+        "pulled image: {} {}",
+        ensured.image.name, ensured.image.digest
+    );
+    Ok(())
+}
+
+async fn list_images(args: &Args) -> anyhow::Result<()> {
+    use berth_agent::runtime::Runtime;
+    let (cd, _) = connect(args).await?;
+    let mut images = cd.list_images().await?;
+    images.sort_by(|a, b| a.name.cmp(&b.name));
+    println!("NAME\tDIGEST\tSIZE\tSOURCE\tLAST-USED");
+    for i in images {
+        let last = i
+            .last_used
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs().to_string())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{}\t{}\t{}\t{}\t{}",
+            i.name,
+            i.digest,
+            i.size,
+            i.source.as_str(),
+            last
+        );
+    }
+    Ok(())
+}
+
+async fn remove_images(args: &Args, names: &[String]) -> anyhow::Result<i32> {
+    use berth_agent::runtime::Runtime;
+    let (cd, _) = connect(args).await?;
+    let mut code = 0;
+    for n in names {
+        let name = berth_agent::runtime::image::normalize(n);
+        match cd.remove_image(&name).await {
+            Ok(()) => println!("removed image: {name}"),
+            Err(e) if e.is_not_found() => {
+                eprintln!("berth-agent: image {name}: not found");
+                code = 1;
+            }
+            Err(e) => {
+                eprintln!("berth-agent: image {name}: {e}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
 }
 
 fn mem_total_mib() -> anyhow::Result<i64> {
@@ -682,7 +897,9 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
         spool_max = args.log_spool_max_bytes,
         "container output capture"
     );
-    let runtime = runtime.with_capture(Arc::new(capture));
+    let runtime = runtime
+        .with_capture(Arc::new(capture))
+        .with_registry(registry_client(&args)?);
     let dir = DataDir(args.data_dir.clone());
     std::fs::create_dir_all(&dir.0).with_context(|| format!("creating {}", dir.0.display()))?;
     let state: AgentState = read_json(&dir.agent())?.unwrap_or_default();
@@ -773,8 +990,10 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
             .await
             .context("the task metadata endpoint (--metadata-address)")?,
     );
+    let runtime = Arc::new(runtime);
+    let runtime_for_cleanup = runtime.clone();
     let engine = Engine::start(
-        Arc::new(runtime),
+        runtime,
         cgroups,
         task_network,
         reporter.clone(),
@@ -804,8 +1023,22 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
             metadata: Some(metadata.clone()),
             volumes,
             logs: Some(logs.clone()),
+            images: Arc::new(images_policy(&args)),
         },
     )?;
+    let _image_cleanup = AbortOnDrop(tokio::spawn({
+        let engine = engine.clone();
+        berth_agent::images::cleanup::run_forever(
+            runtime_for_cleanup,
+            berth_agent::images::cleanup::CleanupConfig {
+                interval: Duration::from_secs(args.image_cleanup_interval),
+                minimum_age: Duration::from_secs(args.image_minimum_cleanup_age),
+                per_cycle: args.images_per_cleanup,
+                include_loaded: args.image_cleanup_loaded,
+            },
+            move || engine.images_in_use(),
+        )
+    }));
     logs.set_stopper({
         let engine = engine.clone();
         Arc::new(move |task_arn: &str, reason: String| {

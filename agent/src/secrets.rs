@@ -1,8 +1,9 @@
-//! Task secrets: the values of a task's `secrets`, asked of the controller (the link's
-//! GetTaskSecrets) each time the agent creates the task's containers. They live only in memory,
-//! long enough to build the containers' environment: never in the data dir (a task record keeps
-//! the references only), never in a log line (no `Debug` prints a value). After a restart the
-//! agent asks again.
+//! Task secrets: the values of a task's `secrets` and its containers' `repositoryCredentials`
+//! (issue 11), asked of the controller (the link's GetTaskSecrets) each time the agent creates
+//! the task's containers. They live only in memory, long enough to build the containers'
+//! environment and pull their images: never in the data dir (a task record keeps the
+//! references only), never in a log line (no `Debug` prints a value or a password). After a
+//! restart the agent asks again.
 
 use async_trait::async_trait;
 use berth_proto::v1::GetTaskSecretsRequest;
@@ -27,6 +28,74 @@ impl std::fmt::Debug for TaskSecret {
     }
 }
 
+/// A container's registry credentials (its `repositoryCredentials`, resolved by the
+/// controller): for its image pull only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryCredential {
+    /// The container they are for.
+    pub container: String,
+    /// The registry username.
+    pub username: String,
+    /// The registry password: never logged, never persisted.
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RegistryCredential({}: {}:<redacted>)",
+            self.container, self.username
+        )
+    }
+}
+
+/// What GetTaskSecrets gives for one task: the environment secrets and the registry
+/// credentials of its containers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskSecrets {
+    /// The values of the containers' `secrets`.
+    pub env: Vec<TaskSecret>,
+    /// The containers' `repositoryCredentials`, resolved.
+    pub registry: Vec<RegistryCredential>,
+}
+
+impl TaskSecrets {
+    /// The (username, password) the image of `container` is pulled with, if it has
+    /// `repositoryCredentials`.
+    pub fn registry_for(&self, container: &str) -> Option<(&str, &str)> {
+        self.registry
+            .iter()
+            .find(|r| r.container == container)
+            .map(|r| (r.username.as_str(), r.password.as_str()))
+    }
+}
+
+impl From<berth_proto::v1::GetTaskSecretsResponse> for TaskSecrets {
+    fn from(r: berth_proto::v1::GetTaskSecretsResponse) -> Self {
+        TaskSecrets {
+            env: r
+                .secrets
+                .into_iter()
+                .map(|s| TaskSecret {
+                    container: s.container_name,
+                    name: s.name,
+                    value: s.value,
+                })
+                .collect(),
+            registry: r
+                .registry_credentials
+                .into_iter()
+                .map(|c| RegistryCredential {
+                    container: c.container_name,
+                    username: c.username,
+                    password: c.password,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Why a task's secrets could not be had. The message never holds a value.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -41,8 +110,8 @@ pub enum SecretError {
 /// Where an engine gets a task's secrets from.
 #[async_trait]
 pub trait SecretSource: std::fmt::Debug + Send + Sync + 'static {
-    /// The values of every secret of the task's containers.
-    async fn task_secrets(&self, task_arn: &str) -> Result<Vec<TaskSecret>, SecretError>;
+    /// The values of every secret and the registry credentials of the task's containers.
+    async fn task_secrets(&self, task_arn: &str) -> Result<TaskSecrets, SecretError>;
 }
 
 /// The secrets of the link: GetTaskSecrets on the session's current channel. The session sets
@@ -76,7 +145,7 @@ impl LinkSecrets {
 
 #[async_trait]
 impl SecretSource for LinkSecrets {
-    async fn task_secrets(&self, task_arn: &str) -> Result<Vec<TaskSecret>, SecretError> {
+    async fn task_secrets(&self, task_arn: &str) -> Result<TaskSecrets, SecretError> {
         let mut rx = self.channel.subscribe();
         let ask = async {
             loop {
@@ -94,18 +163,7 @@ impl SecretSource for LinkSecrets {
                     })
                     .await
                 {
-                    Ok(r) => {
-                        return Ok(r
-                            .into_inner()
-                            .secrets
-                            .into_iter()
-                            .map(|s| TaskSecret {
-                                container: s.container_name,
-                                name: s.name,
-                                value: s.value,
-                            })
-                            .collect())
-                    }
+                    Ok(r) => return Ok(r.into_inner().into()),
                     Err(s) if s.code() == tonic::Code::Unavailable => {
                         // The link broke: wait for the session to reconnect.
                         if rx.changed().await.is_err() {
@@ -128,7 +186,7 @@ pub struct NoSecrets;
 
 #[async_trait]
 impl SecretSource for NoSecrets {
-    async fn task_secrets(&self, _: &str) -> Result<Vec<TaskSecret>, SecretError> {
+    async fn task_secrets(&self, _: &str) -> Result<TaskSecrets, SecretError> {
         Err(SecretError::Refused(
             "this agent has no link to ask for secrets".into(),
         ))
@@ -159,6 +217,31 @@ mod tests {
         let shown = format!("{s:?} {:?}", vec![s.clone()]);
         assert!(
             !shown.contains("hunter2") && shown.contains("web/DB"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn registry_credentials_are_found_by_container_and_their_password_is_hidden() {
+        let got: TaskSecrets = berth_proto::v1::GetTaskSecretsResponse {
+            secrets: vec![berth_proto::v1::SecretValue {
+                container_name: "web".into(),
+                name: "DB".into(),
+                value: "db-value".into(),
+            }],
+            registry_credentials: vec![berth_proto::v1::RegistryCredentials {
+                container_name: "web".into(),
+                username: "robot".into(),
+                password: "hunter2".into(),
+            }],
+        }
+        .into();
+        assert_eq!(got.registry_for("web"), Some(("robot", "hunter2")));
+        assert_eq!(got.registry_for("side"), None);
+        assert_eq!(got.env.len(), 1);
+        let shown = format!("{got:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("db-value") && shown.contains("robot"),
             "{shown}"
         );
     }

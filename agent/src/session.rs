@@ -382,6 +382,9 @@ async fn exchange<R: Runtime, C: Cgroups>(
         // design; a lost sample is replaced by the next). The one waiting is sent at once.
         let mut stats = reporter.subscribe_stats();
         stats.mark_changed();
+        // Pull progress (issue 11): like stats, the latest per task, never resent.
+        let mut pulls = reporter.subscribe_pull_progress();
+        pulls.mark_changed();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Everything not yet acknowledged goes again: the controller applies each seq once.
@@ -408,6 +411,15 @@ async fn exchange<R: Runtime, C: Cgroups>(
                         Some(report) => ToController::TaskStats(report),
                         None => continue,
                     }
+                }
+                r = pulls.changed() => {
+                    r.map_err(|_| LinkError::Closed)?;
+                    for p in reporter.take_pull_progress() {
+                        tx.send(send(ToController::PullProgress(p)))
+                            .await
+                            .map_err(|_| LinkError::Closed)?;
+                    }
+                    continue;
                 }
                 r = desired_acks.changed() => {
                     r.map_err(|_| LinkError::Closed)?;
@@ -678,6 +690,7 @@ mod tests {
                     task_cleanup_wait: Duration::from_secs(3 * 3600),
                     metadata: None,
                     logs: None,
+                    images: Default::default(),
                     volumes: Default::default(),
                 },
             )

@@ -54,6 +54,8 @@ pub struct EngineConfig {
     /// Issue 10: delivers containers' output to their log drivers; `None`: output stays in
     /// the spool files.
     pub logs: Option<crate::logs::service::LogService>,
+    /// Issue 11: the pull behaviour, the pull timeout and the pulls under way.
+    pub images: Arc<crate::images::Images>,
 }
 
 /// How long the engine gives each kind of call before it counts as failed. `wait` has none: it
@@ -605,6 +607,27 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                 e.values()
                     .filter(|e| !is_stopped(&e.state))
                     .map(|e| (*e.record).clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Issue 11: the images (normalised names) of every task held, stopped ones included
+    /// until they are cleaned up: image cleanup keeps them.
+    pub fn images_in_use(&self) -> std::collections::HashSet<String> {
+        self.shared
+            .entries
+            .lock()
+            .map(|e| {
+                e.values()
+                    .flat_map(|e| {
+                        e.record
+                            .definition
+                            .container_definitions
+                            .iter()
+                            .map(|d| crate::runtime::image::normalize(&d.image))
+                            .collect::<Vec<_>>()
+                    })
                     .collect()
             })
             .unwrap_or_default()

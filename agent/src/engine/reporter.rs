@@ -192,6 +192,10 @@ pub struct Reporter {
     /// Issue 9: the latest stats sample for the link (not persisted, not resent: a lost one is
     /// replaced by the next).
     stats: watch::Sender<Option<berth_proto::v1::TaskStatsReport>>,
+    /// Issue 11: the latest pull progress of each task not yet sent, and a nudge when it
+    /// changes. Like stats: never numbered, persisted or resent.
+    pull_progress: Mutex<HashMap<String, berth_proto::v1::TaskPullProgress>>,
+    pull_progress_changed: watch::Sender<()>,
 }
 
 impl Reporter {
@@ -211,12 +215,35 @@ impl Reporter {
             identity: Mutex::new(state),
             writes,
             stats: watch::channel(None).0,
+            pull_progress: Mutex::new(HashMap::new()),
+            pull_progress_changed: watch::channel(()).0,
         }
     }
 
     /// Hands the link the latest stats sample (it replaces one not yet sent).
     pub fn publish_stats(&self, report: berth_proto::v1::TaskStatsReport) {
         self.stats.send_replace(Some(report));
+    }
+
+    /// Issue 11: where a task's pulls stand; replaces what was not sent yet.
+    pub fn publish_pull_progress(&self, progress: berth_proto::v1::TaskPullProgress) {
+        if let Ok(mut m) = self.pull_progress.lock() {
+            m.insert(progress.task_arn.clone(), progress);
+        }
+        self.pull_progress_changed.send_replace(());
+    }
+
+    /// Nudged when pull progress waits to be sent.
+    pub fn subscribe_pull_progress(&self) -> watch::Receiver<()> {
+        self.pull_progress_changed.subscribe()
+    }
+
+    /// The pull progress waiting to be sent, taken.
+    pub fn take_pull_progress(&self) -> Vec<berth_proto::v1::TaskPullProgress> {
+        self.pull_progress
+            .lock()
+            .map(|mut m| m.drain().map(|(_, v)| v).collect())
+            .unwrap_or_default()
     }
 
     /// The latest stats samples, as they come.

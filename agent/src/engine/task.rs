@@ -123,6 +123,14 @@ async fn until(deadline: Option<Instant>) {
 }
 
 /// What a start-phase call came to.
+/// Why a task's images are not there (issue 11).
+enum PullFail {
+    /// A stop arrived meanwhile.
+    Stop(String, String),
+    /// The stoppedReason of a failed pull.
+    Fail(String),
+}
+
 enum Step<T> {
     /// The call returned (or timed out).
     Done(Result<T, RuntimeError>),
@@ -1004,6 +1012,66 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         self.begin_stop(reason, code).await;
     }
 
+    /// Issue 11: the image of every container, pulled as the pull behaviour says. `Err` is
+    /// the stop that came meanwhile, or the reason the task cannot start
+    /// ("CannotPullContainerError: …" with the registry's words).
+    async fn pull_images(
+        &mut self,
+        defs: &[ContainerDefinition],
+        pulls: &[(
+            String,
+            String,
+            tokio::sync::watch::Sender<crate::images::PullState>,
+        )],
+        creds_of: &(dyn Fn(&str) -> Option<crate::images::registry::Credentials> + Sync),
+    ) -> Result<HashMap<String, crate::runtime::ImageConfig>, PullFail> {
+        let mut images = HashMap::new();
+        let policy = self.shared.config.images.clone();
+        // The pull timeout bounds the pull itself; the call gets a little more for the
+        // lookups and the unpack around it.
+        let after = self
+            .timeouts()
+            .image
+            .max(policy.pull_timeout() + Duration::from_secs(60));
+        for (d, (_, _, tx)) in defs.iter().zip(pulls) {
+            let runtime = self.shared.runtime.clone();
+            let image = d.image.clone();
+            let creds = creds_of(&d.name);
+            let (policy, tx) = (policy.clone(), tx.clone());
+            let got = match self
+                .start_call("image", &d.image, after, OnStop::Abandon, async move {
+                    policy.ensure(runtime, &image, creds, &tx).await
+                })
+                .await
+            {
+                Step::Done(r) => r,
+                Step::Stop(reason, code) => return Err(PullFail::Stop(reason, code)),
+            };
+            match got {
+                Ok(ensured) => {
+                    if let Some(why) = &ensured.fell_back {
+                        warn!(container = %d.name, image = %d.image, "the pull failed ({why}); running the cached image");
+                    }
+                    let img = ensured.image;
+                    self.rec
+                        .stop_signals
+                        .insert(d.name.clone(), img.stop_signal.clone());
+                    if let Some(c) = self.container(&d.name) {
+                        c.image_digest = Some(img.digest.clone());
+                    }
+                    images.insert(d.name.clone(), img);
+                }
+                Err(RuntimeError::ImageNotFound(name)) => {
+                    return Err(PullFail::Fail(format!(
+                        "CannotPullContainerError: image {name} not found in this host's image store and not pulled"
+                    )))
+                }
+                Err(e) => return Err(PullFail::Fail(format!("CannotPullContainerError: {e}"))),
+            }
+        }
+        Ok(images)
+    }
+
     async fn start(&mut self) {
         self.set_status(TaskStatus::Pending);
         // The containers started from here run in this boot.
@@ -1019,6 +1087,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             }
         };
         // Asked each time containers are created (after a restart too): only in memory.
+        // `secrets.registry_for(container)`: its repositoryCredentials, for its image pull.
         let secrets = match self.fetch_secrets().await {
             Ok(s) => s,
             Err(NoSecrets::Stop(reason, code)) => {
@@ -1032,41 +1101,43 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         };
         self.rec.state.pull_started_at = now();
         self.publish();
-        let mut images = HashMap::new();
         let defs = self.rec.definition.container_definitions.clone();
-        for d in &defs {
-            let runtime = self.shared.runtime.clone();
-            let image = d.image.clone();
-            let after = self.timeouts().image;
-            let got = match self
-                .start_call("image", &d.image, after, OnStop::Abandon, async move {
-                    runtime.image(&image).await
-                })
-                .await
-            {
-                Step::Done(r) => r,
-                Step::Stop(reason, code) => return self.stop_while_starting(reason, code).await,
-            };
-            match got {
-                Ok(img) => {
-                    self.rec
-                        .stop_signals
-                        .insert(d.name.clone(), img.stop_signal.clone());
-                    if let Some(c) = self.container(&d.name) {
-                        c.image_digest = Some(img.digest.clone());
-                    }
-                    images.insert(d.name.clone(), img);
-                }
-                Err(RuntimeError::ImageNotFound(name)) => {
-                    return self
-                        .fail_start(format!(
-                            "CannotPullContainerError: image {name} not found in this host's image store; load it with `berth-agent image load` (registry pulls are not supported yet)"
-                        ))
-                        .await
-                }
-                Err(e) => return self.fail_start(format!("CannotPullContainerError: {e}")).await,
+        // Issue 11: each container's pull reports into its own channel; the watch below sends
+        // where they stand to the controller about once a second.
+        let pulls: Vec<_> = defs
+            .iter()
+            .map(|d| {
+                (
+                    d.name.clone(),
+                    d.image.clone(),
+                    tokio::sync::watch::channel(crate::images::PullState::default()).0,
+                )
+            })
+            .collect();
+        let watch = pull_watch(
+            self.shared.reporter.clone(),
+            self.rec.task.task_arn.clone(),
+            pulls
+                .iter()
+                .map(|(n, i, tx)| (n.clone(), i.clone(), tx.subscribe()))
+                .collect(),
+        );
+        let pulled = self.pull_images(&defs, &pulls, &|_| None).await;
+        watch.abort();
+        publish_pull_progress(
+            &self.shared.reporter,
+            &self.rec.task.task_arn,
+            pulls
+                .iter()
+                .map(|(n, i, tx)| (n.as_str(), i.as_str(), *tx.borrow())),
+        );
+        let images = match pulled {
+            Ok(got) => got,
+            Err(PullFail::Stop(reason, code)) => {
+                return self.stop_while_starting(reason, code).await
             }
-        }
+            Err(PullFail::Fail(why)) => return self.fail_start(why).await,
+        };
         self.rec.state.pull_stopped_at = now();
         debug!("images resolved");
         if let Some((reason, code)) = self.stop_requested() {
@@ -1156,7 +1227,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             }
             if let Some(i) = ready {
                 if !self
-                    .start_container(i, &defs[i], &images, net_mode, &secrets, &volumes)
+                    .start_container(i, &defs[i], &images, net_mode, &secrets.env, &volumes)
                     .await
                 {
                     return;
@@ -1399,11 +1470,12 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
         true
     }
 
-    /// The values of the secrets of the containers still to create, from the engine's
-    /// [`crate::secrets::SecretSource`]; none asked when none has secrets.
-    async fn fetch_secrets(&mut self) -> Result<Vec<crate::secrets::TaskSecret>, NoSecrets> {
+    /// The values of the secrets and the registry credentials of the containers still to
+    /// create, from the engine's [`crate::secrets::SecretSource`]; none asked when none has
+    /// secrets or repositoryCredentials.
+    async fn fetch_secrets(&mut self) -> Result<crate::secrets::TaskSecrets, NoSecrets> {
         let pending = |c: &ContainerDefinition| {
-            !c.secrets.is_empty()
+            (!c.secrets.is_empty() || c.repository_credentials.is_some())
                 && self.rec.state.containers.iter().any(|s| {
                     s.name == c.name && Self::container_status(s) == ContainerStatus::Pending
                 })
@@ -1415,7 +1487,7 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             .iter()
             .any(pending)
         {
-            return Ok(Vec::new());
+            return Ok(Default::default());
         }
         let source = self.shared.config.secrets.clone();
         let arn = self.rec.task.task_arn.clone();
@@ -1435,7 +1507,11 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
             Step::Done(Err(e)) => Err(NoSecrets::Failed(e.message())),
             Step::Done(Ok(Err(e))) => Err(NoSecrets::Failed(e.to_string())),
             Step::Done(Ok(Ok(got))) => {
-                debug!(count = got.len(), "task secrets received");
+                debug!(
+                    count = got.env.len(),
+                    registry = got.registry.len(),
+                    "task secrets received"
+                );
                 Ok(got)
             }
         }
@@ -2274,4 +2350,64 @@ fn with_secrets(
         });
     }
     Some(d)
+}
+
+/// Issue 11: sends where a task's pulls stand about once a second while any changes; ends
+/// when aborted (the pulls are over).
+fn pull_watch(
+    reporter: Arc<super::reporter::Reporter>,
+    task_arn: String,
+    mut pulls: Vec<(
+        String,
+        String,
+        tokio::sync::watch::Receiver<crate::images::PullState>,
+    )>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if !pulls
+                .iter()
+                .any(|(_, _, rx)| rx.has_changed().unwrap_or(false))
+            {
+                // Wait for a change rather than ticking through an idle pull.
+                let changes = pulls.iter_mut().map(|(_, _, rx)| Box::pin(rx.changed()));
+                if futures::future::select_all(changes).await.0.is_err() {
+                    return;
+                }
+            }
+            let now: Vec<_> = pulls
+                .iter_mut()
+                .map(|(n, i, rx)| (n.clone(), i.clone(), *rx.borrow_and_update()))
+                .collect();
+            publish_pull_progress(
+                &reporter,
+                &task_arn,
+                now.iter().map(|(n, i, p)| (n.as_str(), i.as_str(), *p)),
+            );
+        }
+    })
+}
+
+fn publish_pull_progress<'a>(
+    reporter: &super::reporter::Reporter,
+    task_arn: &str,
+    pulls: impl Iterator<Item = (&'a str, &'a str, crate::images::PullState)>,
+) {
+    reporter.publish_pull_progress(berth_proto::v1::TaskPullProgress {
+        task_arn: task_arn.to_string(),
+        containers: pulls
+            .map(|(name, image, p)| berth_proto::v1::ContainerPullProgress {
+                container_name: name.to_string(),
+                image: image.to_string(),
+                phase: p.phase.as_str().to_string(),
+                layers_done: p.layers_done,
+                layers_total: p.layers_total,
+                bytes_done: p.bytes_done,
+                bytes_total: p.bytes_total,
+            })
+            .collect(),
+    });
 }

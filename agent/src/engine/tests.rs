@@ -685,6 +685,7 @@ fn harness_in(
             task_cleanup_wait,
             metadata: None,
             logs: None,
+            images: Default::default(),
             volumes: Default::default(),
         },
     )
@@ -1861,6 +1862,7 @@ async fn a_running_task_the_agent_has_no_record_of_is_inspected_not_assumed() {
 #[derive(Debug, Default)]
 struct FakeSecrets {
     values: Vec<crate::secrets::TaskSecret>,
+    registry: Vec<crate::secrets::RegistryCredential>,
     fail: Option<&'static str>,
     calls: Mutex<u32>,
 }
@@ -1870,12 +1872,15 @@ impl crate::secrets::SecretSource for FakeSecrets {
     async fn task_secrets(
         &self,
         task_arn: &str,
-    ) -> Result<Vec<crate::secrets::TaskSecret>, crate::secrets::SecretError> {
+    ) -> Result<crate::secrets::TaskSecrets, crate::secrets::SecretError> {
         assert_eq!(task_arn, ARN);
         *self.calls.lock().unwrap() += 1;
         match self.fail {
             Some(why) => Err(crate::secrets::SecretError::Refused(why.into())),
-            None => Ok(self.values.clone()),
+            None => Ok(crate::secrets::TaskSecrets {
+                env: self.values.clone(),
+                registry: self.registry.clone(),
+            }),
         }
     }
 }
@@ -2003,6 +2008,69 @@ async fn unavailable_secrets_stop_the_task_before_any_container_is_created() {
     h.engine.apply_desired(&assignment("RUNNING", TWO));
     reported(&h, |c| c.last_status == "RUNNING").await;
     assert_eq!(*quiet.calls.lock().unwrap(), 0);
+}
+
+const WITH_REGISTRY_CREDENTIALS: &str = r#"{"family":"f","revision":1,"networkMode":"none","containerDefinitions":[
+  {"name":"main","image":"reg.example/app:1","essential":true,
+   "repositoryCredentials":{"credentialsParameter":"arn:aws:secretsmanager:us-east-1:1:secret:reg"}},
+  {"name":"side","image":"i","essential":false}]}"#;
+
+/// Issue 11: a task with no `secrets` but a container with repositoryCredentials asks the
+/// link (its credentials are for the pull), writes the password nowhere in the data dir, and
+/// stops with ECS's ResourceInitializationError when they cannot be had.
+#[tokio::test(start_paused = true)]
+async fn repository_credentials_alone_make_the_task_ask_for_them() {
+    let source = Arc::new(FakeSecrets {
+        registry: vec![crate::secrets::RegistryCredential {
+            container: "main".into(),
+            username: "robot".into(),
+            password: PLAIN.into(),
+        }],
+        ..Default::default()
+    });
+    let h = harness_full(
+        FakeRuntime::default(),
+        FakeCgroups::default(),
+        Vec::new(),
+        Timeouts::default(),
+        source.clone(),
+    );
+    h.engine
+        .apply_desired(&assignment("RUNNING", WITH_REGISTRY_CREDENTIALS));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    h.reporter.flush().await;
+    assert_eq!(*source.calls.lock().unwrap(), 1);
+    for (path, bytes) in data_dir_files(&h.dir) {
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains(PLAIN),
+            "{} holds the password",
+            path.display()
+        );
+    }
+    let envs = h.runtime.envs.lock().unwrap().clone();
+    assert!(!envs.values().flatten().any(|e| e.contains(PLAIN)));
+
+    let refused = Arc::new(FakeSecrets {
+        fail: Some("container main: repositoryCredentials.credentialsParameter arn:aws:secretsmanager:us-east-1:1:secret:reg: secret reg does not exist"),
+        ..Default::default()
+    });
+    let h = harness_full(
+        FakeRuntime::default(),
+        FakeCgroups::default(),
+        Vec::new(),
+        Timeouts::default(),
+        refused.clone(),
+    );
+    h.engine
+        .apply_desired(&assignment("RUNNING", WITH_REGISTRY_CREDENTIALS));
+    let stopped = reported(&h, |c| c.last_status == "STOPPED").await;
+    let reason = stopped.stopped_reason.unwrap_or_default();
+    assert!(
+        reason.starts_with("ResourceInitializationError: unable to pull secrets or registry auth: container main: repositoryCredentials"),
+        "{reason}"
+    );
+    assert_eq!(h.runtime.count("image", ""), 0, "no pull without them");
 }
 
 /// After an agent restart, a container still to create gets its secrets asked again (they were

@@ -77,6 +77,8 @@ pub struct Containerd {
     pub(super) exec_dir: std::path::PathBuf,
     /// Moves containers' output from their FIFOs to their spool files (issue 10).
     capture: std::sync::Arc<crate::logs::capture::Capture>,
+    /// Where images are pulled from (issue 11); none: pulls are refused.
+    pub(super) registry: Option<crate::images::registry::RegistryClient>,
 }
 
 impl Containerd {
@@ -109,6 +111,7 @@ impl Containerd {
                 namespace: namespace.to_string(),
                 exec_dir: super::exec::DEFAULT_EXEC_DIR.into(),
                 capture: std::sync::Arc::new(crate::logs::capture::Capture::new(None)),
+                registry: None,
             },
             version,
         ))
@@ -117,6 +120,12 @@ impl Containerd {
     /// Makes exec processes' FIFOs under `dir` instead of [`super::exec::DEFAULT_EXEC_DIR`].
     pub fn with_exec_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.exec_dir = dir.into();
+        self
+    }
+
+    /// Pulls images through `registry` (issue 11).
+    pub fn with_registry(mut self, registry: crate::images::registry::RegistryClient) -> Self {
+        self.registry = Some(registry);
         self
     }
 
@@ -238,6 +247,34 @@ fn container_state(status: i32, exit_status: u32) -> ContainerState {
 impl Runtime for Containerd {
     async fn image(&self, reference: &str) -> Result<ImageConfig, RuntimeError> {
         self.resolve_image(reference).await
+    }
+
+    async fn local_image(
+        &self,
+        reference: &str,
+    ) -> Result<Option<super::LocalImage>, RuntimeError> {
+        self.local_image_record(reference).await
+    }
+
+    async fn pull(
+        &self,
+        reference: &str,
+        creds: Option<&crate::images::registry::Credentials>,
+        progress: &tokio::sync::watch::Sender<crate::images::PullState>,
+    ) -> Result<String, RuntimeError> {
+        self.pull_image(reference, creds, progress).await
+    }
+
+    async fn mark_image_used(&self, name: &str) -> Result<(), RuntimeError> {
+        self.touch_image(name).await
+    }
+
+    async fn list_images(&self) -> Result<Vec<super::LocalImage>, RuntimeError> {
+        self.list_image_records().await
+    }
+
+    async fn remove_image(&self, name: &str) -> Result<(), RuntimeError> {
+        self.delete_image_record(name).await
     }
 
     async fn create(&self, c: &CreateContainer) -> Result<(), RuntimeError> {

@@ -13,22 +13,32 @@ pub const INDEX_TYPES: [&str; 2] = [
     "application/vnd.docker.distribution.manifest.list.v2+json",
 ];
 
-/// Normalises a reference as Docker does: `busybox` → `docker.io/library/busybox:latest`.
+/// Normalises a reference as Docker does: `busybox` → `docker.io/library/busybox:latest`,
+/// `docker.io/busybox` → `docker.io/library/busybox:latest` (Docker's `splitDockerDomain`; the
+/// registry client's `Reference::name` gives the same text, which a test checks).
 pub fn normalize(reference: &str) -> String {
     let (name, digest) = match reference.split_once('@') {
         Some((n, d)) => (n, Some(d)),
         None => (reference, None),
     };
-    let first = name.split('/').next().unwrap_or("");
-    let has_domain =
-        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    let mut full = if has_domain {
-        name.to_string()
-    } else if name.contains('/') {
-        format!("docker.io/{name}")
-    } else {
-        format!("docker.io/library/{name}")
+    let (domain, remote) = match name.split_once('/') {
+        None => ("docker.io", format!("library/{name}")),
+        Some((d, rest)) if d == "localhost" || d.contains(['.', ':']) || d.to_lowercase() != d => {
+            let d = if d == "index.docker.io" {
+                "docker.io"
+            } else {
+                d
+            };
+            (d, rest.to_string())
+        }
+        Some(_) => ("docker.io", name.to_string()),
     };
+    let remote = if domain == "docker.io" && !remote.contains('/') {
+        format!("library/{remote}")
+    } else {
+        remote
+    };
+    let mut full = format!("{domain}/{remote}");
     let last = full.rsplit('/').next().unwrap_or("");
     if digest.is_none() && !last.contains(':') {
         full.push_str(":latest");

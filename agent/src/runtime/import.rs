@@ -58,6 +58,7 @@ impl Containerd {
             Err(e) => return Err(e),
         };
         let target = image.target.unwrap_or_default();
+        let target_digest = target.digest.clone();
         let mut manifest_digest = target.digest.clone();
         if INDEX_TYPES.contains(&target.media_type.as_str()) {
             let index: Value = serde_json::from_slice(&self.read_blob(&target.digest).await?)
@@ -90,7 +91,7 @@ impl Containerd {
         let c = &config["config"];
         Ok(ImageConfig {
             name,
-            digest: manifest_digest,
+            digest: target_digest,
             chain_id,
             env: strings(&c["Env"]),
             entrypoint: strings(&c["Entrypoint"]),
@@ -124,7 +125,7 @@ impl Containerd {
         rpc_for("read content", digest, TRANSFER_TIMEOUT, read).await
     }
 
-    async fn blob_exists(&self, digest: &str) -> Result<bool, RuntimeError> {
+    pub(super) async fn blob_exists(&self, digest: &str) -> Result<bool, RuntimeError> {
         found(
             rpc(
                 "content info",
@@ -138,7 +139,7 @@ impl Containerd {
     }
 
     /// Writes a blob (with labels) unless it is there; sets the labels when it is.
-    async fn write_blob(
+    pub(super) async fn write_blob(
         &self,
         digest: &str,
         data: &[u8],
@@ -220,7 +221,7 @@ impl Containerd {
     }
 
     /// Unpacks the layers of a manifest into committed snapshots named by chain ID.
-    async fn unpack(
+    pub(super) async fn unpack(
         &self,
         manifest: &Value,
         diff_ids: &[String],
@@ -436,44 +437,22 @@ impl Containerd {
                 .await?;
         }
         self.unpack(&manifest, &diff_ids, lease).await?;
-        let image = Image {
-            name: name.to_string(),
-            target: Some(Descriptor {
+        let mut labels = HashMap::new();
+        labels.insert(
+            super::pull::SOURCE_LABEL.to_string(),
+            super::ImageSource::Load.as_str().to_string(),
+        );
+        self.set_image_record(
+            name,
+            Descriptor {
                 media_type: target_type,
                 digest: target_digest,
                 size: desc["size"].as_i64().unwrap_or(0),
                 annotations: HashMap::new(),
-            }),
-            ..Default::default()
-        };
-        let created = rpc(
-            "create image",
-            name,
-            self.client.images().create(self.req(CreateImageRequest {
-                image: Some(image.clone()),
-                source_date_epoch: None,
-            })),
+            },
+            labels,
         )
-        .await;
-        match created {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some(tonic::Code::AlreadyExists) => {
-                rpc(
-                    "update image",
-                    name,
-                    self.client.images().update(self.req(UpdateImageRequest {
-                        image: Some(image),
-                        update_mask: Some(prost_types::FieldMask {
-                            paths: vec!["target".into()],
-                        }),
-                        source_date_epoch: None,
-                    })),
-                )
-                .await?;
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        .await
     }
 }
 

@@ -6,6 +6,7 @@ pub mod exec;
 pub mod image;
 pub mod import;
 pub mod options;
+pub mod pull;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
@@ -18,7 +19,8 @@ use async_trait::async_trait;
 pub struct ImageConfig {
     /// The normalised reference (`docker.io/library/busybox:latest`).
     pub name: String,
-    /// The manifest digest.
+    /// The digest the reference resolves to: the index's for a multi-platform image, as
+    /// Docker's RepoDigests and ECS's imageDigest show it.
     pub digest: String,
     /// The chain ID of the top layer: the snapshot containers are prepared from.
     pub chain_id: String,
@@ -34,6 +36,48 @@ pub struct ImageConfig {
     pub user: String,
     /// `StopSignal`.
     pub stop_signal: String,
+}
+
+/// How an image came into the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ImageSource {
+    /// Pulled from a registry by this agent.
+    Pull,
+    /// Loaded by hand (`berth-agent image load`).
+    Load,
+    /// Put there by something else (`ctr images pull`, an older agent).
+    #[default]
+    Other,
+}
+
+impl ImageSource {
+    /// The `berth.io/source` label's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageSource::Pull => "pull",
+            ImageSource::Load => "load",
+            ImageSource::Other => "other",
+        }
+    }
+}
+
+/// An image record of the local store.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LocalImage {
+    /// The normalised name.
+    pub name: String,
+    /// The digest its name points at (an index's for a multi-platform image).
+    pub digest: String,
+    /// Where it came from (label `berth.io/source`).
+    pub source: ImageSource,
+    /// This agent's last pull of it (label `berth.io/pulled-at`).
+    pub pulled_at: Option<std::time::SystemTime>,
+    /// The last time a task used it (label `berth.io/last-used`).
+    pub last_used: Option<std::time::SystemTime>,
+    /// When the record was made.
+    pub created_at: Option<std::time::SystemTime>,
+    /// The size of its target (what the record points at), bytes.
+    pub size: i64,
 }
 
 /// Everything needed to create one container.
@@ -191,6 +235,14 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// A registry pull failed (issue 11): the message carries the registry's own words.
+    #[error("{message}")]
+    Pull {
+        /// The image.
+        image: String,
+        /// What failed, as the registry said it.
+        message: String,
+    },
     /// This runtime does not do the operation.
     #[error("{op}: not supported by this runtime")]
     Unsupported {
@@ -248,6 +300,45 @@ impl RuntimeError {
 pub trait Runtime: Send + Sync + 'static {
     /// Resolves an image from the local store, unpacking it if needed.
     async fn image(&self, reference: &str) -> Result<ImageConfig, RuntimeError>;
+    /// What the local store has of an image: None when it has no record of it. By default an
+    /// image that resolves counts as loaded by hand.
+    async fn local_image(&self, reference: &str) -> Result<Option<LocalImage>, RuntimeError> {
+        match self.image(reference).await {
+            Ok(c) => Ok(Some(LocalImage {
+                name: c.name,
+                digest: c.digest,
+                source: ImageSource::Load,
+                ..Default::default()
+            })),
+            Err(RuntimeError::ImageNotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    /// Pulls an image from its registry into the local store and unpacks it (issue 11),
+    /// reporting how far it got in `progress`. Returns the image's name.
+    async fn pull(
+        &self,
+        reference: &str,
+        creds: Option<&crate::images::registry::Credentials>,
+        progress: &tokio::sync::watch::Sender<crate::images::PullState>,
+    ) -> Result<String, RuntimeError> {
+        let _ = (reference, creds, progress);
+        Err(RuntimeError::Unsupported { op: "pull" })
+    }
+    /// Notes that a task used the image now (the cleanup's least-recently-used order).
+    async fn mark_image_used(&self, name: &str) -> Result<(), RuntimeError> {
+        let _ = name;
+        Ok(())
+    }
+    /// Every image of the store.
+    async fn list_images(&self) -> Result<Vec<LocalImage>, RuntimeError> {
+        Err(RuntimeError::Unsupported { op: "list images" })
+    }
+    /// Removes an image record (containerd's GC frees what nothing else holds).
+    async fn remove_image(&self, name: &str) -> Result<(), RuntimeError> {
+        let _ = name;
+        Err(RuntimeError::Unsupported { op: "remove image" })
+    }
     /// Creates the container and its rootfs snapshot (Docker's "create").
     async fn create(&self, c: &CreateContainer) -> Result<(), RuntimeError>;
     /// Creates the container's task (runc create) and starts it (Docker's "start").

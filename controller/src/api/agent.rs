@@ -365,7 +365,32 @@ impl Agent for AgentApi {
                 value,
             });
         }
-        debug!(task = %task_arn, count = out.secrets.len(), "task secrets sent");
+        // Issue 11: repositoryCredentials, resolved from the same store and read as ECS reads
+        // them; what is wrong is named (container, parameter, why), never a value.
+        for (container, parameter) in refs.registry {
+            let secrets = secrets.clone();
+            let from = parameter.clone();
+            let (username, password) =
+                tokio::task::spawn_blocking(move || secrets.resolve_registry_credentials(&from))
+                    .await
+                    .map_err(|e| Status::internal(format!("resolving registry credentials: {e}")))?
+                    .map_err(|e| {
+                        Status::failed_precondition(format!(
+                            "container {container}: repositoryCredentials.credentialsParameter {parameter}: {e}"
+                        ))
+                    })?;
+            out.registry_credentials.push(RegistryCredentials {
+                container_name: container,
+                username,
+                password,
+            });
+        }
+        debug!(
+            task = %task_arn,
+            count = out.secrets.len(),
+            registry = out.registry_credentials.len(),
+            "task secrets sent"
+        );
         Ok(Response::new(out))
     }
 
@@ -642,10 +667,8 @@ async fn read(
             }
             // Samples: kept as the latest, never acknowledged (the link drops them by design).
             Some(FromAgent::TaskStats(r)) => controller.apply_task_stats(&info, r).await,
-            // Issue 11: kept in memory like stats (the controller part stores them).
-            Some(FromAgent::PullProgress(p)) => {
-                debug!(task = %p.task_arn, "pull progress");
-            }
+            // Issue 11: kept as the latest, like stats; never acknowledged.
+            Some(FromAgent::PullProgress(p)) => controller.apply_pull_progress(&info, p).await,
             Some(FromAgent::DesiredTasksAck(seq)) => {
                 debug!(seq, "agent took in desired tasks");
                 controller.fleet().desired_acked(&attached, seq);
@@ -774,6 +797,82 @@ mod tests {
         let unknown = berth_proto::arn::task("default", "00000000000000000000000000000000");
         let e = api.get_task_secrets(ask(&unknown)).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::NotFound);
+    }
+
+    /// Issue 11: a container's repositoryCredentials come back beside its secrets; a secret
+    /// that is missing or not ECS's JSON fails the call naming the container, the parameter
+    /// and what is wrong, never the value.
+    #[tokio::test]
+    async fn get_task_secrets_returns_registry_credentials_and_names_what_is_wrong() {
+        let (api, secrets, _, _s) = rig("/app/db").await;
+        secrets
+            .put_parameter(PutParameterRequest {
+                name: "/app/db".into(),
+                value: "db-pw".into(),
+                r#type: Some("SecureString".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        api.controller
+            .register_task_definition(
+                serde_json::from_str(
+                    r#"{"family":"s","containerDefinitions":[{"name":"web","image":"reg.example/app","memory":64,
+                    "repositoryCredentials":{"credentialsParameter":"arn:aws:secretsmanager:us-east-1:1:secret:reg/creds"},
+                    "secrets":[{"name":"DB","valueFrom":"/app/db"}]},
+                    {"name":"side","image":"x","memory":64}]}"#,
+                )
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        let run = api
+            .controller
+            .run_task(RunTaskRequest {
+                task_definition: "s:2".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let task = run.tasks[0].task_arn.clone();
+        let e = api.get_task_secrets(ask(&task)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            e.message(),
+            "container web: repositoryCredentials.credentialsParameter arn:aws:secretsmanager:us-east-1:1:secret:reg/creds: secret reg/creds does not exist"
+        );
+        secrets
+            .create_secret(CreateSecretRequest {
+                name: "reg/creds".into(),
+                secret_string: Some("hunter2-not-json".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        let e = api.get_task_secrets(ask(&task)).await.unwrap_err();
+        assert!(
+            e.message().starts_with("container web: repositoryCredentials.credentialsParameter arn:aws:secretsmanager:us-east-1:1:secret:reg/creds: secret reg/creds is not a JSON object"),
+            "{e:?}"
+        );
+        assert!(!e.message().contains("hunter2"), "{e:?}");
+        secrets
+            .put_secret_value(PutSecretValueRequest {
+                secret_id: "reg/creds".into(),
+                secret_string: Some(r#"{"username":"robot","password":"hunter2"}"#.into()),
+                ..Default::default()
+            })
+            .unwrap();
+        let got = api.get_task_secrets(ask(&task)).await.unwrap().into_inner();
+        assert_eq!(got.secrets.len(), 1);
+        assert_eq!(got.secrets[0].value, "db-pw");
+        assert_eq!(got.registry_credentials.len(), 1, "only web has some");
+        let r = &got.registry_credentials[0];
+        assert_eq!(
+            (
+                r.container_name.as_str(),
+                r.username.as_str(),
+                r.password.as_str()
+            ),
+            ("web", "robot", "hunter2")
+        );
     }
 
     /// Issue 10 over the real link (in-process server, scripted agent): a batch is stored and

@@ -247,8 +247,10 @@ impl Ecs for EcsApi {
 
     async fn describe_pull_progress(
         &self,
-        _r: Request<DescribePullProgressRequest>,
+        r: Request<DescribePullProgressRequest>,
     ) -> R<DescribePullProgressResponse> {
-        Err(Status::unimplemented("DescribePullProgress is not built yet"))
+        Ok(Response::new(
+            self.0.describe_pull_progress(r.into_inner()).await?,
+        ))
     }
 }

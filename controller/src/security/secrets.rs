@@ -217,6 +217,41 @@ impl SecretRef {
     }
 }
 
+/// What a container's `repositoryCredentials.credentialsParameter` names: a Secrets Manager
+/// secret, by its full ARN or (as ECS allows for a secret in the task's region) its name, whose
+/// whole SecretString is `{"username": ..., "password": ...}`. The ARN is read as a `valueFrom`
+/// is; an SSM parameter or a json-key/version suffix is refused, as ECS reads the secret whole.
+pub fn parse_credentials_parameter(parameter: &str) -> Result<SecretRef, String> {
+    let p = parameter.trim();
+    if p.is_empty() {
+        return Err("credentialsParameter is empty".into());
+    }
+    if !p.starts_with("arn:") {
+        check_secret_name(p)
+            .map_err(|e| format!("'{parameter}' is not a secret name or a secret ARN: {e}"))?;
+        return Ok(SecretRef::Secret {
+            name: p.to_string(),
+            json_key: None,
+            version_id: None,
+        });
+    }
+    match SecretRef::parse(p)? {
+        SecretRef::Parameter(_) => Err(format!(
+            "'{parameter}' is an SSM parameter; registry credentials come from a Secrets Manager secret (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME, or the secret's name)"
+        )),
+        SecretRef::Secret {
+            json_key: Some(_), ..
+        }
+        | SecretRef::Secret {
+            version_id: Some(_),
+            ..
+        } => Err(format!(
+            "'{parameter}' names a JSON key or version of a secret; registry credentials are the whole secret (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)"
+        )),
+        whole => Ok(whole),
+    }
+}
+
 /// Secrets Manager's rule for names: 1-512 of ASCII letters, digits and `/_+=.@-`.
 fn check_secret_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 512 {
@@ -574,7 +609,27 @@ impl Secrets {
     /// The value a `valueFrom` names, opened: for the agent running the task only. The secret
     /// is matched by name whatever region and account its ARN names.
     pub fn resolve(&self, value_from: &str) -> Result<String, ResolveError> {
-        match SecretRef::parse(value_from).map_err(ResolveError::Malformed)? {
+        self.resolve_ref(SecretRef::parse(value_from).map_err(ResolveError::Malformed)?)
+    }
+
+    /// The username and password a `repositoryCredentials.credentialsParameter` names: the
+    /// secret resolved as a `valueFrom` is, its string read as ECS reads it (a JSON object with
+    /// string members `username` and `password`). Errors name what is wrong, never a value.
+    pub fn resolve_registry_credentials(
+        &self,
+        parameter: &str,
+    ) -> Result<(String, String), ResolveError> {
+        let r = parse_credentials_parameter(parameter).map_err(ResolveError::Malformed)?;
+        let name = match &r {
+            SecretRef::Secret { name, .. } => name.clone(),
+            SecretRef::Parameter(name) => name.clone(),
+        };
+        let text = self.resolve_ref(r)?;
+        registry_credentials_of(&name, &text)
+    }
+
+    fn resolve_ref(&self, r: SecretRef) -> Result<String, ResolveError> {
+        match r {
             SecretRef::Parameter(name) => {
                 let key = parameter_key(&name);
                 let rec = self
@@ -637,6 +692,27 @@ impl Secrets {
             }
         }
     }
+}
+
+/// ECS's form of registry credentials in the secret `name`'s string `text`: a JSON object with
+/// the strings `username` and `password` (other members are ignored, as ECS does).
+fn registry_credentials_of(name: &str, text: &str) -> Result<(String, String), ResolveError> {
+    let unusable = |why: &str| {
+        ResolveError::Unusable(format!(
+            "secret {name} {why}; registry credentials are a JSON object {{\"username\": \"...\", \"password\": \"...\"}}"
+        ))
+    };
+    // serde_json's message is not shown: it can quote the text around the error.
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(text) else {
+        return Err(unusable("is not a JSON object"));
+    };
+    let member = |key: &str| match map.get(key) {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(serde_json::Value::String(_)) => Err(unusable(&format!("has an empty \"{key}\""))),
+        Some(_) => Err(unusable(&format!("has a \"{key}\" that is not a string"))),
+        None => Err(unusable(&format!("has no \"{key}\""))),
+    };
+    Ok((member("username")?, member("password")?))
 }
 
 /// A new VersionId: the caller's ClientRequestToken, or a UUID.
@@ -982,5 +1058,73 @@ mod tests {
                 version_id: None
             }
         );
+    }
+
+    /// Issue 11: a credentialsParameter names a Secrets Manager secret by name or ARN; its
+    /// string must be ECS's {"username","password"}; what is wrong is named, never a value.
+    #[test]
+    fn registry_credentials_resolve_by_name_or_arn_and_name_what_is_wrong() {
+        let (s, _) = rig();
+        let r = create(
+            &s,
+            "reg/creds",
+            &format!(r#"{{"username":"robot","password":"{PLAIN}","extra":1}}"#),
+        );
+        let want = ("robot".to_string(), PLAIN.to_string());
+        assert_eq!(s.resolve_registry_credentials("reg/creds").unwrap(), want);
+        assert_eq!(s.resolve_registry_credentials(&r.arn).unwrap(), want);
+        let other_region = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:reg/creds";
+        assert_eq!(s.resolve_registry_credentials(other_region).unwrap(), want);
+
+        let e = s.resolve_registry_credentials("nope").unwrap_err();
+        assert_eq!(e.to_string(), "secret nope does not exist");
+        for (value, why) in [
+            (format!("user:{PLAIN}"), "is not a JSON object"),
+            (format!(r#"["{PLAIN}"]"#), "is not a JSON object"),
+            (
+                format!(r#"{{"password":"{PLAIN}"}}"#),
+                "has no \"username\"",
+            ),
+            (r#"{"username":"u"}"#.to_string(), "has no \"password\""),
+            (
+                r#"{"username":"u","password":7}"#.to_string(),
+                "not a string",
+            ),
+            (
+                r#"{"username":"","password":"p"}"#.to_string(),
+                "empty \"username\"",
+            ),
+        ] {
+            s.put_secret_value(PutSecretValueRequest {
+                secret_id: "reg/creds".into(),
+                secret_string: Some(value.clone()),
+                ..Default::default()
+            })
+            .unwrap();
+            let e = s
+                .resolve_registry_credentials("reg/creds")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("secret reg/creds") && e.contains(why),
+                "{value}: {e}"
+            );
+            assert!(!e.contains(PLAIN), "the value leaks: {e}");
+        }
+
+        for (bad, why) in [
+            ("", "empty"),
+            ("has space", "is not a secret name"),
+            ("arn:aws:ssm:us-east-1:1:parameter/reg", "SSM parameter"),
+            (
+                "arn:aws:secretsmanager:r:a:secret:reg:password::",
+                "JSON key",
+            ),
+            ("arn:aws:s3:::bucket/key", "holds no secrets"),
+        ] {
+            let e = parse_credentials_parameter(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+            assert!(s.resolve_registry_credentials(bad).is_err());
+        }
     }
 }

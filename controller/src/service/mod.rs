@@ -12,6 +12,7 @@ mod idempotency;
 mod instances;
 mod networking;
 pub mod pagination;
+mod pull_progress;
 mod retention;
 mod security_groups;
 mod stats;
@@ -98,6 +99,8 @@ pub struct Controller {
     fleet: Arc<Fleet>,
     /// Issue 9: the latest stats sample of each running task, by task id (memory only).
     stats: std::sync::Mutex<HashMap<String, berth_proto::v1::TaskStats>>,
+    /// Issue 11: the latest image pull progress of each task, by task id (memory only).
+    pull_progress: std::sync::Mutex<HashMap<String, berth_proto::v1::TaskPullProgress>>,
 }
 
 fn decode<M: Message + Default>(key: &str, bytes: &[u8]) -> Result<M, StoreError> {
@@ -199,6 +202,7 @@ impl Controller {
             store,
             fleet,
             stats: Default::default(),
+            pull_progress: Default::default(),
         })
     }
 

@@ -333,7 +333,7 @@ async fn task_secret_refs_name_the_instance_and_the_references() {
         &c,
         r#"{"family":"sec","containerDefinitions":[
             {"name":"a","image":"x","memory":64,"secrets":[{"name":"DB","valueFrom":"arn:aws:ssm:r:1:parameter/db"}]},
-            {"name":"b","image":"x","memory":64}]}"#,
+            {"name":"b","image":"x","memory":64,"repositoryCredentials":{"credentialsParameter":"reg/creds"}}]}"#,
     )
     .await;
     let run = c
@@ -350,6 +350,10 @@ async fn task_secret_refs_name_the_instance_and_the_references() {
     assert_eq!(refs.secrets.len(), 1);
     assert_eq!(refs.secrets[0].0, "a");
     assert_eq!(refs.secrets[0].1.value_from, "arn:aws:ssm:r:1:parameter/db");
+    assert_eq!(
+        refs.registry,
+        vec![("b".to_string(), "reg/creds".to_string())]
+    );
     let unknown = berth_proto::arn::task("default", "00000000000000000000000000000000");
     assert!(c.task_secret_refs(&unknown).await.is_none());
 }

@@ -34,6 +34,9 @@ pub struct TaskSecretRefs {
     pub stopped: bool,
     /// (container name, secret) for every container's `secrets`.
     pub secrets: Vec<(String, Secret)>,
+    /// (container name, `repositoryCredentials.credentialsParameter`) for every container
+    /// that has repository credentials (issue 11).
+    pub registry: Vec<(String, String)>,
 }
 
 /// The failure a Describe*/StartTask call reports for an id or ARN the cluster does not hold:
@@ -879,7 +882,7 @@ impl Controller {
     }
 
     /// What GetTaskSecrets needs of a task: the instance it is assigned to, whether it is
-    /// STOPPED, and each container's `secrets` (references only). `None` for an unknown task.
+    /// STOPPED, each container's `secrets` and `repositoryCredentials` (references only). `None` for an unknown task.
     pub async fn task_secret_refs(&self, task_arn: &str) -> Option<TaskSecretRefs> {
         let st = self.state.lock().await;
         let t = task_id(task_arn).and_then(|id| st.tasks.get(id))?;
@@ -896,6 +899,14 @@ impl Controller {
                 .container_definitions
                 .iter()
                 .flat_map(|c| c.secrets.iter().map(|s| (c.name.clone(), s.clone())))
+                .collect(),
+            registry: def
+                .container_definitions
+                .iter()
+                .filter_map(|c| {
+                    let r = c.repository_credentials.as_ref()?;
+                    Some((c.name.clone(), r.credentials_parameter.clone()))
+                })
                 .collect(),
         })
     }

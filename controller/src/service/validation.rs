@@ -322,6 +322,16 @@ fn validate_container_shapes(i: usize, c: &ContainerDefinition) -> Result<(), Ec
                 field("repositoryCredentials.credentialsParameter")
             )));
         }
+        // Its form, as a secret's valueFrom is checked; it resolves when the task starts.
+        crate::security::secrets::parse_credentials_parameter(&r.credentials_parameter).map_err(
+            |e| {
+                invalid(format!(
+                    "{}: container '{}': {e}",
+                    field("repositoryCredentials.credentialsParameter"),
+                    c.name
+                ))
+            },
+        )?;
     }
     Ok(())
 }
@@ -597,6 +607,9 @@ mod tests {
             r#""secrets":[{"name":"DB","valueFrom":"arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf:password::"}]"#,
             r#""secrets":[{"name":"K","valueFrom":"arn:aws:ssm:eu-west-1:1:parameter/prod/key"},{"name":"P","valueFrom":"plain"}]"#,
             r#""logConfiguration":{"logDriver":"awslogs","secretOptions":[{"name":"awslogs-group","valueFrom":"/log/group"}]}"#,
+            // Issue 11: a Secrets Manager secret by name or ARN (any region, as ECS pastes).
+            r#""repositoryCredentials":{"credentialsParameter":"reg/creds"}"#,
+            r#""repositoryCredentials":{"credentialsParameter":"arn:aws:secretsmanager:us-east-1:123456789012:secret:reg/creds-AbCdEf"}"#,
         ] {
             assert!(register(&format!(",{ok}")).is_ok(), "{ok}");
         }
@@ -781,6 +794,16 @@ mod tests {
                 "",
                 r#","repositoryCredentials":{"credentialsParameter":""}"#,
                 "repositoryCredentials.credentialsParameter",
+            ),
+            (
+                "",
+                r#","repositoryCredentials":{"credentialsParameter":"arn:aws:ssm:r:1:parameter/reg"}"#,
+                "repositoryCredentials.credentialsParameter: container 'a': 'arn:aws:ssm:r:1:parameter/reg' is an SSM parameter",
+            ),
+            (
+                "",
+                r#","repositoryCredentials":{"credentialsParameter":"my creds"}"#,
+                "is not a secret name or a secret ARN",
             ),
         ];
         for (extra, container_extra, needle) in refused {

@@ -140,7 +140,7 @@ fn botocore() -> BTreeMap<String, Vec<String>> {
 }
 
 /// Messages of ecs.proto that model no ECS shape: Berth's own DescribeTaskStats (issue 9; ECS
-/// has no such call), served by the Ecs service.
+/// has no such call) and DescribePullProgress (issue 11), served by the Ecs service.
 const BERTH_EXTENSIONS: &[&str] = &[
     "NetworkInterfaceStats",
     "ResourceStats",
@@ -148,6 +148,11 @@ const BERTH_EXTENSIONS: &[&str] = &[
     "TaskStats",
     "DescribeTaskStatsRequest",
     "DescribeTaskStatsResponse",
+    // Issue 11: DescribePullProgress.
+    "ContainerPullProgress",
+    "TaskPullProgress",
+    "DescribePullProgressRequest",
+    "DescribePullProgressResponse",
 ];
 
 /// The botocore shape a message of ours models (our names follow botocore's but for letter case).
