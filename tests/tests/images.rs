@@ -37,10 +37,7 @@ fn register(c: &Cluster, family: &str, image: &str, command: &str, extra: &str) 
 
 /// Waits until the task is RUNNING, failing at once (with its reason) if it stops instead.
 fn wait_running(c: &Cluster, arn: &str) -> Value {
-    let t = wait_for(&format!("task {arn} to be RUNNING"), T, || {
-        let t = c.task(arn);
-        (t["lastStatus"] == "RUNNING" || t["lastStatus"] == "STOPPED").then_some(t)
-    });
+    let t = wait_settled(c, arn);
     assert_eq!(
         t["lastStatus"],
         "RUNNING",
@@ -54,6 +51,14 @@ fn wait_running(c: &Cluster, arn: &str) -> Value {
             .join("\n")
     );
     t
+}
+
+/// Waits until the task is RUNNING or STOPPED; returns it.
+fn wait_settled(c: &Cluster, arn: &str) -> Value {
+    wait_for(&format!("task {arn} to be RUNNING or STOPPED"), T, || {
+        let t = c.task(arn);
+        (t["lastStatus"] == "RUNNING" || t["lastStatus"] == "STOPPED").then_some(t)
+    })
 }
 
 fn stop(c: &Cluster, arn: &str) {
@@ -277,7 +282,7 @@ fn pulls_with_repository_credentials_and_refuses_a_wrong_password() {
     // No credentials at all.
     let td = register(&c, "anonymous", &image, "sleep 3600", "");
     let arn = c.run_task(&td);
-    let t = c.wait_status(&arn, "STOPPED", T);
+    let t = wait_settled(&c, &arn);
     assert_cannot_pull(&t, "authentication required");
 
     // A wrong password.
@@ -289,7 +294,7 @@ fn pulls_with_repository_credentials_and_refuses_a_wrong_password() {
         &format!(r#""repositoryCredentials": {{"credentialsParameter": "{wrong_arn}"}},"#),
     );
     let arn = c.run_task(&td);
-    let t = c.wait_status(&arn, "STOPPED", T);
+    let t = wait_settled(&c, &arn);
     assert_cannot_pull(&t, "authentication required");
     assert_eq!(t["containers"][0]["lastStatus"], "STOPPED", "{t}");
 
@@ -482,7 +487,7 @@ fn pull_behavior_always_fails_the_task_when_the_pull_fails() {
     reg.stop();
     assert!(image_names(&c).contains(&image), "the image is cached");
     let arn = c.run_task(&td);
-    let t = c.wait_status(&arn, "STOPPED", T);
+    let t = wait_settled(&c, &arn);
     let reason = t["stoppedReason"].as_str().unwrap_or_default();
     assert!(
         reason.starts_with("CannotPullContainerError: "),
