@@ -307,6 +307,17 @@ struct Args {
         global = true
     )]
     insecure_registries: Vec<String>,
+    /// The only registries pulls may reach (repeatable; HOST for any port, or HOST:PORT;
+    /// comma-separated in the variable). Default: any. A pull of another registry fails as
+    /// CannotPullContainerError without a connection (or runs the cached image, as the pull
+    /// behaviour says).
+    #[arg(
+        long = "allowed-registry",
+        env = "BERTH_ALLOWED_REGISTRIES",
+        value_delimiter = ',',
+        global = true
+    )]
+    allowed_registries: Vec<String>,
     /// Agent-wide registry credentials, in Docker's config.json format ("auths"); a container's
     /// repositoryCredentials win over them.
     #[arg(long, env = "BERTH_REGISTRY_AUTH_FILE", global = true)]
@@ -724,6 +735,15 @@ fn images_policy(args: &Args) -> berth_agent::images::Images {
         args.image_pull_behavior,
         Duration::from_secs(args.image_pull_timeout),
     )
+    .with_allowed_registries(allowed_registries(args))
+}
+
+fn allowed_registries(args: &Args) -> Vec<String> {
+    args.allowed_registries
+        .iter()
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .collect()
 }
 
 async fn pull(args: &Args, reference: &str) -> anyhow::Result<()> {
@@ -734,7 +754,8 @@ async fn pull(args: &Args, reference: &str) -> anyhow::Result<()> {
     let policy = berth_agent::images::Images::new(
         berth_agent::images::PullBehavior::Always,
         Duration::from_secs(args.image_pull_timeout),
-    );
+    )
+    .with_allowed_registries(allowed_registries(args));
     let (tx, mut rx) = tokio::sync::watch::channel(PullState::default());
     let show = async {
         let mut last = (PullPhase::Resolving, 0u32, 0u64);
@@ -780,8 +801,7 @@ async fn list_images(args: &Args) -> anyhow::Result<()> {
     for i in images {
         let last = i
             .last_used
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs().to_string())
+            .map(berth_agent::runtime::pull::rfc3339)
             .unwrap_or_else(|| "-".into());
         println!(
             "{}\t{}\t{}\t{}\t{}",

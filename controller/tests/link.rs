@@ -35,9 +35,14 @@ async fn serve(store: Arc<dyn Store>, heartbeat: Duration) -> Server {
     let addr = listener.local_addr().unwrap();
     let controller = Arc::new(Controller::load(store, Arc::new(Fleet::default())).unwrap());
     let api = AgentApi::new(controller.clone()).with_heartbeat(heartbeat);
+    let ecs = controller.clone();
     let task = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(api.into_server())
+            // The user-facing API too, for the CLI's side of a scenario.
+            .add_service(ecs_server::EcsServer::new(
+                berth_controller::api::ecs::EcsApi(ecs),
+            ))
             .serve_with_incoming(TcpListenerStream::new(listener))
             .await;
     });
@@ -868,4 +873,84 @@ async fn a_purged_task_reported_again_follows_the_unknown_task_rules() {
     assert_eq!(names(&d), [(task.task_arn.clone(), "RUNNING".to_string())]);
     let t = describe(&s.controller, &task.task_arn).await.unwrap();
     assert_eq!(t.started_by.as_deref(), Some("berth:adopted"));
+}
+
+/// Issue 11, end to end without root: the agent's pull_progress reaches the controller's
+/// memory, DescribePullProgress answers it, and `berth ecs run-task --wait` (the CLI's own
+/// code, against the real Ecs service) prints it while the task is PENDING and ends once the
+/// agent reports it RUNNING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_progress_reaches_run_task_wait_until_the_task_runs() {
+    let s = serve(Arc::new(MemoryStore::default()), link::HEARTBEAT_INTERVAL).await;
+    let ci = register(s.addr).await;
+    let mut a = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
+    a.desired().await;
+    wait_connected(&s.controller, &ci).await;
+    let td: RegisterTaskDefinitionRequest = serde_json::from_str(WEB).unwrap();
+    s.controller.register_task_definition(td).await.unwrap();
+
+    let said = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let url = format!("http://{}", s.addr);
+    let lines = said.clone();
+    let cli = tokio::spawn(async move {
+        let mut conn = berth_controller::cli::run::Connection::open_at(&url, false)
+            .await
+            .unwrap();
+        berth_controller::cli::follow::run_task_and_wait(
+            &mut conn,
+            serde_json::json!({"taskDefinition": "web"}),
+            Duration::from_secs(60),
+            Duration::from_millis(20),
+            &mut |l| lines.lock().unwrap().push(l.to_string()),
+        )
+        .await
+    });
+
+    let d = a.desired_until(|d| !d.tasks.is_empty()).await;
+    let task = names(&d)[0].0.clone();
+    let id = task.rsplit('/').next().unwrap()[..8].to_string();
+    a.send(ToController::PullProgress(TaskPullProgress {
+        task_arn: task.clone(),
+        containers: vec![ContainerPullProgress {
+            container_name: "a".into(),
+            image: "busybox".into(),
+            phase: "DOWNLOADING".into(),
+            layers_done: 1,
+            layers_total: 2,
+            bytes_done: 1_000_000,
+            bytes_total: 2_000_000,
+        }],
+    }))
+    .await;
+    let want = format!("{id}…: a: DOWNLOADING 1/2 layers, 1.0 of 2.0 MB");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !said.lock().unwrap().contains(&want) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the CLI never showed the pull: {:?}",
+            said.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let p = s
+        .controller
+        .describe_pull_progress(DescribePullProgressRequest {
+            cluster: None,
+            tasks: vec![task.clone()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(p.progress[0].containers[0].bytes_done, 1_000_000);
+
+    a.report(report(1, &task, "RUNNING")).await;
+    let (json, end) = tokio::time::timeout(WAIT, cli)
+        .await
+        .expect("the wait ends once the task runs")
+        .unwrap()
+        .unwrap();
+    assert!(end.is_ok(), "{end:?}");
+    assert_eq!(json["tasks"][0]["lastStatus"], "RUNNING");
+    assert_eq!(json["tasks"][0]["taskArn"], task.as_str());
+    let said = said.lock().unwrap().clone();
+    assert_eq!(said.last(), Some(&format!("{id}…: RUNNING")), "{said:?}");
 }

@@ -610,6 +610,8 @@ impl Cluster {
             .arg("--config")
             .arg(self.dir.join("none.conf"))
             .env("RUST_LOG", "info")
+            // Tests never reach beyond loopback: a pull of another registry fails unsent.
+            .env("BERTH_ALLOWED_REGISTRIES", "127.0.0.1,localhost")
             .envs(self.agent_env.iter().map(|(k, v)| (k, v)));
         cmd
     }
@@ -634,6 +636,8 @@ impl Cluster {
                 .arg("--config")
                 .arg(self.dir.join("none.conf"))
                 .env("RUST_LOG", "info")
+                // Tests never reach beyond loopback: a pull of another registry fails unsent.
+                .env("BERTH_ALLOWED_REGISTRIES", "127.0.0.1,localhost")
                 .envs(enrollment)
                 .envs(self.agent_env.iter().map(|(k, v)| (k, v))),
             &self.dir.join(format!(

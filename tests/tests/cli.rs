@@ -1011,3 +1011,74 @@ fn listing_250_task_definitions_pages_each_exactly_once() {
     let expected: Vec<String> = (0..250).map(|i| format!("page-{i:03}")).collect();
     assert_eq!(families, expected);
 }
+
+/// Issue 11 through the real binaries, no agent: repositoryCredentials registers by a secret's
+/// name and is shown as given (the reference only, as ECS); an SSM parameter is refused naming
+/// the field; describe-pull-progress answers MISSING for an unknown task; run-task --wait
+/// passes RunTask's own error on, and its flags are refused by name before anything is sent.
+#[test]
+fn repository_credentials_pull_progress_and_run_task_wait_through_the_cli() {
+    let c = Cluster::controller_only("pullcli");
+    let n = c.name.clone();
+    c.register(
+        r#"{"family":"priv","containerDefinitions":[{"name":"web","image":"reg.example/app:1","memory":16,
+        "repositoryCredentials":{"credentialsParameter":"reg/creds"}}]}"#,
+    );
+    let td = c.json(&["describe-task-definition", "--task-definition", "priv"]);
+    assert_eq!(
+        td["taskDefinition"]["containerDefinitions"][0]["repositoryCredentials"],
+        serde_json::json!({"credentialsParameter": "reg/creds"})
+    );
+    let refused = c.register_refused(
+        r#"{"family":"priv","containerDefinitions":[{"name":"web","image":"i","memory":16,
+        "repositoryCredentials":{"credentialsParameter":"arn:aws:ssm:us-east-1:1:parameter/reg"}}]}"#,
+    );
+    assert!(
+        refused.contains("containerDefinitions[0].repositoryCredentials.credentialsParameter")
+            && refused.contains("SSM parameter"),
+        "{refused}"
+    );
+    let p = c.json(&[
+        "describe-pull-progress",
+        "--cluster",
+        &n,
+        "--tasks",
+        "0123456789abcdef0123456789abcdef",
+    ]);
+    // As describe-task-stats: an empty result list is left out, the failures stay.
+    assert!(p.get("progress").is_none(), "{p}");
+    assert_eq!(p["failures"][0]["reason"], "MISSING");
+    assert_fails(
+        &c,
+        &[
+            "run-task",
+            "--cluster",
+            &n,
+            "--task-definition",
+            "priv",
+            "--wait",
+        ],
+        254,
+        "No Container Instances were found in your cluster.",
+    );
+    assert_fails(
+        &c,
+        &[
+            "run-task",
+            "--cluster",
+            &n,
+            "--task-definition",
+            "priv",
+            "--wait-timeout",
+            "5",
+        ],
+        252,
+        "argument --wait-timeout: only with --wait",
+    );
+    assert_fails(
+        &c,
+        &["describe-tasks", "--cluster", &n, "--tasks", "t", "--wait"],
+        252,
+        "'--wait'",
+    );
+}

@@ -1122,7 +1122,15 @@ impl<R: Runtime, C: Cgroups> TaskActor<R, C> {
                 .map(|(n, i, tx)| (n.clone(), i.clone(), tx.subscribe()))
                 .collect(),
         );
-        let pulled = self.pull_images(&defs, &pulls, &|_| None).await;
+        let creds_of = |container: &str| {
+            secrets
+                .registry_for(container)
+                .map(|(u, p)| crate::images::registry::Credentials {
+                    username: u.to_string(),
+                    password: p.to_string(),
+                })
+        };
+        let pulled = self.pull_images(&defs, &pulls, &creds_of).await;
         watch.abort();
         publish_pull_progress(
             &self.shared.reporter,

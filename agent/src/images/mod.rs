@@ -152,6 +152,8 @@ type SharedPull =
 pub struct Images {
     behavior: PullBehavior,
     pull_timeout: Duration,
+    /// Registries pulls may reach (`HOST` for any port, or `HOST:PORT`); empty: any.
+    allowed: Vec<String>,
     inflight: Arc<Mutex<HashMap<String, Inflight>>>,
 }
 
@@ -178,8 +180,40 @@ impl Images {
         Self {
             behavior,
             pull_timeout,
+            allowed: Vec::new(),
             inflight: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// Pulls reach only these registries (`HOST` for any port, or `HOST:PORT`; empty: any):
+    /// a host that must never reach out (air-gapped, or a test) says where it may.
+    pub fn with_allowed_registries(mut self, allowed: Vec<String>) -> Self {
+        self.allowed = allowed;
+        self
+    }
+
+    /// Why `reference` may not be pulled, if it may not.
+    fn refused(&self, reference: &str) -> Option<String> {
+        if self.allowed.is_empty() {
+            return None;
+        }
+        let registry = match registry::Reference::parse(reference) {
+            Ok(r) => r.registry,
+            Err(e) => return Some(e.to_string()),
+        };
+        let host = registry
+            .rsplit_once(':')
+            .map_or(registry.as_str(), |(h, _)| h);
+        let ok = self
+            .allowed
+            .iter()
+            .any(|a| *a == registry || (!a.contains(':') && a == host));
+        (!ok).then(|| {
+            format!(
+                "pull {reference}: registry {registry} is not one this agent may pull from (--allowed-registry {})",
+                self.allowed.join(",")
+            )
+        })
     }
 
     /// The behaviour in force.
@@ -214,10 +248,17 @@ impl Images {
         };
         let mut fell_back = None;
         if pull {
-            match self
-                .join_or_pull(runtime.clone(), reference, creds, progress)
-                .await
-            {
+            let pulled = match self.refused(reference) {
+                Some(why) => Err(Arc::new(RuntimeError::Pull {
+                    image: reference.to_string(),
+                    message: why,
+                })),
+                None => {
+                    self.join_or_pull(runtime.clone(), reference, creds, progress)
+                        .await
+                }
+            };
+            match pulled {
                 Ok(_) => {}
                 Err(e) => {
                     let may_fall_back = self.behavior != PullBehavior::Always && local.is_some();
@@ -234,9 +275,13 @@ impl Images {
             progress.send_modify(|p| p.phase = PullPhase::Cached);
         }
         let image = runtime.image(reference).await?;
-        if let Err(e) = runtime.mark_image_used(&image.name).await {
-            warn!(image = %image.name, error = %e, "cannot note the image's use");
-        }
+        // Off the start path: a metadata write in containerd the task need not wait for.
+        let (rt, name) = (runtime.clone(), image.name.clone());
+        tokio::spawn(async move {
+            if let Err(e) = rt.mark_image_used(&name).await {
+                warn!(image = %name, error = %e, "cannot note the image's use");
+            }
+        });
         Ok(Ensured {
             image,
             pulled: pull && fell_back.is_none(),

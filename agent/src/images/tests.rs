@@ -197,3 +197,24 @@ fn pull_behaviours_parse_by_ecs_name_and_bad_ones_are_named() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_registry_not_allowed_is_never_reached_and_is_named() {
+    let images = Images::new(PullBehavior::Always, Duration::from_secs(60))
+        .with_allowed_registries(vec!["127.0.0.1".into(), "reg.lab:5000".into()]);
+    let (tx, _rx) = watch::channel(PullState::default());
+    for ok in ["127.0.0.1:5055/app:1", "reg.lab:5000/app:1"] {
+        let store = FakeStore::new(None, false);
+        images.ensure(store.clone(), ok, None, &tx).await.unwrap();
+        assert_eq!(store.pulls(), 1, "{ok}");
+    }
+    for refused in ["nginx:alpine", "reg.lab:5001/app:1"] {
+        let store = FakeStore::new(None, false);
+        let e = images
+            .ensure(store.clone(), refused, None, &tx)
+            .await
+            .unwrap_err();
+        assert_eq!(store.pulls(), 0, "{refused}");
+        assert!(e.to_string().contains("--allowed-registry"), "{e}");
+    }
+}

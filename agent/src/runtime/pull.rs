@@ -734,7 +734,7 @@ fn local_image_of(i: &Image) -> LocalImage {
 }
 
 /// RFC 3339 (UTC, seconds) of a time, for labels.
-pub(super) fn rfc3339(t: SystemTime) -> String {
+pub fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let ts = pbjson_types::Timestamp {
         seconds: d.as_secs() as i64,

@@ -30,6 +30,13 @@ pub enum Action {
     ExecuteCommand(super::exec::ExecArgs),
     /// `logs tail`: a group's recent events, and with --follow the new ones (`cli::tail`).
     Tail(super::tail::TailArgs),
+    /// `ecs run-task --wait`: run, then follow the tasks until RUNNING (`cli::follow`).
+    RunTaskWait {
+        /// The checked RunTask request.
+        request: Value,
+        /// `--wait-timeout`.
+        timeout: std::time::Duration,
+    },
     /// Poll until a waiter's condition holds.
     Wait {
         /// The waiter.
@@ -251,7 +258,10 @@ fn operation_command(op: &Operation) -> Command {
         None => Vec::new(),
     };
     let mut sub = field_args(
-        super::ec2::args(op.api, Command::new(op.cli_name()).infer_long_args(true)),
+        super::follow::args(
+            op.api,
+            super::ec2::args(op.api, Command::new(op.cli_name()).infer_long_args(true)),
+        ),
         msg,
         &hidden,
     )
@@ -501,6 +511,12 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, CliError> {
     let mut request = request_json(input_message(op.api), m)?;
     super::ec2::simplify(op.api, m, &mut request)?;
     check(op, &request, from_input(m))?;
+    if let Some(timeout) = super::follow::wait_of(op.api, m)? {
+        return Ok(Invocation {
+            globals,
+            action: Action::RunTaskWait { request, timeout },
+        });
+    }
     let paging = paging(op, m, &matches, &request)?;
     Ok(Invocation {
         globals,

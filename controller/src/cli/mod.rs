@@ -9,6 +9,7 @@
 //! - [`output`] and [`shorthand`]: the aws CLI's output formats and shorthand syntax;
 //! - [`ec2`]: `berth ec2`'s simple flags of the security-group rule operations;
 //! - [`exec`]: `berth ecs execute-command`, a session in a container over a stream;
+//! - [`follow`]: `berth ecs run-task --wait`, the tasks and their image pulls until RUNNING;
 //! - [`tail`]: `berth logs tail`, a log group's events as `aws logs tail` prints them;
 //! - [`signing`]: credentials found as the aws CLI finds them, and SigV4 signing of each call.
 //!
@@ -17,6 +18,7 @@
 pub mod decoding;
 pub mod ec2;
 pub mod exec;
+pub mod follow;
 pub mod model;
 pub mod output;
 pub mod run;

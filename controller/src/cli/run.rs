@@ -47,6 +47,31 @@ pub async fn run(args: Vec<String>) -> Result<String, CliError> {
             super::tail::run(conn, args).await?;
             Ok(String::new())
         }
+        Action::RunTaskWait { request, timeout } => {
+            let mut conn = Connection::open(g).await?;
+            let op = table::by_api("RunTask")
+                .ok_or_else(|| CliError::Other("no operation RunTask".into()))?;
+            let (json, end) = super::follow::run_task_and_wait(
+                &mut conn,
+                request,
+                timeout,
+                super::follow::POLL,
+                &mut |line| eprintln!("{line}"),
+            )
+            .await?;
+            let out = print(&Paged::whole(json), op, g)?;
+            match end {
+                Ok(()) => Ok(out),
+                // The tasks were started: their JSON is printed whatever the wait came to.
+                Err(e) => {
+                    match out.ends_with('\n') {
+                        true => print!("{out}"),
+                        false => println!("{out}"),
+                    }
+                    Err(e)
+                }
+            }
+        }
         Action::Wait { waiter, request } => {
             let mut conn = Connection::open(g).await?;
             wait(&mut conn, waiter, request).await?;

@@ -188,6 +188,7 @@ const REQUIRED: &[(&str, &[&str])] = &[
     ("StopTask", &["task"]),
     ("DescribeTasks", &["tasks"]),
     ("DescribeTaskStats", &["tasks"]),
+    ("DescribePullProgress", &["tasks"]),
     ("DescribeContainerInstances", &["containerInstances"]),
     ("DeregisterContainerInstance", &["containerInstance"]),
     ("PutAttributes", &["attributes"]),
@@ -285,6 +286,8 @@ pub const OPERATIONS: &[Operation] = &[
     op::<pb::ListTagsForResourceRequest, pb::ListTagsForResourceResponse>("ListTagsForResource"),
     // Berth extension (issue 9): the latest stats sample of tasks.
     op::<pb::DescribeTaskStatsRequest, pb::DescribeTaskStatsResponse>("DescribeTaskStats"),
+    // Berth extension (issue 11): the latest image pull progress of tasks.
+    op::<pb::DescribePullProgressRequest, pb::DescribePullProgressResponse>("DescribePullProgress"),
 ];
 
 /// The rows of `berth ssm`, `berth secretsmanager`, `berth iam` and `berth ec2` (their JSON keys

@@ -103,8 +103,8 @@ pub const FIELDS: &[Field] = &[
     f(Reg, "enableFaultInjection", Unsupported, "ECS fault-injection endpoints"),
     // RegisterTaskDefinition: each container.
     f(Reg, "containerDefinitions.name", Applied, ""),
-    f(Reg, "containerDefinitions.image", Applied, "from containerd's store; registry pulls come with #11"),
-    f(Reg, "containerDefinitions.repositoryCredentials", Coming(11), "private registry credentials (secrets from #7)"),
+    f(Reg, "containerDefinitions.image", Applied, "pulled from its registry as the agent's pull behaviour says, or loaded by hand (`berth-agent image load`)"),
+    f(Reg, "containerDefinitions.repositoryCredentials", Applied, "a Secrets Manager secret (name or ARN) holding {username,password}; form checked at registration, resolved over GetTaskSecrets for the pull, never stored by the agent"),
     f(Reg, "containerDefinitions.cpu", Applied, "CPU shares"),
     f(Reg, "containerDefinitions.memory", Applied, "hard memory limit"),
     f(Reg, "containerDefinitions.memoryReservation", Applied, "soft memory limit; what placement reserves"),

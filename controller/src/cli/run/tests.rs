@@ -17,6 +17,11 @@ struct State {
     asked: Mutex<Vec<(Option<String>, Option<i32>)>>,
     /// DescribeTasks answers, in order; the last repeats.
     script: Mutex<VecDeque<Result<pb::DescribeTasksResponse, tonic::Status>>>,
+    /// RunTask's answer, and the requests it got.
+    run_task: Option<pb::RunTaskResponse>,
+    run_requests: Mutex<Vec<pb::RunTaskRequest>>,
+    /// DescribePullProgress answers, in order; the last repeats; none: Unimplemented.
+    progress: Mutex<VecDeque<pb::DescribePullProgressResponse>>,
 }
 
 #[derive(Clone)]
@@ -69,6 +74,27 @@ impl tonic::server::UnaryService<Vec<u8>> for Handler {
                         Some(Ok(resp)) => Ok(tonic::Response::new(resp.encode_to_vec())),
                         Some(Err(s)) => Err(s),
                         None => Err(tonic::Status::internal("no script")),
+                    }
+                }
+                "/berth.v1.Ecs/RunTask" => {
+                    let r = pb::RunTaskRequest::decode(body.as_slice())
+                        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+                    state.run_requests.lock().unwrap().push(r);
+                    match &state.run_task {
+                        Some(resp) => Ok(tonic::Response::new(resp.encode_to_vec())),
+                        None => Err(tonic::Status::internal("no RunTask answer")),
+                    }
+                }
+                "/berth.v1.Ecs/DescribePullProgress" => {
+                    let mut script = state.progress.lock().unwrap();
+                    let answer = if script.len() > 1 {
+                        script.pop_front()
+                    } else {
+                        script.front().cloned()
+                    };
+                    match answer {
+                        Some(resp) => Ok(tonic::Response::new(resp.encode_to_vec())),
+                        None => Err(tonic::Status::unimplemented("DescribePullProgress")),
                     }
                 }
                 other => Err(tonic::Status::unimplemented(other.to_string())),
@@ -471,5 +497,231 @@ fn debug_output_hides_secret_members_at_any_depth() {
     assert!(
         text.contains("AKIA1") && text.contains("\"Name\":\"db\""),
         "{text}"
+    );
+}
+
+// ---- run-task --wait (issue 11) ----
+
+const TASK: &str = "arn:aws:ecs:on-prem:000000000000:task/c/8f2c0a1b2c3d4e5f6a7b8c9d0e1f2a3b";
+
+fn task_is(status: &str, reason: &str) -> Result<pb::DescribeTasksResponse, tonic::Status> {
+    Ok(pb::DescribeTasksResponse {
+        tasks: vec![pb::Task {
+            task_arn: TASK.into(),
+            last_status: status.into(),
+            stopped_reason: (!reason.is_empty()).then(|| reason.to_string()),
+            ..Default::default()
+        }],
+        failures: vec![],
+    })
+}
+
+fn pulling(phase: &str, layers_done: u32, bytes_done: u64) -> pb::DescribePullProgressResponse {
+    pb::DescribePullProgressResponse {
+        progress: vec![pb::TaskPullProgress {
+            task_arn: TASK.into(),
+            containers: vec![pb::ContainerPullProgress {
+                container_name: "web".into(),
+                image: "reg.example/app:1".into(),
+                phase: phase.into(),
+                layers_done,
+                layers_total: 5,
+                bytes_done,
+                bytes_total: 101_300_000,
+            }],
+        }],
+        failures: vec![],
+    }
+}
+
+fn launched() -> Option<pb::RunTaskResponse> {
+    Some(pb::RunTaskResponse {
+        tasks: vec![pb::Task {
+            task_arn: TASK.into(),
+            last_status: "PROVISIONING".into(),
+            ..Default::default()
+        }],
+        failures: vec![],
+    })
+}
+
+/// Runs `--wait` against a fake following `script` and `progress`; the lines said, what
+/// would be printed, how the wait ended and the RunTask requests the fake got.
+async fn follow_with(
+    script: Vec<Result<pb::DescribeTasksResponse, tonic::Status>>,
+    progress: Vec<pb::DescribePullProgressResponse>,
+    timeout: Duration,
+) -> (Vec<String>, Value, Result<(), CliError>, usize) {
+    let s = serve(State {
+        script: Mutex::new(script.into()),
+        progress: Mutex::new(progress.into()),
+        run_task: launched(),
+        ..State::default()
+    })
+    .await;
+    let mut conn = Connection::open_at(&s.url, false).await.unwrap();
+    let mut said = Vec::new();
+    let (json, end) = crate::cli::follow::run_task_and_wait(
+        &mut conn,
+        serde_json::json!({"cluster": "c", "taskDefinition": "web"}),
+        timeout,
+        Duration::from_millis(5),
+        &mut |l| said.push(l.to_string()),
+    )
+    .await
+    .unwrap();
+    let runs = s.state.run_requests.lock().unwrap().len();
+    (said, json, end, runs)
+}
+
+/// The wait prints one line per change (an unchanged report prints nothing), ends when the
+/// task is RUNNING, and prints run-task's JSON with the task as DescribeTasks shows it.
+#[tokio::test]
+async fn run_task_wait_shows_each_change_of_the_pull_until_running() {
+    let (said, json, end, runs) = follow_with(
+        vec![
+            task_is("PENDING", ""),
+            task_is("PENDING", ""),
+            task_is("PENDING", ""),
+            task_is("PENDING", ""),
+            task_is("RUNNING", ""),
+        ],
+        vec![
+            pulling("RESOLVING", 0, 0),
+            pulling("DOWNLOADING", 3, 45_200_000),
+            pulling("DOWNLOADING", 3, 45_200_000),
+            pulling("DONE", 5, 101_300_000),
+        ],
+        Duration::from_secs(600),
+    )
+    .await;
+    assert!(end.is_ok(), "{end:?}");
+    assert_eq!(runs, 1);
+    assert_eq!(
+        said,
+        vec![
+            "8f2c0a1b…: web: RESOLVING reg.example/app:1",
+            "8f2c0a1b…: PENDING",
+            "8f2c0a1b…: web: DOWNLOADING 3/5 layers, 45.2 of 101.3 MB",
+            "8f2c0a1b…: web: DONE reg.example/app:1 (101.3 MB)",
+            "8f2c0a1b…: RUNNING",
+        ]
+    );
+    assert_eq!(json["tasks"][0]["lastStatus"], "RUNNING");
+    assert_eq!(json["tasks"][0]["taskArn"], TASK);
+    assert_eq!(json["failures"], serde_json::json!([]));
+}
+
+/// A STOPPED task ends the wait with its stoppedReason (exit 255), the JSON showing it; a
+/// controller without DescribePullProgress still gets the statuses followed.
+#[tokio::test]
+async fn run_task_wait_fails_with_the_stopped_reason() {
+    let why = "CannotPullContainerError: pull access denied for reg.example/app";
+    let (said, json, end, _) = follow_with(
+        vec![task_is("PENDING", ""), task_is("STOPPED", why)],
+        vec![],
+        Duration::from_secs(600),
+    )
+    .await;
+    let e = end.unwrap_err();
+    assert_eq!(e.exit_code(), 255);
+    assert_eq!(e.to_string(), format!("Task {TASK} STOPPED: {why}"));
+    assert_eq!(json["tasks"][0]["lastStatus"], "STOPPED");
+    assert_eq!(json["tasks"][0]["stoppedReason"], why);
+    assert!(said[0].starts_with("(no pull progress: "), "{said:?}");
+    assert_eq!(&said[1..], ["8f2c0a1b…: PENDING", "8f2c0a1b…: STOPPED"]);
+}
+
+/// Past --wait-timeout the wait gives up, saying so and what is still waited for.
+#[tokio::test]
+async fn run_task_wait_gives_up_after_its_timeout() {
+    let (_, json, end, _) = follow_with(
+        vec![task_is("PENDING", "")],
+        vec![pulling("DOWNLOADING", 1, 1)],
+        Duration::from_secs(1),
+    )
+    .await;
+    let e = end.unwrap_err();
+    assert_eq!(e.exit_code(), 255);
+    assert_eq!(
+        e.to_string(),
+        "Gave up waiting after 1 s (--wait-timeout): 8f2c0a1b… is PENDING"
+    );
+    assert_eq!(json["tasks"][0]["lastStatus"], "PENDING");
+}
+
+/// Through the command line: `--wait` prints run-task's JSON once RUNNING; bad flags are
+/// refused by name (exit 252) before anything is sent.
+#[tokio::test]
+async fn run_task_wait_flags_are_checked_by_name() {
+    let s = serve(State {
+        script: Mutex::new(vec![task_is("RUNNING", "")].into()),
+        run_task: launched(),
+        ..State::default()
+    })
+    .await;
+    let out = berth(
+        &s,
+        &[
+            "run-task",
+            "--cluster",
+            "c",
+            "--task-definition",
+            "web",
+            "--wait",
+            "--wait-timeout",
+            "30",
+        ],
+    )
+    .await
+    .unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["tasks"][0]["lastStatus"], "RUNNING");
+    for (args, needle) in [
+        (
+            &[
+                "run-task",
+                "--task-definition",
+                "web",
+                "--wait-timeout",
+                "5",
+            ][..],
+            "argument --wait-timeout: only with --wait",
+        ),
+        (
+            &[
+                "run-task",
+                "--task-definition",
+                "web",
+                "--wait",
+                "--wait-timeout",
+                "soon",
+            ][..],
+            "argument --wait-timeout: invalid int value: 'soon'",
+        ),
+        (
+            &[
+                "run-task",
+                "--task-definition",
+                "web",
+                "--wait",
+                "--wait-timeout",
+                "0",
+            ][..],
+            "argument --wait-timeout: must be at least 1, got 0",
+        ),
+        (
+            &["describe-tasks", "--tasks", "t", "--wait"][..],
+            "'--wait'",
+        ),
+    ] {
+        let e = berth(&s, args).await.unwrap_err();
+        assert_eq!(e.exit_code(), 252, "{args:?}: {e}");
+        assert!(e.to_string().contains(needle), "{args:?}: {e}");
+    }
+    assert_eq!(
+        s.state.run_requests.lock().unwrap().len(),
+        1,
+        "only the good one ran"
     );
 }
