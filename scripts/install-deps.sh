@@ -5,11 +5,13 @@
 # systemd-analyze verifies the units in the fast suite), rsyslog (the syslog log driver's test runs a
 # private rsyslogd of its own; it needs no system one), docker-registry, skopeo and apache2-utils
 # (issue 11: the image tests and bench-pull run a private registry on loopback, push to it with
-# skopeo and make its htpasswd file; no system registry is needed), gzip (test image layers).
-# Idempotent.
+# skopeo and make its htpasswd file; no system registry is needed: on a systemd host the package's
+# own service listens on :5000, which the tests never use, as they take free ports). Idempotent.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "install-deps.sh: run as root" >&2; exit 1; }
-pkgs=(containerd runc systemd protobuf-compiler busybox-static tini iptables nftables iproute2 curl rsyslog docker-registry skopeo apache2-utils gzip ca-certificates gcc libc6-dev pkg-config)
+pkgs=(containerd runc systemd protobuf-compiler busybox-static tini iptables nftables iproute2 curl rsyslog ca-certificates gcc libc6-dev pkg-config)
+# The registry tests (issue 11): a real registry on loopback, skopeo to fill it, htpasswd for its auth.
+pkgs+=(docker-registry skopeo apache2-utils)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
