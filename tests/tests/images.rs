@@ -749,7 +749,7 @@ fn an_agent_killed_mid_pull_leaves_containerd_consistent() {
         let now = leases_ids(&c);
         leases
             .iter()
-            .filter(|l| !l.contains("containerd.io/gc.expire"))
+            .filter(|l| !l.contains("containerd.io/gc.expire="))
             .all(|l| !now.contains(&l.split_whitespace().next().unwrap_or("").to_string()))
             .then_some(())
     });
