@@ -444,7 +444,24 @@ impl RegistryClient {
             r.repository
         );
         let accept = MANIFEST_TYPES.join(", ");
-        let (resp, context) = self.get(r, creds, &url, Some(&accept), None).await?;
+        let (resp, context) = match self.get(r, creds, &url, Some(&accept), None).await {
+            Ok(answer) => answer,
+            // A registry that says 404 without the API's JSON still means the manifest is unknown.
+            Err(RegistryError::Status {
+                context,
+                status: 404,
+                code: None,
+                message,
+            }) => {
+                return Err(RegistryError::Status {
+                    context,
+                    status: 404,
+                    code: None,
+                    message: format!("manifest unknown: {message}"),
+                })
+            }
+            Err(e) => return Err(e),
+        };
         let content_type = resp
             .headers()
             .get(CONTENT_TYPE)
@@ -696,6 +713,9 @@ impl RegistryClient {
         // Refreshed a little early so a token does not expire between check and use.
         let until = Instant::now() + lifetime - Duration::from_secs(10);
         if let Ok(mut tokens) = self.inner.tokens.lock() {
+            // Expired tokens go here, so the cache holds only live ones however many pulls ran.
+            let now = Instant::now();
+            tokens.retain(|_, (_, until)| *until > now);
             tokens.insert(
                 (
                     r.api_host().to_string(),
@@ -748,11 +768,15 @@ impl RegistryClient {
                 },
                 None => RegistryError::Transport {
                     context: context.to_string(),
-                    message: chain(&e),
+                    message: with_hint(uri, chain(&e)),
                     source: Some(Box::new(e)),
                 },
             }),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => {
+                // The URL without its query, and never a header: no credential reaches the log.
+                tracing::debug!(url = %shown(uri), status = resp.status().as_u16(), "registry answered");
+                Ok(resp)
+            }
         }
     }
 
@@ -795,6 +819,21 @@ impl RegistryClient {
             code,
             message,
         }
+    }
+}
+
+/// What an operator can do about a TLS failure, after rustls's own words.
+fn with_hint(uri: &Uri, message: String) -> String {
+    if uri.scheme_str() != Some("https") {
+        return message;
+    }
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
+    if message.contains("corrupt message") || message.contains("InvalidContentType") {
+        format!("{message} (the server may speak plain HTTP: if it should, list {authority} with --insecure-registry)")
+    } else if message.contains("invalid peer certificate") {
+        format!("{message} (if the registry's CA is private, give it with --registry-ca-file)")
+    } else {
+        message
     }
 }
 

@@ -245,7 +245,7 @@ async fn media_types_and_schema1() {
         .expect_err("404")
         .to_string();
     assert!(
-        e.ends_with("unexpected status 404 Not Found: nothing here"),
+        e.ends_with("manifest unknown: unexpected status 404 Not Found: nothing here"),
         "{e}"
     );
 }
@@ -253,7 +253,10 @@ async fn media_types_and_schema1() {
 #[tokio::test]
 async fn basic_auth_with_agent_and_task_credentials() {
     let want = creds("user", "pass").basic_header();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let count = requests.clone();
     let addr = serve(registry(move |seen| {
+        count.fetch_add(1, Ordering::SeqCst);
         let ok = seen
             .headers
             .get("authorization")
@@ -282,12 +285,16 @@ async fn basic_auth_with_agent_and_task_credentials() {
     agent.manifest(&r, None).await.expect("agent credentials");
     let b = agent.blob(&r, &blob_digest(), 0, None).await.expect("blob");
     assert_eq!(collect(b).await.expect("body"), BLOB);
-    // A task's credentials win over the agent's: wrong ones fail although the agent's are right...
-    let e = agent
-        .manifest(&r, Some(&creds("user", "wrong-secret")))
+    // A task's credentials win over the agent's: wrong ones fail although the agent's are right,
+    // after one anonymous try and one with them (a generous deadline: a retry loop fails here).
+    let before = requests.load(Ordering::SeqCst);
+    let wrong = creds("user", "wrong-secret");
+    let e = tokio::time::timeout(Duration::from_secs(30), agent.manifest(&r, Some(&wrong)))
         .await
+        .expect("the client gives up after one answered challenge")
         .expect_err("task credentials win")
         .to_string();
+    assert_eq!(requests.load(Ordering::SeqCst) - before, 2);
     assert!(e.ends_with("unauthorized: authentication required"), "{e}");
     assert!(!e.contains("wrong-secret"), "{e}");
     // ...and right ones pass although the agent's are wrong.
@@ -559,6 +566,17 @@ async fn inactivity_timeout_on_headers_and_on_chunks() {
         e,
         format!("pull {silent_addr}/app:1: GET http://{silent_addr}/v2/app/manifests/1: no progress for 0.3 s")
     );
+    // Over https the TLS handshake is what stalls: the connect is bounded too.
+    let tls = client(&[], DockerConfig::default(), Duration::from_millis(300));
+    let e = tls
+        .manifest(&reference(silent_addr, "app:1"), None)
+        .await
+        .expect_err("no handshake")
+        .to_string();
+    assert_eq!(
+        e,
+        format!("pull {silent_addr}/app:1: GET https://{silent_addr}/v2/app/manifests/1: no progress for 0.3 s")
+    );
     accepted.abort();
 }
 
@@ -652,4 +670,113 @@ fn errors_never_carry_credentials() {
     })
     .expect("client");
     assert!(!format!("{c:?}").contains("hunter2"));
+}
+
+/// A CA (PEM) and a rustls server configuration for 127.0.0.1 signed by it.
+fn test_pki() -> (String, rustls::ServerConfig) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let mut ca_params = CertificateParams::default();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().expect("ip"))];
+    let cert = params.signed_by(&key, &issuer).expect("server cert");
+    let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key der");
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der().clone()], key_der)
+    .expect("server config");
+    (ca.pem(), server)
+}
+
+/// Serves `handler` over TLS on 127.0.0.1:0.
+async fn serve_tls(handler: Handler, config: rustls::ServerConfig) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (handler, acceptor) = (handler.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let seen = Seen {
+                        path: req.uri().path().to_string(),
+                        query: req.uri().query().unwrap_or("").to_string(),
+                        headers: req.headers().clone(),
+                    };
+                    let resp = handler(seen);
+                    async move { Ok::<_, Infallible>(resp) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn https_with_the_configured_ca() {
+    let (ca_pem, server) = test_pki();
+    let addr = serve_tls(registry(|_| None), server).await;
+    let dir = std::env::temp_dir().join(format!("berth-registry-ca-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &ca_pem).expect("ca");
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").expect("garbage");
+    let r = reference(addr, "app:1");
+    let trusting = RegistryClient::new(RegistryConfig {
+        ca_file: Some(ca_file.clone()),
+        ..Default::default()
+    })
+    .expect("client");
+    let m = trusting
+        .manifest(&r, None)
+        .await
+        .expect("manifest over https");
+    assert_eq!(&m.bytes[..], MANIFEST.as_bytes());
+    let b = trusting
+        .blob(&r, &blob_digest(), 0, None)
+        .await
+        .expect("blob");
+    assert_eq!(collect(b).await.expect("body"), BLOB);
+    // Without the CA the server is not trusted.
+    let e = client(&[], DockerConfig::default(), Duration::ZERO)
+        .manifest(&r, None)
+        .await
+        .expect_err("untrusted")
+        .to_string();
+    assert!(
+        e.contains(&format!("GET https://{addr}/v2/app/manifests/1: ")),
+        "{e}"
+    );
+    assert!(
+        e.contains("invalid peer certificate") && e.contains("--registry-ca-file"),
+        "{e}"
+    );
+    let e = RegistryClient::new(RegistryConfig {
+        ca_file: Some(garbage.clone()),
+        ..Default::default()
+    })
+    .expect_err("no certificate")
+    .to_string();
+    assert!(
+        e.contains("garbage.pem") && e.contains("no PEM certificate"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

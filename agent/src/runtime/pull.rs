@@ -435,13 +435,16 @@ impl Containerd {
         let mut answered = 0usize;
         let mut first_write = true;
         loop {
+            // containerd's answers first: read as they come, they never pile up behind the
+            // writes (which would stall containerd and then the writes).
             let chunk = tokio::select! {
-                c = stream.next() => c,
+                biased;
                 r = next_response(&mut responses, &blob.digest), if answered < sent => {
                     r?;
                     answered += 1;
                     continue;
                 }
+                c = stream.next() => c,
             };
             let end = match chunk {
                 Some(Ok(bytes)) => {
