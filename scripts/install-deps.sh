@@ -3,7 +3,10 @@
 # build), busybox-static (for the local demo/test image), tini (the init of initProcessEnabled), iptables, nftables and iproute2 (task
 # networks; the tests look inside namespaces with ip), curl, systemd (its
 # systemd-analyze verifies the units in the fast suite), rsyslog (the syslog log driver's test runs a
-# private rsyslogd of its own; it needs no system one). Idempotent.
+# private rsyslogd of its own; it needs no system one), docker-registry, skopeo and apache2-utils
+# (issue 11: the image tests and bench-pull run a private registry on loopback, push to it with
+# skopeo and make its htpasswd file; no system registry is needed: on a systemd host the package's
+# own service listens on :5000, which the tests never use, as they take free ports). Idempotent.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "install-deps.sh: run as root" >&2; exit 1; }
 pkgs=(containerd runc systemd protobuf-compiler busybox-static tini iptables nftables iproute2 curl rsyslog ca-certificates gcc libc6-dev pkg-config)

@@ -7,6 +7,9 @@
 //! Tests that need only the binaries (operator errors, CLI parsing, bad input that never reaches
 //! containerd) use [`Cluster::controller_only`]: no containerd, no agent, no root, never skipped.
 
+pub mod images;
+pub mod registry;
+
 use serde_json::Value;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 /// The image every test runs.
 pub const IMAGE: &str = "localhost/busybox:latest";
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
+pub(crate) static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// The directory holding the workspace's binaries (target/debug or target/release).
 pub fn bin_dir() -> PathBuf {
@@ -130,7 +133,7 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 /// workspace's target/ (a build artifact, like the binaries), named after what it is built from:
 /// the script, the image name and the busybox binary it copies. Test processes reuse it instead
 /// of each leaving an archive in /tmp.
-fn image_archive() -> &'static Path {
+pub(crate) fn image_archive() -> &'static Path {
     static ARCHIVE: OnceLock<PathBuf> = OnceLock::new();
     ARCHIVE.get_or_init(|| {
         use std::hash::{Hash, Hasher};
@@ -1084,5 +1087,68 @@ pub fn pending_in_fifo(fifo: &Path) -> usize {
         0
     } else {
         n as usize
+    }
+}
+
+impl Cluster {
+    /// Issue 11: only a private containerd (no image loaded, no controller, no agent), for
+    /// `berth-agent image …` and `ctr` against it (the pull benchmark, pull tests that need no
+    /// task). Removed on drop like a whole cluster.
+    pub fn containerd_only(test: &str) -> Self {
+        let mut c = Self::new(test, &[]);
+        c.start_containerd();
+        c
+    }
+
+    /// Issue 11: `ctr -a SOCKET -n NAMESPACE ARGS...` against this cluster's containerd,
+    /// within `timeout`.
+    pub fn ctr(&self, namespace: &str, args: &[&str], timeout: Duration) -> Output {
+        registry::output_within(
+            Command::new("ctr")
+                .arg("-a")
+                .arg(self.socket())
+                .args(["-n", namespace])
+                .args(args),
+            timeout,
+        )
+        .unwrap_or_else(|e| panic!("ctr {args:?}: {e}"))
+    }
+
+    /// Issue 11: the digests `ctr content ls -q` lists in `namespace` (the content its images
+    /// and leases keep).
+    pub fn content_digests(&self, namespace: &str) -> Vec<String> {
+        let out = self.ctr(namespace, &["content", "ls", "-q"], Duration::from_secs(60));
+        assert!(
+            out.status.success(),
+            "ctr content ls: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    /// Issue 11: `berth-agent --containerd-socket … --containerd-namespace NAMESPACE ARGS...`
+    /// (its `image` subcommands) with these environment variables (BERTH_INSECURE_REGISTRIES,
+    /// BERTH_REGISTRY_AUTH_FILE…), within `timeout`.
+    pub fn agent_image_command(
+        &self,
+        namespace: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+        timeout: Duration,
+    ) -> Output {
+        registry::output_within(
+            Command::new(bin("berth-agent"))
+                .envs(env.iter().copied())
+                .arg("--containerd-socket")
+                .arg(self.socket())
+                .args(["--containerd-namespace", namespace])
+                .args(args),
+            timeout,
+        )
+        .unwrap_or_else(|e| panic!("berth-agent {args:?}: {e}"))
     }
 }
