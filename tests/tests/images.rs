@@ -591,7 +591,14 @@ fn ten_tasks_of_one_new_image_pull_it_once() {
     images::multi_layer_image(&archive, "localhost/ten:1", &[4 << 20, 4 << 20], 10);
     reg.push(&archive, "app/ten:1");
     let _ = std::fs::remove_file(&archive);
-    let c = cluster("img-ten", &reg, &[]);
+    // prefer-cached: a task that starts after the shared pull ended finds the image and pulls
+    // nothing (under `default` it would pull again, as ECS does), so the count depends only on
+    // the ten that start together sharing one pull.
+    let c = cluster(
+        "img-ten",
+        &reg,
+        &[("BERTH_IMAGE_PULL_BEHAVIOR", "prefer-cached")],
+    );
     let td = register(&c, "ten", &reg.reference("app/ten:1"), "sleep 3600", "");
     let v = c.json(&[
         "run-task",
