@@ -325,7 +325,8 @@ struct Args {
     /// CA certificates (PEM) trusted for registries besides the system's.
     #[arg(long, env = "BERTH_REGISTRY_CA_FILE", global = true)]
     registry_ca_file: Option<PathBuf>,
-    /// Seconds between image cleanup passes (ECS_IMAGE_CLEANUP_INTERVAL); 0: no cleanup.
+    /// Seconds between image cleanup passes (ECS_IMAGE_CLEANUP_INTERVAL); 0: no cleanup. The
+    /// prefer-cached pull behaviour turns cleanup off, as in ECS.
     #[arg(
         long,
         env = "BERTH_IMAGE_CLEANUP_INTERVAL",
@@ -799,6 +800,13 @@ async fn list_images(args: &Args) -> anyhow::Result<()> {
     images.sort_by(|a, b| a.name.cmp(&b.name));
     println!("NAME\tDIGEST\tSIZE\tSOURCE\tLAST-USED");
     for i in images {
+        let size = match cd.image_size(&i.name).await {
+            Ok(n) => n.to_string(),
+            Err(e) => {
+                eprintln!("berth-agent: image {}: {e}", i.name);
+                "?".into()
+            }
+        };
         let last = i
             .last_used
             .map(berth_agent::runtime::pull::rfc3339)
@@ -807,7 +815,7 @@ async fn list_images(args: &Args) -> anyhow::Result<()> {
             "{}\t{}\t{}\t{}\t{}",
             i.name,
             i.digest,
-            i.size,
+            size,
             i.source.as_str(),
             last
         );
@@ -1047,13 +1055,26 @@ async fn serve(args: Args) -> anyhow::Result<i32> {
             images: images.clone(),
         },
     )?;
+    // As the ECS agent: prefer-cached turns image cleanup off, so the cached images it relies
+    // on are never removed.
+    let cleanup_interval =
+        if args.image_pull_behavior == berth_agent::images::PullBehavior::PreferCached {
+            if args.image_cleanup_interval > 0 {
+                tracing::info!(
+                    "image pull behaviour prefer-cached: image cleanup is off, as ECS has it"
+                );
+            }
+            0
+        } else {
+            args.image_cleanup_interval
+        };
     let _image_cleanup = AbortOnDrop(tokio::spawn({
         let engine = engine.clone();
         berth_agent::images::cleanup::run_forever(
             runtime_for_cleanup,
             images.clone(),
             berth_agent::images::cleanup::CleanupConfig {
-                interval: Duration::from_secs(args.image_cleanup_interval),
+                interval: Duration::from_secs(cleanup_interval),
                 minimum_age: Duration::from_secs(args.image_minimum_cleanup_age),
                 per_cycle: args.images_per_cleanup,
                 include_loaded: args.image_cleanup_loaded,

@@ -102,6 +102,40 @@ impl Containerd {
         })
     }
 
+    /// The bytes an image's record brings with it: its manifest's config and layers (the
+    /// host's platform's manifest for an index), compressed sizes as the registry served them.
+    pub async fn image_size(&self, name: &str) -> Result<u64, RuntimeError> {
+        let image = rpc(
+            "get image",
+            name,
+            self.client.images().get(self.req(GetImageRequest {
+                name: name.to_string(),
+            })),
+        )
+        .await?
+        .into_inner()
+        .image
+        .unwrap_or_default();
+        let target = image.target.unwrap_or_default();
+        let mut digest = target.digest.clone();
+        if INDEX_TYPES.contains(&target.media_type.as_str()) {
+            let index: Value = serde_json::from_slice(&self.read_blob(&digest).await?)
+                .map_err(|e| image_err(name, format!("index: {e}")))?;
+            digest = pick_manifest(&index)
+                .and_then(|m| m["digest"].as_str().map(String::from))
+                .ok_or_else(|| image_err(name, "no manifest for this platform"))?;
+        }
+        let manifest: Value = serde_json::from_slice(&self.read_blob(&digest).await?)
+            .map_err(|e| image_err(name, format!("manifest: {e}")))?;
+        let layers: u64 = manifest["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["size"].as_u64())
+            .sum();
+        Ok(layers + manifest["config"]["size"].as_u64().unwrap_or(0))
+    }
+
     /// Reads a whole blob from the content store.
     async fn read_blob(&self, digest: &str) -> Result<Vec<u8>, RuntimeError> {
         use tokio_stream::StreamExt;
