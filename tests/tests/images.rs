@@ -858,3 +858,94 @@ fn docker_save_archive_fixture_imports_with_ctr() {
     let ls = String::from_utf8_lossy(&ls.stdout).to_string();
     assert!(ls.contains("localhost/saved:1"), "{ls}");
 }
+
+/// `run-task --wait` follows a real pull until the task is RUNNING; DescribePullProgress then
+/// shows the finished pull (every layer, every byte); `berth-agent image ls` lists the pulled
+/// image with its size and source, and `image rm` removes it (and a missing one is named).
+#[test]
+fn run_task_wait_follows_a_real_pull_and_image_ls_and_rm_show_and_remove_it() {
+    if !registry_prerequisites() {
+        return;
+    }
+    let reg = Registry::launch();
+    let archive = std::env::temp_dir().join(format!("berth-it-wait-{}.tar", std::process::id()));
+    images::multi_layer_image(&archive, "localhost/wait:1", &[8 << 20, 8 << 20], 11);
+    reg.push(&archive, "app/wait:1");
+    let _ = std::fs::remove_file(&archive);
+    let c = cluster("img-wait", &reg, &[]);
+    let image = reg.reference("app/wait:1");
+    let td = register(&c, "waited", &image, "sleep 3600", "");
+    let out = c.berth(&[
+        "run-task",
+        "--cluster",
+        &c.name,
+        "--task-definition",
+        &td,
+        "--wait",
+        "--wait-timeout",
+        "600",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "run-task --wait: {err}");
+    assert!(err.contains("RUNNING"), "{err}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("run-task JSON");
+    assert_eq!(v["tasks"][0]["lastStatus"], "RUNNING", "{v}");
+    let arn = v["tasks"][0]["taskArn"]
+        .as_str()
+        .expect("taskArn")
+        .to_string();
+
+    let p = c.json(&[
+        "describe-pull-progress",
+        "--cluster",
+        &c.name,
+        "--tasks",
+        &arn,
+    ]);
+    let main = &p["progress"][0]["containers"][0];
+    assert_eq!(main["containerName"], "main", "{p}");
+    assert_eq!(main["phase"], "DONE", "{p}");
+    assert_eq!(main["layersTotal"], 3, "{p}");
+    assert_eq!(main["layersDone"], main["layersTotal"], "{p}");
+    assert_eq!(main["bytesDone"], main["bytesTotal"], "{p}");
+
+    let ls = c.agent_image_command(NS, &[], &["image", "ls"], T);
+    let text = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        ls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    let row: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{image}\t")))
+        .unwrap_or_else(|| panic!("{image} not in image ls:\n{text}"))
+        .split('\t')
+        .collect();
+    assert_eq!(row[3], "pull", "{text}");
+    let size: u64 = row[2].parse().expect("a size");
+    assert!(
+        size > 16 << 20,
+        "the image's layers, not its manifest: {text}"
+    );
+    stop(&c, &arn);
+
+    let rm = c.agent_image_command(NS, &[], &["image", "rm", &image], T);
+    assert!(
+        rm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rm.stderr)
+    );
+    let ls = c.agent_image_command(NS, &[], &["image", "ls"], T);
+    assert!(
+        !String::from_utf8_lossy(&ls.stdout).contains(&image),
+        "removed image still listed"
+    );
+    let again = c.agent_image_command(NS, &[], &["image", "rm", &image], T);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("not found"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
