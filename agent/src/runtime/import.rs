@@ -570,18 +570,7 @@ fn leases_create(id: &str, expire: String) -> containerd_client::services::v1::C
     }
 }
 
-/// RFC 3339 text of a time, as containerd's `containerd.io/gc.expire` label wants it.
-fn rfc3339(t: std::time::SystemTime) -> String {
-    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let ts = pbjson_types::Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: 0,
-    };
-    // The JSON form of a protobuf Timestamp is the quoted RFC 3339 string.
-    serde_json::to_string(&ts)
-        .map(|q| q.trim_matches('"').to_string())
-        .unwrap_or_default()
-}
+use super::pull::rfc3339;
 
 #[cfg(test)]
 mod tests {

@@ -812,7 +812,8 @@ fn local_image_of(i: &Image) -> LocalImage {
     }
 }
 
-/// RFC 3339 (UTC, seconds) of a time, for labels.
+/// RFC 3339 (UTC, seconds) of a time, for labels and containerd's `containerd.io/gc.expire`
+/// (the JSON form of a protobuf Timestamp is the quoted RFC 3339 string).
 pub fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let ts = pbjson_types::Timestamp {
