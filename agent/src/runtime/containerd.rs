@@ -127,6 +127,22 @@ impl Containerd {
         self
     }
 
+    /// Removes a snapshot by key (a container's rootfs, an unpack's or a view's key).
+    pub(super) async fn remove_snapshot(&self, key: &str) -> Result<(), RuntimeError> {
+        rpc(
+            "remove snapshot",
+            key,
+            self.client
+                .snapshots()
+                .remove(self.req(RemoveSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.into(),
+                    key: key.to_string(),
+                })),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Pulls images through `registry` (issue 11).
     pub fn with_registry(mut self, registry: crate::images::registry::RegistryClient) -> Self {
         self.registry = Some(registry);
@@ -424,19 +440,7 @@ impl Runtime for Containerd {
             )
             .await,
         )?;
-        ignore_missing(
-            rpc(
-                "remove snapshot",
-                id,
-                self.client
-                    .snapshots()
-                    .remove(self.req(RemoveSnapshotRequest {
-                        snapshotter: SNAPSHOTTER.into(),
-                        key: id.to_string(),
-                    })),
-            )
-            .await,
-        )
+        ignore_missing(self.remove_snapshot(id).await)
     }
 
     async fn init_pid(&self, id: &str) -> Result<u32, RuntimeError> {

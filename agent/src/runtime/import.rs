@@ -6,7 +6,7 @@ use super::containerd::{rpc, rpc_for, Containerd, SNAPSHOTTER, TRANSFER_TIMEOUT}
 use super::image::{chain_ids, digest_of, normalize, pick_manifest, Archive, INDEX_TYPES};
 use super::{ImageConfig, RuntimeError};
 use containerd_client::services::v1::snapshots::{
-    CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
+    CommitSnapshotRequest, PrepareSnapshotRequest, StatSnapshotRequest,
 };
 use containerd_client::services::v1::*;
 use containerd_client::types::Descriptor;
@@ -321,17 +321,7 @@ impl Containerd {
             )
             .await;
             if let Err(e) = applied {
-                let _ = rpc(
-                    "remove snapshot",
-                    &key,
-                    self.client
-                        .snapshots()
-                        .remove(self.req(RemoveSnapshotRequest {
-                            snapshotter: SNAPSHOTTER.into(),
-                            key: key.clone(),
-                        })),
-                )
-                .await;
+                let _ = self.remove_snapshot(&key).await;
                 return Err(e);
             }
             let committed = rpc(
@@ -354,18 +344,7 @@ impl Containerd {
                 // this one's prepared snapshot goes and theirs serves (as containerd's own
                 // unpacker does).
                 Err(e) if e.code() == Some(tonic::Code::AlreadyExists) => {
-                    if let Err(e) = rpc(
-                        "remove snapshot",
-                        &key,
-                        self.client
-                            .snapshots()
-                            .remove(self.req(RemoveSnapshotRequest {
-                                snapshotter: SNAPSHOTTER.into(),
-                                key: key.clone(),
-                            })),
-                    )
-                    .await
-                    {
+                    if let Err(e) = self.remove_snapshot(&key).await {
                         tracing::warn!(snapshot = %key, error = %e, "cannot remove a prepared snapshot another unpack made unneeded; the lease's expiry frees it");
                     }
                     self.lease_resource(lease, chain, &format!("snapshots/{SNAPSHOTTER}"))

@@ -8,12 +8,14 @@
 //! Guarantees, with the tests that prove them:
 //! - a blob is written under the ingest ref `berth-pull-<digest>` and committed with its
 //!   expected digest and size: containerd refuses content that does not match, and such an
-//!   ingest is aborted so the next pull starts it again
-//!   (`images::tests`, `tests/tests/images.rs`);
+//!   ingest is aborted so the next pull starts it again (the digest checks of
+//!   `images::registry::tests::manifest_digest_is_checked`; every pull in
+//!   `tests/tests/images.rs` commits through it);
 //! - an interrupted pull (an agent killed mid-layer) leaves no image record and no committed
-//!   half blob: the next pull resumes the ingest where containerd has it (a Range request) or
-//!   restarts it, and the lease that held the pull's content expires
-//!   (`images::an_agent_killed_mid_pull_leaves_containerd_consistent_and_the_next_pull_succeeds`).
+//!   half blob, and the next pull succeeds, continuing the ingest where containerd has it (a
+//!   Range request) or restarting it; the lease that held the pull's content expires
+//!   (`images::an_agent_killed_mid_pull_leaves_containerd_consistent`; that bytes of the
+//!   ingest are reused is not proven by a test).
 
 use super::containerd::{rpc, rpc_for, Containerd, CALL_TIMEOUT, TRANSFER_TIMEOUT};
 use super::image::{chain_ids, pick_manifest, INDEX_TYPES};

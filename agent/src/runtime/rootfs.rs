@@ -13,7 +13,7 @@
 use super::containerd::{rpc, Containerd, SNAPSHOTTER};
 use super::user::ImageUsers;
 use super::{ImageConfig, RuntimeError};
-use containerd_client::services::v1::snapshots::{RemoveSnapshotRequest, ViewSnapshotRequest};
+use containerd_client::services::v1::snapshots::ViewSnapshotRequest;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -214,18 +214,7 @@ impl Containerd {
                     after: READ_TIMEOUT,
                 }),
             };
-            if let Err(e) = rpc(
-                "remove snapshot",
-                &key,
-                self.client
-                    .snapshots()
-                    .remove(self.req(RemoveSnapshotRequest {
-                        snapshotter: SNAPSHOTTER.into(),
-                        key: key.clone(),
-                    })),
-            )
-            .await
-            {
+            if let Err(e) = self.remove_snapshot(&key).await {
                 tracing::warn!(snapshot = %key, error = %e, "cannot remove a view; its lease's expiry removes it");
             }
             read
