@@ -10,6 +10,15 @@ pub enum EcsError {
     /// ServiceNotFoundException
     #[error("Service not found: {0}")]
     ServiceNotFound(String),
+    /// ServiceNotActiveException: the service was deleted (DRAINING or INACTIVE).
+    #[error("Service was not ACTIVE.")]
+    ServiceNotActive,
+    /// ClusterContainsServicesException
+    #[error("The Cluster cannot be deleted while Services are active.")]
+    ClusterContainsServices,
+    /// UnsupportedFeatureException: a member Berth models but does not build yet, named.
+    #[error("{0}")]
+    UnsupportedFeature(String),
     /// ClientException: a bad request the caller must change.
     #[error("{0}")]
     Client(String),
@@ -65,6 +74,9 @@ impl EcsError {
         match self {
             EcsError::ClusterNotFound => x::CLUSTER_NOT_FOUND,
             EcsError::ServiceNotFound(_) => x::SERVICE_NOT_FOUND,
+            EcsError::ServiceNotActive => x::SERVICE_NOT_ACTIVE,
+            EcsError::ClusterContainsServices => x::CLUSTER_CONTAINS_SERVICES,
+            EcsError::UnsupportedFeature(_) => x::UNSUPPORTED_FEATURE,
             EcsError::Client(_) => x::CLIENT,
             EcsError::InvalidParameter(_) => x::INVALID_PARAMETER,
             EcsError::ClusterContainsContainerInstances => x::CLUSTER_CONTAINS_CONTAINER_INSTANCES,
@@ -102,11 +114,13 @@ impl From<EcsError> for tonic::Status {
             | EcsError::ServiceNotFound(_)
             | EcsError::TargetNotFound(_) => tonic::Code::NotFound,
             EcsError::Client(_)
+            | EcsError::UnsupportedFeature(_)
             | EcsError::InvalidParameter(_)
             | EcsError::AttributeLimitExceeded(_) => tonic::Code::InvalidArgument,
-            EcsError::ClusterContainsContainerInstances | EcsError::ClusterContainsTasks => {
-                tonic::Code::FailedPrecondition
-            }
+            EcsError::ClusterContainsContainerInstances
+            | EcsError::ClusterContainsTasks
+            | EcsError::ClusterContainsServices
+            | EcsError::ServiceNotActive => tonic::Code::FailedPrecondition,
             EcsError::Conflict { .. } => tonic::Code::AlreadyExists,
             EcsError::Ec2 { code, .. } if code.ends_with(".NotFound") => tonic::Code::NotFound,
             EcsError::Ec2 { .. } => tonic::Code::InvalidArgument,

@@ -6,6 +6,7 @@ pub mod exec;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 struct Session {
@@ -22,6 +23,14 @@ pub struct Fleet {
     next_id: AtomicU64,
     /// ExecuteCommand sessions on the agents' links (issue 9).
     exec: Arc<exec::ExecRoutes>,
+    /// Issue 12: since when each instance has had no session in step, for those that had one
+    /// and lost it (instances never seen count from `started`).
+    disconnected: Mutex<HashMap<String, Instant>>,
+    /// When this fleet (the controller) started.
+    started: Mutex<Option<Instant>>,
+    /// Issue 12: wakes the services scheduler (a session came, went or took in a set, a task
+    /// changed, a service or an instance changed).
+    services: Notify,
 }
 
 /// A session's handle: detaches itself when dropped.
@@ -35,10 +44,18 @@ pub struct Attached {
 
 impl Drop for Attached {
     fn drop(&mut self) {
+        let mut gone = false;
         if let Ok(mut s) = self.fleet.sessions.lock() {
             if s.get(&self.instance).is_some_and(|x| x.id == self.id) {
                 s.remove(&self.instance);
+                gone = true;
             }
+        }
+        if gone {
+            if let Ok(mut d) = self.fleet.disconnected.lock() {
+                d.insert(self.instance.clone(), Instant::now());
+            }
+            self.fleet.services.notify_one();
         }
     }
 }
@@ -47,6 +64,36 @@ impl Fleet {
     /// The ExecuteCommand sessions routed over the agents' links.
     pub fn exec(&self) -> &Arc<exec::ExecRoutes> {
         &self.exec
+    }
+
+    /// Wakes the services scheduler.
+    pub fn wake_services(&self) {
+        self.services.notify_one();
+    }
+
+    /// Waits until [`Fleet::wake_services`] is called or `timeout` passes.
+    pub async fn services_woken(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.services.notified()).await;
+    }
+
+    /// How long `instance` has been without an agent in step; `None` while it has one. An
+    /// instance not seen since this controller started counts from the start.
+    pub fn disconnected_for(&self, instance: &str) -> Option<Duration> {
+        if self.connected(instance) {
+            return None;
+        }
+        let since = self
+            .disconnected
+            .lock()
+            .ok()
+            .and_then(|d| d.get(instance).copied());
+        let since = since.or_else(|| {
+            self.started
+                .lock()
+                .ok()
+                .map(|mut s| *s.get_or_insert_with(Instant::now))
+        })?;
+        Some(since.elapsed())
     }
 
     /// Attaches a session for `instance`, replacing any older one (an agent that reconnected).
@@ -104,7 +151,14 @@ impl Fleet {
                 .get_mut(&attached.instance)
                 .filter(|x| x.id == attached.id)
             {
+                let first = x.desired_acked.is_none();
                 x.desired_acked = x.desired_acked.max(Some(seq));
+                if first {
+                    if let Ok(mut d) = self.disconnected.lock() {
+                        d.remove(&attached.instance);
+                    }
+                    self.services.notify_one();
+                }
             }
         }
     }

@@ -444,7 +444,7 @@ pub mod link {
     /// The largest message either side sends or accepts (tonic's default is 4 MiB).
     pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
     /// How often a side with nothing else to send sends a heartbeat.
-    pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+    pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(4);
     /// Heartbeat intervals without any message after which a session is dead.
     pub const MISSED_HEARTBEATS: u32 = 3;
 
@@ -530,6 +530,20 @@ pub mod ecs_json {
                 "taskDefinitionArns",
                 "families",
                 "attributes",
+                "services",
+                "serviceArns",
+            ],
+        ),
+        // Issue 12: a service shows these lists empty or not.
+        (
+            &["service", "services"],
+            &[
+                "loadBalancers",
+                "serviceRegistries",
+                "deployments",
+                "events",
+                "placementConstraints",
+                "placementStrategy",
             ],
         ),
         // Tags show, empty or not, where they are what was asked for; elsewhere (describe

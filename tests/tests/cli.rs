@@ -748,8 +748,9 @@ fn bad_input_matrix_gets_one_line_and_changes_nothing() {
                 "--services",
                 "s",
             ],
-            252,
-            "services are not built yet (issue 12)",
+            // Issue 12: a missing service ends the wait as botocore's ServicesStable does.
+            255,
+            "Waiter ServicesStable failed: Waiter encountered a terminal failure state: For expression \"failures[].reason\" we matched expected path: \"MISSING\" at least once",
         ),
         // The service refuses (254).
         (

@@ -253,4 +253,53 @@ impl Ecs for EcsApi {
             self.0.describe_pull_progress(r.into_inner()).await?,
         ))
     }
+
+    async fn create_service(&self, r: Request<CreateServiceRequest>) -> R<CreateServiceResponse> {
+        let service = self.0.create_service(r.into_inner()).await?;
+        Ok(Response::new(CreateServiceResponse {
+            service: Some(service),
+        }))
+    }
+
+    async fn update_service(&self, r: Request<UpdateServiceRequest>) -> R<UpdateServiceResponse> {
+        let service = self.0.update_service(r.into_inner()).await?;
+        Ok(Response::new(UpdateServiceResponse {
+            service: Some(service),
+        }))
+    }
+
+    async fn delete_service(&self, r: Request<DeleteServiceRequest>) -> R<DeleteServiceResponse> {
+        let service = self.0.delete_service(r.into_inner()).await?;
+        Ok(Response::new(DeleteServiceResponse {
+            service: Some(service),
+        }))
+    }
+
+    async fn list_services(&self, r: Request<ListServicesRequest>) -> R<ListServicesResponse> {
+        let page = self.0.list_services(r.into_inner()).await?;
+        Ok(Response::new(ListServicesResponse {
+            service_arns: page.items,
+            next_token: page.next_token,
+        }))
+    }
+
+    async fn describe_services(
+        &self,
+        r: Request<DescribeServicesRequest>,
+    ) -> R<DescribeServicesResponse> {
+        Ok(Response::new(
+            self.0.describe_services(r.into_inner()).await?,
+        ))
+    }
+
+    async fn update_container_instances_state(
+        &self,
+        r: Request<UpdateContainerInstancesStateRequest>,
+    ) -> R<UpdateContainerInstancesStateResponse> {
+        Ok(Response::new(
+            self.0
+                .update_container_instances_state(r.into_inner())
+                .await?,
+        ))
+    }
 }

@@ -63,6 +63,24 @@ struct Args {
         value_name = "SECONDS"
     )]
     stopped_task_retention: u64,
+    /// Issue 12: seconds an instance's agent may be disconnected before its service tasks are
+    /// replaced on other instances (when it comes back, the surplus is stopped).
+    #[arg(
+        long,
+        env = "BERTH_SERVICE_DISCONNECT_GRACE",
+        default_value_t = 30,
+        value_name = "SECONDS"
+    )]
+    service_disconnect_grace: u64,
+    /// Issue 12: seconds before a service starts a task again after two failed to start in a
+    /// row; doubles with each further failure, up to 15 minutes.
+    #[arg(
+        long,
+        env = "BERTH_SERVICE_RESTART_DELAY",
+        default_value_t = 10,
+        value_name = "SECONDS"
+    )]
+    service_restart_delay: u64,
     /// Serve beyond loopback even without TLS or signed calls (`--tls off`, `--auth off`):
     /// anyone who can reach the port could then run any image as root on every host. Without
     /// this flag the controller refuses to start that way; with it, it logs so loudly.
@@ -334,7 +352,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         auth_mode,
         Some(audit),
     ));
-    let controller = Arc::new(Controller::load(store.clone(), Arc::new(Fleet::default()))?);
+    let controller = Arc::new(
+        Controller::load(store.clone(), Arc::new(Fleet::default()))?.with_service_config(
+            berth_controller::service::ServiceSchedulerConfig {
+                disconnect_grace: std::time::Duration::from_secs(args.service_disconnect_grace),
+                restart_delay: std::time::Duration::from_secs(args.service_restart_delay),
+                ..Default::default()
+            },
+        ),
+    );
     let server_tls = if tls {
         let id = ca.server_identity(&server_names(args.listen, &args.tls_sans))?;
         Some(
@@ -361,6 +387,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let retention = std::time::Duration::from_secs(args.stopped_task_retention);
     // Aborted when `serve` returns, which stops the sweeps.
     let sweeps = AbortOnDrop(controller.spawn_retention(retention, std::time::SystemTime::now));
+    // Issue 12: the services scheduler, for as long as the server runs.
+    let _services = AbortOnDrop(tokio::spawn(controller.clone().run_service_scheduler()));
     let log_sweeps = AbortOnDrop(spawn_log_retention(
         logs.clone(),
         std::time::Duration::from_secs(args.log_retention_interval),

@@ -526,6 +526,14 @@ pub fn accept(waiter: &Waiter, response: &Value) -> Option<(WaitState, String)> 
         let Ok(found) = output::query(response, a.argument) else {
             continue;
         };
+        if a.matcher == Matcher::Path {
+            let expected: Value = serde_json::from_str(a.expected)
+                .unwrap_or_else(|_| Value::String(a.expected.to_string()));
+            if found == expected {
+                return Some((a.state, a.explanation()));
+            }
+            continue;
+        }
         // botocore: the expression must give a non-empty list.
         let Some(list) = found.as_array().filter(|l| !l.is_empty()) else {
             continue;
@@ -534,6 +542,7 @@ pub fn accept(waiter: &Waiter, response: &Value) -> Option<(WaitState, String)> 
         let matched = match a.matcher {
             Matcher::PathAll => list.iter().all(hit),
             Matcher::PathAny => list.iter().any(hit),
+            Matcher::Path => false,
         };
         if matched {
             return Some((a.state, a.explanation()));

@@ -190,6 +190,14 @@ const REQUIRED: &[(&str, &[&str])] = &[
     ("DescribeTaskStats", &["tasks"]),
     ("DescribePullProgress", &["tasks"]),
     ("DescribeContainerInstances", &["containerInstances"]),
+    ("CreateService", &["serviceName"]),
+    ("UpdateService", &["service"]),
+    ("DeleteService", &["service"]),
+    ("DescribeServices", &["services"]),
+    (
+        "UpdateContainerInstancesState",
+        &["containerInstances", "status"],
+    ),
     ("DeregisterContainerInstance", &["containerInstance"]),
     ("PutAttributes", &["attributes"]),
     ("DeleteAttributes", &["attributes"]),
@@ -288,6 +296,15 @@ pub const OPERATIONS: &[Operation] = &[
     op::<pb::DescribeTaskStatsRequest, pb::DescribeTaskStatsResponse>("DescribeTaskStats"),
     // Berth extension (issue 11): the latest image pull progress of tasks.
     op::<pb::DescribePullProgressRequest, pb::DescribePullProgressResponse>("DescribePullProgress"),
+    // Issue 12: services and draining.
+    op::<pb::CreateServiceRequest, pb::CreateServiceResponse>("CreateService"),
+    op::<pb::UpdateServiceRequest, pb::UpdateServiceResponse>("UpdateService"),
+    op::<pb::DeleteServiceRequest, pb::DeleteServiceResponse>("DeleteService"),
+    paged::<pb::ListServicesRequest, pb::ListServicesResponse>("ListServices", "serviceArns"),
+    op::<pb::DescribeServicesRequest, pb::DescribeServicesResponse>("DescribeServices"),
+    op::<pb::UpdateContainerInstancesStateRequest, pb::UpdateContainerInstancesStateResponse>(
+        "UpdateContainerInstancesState",
+    ),
 ];
 
 /// The rows of `berth ssm`, `berth secretsmanager`, `berth iam` and `berth ec2` (their JSON keys
@@ -458,6 +475,8 @@ pub enum Matcher {
     PathAll,
     /// Some element of the (non-empty) list the expression yields equals `expected`.
     PathAny,
+    /// The expression yields `expected` (a JSON value: `true`, a number, or a string).
+    Path,
 }
 
 /// What a matching acceptor ends the wait with.
@@ -494,6 +513,10 @@ impl Acceptor {
                 "For expression \"{}\" we matched expected path: \"{}\" at least once",
                 self.argument, self.expected
             ),
+            Matcher::Path => format!(
+                "For expression \"{}\" we matched expected path: {}",
+                self.argument, self.expected
+            ),
         }
     }
 }
@@ -519,6 +542,63 @@ pub struct Waiter {
 
 /// The waiters Berth has.
 pub const WAITERS: &[Waiter] = &[
+    // Issue 12: botocore's ServicesStable and ServicesInactive.
+    Waiter {
+        name: "ServicesStable",
+        cli: "services-stable",
+        operation: "DescribeServices",
+        about: "Wait until every service has one deployment and runs its desiredCount; fails when one is MISSING, DRAINING or INACTIVE",
+        delay_secs: 15,
+        max_attempts: 40,
+        acceptors: &[
+            Acceptor {
+                matcher: Matcher::PathAny,
+                argument: "failures[].reason",
+                expected: "MISSING",
+                state: WaitState::Failure,
+            },
+            Acceptor {
+                matcher: Matcher::PathAny,
+                argument: "services[].status",
+                expected: "DRAINING",
+                state: WaitState::Failure,
+            },
+            Acceptor {
+                matcher: Matcher::PathAny,
+                argument: "services[].status",
+                expected: "INACTIVE",
+                state: WaitState::Failure,
+            },
+            Acceptor {
+                matcher: Matcher::Path,
+                argument: "length(services[?!(length(deployments) == `1` && runningCount == desiredCount)]) == `0`",
+                expected: "true",
+                state: WaitState::Success,
+            },
+        ],
+    },
+    Waiter {
+        name: "ServicesInactive",
+        cli: "services-inactive",
+        operation: "DescribeServices",
+        about: "Wait until every service is INACTIVE; fails when one is MISSING",
+        delay_secs: 15,
+        max_attempts: 40,
+        acceptors: &[
+            Acceptor {
+                matcher: Matcher::PathAny,
+                argument: "failures[].reason",
+                expected: "MISSING",
+                state: WaitState::Failure,
+            },
+            Acceptor {
+                matcher: Matcher::PathAny,
+                argument: "services[].status",
+                expected: "INACTIVE",
+                state: WaitState::Success,
+            },
+        ],
+    },
     Waiter {
         name: "TasksRunning",
         cli: "tasks-running",
@@ -564,10 +644,7 @@ pub const WAITERS: &[Waiter] = &[
 ];
 
 /// Waiters of aws's that wait on what Berth does not have yet: the subcommand answers why.
-pub const WAITERS_NOT_BUILT: &[(&str, &str)] = &[(
-    "services-stable",
-    "services are not built yet (issue 12), so there is nothing to wait for",
-)];
+pub const WAITERS_NOT_BUILT: &[(&str, &str)] = &[];
 
 #[cfg(test)]
 mod tests {

@@ -65,7 +65,32 @@ impl State {
     /// Stores `task` in the view, keeping the per-instance index of tasks not yet STOPPED, the
     /// index of confirmed stops by time and the per-instance task counts.
     pub(crate) fn put_task(&mut self, id: String, task: Task) {
+        // Issue 12: a service's task that reached RUNNING or STOPPED is news for its scheduler
+        // (failures in a row, the circuit breaker).
+        if task
+            .group
+            .as_deref()
+            .is_some_and(|g| g.starts_with("service:"))
+        {
+            let before = self.tasks.get(&id).map(|t| t.last_status.as_str());
+            if before != Some(task.last_status.as_str()) {
+                match TaskStatus::parse(&task.last_status) {
+                    Ok(TaskStatus::Running) | Ok(TaskStatus::Stopped) if before.is_some() => {
+                        self.service_task_news.push(id.clone());
+                    }
+                    _ => {}
+                }
+            }
+        }
         self.unindex_task(&id);
+        if let Some(g) = task.group.as_deref().filter(|g| g.starts_with("service:")) {
+            if !is_stopped(&task) {
+                self.service_tasks
+                    .entry((task.cluster_arn.clone(), g.to_string()))
+                    .or_default()
+                    .insert(id.clone());
+            }
+        }
         if let Some(i) = &task.container_instance_arn {
             *self.by_instance.entry(i.clone()).or_default() += 1;
         }
@@ -89,6 +114,15 @@ impl State {
         let Some(old) = self.tasks.get(id) else {
             return;
         };
+        if let Some(g) = old.group.as_deref().filter(|g| g.starts_with("service:")) {
+            let key = (old.cluster_arn.clone(), g.to_string());
+            if let Some(set) = self.service_tasks.get_mut(&key) {
+                set.remove(id);
+                if set.is_empty() {
+                    self.service_tasks.remove(&key);
+                }
+            }
+        }
         if let Some(i) = &old.container_instance_arn {
             if let Some(set) = self.active.get_mut(i) {
                 set.remove(id);
@@ -333,6 +367,8 @@ impl Controller {
                 self.fleet.notify(&instance);
             }
         }
+        // Issue 12: the services' scheduler looks at every change of a task.
+        self.fleet.wake_services();
         match orphan {
             Some(true) => {
                 view_changed |= st

@@ -65,6 +65,7 @@ impl State {
         }
         v.running_tasks_count = running;
         v.pending_tasks_count = pending;
+        v.active_services_count = self.active_services(&c.cluster_name);
         v.registered_container_instances_count = self
             .instances
             .values()
@@ -285,6 +286,9 @@ impl Controller {
                     .is_some_and(|ci| !is_inactive(ci))
         }) {
             return Err(EcsError::ClusterContainsContainerInstances);
+        }
+        if st.has_live_services(&name) {
+            return Err(EcsError::ClusterContainsServices);
         }
         if st.active_in_cluster(&c.cluster_arn).next().is_some() {
             return Err(EcsError::ClusterContainsTasks);

@@ -184,7 +184,11 @@ impl State {
             .filter(|(_, r)| r.cluster_arn == cluster_arn)
     }
 
-    fn instance_view(&self, r: &ContainerInstanceRecord, connected: bool) -> ContainerInstance {
+    pub(crate) fn instance_view(
+        &self,
+        r: &ContainerInstanceRecord,
+        connected: bool,
+    ) -> ContainerInstance {
         let mut ci = r.container_instance.clone().unwrap_or_default();
         let (cpu, mem) = self.remaining(&ci);
         let used = self.ports_in_use(&ci);
@@ -321,7 +325,10 @@ impl Controller {
         ci.attributes = req.attributes;
         ci.version_info = req.version_info;
         ci.ec2_instance_id = req.hostname;
-        ci.status = ContainerInstanceStatus::Active.into();
+        // A DRAINING instance stays DRAINING when its agent registers again (a restart).
+        if status(&ci) != Some(ContainerInstanceStatus::Draining) {
+            ci.status = ContainerInstanceStatus::Active.into();
+        }
         ci.version += 1;
         let mut writes = extra(&ci, &cluster_arn)?;
         let record = ContainerInstanceRecord {

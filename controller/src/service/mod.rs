@@ -15,6 +15,8 @@ pub mod pagination;
 mod pull_progress;
 mod retention;
 mod security_groups;
+mod service_scheduler;
+mod services;
 mod stats;
 mod tags;
 mod task_definitions;
@@ -23,6 +25,7 @@ pub mod validation;
 
 pub use agent_link::{LinkError, SentDefinitions, SessionInfo};
 pub use retention::{Purged, DEFAULT_STOPPED_TASK_RETENTION};
+pub use service_scheduler::ServiceSchedulerConfig;
 pub use tasks::TaskSecretRefs;
 
 use crate::error::EcsError;
@@ -30,7 +33,7 @@ use crate::fleet::Fleet;
 use crate::store::{Store, StoreError, Write};
 use berth_proto::v1::{
     Cluster, ContainerInstanceRecord, RegisterTaskDefinitionResponse, RunTaskTokenRecord,
-    SecurityGroupRecord, Task, TaskNetworkRecord,
+    SecurityGroupRecord, ServiceRecord, Task, TaskNetworkRecord,
 };
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -90,6 +93,15 @@ pub(crate) struct State {
     task_networks: BTreeMap<String, TaskNetworkRecord>,
     /// Security groups by id (`security_groups.rs`; key `sg/ID`).
     security_groups: BTreeMap<String, SecurityGroupRecord>,
+    /// Issue 12: services by store key (`service/CLUSTER/NAME`, `services.rs`).
+    services: BTreeMap<String, ServiceRecord>,
+    /// Ids of the services' tasks not yet STOPPED, by (cluster ARN, group `service:NAME`)
+    /// (kept by `put_task`).
+    service_tasks: HashMap<(String, String), BTreeSet<String>>,
+    /// Ids of services' tasks that reached RUNNING or STOPPED since the scheduler's last pass
+    /// (kept by `put_task`, drained by the scheduler; memory only: a restart loses only what
+    /// feeds the failure counts, never a task).
+    service_task_news: Vec<String>,
 }
 
 /// The controller: clusters, task definitions, tasks and container instances.
@@ -101,6 +113,8 @@ pub struct Controller {
     stats: std::sync::Mutex<HashMap<String, berth_proto::v1::TaskStats>>,
     /// Issue 11: the latest image pull progress of each task, by task id (memory only).
     pull_progress: std::sync::Mutex<HashMap<String, berth_proto::v1::TaskPullProgress>>,
+    /// Issue 12: the services scheduler's settings.
+    service_config: ServiceSchedulerConfig,
 }
 
 fn decode<M: Message + Default>(key: &str, bytes: &[u8]) -> Result<M, StoreError> {
@@ -193,6 +207,10 @@ impl Controller {
                 state.insert_group(d);
             }
         }
+        for (k, v) in store.scan(services::SERVICE_PREFIX)? {
+            let r: ServiceRecord = decode(&k, &v)?;
+            state.services.insert(k, r);
+        }
         for (k, v) in store.scan(idempotency::RUN_TOKEN_PREFIX)? {
             let r: RunTaskTokenRecord = decode(&k, &v)?;
             state.run_tokens.insert(r.client_token.clone(), r);
@@ -203,7 +221,14 @@ impl Controller {
             fleet,
             stats: Default::default(),
             pull_progress: Default::default(),
+            service_config: ServiceSchedulerConfig::default(),
         })
+    }
+
+    /// Sets the services scheduler's settings (before the controller is shared).
+    pub fn with_service_config(mut self, config: ServiceSchedulerConfig) -> Self {
+        self.service_config = config;
+        self
     }
 
     /// The agent sessions this controller serves.

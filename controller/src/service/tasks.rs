@@ -803,13 +803,18 @@ impl Controller {
                 "daemonName: '{daemon}': daemons are not supported by Berth"
             )));
         }
-        // No services exist yet: a service filter never matches, and must not be ignored.
-        if let Some(service) = &req.service_name {
-            self.state.lock().await.active_cluster(&name)?;
-            return Err(EcsError::ServiceNotFound(service.clone()));
-        }
         let st = self.state.lock().await;
         let cluster_arn = st.active_cluster(&name)?.cluster_arn.clone();
+        // Issue 12: a service's tasks carry its group (`service:NAME`).
+        let service_group = match &req.service_name {
+            Some(service) => Some(super::services::service_group(
+                &st.find_service(&name, service)
+                    .and_then(|r| r.service.as_ref())
+                    .map(|s| s.service_name.clone())
+                    .ok_or_else(|| EcsError::ServiceNotFound(service.clone()))?,
+            )),
+            None => None,
+        };
         let instance = req.container_instance.as_deref().map(|ci| {
             arn::short_id("container-instance", ci)
                 .unwrap_or(ci)
@@ -849,6 +854,11 @@ impl Controller {
                 req.launch_type
                     .as_deref()
                     .is_none_or(|l| t.launch_type == l)
+            })
+            .filter(|(_, t)| {
+                service_group
+                    .as_deref()
+                    .is_none_or(|g| t.group.as_deref() == Some(g))
             })
             .map(|(id, t)| (id.clone(), t.task_arn.clone()));
         paginate(listed, false, req.next_token.as_deref(), req.max_results)

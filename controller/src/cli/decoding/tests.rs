@@ -640,7 +640,7 @@ fn bad_input_is_refused_in_one_line() {
         (&["list-clusterz"], "list-clusterz"),
         (
             &["wait", "services-stable", "--cluster", "c"],
-            "services are not built yet (issue 12)",
+            "the following arguments are required: --services",
         ),
     ];
     for (args, needle) in cases {
