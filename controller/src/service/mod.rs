@@ -258,6 +258,8 @@ mod lifecycle_tests;
 #[cfg(test)]
 mod retention_tests;
 #[cfg(test)]
+mod service_tests;
+#[cfg(test)]
 mod test_support;
 #[cfg(test)]
 mod tests;
