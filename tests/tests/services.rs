@@ -681,3 +681,122 @@ fn the_service_api_refuses_bad_requests_by_name_and_reports_placement_failures()
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("MISSING"));
 }
+
+#[test]
+fn new_tasks_failing_their_health_checks_trip_the_breaker_which_rolls_back() {
+    if !prerequisites() {
+        return;
+    }
+    let c = Cluster::start_with_controller_args("svc-health", &["--service-restart-delay", "1"]);
+    let with_check = |family: &str, check: &str| {
+        format!(
+            r#"{{
+  "family": "{family}",
+  "containerDefinitions": [
+    {{
+      "name": "app",
+      "image": "{IMAGE}",
+      "memory": 32,
+      "essential": true,
+      "command": ["sleep", "3600"],
+      "healthCheck": {{"command": ["CMD-SHELL", "{check}"], "interval": 5, "timeout": 2, "retries": 1}}
+    }}
+  ]
+}}"#
+        )
+    };
+    let good = c.register(&with_check("svc-hc", "true"));
+    c.json(&[
+        "create-service",
+        "--cluster",
+        &c.name,
+        "--service-name",
+        "hc",
+        "--task-definition",
+        &good,
+        "--desired-count",
+        "2",
+        "--health-check-grace-period-seconds",
+        "0",
+        "--deployment-configuration",
+        "deploymentCircuitBreaker={enable=true,rollback=true}",
+    ]);
+    wait_stable(&c, "hc");
+    // services-stable (botocore's) looks at runningCount only; health comes with the checks.
+    wait_for("both tasks HEALTHY", T, || {
+        let ts = service_tasks(&c, "hc");
+        (ts.len() == 2 && ts.iter().all(|t| t["healthStatus"] == "HEALTHY")).then_some(())
+    });
+    let s = service(&c, "hc");
+    assert_eq!(s["deployments"][0]["rolloutState"], "COMPLETED", "{s}");
+    let bad = c.register(&with_check("svc-hc", "false"));
+    c.json(&[
+        "update-service",
+        "--cluster",
+        &c.name,
+        "--service",
+        "hc",
+        "--task-definition",
+        &bad,
+    ]);
+    let t0 = Instant::now();
+    // At 100/200 the two healthy tasks stay while the new ones fail their checks.
+    let mut fewest_healthy = usize::MAX;
+    let s = wait_for(
+        "the breaker to trip on health checks and roll back",
+        Duration::from_secs(240),
+        || {
+            let ts = service_tasks(&c, "hc");
+            fewest_healthy = fewest_healthy.min(
+                ts.iter()
+                    .filter(|t| t["lastStatus"] == "RUNNING" && t["healthStatus"] == "HEALTHY")
+                    .count(),
+            );
+            let s = service(&c, "hc");
+            (events(&s).iter().any(|e| e.contains("rolling back to"))).then_some(s)
+        },
+    );
+    println!("breaker tripped on health checks after {:?}", t0.elapsed());
+    let ev = events(&s);
+    assert!(
+        ev.iter()
+            .filter(|e| e.contains("failed container health checks."))
+            .count()
+            >= 3,
+        "{ev:?}"
+    );
+    assert!(
+        ev.iter()
+            .any(|e| e.contains("deployment failed: tasks failed to start.")),
+        "{ev:?}"
+    );
+    assert!(
+        fewest_healthy >= 2,
+        "the old healthy tasks were kept: fewest {fewest_healthy}"
+    );
+    wait_stable(&c, "hc");
+    let s = service(&c, "hc");
+    assert!(s["taskDefinition"]
+        .as_str()
+        .is_some_and(|a| a.ends_with(&good)));
+    let stopped = c.json(&[
+        "list-tasks",
+        "--cluster",
+        &c.name,
+        "--desired-status",
+        "STOPPED",
+    ]);
+    let arns: Vec<&str> = stopped["taskArns"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default();
+    let mut args = vec!["describe-tasks", "--cluster", c.name.as_str(), "--tasks"];
+    args.extend(arns.iter().take(10));
+    let d = c.json(&args);
+    assert!(
+        d["tasks"].as_array().is_some_and(|ts| ts
+            .iter()
+            .any(|t| t["stoppedReason"] == "Task failed container health checks")),
+        "{d}"
+    );
+}

@@ -151,15 +151,21 @@ async fn spread_by_instance_places_two_per_instance_and_scale_in_keeps_the_sprea
     settle(&c, "web", "UNKNOWN", 3).await;
     let tasks = live(&c, "web").await;
     assert_eq!(tasks.len(), 6);
-    assert!(per_instance(&tasks).values().all(|&n| n == 2), "{:?}", per_instance(&tasks));
+    assert!(
+        per_instance(&tasks).values().all(|&n| n == 2),
+        "{:?}",
+        per_instance(&tasks)
+    );
     let s = service(&c, "web").await;
     assert_eq!(s.running_count, 6);
     assert_eq!(s.deployments[0].rollout_state.as_deref(), Some("COMPLETED"));
-    assert!(s.events.iter().any(|e| e.message == "(service web) has reached a steady state."));
     assert!(s
         .events
         .iter()
-        .any(|e| e.message.starts_with("(service web) has started 6 tasks: (task ")));
+        .any(|e| e.message == "(service web) has reached a steady state."));
+    assert!(s.events.iter().any(|e| e
+        .message
+        .starts_with("(service web) has started 6 tasks: (task ")));
     // Scale-in to 3 stops one per instance: the spread holds.
     c.update_service(UpdateServiceRequest {
         service: "web".into(),
@@ -171,7 +177,11 @@ async fn spread_by_instance_places_two_per_instance_and_scale_in_keeps_the_sprea
     settle(&c, "web", "UNKNOWN", 3).await;
     let tasks = live(&c, "web").await;
     assert_eq!(tasks.len(), 3);
-    assert!(per_instance(&tasks).values().all(|&n| n == 1), "{:?}", per_instance(&tasks));
+    assert!(
+        per_instance(&tasks).values().all(|&n| n == 1),
+        "{:?}",
+        per_instance(&tasks)
+    );
 }
 
 #[tokio::test]
@@ -189,7 +199,11 @@ async fn binpack_on_memory_fills_one_instance_first() {
     settle(&c, "bp", "UNKNOWN", 2).await;
     let tasks = live(&c, "bp").await;
     assert_eq!(tasks.len(), 4);
-    assert_eq!(per_instance(&tasks).len(), 1, "4 × 256 MiB fill one 1024 MiB instance");
+    assert_eq!(
+        per_instance(&tasks).len(),
+        1,
+        "4 × 256 MiB fill one 1024 MiB instance"
+    );
     // A fifth goes to the next instance.
     c.update_service(UpdateServiceRequest {
         service: "bp".into(),
@@ -289,7 +303,9 @@ async fn a_rolling_update_with_health_checks_keeps_desired_count_healthy_and_wit
         // HEALTHY.
         let mut st = c.state.lock().await;
         for t in tasks {
-            let id = berth_proto::arn::short_id("task", &t.task_arn).unwrap().to_string();
+            let id = berth_proto::arn::short_id("task", &t.task_arn)
+                .unwrap()
+                .to_string();
             let mut t = t.clone();
             if t.last_status != "RUNNING" {
                 t.last_status = "RUNNING".into();
@@ -391,7 +407,9 @@ async fn the_breaker_without_a_completed_deployment_fails_the_rollout_and_stops_
     let d = &s.deployments[0];
     assert_eq!(d.rollout_state.as_deref(), Some("FAILED"), "{d:?}");
     assert!(d.failed_tasks >= 3);
-    assert!(s.events.iter().any(|e| e.message.ends_with("deployment failed: tasks failed to start.")));
+    assert!(s.events.iter().any(|e| e
+        .message
+        .ends_with("deployment failed: tasks failed to start.")));
     // No rollback target: nothing new is launched.
     pass(&c).await;
     assert!(live(&c, "cb").await.is_empty());
@@ -490,7 +508,11 @@ async fn draining_moves_service_tasks_within_the_limits_and_leaves_standalone_ta
     // Within 100/200: replacements start on b before the tasks on a stop.
     pass(&c).await;
     let l = live(&c, "dr").await;
-    assert_eq!(l.len(), 4, "two replacements started, the two on a kept until they run");
+    assert_eq!(
+        l.len(),
+        4,
+        "two replacements started, the two on a kept until they run"
+    );
     agents_report(&c, "dr", "UNKNOWN").await;
     settle(&c, "dr", "UNKNOWN", 2).await;
     let l = live(&c, "dr").await;
@@ -500,7 +522,10 @@ async fn draining_moves_service_tasks_within_the_limits_and_leaves_standalone_ta
         .all(|t| t.container_instance_arn.as_deref() == Some(b.as_str())));
     let st = c.state.lock().await;
     let id = berth_proto::arn::short_id("task", &standalone.task_arn).unwrap();
-    assert_eq!(st.tasks[id].desired_status, "RUNNING", "standalone tasks are left alone");
+    assert_eq!(
+        st.tasks[id].desired_status, "RUNNING",
+        "standalone tasks are left alone"
+    );
 }
 
 #[tokio::test]
@@ -566,11 +591,16 @@ async fn a_controller_restart_in_the_middle_of_a_deployment_carries_it_on() {
     drop(fleet);
     // The new controller, the same store; the agent connects again.
     let c = Controller::load(store, Arc::new(Fleet::default())).unwrap();
-    let id = berth_proto::arn::short_id("container-instance", &_a).unwrap().to_string();
+    let id = berth_proto::arn::short_id("container-instance", &_a)
+        .unwrap()
+        .to_string();
     let session = c.fleet().attach(&id);
     c.fleet().desired_acked(&session, 1);
     let after = service(&c, "rs").await;
-    assert_eq!(after.deployments, before.deployments, "the deployments survived");
+    assert_eq!(
+        after.deployments, before.deployments,
+        "the deployments survived"
+    );
     settle(&c, "rs", "UNKNOWN", 4).await;
     let s = service(&c, "rs").await;
     assert_eq!(s.deployments.len(), 1);
