@@ -8,6 +8,7 @@
 //! containerd) use [`Cluster::controller_only`]: no containerd, no agent, no root, never skipped.
 
 pub mod images;
+pub mod lab;
 pub mod registry;
 
 use serde_json::Value;
@@ -182,6 +183,121 @@ fn cgroup_roots() -> Vec<PathBuf> {
     out
 }
 
+/// A private containerd's command: its root, state and sockets under DIR/cd, its config written
+/// to DIR/containerd.toml (its socket: DIR/cd/containerd.sock). Not started.
+pub(crate) fn containerd_command(dir: &Path) -> Command {
+    let cd = dir.join("cd");
+    let config = dir.join("containerd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{0}/containerd.sock\"\n[ttrpc]\n  address = \"{0}/containerd.sock.ttrpc\"\n[debug]\n  address = \"{0}/debug.sock\"\n",
+            cd.display()
+        ),
+    )
+    .expect("containerd config");
+    let mut cmd = Command::new("containerd");
+    cmd.arg("--config").arg(&config);
+    cmd
+}
+
+/// Waits for the socket of the containerd of [`containerd_command`]`(dir)`.
+pub(crate) fn wait_containerd(dir: &Path) {
+    let sock = dir.join("cd/containerd.sock");
+    wait_for("containerd's socket", Duration::from_secs(20), || {
+        sock.exists().then_some(())
+    });
+}
+
+/// Loads the test image into the containerd at `socket`.
+pub(crate) fn load_image_into(socket: &Path) {
+    let out = registry::output_within(
+        Command::new(bin("berth-agent"))
+            .args(["--containerd-socket"])
+            .arg(socket)
+            .args(["image", "load"])
+            .arg(image_archive()),
+        Duration::from_secs(120),
+    )
+    .expect("berth-agent image load");
+    assert!(
+        out.status.success(),
+        "image load failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Kills the containers of the containerd at `socket` (namespace `berth`), deletes them, then
+/// kills containerd itself.
+pub(crate) fn stop_containerd(mut containerd: Child, socket: &Path) {
+    let ctr = |args: &[&str]| {
+        registry::output_within(
+            Command::new("ctr")
+                .arg("-a")
+                .arg(socket)
+                .args(["-n", "berth"])
+                .args(args),
+            Duration::from_secs(30),
+        )
+    };
+    if let Ok(out) = ctr(&["tasks", "ls", "-q"]) {
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = ctr(&["tasks", "kill", "-s", "SIGKILL", id]);
+            let _ = ctr(&["tasks", "delete", "-f", id]);
+        }
+    }
+    if let Ok(out) = ctr(&["containers", "ls", "-q"]) {
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = ctr(&["containers", "delete", id]);
+        }
+    }
+    let _ = containerd.kill();
+    let _ = containerd.wait();
+}
+
+/// Shims, mounts and cgroups that the private containerd under `dir` (see
+/// [`containerd_command`]) and its tasks under `cgroup_parent` leave behind.
+pub(crate) fn remove_containerd_leftovers(dir: &Path, cgroup_parent: &str) {
+    // Shims outlive containerd: end the ones serving this containerd (their command lines
+    // name its socket, under `dir`).
+    let _ = Command::new("pkill")
+        .arg("-9")
+        .arg("-f")
+        .arg(format!("containerd-shim.*{}", dir.display()))
+        .status();
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umount -R {0}/cd/root 2>/dev/null; umount -lR {0}/cd/state 2>/dev/null; true",
+            dir.display()
+        ))
+        .status();
+    // Task cgroups (deepest first), then the parent, in every hierarchy.
+    for root in cgroup_roots() {
+        let parent = root.join(cgroup_parent);
+        if let Ok(tasks) = std::fs::read_dir(&parent) {
+            for t in tasks.flatten().filter(|t| t.path().is_dir()) {
+                if let Ok(cs) = std::fs::read_dir(t.path()) {
+                    for c in cs.flatten().filter(|c| c.path().is_dir()) {
+                        let _ = std::fs::remove_dir(c.path());
+                    }
+                }
+                let _ = std::fs::remove_dir(t.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&parent);
+    }
+}
+
+/// Cgroup directories named `cgroup_parent` in any hierarchy.
+pub(crate) fn cgroup_parent_leftovers(cgroup_parent: &str) -> Vec<PathBuf> {
+    cgroup_roots()
+        .into_iter()
+        .map(|r| r.join(cgroup_parent))
+        .filter(|p| p.exists())
+        .collect()
+}
+
 fn spawn(cmd: &mut Command, log: &Path) -> Child {
     let f = std::fs::File::create(log).expect("log file");
     let f2 = f.try_clone().expect("log file");
@@ -253,6 +369,8 @@ pub struct Cluster {
     controller: Option<Child>,
     agent: Option<Child>,
     controller_port: u16,
+    /// The address the controller listens on (127.0.0.1; a lab's bridge address).
+    pub(crate) controller_ip: std::net::IpAddr,
     /// Extra environment of the agent (its BERTH_* options).
     agent_env: Vec<(String, String)>,
     /// Whether the controller serves TLS (`--tls on`, an https endpoint): the default;
@@ -448,6 +566,7 @@ impl Cluster {
             controller: None,
             agent: None,
             controller_port: port,
+            controller_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             agent_env: NetScope::new(n)
                 .agent_env()
                 .into_iter()
@@ -471,40 +590,16 @@ impl Cluster {
     }
 
     fn start_containerd(&mut self) {
-        let cd = self.dir.join("cd");
-        let config = self.dir.join("containerd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{0}/containerd.sock\"\n[ttrpc]\n  address = \"{0}/containerd.sock.ttrpc\"\n[debug]\n  address = \"{0}/debug.sock\"\n",
-                cd.display()
-            ),
-        )
-        .expect("containerd config");
         let child = spawn(
-            Command::new("containerd").arg("--config").arg(&config),
+            &mut containerd_command(&self.dir),
             &self.dir.join("containerd.log"),
         );
         self.containerd = Some(child);
-        let sock = self.socket();
-        wait_for("containerd's socket", Duration::from_secs(20), || {
-            sock.exists().then_some(())
-        });
+        wait_containerd(&self.dir);
     }
 
     fn load_image(&self) {
-        let out = Command::new(bin("berth-agent"))
-            .args(["--containerd-socket"])
-            .arg(self.socket())
-            .args(["image", "load"])
-            .arg(image_archive())
-            .output()
-            .expect("berth-agent image load");
-        assert!(
-            out.status.success(),
-            "image load failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        load_image_into(&self.socket());
     }
 
     /// Starts (or restarts) the controller on the same port and data dir.
@@ -512,7 +607,9 @@ impl Cluster {
         let child = spawn(
             Command::new(bin("berth-controller"))
                 .arg("--listen")
-                .arg(format!("127.0.0.1:{}", self.controller_port))
+                .arg(
+                    std::net::SocketAddr::new(self.controller_ip, self.controller_port).to_string(),
+                )
                 .arg("--data-dir")
                 .arg(self.dir.join("controller"))
                 .arg("--config")
@@ -527,9 +624,9 @@ impl Cluster {
             )),
         );
         self.controller = Some(child);
-        let port = self.controller_port;
+        let addr = std::net::SocketAddr::new(self.controller_ip, self.controller_port);
         wait_for("the controller to listen", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+            std::net::TcpStream::connect(addr).ok()
         });
     }
 
@@ -583,7 +680,12 @@ impl Cluster {
     /// The agent's enrollment environment: with TLS and no client certificate yet, a new
     /// activation and the CA fingerprint to pin.
     fn enrollment_env(&self) -> Vec<(String, String)> {
-        if !self.tls || self.agent_dir().join("tls/client.pem").exists() {
+        self.enrollment_env_for(&self.agent_dir())
+    }
+
+    /// [`Cluster::enrollment_env`] of the agent with data dir `agent_dir`.
+    pub(crate) fn enrollment_env_for(&self, agent_dir: &Path) -> Vec<(String, String)> {
+        if !self.tls || agent_dir.join("tls/client.pem").exists() {
             return Vec::new();
         }
         let (id, code, fingerprint) = self.create_activation(&[]);
@@ -596,6 +698,24 @@ impl Cluster {
 
     /// A `berth-agent` command for this cluster with data dir `data_dir` (not started).
     pub fn agent_command(&self, data_dir: &Path) -> Command {
+        self.agent_command_with(
+            data_dir,
+            &self.socket(),
+            &self.cgroup_parent,
+            &self.agent_env,
+        )
+    }
+
+    /// A `berth-agent` command for this cluster's controller with data dir `data_dir`, its
+    /// containerd at `socket`, its cgroups under `cgroup_parent` and the environment `env`
+    /// (BERTH_* options) (not started).
+    pub(crate) fn agent_command_with(
+        &self,
+        data_dir: &Path,
+        socket: &Path,
+        cgroup_parent: &str,
+        env: &[(String, String)],
+    ) -> Command {
         let mut cmd = Command::new(bin("berth-agent"));
         cmd.arg("--controller")
             .arg(&self.endpoint)
@@ -604,42 +724,29 @@ impl Cluster {
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--containerd-socket")
-            .arg(self.socket())
+            .arg(socket)
             .arg("--cgroup-parent")
-            .arg(&self.cgroup_parent)
+            .arg(cgroup_parent)
             .arg("--config")
             .arg(self.dir.join("none.conf"))
             .env("RUST_LOG", "info")
             // Tests never reach beyond loopback: a pull of another registry fails unsent.
             .env("BERTH_ALLOWED_REGISTRIES", "127.0.0.1,localhost")
-            .envs(self.agent_env.iter().map(|(k, v)| (k, v)));
+            .envs(env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
     /// Starts (or restarts) the agent with the same data dir.
     pub fn start_agent(&mut self) {
-        let enrollment = self.enrollment_env();
+        let env: Vec<(String, String)> = self
+            .enrollment_env()
+            .into_iter()
+            .chain(self.agent_env.iter().cloned())
+            .collect();
         let child = spawn(
-            Command::new(bin("berth-agent"))
-                .arg("--controller")
-                .arg(&self.endpoint)
-                .arg("--cluster")
-                .arg(&self.name)
-                .arg("--data-dir")
-                .arg(self.dir.join("agent"))
-                .arg("--containerd-socket")
-                .arg(self.socket())
-                .arg("--cgroup-parent")
-                .arg(&self.cgroup_parent)
+            self.agent_command_with(&self.agent_dir(), &self.socket(), &self.cgroup_parent, &env)
                 .arg("--availability-zone")
-                .arg("lab-1a")
-                .arg("--config")
-                .arg(self.dir.join("none.conf"))
-                .env("RUST_LOG", "info")
-                // Tests never reach beyond loopback: a pull of another registry fails unsent.
-                .env("BERTH_ALLOWED_REGISTRIES", "127.0.0.1,localhost")
-                .envs(enrollment)
-                .envs(self.agent_env.iter().map(|(k, v)| (k, v))),
+                .arg("lab-1a"),
             &self.dir.join(format!(
                 "agent-{}.log",
                 COUNTER.fetch_add(1, Ordering::Relaxed)
@@ -948,75 +1055,15 @@ impl Drop for Cluster {
         self.kill_agent();
         self.kill_controller();
         // Stop whatever containers are left, then containerd and its shims.
-        let sock = self.socket();
-        let had_containerd = self.containerd.is_some();
-        if let Some(mut cd) = self.containerd.take() {
-            let ctr = |args: &[&str]| {
-                Command::new("ctr")
-                    .arg("-a")
-                    .arg(&sock)
-                    .args(["-n", "berth"])
-                    .args(args)
-                    .output()
-            };
-            if let Ok(out) = ctr(&["tasks", "ls", "-q"]) {
-                for id in String::from_utf8_lossy(&out.stdout).lines() {
-                    let _ = ctr(&["tasks", "kill", "-s", "SIGKILL", id]);
-                    let _ = ctr(&["tasks", "delete", "-f", id]);
-                }
-            }
-            if let Ok(out) = ctr(&["containers", "ls", "-q"]) {
-                for id in String::from_utf8_lossy(&out.stdout).lines() {
-                    let _ = ctr(&["containers", "delete", id]);
-                }
-            }
-            let _ = cd.kill();
-            let _ = cd.wait();
-        }
-        if had_containerd {
-            self.remove_containerd_leftovers();
+        if let Some(cd) = self.containerd.take() {
+            stop_containerd(cd, &self.socket());
+            remove_containerd_leftovers(&self.dir, &self.cgroup_parent);
             self.net.remove_leftovers();
         }
         if std::thread::panicking() {
             eprintln!("test files kept for inspection in {}", self.dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-impl Cluster {
-    /// Shims, mounts and cgroups a private containerd leaves behind.
-    fn remove_containerd_leftovers(&self) {
-        // Shims outlive containerd: end the ones serving this test's containerd.
-        let _ = Command::new("pkill")
-            .arg("-9")
-            .arg("-f")
-            .arg(format!("containerd-shim.*{}", self.dir.display()))
-            .status();
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "umount -R {0}/cd/root 2>/dev/null; umount -lR {0}/cd/state 2>/dev/null; true",
-                self.dir.display()
-            ))
-            .status();
-        // Task cgroups (deepest first), then the parent, in every hierarchy.
-        {
-            for root in cgroup_roots() {
-                let parent = root.join(&self.cgroup_parent);
-                if let Ok(tasks) = std::fs::read_dir(&parent) {
-                    for t in tasks.flatten().filter(|t| t.path().is_dir()) {
-                        if let Ok(cs) = std::fs::read_dir(t.path()) {
-                            for c in cs.flatten().filter(|c| c.path().is_dir()) {
-                                let _ = std::fs::remove_dir(c.path());
-                            }
-                        }
-                        let _ = std::fs::remove_dir(t.path());
-                    }
-                }
-                let _ = std::fs::remove_dir(&parent);
-            }
         }
     }
 }
