@@ -265,13 +265,20 @@ pub(crate) fn remove_containerd_leftovers(dir: &Path, cgroup_parent: &str) {
         .arg("-f")
         .arg(format!("containerd-shim.*{}", dir.display()))
         .status();
-    let _ = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "umount -R {0}/cd/root 2>/dev/null; umount -lR {0}/cd/state 2>/dev/null; true",
-            dir.display()
-        ))
-        .status();
+    // Every mount below DIR/cd, deepest first: the snapshots' and the tasks' root filesystems
+    // (a task's stays mounted when its shim is killed instead of deleting it).
+    let cd = dir.join("cd");
+    let mut mounts: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape_mount_path(m)))
+        .filter(|m| m.starts_with(&cd))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    for m in mounts {
+        let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+    }
     // Task cgroups (deepest first), then the parent, in every hierarchy.
     for root in cgroup_roots() {
         let parent = root.join(cgroup_parent);
@@ -287,6 +294,30 @@ pub(crate) fn remove_containerd_leftovers(dir: &Path, cgroup_parent: &str) {
         }
         let _ = std::fs::remove_dir(&parent);
     }
+}
+
+/// A mount point as /proc/self/mountinfo writes it (space, tab, newline and backslash as
+/// octal escapes), unescaped.
+fn unescape_mount_path(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let oct = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], oct) {
+            (b'\\', Some(d)) => {
+                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Cgroup directories named `cgroup_parent` in any hierarchy.

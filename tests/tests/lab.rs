@@ -138,14 +138,14 @@ fn three_hosts_take_one_spread_task_each_in_their_own_containerd() {
 }
 
 #[test]
-fn a_host_cut_off_or_killed_comes_back_with_its_task() {
+fn a_host_cut_off_frozen_or_killed_comes_back_with_its_task() {
     if !prerequisites() {
         return;
     }
     let started = Instant::now();
-    let mut lab = Lab::start("lab-cut", 3);
+    let mut lab = Lab::start("lab-cut", 4);
     let td = lab.register(&web_td());
-    let arns = run_spread(&lab, &td, 3);
+    let arns = run_spread(&lab, &td, 4);
     let placed = running_on_hosts(&lab, &arns);
     let task_of = |h: usize| -> Value {
         placed
@@ -155,33 +155,30 @@ fn a_host_cut_off_or_killed_comes_back_with_its_task() {
             .unwrap_or_else(|| panic!("no task on host {h}: {placed:?}"))
     };
 
-    // Host 0 loses its link, host 1 is firewalled: both show disconnected.
+    // Host 0 loses its link, host 1 is firewalled, host 2 freezes: each shows disconnected.
     let t0 = Instant::now();
     lab.cut_off(0, Cut::Link);
     lab.cut_off(1, Cut::Firewall);
-    let mut took = Vec::new();
-    for i in [0, 1] {
+    lab.freeze(2);
+    for (i, how) in [(0, "link down"), (1, "firewall"), (2, "frozen")] {
         lab.wait_agent_connected(i, false, Duration::from_secs(60));
-        took.push(t0.elapsed());
+        eprintln!(
+            "host {i} ({how}): agentConnected=false {:?} after the cut",
+            t0.elapsed()
+        );
     }
-    eprintln!(
-        "agentConnected=false after the cut: link down {:?}, firewall {:?}",
-        took[0], took[1]
-    );
     // The other host is unaffected.
-    assert_eq!(lab.instance(2)["agentConnected"], true);
+    assert_eq!(lab.instance(3)["agentConnected"], true);
 
     let t1 = Instant::now();
     lab.reconnect(0);
     lab.reconnect(1);
-    for i in [0, 1] {
-        let d = lab.wait_agent_connected(i, true, T);
-        eprintln!(
-            "host {i} reconnected after {:?} (total {d:?} of waiting)",
-            t1.elapsed()
-        );
+    lab.thaw(2);
+    for i in [0, 1, 2] {
+        lab.wait_agent_connected(i, true, T);
+        eprintln!("host {i}: connected again {:?} after", t1.elapsed());
     }
-    for i in [0, 1] {
+    for i in [0, 1, 2] {
         let t = task_of(i);
         let arn = t["taskArn"].as_str().unwrap_or_default();
         assert_eq!(
@@ -196,39 +193,42 @@ fn a_host_cut_off_or_killed_comes_back_with_its_task() {
         );
     }
 
-    // Host 2: agent and containerd killed -9, then started again.
-    let t = task_of(2);
+    // Host 3: agent and containerd killed -9, then started again.
+    let t = task_of(3);
     let arn = t["taskArn"].as_str().unwrap_or_default().to_string();
     let t2 = Instant::now();
-    lab.kill9(2);
-    let d = lab.wait_agent_connected(2, false, Duration::from_secs(60));
-    eprintln!("host 2 killed -9: agentConnected=false after {d:?}");
-    lab.restart(2);
-    lab.wait_agent_connected(2, true, T);
-    eprintln!("host 2 restarted: connected again after {:?}", t2.elapsed());
+    lab.kill9(3);
+    let d = lab.wait_agent_connected(3, false, Duration::from_secs(60));
+    eprintln!("host 3 killed -9: agentConnected=false after {d:?}");
+    lab.restart(3);
+    lab.wait_agent_connected(3, true, T);
+    eprintln!(
+        "host 3 restarted: connected again {:?} after the kill",
+        t2.elapsed()
+    );
     let after = lab.task(&arn);
     match after["lastStatus"].as_str() {
         Some("RUNNING") => {
-            eprintln!("host 2's task: RUNNING (re-adopted)");
+            eprintln!("host 3's task: RUNNING (re-adopted)");
             assert_eq!(
-                lab.host_task_status(2, &runtime_id(&t)).as_deref(),
+                lab.host_task_status(3, &runtime_id(&t)).as_deref(),
                 Some("RUNNING"),
-                "RUNNING in the controller but not in host 2's containerd"
+                "RUNNING in the controller but not in host 3's containerd"
             );
             // The restarted agent manages it: stop-task reaches the container.
             lab.ok(&["stop-task", "--cluster", &lab.cluster.name, "--task", &arn]);
             lab.wait_status(&arn, "STOPPED", T);
-            wait_for("host 2's container to go", T, || {
-                lab.host_task_status(2, &runtime_id(&t))
+            wait_for("host 3's container to go", T, || {
+                lab.host_task_status(3, &runtime_id(&t))
                     .is_none()
                     .then_some(())
             });
         }
         Some("STOPPED") => eprintln!(
-            "host 2's task: STOPPED ({})",
+            "host 3's task: STOPPED ({})",
             after["stoppedReason"].as_str().unwrap_or_default()
         ),
-        other => panic!("host 2's task after its restart: {other:?}: {after}"),
+        other => panic!("host 3's task after its restart: {other:?}: {after}"),
     }
     eprintln!("test done in {:?}", started.elapsed());
 }
@@ -246,6 +246,12 @@ fn a_host_joins_later_runs_awsvpc_and_the_lab_leaves_nothing_behind() {
     assert_eq!(ci["status"], "ACTIVE", "{ci}");
     assert_eq!(ci["agentConnected"], true, "{ci}");
     assert_eq!(lab.instances().len(), 4);
+    // An agent stopped as its service manager stops it is seen gone at once, and comes back.
+    lab.stop_agent(1);
+    let d = lab.wait_agent_connected(1, false, Duration::from_secs(60));
+    eprintln!("host 1's agent stopped (SIGTERM): agentConnected=false after {d:?}");
+    lab.start_agent(1);
+    lab.wait_agent_connected(1, true, T);
 
     // An awsvpc task on the new host: its namespace and bridge are made inside the host.
     let td = lab.register(&format!(
@@ -295,7 +301,26 @@ fn a_host_joins_later_runs_awsvpc_and_the_lab_leaves_nothing_behind() {
         berth_tests::http_get_in_netns(&task_ns, addr).filter(|b| b.contains("Hello from Berth"))
     });
 
-    // Dropped with its tasks running: nothing of it stays.
+    // A bridge task on host 0 too; then host 3 crashes (agent and containerd killed -9, its
+    // task left running under its shim) and the lab is dropped with both tasks running:
+    // nothing of it stays.
+    let web = lab.register(&web_td());
+    let arn_0 = lab.host_instance_arn(0);
+    let v = lab.json(&[
+        "start-task",
+        "--cluster",
+        &lab.cluster.name,
+        "--task-definition",
+        &web,
+        "--container-instances",
+        &arn_0,
+    ]);
+    let web_arn = v["tasks"][0]["taskArn"]
+        .as_str()
+        .unwrap_or_else(|| panic!("start-task placed nothing: {v}"))
+        .to_string();
+    lab.wait_status(&web_arn, "RUNNING", T);
+    lab.kill9(i);
     let traces = lab.traces();
     assert!(
         !traces.leftovers().is_empty(),

@@ -20,7 +20,7 @@ const HELP: &str = "commands (host numbers as listed above):
   add                     a new host joins
   controller-kill | controller-start
   status                  the instances as the controller sees them
-  quit                    remove everything and exit (also Ctrl-C, end of input waits for it)";
+  quit                    remove everything and exit (Ctrl-C and SIGTERM too)";
 
 enum Event {
     Line(String),
@@ -41,7 +41,13 @@ fn print_hosts(lab: &Lab) {
 }
 
 fn status(lab: &Lab) {
-    for ci in lab.instances() {
+    let mut instances = lab.instances();
+    instances.sort_by_key(|ci| {
+        ci["containerInstanceArn"]
+            .as_str()
+            .and_then(|a| lab.host_of_instance(a))
+    });
+    for ci in instances {
         let host = ci["containerInstanceArn"]
             .as_str()
             .and_then(|a| lab.host_of_instance(a))
