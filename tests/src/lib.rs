@@ -1230,3 +1230,14 @@ impl Cluster {
         .unwrap_or_else(|e| panic!("berth-agent {args:?}: {e}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mount_points_are_unescaped_as_mountinfo_escapes_them() {
+        assert_eq!(
+            super::unescape_mount_path(r"/tmp/a\040b\011c\134d\0"),
+            "/tmp/a b\tc\\d\\0"
+        );
+    }
+}
