@@ -281,7 +281,19 @@ impl Lab {
 
     /// [`Lab::start`], every agent having these extra environment variables (BERTH_* options).
     pub fn start_with_agent_env(test: &str, n: usize, agent_env: &[(&str, &str)]) -> Self {
+        Self::start_with(test, n, &[], agent_env)
+    }
+
+    /// [`Lab::start`], the controller having these extra arguments and every agent these
+    /// extra environment variables (BERTH_* options).
+    pub fn start_with(
+        test: &str,
+        n: usize,
+        controller_args: &[&str],
+        agent_env: &[(&str, &str)],
+    ) -> Self {
         let mut cluster = Cluster::new(test, &[]);
+        cluster.controller_args = controller_args.iter().map(|a| a.to_string()).collect();
         let k = COUNTER.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("bl{:x}x{k}", std::process::id() & 0xffff);
         let x = free_lab_subnet(k);
@@ -533,7 +545,8 @@ impl Lab {
         }
     }
 
-    /// Freezes host `i`: SIGSTOP to its agent and containerd (its containers keep running).
+    /// Freezes host `i`: SIGSTOP to its agent and containerd (its containers keep running;
+    /// `ctr` against its containerd hangs until [`Lab::thaw`]).
     pub fn freeze(&self, i: usize) {
         let h = &self.hosts[i];
         for c in h.agent.iter().chain(h.containerd.iter()) {

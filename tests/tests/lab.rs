@@ -80,12 +80,12 @@ fn running_on_hosts(lab: &Lab, arns: &[String]) -> Vec<(usize, Value)> {
 }
 
 #[test]
-fn three_hosts_take_one_spread_task_each_in_their_own_containerd() {
+fn three_hosts_take_one_spread_task_each_in_their_own_containerd_across_a_controller_restart() {
     if !prerequisites() {
         return;
     }
     let started = Instant::now();
-    let lab = Lab::start("lab-spread", 3);
+    let mut lab = Lab::start("lab-spread", 3);
     eprintln!("3 hosts joined in {:?}", started.elapsed());
     let instances = lab.instances();
     assert_eq!(instances.len(), 3, "{instances:?}");
@@ -133,6 +133,27 @@ fn three_hosts_take_one_spread_task_each_in_their_own_containerd() {
         wait_for(&format!("the web page on host {h} at {addr}"), T, || {
             http_get(addr)
         });
+    }
+    // A controller restart on the same store: every host comes back to its instance, every
+    // task is still RUNNING.
+    let t0 = Instant::now();
+    lab.kill_controller();
+    lab.start_controller();
+    for i in 0..3 {
+        lab.wait_agent_connected(i, true, T);
+    }
+    eprintln!(
+        "controller restarted: 3 hosts connected again {:?} after",
+        t0.elapsed()
+    );
+    assert_eq!(
+        lab.instances().len(),
+        3,
+        "an instance more or less after the restart"
+    );
+    for (h, t) in &placed {
+        let arn = t["taskArn"].as_str().unwrap_or_default();
+        assert_eq!(lab.task(arn)["lastStatus"], "RUNNING", "host {h}'s task");
     }
     eprintln!("test done in {:?}", started.elapsed());
 }
