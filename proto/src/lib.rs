@@ -454,6 +454,24 @@ pub mod link {
     /// The most bytes of one `ExecOutput` (and of one `ExecInput`'s data).
     pub const EXEC_CHUNK: usize = 32 * 1024;
 
+    #[cfg(test)]
+    mod heartbeat_tests {
+        /// Issue 12: an instance whose agent is cut off shows agentConnected=false within
+        /// 15 s: a session silent for MISSED_HEARTBEATS intervals is ended, and the
+        /// controller's check runs each interval. (The lab measures it on real hosts:
+        /// `lab::a_host_cut_off_frozen_or_killed…` prints the time.)
+        #[test]
+        fn a_silent_peer_is_noticed_within_15_s() {
+            let worst = super::HEARTBEAT_INTERVAL * (super::MISSED_HEARTBEATS + 1);
+            assert!(
+                worst <= std::time::Duration::from_secs(16)
+                    && super::HEARTBEAT_INTERVAL * super::MISSED_HEARTBEATS
+                        <= std::time::Duration::from_secs(15),
+                "{worst:?}"
+            );
+        }
+    }
+
     /// The agent's exit status when its instance was deregistered, as the ECS agent's
     /// `ExitTerminal`: its supervisor must not restart it (`RestartPreventExitStatus=5`).
     pub const EXIT_TERMINAL: i32 = 5;

@@ -1241,3 +1241,103 @@ mod tests {
         );
     }
 }
+
+/// What [`Cluster::sample_service`] saw.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceSamples {
+    /// How many samples were taken.
+    pub samples: usize,
+    /// The fewest of the service's tasks RUNNING (and desired RUNNING) in one sample.
+    pub fewest_running: usize,
+    /// The fewest of them RUNNING and HEALTHY in one sample.
+    pub fewest_healthy: usize,
+    /// The most of the service's tasks desired RUNNING in one sample.
+    pub most_live: usize,
+    /// How long until `done` held.
+    pub took: Duration,
+}
+
+impl Cluster {
+    /// Samples the service's tasks every `every` over the API (ListTasks --service-name and
+    /// DescribeTasks on one signed gRPC connection, so the interval is what it says) until
+    /// `done` holds for a sample, at most `timeout` (then panics).
+    pub fn sample_service(
+        &self,
+        service: &str,
+        every: Duration,
+        timeout: Duration,
+        mut done: impl FnMut(&[berth_proto::v1::Task]) -> bool,
+    ) -> ServiceSamples {
+        use berth_proto::v1::ecs_client::EcsClient;
+        use berth_proto::v1::{DescribeTasksRequest, ListTasksRequest};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        rt.block_on(async {
+            let mut ecs = EcsClient::new(self.channel().await.expect("a channel"));
+            let started = Instant::now();
+            let mut out = ServiceSamples {
+                samples: 0,
+                fewest_running: usize::MAX,
+                fewest_healthy: usize::MAX,
+                most_live: 0,
+                took: Duration::ZERO,
+            };
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                assert!(
+                    started.elapsed() < timeout,
+                    "{service}: not done after {timeout:?}: {out:?}"
+                );
+                let list = ListTasksRequest {
+                    cluster: Some(self.name.clone()),
+                    service_name: Some(service.to_string()),
+                    ..Default::default()
+                };
+                let req = self.admin_signed(list, "/berth.v1.Ecs/ListTasks");
+                let Ok(Ok(arns)) =
+                    tokio::time::timeout(Duration::from_secs(10), ecs.list_tasks(req)).await
+                else {
+                    continue;
+                };
+                let arns = arns.into_inner().task_arns;
+                let tasks = if arns.is_empty() {
+                    Vec::new()
+                } else {
+                    let d = DescribeTasksRequest {
+                        cluster: Some(self.name.clone()),
+                        tasks: arns,
+                        ..Default::default()
+                    };
+                    let req = self.admin_signed(d, "/berth.v1.Ecs/DescribeTasks");
+                    let Ok(Ok(d)) =
+                        tokio::time::timeout(Duration::from_secs(10), ecs.describe_tasks(req))
+                            .await
+                    else {
+                        continue;
+                    };
+                    d.into_inner().tasks
+                };
+                let live: Vec<&berth_proto::v1::Task> = tasks
+                    .iter()
+                    .filter(|t| t.desired_status == "RUNNING")
+                    .collect();
+                let running = live.iter().filter(|t| t.last_status == "RUNNING").count();
+                let healthy = live
+                    .iter()
+                    .filter(|t| t.last_status == "RUNNING" && t.health_status == "HEALTHY")
+                    .count();
+                out.samples += 1;
+                out.fewest_running = out.fewest_running.min(running);
+                out.fewest_healthy = out.fewest_healthy.min(healthy);
+                out.most_live = out.most_live.max(live.len());
+                if done(&tasks) {
+                    out.took = started.elapsed();
+                    return out;
+                }
+            }
+        })
+    }
+}

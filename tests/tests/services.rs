@@ -178,45 +178,22 @@ fn a_service_keeps_its_count_heals_rolls_within_its_limits_scales_in_and_is_dele
         "--task-definition",
         &v2,
     ]);
-    let rolled = Instant::now();
-    let mut min_running = usize::MAX;
-    let mut max_total = 0;
-    let mut samples = 0;
-    loop {
-        let ts = service_tasks(&c, "web");
-        let r = running(&ts).len();
-        let live = ts
-            .iter()
-            .filter(|t| t["desiredStatus"] == "RUNNING")
-            .count();
-        min_running = min_running.min(r);
-        max_total = max_total.max(live);
-        samples += 1;
-        let done = ts.len() == 2
-            && ts.iter().all(|t| {
-                t["lastStatus"] == "RUNNING"
-                    && t["taskDefinitionArn"]
-                        .as_str()
-                        .is_some_and(|a| a.ends_with(&v2))
-            });
-        if done {
-            break;
-        }
-        assert!(
-            rolled.elapsed() < T,
-            "the rolling update did not finish: {ts:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    println!(
-        "rolling update 100/200 done in {:?}: {samples} samples, fewest RUNNING {min_running}, most desired RUNNING {max_total}",
-        rolled.elapsed()
+    let v2_arn = v2.clone();
+    let seen = c.sample_service("web", Duration::from_millis(100), T, |ts| {
+        ts.len() == 2
+            && ts
+                .iter()
+                .all(|t| t.last_status == "RUNNING" && t.task_definition_arn.ends_with(&v2_arn))
+    });
+    println!("rolling update 100/200: {seen:?}");
+    assert!(
+        seen.fewest_running >= 2,
+        "fewer than desiredCount tasks RUNNING during the update: {seen:?}"
     );
     assert!(
-        min_running >= 2,
-        "fewer than desiredCount tasks RUNNING during the update"
+        seen.most_live <= 4,
+        "more than maximumPercent (200%) tasks: {seen:?}"
     );
-    assert!(max_total <= 4, "more than maximumPercent (200%) tasks");
     wait_stable(&c, "web");
     let s = service(&c, "web");
     assert_eq!(
