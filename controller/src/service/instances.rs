@@ -674,6 +674,8 @@ impl Controller {
             .collect();
         self.commit(writes)?;
         st.instances.extend(changed);
+        // Issue 12: a DAEMON service's constraints may now match another set of instances.
+        self.fleet.wake_services();
         Ok(out)
     }
 

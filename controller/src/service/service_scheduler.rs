@@ -463,8 +463,16 @@ impl Controller {
                 // Stops: the surplus of the primary first (scale-in), then old deployments'
                 // tasks and tasks on draining instances, the unhealthy first, the healthy only
                 // while minimumHealthyPercent holds.
-                let healthy_total =
-                    live.iter().filter(|t| healthy(st, t, &mut has_hc)).count() as i32;
+                // A task that is not the PRIMARY's, RUNNING with its health not yet known
+                // (checks that have not reported), is kept like a healthy one: only a task
+                // that failed, is UNHEALTHY or is not yet RUNNING goes regardless of the
+                // minimum. A new task must prove its health to count.
+                let is_new = |t: &Task| prim.iter().any(|p| p.task_arn == t.task_arn);
+                let mut counts = |st: &State, t: &Task| {
+                    healthy(st, t, &mut has_hc)
+                        || (!is_new(t) && is_running(t) && t.health_status == "UNKNOWN")
+                };
+                let healthy_total = live.iter().filter(|t| counts(st, t)).count() as i32;
                 let mut allowance = healthy_total - min_healthy;
                 let surplus = prim.len() as i32 - desired;
                 if surplus > 0 {
@@ -473,7 +481,7 @@ impl Controller {
                         .into_iter()
                         .take(surplus as usize)
                     {
-                        if healthy(st, t, &mut has_hc) {
+                        if counts(st, t) {
                             allowance -= 1;
                         }
                         stops.push(Stop {
@@ -486,9 +494,9 @@ impl Controller {
                     }
                 }
                 let mut others: Vec<&Task> = others;
-                others.sort_by_key(|t| healthy(st, t, &mut has_hc));
+                others.sort_by_key(|t| counts(st, t));
                 for t in others {
-                    let h = healthy(st, t, &mut has_hc);
+                    let h = counts(st, t);
                     if h {
                         if allowance <= 0 {
                             continue;

@@ -642,3 +642,83 @@ async fn deleting_with_force_drains_the_service_to_inactive() {
     // The name can be used again once INACTIVE.
     c.create_service(create_req("del", "del", 1)).await.unwrap();
 }
+
+#[tokio::test]
+async fn old_tasks_whose_health_is_not_yet_known_are_kept_until_new_ones_are_healthy() {
+    let c = test_support::controller();
+    default_cluster(&c).await;
+    let _i = instances(&c, 1, 8192).await;
+    register_td(&c, &td("unk", 64, true)).await;
+    register_td(&c, &td("unk", 65, true)).await;
+    c.create_service(create_req("unk", "unk:1", 2))
+        .await
+        .unwrap();
+    // The checks have not reported yet: RUNNING, health UNKNOWN.
+    settle(&c, "unk", "UNKNOWN", 2).await;
+    assert_eq!(live(&c, "unk").await.len(), 2);
+    c.update_service(UpdateServiceRequest {
+        service: "unk".into(),
+        task_definition: Some("unk:2".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // New tasks RUNNING but not yet HEALTHY: the old ones stay.
+    settle(&c, "unk", "UNKNOWN", 3).await;
+    let l = live(&c, "unk").await;
+    assert_eq!(
+        l.len(),
+        4,
+        "{:?}",
+        l.iter().map(|t| &t.task_definition_arn).collect::<Vec<_>>()
+    );
+    // Once the new ones are HEALTHY the old ones go.
+    settle(&c, "unk", "HEALTHY", 3).await;
+    let l = live(&c, "unk").await;
+    assert_eq!(l.len(), 2);
+    assert!(l.iter().all(|t| t.task_definition_arn.ends_with("unk:2")));
+}
+
+#[tokio::test]
+async fn a_daemon_with_member_of_follows_attributes_put_and_deleted() {
+    let c = test_support::controller();
+    default_cluster(&c).await;
+    let ins = instances(&c, 3, 2048).await;
+    register_td(&c, &td("mo", 64, false)).await;
+    let mut req = create_req("mo", "mo", 0);
+    req.desired_count = None;
+    req.scheduling_strategy = Some("DAEMON".into());
+    req.placement_constraints = vec![PlacementConstraint {
+        r#type: "memberOf".into(),
+        expression: Some("attribute:role == edge".into()),
+    }];
+    c.create_service(req).await.unwrap();
+    settle(&c, "mo", "UNKNOWN", 2).await;
+    assert!(live(&c, "mo").await.is_empty());
+    let put = |arn: &str| Attribute {
+        name: "role".into(),
+        value: Some("edge".into()),
+        target_type: Some("container-instance".into()),
+        target_id: Some(arn.into()),
+    };
+    c.put_attributes(PutAttributesRequest {
+        attributes: vec![put(&ins[0].0), put(&ins[2].0)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    settle(&c, "mo", "UNKNOWN", 2).await;
+    let l = live(&c, "mo").await;
+    assert_eq!(l.len(), 2);
+    assert!(!per_instance(&l).contains_key(&ins[1].0));
+    c.delete_attributes(DeleteAttributesRequest {
+        attributes: vec![put(&ins[0].0)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    settle(&c, "mo", "UNKNOWN", 2).await;
+    let l = live(&c, "mo").await;
+    assert_eq!(l.len(), 1);
+    assert!(per_instance(&l).contains_key(&ins[2].0));
+}
