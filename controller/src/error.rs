@@ -16,9 +16,6 @@ pub enum EcsError {
     /// ClusterContainsServicesException
     #[error("The Cluster cannot be deleted while Services are active.")]
     ClusterContainsServices,
-    /// UnsupportedFeatureException: a member Berth models but does not build yet, named.
-    #[error("{0}")]
-    UnsupportedFeature(String),
     /// ClientException: a bad request the caller must change.
     #[error("{0}")]
     Client(String),
@@ -76,7 +73,6 @@ impl EcsError {
             EcsError::ServiceNotFound(_) => x::SERVICE_NOT_FOUND,
             EcsError::ServiceNotActive => x::SERVICE_NOT_ACTIVE,
             EcsError::ClusterContainsServices => x::CLUSTER_CONTAINS_SERVICES,
-            EcsError::UnsupportedFeature(_) => x::UNSUPPORTED_FEATURE,
             EcsError::Client(_) => x::CLIENT,
             EcsError::InvalidParameter(_) => x::INVALID_PARAMETER,
             EcsError::ClusterContainsContainerInstances => x::CLUSTER_CONTAINS_CONTAINER_INSTANCES,
@@ -114,7 +110,6 @@ impl From<EcsError> for tonic::Status {
             | EcsError::ServiceNotFound(_)
             | EcsError::TargetNotFound(_) => tonic::Code::NotFound,
             EcsError::Client(_)
-            | EcsError::UnsupportedFeature(_)
             | EcsError::InvalidParameter(_)
             | EcsError::AttributeLimitExceeded(_) => tonic::Code::InvalidArgument,
             EcsError::ClusterContainsContainerInstances

@@ -1255,6 +1255,8 @@ pub struct ServiceSamples {
     pub most_live: usize,
     /// How long until `done` held.
     pub took: Duration,
+    /// Samples lost to a failed or timed-out call (shown, so a gap is never unseen).
+    pub failed: usize,
 }
 
 impl Cluster {
@@ -1283,6 +1285,7 @@ impl Cluster {
                 fewest_healthy: usize::MAX,
                 most_live: 0,
                 took: Duration::ZERO,
+                failed: 0,
             };
             let mut tick = tokio::time::interval(every);
             loop {
@@ -1300,6 +1303,7 @@ impl Cluster {
                 let Ok(Ok(arns)) =
                     tokio::time::timeout(Duration::from_secs(10), ecs.list_tasks(req)).await
                 else {
+                    out.failed += 1;
                     continue;
                 };
                 let arns = arns.into_inner().task_arns;
@@ -1316,6 +1320,7 @@ impl Cluster {
                         tokio::time::timeout(Duration::from_secs(10), ecs.describe_tasks(req))
                             .await
                     else {
+                        out.failed += 1;
                         continue;
                     };
                     d.into_inner().tasks

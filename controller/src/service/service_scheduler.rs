@@ -152,7 +152,10 @@ impl Controller {
         let mut st = self.state.lock().await;
         let news = std::mem::take(&mut st.service_task_news);
         let mut by_service: HashMap<String, Vec<Task>> = HashMap::new();
-        for id in news {
+        // A task named twice (it reached RUNNING and then STOPPED since the last pass) is read
+        // once, as it is now: one failure, not two.
+        let mut seen = HashSet::new();
+        for id in news.into_iter().filter(|id| seen.insert(id.clone())) {
             let Some(t) = st.tasks.get(&id) else { continue };
             let (Some(cluster), Some(name)) = (
                 arn::resource("cluster", &t.cluster_arn),
@@ -467,12 +470,22 @@ impl Controller {
                 // (checks that have not reported), is kept like a healthy one: only a task
                 // that failed, is UNHEALTHY or is not yet RUNNING goes regardless of the
                 // minimum. A new task must prove its health to count.
+                //
+                // Three kinds of task to stop: gone (not RUNNING, or UNHEALTHY) go regardless;
+                // an old task RUNNING whose health checks have not reported yet goes only while
+                // the healthy ones left still make the minimum without it; a healthy one only
+                // while the healthy ones left after it make the minimum.
                 let is_new = |t: &Task| prim.iter().any(|p| p.task_arn == t.task_arn);
-                let mut counts = |st: &State, t: &Task| {
-                    healthy(st, t, &mut has_hc)
-                        || (!is_new(t) && is_running(t) && t.health_status == "UNKNOWN")
+                let mut kind = |st: &State, t: &Task| -> u8 {
+                    if healthy(st, t, &mut has_hc) {
+                        2
+                    } else if !is_new(t) && is_running(t) && t.health_status == "UNKNOWN" {
+                        1
+                    } else {
+                        0
+                    }
                 };
-                let healthy_total = live.iter().filter(|t| counts(st, t)).count() as i32;
+                let healthy_total = live.iter().filter(|t| kind(st, t) == 2).count() as i32;
                 let mut allowance = healthy_total - min_healthy;
                 let surplus = prim.len() as i32 - desired;
                 if surplus > 0 {
@@ -481,7 +494,7 @@ impl Controller {
                         .into_iter()
                         .take(surplus as usize)
                     {
-                        if counts(st, t) {
+                        if kind(st, t) == 2 {
                             allowance -= 1;
                         }
                         stops.push(Stop {
@@ -494,14 +507,13 @@ impl Controller {
                     }
                 }
                 let mut others: Vec<&Task> = others;
-                others.sort_by_key(|t| counts(st, t));
+                others.sort_by_key(|t| kind(st, t));
                 for t in others {
-                    let h = counts(st, t);
-                    if h {
-                        if allowance <= 0 {
-                            continue;
-                        }
-                        allowance -= 1;
+                    match kind(st, t) {
+                        2 if allowance <= 0 => continue,
+                        2 => allowance -= 1,
+                        1 if allowance < 0 => continue,
+                        _ => {}
                     }
                     let reason = if draining(st, t) {
                         format!(
@@ -714,6 +726,7 @@ impl Controller {
                 p.rollout_state_reason = Some(format!("ECS deployment {} completed.", p.id));
                 p.updated_at = Some(at);
                 rec.last_completed_task_definition = Some(p.task_definition.clone());
+                rec.last_completed = Some(p.clone());
                 events.push(format!(
                     "(service {name}) (deployment {}) deployment completed.",
                     p.id
@@ -785,6 +798,12 @@ impl Controller {
             .clone()
             .filter(|_| rollback);
         let Some(td) = target else { return };
+        let network = rec
+            .last_completed
+            .as_ref()
+            .map_or(svc.network_configuration.clone(), |d| {
+                d.network_configuration.clone()
+            });
         for d in svc.deployments.iter_mut() {
             d.status = "ACTIVE".into();
             d.desired_count = 0;
@@ -804,14 +823,15 @@ impl Controller {
                 updated_at: Some(at),
                 launch_type: svc.launch_type.clone(),
                 platform_version: svc.platform_version.clone(),
-                network_configuration: svc.network_configuration.clone(),
+                network_configuration: network.clone(),
                 rollout_state: Some("IN_PROGRESS".into()),
                 ..Default::default()
             },
         );
         svc.task_definition = td.clone();
-        rec.consecutive_failures = 0;
-        rec.next_launch_at = None;
+        svc.network_configuration = network;
+        // The failures in a row and their delay carry on: a rollback that fails too does not
+        // start tasks faster.
         events.push(format!(
             "(service {name}) (deployment {id}) rolling back to {td}, the task definition of the last completed deployment."
         ));

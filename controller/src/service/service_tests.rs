@@ -722,3 +722,169 @@ async fn a_daemon_with_member_of_follows_attributes_put_and_deleted() {
     assert_eq!(l.len(), 1);
     assert!(per_instance(&l).contains_key(&ins[2].0));
 }
+
+#[tokio::test]
+async fn a_task_that_ran_and_stopped_between_two_passes_is_one_failure() {
+    let c = test_support::controller();
+    default_cluster(&c).await;
+    let _i = instances(&c, 1, 4096).await;
+    register_td(&c, &td("once", 64, false)).await;
+    c.create_service(create_req("once", "once", 1))
+        .await
+        .unwrap();
+    pass(&c).await;
+    let t = live(&c, "once").await.remove(0);
+    agents_report(&c, "once", "UNKNOWN").await; // RUNNING
+    task_exits(&c, &t).await; // then STOPPED, before the next pass
+    pass(&c).await;
+    let s = service(&c, "once").await;
+    assert_eq!(s.deployments[0].failed_tasks, 1);
+}
+
+#[tokio::test]
+async fn a_healthy_old_task_stays_while_the_minimum_needs_it_and_unknown_ones_go_first() {
+    let c = test_support::controller();
+    default_cluster(&c).await;
+    let _i = instances(&c, 1, 8192).await;
+    register_td(&c, &td("mix", 64, true)).await;
+    register_td(&c, &td("mix", 65, true)).await;
+    c.create_service(create_req("mix", "mix:1", 2))
+        .await
+        .unwrap();
+    settle(&c, "mix", "HEALTHY", 2).await;
+    c.update_service(UpdateServiceRequest {
+        service: "mix".into(),
+        task_definition: Some("mix:2".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    pass(&c).await;
+    // Old: one HEALTHY, one whose health is not known (say, restarted). New: one HEALTHY,
+    // one RUNNING not yet known.
+    {
+        let mut st = c.state.lock().await;
+        let ids: Vec<String> = st.tasks.keys().cloned().collect();
+        let (mut old_n, mut new_n) = (0, 0);
+        for id in ids {
+            let mut t = st.tasks[&id].clone();
+            if t.desired_status != "RUNNING" {
+                continue;
+            }
+            let new = t.task_definition_arn.ends_with("mix:2");
+            let n = if new { &mut new_n } else { &mut old_n };
+            t.last_status = "RUNNING".into();
+            t.health_status = if *n == 0 { "HEALTHY" } else { "UNKNOWN" }.into();
+            *n += 1;
+            st.put_task(id, t);
+        }
+    }
+    pass(&c).await;
+    let l = live(&c, "mix").await;
+    let healthy = l
+        .iter()
+        .filter(|t| t.last_status == "RUNNING" && t.health_status == "HEALTHY")
+        .count();
+    assert!(healthy >= 2, "{healthy} healthy left");
+    let old: Vec<&Task> = l
+        .iter()
+        .filter(|t| t.task_definition_arn.ends_with("mix:1"))
+        .collect();
+    assert_eq!(
+        old.len(),
+        1,
+        "the old task of unknown health went, the healthy one stays"
+    );
+    assert_eq!(old[0].health_status, "HEALTHY");
+}
+
+#[tokio::test]
+async fn update_service_starts_a_deployment_for_placement_and_refuses_what_cannot_roll() {
+    let c = test_support::controller();
+    default_cluster(&c).await;
+    let _i = instances(&c, 2, 4096).await;
+    register_td(&c, &td("up", 64, false)).await;
+    c.create_service(create_req("up", "up", 3)).await.unwrap();
+    settle(&c, "up", "UNKNOWN", 2).await;
+    let s = c
+        .update_service(UpdateServiceRequest {
+            service: "up".into(),
+            placement_strategy: vec![PlacementStrategy {
+                r#type: "binpack".into(),
+                field: Some("memory".into()),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        s.deployments.len(),
+        2,
+        "a placement change is a new deployment"
+    );
+    settle(&c, "up", "UNKNOWN", 3).await;
+    assert_eq!(
+        per_instance(&live(&c, "up").await).len(),
+        1,
+        "binpacked now"
+    );
+    // 3 tasks at 100/120: rounded, 3 and 3: no room to roll.
+    let e = c
+        .update_service(UpdateServiceRequest {
+            service: "up".into(),
+            force_new_deployment: Some(true),
+            deployment_configuration: Some(DeploymentConfiguration {
+                maximum_percent: Some(120),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("no room to start a new task or stop an old one"),
+        "{e}"
+    );
+    // Scaling alone is not a deployment: accepted at any count.
+    c.update_service(UpdateServiceRequest {
+        service: "up".into(),
+        desired_count: Some(1),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // A service ARN of another cluster is not this cluster's service.
+    let e = c
+        .update_service(UpdateServiceRequest {
+            service: "arn:aws:ecs:on-prem:000000000000:service/other/up".into(),
+            desired_count: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.exception_name(), "ServiceNotFoundException");
+    // RunTask may not put a task in a service's group.
+    let e = c
+        .run_task(RunTaskRequest {
+            task_definition: "up".into(),
+            group: Some("service:up".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("service: is kept"), "{e}");
+    // DAEMON: no breaker, no minimum above 0 (refused by name).
+    let mut req = create_req("dm", "up", 0);
+    req.desired_count = None;
+    req.scheduling_strategy = Some("DAEMON".into());
+    req.deployment_configuration = Some(DeploymentConfiguration {
+        deployment_circuit_breaker: Some(DeploymentCircuitBreaker {
+            enable: true,
+            rollback: false,
+        }),
+        ..Default::default()
+    });
+    let e = c.create_service(req).await.unwrap_err();
+    assert!(e.to_string().contains("deploymentCircuitBreaker"), "{e}");
+}

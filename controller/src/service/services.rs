@@ -191,8 +191,26 @@ fn refuse_not_built(
     }
 }
 
-fn check_percents(c: Option<&DeploymentConfiguration>, s: Scheduling) -> Result<(), EcsError> {
+fn check_percents(
+    c: Option<&DeploymentConfiguration>,
+    s: Scheduling,
+    desired: i32,
+) -> Result<(), EcsError> {
     let (min, max) = percents(c, s);
+    if s == Scheduling::Daemon {
+        if c.and_then(|c| c.deployment_circuit_breaker)
+            .is_some_and(|b| b.enable)
+        {
+            return Err(EcsError::invalid(
+                "deploymentConfiguration.deploymentCircuitBreaker: not supported for DAEMON services by Berth yet",
+            ));
+        }
+        if min != 0 {
+            return Err(EcsError::invalid(format!(
+                "deploymentConfiguration.minimumHealthyPercent: {min}; Berth's DAEMON deployments replace each instance's task in place (stop, then start), so only 0 is accepted"
+            )));
+        }
+    }
     if !(0..=100).contains(&min) {
         return Err(EcsError::invalid(format!(
             "deploymentConfiguration.minimumHealthyPercent: {min} is outside 0-100"
@@ -208,7 +226,30 @@ fn check_percents(c: Option<&DeploymentConfiguration>, s: Scheduling) -> Result<
         Scheduling::Daemon if max != 100 => Err(EcsError::invalid(format!(
             "deploymentConfiguration.maximumPercent: {max}; a DAEMON service takes only 100"
         ))),
+        Scheduling::Replica => {
+            // After rounding, a deployment must be able to start a task or stop one.
+            let (lo, hi) = limits(desired, min, max);
+            if desired > 0 && hi <= desired && lo >= desired {
+                return Err(EcsError::invalid(format!(
+                    "deploymentConfiguration: for desiredCount {desired}, minimumHealthyPercent {min} (rounded up: {lo} tasks) and maximumPercent {max} (rounded down: {hi} tasks) leave a rolling deployment no room to start a new task or stop an old one"
+                )));
+            }
+            Ok(())
+        }
         _ => Ok(()),
+    }
+}
+
+/// availabilityZoneRebalancing: DISABLED is what Berth does; ENABLED is refused by name.
+fn check_az_rebalancing(v: Option<&str>) -> Result<(), EcsError> {
+    match v {
+        None | Some("DISABLED") => Ok(()),
+        Some("ENABLED") => Err(EcsError::invalid(
+            "availabilityZoneRebalancing: ENABLED is not supported yet (DISABLED is accepted)",
+        )),
+        Some(other) => Err(EcsError::invalid(format!(
+            "availabilityZoneRebalancing: '{other}' is not ENABLED or DISABLED"
+        ))),
     }
 }
 
@@ -232,9 +273,13 @@ pub(crate) fn push_event(s: &mut Service, message: String) {
 impl State {
     /// A service of the cluster by name or ARN (any status).
     pub(crate) fn find_service(&self, cluster: &str, given: &str) -> Option<&ServiceRecord> {
-        let name = arn::resource("service", given)
-            .map(|r| r.rsplit('/').next().unwrap_or(r))
-            .unwrap_or(given);
+        // `…:service/CLUSTER/NAME` must name this cluster; the old short ARN form has none.
+        let r = arn::resource("service", given)?;
+        let name = match r.split_once('/') {
+            Some((c, n)) if c == cluster => n,
+            Some(_) => return None,
+            None => r,
+        };
         self.services.get(&service_key(cluster, name))
     }
 
@@ -328,7 +373,8 @@ impl Controller {
                 "placementStrategy: a DAEMON service takes none (it places one task on every instance)",
             ));
         }
-        check_percents(req.deployment_configuration.as_ref(), scheduling)?;
+        check_percents(req.deployment_configuration.as_ref(), scheduling, desired)?;
+        check_az_rebalancing(req.availability_zone_rebalancing.as_deref())?;
         if let Some(g) = req.health_check_grace_period_seconds {
             if !(0..=2_147_483_647).contains(&g) {
                 return Err(EcsError::invalid(
@@ -437,6 +483,9 @@ impl Controller {
             enable_ecs_managed_tags: Some(false),
             propagate_tags: Some("NONE".into()),
             enable_execute_command: Some(req.enable_execute_command.unwrap_or(false)),
+            // Recorded (no IAM on premises), as for task definitions' roles.
+            role_arn: req.role.clone(),
+            availability_zone_rebalancing: Some("DISABLED".into()),
             ..Default::default()
         };
         let record = ServiceRecord {
@@ -519,7 +568,10 @@ impl Controller {
                 config.deployment_circuit_breaker = c.deployment_circuit_breaker;
             }
         }
-        check_percents(Some(&config), scheduling)?;
+        let desired_after = req.desired_count.unwrap_or(svc.desired_count);
+        // The rounding check (below) only where a deployment is to roll.
+        check_percents(Some(&config), scheduling, 0)?;
+        check_az_rebalancing(req.availability_zone_rebalancing.as_deref())?;
         let mut new_deployment = req.force_new_deployment.unwrap_or(false);
         let mut td_arn = svc.task_definition.clone();
         if let Some(td) = req.task_definition.as_deref().filter(|t| !t.is_empty()) {
@@ -544,6 +596,15 @@ impl Controller {
         } else {
             req.placement_strategy.clone()
         };
+        // Given placement replaces the service's (an empty list cannot be told from an absent
+        // one in this model, so placement is changed only by giving another); a change
+        // starts a new deployment, as in ECS. So does another platformVersion.
+        new_deployment |=
+            constraints != svc.placement_constraints || strategy != svc.placement_strategy;
+        if let Some(p) = req.platform_version.as_ref().filter(|p| !p.is_empty()) {
+            new_deployment |= svc.platform_version.as_ref() != Some(p);
+            svc.platform_version = Some(p.clone());
+        }
         // Checked as RunTask checks them.
         st.launch(super::tasks::LaunchRequest {
             cluster: Some(&name),
@@ -563,6 +624,9 @@ impl Controller {
             platform_version: svc.platform_version.clone(),
             network_configuration: network.as_ref(),
         })?;
+        if new_deployment || req.deployment_configuration.is_some() {
+            check_percents(Some(&config), scheduling, desired_after)?;
+        }
         if let Some(g) = req.health_check_grace_period_seconds {
             if g < 0 {
                 return Err(EcsError::invalid(

@@ -229,6 +229,18 @@ pub(crate) fn check_task_list(tasks: &[String]) -> Result<(), EcsError> {
     Ok(())
 }
 
+/// Issue 12: the group `service:NAME` marks a service's tasks (its scheduler manages every task
+/// of the group), so RunTask and StartTask refuse it rather than hand a standalone task to a
+/// service.
+fn refuse_service_group(group: Option<&str>) -> Result<(), EcsError> {
+    match group {
+        Some(g) if g.starts_with("service:") => Err(EcsError::invalid(format!(
+            "group: '{g}': the prefix service: is kept for the tasks a service starts"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A placement refusal as a RunTask/StartTask failure.
 fn failure(r: scheduler::Refusal) -> Failure {
     Failure {
@@ -455,6 +467,7 @@ impl Controller {
                 "launchType: '{launch_type}' is not one of EC2, EXTERNAL, FARGATE"
             )));
         }
+        refuse_service_group(req.group.as_deref())?;
         let mut st = self.state.lock().await;
         if let Some(first) = st.replay_run_task(&req)? {
             return Ok(first);
@@ -664,6 +677,7 @@ impl Controller {
         }
         // The fields table decides every member, as for RunTask: nothing is dropped unnamed.
         super::fields::refuse_unsupported_start_task(&req)?;
+        refuse_service_group(req.group.as_deref())?;
         let mut st = self.state.lock().await;
         let launch = st.launch(LaunchRequest {
             cluster: req.cluster.as_deref(),
