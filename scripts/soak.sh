@@ -9,6 +9,9 @@
 #     lines in the controller's stream exactly once and in order across two agent kill -9s and
 #     a controller restart (tests/tests/logs_e2e.rs; CI: 50,000); and a container writing 50 MB
 #     while the controller is down, every line arriving once it is back (logs_e2e.rs; CI: 20 MB).
+#   - issue 12: RunTask placing 100,000 tasks on 1,000 simulated agents (in-process, real gRPC),
+#     printing placements/s beside the fsync'd commit floor (tests/src/bin/bench_placement.rs;
+#     CI: 50 agents, 2,000 tasks, its unit test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -26,3 +29,7 @@ BERTH_LOG_LINES=${BERTH_LOG_LINES:-1000000} cargo test -p berth-tests --test log
 echo "== issue 10: 50 MB written while the controller is down, every line stored once it is back"
 BERTH_LOG_OUTAGE_MB=${BERTH_LOG_OUTAGE_MB:-50} cargo test -p berth-tests --test logs_e2e \
   a_container_writing_50_mb_while_the_controller_is_down -- --nocapture
+echo "== issue 12: placement throughput, 100,000 tasks on 1,000 simulated agents (release build)"
+CARGO_INCREMENTAL=0 cargo build --release -p berth-tests --bin bench-placement --quiet
+./target/release/bench-placement --agents "${BERTH_BENCH_AGENTS:-1000}" \
+  --tasks "${BERTH_BENCH_TASKS:-100000}"

@@ -340,30 +340,29 @@ pub fn place(candidates: &mut [Candidate], needs: &Needs) -> Result<usize, Vec<R
             .collect());
     }
     let mut rng = rand::rng();
-    // One sort key per strategy, then the default; compared in order.
-    let keys: Vec<(usize, Vec<i64>)> = fit
-        .iter()
-        .map(|&i| {
-            let c = &candidates[i];
-            let mut k: Vec<i64> = needs
-                .strategies
-                .iter()
-                .map(|s| match s {
-                    Strategy::Binpack(BinpackField::Cpu) => c.cpu,
-                    Strategy::Binpack(BinpackField::Memory) => c.memory,
-                    Strategy::Spread(f) => spread_count(candidates, c, f, &needs.group),
-                    Strategy::Random => rng.random_range(0..i64::MAX),
-                })
-                .collect();
-            k.push(-c.memory);
-            (i, k)
-        })
-        .collect();
-    let best = keys
-        .iter()
-        .min_by(|a, b| a.1.cmp(&b.1))
-        .map(|(i, _)| *i)
-        .unwrap_or(fit[0]);
+    // One sort key per strategy, then the default; compared in order. The first candidate
+    // with the smallest key wins; two buffers, not one key per candidate (placing 100,000
+    // tasks on 1,000 instances allocated 100 million keys).
+    let mut key = |c: &Candidate, k: &mut Vec<i64>| {
+        k.clear();
+        k.extend(needs.strategies.iter().map(|s| match s {
+            Strategy::Binpack(BinpackField::Cpu) => c.cpu,
+            Strategy::Binpack(BinpackField::Memory) => c.memory,
+            Strategy::Spread(f) => spread_count(candidates, c, f, &needs.group),
+            Strategy::Random => rng.random_range(0..i64::MAX),
+        }));
+        k.push(-c.memory);
+    };
+    let (mut best_key, mut k) = (Vec::new(), Vec::new());
+    let mut best = fit[0];
+    key(&candidates[best], &mut best_key);
+    for &i in &fit[1..] {
+        key(&candidates[i], &mut k);
+        if k < best_key {
+            best = i;
+            std::mem::swap(&mut best_key, &mut k);
+        }
+    }
     let c = &mut candidates[best];
     c.cpu -= needs.cpu;
     c.memory -= needs.memory;

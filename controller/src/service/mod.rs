@@ -14,6 +14,7 @@ mod networking;
 pub mod pagination;
 mod pull_progress;
 mod retention;
+mod run_batch;
 mod security_groups;
 mod service_scheduler;
 mod services;
@@ -115,6 +116,8 @@ pub struct Controller {
     pull_progress: std::sync::Mutex<HashMap<String, berth_proto::v1::TaskPullProgress>>,
     /// Issue 12: the services scheduler's settings.
     service_config: ServiceSchedulerConfig,
+    /// Issue 12: RunTasks waiting to share a store transaction (`run_batch.rs`).
+    run_queue: std::sync::Mutex<std::collections::VecDeque<run_batch::QueuedRun>>,
 }
 
 fn decode<M: Message + Default>(key: &str, bytes: &[u8]) -> Result<M, StoreError> {
@@ -222,6 +225,7 @@ impl Controller {
             stats: Default::default(),
             pull_progress: Default::default(),
             service_config: ServiceSchedulerConfig::default(),
+            run_queue: Default::default(),
         })
     }
 

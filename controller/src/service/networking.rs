@@ -135,7 +135,9 @@ impl State {
                 .ok()
                 .and_then(|r| r.task_definition.as_ref())
             {
-                let td = super::tasks::effective_definition(td, t);
+                // The registered definition's: a task's overrides never change port mappings
+                // or the network mode (copying the definition for every active task of every
+                // candidate was 8 % of issue 12's placement bench's CPU at 40,000 tasks).
                 used.extend(static_host_ports(
                     &td.network_mode,
                     &td.container_definitions,

@@ -453,6 +453,69 @@ pub(crate) fn effective_definition(td: &TaskDefinition, task: &Task) -> TaskDefi
     out
 }
 
+/// A cluster's instances as placement sees them, reserved as tasks are placed: one RunTask's,
+/// or a whole group commit's so later requests see earlier reservations.
+#[derive(Clone)]
+pub(crate) struct PlacementPool {
+    candidates: Vec<scheduler::Candidate>,
+    /// ACTIVE instances with no agent in step: named as failures (ECS's AGENT) when nothing
+    /// else takes a task, never silently skipped.
+    disconnected: Vec<String>,
+}
+
+/// Places up to `count` tasks in `pool`, each reserving what it needs. An instance that could
+/// not take a task is named once in the failures, with ECS's reason; instances whose agent is
+/// not in step are named AGENT when something could not be placed.
+fn place_in(
+    pool: &mut PlacementPool,
+    launch: &Launch,
+    count: i32,
+) -> Result<(Vec<String>, Vec<Failure>), EcsError> {
+    if pool.candidates.is_empty() && pool.disconnected.is_empty() {
+        return Err(EcsError::invalid(
+            "No Container Instances were found in your cluster.",
+        ));
+    }
+    let mut placed = Vec::new();
+    let mut failures: Vec<Failure> = Vec::new();
+    for _ in 0..count {
+        match scheduler::place(&mut pool.candidates, &launch.needs) {
+            Ok(i) => placed.push(pool.candidates[i].arn.clone()),
+            Err(refusals) => {
+                let agent = pool.disconnected.iter().map(|arn| Failure {
+                    arn: arn.clone(),
+                    reason: "AGENT".into(),
+                    detail: None,
+                });
+                for f in refusals.into_iter().map(failure).chain(agent) {
+                    if !failures.iter().any(|x| x.arn == f.arn) {
+                        failures.push(f);
+                    }
+                }
+            }
+        }
+    }
+    Ok((placed, failures))
+}
+
+/// New tasks, built but not yet committed: their writes (with the clientToken's record) and
+/// what applying them changes in memory.
+pub(crate) struct NewTasks {
+    pub(crate) writes: Vec<crate::store::Write>,
+    cluster_arn: String,
+    /// (task id, instance id, task, awsvpc network).
+    placed: Vec<(String, String, Task, Option<TaskNetworkRecord>)>,
+    token: Option<RunTaskTokenRecord>,
+}
+
+/// What a RunTask of a group commit comes to before the commit.
+pub(crate) enum PlannedRun {
+    /// A retried clientToken: the first call's answer, nothing to write.
+    Replayed(RunTaskResponse),
+    /// Tasks to commit, and the placement failures to answer with them.
+    New(Box<NewTasks>, Vec<Failure>),
+}
+
 impl Controller {
     /// RunTask: places `count` tasks on the cluster's instances.
     pub async fn run_task(&self, req: RunTaskRequest) -> Result<RunTaskResponse, EcsError> {
@@ -468,9 +531,23 @@ impl Controller {
             )));
         }
         refuse_service_group(req.group.as_deref())?;
-        let mut st = self.state.lock().await;
-        if let Some(first) = st.replay_run_task(&req)? {
-            return Ok(first);
+        self.run_grouped(req, launch_type).await
+    }
+
+    /// One RunTask of a group commit (`run_batch.rs`): checks it against the state, places its
+    /// tasks in `pools` (the batch's candidates, so it sees the reservations of the requests
+    /// before it) and builds its writes, changing nothing. A replayed clientToken is answered
+    /// at once.
+    pub(crate) fn plan_run_task(
+        &self,
+        st: &State,
+        pools: &mut std::collections::HashMap<String, PlacementPool>,
+        lan_taken: &mut std::collections::BTreeSet<std::net::Ipv4Addr>,
+        req: &RunTaskRequest,
+        launch_type: String,
+    ) -> Result<PlannedRun, EcsError> {
+        if let Some(first) = st.replay_run_task(req)? {
+            return Ok(PlannedRun::Replayed(first));
         }
         let launch = st.launch(LaunchRequest {
             cluster: req.cluster.as_deref(),
@@ -487,9 +564,40 @@ impl Controller {
             platform_version: req.platform_version.clone(),
             network_configuration: req.network_configuration.as_ref(),
         })?;
-        let (placed, failures) = self.place_tasks(&st, &launch, count)?;
-        let tasks = self.create_tasks(&mut st, &launch, placed, Some((&req, &failures)))?;
-        Ok(RunTaskResponse { tasks, failures })
+        let pool = pools
+            .entry(launch.cluster_arn.clone())
+            .or_insert_with(|| self.placement_pool(st, &launch.cluster_arn));
+        // Only an awsvpc task can fail after placement (no free LAN address): keep what to
+        // restore so a refused request reserves nothing for the rest of the batch.
+        let saved = launch
+            .awsvpc
+            .is_some()
+            .then(|| (pool.clone(), lan_taken.clone()));
+        let (placed, failures) = place_in(pool, &launch, req.count.unwrap_or(1))?;
+        match st.new_tasks(&launch, placed, Some((req, &failures)), lan_taken) {
+            Ok(new) => Ok(PlannedRun::New(Box::new(new), failures)),
+            Err(e) => {
+                if let Some((p, l)) = saved {
+                    *pool = p;
+                    *lan_taken = l;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The cluster's instances as placement sees them now: ACTIVE ones with an agent in step
+    /// (candidates), and the ARNs of ACTIVE ones without.
+    pub(crate) fn placement_pool(&self, st: &State, cluster_arn: &str) -> PlacementPool {
+        let fleet = self.fleet.clone();
+        PlacementPool {
+            candidates: st.candidates(cluster_arn, |id| fleet.connected(id)),
+            disconnected: st
+                .candidates(cluster_arn, |id| !fleet.connected(id))
+                .into_iter()
+                .map(|c| c.arn)
+                .collect(),
+        }
     }
 
     /// RunTask's placement, apart so the services scheduler can call it: up to `count` tasks on
@@ -502,44 +610,16 @@ impl Controller {
         launch: &Launch,
         count: i32,
     ) -> Result<(Vec<String>, Vec<Failure>), EcsError> {
-        let fleet = self.fleet.clone();
-        let mut candidates = st.candidates(&launch.cluster_arn, |id| fleet.connected(id));
-        // Registered and ACTIVE but with no agent in step: named as failures (ECS's AGENT) when
-        // nothing else takes the task, never silently skipped.
-        let disconnected: Vec<String> = st
-            .candidates(&launch.cluster_arn, |id| !fleet.connected(id))
-            .into_iter()
-            .map(|c| c.arn)
-            .collect();
-        if candidates.is_empty() && disconnected.is_empty() {
-            return Err(EcsError::invalid(
-                "No Container Instances were found in your cluster.",
-            ));
-        }
-        let mut placed = Vec::new();
-        let mut failures: Vec<Failure> = Vec::new();
-        for _ in 0..count {
-            match scheduler::place(&mut candidates, &launch.needs) {
-                Ok(i) => placed.push(candidates[i].arn.clone()),
-                Err(refusals) => {
-                    let agent = disconnected.iter().map(|arn| Failure {
-                        arn: arn.clone(),
-                        reason: "AGENT".into(),
-                        detail: None,
-                    });
-                    for f in refusals.into_iter().map(failure).chain(agent) {
-                        if !failures.iter().any(|x| x.arn == f.arn) {
-                            failures.push(f);
-                        }
-                    }
-                }
-            }
-        }
-        Ok((placed, failures))
+        place_in(
+            &mut self.placement_pool(st, &launch.cluster_arn),
+            launch,
+            count,
+        )
     }
 
     /// Creates one task per placement (a container instance ARN), commits them together, and
-    /// wakes each instance's agent. RunTask and StartTask both end here.
+    /// wakes each instance's agent. StartTask and the services scheduler end here; RunTask
+    /// commits its [`NewTasks`] with the others of its batch (`run_batch.rs`).
     pub(crate) fn create_tasks(
         &self,
         st: &mut State,
@@ -547,10 +627,52 @@ impl Controller {
         placements: Vec<String>,
         run_token: Option<(&RunTaskRequest, &[Failure])>,
     ) -> Result<Vec<Task>, EcsError> {
+        let mut new = st.new_tasks(launch, placements, run_token, &mut Default::default())?;
+        self.commit(std::mem::take(&mut new.writes))?;
+        Ok(self.apply_new_tasks(st, new))
+    }
+
+    /// Puts committed [`NewTasks`] in memory and wakes each instance's agent (and, when a LAN
+    /// address was taken, the agents of the instances its security groups' members concern).
+    pub(crate) fn apply_new_tasks(&self, st: &mut State, new: NewTasks) -> Vec<Task> {
+        let mut out = Vec::new();
+        if let Some(record) = new.token {
+            st.remember_run_token(record);
+        }
+        // A LAN address is known from the start: the security groups' members changed.
+        let mut members_changed = false;
+        for (id, instance_id, task, network) in new.placed {
+            if let Some(net) = network {
+                members_changed |= net.private_ipv4_address.is_some();
+                st.task_networks.insert(id.clone(), net);
+            }
+            st.put_task(id, task.clone());
+            self.fleet.notify(&instance_id);
+            out.push(task);
+        }
+        if members_changed {
+            for instance in st.security_group_dependents(&new.cluster_arn) {
+                self.fleet.notify(&instance);
+            }
+        }
+        out
+    }
+}
+
+impl State {
+    /// Builds one task per placement (a container instance ARN) and the writes that store them,
+    /// changing nothing. `lan_taken`: LAN addresses taken by tasks built but not yet applied.
+    pub(crate) fn new_tasks(
+        &self,
+        launch: &Launch,
+        placements: Vec<String>,
+        run_token: Option<(&RunTaskRequest, &[Failure])>,
+        lan_taken: &mut std::collections::BTreeSet<std::net::Ipv4Addr>,
+    ) -> Result<NewTasks, EcsError> {
+        let st = self;
         let name = &launch.cluster;
         let mut writes = Vec::new();
         let mut placed = Vec::new();
-        let mut lan_taken = std::collections::BTreeSet::new();
         for instance_arn in placements {
             let instance_id = arn::short_id("container-instance", &instance_arn)
                 .unwrap_or_default()
@@ -569,7 +691,7 @@ impl Controller {
             let task_arn = arn::task(name, &id);
             let network = match &launch.awsvpc {
                 Some(vpc) => {
-                    Some(st.task_network_record(&instance_id, &task_arn, vpc, &mut lan_taken)?)
+                    Some(st.task_network_record(&instance_id, &task_arn, vpc, lan_taken)?)
                 }
                 None => None,
             };
@@ -640,30 +762,16 @@ impl Controller {
                 writes.push(write);
                 record
             });
-        self.commit(writes)?;
-        let mut out = Vec::new();
-        if let Some(record) = token {
-            st.remember_run_token(record);
-        }
-        // A LAN address is known from the start: the security groups' members changed.
-        let mut members_changed = false;
-        for (id, instance_id, task, network) in placed {
-            if let Some(net) = network {
-                members_changed |= net.private_ipv4_address.is_some();
-                st.task_networks.insert(id.clone(), net);
-            }
-            st.put_task(id, task.clone());
-            self.fleet.notify(&instance_id);
-            out.push(task);
-        }
-        if members_changed {
-            for instance in st.security_group_dependents(&launch.cluster_arn) {
-                self.fleet.notify(&instance);
-            }
-        }
-        Ok(out)
+        Ok(NewTasks {
+            writes,
+            cluster_arn: launch.cluster_arn.clone(),
+            placed,
+            token,
+        })
     }
+}
 
+impl Controller {
     /// StartTask: one task on each given container instance (up to 10, ids or ARNs), each
     /// checked for the attributes and resources the task needs. Unknown instances are MISSING,
     /// deregistered ones INACTIVE, ones without an agent in step AGENT; the task definition's
