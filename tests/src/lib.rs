@@ -1346,3 +1346,15 @@ impl Cluster {
         })
     }
 }
+
+/// The messages of a service's events (DescribeServices JSON), newest first.
+pub fn service_events(service: &Value) -> Vec<String> {
+    service["events"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["message"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}

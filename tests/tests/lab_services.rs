@@ -7,7 +7,7 @@
 //! returns. As root, on real containerd. Times are printed, never asserted tightly.
 
 use berth_tests::lab::{Cut, Lab};
-use berth_tests::{prerequisites, wait_for, IMAGE};
+use berth_tests::{prerequisites, service_events as events, wait_for, IMAGE};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -30,17 +30,6 @@ fn service(lab: &Lab, name: &str) -> Value {
         name,
     ])["services"][0]
         .clone()
-}
-
-fn events(s: &Value) -> Vec<String> {
-    s["events"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| e["message"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The service's tasks (desired RUNNING unless `status` says otherwise).

@@ -4,7 +4,7 @@
 //! multi-host behaviours (spread, binpack, DAEMON following hosts, cut-off hosts) are in
 //! `lab_services.rs`.
 
-use berth_tests::{prerequisites, wait_for, Cluster, IMAGE};
+use berth_tests::{prerequisites, service_events as events, wait_for, Cluster, IMAGE};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -36,17 +36,6 @@ fn service(c: &Cluster, name: &str) -> Value {
         name,
     ]);
     v["services"][0].clone()
-}
-
-fn events(s: &Value) -> Vec<String> {
-    s["events"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| e["message"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn service_tasks(c: &Cluster, name: &str) -> Vec<Value> {

@@ -334,6 +334,22 @@ fn view(r: &ServiceRecord, tags: bool) -> Service {
 }
 
 impl Controller {
+    /// Commits a service's record, then shows it in the view and wakes the scheduler; answers
+    /// the service as the API shows it.
+    fn store_service(
+        &self,
+        mut st: tokio::sync::MutexGuard<'_, State>,
+        key: String,
+        record: ServiceRecord,
+    ) -> Result<Service, EcsError> {
+        self.commit(vec![put(key.clone(), &record)])?;
+        let out = view(&record, true);
+        st.services.insert(key, record);
+        drop(st);
+        self.fleet.wake_services();
+        Ok(out)
+    }
+
     /// CreateService: records the service with its first deployment (PRIMARY, IN_PROGRESS);
     /// the scheduler starts its tasks.
     pub async fn create_service(&self, req: CreateServiceRequest) -> Result<Service, EcsError> {
@@ -399,7 +415,7 @@ impl Controller {
             .as_deref()
             .filter(|t| !t.is_empty())
             .ok_or_else(|| EcsError::invalid("taskDefinition: is required"))?;
-        let mut st = self.state.lock().await;
+        let st = self.state.lock().await;
         let cluster_arn = st.active_cluster(&name)?.cluster_arn.clone();
         let key = service_key(&name, &req.service_name);
         if let Some(existing) = st.services.get(&key) {
@@ -494,12 +510,7 @@ impl Controller {
             create_request: Some(req),
             ..Default::default()
         };
-        self.commit(vec![put(key.clone(), &record)])?;
-        let out = view(&record, true);
-        st.services.insert(key, record);
-        drop(st);
-        self.fleet.wake_services();
-        Ok(out)
+        self.store_service(st, key, record)
     }
 
     /// UpdateService: a new desiredCount takes effect in the current deployment; a new task
@@ -526,7 +537,7 @@ impl Controller {
                 return Err(EcsError::invalid(format!("desiredCount: {n} is negative")));
             }
         }
-        let mut st = self.state.lock().await;
+        let st = self.state.lock().await;
         st.active_cluster(&name)?;
         let record = st
             .find_service(&name, &req.service)
@@ -691,12 +702,7 @@ impl Controller {
             steady: false,
             ..record
         };
-        self.commit(vec![put(key.clone(), &record)])?;
-        let out = view(&record, true);
-        st.services.insert(key, record);
-        drop(st);
-        self.fleet.wake_services();
-        Ok(out)
+        self.store_service(st, key, record)
     }
 
     /// DeleteService: refused while desiredCount > 0 unless `force`; the service turns DRAINING
@@ -706,7 +712,7 @@ impl Controller {
         if req.service.is_empty() {
             return Err(EcsError::invalid("service: is required"));
         }
-        let mut st = self.state.lock().await;
+        let st = self.state.lock().await;
         st.active_cluster(&name)?;
         let record = st
             .find_service(&name, &req.service)
@@ -733,12 +739,7 @@ impl Controller {
             service: Some(svc),
             ..record
         };
-        self.commit(vec![put(key.clone(), &record)])?;
-        let out = view(&record, true);
-        st.services.insert(key, record);
-        drop(st);
-        self.fleet.wake_services();
-        Ok(out)
+        self.store_service(st, key, record)
     }
 
     /// ListServices: the cluster's services not INACTIVE, by ARN, filtered by launchType and
