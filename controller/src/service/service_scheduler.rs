@@ -725,7 +725,6 @@ impl Controller {
                 p.rollout_state = Some("COMPLETED".into());
                 p.rollout_state_reason = Some(format!("ECS deployment {} completed.", p.id));
                 p.updated_at = Some(at);
-                rec.last_completed_task_definition = Some(p.task_definition.clone());
                 rec.last_completed = Some(p.clone());
                 events.push(format!(
                     "(service {name}) (deployment {}) deployment completed.",
@@ -793,17 +792,14 @@ impl Controller {
         events.push(format!(
             "(service {name}) (deployment {primary_id}) deployment failed: tasks failed to start."
         ));
-        let target = rec
-            .last_completed_task_definition
-            .clone()
-            .filter(|_| rollback);
-        let Some(td) = target else { return };
-        let network = rec
-            .last_completed
-            .as_ref()
-            .map_or(svc.network_configuration.clone(), |d| {
-                d.network_configuration.clone()
-            });
+        // Back to the last COMPLETED deployment's task definition and network.
+        let Some(done) = rec.last_completed.as_ref().filter(|_| rollback) else {
+            return;
+        };
+        let (td, network) = (
+            done.task_definition.clone(),
+            done.network_configuration.clone(),
+        );
         for d in svc.deployments.iter_mut() {
             d.status = "ACTIVE".into();
             d.desired_count = 0;
