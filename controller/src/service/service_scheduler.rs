@@ -60,6 +60,9 @@ const BUSY: Duration = Duration::from_secs(1);
 /// How long the scheduler waits for news when every service is steady.
 const IDLE: Duration = Duration::from_secs(30);
 
+/// How long a task must stay RUNNING to end a run of failures.
+const STABLE_RUN: Duration = Duration::from_secs(10);
+
 const HEALTH_REASON: &str = "Task failed container health checks";
 
 /// A task this pass stops, and why.
@@ -225,12 +228,8 @@ impl Controller {
         // 1. News: failures and starts.
         let mut failed_now = 0;
         for t in news {
-            if is_running(t) {
-                if t.started_by.as_deref() == Some(primary_id.as_str()) {
-                    rec.consecutive_failures = 0;
-                    rec.next_launch_at = None;
-                }
-            } else if failed(t) {
+            // (Reaching RUNNING is not enough to end a run of failures: see below.)
+            if !is_running(t) && failed(t) {
                 failed_now += 1;
                 if let Some(d) = svc
                     .deployments
@@ -341,6 +340,27 @@ impl Controller {
             kept.push(t);
         }
         let live = kept;
+        // A run of failures ends once a task of the PRIMARY has stayed RUNNING for
+        // STABLE_RUN: a task that starts and crashes at once must not reset it (a crash loop
+        // is throttled like tasks that never start).
+        if rec.consecutive_failures > 0 {
+            let mut reset = false;
+            for t in live
+                .iter()
+                .filter(|t| t.started_by.as_deref() == Some(primary_id.as_str()) && is_running(t))
+            {
+                let ran = at.seconds - t.started_at.map_or(at.seconds, |s| s.seconds);
+                if ran >= STABLE_RUN.as_secs() as i64 {
+                    reset = true;
+                } else {
+                    next = next.min(STABLE_RUN - Duration::from_secs(ran.max(0) as u64));
+                }
+            }
+            if reset {
+                rec.consecutive_failures = 0;
+                rec.next_launch_at = None;
+            }
+        }
         rec.consecutive_failures += failed_now;
         if failed_now > 0 && rec.consecutive_failures >= 2 {
             let n = (rec.consecutive_failures - 2).min(16) as u32;

@@ -888,3 +888,33 @@ async fn update_service_starts_a_deployment_for_placement_and_refuses_what_canno
     let e = c.create_service(req).await.unwrap_err();
     assert!(e.to_string().contains("deploymentCircuitBreaker"), "{e}");
 }
+
+#[tokio::test]
+async fn tasks_that_start_and_crash_at_once_are_throttled_too() {
+    let c = test_support::controller().with_service_config(ServiceSchedulerConfig {
+        restart_delay: Duration::from_secs(3600),
+        ..Default::default()
+    });
+    default_cluster(&c).await;
+    let _i = instances(&c, 1, 4096).await;
+    register_td(&c, &td("crash", 64, false)).await;
+    c.create_service(create_req("crash", "crash", 1))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        pass(&c).await;
+        // RUNNING (the scheduler sees it), then it exits at once.
+        agents_report(&c, "crash", "UNKNOWN").await;
+        pass(&c).await;
+        for t in live(&c, "crash").await {
+            task_exits(&c, &t).await;
+        }
+    }
+    pass(&c).await;
+    // Two crashes in a row, though each reached RUNNING: the next start waits.
+    assert!(live(&c, "crash").await.is_empty());
+    let s = service(&c, "crash").await;
+    assert!(s.events.iter().any(|e| e
+        .message
+        .starts_with("(service crash) is unable to consistently start tasks successfully")));
+}
