@@ -103,6 +103,7 @@ impl State {
             None => {
                 if let Some(i) = &task.container_instance_arn {
                     self.active.entry(i.clone()).or_default().insert(id.clone());
+                    self.hold(&id, &task);
                 }
             }
         }
@@ -111,6 +112,7 @@ impl State {
 
     /// Removes the task `id` (still in `tasks`) from every index `put_task` keeps.
     pub(crate) fn unindex_task(&mut self, id: &str) {
+        self.release(id);
         let Some(old) = self.tasks.get(id) else {
             return;
         };

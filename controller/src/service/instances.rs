@@ -91,22 +91,13 @@ pub(crate) fn task_reservation(t: &Task) -> (i64, i64) {
 }
 
 impl State {
-    fn instance_tasks<'a>(&'a self, instance_arn: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
-        self.active_tasks(instance_arn).map(|(_, t)| t)
-    }
-
     /// CPU units and MiB left on an instance.
     pub(crate) fn remaining(&self, ci: &ContainerInstance) -> (i64, i64) {
-        let (mut cpu, mut mem) = (
-            resource_int(&ci.registered_resources, "CPU"),
-            resource_int(&ci.registered_resources, "MEMORY"),
-        );
-        for t in self.instance_tasks(&ci.container_instance_arn) {
-            let (c, m) = task_reservation(t);
-            cpu -= c;
-            mem -= m;
-        }
-        (cpu, mem)
+        let load = self.loads.get(&ci.container_instance_arn);
+        (
+            resource_int(&ci.registered_resources, "CPU") - load.map_or(0, |l| l.cpu),
+            resource_int(&ci.registered_resources, "MEMORY") - load.map_or(0, |l| l.memory),
+        )
     }
 
     /// Instances of a cluster that can take tasks now: ACTIVE with a connected agent.
@@ -132,9 +123,9 @@ impl State {
         let ci = r.container_instance.clone().unwrap_or_default();
         let (cpu, memory) = self.remaining(&ci);
         let active_tasks = self
-            .instance_tasks(&ci.container_instance_arn)
-            .filter(|t| t.desired_status != TaskStatus::Stopped.as_str())
-            .count() as i64;
+            .loads
+            .get(&ci.container_instance_arn)
+            .map_or(0, |l| l.wanted);
         Candidate {
             arn: ci.container_instance_arn.clone(),
             cpu,
@@ -162,13 +153,9 @@ impl State {
                 .and_then(|v| v.agent_version.clone()),
             ..Default::default()
         };
-        for task in self.instance_tasks(&ci.container_instance_arn) {
-            if TaskStatus::parse(&task.last_status) == Ok(TaskStatus::Running) {
-                t.running_tasks_count += 1;
-            }
-            if let Some(g) = &task.group {
-                *t.task_groups.entry(g.clone()).or_default() += 1;
-            }
+        if let Some(l) = self.loads.get(&ci.container_instance_arn) {
+            t.running_tasks_count = l.running;
+            t.task_groups = l.groups.clone();
         }
         t
     }
@@ -222,16 +209,9 @@ impl State {
         // A deregistered instance's session may still be ending: it is not connected.
         ci.agent_connected = connected && !is_inactive(&ci);
         ci.attributes = attributes(r);
-        let (mut running, mut pending) = (0, 0);
-        for t in self.instance_tasks(&ci.container_instance_arn) {
-            if TaskStatus::parse(&t.last_status) == Ok(TaskStatus::Running) {
-                running += 1;
-            } else {
-                pending += 1;
-            }
-        }
-        ci.running_tasks_count = running;
-        ci.pending_tasks_count = pending;
+        let load = self.load_of(&ci.container_instance_arn);
+        ci.running_tasks_count = load.running as i32;
+        ci.pending_tasks_count = (load.tasks - load.running) as i32;
         ci
     }
 }

@@ -10,6 +10,7 @@ pub mod exec;
 pub mod fields;
 mod idempotency;
 mod instances;
+mod load;
 mod networking;
 pub mod pagination;
 mod pull_progress;
@@ -103,6 +104,11 @@ pub(crate) struct State {
     /// (kept by `put_task`, drained by the scheduler; memory only: a restart loses only what
     /// feeds the failure counts, never a task).
     service_task_news: Vec<String>,
+    /// What the tasks not yet STOPPED hold, by container instance ARN (kept by `put_task`;
+    /// `load.rs`).
+    loads: HashMap<String, load::InstanceLoad>,
+    /// What each task in `loads` added there, by task id.
+    held: HashMap<String, load::Held>,
 }
 
 /// The controller: clusters, task definitions, tasks and container instances.

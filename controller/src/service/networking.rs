@@ -129,25 +129,9 @@ impl State {
     pub(crate) fn ports_in_use(&self, ci: &ContainerInstance) -> BTreeSet<HostPort> {
         let mut used = resource_ports(&ci.registered_resources, "PORTS", "tcp");
         used.extend(resource_ports(&ci.registered_resources, "PORTS_UDP", "udp"));
-        for (_, t) in self.active_tasks(&ci.container_instance_arn) {
-            if let Some(td) = self
-                .find_task_definition(&t.task_definition_arn)
-                .ok()
-                .and_then(|r| r.task_definition.as_ref())
-            {
-                // The registered definition's: a task's overrides never change port mappings
-                // or the network mode (copying the definition for every active task of every
-                // candidate was 8 % of issue 12's placement bench's CPU at 40,000 tasks).
-                used.extend(static_host_ports(
-                    &td.network_mode,
-                    &td.container_definitions,
-                ));
-            }
-            for b in t.containers.iter().flat_map(|c| c.network_bindings.iter()) {
-                if let Some(p) = b.host_port.filter(|p| *p > 0) {
-                    used.insert((b.protocol.clone().unwrap_or_else(|| "tcp".into()), p));
-                }
-            }
+        // What its tasks hold, kept as they change (`load.rs`).
+        if let Some(l) = self.loads.get(&ci.container_instance_arn) {
+            used.extend(l.ports.keys().cloned());
         }
         used
     }

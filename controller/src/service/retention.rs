@@ -70,7 +70,7 @@ fn epoch_seconds(t: SystemTime) -> i64 {
 
 impl State {
     /// Forgets a task (its store key is deleted by the caller).
-    fn remove_task(&mut self, id: &str) {
+    pub(crate) fn remove_task(&mut self, id: &str) {
         self.unindex_task(id);
         self.tasks.remove(id);
         self.task_networks.remove(id);
