@@ -457,7 +457,7 @@ pub(crate) fn effective_definition(td: &TaskDefinition, task: &Task) -> TaskDefi
 /// or a whole group commit's so later requests see earlier reservations.
 #[derive(Clone)]
 pub(crate) struct PlacementPool {
-    candidates: Vec<scheduler::Candidate>,
+    candidates: scheduler::Pool,
     /// ACTIVE instances with no agent in step: named as failures (ECS's AGENT) when nothing
     /// else takes a task, never silently skipped.
     disconnected: Vec<String>,
@@ -471,7 +471,7 @@ fn place_in(
     launch: &Launch,
     count: i32,
 ) -> Result<(Vec<String>, Vec<Failure>), EcsError> {
-    if pool.candidates.is_empty() && pool.disconnected.is_empty() {
+    if pool.candidates.candidates().is_empty() && pool.disconnected.is_empty() {
         return Err(EcsError::invalid(
             "No Container Instances were found in your cluster.",
         ));
@@ -479,8 +479,8 @@ fn place_in(
     let mut placed = Vec::new();
     let mut failures: Vec<Failure> = Vec::new();
     for _ in 0..count {
-        match scheduler::place(&mut pool.candidates, &launch.needs) {
-            Ok(i) => placed.push(pool.candidates[i].arn.clone()),
+        match pool.candidates.place(&launch.needs) {
+            Ok(i) => placed.push(pool.candidates.candidates()[i].arn.clone()),
             Err(refusals) => {
                 let agent = pool.disconnected.iter().map(|arn| Failure {
                     arn: arn.clone(),
@@ -591,7 +591,7 @@ impl Controller {
     pub(crate) fn placement_pool(&self, st: &State, cluster_arn: &str) -> PlacementPool {
         let fleet = self.fleet.clone();
         PlacementPool {
-            candidates: st.candidates(cluster_arn, |id| fleet.connected(id)),
+            candidates: scheduler::Pool::new(st.candidates(cluster_arn, |id| fleet.connected(id))),
             disconnected: st
                 .candidates(cluster_arn, |id| !fleet.connected(id))
                 .into_iter()
