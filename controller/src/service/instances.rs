@@ -120,8 +120,9 @@ impl State {
 
     /// An instance as placement sees it.
     pub(crate) fn candidate(&self, r: &ContainerInstanceRecord, connected: bool) -> Candidate {
-        let ci = r.container_instance.clone().unwrap_or_default();
-        let (cpu, memory) = self.remaining(&ci);
+        let none = ContainerInstance::default();
+        let ci = r.container_instance.as_ref().unwrap_or(&none);
+        let (cpu, memory) = self.remaining(ci);
         let active_tasks = self
             .loads
             .get(&ci.container_instance_arn)
@@ -132,17 +133,21 @@ impl State {
             memory,
             target: self.target(r, connected),
             active_tasks,
-            ports_in_use: self.ports_in_use(&ci),
+            ports_in_use: self.ports_in_use(ci),
         }
     }
 
     /// What the cluster query language sees of an instance.
     pub(crate) fn target(&self, r: &ContainerInstanceRecord, connected: bool) -> Target {
-        let ci = r.container_instance.clone().unwrap_or_default();
+        let none = ContainerInstance::default();
+        let ci = r.container_instance.as_ref().unwrap_or(&none);
         let mut t = Target {
-            attributes: attributes(r)
-                .into_iter()
-                .map(|a| (a.name, a.value))
+            // The agent's attributes, then the custom ones (as `attributes`), not copied twice.
+            attributes: ci
+                .attributes
+                .iter()
+                .chain(r.custom_attributes.iter())
+                .map(|a| (a.name.clone(), a.value.clone()))
                 .collect(),
             ec2_instance_id: ci.ec2_instance_id.clone(),
             registered_at: seconds(&ci.registered_at),
