@@ -769,6 +769,7 @@ mod tests {
                 from(FromController::DesiredTasks(DesiredTasks {
                     seq: 1,
                     tasks: vec![],
+                    ..Default::default()
                 })),
                 from(FromController::Deregistered(Deregistered {
                     container_instance_arn:
@@ -857,6 +858,7 @@ mod tests {
                 from(FromController::DesiredTasks(DesiredTasks {
                     seq: 7,
                     tasks: vec![],
+                    ..Default::default()
                 })),
             ],
             ..Default::default()
@@ -886,6 +888,7 @@ mod tests {
         let desired = from(FromController::DesiredTasks(DesiredTasks {
             seq: 7,
             tasks: vec![],
+            ..Default::default()
         }));
         let mut backoff = Backoff::default();
         backoff.next_delay();

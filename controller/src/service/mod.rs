@@ -24,7 +24,7 @@ mod task_definitions;
 mod tasks;
 pub mod validation;
 
-pub use agent_link::{LinkError, SentDefinitions, SessionInfo};
+pub use agent_link::{LinkError, SessionInfo, SessionSent};
 pub use retention::{Purged, DEFAULT_STOPPED_TASK_RETENTION};
 pub use service_scheduler::ServiceSchedulerConfig;
 pub use tasks::TaskSecretRefs;
@@ -103,6 +103,12 @@ pub(crate) struct State {
     /// (kept by `put_task`, drained by the scheduler; memory only: a restart loses only what
     /// feeds the failure counts, never a task).
     service_task_news: Vec<String>,
+    /// Issue 12 (link protocol 2): each task's revision, by task id: set from `next_rev` by
+    /// every `put_task`, removed with the task's record. A session sends a task again only
+    /// when its revision (or its network) differs from what it last sent.
+    task_revs: HashMap<String, u64>,
+    /// The last revision handed out (memory only: sessions compare revisions of this process).
+    next_rev: u64,
 }
 
 /// The controller: clusters, task definitions, tasks and container instances.
