@@ -621,7 +621,7 @@ async fn a_v2_agent_gets_partial_sets_and_a_v1_agent_whole_ones() {
     a.report(report(2, &t1.task_arn, "STOPPED")).await;
     let d = a.desired_message().await;
     assert!(d.partial && d.tasks.is_empty(), "{d:?}");
-    assert_eq!(d.removed, [t1.task_arn.clone()]);
+    assert_eq!(d.removed, std::slice::from_ref(&t1.task_arn));
     assert_eq!(
         names(&DesiredTasks {
             tasks: a.set.clone(),

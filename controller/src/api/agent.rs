@@ -433,8 +433,7 @@ impl Agent for AgentApi {
             run(
                 self.controller.clone(),
                 info,
-                hello.agent_version,
-                hello.protocol_version,
+                hello,
                 inbound,
                 tx,
                 self.heartbeat,
@@ -450,14 +449,13 @@ impl Agent for AgentApi {
 async fn run(
     controller: Arc<Controller>,
     info: SessionInfo,
-    agent_version: String,
-    protocol_version: u32,
+    agent: AgentHello,
     inbound: Streaming<AgentMessage>,
     tx: mpsc::Sender<Result<ControllerMessage, Status>>,
     heartbeat: Duration,
     logs: Option<Arc<crate::logs::LogService>>,
 ) {
-    info!(agent_version = %agent_version, protocol_version, epoch = %info.epoch, "agent connected");
+    info!(agent_version = %agent.agent_version, protocol_version = agent.protocol_version, epoch = %info.epoch, "agent connected");
     // Log batches (issue 10): the reader hands them to a writer of their own (bounded), whose
     // acks the session loop sends; a slow disk delays acks, not the session.
     let (log_ack_tx, mut log_ack_rx) = mpsc::channel::<LogAck>(LOG_BATCH_WINDOW);
@@ -497,7 +495,7 @@ async fn run(
     );
     let mut seq = seq_base();
     // Protocol 2 (issue 12): after the first set, only what changed.
-    let mut sent = SessionSent::new(protocol_version);
+    let mut sent = SessionSent::new(agent.protocol_version);
     let hello = ToAgent::Hello(ControllerHello {
         protocol_version: link::PROTOCOL_VERSION,
         controller_version: env!("CARGO_PKG_VERSION").into(),
