@@ -769,6 +769,7 @@ mod tests {
                 from(FromController::DesiredTasks(DesiredTasks {
                     seq: 1,
                     tasks: vec![],
+                    ..Default::default()
                 })),
                 from(FromController::Deregistered(Deregistered {
                     container_instance_arn:
@@ -827,6 +828,42 @@ mod tests {
         ));
     }
 
+    /// Link protocol 2 (issue 12): this agent speaks 2 and takes a controller speaking 1 (it only
+    /// ever sends whole sets), and acknowledges every set, whole or partial.
+    #[tokio::test]
+    async fn a_v1_controller_is_taken_and_every_set_whole_or_partial_is_acknowledged() {
+        let scripted = Scripted {
+            script: vec![
+                controller_hello(1),
+                from(FromController::DesiredTasks(DesiredTasks {
+                    seq: 3,
+                    ..Default::default()
+                })),
+                from(FromController::DesiredTasks(DesiredTasks {
+                    seq: 4,
+                    partial: true,
+                    removed: vec!["arn:aws:ecs:on-prem:0:task/c/gone".into()],
+                    ..Default::default()
+                })),
+            ],
+            ..Default::default()
+        };
+        let r = session(scripted.clone(), &mut Backoff::default()).await;
+        assert!(matches!(r, Err(LinkError::Silent(_))), "{r:?}");
+        let heard = scripted.heard.lock().unwrap();
+        assert!(
+            matches!(heard.first(), Some(ToController::Hello(h)) if h.protocol_version == link::PROTOCOL_VERSION)
+        );
+        let acks: Vec<u64> = heard
+            .iter()
+            .filter_map(|m| match m {
+                ToController::DesiredTasksAck(s) => Some(*s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(acks.last(), Some(&4), "{acks:?}");
+    }
+
     #[tokio::test]
     async fn back_off_resets_only_after_a_desired_set_and_a_silent_controller_is_noticed() {
         let mut backoff = Backoff::default();
@@ -857,6 +894,7 @@ mod tests {
                 from(FromController::DesiredTasks(DesiredTasks {
                     seq: 7,
                     tasks: vec![],
+                    ..Default::default()
                 })),
             ],
             ..Default::default()
@@ -886,6 +924,7 @@ mod tests {
         let desired = from(FromController::DesiredTasks(DesiredTasks {
             seq: 7,
             tasks: vec![],
+            ..Default::default()
         }));
         let mut backoff = Backoff::default();
         backoff.next_delay();

@@ -59,6 +59,9 @@ struct Agent {
     rx: tonic::Streaming<ControllerMessage>,
     /// Desired sets that arrived while waiting for something else.
     stash: std::collections::VecDeque<DesiredTasks>,
+    /// The set converged on so far: the last whole set with the partial ones after it applied
+    /// (link protocol 2), as the agent's engine converges.
+    set: Vec<TaskAssignment>,
 }
 
 fn msg(m: ToController) -> AgentMessage {
@@ -99,6 +102,7 @@ impl Agent {
             tx,
             rx,
             stash: Default::default(),
+            set: Vec::new(),
         };
         match a.next().await {
             Some(FromController::Hello(h)) => {
@@ -118,7 +122,8 @@ impl Agent {
         }
     }
 
-    async fn desired(&mut self) -> DesiredTasks {
+    /// The next DesiredTasks as it came (whole or partial), acknowledged and converged on.
+    async fn desired_message(&mut self) -> DesiredTasks {
         loop {
             let next = match self.stash.pop_front() {
                 Some(d) => Some(FromController::DesiredTasks(d)),
@@ -127,11 +132,43 @@ impl Agent {
             match next {
                 Some(FromController::DesiredTasks(d)) => {
                     self.send(ToController::DesiredTasksAck(d.seq)).await;
+                    let arn = |a: &TaskAssignment| a.task.as_ref().unwrap().task_arn.clone();
+                    if d.partial {
+                        assert!(
+                            !d.tasks.is_empty() || !d.removed.is_empty(),
+                            "an empty partial set"
+                        );
+                        for a in &d.tasks {
+                            assert!(
+                                !d.removed.contains(&arn(a)),
+                                "named and removed: {}",
+                                arn(a)
+                            );
+                            match self.set.iter_mut().find(|x| arn(x) == arn(a)) {
+                                Some(x) => *x = a.clone(),
+                                None => self.set.push(a.clone()),
+                            }
+                        }
+                        self.set.retain(|x| !d.removed.contains(&arn(x)));
+                    } else {
+                        assert!(d.removed.is_empty(), "a whole set with removals");
+                        self.set = d.tasks.clone();
+                    }
                     return d;
                 }
                 Some(_) => {}
                 None => panic!("session ended while waiting for desired tasks"),
             }
+        }
+    }
+
+    /// The set converged on once the next DesiredTasks is applied (what a whole set would say).
+    async fn desired(&mut self) -> DesiredTasks {
+        let d = self.desired_message().await;
+        DesiredTasks {
+            seq: d.seq,
+            tasks: self.set.clone(),
+            ..Default::default()
         }
     }
 
@@ -488,7 +525,13 @@ async fn seq_going_backwards_is_accepted_in_a_new_epoch() {
 async fn a_desired_set_over_four_mib_arrives_and_definitions_go_once_per_session() {
     let s = serve(Arc::new(MemoryStore::default()), link::HEARTBEAT_INTERVAL).await;
     let ci = register(s.addr).await;
-    let mut a = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
+    // Whole sets: a protocol 1 agent (a v2 one gets the same definitions, in partial sets:
+    // a_v2_agent_gets_partial_sets_and_a_v1_agent_whole_ones).
+    let v1 = |epoch| AgentHello {
+        protocol_version: 1,
+        ..hello(&ci, epoch)
+    };
+    let mut a = Agent::open(s.addr, v1("e1")).await.unwrap();
     a.desired().await;
     // 10 containers × 40 KiB of environment = 400 KiB per definition; 12 tasks ≈ 4.8 MiB.
     let big = "x".repeat(40 * 1024);
@@ -529,7 +572,7 @@ async fn a_desired_set_over_four_mib_arrives_and_definitions_go_once_per_session
     assert!(d.tasks.iter().all(|t| t.task_definition.is_none()));
     // A new session is a full resync.
     drop(a);
-    let mut a = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
+    let mut a = Agent::open(s.addr, v1("e1")).await.unwrap();
     let d = a.desired().await;
     assert_eq!(
         d.tasks
@@ -538,6 +581,108 @@ async fn a_desired_set_over_four_mib_arrives_and_definitions_go_once_per_session
             .count(),
         11
     );
+}
+
+/// Link protocol 2 (issue 12): after a whole first set, an agent speaking 2 gets only what
+/// changed (a new task, a stop, a changed record) and, in `removed`, what the set let go of; an
+/// agent speaking 1 keeps getting whole sets.
+#[tokio::test]
+async fn a_v2_agent_gets_partial_sets_and_a_v1_agent_whole_ones() {
+    let s = serve(Arc::new(MemoryStore::default()), link::HEARTBEAT_INTERVAL).await;
+    let ci = register(s.addr).await;
+    let mut a = Agent::open(s.addr, hello(&ci, "e1")).await.unwrap();
+    let first = a.desired_message().await;
+    assert!(!first.partial && first.tasks.is_empty() && first.removed.is_empty());
+    let t1 = run_task(&s.controller, WEB, 1).await.remove(0);
+    let d = a.desired_message().await;
+    assert!(d.partial && d.removed.is_empty(), "{d:?}");
+    assert_eq!(names(&d), [(t1.task_arn.clone(), "RUNNING".to_string())]);
+    assert!(d.tasks[0].task_definition.is_some());
+    let t2 = run_task(&s.controller, WEB, 1).await.remove(0);
+    let d = a.desired_message().await;
+    assert!(d.partial && d.removed.is_empty(), "{d:?}");
+    assert_eq!(names(&d), [(t2.task_arn.clone(), "RUNNING".to_string())]);
+    assert!(d.tasks[0].task_definition.is_some());
+    // A stop is one assignment.
+    s.controller
+        .stop_task(StopTaskRequest {
+            task: t1.task_arn.clone(),
+            reason: Some("by test".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let d = a.desired_message().await;
+    assert!(d.partial && d.removed.is_empty(), "{d:?}");
+    assert_eq!(names(&d), [(t1.task_arn.clone(), "STOPPED".to_string())]);
+    assert_eq!(d.tasks[0].stopped_reason.as_deref(), Some("by test"));
+    assert!(d.tasks[0].task_definition.is_none());
+    // Reported STOPPED: the set lets go of it.
+    a.report(report(2, &t1.task_arn, "STOPPED")).await;
+    let d = a.desired_message().await;
+    assert!(d.partial && d.tasks.is_empty(), "{d:?}");
+    assert_eq!(d.removed, std::slice::from_ref(&t1.task_arn));
+    assert_eq!(
+        names(&DesiredTasks {
+            tasks: a.set.clone(),
+            ..Default::default()
+        }),
+        [(t2.task_arn.clone(), "RUNNING".to_string())]
+    );
+    // A changed record (the agent's report; it wakes no session) goes with the next set,
+    // without the definition the session already sent.
+    a.report(report(3, &t2.task_arn, "RUNNING")).await;
+    a.ack(3).await;
+    let t3 = run_task(&s.controller, WEB, 1).await.remove(0);
+    let d = a.desired_message().await;
+    assert!(d.partial && d.removed.is_empty(), "{d:?}");
+    let sent: std::collections::HashMap<_, _> = d
+        .tasks
+        .iter()
+        .map(|t| (t.task.as_ref().unwrap().task_arn.clone(), t))
+        .collect();
+    assert_eq!(sent.len(), 2, "{:?}", names(&d));
+    assert_eq!(
+        sent[&t2.task_arn].task.as_ref().unwrap().last_status,
+        "RUNNING"
+    );
+    assert!(sent[&t2.task_arn].task_definition.is_none());
+    assert!(sent[&t3.task_arn].task_definition.is_some());
+    // A protocol 1 agent (a fleet mid-upgrade) gets whole sets, every time.
+    drop(a);
+    let mut a = Agent::open(
+        s.addr,
+        AgentHello {
+            protocol_version: 1,
+            ..hello(&ci, "e1")
+        },
+    )
+    .await
+    .unwrap();
+    let sorted = |d: &DesiredTasks| {
+        let mut n = names(d);
+        n.sort();
+        n
+    };
+    let running = |ts: &[&Task]| {
+        let mut n: Vec<_> = ts
+            .iter()
+            .map(|t| (t.task_arn.clone(), "RUNNING".to_string()))
+            .collect();
+        n.sort();
+        n
+    };
+    let d = a.desired_message().await;
+    assert!(!d.partial && d.removed.is_empty());
+    assert_eq!(sorted(&d), running(&[&t2, &t3]));
+    let t4 = run_task(&s.controller, WEB, 1).await.remove(0);
+    let d = a.desired_message().await;
+    assert!(!d.partial && d.removed.is_empty(), "{d:?}");
+    assert_eq!(sorted(&d), running(&[&t2, &t3, &t4]));
+    a.report(report(4, &t4.task_arn, "STOPPED")).await;
+    let d = a.desired_message().await;
+    assert!(!d.partial && d.removed.is_empty(), "{d:?}");
+    assert_eq!(sorted(&d), running(&[&t2, &t3]));
 }
 
 #[tokio::test]

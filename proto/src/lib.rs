@@ -436,8 +436,12 @@ pub mod link {
     use std::time::Duration;
 
     /// The link protocol this build speaks. 1 is the first versioned protocol (agent epochs,
-    /// hellos both ways, heartbeats, definitions once per session).
-    pub const PROTOCOL_VERSION: u32 = 1;
+    /// hellos both ways, heartbeats, definitions once per session). 2 (issue 12) adds partial
+    /// desired sets: after a session's first (whole) DesiredTasks, the controller sends an agent
+    /// speaking 2 only the assignments that changed and the ARNs removed from the set
+    /// (`DesiredTasks.partial`, `.removed`); an agent speaking 1 keeps getting whole sets, and
+    /// an agent speaking 2 takes whole sets from a controller speaking 1.
+    pub const PROTOCOL_VERSION: u32 = 2;
     /// The oldest protocol this build still speaks. The window is N and N-1 once there is an
     /// N-1: a fleet upgrades one side at a time within it.
     pub const MIN_PROTOCOL_VERSION: u32 = 1;

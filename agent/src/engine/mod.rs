@@ -420,8 +420,17 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
 
     /// Converges on the controller's desired tasks. Never stops a task the controller did not
     /// name as STOPPED: a task missing from `desired` is reported so the controller can confirm.
+    /// A partial set (link protocol 2) changes only what it names: a task it does not name
+    /// keeps its assignment, and only the tasks in its `removed` are missing from the set.
     pub fn apply_desired(&self, desired: &DesiredTasks) {
         let mut wanted = std::collections::HashSet::new();
+        // Partial: the ids the set let go of; whole: every id it does not name.
+        let removed: Option<std::collections::HashSet<String>> = desired
+            .partial
+            .then(|| desired.removed.iter().map(|a| task_id(a)).collect());
+        let missing = |id: &String, wanted: &std::collections::HashSet<String>| {
+            !wanted.contains(id) && removed.as_ref().is_none_or(|r| r.contains(id))
+        };
         let mut to_spawn = Vec::new();
         let mut to_report = Vec::new();
         {
@@ -552,6 +561,9 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                     e.reported_unknown = false;
                     continue;
                 }
+                if !missing(id, &wanted) {
+                    continue;
+                }
                 if is_stopped(&e.state) {
                     // The controller has recorded it stopped: nothing left to keep.
                     forget.push(id.clone());
@@ -568,7 +580,7 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
                 self.shared.reporter.forget(&id);
             }
             for (arn, t) in listed.iter_mut() {
-                if !wanted.contains(&task_id(arn)) && !t.reported {
+                if missing(&task_id(arn), &wanted) && !t.reported {
                     t.reported = true;
                     to_report.push(t.report.clone());
                 }

@@ -731,6 +731,7 @@ fn assignment(desired: &str, td: &str) -> DesiredTasks {
             stop_code: Some("UserInitiated".into()),
             network: None,
         }],
+        ..Default::default()
     }
 }
 
@@ -963,6 +964,7 @@ async fn a_task_missing_from_the_desired_set_is_reported_not_stopped() {
     h.engine.apply_desired(&DesiredTasks {
         seq: 2,
         tasks: vec![],
+        ..Default::default()
     });
     let unknown = reported(&h, |c| c.unknown_to_controller).await;
     assert_eq!(unknown.last_status, "RUNNING");
@@ -983,6 +985,7 @@ async fn a_task_missing_from_the_desired_set_is_reported_not_stopped() {
     h.engine.apply_desired(&DesiredTasks {
         seq: 4,
         tasks: vec![],
+        ..Default::default()
     });
     assert_eq!(h.engine.task_count(), 0);
     h.reporter.flush().await;
@@ -1752,7 +1755,11 @@ async fn every_session_start_re_reports_tasks_the_desired_set_does_not_name() {
             .filter(|c| c.unknown_to_controller)
             .count()
     };
-    let empty = |seq| DesiredTasks { seq, tasks: vec![] };
+    let empty = |seq| DesiredTasks {
+        seq,
+        tasks: vec![],
+        ..Default::default()
+    };
     h.engine.apply_desired(&empty(2));
     let first = reported(&h, |c| c.unknown_to_controller).await;
     // With what a controller that has no record of it needs to adopt it.
@@ -1768,6 +1775,82 @@ async fn every_session_start_re_reports_tasks_the_desired_set_does_not_name() {
     h.reporter.flush().await;
     assert_eq!(unknown(&h), 2);
     assert!(h.runtime.kills.lock().unwrap().is_empty());
+}
+
+/// Link protocol 2 (issue 12): a partial set changes only what it names; a task it does not
+/// name keeps its assignment (not reported, not stopped), and only `removed` takes one out.
+#[tokio::test(start_paused = true)]
+async fn a_partial_set_reports_only_what_it_removes() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", TWO));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    let unknown = |h: &Harness| {
+        h.reporter
+            .history()
+            .iter()
+            .filter(|c| c.unknown_to_controller)
+            .count()
+    };
+    // A partial set naming nothing of it (another task's change, say) leaves it alone.
+    let partial = |seq, removed: Vec<String>| DesiredTasks {
+        seq,
+        partial: true,
+        removed,
+        ..Default::default()
+    };
+    h.engine.apply_desired(&partial(2, vec![]));
+    h.engine.apply_desired(&partial(
+        3,
+        vec!["arn:aws:ecs:on-prem:0:task/c/other".into()],
+    ));
+    h.reporter.flush().await;
+    assert_eq!(
+        unknown(&h),
+        0,
+        "a task a partial set does not name was reported"
+    );
+    assert_eq!(h.engine.task_count(), 1);
+    // Removed from the set while it runs: reported unknown_to_controller, once, never stopped.
+    h.engine.apply_desired(&partial(4, vec![ARN.into()]));
+    let first = reported(&h, |c| c.unknown_to_controller).await;
+    assert_eq!(first.last_status, "RUNNING");
+    h.engine.apply_desired(&partial(5, vec![ARN.into()]));
+    h.engine.apply_desired(&partial(6, vec![]));
+    h.reporter.flush().await;
+    assert_eq!(unknown(&h), 1);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert!(h.runtime.kills.lock().unwrap().is_empty());
+}
+
+/// Link protocol 2 (issue 12): a partial set that names a stop acts on it; one whose `removed`
+/// names a STOPPED task makes the agent forget it; a partial set not naming it does not.
+#[tokio::test(start_paused = true)]
+async fn a_partial_set_that_removes_a_stopped_task_forgets_it() {
+    let h = harness(FakeRuntime::default());
+    h.engine.apply_desired(&assignment("RUNNING", TWO));
+    reported(&h, |c| c.last_status == "RUNNING").await;
+    let mut stop = assignment("STOPPED", TWO);
+    stop.seq = 2;
+    stop.partial = true;
+    stop.tasks[0].task_definition = None;
+    h.engine.apply_desired(&stop);
+    reported(&h, |c| c.last_status == "STOPPED").await;
+    h.engine.apply_desired(&DesiredTasks {
+        seq: 3,
+        partial: true,
+        removed: vec!["arn:aws:ecs:on-prem:0:task/c/other".into()],
+        ..Default::default()
+    });
+    assert_eq!(h.engine.task_count(), 1, "forgotten without being removed");
+    h.engine.apply_desired(&DesiredTasks {
+        seq: 4,
+        partial: true,
+        removed: vec![ARN.into()],
+        ..Default::default()
+    });
+    assert_eq!(h.engine.task_count(), 0);
+    h.reporter.flush().await;
+    assert!(!h.dir.join("tasks").join(format!("{ID}.json")).exists());
 }
 
 /// A task's containers left running with no task record (a lost data dir).
@@ -1816,6 +1899,7 @@ async fn containers_no_record_holds_are_reported_then_inspected_not_restarted() 
     h.engine.apply_desired(&DesiredTasks {
         seq: 1,
         tasks: vec![],
+        ..Default::default()
     });
     h.reporter.flush().await;
     assert_eq!(
@@ -3062,6 +3146,7 @@ async fn a_stopped_tasks_containers_files_and_logs_go_after_the_cleanup_wait() {
     h.engine.apply_desired(&DesiredTasks {
         seq: 3,
         tasks: vec![],
+        ..Default::default()
     });
     assert_eq!(h.engine.task_count(), 0);
     tokio::time::sleep_until(t0 + Duration::from_secs(599)).await;

@@ -8,7 +8,7 @@
 use crate::fleet::Attached;
 use crate::security::activations::Activations;
 use crate::security::pki::{Pki, PkiError};
-use crate::service::{Controller, SentDefinitions, SessionInfo};
+use crate::service::{Controller, SessionInfo, SessionSent};
 use berth_proto::arn;
 use berth_proto::link;
 use berth_proto::v1::agent_message::Message as FromAgent;
@@ -433,7 +433,7 @@ impl Agent for AgentApi {
             run(
                 self.controller.clone(),
                 info,
-                hello.agent_version,
+                hello,
                 inbound,
                 tx,
                 self.heartbeat,
@@ -449,13 +449,13 @@ impl Agent for AgentApi {
 async fn run(
     controller: Arc<Controller>,
     info: SessionInfo,
-    agent_version: String,
+    agent: AgentHello,
     inbound: Streaming<AgentMessage>,
     tx: mpsc::Sender<Result<ControllerMessage, Status>>,
     heartbeat: Duration,
     logs: Option<Arc<crate::logs::LogService>>,
 ) {
-    info!(agent_version = %agent_version, epoch = %info.epoch, "agent connected");
+    info!(agent_version = %agent.agent_version, protocol_version = agent.protocol_version, epoch = %info.epoch, "agent connected");
     // Log batches (issue 10): the reader hands them to a writer of their own (bounded), whose
     // acks the session loop sends; a slow disk delays acks, not the session.
     let (log_ack_tx, mut log_ack_rx) = mpsc::channel::<LogAck>(LOG_BATCH_WINDOW);
@@ -494,7 +494,8 @@ async fn run(
         .in_current_span(),
     );
     let mut seq = seq_base();
-    let mut sent = SentDefinitions::default();
+    // Protocol 2 (issue 12): after the first set, only what changed.
+    let mut sent = SessionSent::new(agent.protocol_version);
     let hello = ToAgent::Hello(ControllerHello {
         protocol_version: link::PROTOCOL_VERSION,
         controller_version: env!("CARGO_PKG_VERSION").into(),
@@ -510,7 +511,13 @@ async fn run(
     'session: loop {
         for m in queue.drain(..) {
             if let ToAgent::DesiredTasks(d) = &m {
-                debug!(seq = d.seq, tasks = d.tasks.len(), "sending desired tasks");
+                debug!(
+                    seq = d.seq,
+                    tasks = d.tasks.len(),
+                    removed = d.removed.len(),
+                    partial = d.partial,
+                    "sending desired tasks"
+                );
             }
             tokio::select! {
                 r = tx.send(to_agent(m)) => if r.is_err() { break 'session },
@@ -533,8 +540,12 @@ async fn run(
                     ending = true;
                     continue;
                 }
-                seq += 1;
-                queue.push(ToAgent::DesiredTasks(controller.desired_tasks(&info.instance_id, seq, &mut sent).await));
+                let d = controller.desired_tasks(&info.instance_id, seq + 1, &mut sent).await;
+                // A partial set with no change in it is not sent (and takes no seq).
+                if !SessionSent::is_empty_partial(&d) {
+                    seq += 1;
+                    queue.push(ToAgent::DesiredTasks(d));
+                }
             }
             r = ack_rx.changed() => {
                 if r.is_err() { break; }

@@ -20,7 +20,7 @@ use berth_proto::arn;
 use berth_proto::link;
 use berth_proto::status::{ContainerStatus, HealthStatus, TaskStatus};
 use berth_proto::v1::*;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use tracing::{info, warn};
 
 /// Why a session is refused.
@@ -53,9 +53,57 @@ pub struct SessionInfo {
     pub own_tasks_only: bool,
 }
 
-/// What a session has sent so far: each task's definition goes once per session.
+/// What a session has sent so far: each task's definition goes once per session; to an agent
+/// speaking link protocol 2 (issue 12), what each assignment was when last sent, so later sets
+/// carry only the changes (`DesiredTasks.partial`). `Default` is a protocol 1 session: whole
+/// sets only.
 #[derive(Debug, Default)]
-pub struct SentDefinitions(HashSet<String>);
+pub struct SessionSent {
+    /// The agent takes partial sets (its hello said protocol 2 or more).
+    partial: bool,
+    /// The session's first (whole) set went out.
+    started: bool,
+    /// Ids of the tasks whose definition this session sent.
+    defined: HashSet<String>,
+    /// Protocol 2: by task ARN, what the last set naming it held.
+    named: HashMap<String, Named>,
+    /// Protocol 2: bumped each set; `named` entries the set still holds carry it.
+    mark: u64,
+}
+
+/// What a partial-set session last sent for one ARN.
+#[derive(Debug)]
+struct Named {
+    what: Sent,
+    /// `SessionSent::mark` of the last set that still held it.
+    mark: u64,
+}
+
+#[derive(Debug, PartialEq)]
+enum Sent {
+    /// A task the controller holds active: its revision and network as sent.
+    Task {
+        rev: u64,
+        network: Option<TaskNetwork>,
+    },
+    /// The stop confirmation of a task recorded STOPPED that the agent still reports.
+    Orphan,
+}
+
+impl SessionSent {
+    /// A session with an agent speaking link protocol `protocol_version`: partial sets from 2.
+    pub fn new(protocol_version: u32) -> Self {
+        Self {
+            partial: protocol_version >= 2,
+            ..Default::default()
+        }
+    }
+
+    /// Whether `d` is a partial set with nothing in it (not worth sending).
+    pub fn is_empty_partial(d: &DesiredTasks) -> bool {
+        d.partial && d.tasks.is_empty() && d.removed.is_empty()
+    }
+}
 
 fn is_stopped(t: &Task) -> bool {
     TaskStatus::parse(&t.last_status) == Ok(TaskStatus::Stopped)
@@ -107,6 +155,8 @@ impl State {
                 }
             }
         }
+        self.next_rev += 1;
+        self.task_revs.insert(id.clone(), self.next_rev);
         self.tasks.insert(id, task);
     }
 
@@ -201,28 +251,59 @@ impl Controller {
 
     /// The tasks the agent of `instance_id` should converge on: every task on the instance not
     /// yet STOPPED, and the confirmed stops of tasks recorded STOPPED that it still reports.
-    /// A task's definition is included only the first time this session names it.
+    /// A task's definition is included only the first time this session names it. To a
+    /// session of protocol 2, after its first set, only what changed since the last set
+    /// (`DesiredTasks.partial`): possibly nothing, which the caller does not send.
     pub async fn desired_tasks(
         &self,
         instance_id: &str,
         seq: u64,
-        sent: &mut SentDefinitions,
+        sent: &mut SessionSent,
     ) -> DesiredTasks {
         let st = self.state.lock().await;
+        let partial = sent.partial && sent.started;
+        sent.started = true;
+        sent.mark += 1;
+        let mark = sent.mark;
         let mut out = DesiredTasks {
             seq,
-            tasks: Vec::new(),
+            partial,
+            ..Default::default()
         };
-        let Some(ci) = st
+        let instance_arn = st
             .instances
             .get(instance_id)
             .and_then(|r| r.container_instance.as_ref())
-        else {
-            return out;
-        };
-        for (id, t) in st.active_tasks(&ci.container_instance_arn) {
+            .map(|ci| ci.container_instance_arn.as_str());
+        for (id, t) in instance_arn.into_iter().flat_map(|a| st.active_tasks(a)) {
+            let network = st.task_network(id);
+            if sent.partial {
+                let rev = st.task_revs.get(id).copied().unwrap_or_default();
+                let now = || Sent::Task {
+                    rev,
+                    network: network.clone(),
+                };
+                match sent.named.get_mut(&t.task_arn) {
+                    Some(n)
+                        if partial
+                            && matches!(&n.what, Sent::Task { rev: r, network: was }
+                                if *r == rev && *was == network) =>
+                    {
+                        n.mark = mark;
+                        continue;
+                    }
+                    Some(n) => {
+                        n.what = now();
+                        n.mark = mark;
+                    }
+                    None => {
+                        sent.named
+                            .insert(t.task_arn.clone(), Named { what: now(), mark });
+                    }
+                }
+            }
             let wants_running = t.desired_status == TaskStatus::Running.as_str();
-            let td = if wants_running && sent.0.insert(id.clone()) {
+            let td = if wants_running && sent.defined.insert(id.clone()) {
                 st.find_task_definition(&t.task_definition_arn)
                     .ok()
                     .and_then(|r| r.task_definition.as_ref())
@@ -236,10 +317,34 @@ impl Controller {
                 desired_status: t.desired_status.clone(),
                 stopped_reason: t.stopped_reason.clone(),
                 stop_code: t.stop_code.clone(),
-                network: st.task_network(id),
+                network,
             });
         }
         for arn in st.orphans.get(instance_id).into_iter().flatten() {
+            if sent.partial {
+                match sent.named.get_mut(arn) {
+                    // Named as an active task in this set already (a record and a stop
+                    // confirmation at once): the task's own assignment stands.
+                    Some(n) if n.mark == mark && matches!(n.what, Sent::Task { .. }) => continue,
+                    Some(n) if n.what == Sent::Orphan && partial => {
+                        n.mark = mark;
+                        continue;
+                    }
+                    Some(n) => {
+                        n.what = Sent::Orphan;
+                        n.mark = mark;
+                    }
+                    None => {
+                        sent.named.insert(
+                            arn.clone(),
+                            Named {
+                                what: Sent::Orphan,
+                                mark,
+                            },
+                        );
+                    }
+                }
+            }
             out.tasks.push(TaskAssignment {
                 task: Some(Task {
                     task_arn: arn.clone(),
@@ -250,6 +355,24 @@ impl Controller {
                 stopped_reason: Some("Task is recorded as stopped by the controller".into()),
                 stop_code: Some("ServiceSchedulerInitiated".into()),
                 network: None,
+            });
+        }
+        drop(st);
+        if sent.partial {
+            // What the previous set named and this one no longer holds.
+            let removed = &mut out.removed;
+            let defined = &mut sent.defined;
+            sent.named.retain(|arn, n| {
+                if n.mark == mark {
+                    return true;
+                }
+                if let Some(id) = task_id(arn) {
+                    defined.remove(id);
+                }
+                if partial {
+                    removed.push(arn.clone());
+                }
+                false
             });
         }
         out

@@ -213,9 +213,7 @@ async fn run_task_environment_file_overrides_are_files_and_replace_the_definitio
     assert_eq!(r.tasks.len(), 1, "{r:?}");
     // The agent is sent the override's files instead of the definition's.
     let id = berth_proto::arn::short_id("container-instance", &instance).unwrap();
-    let desired = c
-        .desired_tasks(id, 1, &mut SentDefinitions::default())
-        .await;
+    let desired = c.desired_tasks(id, 1, &mut SessionSent::default()).await;
     let files = &desired.tasks[0]
         .task_definition
         .as_ref()

@@ -25,7 +25,7 @@ mod task_definitions;
 mod tasks;
 pub mod validation;
 
-pub use agent_link::{LinkError, SentDefinitions, SessionInfo};
+pub use agent_link::{LinkError, SessionInfo, SessionSent};
 pub use retention::{Purged, DEFAULT_STOPPED_TASK_RETENTION};
 pub use service_scheduler::ServiceSchedulerConfig;
 pub use tasks::TaskSecretRefs;
@@ -109,6 +109,12 @@ pub(crate) struct State {
     loads: HashMap<String, load::InstanceLoad>,
     /// What each task in `loads` added there, by task id.
     held: HashMap<String, load::Held>,
+    /// Issue 12 (link protocol 2): each task's revision, by task id: set from `next_rev` by
+    /// every `put_task`, removed with the task's record. A session sends a task again only
+    /// when its revision (or its network) differs from what it last sent.
+    task_revs: HashMap<String, u64>,
+    /// The last revision handed out (memory only: sessions compare revisions of this process).
+    next_rev: u64,
 }
 
 /// The controller: clusters, task definitions, tasks and container instances.

@@ -1,7 +1,7 @@
 //! Task networking on the controller: networkConfiguration as ECS checks it, subnets and host
 //! ports in placement, LAN addresses, the network record's life, and agents' reports merged.
 
-use super::super::agent_link::{SentDefinitions, SessionInfo};
+use super::super::agent_link::{SessionInfo, SessionSent};
 use super::super::test_support::{controller, default_cluster, register_td, resource};
 use super::super::*;
 use crate::fleet::Attached;
@@ -355,7 +355,7 @@ async fn awsvpc_tasks_go_only_to_instances_with_one_of_their_subnets() {
     assert_eq!(stored.len(), 3, "committed with the tasks");
     drop(st);
     let desired = c
-        .desired_tasks(&id_of(&a), 2, &mut SentDefinitions::default())
+        .desired_tasks(&id_of(&a), 2, &mut SessionSent::default())
         .await;
     let net = desired
         .tasks
@@ -560,7 +560,7 @@ async fn lan_addresses_are_unique_cluster_wide_and_freed_at_stopped() {
     // The agent is told the address in its desired tasks.
     let on = r.tasks[0].container_instance_arn.clone().unwrap();
     let desired = c
-        .desired_tasks(&id_of(&on), 9, &mut SentDefinitions::default())
+        .desired_tasks(&id_of(&on), 9, &mut SessionSent::default())
         .await;
     let told = desired
         .tasks

@@ -170,7 +170,7 @@ async fn a_force_deregistered_task_stays_until_an_agent_confirms_its_stop() {
         ("STOPPED", "STOPPED")
     );
     let desired = c
-        .desired_tasks(&session.instance_id, 1, &mut SentDefinitions::default())
+        .desired_tasks(&session.instance_id, 1, &mut SessionSent::default())
         .await;
     assert!(
         desired

@@ -252,7 +252,7 @@ async fn state_changes_apply_once_and_move_forward_only() {
 }
 
 async fn desired(c: &Controller, id: &str) -> Vec<TaskAssignment> {
-    c.desired_tasks(id, 1, &mut SentDefinitions::default())
+    c.desired_tasks(id, 1, &mut SessionSent::default())
         .await
         .tasks
 }
