@@ -67,8 +67,11 @@ pub struct SessionSent {
     defined: HashSet<String>,
     /// Protocol 2: by task ARN, what the last set naming it held.
     named: HashMap<String, Named>,
-    /// Protocol 2: bumped each set; `named` entries the set still holds carry it.
+    /// Protocol 2: bumped each set; `named` entries the set names carry it.
     mark: u64,
+    /// Protocol 2: the state's last task revision when the last set was built; the next
+    /// partial set reads the instance's journal after it.
+    seen_rev: u64,
 }
 
 /// What a partial-set session last sent for one ARN.
@@ -107,6 +110,249 @@ impl SessionSent {
 
 fn is_stopped(t: &Task) -> bool {
     TaskStatus::parse(&t.last_status) == Ok(TaskStatus::Stopped)
+}
+
+/// The stop confirmation of a task recorded STOPPED that the agent still reports.
+fn orphan_assignment(arn: &str) -> TaskAssignment {
+    TaskAssignment {
+        task: Some(Task {
+            task_arn: arn.to_string(),
+            ..Default::default()
+        }),
+        task_definition: None,
+        desired_status: TaskStatus::Stopped.as_str().into(),
+        stopped_reason: Some("Task is recorded as stopped by the controller".into()),
+        stop_code: Some("ServiceSchedulerInitiated".into()),
+        network: None,
+    }
+}
+
+impl State {
+    /// Records a change of task `id` (now on `instance`, if any) in the journal of every
+    /// instance it has been on, under a new revision: a session of protocol 2 reads its
+    /// instance's journal from the last revision it saw instead of walking the instance's
+    /// tasks. One entry per task and instance; retention removes them with the task.
+    fn journal_change(&mut self, id: &str, instance: Option<&str>) {
+        self.next_rev += 1;
+        let rev = self.next_rev;
+        let (old, mut on) = self.task_revs.remove(id).unwrap_or_default();
+        if let Some(i) = instance {
+            if !on.iter().any(|x| x == i) {
+                on.push(i.to_string());
+            }
+        }
+        for i in &on {
+            let j = self.journal.entry(i.clone()).or_default();
+            j.remove(&old);
+            j.insert(rev, id.to_string());
+        }
+        self.task_revs.insert(id.to_string(), (rev, on));
+    }
+
+    /// Forgets task `id`'s journal entries (its record is being removed).
+    pub(crate) fn forget_journal(&mut self, id: &str) {
+        let Some((rev, on)) = self.task_revs.remove(id) else {
+            return;
+        };
+        for i in on {
+            if let Some(j) = self.journal.get_mut(&i) {
+                j.remove(&rev);
+                if j.is_empty() {
+                    self.journal.remove(&i);
+                }
+            }
+        }
+    }
+
+    /// The assignment of active task `id`, with its definition the first time the session
+    /// names it wanting RUNNING.
+    fn assignment(&self, id: &str, t: &Task, sent: &mut SessionSent) -> TaskAssignment {
+        let wants_running = t.desired_status == TaskStatus::Running.as_str();
+        let td = if wants_running && sent.defined.insert(id.to_string()) {
+            self.find_task_definition(&t.task_definition_arn)
+                .ok()
+                .and_then(|r| r.task_definition.as_ref())
+                .map(|td| effective_definition(td, t))
+        } else {
+            None
+        };
+        TaskAssignment {
+            task: Some(t.clone()),
+            task_definition: td,
+            desired_status: t.desired_status.clone(),
+            stopped_reason: t.stopped_reason.clone(),
+            stop_code: t.stop_code.clone(),
+            network: self.task_network(id),
+        }
+    }
+
+    /// A whole set: every active task of instance `arn`, and the stop confirmations of its
+    /// orphans (an ARN that is both is named once, as the task).
+    fn whole_set(
+        &self,
+        arn: &str,
+        instance_id: &str,
+        sent: &mut SessionSent,
+        out: &mut DesiredTasks,
+    ) {
+        sent.named.clear();
+        let mark = sent.mark;
+        for (id, t) in self.active_tasks(arn) {
+            let a = self.assignment(id, t, sent);
+            if sent.partial {
+                let rev = self.task_revs.get(id).map_or(0, |r| r.0);
+                sent.named.insert(
+                    t.task_arn.clone(),
+                    Named {
+                        what: Sent::Task {
+                            rev,
+                            network: a.network.clone(),
+                        },
+                        mark,
+                    },
+                );
+            }
+            out.tasks.push(a);
+        }
+        for o in self.orphans.get(instance_id).into_iter().flatten() {
+            if sent.named.contains_key(o) {
+                continue;
+            }
+            if sent.partial {
+                sent.named.insert(
+                    o.clone(),
+                    Named {
+                        what: Sent::Orphan,
+                        mark,
+                    },
+                );
+            }
+            out.tasks.push(orphan_assignment(o));
+        }
+    }
+
+    /// A partial set: what changed on instance `arn` since the session's last set, from the
+    /// instance's journal (no walk of its tasks), the networks of the awsvpc tasks named
+    /// (security-group rules and members change them without a change of the task), and the
+    /// orphans' stop confirmations that came or went.
+    fn changed_set(
+        &self,
+        arn: &str,
+        instance_id: &str,
+        sent: &mut SessionSent,
+        out: &mut DesiredTasks,
+    ) {
+        let mark = sent.mark;
+        let active = self.active.get(arn);
+        let changed: Vec<(u64, &String)> = self
+            .journal
+            .get(arn)
+            .into_iter()
+            .flat_map(|j| j.range(sent.seen_rev + 1..))
+            .map(|(r, id)| (*r, id))
+            .collect();
+        for (rev, id) in changed {
+            let Some(t) = self.tasks.get(id) else {
+                continue;
+            };
+            if active.is_some_and(|a| a.contains(id)) {
+                let a = self.assignment(id, t, sent);
+                sent.named.insert(
+                    t.task_arn.clone(),
+                    Named {
+                        what: Sent::Task {
+                            rev,
+                            network: a.network.clone(),
+                        },
+                        mark,
+                    },
+                );
+                out.tasks.push(a);
+            } else if matches!(
+                sent.named.get(&t.task_arn),
+                Some(Named {
+                    what: Sent::Task { .. },
+                    ..
+                })
+            ) {
+                // Recorded STOPPED and confirmed, or moved to another instance; still
+                // reported running here, it is an orphan whose stop is confirmed instead.
+                sent.defined.remove(id);
+                if self
+                    .orphans
+                    .get(instance_id)
+                    .is_some_and(|o| o.contains(&t.task_arn))
+                {
+                    sent.named.insert(
+                        t.task_arn.clone(),
+                        Named {
+                            what: Sent::Orphan,
+                            mark,
+                        },
+                    );
+                    out.tasks.push(orphan_assignment(&t.task_arn));
+                } else {
+                    sent.named.remove(&t.task_arn);
+                    out.removed.push(t.task_arn.clone());
+                }
+            }
+        }
+        // Networks change without a change of the task: compare what was sent.
+        let mut renamed = Vec::new();
+        for (task_arn, n) in sent.named.iter_mut() {
+            let Sent::Task {
+                network: Some(was), ..
+            } = &n.what
+            else {
+                continue;
+            };
+            if n.mark == mark {
+                continue;
+            }
+            let Some(id) = task_id(task_arn) else {
+                continue;
+            };
+            let now = self.task_network(id);
+            if now.as_ref() != Some(was) {
+                if let Sent::Task { network, .. } = &mut n.what {
+                    *network = now;
+                }
+                n.mark = mark;
+                renamed.push(id.to_string());
+            }
+        }
+        for id in renamed {
+            if let Some(t) = self.tasks.get(&id) {
+                let a = self.assignment(&id, t, sent);
+                out.tasks.push(a);
+            }
+        }
+        // Orphans: new confirmations, and those no longer needed.
+        let orphans = self.orphans.get(instance_id);
+        for o in orphans.into_iter().flatten() {
+            if sent.named.contains_key(o) {
+                continue;
+            }
+            sent.named.insert(
+                o.clone(),
+                Named {
+                    what: Sent::Orphan,
+                    mark,
+                },
+            );
+            out.tasks.push(orphan_assignment(o));
+        }
+        let gone: Vec<String> = sent
+            .named
+            .iter()
+            .filter(|(a, n)| n.what == Sent::Orphan && !orphans.is_some_and(|o| o.contains(*a)))
+            .map(|(a, _)| a.clone())
+            .collect();
+        for a in gone {
+            sent.named.remove(&a);
+            out.removed.push(a);
+        }
+    }
 }
 
 impl State {
@@ -155,8 +401,7 @@ impl State {
                 }
             }
         }
-        self.next_rev += 1;
-        self.task_revs.insert(id.clone(), self.next_rev);
+        self.journal_change(&id, task.container_instance_arn.as_deref());
         self.tasks.insert(id, task);
     }
 
@@ -264,117 +509,25 @@ impl Controller {
         let partial = sent.partial && sent.started;
         sent.started = true;
         sent.mark += 1;
-        let mark = sent.mark;
         let mut out = DesiredTasks {
             seq,
             partial,
             ..Default::default()
         };
-        let instance_arn = st
+        let Some(arn) = st
             .instances
             .get(instance_id)
             .and_then(|r| r.container_instance.as_ref())
-            .map(|ci| ci.container_instance_arn.as_str());
-        for (id, t) in instance_arn.into_iter().flat_map(|a| st.active_tasks(a)) {
-            let network = st.task_network(id);
-            if sent.partial {
-                let rev = st.task_revs.get(id).copied().unwrap_or_default();
-                let now = || Sent::Task {
-                    rev,
-                    network: network.clone(),
-                };
-                match sent.named.get_mut(&t.task_arn) {
-                    Some(n)
-                        if partial
-                            && matches!(&n.what, Sent::Task { rev: r, network: was }
-                                if *r == rev && *was == network) =>
-                    {
-                        n.mark = mark;
-                        continue;
-                    }
-                    Some(n) => {
-                        n.what = now();
-                        n.mark = mark;
-                    }
-                    None => {
-                        sent.named
-                            .insert(t.task_arn.clone(), Named { what: now(), mark });
-                    }
-                }
-            }
-            let wants_running = t.desired_status == TaskStatus::Running.as_str();
-            let td = if wants_running && sent.defined.insert(id.clone()) {
-                st.find_task_definition(&t.task_definition_arn)
-                    .ok()
-                    .and_then(|r| r.task_definition.as_ref())
-                    .map(|td| effective_definition(td, t))
-            } else {
-                None
-            };
-            out.tasks.push(TaskAssignment {
-                task: Some(t.clone()),
-                task_definition: td,
-                desired_status: t.desired_status.clone(),
-                stopped_reason: t.stopped_reason.clone(),
-                stop_code: t.stop_code.clone(),
-                network,
-            });
+            .map(|ci| ci.container_instance_arn.clone())
+        else {
+            return out;
+        };
+        if partial {
+            st.changed_set(&arn, instance_id, sent, &mut out);
+        } else {
+            st.whole_set(&arn, instance_id, sent, &mut out);
         }
-        for arn in st.orphans.get(instance_id).into_iter().flatten() {
-            if sent.partial {
-                match sent.named.get_mut(arn) {
-                    // Named as an active task in this set already (a record and a stop
-                    // confirmation at once): the task's own assignment stands.
-                    Some(n) if n.mark == mark && matches!(n.what, Sent::Task { .. }) => continue,
-                    Some(n) if n.what == Sent::Orphan && partial => {
-                        n.mark = mark;
-                        continue;
-                    }
-                    Some(n) => {
-                        n.what = Sent::Orphan;
-                        n.mark = mark;
-                    }
-                    None => {
-                        sent.named.insert(
-                            arn.clone(),
-                            Named {
-                                what: Sent::Orphan,
-                                mark,
-                            },
-                        );
-                    }
-                }
-            }
-            out.tasks.push(TaskAssignment {
-                task: Some(Task {
-                    task_arn: arn.clone(),
-                    ..Default::default()
-                }),
-                task_definition: None,
-                desired_status: TaskStatus::Stopped.as_str().into(),
-                stopped_reason: Some("Task is recorded as stopped by the controller".into()),
-                stop_code: Some("ServiceSchedulerInitiated".into()),
-                network: None,
-            });
-        }
-        drop(st);
-        if sent.partial {
-            // What the previous set named and this one no longer holds.
-            let removed = &mut out.removed;
-            let defined = &mut sent.defined;
-            sent.named.retain(|arn, n| {
-                if n.mark == mark {
-                    return true;
-                }
-                if let Some(id) = task_id(arn) {
-                    defined.remove(id);
-                }
-                if partial {
-                    removed.push(arn.clone());
-                }
-                false
-            });
-        }
+        sent.seen_rev = st.next_rev;
         out
     }
 

@@ -109,10 +109,14 @@ pub(crate) struct State {
     loads: HashMap<String, load::InstanceLoad>,
     /// What each task in `loads` added there, by task id.
     held: HashMap<String, load::Held>,
-    /// Issue 12 (link protocol 2): each task's revision, by task id: set from `next_rev` by
-    /// every `put_task`, removed with the task's record. A session sends a task again only
-    /// when its revision (or its network) differs from what it last sent.
-    task_revs: HashMap<String, u64>,
+    /// Issue 12 (link protocol 2): each task's latest revision (set from `next_rev` by every
+    /// `put_task`) and the instance ARNs whose journal holds it, by task id; removed with the
+    /// task's record.
+    task_revs: HashMap<String, (u64, Vec<String>)>,
+    /// Per instance ARN: the tasks ever on it whose record is still kept, one entry each, by
+    /// the revision of their latest change. A session of protocol 2 reads it from the last
+    /// revision it saw (`agent_link.rs`).
+    journal: HashMap<String, BTreeMap<u64, String>>,
     /// The last revision handed out (memory only: sessions compare revisions of this process).
     next_rev: u64,
 }

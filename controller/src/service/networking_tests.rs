@@ -725,3 +725,69 @@ fn membership_changes_when_the_address_is_first_known_or_the_task_stops() {
         "stopped before its address was known"
     );
 }
+
+/// Link protocol 2: a partial set names a task again when its ingress changes (a rule of its
+/// group, not the task, changed), and nothing when nothing changed; a task whose STOPPED is
+/// recorded leaves through `removed`.
+#[tokio::test]
+async fn a_partial_set_carries_changed_ingress_and_removes_what_stopped() {
+    let c = controller();
+    let (a, _s) = instance(
+        &c,
+        "default",
+        4096,
+        vec![attr("berth.subnet.s1", "bridge:10.9.0.0/24")],
+        vec![],
+    )
+    .await;
+    register_td(&c, AWSVPC_TD).await;
+    let web = c
+        .create_security_group(CreateSecurityGroupRequest {
+            group_name: "web".into(),
+            description: "web".into(),
+            vpc_id: None,
+        })
+        .await
+        .unwrap()
+        .group_id;
+    let r = c
+        .run_task(run("vpc", 2, "default", Some(vpc(&["s1"], &[&web], None))))
+        .await
+        .unwrap();
+    let mut sent = SessionSent::new(2);
+    let first = c.desired_tasks(&id_of(&a), 1, &mut sent).await;
+    assert!(!first.partial);
+    assert_eq!(first.tasks.len(), 2);
+    let nothing = c.desired_tasks(&id_of(&a), 2, &mut sent).await;
+    assert!(nothing.partial && nothing.tasks.is_empty() && nothing.removed.is_empty());
+    c.authorize_security_group_ingress(SecurityGroupIngressRequest {
+        group_id: Some(web.clone()),
+        ip_protocol: Some("tcp".into()),
+        from_port: Some(80),
+        to_port: Some(80),
+        cidr_ip: Some("10.0.0.0/8".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let ingress = c.desired_tasks(&id_of(&a), 3, &mut sent).await;
+    assert_eq!(ingress.tasks.len(), 2, "both tasks' ingress changed");
+    for t in &ingress.tasks {
+        let net = t.network.as_ref().unwrap();
+        assert!(net.ingress.iter().any(|i| i.cidr == "10.0.0.0/8"), "{net:?}");
+        assert!(t.task_definition.is_none(), "the definition went once");
+    }
+    let s = session(&c, &a).await;
+    c.apply_state_change(&s, report(1, &r.tasks[0].task_arn, "STOPPED"))
+        .await
+        .unwrap();
+    let stopped = c.desired_tasks(&id_of(&a), 4, &mut sent).await;
+    assert_eq!(stopped.removed, vec![r.tasks[0].task_arn.clone()]);
+    assert!(
+        stopped
+            .tasks
+            .iter()
+            .all(|t| t.task.as_ref().unwrap().task_arn != r.tasks[0].task_arn),
+        "{stopped:?}"
+    );
+}

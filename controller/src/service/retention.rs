@@ -74,7 +74,7 @@ impl State {
         self.unindex_task(id);
         self.tasks.remove(id);
         self.task_networks.remove(id);
-        self.task_revs.remove(id);
+        self.forget_journal(id);
     }
 }
 
