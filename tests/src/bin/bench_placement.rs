@@ -55,7 +55,7 @@ fn args(given: impl Iterator<Item = String>) -> Result<Args> {
     let mut a = Args {
         agents: 1000,
         tasks: 100_000,
-        clients: 64,
+        clients: 128,
         count: 10,
         floor_commits: 200,
     };
