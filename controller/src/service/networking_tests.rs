@@ -6,6 +6,7 @@ use super::super::test_support::{controller, default_cluster, register_td, resou
 use super::super::*;
 use crate::fleet::Attached;
 use berth_proto::v1::*;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 fn attr(name: &str, value: &str) -> Attribute {
@@ -774,7 +775,10 @@ async fn a_partial_set_carries_changed_ingress_and_removes_what_stopped() {
     assert_eq!(ingress.tasks.len(), 2, "both tasks' ingress changed");
     for t in &ingress.tasks {
         let net = t.network.as_ref().unwrap();
-        assert!(net.ingress.iter().any(|i| i.cidr == "10.0.0.0/8"), "{net:?}");
+        assert!(
+            net.ingress.iter().any(|i| i.cidr == "10.0.0.0/8"),
+            "{net:?}"
+        );
         assert!(t.task_definition.is_none(), "the definition went once");
     }
     let s = session(&c, &a).await;
@@ -789,5 +793,152 @@ async fn a_partial_set_carries_changed_ingress_and_removes_what_stopped() {
             .iter()
             .all(|t| t.task.as_ref().unwrap().task_arn != r.tasks[0].task_arn),
         "{stopped:?}"
+    );
+}
+
+/// A small deterministic generator for the replay below.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Link protocol 2 against protocol 1 over random changes: after every RunTask, StopTask,
+/// report (RUNNING, STOPPED, RUNNING again for a task recorded STOPPED: an orphan) and
+/// security-group rule change, each instance's partial sets, folded as the agent folds them,
+/// equal a whole set built afresh (the same ARNs, task records, desired statuses and networks),
+/// and no set names an ARN it also removes.
+#[tokio::test]
+async fn folded_partial_sets_equal_a_whole_set_after_random_changes() {
+    let c = controller();
+    let subnet = || vec![attr("berth.subnet.s1", "bridge:10.9.0.0/24")];
+    let mut hosts = Vec::new();
+    for _ in 0..3 {
+        let (arn, attached) = instance(&c, "default", 1 << 20, subnet(), vec![]).await;
+        let s = session(&c, &arn).await;
+        hosts.push((arn, attached, s, SessionSent::new(2), BTreeMap::new(), 0u64));
+    }
+    register_td(&c, AWSVPC_TD).await;
+    register_td(
+        &c,
+        r#"{"family":"plain","containerDefinitions":[{"name":"a","image":"x","memory":64}]}"#,
+    )
+    .await;
+    let web = c
+        .create_security_group(CreateSecurityGroupRequest {
+            group_name: "web".into(),
+            description: "web".into(),
+            vpc_id: None,
+        })
+        .await
+        .unwrap()
+        .group_id;
+    let mut rng = Lcg(3);
+    let mut tasks: Vec<Task> = Vec::new();
+    let (mut partial_sets, mut removed_seen, mut orphans) = (0, 0, 0);
+    for step in 0..300 {
+        match rng.next(10) {
+            0..=2 => {
+                let n = 1 + rng.next(3) as i32;
+                let req = if rng.next(2) == 0 {
+                    run("vpc", n, "default", Some(vpc(&["s1"], &[&web], None)))
+                } else {
+                    run("plain", n, "default", None)
+                };
+                tasks.extend(c.run_task(req).await.unwrap().tasks);
+            }
+            3 if !tasks.is_empty() => {
+                let t = &tasks[rng.next(tasks.len() as u64) as usize];
+                let _ = c
+                    .stop_task(StopTaskRequest {
+                        task: t.task_arn.clone(),
+                        reason: Some(format!("step {step}")),
+                        ..Default::default()
+                    })
+                    .await;
+            }
+            4..=8 if !tasks.is_empty() => {
+                let t = tasks[rng.next(tasks.len() as u64) as usize].clone();
+                let on = t.container_instance_arn.clone().unwrap();
+                let h = hosts.iter_mut().find(|h| h.0 == on).unwrap();
+                let was_stopped =
+                    described(&c, "default", &t.task_arn).await.last_status == "STOPPED";
+                let status = if was_stopped || rng.next(3) == 0 {
+                    // A task recorded STOPPED reported running again is an orphan.
+                    orphans += usize::from(was_stopped);
+                    ["RUNNING", "STOPPED"][rng.next(2) as usize]
+                } else {
+                    "RUNNING"
+                };
+                h.5 += 1;
+                let _ = c
+                    .apply_state_change(&h.2, report(h.5, &t.task_arn, status))
+                    .await;
+            }
+            _ => {
+                let _ = c
+                    .authorize_security_group_ingress(SecurityGroupIngressRequest {
+                        group_id: Some(web.clone()),
+                        ip_protocol: Some("tcp".into()),
+                        from_port: Some(1000 + step),
+                        to_port: Some(1000 + step),
+                        cidr_ip: Some("10.0.0.0/8".into()),
+                        ..Default::default()
+                    })
+                    .await;
+            }
+        }
+        for (arn, _, _, sent, folded, _) in hosts.iter_mut() {
+            let id = id_of(arn);
+            let d = c.desired_tasks(&id, step as u64 + 2, sent).await;
+            if d.partial {
+                partial_sets += 1;
+            } else {
+                folded.clear();
+            }
+            let named: BTreeSet<String> = d
+                .tasks
+                .iter()
+                .map(|a| a.task.as_ref().unwrap().task_arn.clone())
+                .collect();
+            for r in &d.removed {
+                assert!(!named.contains(r), "step {step}: {r} named and removed");
+                assert!(
+                    folded.remove(r).is_some(),
+                    "step {step}: {r} removed, never named"
+                );
+                removed_seen += 1;
+            }
+            for a in d.tasks {
+                folded.insert(a.task.as_ref().unwrap().task_arn.clone(), a);
+            }
+            let whole = c.desired_tasks(&id, 1, &mut SessionSent::new(2)).await;
+            assert!(!whole.partial);
+            let view = |a: &TaskAssignment| {
+                (
+                    a.task.clone(),
+                    a.desired_status.clone(),
+                    a.stopped_reason.clone(),
+                    a.network.clone(),
+                )
+            };
+            let want: BTreeMap<String, _> = whole
+                .tasks
+                .iter()
+                .map(|a| (a.task.as_ref().unwrap().task_arn.clone(), view(a)))
+                .collect();
+            let got: BTreeMap<String, _> =
+                folded.iter().map(|(k, a)| (k.clone(), view(a))).collect();
+            assert_eq!(got, want, "step {step}, instance {id}");
+        }
+    }
+    assert!(
+        partial_sets > 500 && removed_seen > 10 && orphans > 0,
+        "the replay must exercise partial sets ({partial_sets}), removals ({removed_seen}) and orphans ({orphans})"
     );
 }
