@@ -16,3 +16,5 @@ pub mod scheduler;
 pub mod security;
 pub mod service;
 pub mod store;
+#[cfg(test)]
+mod test_rng;

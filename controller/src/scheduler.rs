@@ -523,6 +523,7 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::Lcg;
 
     fn cand(arn: &str, cpu: i64, memory: i64) -> Candidate {
         Candidate {
@@ -760,18 +761,6 @@ mod tests {
             seen.insert(place(&mut c, &n).unwrap());
         }
         assert_eq!(seen, [0, 1].into_iter().collect());
-    }
-
-    /// A small deterministic generator for the comparison below.
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self, n: u64) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (self.0 >> 33) % n
-        }
     }
 
     #[test]

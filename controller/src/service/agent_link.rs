@@ -84,11 +84,8 @@ struct Named {
 
 #[derive(Debug, PartialEq)]
 enum Sent {
-    /// A task the controller holds active: its revision and network as sent.
-    Task {
-        rev: u64,
-        network: Option<TaskNetwork>,
-    },
+    /// A task the controller holds active: its network as sent.
+    Task { network: Option<TaskNetwork> },
     /// The stop confirmation of a task recorded STOPPED that the agent still reports.
     Orphan,
 }
@@ -100,6 +97,12 @@ impl SessionSent {
             partial: protocol_version >= 2,
             ..Default::default()
         }
+    }
+
+    /// Records that the set being built names `arn` as `what`.
+    fn name(&mut self, arn: &str, what: Sent) {
+        let mark = self.mark;
+        self.named.insert(arn.to_string(), Named { what, mark });
     }
 
     /// Whether `d` is a partial set with nothing in it (not worth sending).
@@ -196,21 +199,11 @@ impl State {
         out: &mut DesiredTasks,
     ) {
         sent.named.clear();
-        let mark = sent.mark;
         for (id, t) in self.active_tasks(arn) {
             let a = self.assignment(id, t, sent);
             if sent.partial {
-                let rev = self.task_revs.get(id).map_or(0, |r| r.0);
-                sent.named.insert(
-                    t.task_arn.clone(),
-                    Named {
-                        what: Sent::Task {
-                            rev,
-                            network: a.network.clone(),
-                        },
-                        mark,
-                    },
-                );
+                let network = a.network.clone();
+                sent.name(&t.task_arn, Sent::Task { network });
             }
             out.tasks.push(a);
         }
@@ -219,13 +212,7 @@ impl State {
                 continue;
             }
             if sent.partial {
-                sent.named.insert(
-                    o.clone(),
-                    Named {
-                        what: Sent::Orphan,
-                        mark,
-                    },
-                );
+                sent.name(o, Sent::Orphan);
             }
             out.tasks.push(orphan_assignment(o));
         }
@@ -244,29 +231,21 @@ impl State {
     ) {
         let mark = sent.mark;
         let active = self.active.get(arn);
-        let changed: Vec<(u64, &String)> = self
+        let changed: Vec<&String> = self
             .journal
             .get(arn)
             .into_iter()
             .flat_map(|j| j.range(sent.seen_rev + 1..))
-            .map(|(r, id)| (*r, id))
+            .map(|(_, id)| id)
             .collect();
-        for (rev, id) in changed {
+        for id in changed {
             let Some(t) = self.tasks.get(id) else {
                 continue;
             };
             if active.is_some_and(|a| a.contains(id)) {
                 let a = self.assignment(id, t, sent);
-                sent.named.insert(
-                    t.task_arn.clone(),
-                    Named {
-                        what: Sent::Task {
-                            rev,
-                            network: a.network.clone(),
-                        },
-                        mark,
-                    },
-                );
+                let network = a.network.clone();
+                sent.name(&t.task_arn, Sent::Task { network });
                 out.tasks.push(a);
             } else if matches!(
                 sent.named.get(&t.task_arn),
@@ -283,13 +262,7 @@ impl State {
                     .get(instance_id)
                     .is_some_and(|o| o.contains(&t.task_arn))
                 {
-                    sent.named.insert(
-                        t.task_arn.clone(),
-                        Named {
-                            what: Sent::Orphan,
-                            mark,
-                        },
-                    );
+                    sent.name(&t.task_arn, Sent::Orphan);
                     out.tasks.push(orphan_assignment(&t.task_arn));
                 } else {
                     sent.named.remove(&t.task_arn);
@@ -333,13 +306,7 @@ impl State {
             if sent.named.contains_key(o) {
                 continue;
             }
-            sent.named.insert(
-                o.clone(),
-                Named {
-                    what: Sent::Orphan,
-                    mark,
-                },
-            );
+            sent.name(o, Sent::Orphan);
             out.tasks.push(orphan_assignment(o));
         }
         let gone: Vec<String> = sent

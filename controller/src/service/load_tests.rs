@@ -1,6 +1,7 @@
 use super::super::test_support::*;
 use super::*;
 use crate::service::retention::stopped_since;
+use crate::test_rng::Lcg;
 use berth_proto::v1::{Container, NetworkBinding};
 
 /// The load of `arn` counted from scratch over the index of tasks not yet STOPPED, as
@@ -22,18 +23,6 @@ fn recount(st: &State, arn: &str) -> InstanceLoad {
         }
     }
     l
-}
-
-/// A small deterministic generator (no seed to chase when it fails).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ use super::super::agent_link::{SessionInfo, SessionSent};
 use super::super::test_support::{controller, default_cluster, register_td, resource};
 use super::super::*;
 use crate::fleet::Attached;
+use crate::test_rng::Lcg;
 use berth_proto::v1::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
@@ -794,18 +795,6 @@ async fn a_partial_set_carries_changed_ingress_and_removes_what_stopped() {
             .all(|t| t.task.as_ref().unwrap().task_arn != r.tasks[0].task_arn),
         "{stopped:?}"
     );
-}
-
-/// A small deterministic generator for the replay below.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
 }
 
 /// Link protocol 2 against protocol 1 over random changes: after every RunTask, StopTask,
