@@ -1358,3 +1358,101 @@ pub fn service_events(service: &Value) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// What a [`RunningCountWatch`] saw.
+#[derive(Debug, Clone, Copy)]
+pub struct RunningCounts {
+    /// How many samples were taken.
+    pub samples: usize,
+    /// Samples lost to a failed or timed-out call (shown, so a gap is never unseen).
+    pub failed: usize,
+    /// The highest runningCount in one sample.
+    pub most: i32,
+}
+
+/// A service's runningCount sampled in the background (DescribeServices every `every` on one
+/// signed gRPC connection, its own thread), from [`Cluster::watch_running_count`] until
+/// [`RunningCountWatch::stop`]. It holds no borrow of the cluster, so a lab can restart or
+/// reconnect hosts while it runs.
+pub struct RunningCountWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<RunningCounts>,
+}
+
+impl RunningCountWatch {
+    /// Stops sampling; what was seen.
+    pub fn stop(self) -> RunningCounts {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the runningCount sampler")
+    }
+}
+
+impl Cluster {
+    /// Starts sampling `service`'s runningCount every `every`: see [`RunningCountWatch`].
+    pub fn watch_running_count(&self, service: &str, every: Duration) -> RunningCountWatch {
+        use berth_proto::v1::ecs_client::EcsClient;
+        use berth_proto::v1::DescribeServicesRequest;
+        let endpoint = self.endpoint.clone();
+        let ca = self
+            .tls
+            .then(|| std::fs::read_to_string(self.ca_file()).expect("reading the controller's CA"));
+        let creds = read_credentials(&self.admin_credentials());
+        let (cluster, service) = (self.name.clone(), service.to_string());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            rt.block_on(async move {
+                let mut e = tonic::transport::Endpoint::from_shared(endpoint.clone())
+                    .expect("the controller's endpoint");
+                if let Some(ca) = ca {
+                    e = e
+                        .tls_config(
+                            tonic::transport::ClientTlsConfig::new()
+                                .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+                        )
+                        .expect("a TLS config");
+                }
+                let mut ecs = EcsClient::new(e.connect_lazy());
+                let mut out = RunningCounts {
+                    samples: 0,
+                    failed: 0,
+                    most: 0,
+                };
+                let mut tick = tokio::time::interval(every);
+                while !stopped.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    let req = DescribeServicesRequest {
+                        cluster: Some(cluster.clone()),
+                        services: vec![service.clone()],
+                        ..Default::default()
+                    };
+                    let req = signed_request(
+                        &endpoint,
+                        req,
+                        "/berth.v1.Ecs/DescribeServices",
+                        &creds,
+                        std::time::SystemTime::now(),
+                    );
+                    match tokio::time::timeout(Duration::from_secs(10), ecs.describe_services(req))
+                        .await
+                    {
+                        Ok(Ok(r)) => match r.into_inner().services.first() {
+                            Some(s) => {
+                                out.samples += 1;
+                                out.most = out.most.max(s.running_count);
+                            }
+                            None => out.failed += 1,
+                        },
+                        _ => out.failed += 1,
+                    }
+                }
+                out
+            })
+        });
+        RunningCountWatch { stop, thread }
+    }
+}

@@ -1,8 +1,9 @@
 //! Issue 12's services on the multi-host lab (`tests/src/lab.rs`): several hosts on one
 //! machine, each a network namespace with its own containerd and agent. Spread, binpack and
-//! distinctInstance with ECS's events; a rolling update sampled every 100 ms; a controller
-//! restart in the middle of a deployment; DAEMON following a host joining and one draining;
-//! draining moving a REPLICA service's tasks and leaving standalone ones; a host cut off, and
+//! distinctInstance with ECS's events; a health-checked rolling update sampled every 100 ms; a
+//! controller restart in the middle of a deployment; new tasks failing their health checks
+//! tripping the circuit breaker, which rolls back; DAEMON following a host joining and one
+//! draining; draining moving a REPLICA service's tasks and leaving standalone ones; a host cut off, and
 //! one killed -9, getting its tasks replaced after the grace, and the surplus stopped when it
 //! returns. As root, on real containerd. Times are printed, never asserted tightly.
 
@@ -19,6 +20,18 @@ fn td(family: &str, extra: &str) -> String {
         r#"{{"family": "{family}", "containerDefinitions": [{{"name": "app", "image": "{IMAGE}",
         "memory": 32, "stopTimeout": 2, "essential": true, "command": ["sleep", "3600"]{extra}}}]}}"#
     )
+}
+
+/// A container healthCheck running `check` (CMD-SHELL) every 5 s, UNHEALTHY at its first
+/// failure: the `extra` of [`td`].
+fn hc(check: &str) -> String {
+    format!(
+        r#", "healthCheck": {{"command": ["CMD-SHELL", "{check}"], "interval": 5, "timeout": 2, "retries": 1}}"#
+    )
+}
+
+fn on(arn: &str, td: &str) -> bool {
+    arn.ends_with(td)
 }
 
 fn service(lab: &Lab, name: &str) -> Value {
@@ -156,7 +169,9 @@ fn placement_on_three_hosts_distinct_spread_binpack_a_rolling_update_and_a_contr
     if !prerequisites() {
         return;
     }
-    let mut lab = Lab::start("lab-place", 3);
+    // (A short restart delay: the failing tasks of the breaker's deployment are not throttled
+    // for long.)
+    let mut lab = Lab::start_with("lab-place", 3, &["--service-restart-delay", "1"], &[]);
     let small = lab.register(&td("lab-svc", ""));
 
     // distinctInstance, 4 tasks on 3 hosts: 3 placed, the fourth named in an event.
@@ -195,15 +210,29 @@ fn placement_on_three_hosts_distinct_spread_binpack_a_rolling_update_and_a_contr
     assert_eq!(s["runningCount"], 3);
     delete(&lab, "distinct");
 
-    // A service of 6 spread by instanceId: 2 per host.
+    // A service of 6 spread by instanceId, its tasks health-checked, with the circuit
+    // breaker: 2 per host.
+    let v1 = lab.register(&td("lab-roll", &hc("true")));
     create(
         &lab,
         "spread",
-        &small,
+        &v1,
         Some(6),
-        &["--placement-strategy", "type=spread,field=instanceId"],
+        &[
+            "--placement-strategy",
+            "type=spread,field=instanceId",
+            "--health-check-grace-period-seconds",
+            "0",
+            "--deployment-configuration",
+            "deploymentCircuitBreaker={enable=true,rollback=true},maximumPercent=200,minimumHealthyPercent=100",
+        ],
     );
     wait_stable(&lab, "spread");
+    // (services-stable, botocore's, looks at runningCount only.)
+    wait_for("6 tasks HEALTHY", T, || {
+        let ts = tasks(&lab, "spread");
+        (ts.len() == 6 && ts.iter().all(|t| t["healthStatus"] == "HEALTHY")).then_some(())
+    });
     let ts = tasks(&lab, "spread");
     let m = per_host(&lab, &ts);
     assert!(m.len() == 3 && m.values().all(|&n| n == 2), "{m:?}");
@@ -261,35 +290,32 @@ fn placement_on_three_hosts_distinct_spread_binpack_a_rolling_update_and_a_contr
     delete(&lab, "pack");
 
     // A rolling update of the spread service at 100/200, sampled every 100 ms: never fewer
-    // than 6 RUNNING, never more than 12 desired RUNNING.
+    // than 6 RUNNING and HEALTHY, never more than 12 desired RUNNING.
     let v2 = lab.register(&td(
-        "lab-svc",
-        r#", "environment": [{"name": "V", "value": "2"}]"#,
+        "lab-roll",
+        &format!(
+            r#", "environment": [{{"name": "V", "value": "2"}}]{}"#,
+            hc("true")
+        ),
     ));
-    lab.json(&[
-        "update-service",
-        "--cluster",
-        &lab.cluster.name,
-        "--service",
-        "spread",
-        "--task-definition",
-        &v2,
-    ]);
-    let v2_arn = v2.clone();
+    update_td(&lab, "spread", &v2);
     let seen = lab
         .cluster
         .sample_service("spread", Duration::from_millis(100), T, |ts| {
-            ts.len() == 6
-                && ts
-                    .iter()
-                    .all(|t| t.last_status == "RUNNING" && t.task_definition_arn.ends_with(&v2_arn))
+            done_on(ts, &v2)
         });
     println!("lab rolling update of 6 at 100/200: {seen:?}");
     assert!(
-        seen.fewest_running >= 6,
-        "fewer than desiredCount RUNNING: {seen:?}"
+        seen.fewest_healthy >= 6,
+        "fewer than desiredCount (6) RUNNING and HEALTHY: {seen:?}"
     );
-    assert!(seen.most_live <= 12, "more than maximumPercent: {seen:?}");
+    assert!(
+        seen.most_live <= 12,
+        "more than maximumPercent (12): {seen:?}"
+    );
+    assert_eq!(seen.failed, 0, "samples lost: {seen:?}");
+    // New tasks prove their health (a check every 5 s) before old ones go: seconds at least.
+    assert!(seen.samples >= 20, "too few samples to tell: {seen:?}");
     wait_stable(&lab, "spread");
     // (Placed while the old tasks still counted, the new ones need not be 2 per host.)
     println!(
@@ -297,39 +323,206 @@ fn placement_on_three_hosts_distinct_spread_binpack_a_rolling_update_and_a_contr
         per_host(&lab, &tasks(&lab, "spread"))
     );
 
-    // A controller restart in the middle of a deployment carries it on.
+    // A controller restart in the middle of a deployment carries it on: killed once the
+    // deployment is visibly under way (a new task RUNNING beside old ones still live).
     let v3 = lab.register(&td(
-        "lab-svc",
-        r#", "environment": [{"name": "V", "value": "3"}]"#,
+        "lab-roll",
+        &format!(
+            r#", "environment": [{{"name": "V", "value": "3"}}]{}"#,
+            hc("true")
+        ),
     ));
-    lab.json(&[
-        "update-service",
-        "--cluster",
-        &lab.cluster.name,
-        "--service",
-        "spread",
-        "--task-definition",
-        &v3,
-    ]);
+    update_td(&lab, "spread", &v3);
+    let (new, old) = wait_for("the v3 deployment under way", T, || {
+        let s = service(&lab, "spread");
+        let ts = tasks(&lab, "spread");
+        let arn = |t: &Value| {
+            t["taskDefinitionArn"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        };
+        let new = ts
+            .iter()
+            .filter(|t| on(&arn(t), &v3) && t["lastStatus"] == "RUNNING")
+            .count();
+        let old = ts.iter().filter(|t| !on(&arn(t), &v3)).count();
+        (s["deployments"].as_array().map(Vec::len) == Some(2) && new >= 1 && old >= 1)
+            .then_some((new, old))
+    });
+    println!("controller killed with {new} new task(s) RUNNING and {old} old one(s) live");
     lab.kill_controller();
     lab.start_controller();
     for i in 0..3 {
         lab.wait_agent_connected(i, true, T);
     }
+    let seen = lab
+        .cluster
+        .sample_service("spread", Duration::from_millis(100), T, |ts| {
+            done_on(ts, &v3)
+        });
+    println!("deployment after the controller restart: {seen:?}");
+    assert!(
+        seen.fewest_running >= 6,
+        "fewer than desiredCount (6) RUNNING after the restart: {seen:?}"
+    );
+    assert!(
+        seen.most_live <= 12,
+        "more than maximumPercent (12) after the restart: {seen:?}"
+    );
+    assert_eq!(seen.failed, 0, "samples lost: {seen:?}");
     wait_for("the deployment to finish after the restart", T, || {
         let s = service(&lab, "spread");
         (s["deployments"].as_array().map(Vec::len) == Some(1)
             && s["deployments"][0]["rolloutState"] == "COMPLETED"
-            && s["taskDefinition"]
-                .as_str()
-                .is_some_and(|a| a.ends_with(&v3)))
+            && s["taskDefinition"].as_str().is_some_and(|a| on(a, &v3)))
         .then_some(())
     });
     let ts = tasks(&lab, "spread");
     assert_eq!(ts.len(), 6);
-    assert!(ts.iter().all(|t| t["taskDefinitionArn"]
-        .as_str()
-        .is_some_and(|a| a.ends_with(&v3))));
+    assert!(ts
+        .iter()
+        .all(|t| t["taskDefinitionArn"].as_str().is_some_and(|a| on(a, &v3))));
+
+    // New tasks failing their health checks trip the breaker, which rolls back to v3 (the
+    // deployment completed after the restart); at 100 % minimum healthy the 6 HEALTHY v3
+    // tasks stay throughout.
+    let v4 = lab.register(&td("lab-roll", &hc("false")));
+    let s = update_td(&lab, "spread", &v4);
+    let bad = s["deployments"]
+        .as_array()
+        .and_then(|ds| ds.iter().find(|d| d["status"] == "PRIMARY"))
+        .and_then(|d| d["id"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(!bad.is_empty(), "the v4 deployment: {s}");
+    let t0 = Instant::now();
+    let (mut tried, mut rolling_back, mut polls, mut tripped) = (false, false, 0usize, None);
+    let seen = lab
+        .cluster
+        .sample_service("spread", Duration::from_millis(100), T, |ts| {
+            tried |= ts.iter().any(|t| on(&t.task_definition_arn, &v4));
+            // Once the v4 tasks are gone (the breaker tripped), DescribeServices over the CLI
+            // at once, then every 5th sample (so as not to slow the sampler) until the
+            // rollback completes.
+            if !(tried && done_on(ts, &v3)) {
+                return false;
+            }
+            tripped.get_or_insert_with(|| t0.elapsed());
+            polls += 1;
+            if polls % 5 != 1 {
+                return false;
+            }
+            let s = service(&lab, "spread");
+            let ds = s["deployments"].as_array().cloned().unwrap_or_default();
+            // (The FAILED v4 deployment leaves in the pass that trips the breaker, its tasks
+            // stopped: its FAILED is seen in the events below. The rollback deployment says
+            // why it is there until it completes.)
+            rolling_back |= ds.iter().any(|d| {
+                d["status"] == "PRIMARY"
+                    && d["rolloutState"] == "IN_PROGRESS"
+                    && d["taskDefinition"].as_str().is_some_and(|a| on(a, &v3))
+                    && d["rolloutStateReason"].as_str().is_some_and(|r| {
+                        r.starts_with("ECS deployment circuit breaker: rolling back to")
+                    })
+            });
+            ds.len() == 1
+                && ds[0]["rolloutState"] == "COMPLETED"
+                && ds[0]["taskDefinition"].as_str().is_some_and(|a| on(a, &v3))
+        });
+    println!(
+        "breaker: tripped after {tripped:?}, the rollback COMPLETED after {:?}; {seen:?}",
+        t0.elapsed()
+    );
+    assert!(
+        rolling_back,
+        "no rollback deployment (PRIMARY, IN_PROGRESS, on v3, the breaker's reason) seen"
+    );
+    assert!(
+        seen.fewest_healthy >= 6,
+        "fewer than desiredCount (6) RUNNING and HEALTHY during the failed deployment and its rollback: {seen:?}"
+    );
+    assert!(
+        seen.most_live <= 12,
+        "more than maximumPercent (12): {seen:?}"
+    );
+    assert_eq!(seen.failed, 0, "samples lost: {seen:?}");
+    let s = service(&lab, "spread");
+    let ev = events(&s);
+    assert!(
+        ev.iter().any(|e| e.contains(&format!(
+            "(deployment {bad}) deployment failed: tasks failed to start."
+        ))),
+        "no breaker event for deployment {bad}: {ev:?}"
+    );
+    assert!(
+        ev.iter()
+            .any(|e| e.contains("rolling back to") && e.contains(v3.as_str())),
+        "no rolling-back event to {v3}: {ev:?}"
+    );
+    let failed_checks = ev
+        .iter()
+        .filter(|e| e.contains("failed container health checks."))
+        .count();
+    assert!(
+        failed_checks >= 3,
+        "{failed_checks} tasks failed their health checks (the threshold is 3): {ev:?}"
+    );
+    assert!(
+        s["taskDefinition"].as_str().is_some_and(|a| on(a, &v3)),
+        "{s}"
+    );
+    assert_eq!(
+        s["deployments"][0]["taskDefinition"]
+            .as_str()
+            .map(|a| on(a, &v3)),
+        Some(true),
+        "{s}"
+    );
+    let ts = tasks(&lab, "spread");
+    let m = per_host(&lab, &ts);
+    assert!(
+        ts.len() == 6
+            && ts.iter().all(|t| t["healthStatus"] == "HEALTHY"
+                && t["taskDefinitionArn"].as_str().is_some_and(|a| on(a, &v3))),
+        "after the rollback: {:?}",
+        ts.iter()
+            .map(|t| (
+                &t["taskDefinitionArn"],
+                &t["lastStatus"],
+                &t["healthStatus"]
+            ))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        m.len(),
+        3,
+        "the rolled-back tasks spread over the 3 hosts: {m:?}"
+    );
+}
+
+/// UpdateService to task definition `td`: the service.
+fn update_td(lab: &Lab, name: &str, td: &str) -> Value {
+    lab.json(&[
+        "update-service",
+        "--cluster",
+        &lab.cluster.name,
+        "--service",
+        name,
+        "--task-definition",
+        td,
+    ])["service"]
+        .clone()
+}
+
+/// Whether a sample shows the service done on `td`: 6 tasks, all RUNNING and HEALTHY on it.
+fn done_on(ts: &[berth_proto::v1::Task], td: &str) -> bool {
+    ts.len() == 6
+        && ts.iter().all(|t| {
+            t.last_status == "RUNNING"
+                && t.health_status == "HEALTHY"
+                && on(&t.task_definition_arn, td)
+        })
 }
 
 #[test]
@@ -492,7 +685,11 @@ fn a_host_cut_off_or_killed_gets_its_tasks_replaced_after_the_grace_and_the_surp
                 );
             }
         }
-        // It returns: runningCount never exceeds maximumPercent (sampled) and the surplus stops.
+        // It returns: runningCount, sampled every 100 ms from before it returns until the
+        // surplus has stopped, never exceeds maximumPercent (200 % of 3), and the surplus stops.
+        let watch = lab
+            .cluster
+            .watch_running_count("heal", Duration::from_millis(100));
         let back = Instant::now();
         if victim == 0 {
             lab.reconnect(victim);
@@ -500,18 +697,30 @@ fn a_host_cut_off_or_killed_gets_its_tasks_replaced_after_the_grace_and_the_surp
             lab.restart(victim);
         }
         lab.wait_agent_connected(victim, true, T);
-        let mut most = 0;
         let stopped = wait_for("the surplus task stopped on the returned host", T, || {
-            let s = service(&lab, "heal");
-            most = most.max(s["runningCount"].as_i64().unwrap_or(0));
             let done = victims.iter().all(|(arn, runtime)| {
                 lab.task(arn)["lastStatus"] == "STOPPED"
                     && lab.host_task_status(victim, runtime).as_deref() != Some("RUNNING")
             });
             done.then_some(back.elapsed())
         });
-        println!("{case}: surplus stopped {stopped:?} after the host returned; runningCount at most {most}");
-        assert!(most <= 6, "runningCount above maximumPercent: {most}");
+        // A little more of the window, so a count that rose late is seen too.
+        wait_for("runningCount 3 after the surplus stopped", T, || {
+            (service(&lab, "heal")["runningCount"] == 3).then_some(())
+        });
+        let seen = watch.stop();
+        println!(
+            "{case}: surplus stopped {stopped:?} after the host returned; runningCount {seen:?}"
+        );
+        assert!(
+            seen.most <= 6,
+            "runningCount above maximumPercent (6): {seen:?}"
+        );
+        assert_eq!(seen.failed, 0, "samples lost: {seen:?}");
+        assert!(
+            seen.samples >= 5,
+            "too few samples over the host's return: {seen:?}"
+        );
         wait_stable(&lab, "heal");
         assert_eq!(service(&lab, "heal")["runningCount"], 3);
     }
