@@ -434,9 +434,13 @@ impl<R: Runtime, C: Cgroups> Engine<R, C> {
         let mut to_spawn = Vec::new();
         let mut to_report = Vec::new();
         {
-            let Ok(mut entries) = self.shared.entries.lock() else {
-                return;
-            };
+            // A poisoned map is still a map of the tasks held: applying the set to it beats
+            // acknowledging a set never applied (a partial set is not sent again).
+            let mut entries = self
+                .shared
+                .entries
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             let mut listed = self
                 .shared
                 .unrecorded

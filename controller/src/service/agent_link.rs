@@ -54,9 +54,9 @@ pub struct SessionInfo {
 }
 
 /// What a session has sent so far: each task's definition goes once per session; to an agent
-/// speaking link protocol 2 (issue 12), what each assignment was when last sent, so later sets
-/// carry only the changes (`DesiredTasks.partial`). `Default` is a protocol 1 session: whole
-/// sets only.
+/// speaking link protocol 2 (issue 12), the last task revision it read, and per ARN whether it
+/// named a task (with the network sent) or a stop confirmation, so later sets carry only the
+/// changes (`DesiredTasks.partial`). `Default` is a protocol 1 session: whole sets only.
 #[derive(Debug, Default)]
 pub struct SessionSent {
     /// The agent takes partial sets (its hello said protocol 2 or more).
@@ -72,6 +72,10 @@ pub struct SessionSent {
     /// Protocol 2: the state's last task revision when the last set was built; the next
     /// partial set reads the instance's journal after it.
     seen_rev: u64,
+    /// Protocol 2: the state's count of purged task records when the last set was built: when
+    /// it moved, a task named here may have been purged (retention) before its removal was
+    /// sent, and the next partial set looks for such ARNs.
+    seen_purges: u64,
 }
 
 /// What a partial-set session last sent for one ARN.
@@ -154,6 +158,7 @@ impl State {
 
     /// Forgets task `id`'s journal entries (its record is being removed).
     pub(crate) fn forget_journal(&mut self, id: &str) {
+        self.purges += 1;
         let Some((rev, on)) = self.task_revs.remove(id) else {
             return;
         };
@@ -216,6 +221,10 @@ impl State {
             }
             out.tasks.push(orphan_assignment(o));
         }
+        // Only the definitions of tasks still here are worth remembering.
+        let active = self.active.get(arn);
+        sent.defined
+            .retain(|id| active.is_some_and(|a| a.contains(id)));
     }
 
     /// A partial set: what changed on instance `arn` since the session's last set, from the
@@ -267,6 +276,32 @@ impl State {
                 } else {
                     sent.named.remove(&t.task_arn);
                     out.removed.push(t.task_arn.clone());
+                }
+            }
+        }
+        // A task purged (retention) before this set is removed here: its journal entry went
+        // with its record.
+        if sent.seen_purges != self.purges {
+            let purged: Vec<String> = sent
+                .named
+                .iter()
+                .filter(|(a, n)| {
+                    matches!(n.what, Sent::Task { .. })
+                        && task_id(a).is_none_or(|id| !self.tasks.contains_key(id))
+                })
+                .map(|(a, _)| a.clone())
+                .collect();
+            for a in purged {
+                sent.named.remove(&a);
+                if let Some(id) = task_id(&a) {
+                    sent.defined.remove(id);
+                }
+                if !self
+                    .orphans
+                    .get(instance_id)
+                    .is_some_and(|o| o.contains(&a))
+                {
+                    out.removed.push(a);
                 }
             }
         }
@@ -495,6 +530,7 @@ impl Controller {
             st.whole_set(&arn, instance_id, sent, &mut out);
         }
         sent.seen_rev = st.next_rev;
+        sent.seen_purges = st.purges;
         out
     }
 

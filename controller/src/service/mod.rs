@@ -119,6 +119,9 @@ pub(crate) struct State {
     journal: HashMap<String, BTreeMap<u64, String>>,
     /// The last revision handed out (memory only: sessions compare revisions of this process).
     next_rev: u64,
+    /// How many task records were purged (`forget_journal`): a session that saw another
+    /// count looks for purged tasks it named.
+    purges: u64,
 }
 
 /// The controller: clusters, task definitions, tasks and container instances.

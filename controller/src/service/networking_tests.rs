@@ -829,7 +829,7 @@ async fn folded_partial_sets_equal_a_whole_set_after_random_changes() {
         .group_id;
     let mut rng = Lcg(3);
     let mut tasks: Vec<Task> = Vec::new();
-    let (mut partial_sets, mut removed_seen, mut orphans) = (0, 0, 0);
+    let (mut partial_sets, mut removed_seen, mut orphans, mut purged) = (0, 0, 0, 0);
     for step in 0..300 {
         match rng.next(10) {
             0..=2 => {
@@ -868,6 +868,30 @@ async fn folded_partial_sets_equal_a_whole_set_after_random_changes() {
                 let _ = c
                     .apply_state_change(&h.2, report(h.5, &t.task_arn, status))
                     .await;
+            }
+            9 if !tasks.is_empty() && rng.next(2) == 0 => {
+                // A task stops and the retention sweep purges its record before any set
+                // carried its removal.
+                let at = rng.next(tasks.len() as u64) as usize;
+                let t = tasks[at].clone();
+                let on = t.container_instance_arn.clone().unwrap();
+                let h = hosts.iter_mut().find(|h| h.0 == on).unwrap();
+                h.5 += 1;
+                let _ = c
+                    .apply_state_change(&h.2, report(h.5, &t.task_arn, "STOPPED"))
+                    .await;
+                let id = tasks::task_id(&t.task_arn).unwrap().to_string();
+                let mut st = c.state.lock().await;
+                if st
+                    .tasks
+                    .get(&id)
+                    .is_some_and(|t| t.last_status == "STOPPED")
+                {
+                    st.remove_task(&id);
+                    purged += 1;
+                    drop(st);
+                    tasks.remove(at);
+                }
             }
             _ => {
                 let _ = c
@@ -927,7 +951,7 @@ async fn folded_partial_sets_equal_a_whole_set_after_random_changes() {
         }
     }
     assert!(
-        partial_sets > 500 && removed_seen > 10 && orphans > 0,
-        "the replay must exercise partial sets ({partial_sets}), removals ({removed_seen}) and orphans ({orphans})"
+        partial_sets > 500 && removed_seen > 10 && orphans > 0 && purged > 0,
+        "the replay must exercise partial sets ({partial_sets}), removals ({removed_seen}), orphans ({orphans}) and purges ({purged})"
     );
 }
