@@ -329,14 +329,14 @@ fn spread_count(all: &[Candidate], c: &Candidate, field: &SpreadField, group: &s
 /// The sort key of `c` under strategies that look only at `c` itself (binpack, spread by
 /// instance), then the default (most free memory); `None` when a strategy looks further
 /// (spread by attribute, random).
-fn own_key(c: &Candidate, needs: &Needs, k: &mut Vec<i64>) -> Option<()> {
+fn own_key(c: &Candidate, strategies: &[Strategy], group: &str, k: &mut Vec<i64>) -> Option<()> {
     k.clear();
-    for s in &needs.strategies {
+    for s in strategies {
         k.push(match s {
             Strategy::Binpack(BinpackField::Cpu) => c.cpu,
             Strategy::Binpack(BinpackField::Memory) => c.memory,
             Strategy::Spread(SpreadField::InstanceId) => {
-                c.target.task_groups.get(&needs.group).copied().unwrap_or(0)
+                c.target.task_groups.get(group).copied().unwrap_or(0)
             }
             Strategy::Spread(SpreadField::Attribute(_)) | Strategy::Random => return None,
         });
@@ -366,7 +366,7 @@ fn choose(candidates: &[Candidate], needs: &Needs) -> Option<usize> {
     // with the smallest key wins; two buffers, not one key per candidate (placing 100,000
     // tasks on 1,000 instances allocated 100 million keys).
     let mut key = |c: &Candidate, k: &mut Vec<i64>| {
-        if own_key(c, needs, k).is_some() {
+        if own_key(c, &needs.strategies, &needs.group, k).is_some() {
             return;
         }
         k.clear();
@@ -476,13 +476,8 @@ impl Pool {
         reserve(&mut self.candidates[best], needs);
         let c = &self.candidates[best];
         for r in &mut self.ranks {
-            let probe = Needs {
-                strategies: r.strategies.clone(),
-                group: r.group.clone(),
-                ..Default::default()
-            };
             let mut k = Vec::new();
-            if own_key(c, &probe, &mut k).is_some() && k != r.keys[best] {
+            if own_key(c, &r.strategies, &r.group, &mut k).is_some() && k != r.keys[best] {
                 let old = std::mem::replace(&mut r.keys[best], k.clone());
                 r.order.remove(&(old, best));
                 r.order.insert((k, best));
@@ -505,7 +500,7 @@ impl Pool {
             .iter()
             .map(|c| {
                 let mut k = Vec::new();
-                let _ = own_key(c, needs, &mut k);
+                let _ = own_key(c, &needs.strategies, &needs.group, &mut k);
                 k
             })
             .collect();

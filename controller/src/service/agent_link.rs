@@ -240,14 +240,9 @@ impl State {
     ) {
         let mark = sent.mark;
         let active = self.active.get(arn);
-        let changed: Vec<&String> = self
-            .journal
-            .get(arn)
-            .into_iter()
-            .flat_map(|j| j.range(sent.seen_rev + 1..))
-            .map(|(_, id)| id)
-            .collect();
-        for id in changed {
+        let after = sent.seen_rev + 1;
+        let journal = self.journal.get(arn).into_iter();
+        for (_, id) in journal.flat_map(|j| j.range(after..)) {
             let Some(t) = self.tasks.get(id) else {
                 continue;
             };

@@ -214,9 +214,12 @@ impl State {
         // A deregistered instance's session may still be ending: it is not connected.
         ci.agent_connected = connected && !is_inactive(&ci);
         ci.attributes = attributes(r);
-        let load = self.load_of(&ci.container_instance_arn);
-        ci.running_tasks_count = load.running as i32;
-        ci.pending_tasks_count = (load.tasks - load.running) as i32;
+        let (tasks, running) = self
+            .loads
+            .get(&ci.container_instance_arn)
+            .map_or((0, 0), |l| (l.tasks, l.running));
+        ci.running_tasks_count = running as i32;
+        ci.pending_tasks_count = (tasks - running) as i32;
         ci
     }
 }

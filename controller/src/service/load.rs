@@ -145,6 +145,7 @@ impl State {
     }
 
     /// The load of the instance `arn` (empty when no task is on it).
+    #[cfg(test)]
     pub(crate) fn load_of(&self, arn: &str) -> InstanceLoad {
         self.loads.get(arn).cloned().unwrap_or_default()
     }
