@@ -2,6 +2,7 @@
 //! `From<EcsError> for Status` (in `error.rs`). No logic lives here.
 
 pub mod agent;
+pub mod aws_json;
 pub mod ec2;
 pub mod ecs;
 pub mod exec;

@@ -1,6 +1,7 @@
 //! `berth-controller`: serves the ECS API and the agent link from one gRPC port.
 
 use anyhow::Context;
+use berth_controller::api::aws_json::AwsJsonLayer;
 use berth_controller::api::logs::LogsApi;
 use berth_controller::api::{
     agent::{AgentApi, LinkIdentity},
@@ -361,19 +362,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             },
         ),
     );
+    // TLS is terminated by `security::tls`, offering HTTP/2 and HTTP/1.1 (issue 13).
     let server_tls = if tls {
         let id = ca.server_identity(&server_names(args.listen, &args.tls_sans))?;
-        Some(
-            tonic::transport::ServerTlsConfig::new()
-                .identity(tonic::transport::Identity::from_pem(
-                    id.cert_pem,
-                    id.key_pem,
-                ))
-                .client_ca_root(tonic::transport::Certificate::from_pem(ca.cert_pem()))
-                // API callers and enrolling agents come without a client certificate; the link
-                // refuses its other calls without one.
-                .client_auth_optional(true),
-        )
+        Some(Arc::new(berth_controller::security::tls::server_config(
+            &id.cert_pem,
+            &id.key_pem,
+            ca.cert_pem(),
+        )?))
     } else {
         None
     };
@@ -409,11 +405,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         }
     };
     let signed = authenticator.layer();
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(t) = server_tls {
-        builder = builder.tls_config(t).context("TLS configuration")?;
-    }
-    let server = builder
+    let server = tonic::transport::Server::builder()
+        // One port for both: gRPC is HTTP/2, AWS JSON 1.1 (the aws CLI, the SDKs) HTTP/1.1,
+        // told apart per connection; `AwsJsonLayer` answers the latter (issue 13).
+        .accept_http1(true)
+        .layer(AwsJsonLayer::new(authenticator.clone()))
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         // Signed calls on the user-facing services; the agent link authenticates by its
         // client certificate instead.
@@ -449,12 +445,28 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                     required: tls,
                 })
                 .into_server(),
-        )
-        // Small request/response messages: Nagle's algorithm would hold them back for the
-        // peer's delayed ACK (tens of milliseconds on every RunTask and state change).
-        .serve_with_incoming(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
         );
+    let server = async move {
+        match server_tls {
+            Some(config) => {
+                server
+                    .serve_with_incoming(berth_controller::security::tls::incoming(
+                        listener, config,
+                    ))
+                    .await
+            }
+            // Small request/response messages: Nagle's algorithm would hold them back for the
+            // peer's delayed ACK (tens of milliseconds on every RunTask and state change).
+            None => {
+                server
+                    .serve_with_incoming(
+                        tonic::transport::server::TcpIncoming::from(listener)
+                            .with_nodelay(Some(true)),
+                    )
+                    .await
+            }
+        }
+    };
     // Every change is committed before it is acknowledged, so stopping drops the agents'
     // long-lived sessions at once instead of waiting for them to end (they never do).
     tokio::select! {
