@@ -6,12 +6,17 @@
 # private rsyslogd of its own; it needs no system one), docker-registry, skopeo and apache2-utils
 # (issue 11: the image tests and bench-pull run a private registry on loopback, push to it with
 # skopeo and make its htpasswd file; no system registry is needed: on a systemd host the package's
-# own service listens on :5000, which the tests never use, as they take free ports). Idempotent.
+# own service listens on :5000, which the tests never use, as they take free ports), python3,
+# python3-venv and python3-pip (issue 13: the tests install the aws CLI v1 and boto3 from PyPI into
+# a virtual environment under target/aws-venv; Debian's python3 makes none without python3-venv).
+# Idempotent.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "install-deps.sh: run as root" >&2; exit 1; }
 pkgs=(containerd runc systemd protobuf-compiler busybox-static tini iptables nftables iproute2 curl rsyslog ca-certificates gcc libc6-dev pkg-config)
 # The registry tests (issue 11): a real registry on loopback, skopeo to fill it, htpasswd for its auth.
 pkgs+=(docker-registry skopeo apache2-utils)
+# The aws CLI tests (issue 13): a venv for PyPI's awscli (v1) and boto3.
+pkgs+=(python3 python3-venv python3-pip)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

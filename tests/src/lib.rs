@@ -7,6 +7,7 @@
 //! Tests that need only the binaries (operator errors, CLI parsing, bad input that never reaches
 //! containerd) use [`Cluster::controller_only`]: no containerd, no agent, no root, never skipped.
 
+pub mod aws;
 pub mod images;
 pub mod lab;
 pub mod registry;
