@@ -350,6 +350,68 @@ pub fn is_aws_json(req: &http::Request<Body>) -> bool {
         && (req.headers().contains_key("x-amz-target") || req.uri().path() == "/")
 }
 
+/// Whether a request is of AWS's query protocol (IAM, EC2: a form-encoded body naming the
+/// `Action`), which Berth does not serve.
+fn is_query_protocol(req: &http::Request<Body>) -> bool {
+    !req.headers().contains_key("x-amz-target")
+        && req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+}
+
+/// The refusal of a query-protocol call, in the XML its client reads (EC2's shape for EC2's
+/// API version, IAM's otherwise), so `aws iam …` prints the reason instead of failing to parse
+/// JSON.
+async fn query_protocol_refusal(req: http::Request<Body>) -> http::Response<Body> {
+    let id = request_id();
+    let form = http_body_util::Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let field = |name: &str| {
+        form.split(|b| *b == b'&').find_map(|kv| {
+            let kv = std::str::from_utf8(kv).ok()?;
+            let (k, v) = kv.split_once('=')?;
+            (k == name).then(|| {
+                percent_encoding::percent_decode_str(&v.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+        })
+    };
+    let action = field("Action").unwrap_or_default();
+    let ec2 = field("Version").as_deref() == Some("2016-11-15");
+    let (service, berth) = if ec2 { ("EC2", "ec2") } else { ("IAM", "iam") };
+    let message = xml_escape(&format!(
+        "Berth does not serve AWS's query protocol ({service}'s {action}); use `berth {berth} …`, which calls the same API over gRPC"
+    ));
+    let xml = if ec2 {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{UNKNOWN_OPERATION}</Code><Message>{message}</Message></Error></Errors><RequestID>{id}</RequestID></Response>"
+        )
+    } else {
+        format!(
+            "<ErrorResponse><Error><Type>Sender</Type><Code>{UNKNOWN_OPERATION}</Code><Message>{message}</Message></Error><RequestId>{id}</RequestId></ErrorResponse>"
+        )
+    };
+    let mut r = respond(http::StatusCode::BAD_REQUEST, &id, xml.into_bytes());
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/xml"),
+    );
+    r
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
 /// Puts [`AwsJson`] in front of the gRPC services.
 #[derive(Clone)]
 pub struct AwsJsonLayer(Arc<Authenticator>);
@@ -401,6 +463,9 @@ where
             return Box::pin(inner.call(req));
         }
         let auth = self.auth.clone();
+        if is_query_protocol(&req) {
+            return Box::pin(async move { Ok(query_protocol_refusal(req).await) });
+        }
         Box::pin(async move {
             let id = request_id();
             Ok(match serve(&mut inner, &auth, req).await {

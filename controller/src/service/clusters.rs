@@ -188,7 +188,15 @@ impl Controller {
         &self,
         req: DescribeClustersRequest,
     ) -> Result<DescribeClustersResponse, EcsError> {
-        for i in &req.include {
+        // The ECS guide writes `--include STATISTICS,SETTINGS,CONFIGURATIONS`, which the aws CLI
+        // sends as one value: each value may name several, comma-separated.
+        let include: Vec<String> = req
+            .include
+            .iter()
+            .flat_map(|i| i.split(','))
+            .map(|i| i.trim().to_string())
+            .collect();
+        for i in &include {
             if ![
                 "STATISTICS",
                 "SETTINGS",
@@ -213,7 +221,7 @@ impl Controller {
         for n in names {
             let name = cluster_name(Some(&n))?;
             match st.clusters.get(&name) {
-                Some(c) => out.clusters.push(st.cluster_view(c, &req.include)),
+                Some(c) => out.clusters.push(st.cluster_view(c, &include)),
                 None => out.failures.push(Failure {
                     arn: arn::cluster(&name),
                     reason: "MISSING".into(),

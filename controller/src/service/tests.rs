@@ -1023,6 +1023,25 @@ async fn cluster_settings_and_configuration_update_and_show() {
         .await
         .unwrap();
     assert!(d.clusters[0].configuration.is_none());
+    // The guide's `--include STATISTICS,SETTINGS,CONFIGURATIONS` reaches the controller from the
+    // aws CLI as one value.
+    let d = c
+        .describe_clusters(DescribeClustersRequest {
+            clusters: vec!["prod".into()],
+            include: vec!["STATISTICS,SETTINGS,CONFIGURATIONS".into()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(d.clusters[0].configuration.as_ref(), Some(&exec));
+    assert_eq!(d.clusters[0].settings, [insights("enhanced")]);
+    let e = c
+        .describe_clusters(DescribeClustersRequest {
+            clusters: vec!["prod".into()],
+            include: vec!["SETTINGS,STATS".into()],
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("'STATS'"), "{e}");
 
     let refused = [
         (

@@ -157,3 +157,48 @@ fn request_timestamps_come_as_epoch_seconds() {
     );
     assert!(rfc3339(f64::NAN).is_none());
 }
+
+#[tokio::test]
+async fn a_query_protocol_call_is_refused_in_the_xml_its_client_reads() {
+    let form = |body: &'static str| {
+        let mut r = http::Request::new(Body::new(http_body_util::Full::new(Bytes::from(body))));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/x-www-form-urlencoded; charset=utf-8"),
+        );
+        r
+    };
+    let iam = form("Action=ListAccessKeys&Version=2010-05-08");
+    assert!(is_query_protocol(&iam));
+    let r = query_protocol_refusal(iam).await;
+    assert_eq!(r.status(), 400);
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.starts_with(
+            "<ErrorResponse><Error><Type>Sender</Type><Code>UnknownOperationException</Code>"
+        ) && body.contains("IAM's ListAccessKeys"),
+        "{body}"
+    );
+    let ec2 = form("Action=DescribeSecurityGroups&Version=2016-11-15");
+    let body = query_protocol_refusal(ec2)
+        .await
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains("<Response><Errors><Error><Code>UnknownOperationException</Code>")
+            && body.contains("berth ec2"),
+        "{body}"
+    );
+    // AWS JSON is not the query protocol.
+    let mut json = form("{}");
+    json.headers_mut().insert(
+        "x-amz-target",
+        http::HeaderValue::from_static("AmazonEC2ContainerServiceV20141113.ListClusters"),
+    );
+    assert!(!is_query_protocol(&json));
+}
