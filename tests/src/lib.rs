@@ -579,6 +579,18 @@ impl Cluster {
         c
     }
 
+    /// [`Cluster::controller_only`] as the single-host demo runs it: no TLS and no signed calls
+    /// (`--auth off`).
+    pub fn controller_only_plain(test: &str) -> Self {
+        let mut c = Self::new(test, &[]);
+        c.tls = false;
+        c.auth = false;
+        c.endpoint = c.endpoint.replacen("https://", "http://", 1);
+        c.start_controller();
+        c.ok(&["create-cluster", "--cluster-name", &c.name.clone()]);
+        c
+    }
+
     fn new(test: &str, agent_env: &[(&str, &str)]) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}-{}", std::process::id(), n);

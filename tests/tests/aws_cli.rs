@@ -106,19 +106,24 @@ fn the_ecs_guides_commands_and_logs_work_unchanged_through_the_aws_cli() {
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert!(listed.contains(&prod_arn));
 
-    // The guide's `--cluster` (argparse takes it for --clusters); its comma-joined
-    // `--include STATISTICS,SETTINGS,…` is one value to the v1 CLI, so the values go apart.
+    // The guide's line as written: `--cluster` (argparse takes it for --clusters) and the
+    // comma-joined `--include STATISTICS,SETTINGS,CONFIGURATIONS`, which the v1 CLI sends as one
+    // value (the controller splits it); TAGS beside it as a second value.
     let d = a.json(&[
         "ecs",
         "describe-clusters",
         "--cluster",
         "production-cluster",
         "--include",
+        "STATISTICS,SETTINGS,CONFIGURATIONS",
         "TAGS",
-        "SETTINGS",
-        "STATISTICS",
-        "CONFIGURATIONS",
     ]);
+    assert!(
+        d["clusters"][0]["statistics"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty()),
+        "{d}"
+    );
     let cl = &d["clusters"][0];
     assert_eq!(cl["clusterArn"], prod_arn.as_str());
     let mut tags = cl["tags"].as_array().cloned().unwrap_or_default();
@@ -1084,3 +1089,29 @@ for target, body in json.loads(sys.argv[1]):
                 "body": json.loads(resp.content or b"null")})
 print(json.dumps(out))
 "#;
+
+/// Where authentication is off (the single-host demo: loopback, `--auth off`), any signature or
+/// none is taken: `aws --no-sign-request` and dummy credentials work.
+#[test]
+fn with_auth_off_unsigned_and_dummy_signed_calls_are_taken() {
+    if aws::venv().is_none() {
+        return;
+    }
+    let c = Cluster::controller_only_plain("aws-auth-off");
+    let a = Aws::new(&c);
+    let made = a.json(&[
+        "--no-sign-request",
+        "ecs",
+        "create-cluster",
+        "--cluster-name",
+        "unsigned",
+    ]);
+    assert_eq!(made["cluster"]["clusterName"], "unsigned");
+    let dummy = credentials_file(&c, "dummy", "AKIAIOSFODNN7EXAMPLE", "not-a-key-berth-knows");
+    let a = a.with_credentials(&dummy);
+    let listed = strings(&a.json(&["ecs", "list-clusters"])["clusterArns"]);
+    assert!(
+        listed.iter().any(|arn| arn.ends_with(":cluster/unsigned")),
+        "{listed:?}"
+    );
+}
