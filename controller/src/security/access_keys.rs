@@ -115,6 +115,7 @@ impl From<AccessKeyError> for tonic::Status {
 }
 
 /// A key with its secret, as verification needs it. Debug never shows the secret.
+#[derive(Clone)]
 pub struct KeyWithSecret {
     /// The record (its `sealed_secret` still sealed).
     pub record: AccessKeyRecord,
@@ -139,6 +140,17 @@ pub struct AccessKeys {
     /// Held across each check-then-commit (the per-user quota, the last full key), so two
     /// concurrent deletes cannot both pass the last-full-key check.
     changes: std::sync::Mutex<()>,
+    /// The keys found by [`AccessKeys::lookup`], so a signed call does not read the store and
+    /// open the sealed secret each time (issue 13's bench: a store read per call on the blocking
+    /// pool). Only keys that exist are kept; a delete drops its key and bumps the generation,
+    /// so a lookup that read the store before the delete does not put the key back.
+    found: std::sync::Mutex<Found>,
+}
+
+#[derive(Default)]
+struct Found {
+    generation: u64,
+    keys: std::collections::HashMap<String, KeyWithSecret>,
 }
 
 fn random_from(alphabet: &[u8], n: usize) -> String {
@@ -175,6 +187,7 @@ impl AccessKeys {
             store,
             sealer,
             changes: std::sync::Mutex::new(()),
+            found: std::sync::Mutex::new(Found::default()),
         }
     }
 
@@ -229,6 +242,24 @@ impl AccessKeys {
 
     /// The key `id` with its secret; None when there is no such key.
     pub fn lookup(&self, id: &str) -> Result<Option<KeyWithSecret>, AccessKeyError> {
+        let generation = {
+            let found = self.found.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(k) = found.keys.get(id) {
+                return Ok(Some(k.clone()));
+            }
+            found.generation
+        };
+        let read = self.read(id)?;
+        if let Some(k) = &read {
+            let mut found = self.found.lock().unwrap_or_else(|p| p.into_inner());
+            if found.generation == generation {
+                found.keys.insert(id.to_string(), k.clone());
+            }
+        }
+        Ok(read)
+    }
+
+    fn read(&self, id: &str) -> Result<Option<KeyWithSecret>, AccessKeyError> {
         let key = format!("{PREFIX}{id}");
         let rows = store::blocking(|| self.store.scan(&key))?;
         let Some((k, v)) = rows.into_iter().find(|(k, _)| *k == key) else {
@@ -261,6 +292,9 @@ impl AccessKeys {
             self.store
                 .commit(vec![Write::Delete(format!("{PREFIX}{id}"))])
         })?;
+        let mut found = self.found.lock().unwrap_or_else(|p| p.into_inner());
+        found.generation += 1;
+        found.keys.remove(id);
         Ok(())
     }
 
@@ -397,6 +431,25 @@ mod tests {
         assert_eq!(e.exception_name(), "NoSuchEntity");
         keys.delete(&id, Some("admin")).unwrap();
         assert_eq!(keys.list().unwrap(), vec![other.record]);
+    }
+
+    #[test]
+    fn a_deleted_key_is_not_found_though_it_was_looked_up_before() {
+        let (keys, _) = keys();
+        keys.create("admin", Permissions::Full).unwrap();
+        let ro = keys.create("reader", Permissions::ReadOnly).unwrap();
+        let id = ro.record.access_key_id.clone();
+        // Looked up twice: the second from memory, the same key and secret.
+        let first = keys.lookup(&id).unwrap().unwrap();
+        let second = keys.lookup(&id).unwrap().unwrap();
+        assert_eq!(
+            (first.record, first.secret),
+            (second.record, second.secret.clone())
+        );
+        assert_eq!(second.secret, ro.secret);
+        keys.delete(&id, None).unwrap();
+        assert!(keys.lookup(&id).unwrap().is_none());
+        assert!(keys.lookup("AKIANOSUCHKEY0000000").unwrap().is_none());
     }
 
     #[test]
