@@ -1,0 +1,1471 @@
+//! The AWS JSON 1.1 adapter beside gRPC (issue 13), in process: a controller over an in-memory
+//! store on 127.0.0.1:0 requiring signed calls, the adapter layered on the tonic server as the
+//! binary layers it. The same calls go in as `berth` sends them (gRPC, the CLI's own SigV4 over
+//! the frame) and as botocore sends them (HTTP/1.1 `POST /`, SigV4 over the JSON body), and must
+//! come out the same: the gRPC answer turned into ECS's JSON by the adapter's `encode_response`,
+//! a refusal by its exception name and message, and the audit line each call leaves. What only
+//! HTTP has (status, headers, SerializationException, malformed requests) is asserted on its
+//! own. No root, no containerd.
+
+use berth_controller::api::aws_json::{self, AwsJsonLayer};
+use berth_controller::api::ecs::EcsApi;
+use berth_controller::api::logs::LogsApi;
+use berth_controller::api::secrets_manager::SecretsManagerApi;
+use berth_controller::api::ssm::SsmApi;
+use berth_controller::cli::signing::Signing;
+use berth_controller::cli::table::{self, Operation};
+use berth_controller::fleet::{Attached, Fleet};
+use berth_controller::logs::{store::RedbLogStore, LogService};
+use berth_controller::security::access_keys::{AccessKeys, KeyWithSecret, Permissions};
+use berth_controller::security::activations::Activations;
+use berth_controller::security::audit::AuditLog;
+use berth_controller::security::auth::{Authenticator, Mode};
+use berth_controller::security::seal::Sealer;
+use berth_controller::security::secrets::Secrets;
+use berth_controller::service::{Controller, SessionInfo};
+use berth_controller::store::{memory::MemoryStore, Store};
+use berth_proto::sigv4::{self, Credentials};
+use berth_proto::v1::{
+    ecs_server::EcsServer, logs_server::LogsServer, secrets_manager_server::SecretsManagerServer,
+    ssm_server::SsmServer, CreateClusterRequest, RegisterContainerInstanceRequest, Resource,
+    ResourceStats, TaskStats, TaskStatsReport,
+};
+use prost::bytes::{Buf as _, BufMut as _};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::time::timeout;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::Channel;
+use tower::Layer as _;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// AWS's target prefixes, their SigV4 signing names (botocore's models) and Berth's services.
+const AWS_TARGETS: &[(&str, &str, &str)] = &[
+    ("AmazonEC2ContainerServiceV20141113", "ecs", "berth.v1.Ecs"),
+    ("Logs_20140328", "logs", "berth.v1.Logs"),
+    ("AmazonSSM", "ssm", "berth.v1.Ssm"),
+    (
+        "secretsmanager",
+        "secretsmanager",
+        "berth.v1.SecretsManager",
+    ),
+];
+
+/// `{via}` in a request becomes one of these; answers are compared with both made `via_X`.
+const GRPC_TAG: &str = "via_grpc";
+const HTTP_TAG: &str = "via_json";
+
+/// A region botocore might sign for: Berth takes any.
+const HTTP_REGION: &str = "us-east-1";
+
+/// The ECS guide's complete task definition (the web-app of "Method 2: AWS CLI").
+const WEB_APP: &str = r#"{
+  "family": "web-app-{via}",
+  "networkMode": "awsvpc",
+  "requiresCompatibilities": ["FARGATE"],
+  "cpu": "512",
+  "memory": "1024",
+  "taskRoleArn": "arn:aws:iam::123456789012:role/ecsTaskRole",
+  "executionRoleArn": "arn:aws:iam::123456789012:role/ecsTaskExecutionRole",
+  "containerDefinitions": [
+    {
+      "name": "nginx",
+      "image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/my-app:latest",
+      "cpu": 256,
+      "memory": 512,
+      "essential": true,
+      "portMappings": [{"containerPort": 80, "protocol": "tcp"}],
+      "environment": [
+        {"name": "ENVIRONMENT", "value": "production"},
+        {"name": "LOG_LEVEL", "value": "info"}
+      ],
+      "secrets": [
+        {
+          "name": "DB_PASSWORD",
+          "valueFrom": "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-password"
+        }
+      ],
+      "logConfiguration": {
+        "logDriver": "awslogs",
+        "options": {
+          "awslogs-group": "/ecs/web-app",
+          "awslogs-region": "us-east-1",
+          "awslogs-stream-prefix": "nginx"
+        }
+      },
+      "healthCheck": {
+        "command": ["CMD-SHELL", "curl -f http://localhost/ || exit 1"],
+        "interval": 30,
+        "timeout": 5,
+        "retries": 3,
+        "startPeriod": 60
+      }
+    }
+  ]
+}"#;
+
+/// Encoded messages as they are: the table's rows encode and decode them (as `cli::run`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Raw;
+
+impl Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let n = buf.remaining();
+        Ok(Some(buf.copy_to_bytes(n).to_vec()))
+    }
+}
+
+/// Which adapter a call goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Grpc,
+    Http,
+}
+
+/// An answer as the aws CLI sees it: ECS's JSON, or an exception and its message.
+#[derive(Debug, Clone, PartialEq)]
+enum Answer {
+    Ok(Value),
+    Err { kind: String, message: String },
+}
+
+impl Answer {
+    fn ok(self) -> Value {
+        match self {
+            Answer::Ok(v) => v,
+            Answer::Err { kind, message } => panic!("expected an answer, got {kind}: {message}"),
+        }
+    }
+
+    fn err(self) -> (String, String) {
+        match self {
+            Answer::Err { kind, message } => (kind, message),
+            Answer::Ok(v) => panic!("expected an error, got {v}"),
+        }
+    }
+
+    /// The same with both adapters' tags made one.
+    fn untagged(&self) -> Answer {
+        let untag = |s: &str| s.replace(GRPC_TAG, "via_X").replace(HTTP_TAG, "via_X");
+        match self {
+            Answer::Ok(v) => {
+                Answer::Ok(serde_json::from_str(&untag(&v.to_string())).expect("JSON"))
+            }
+            Answer::Err { kind, message } => Answer::Err {
+                kind: kind.clone(),
+                message: untag(message),
+            },
+        }
+    }
+
+    /// The same with what differs between two resources made alike (times, task ids); a time
+    /// must be a number, as AWS JSON 1.1 writes it.
+    fn masked(&self) -> Answer {
+        fn mask(key: Option<&str>, v: &mut Value, ids: &[regex::Regex; 2]) {
+            match v {
+                Value::Object(m) => m.iter_mut().for_each(|(k, v)| mask(Some(k), v, ids)),
+                Value::Array(a) => a.iter_mut().for_each(|v| mask(key, v, ids)),
+                Value::String(s) => {
+                    *s = ids[0].replace_all(s, "<id>").into_owned();
+                    *s = ids[1].replace_all(s, "${1}-<random>").into_owned();
+                }
+                _ => {}
+            }
+            let time = |k: &str| {
+                ["At", "Time", "Date", "Change", "Updated"]
+                    .iter()
+                    .any(|end| k.ends_with(end))
+            };
+            if key.is_some_and(time) {
+                assert!(v.is_number(), "{key:?} is a time: a number, not {v}");
+                *v = json!("<time>");
+            }
+        }
+        // Task and container ids; the random suffix of a secret's ARN.
+        let ids = [
+            regex::Regex::new("[0-9a-f]{32}").expect("a regex"),
+            regex::Regex::new("(:secret:.*)-[A-Za-z0-9]{6}$").expect("a regex"),
+        ];
+        match self.untagged() {
+            Answer::Ok(mut v) => {
+                mask(None, &mut v, &ids);
+                Answer::Ok(v)
+            }
+            e => e,
+        }
+    }
+}
+
+/// `{via}` in the strings of `request` made `tag`.
+fn tagged(request: &Value, tag: &str) -> Value {
+    serde_json::from_str(&request.to_string().replace("{via}", tag)).expect("JSON")
+}
+
+/// The `X-Amz-Target` of a row and the name it is signed for, from AWS's own prefixes.
+fn target_of(op: &Operation) -> (String, &'static str) {
+    let (prefix, signing, _) = AWS_TARGETS
+        .iter()
+        .find(|(_, _, grpc)| *grpc == op.service.grpc)
+        .unwrap_or_else(|| panic!("{} is not an AWS JSON 1.1 service", op.service.grpc));
+    (format!("{prefix}.{}", op.api), signing)
+}
+
+fn row(api: &str) -> &'static Operation {
+    table::by_api(api).unwrap_or_else(|| panic!("no operation {api}"))
+}
+
+/// An HTTP/1.1 response.
+#[derive(Debug)]
+struct HttpResponse {
+    status: u16,
+    /// Lower-cased names.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl HttpResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn parse(raw: &[u8]) -> HttpResponse {
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(raw)));
+        let head = String::from_utf8(raw[..split].to_vec()).expect("an ASCII head");
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("status line {status_line:?}"));
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let rest = &raw[split + 4..];
+        let mut r = HttpResponse {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        r.body = if r.header("transfer-encoding") == Some("chunked") {
+            let mut body = Vec::new();
+            let mut at = rest;
+            loop {
+                let eol = at
+                    .windows(2)
+                    .position(|w| w == b"\r\n")
+                    .expect("a chunk size line");
+                let size = usize::from_str_radix(
+                    String::from_utf8_lossy(&at[..eol])
+                        .split(';')
+                        .next()
+                        .unwrap_or("")
+                        .trim(),
+                    16,
+                )
+                .expect("a hex chunk size");
+                if size == 0 {
+                    break body;
+                }
+                body.extend_from_slice(&at[eol + 2..eol + 2 + size]);
+                at = &at[eol + 2 + size + 2..];
+            }
+        } else {
+            let len = r
+                .header("content-length")
+                .map(|l| l.parse::<usize>().expect("a length"))
+                .unwrap_or(rest.len());
+            rest[..len].to_vec()
+        };
+        r
+    }
+
+    /// The answer as AWS JSON 1.1 gives it, its head checked: the content type and a request
+    /// id always; an error is 400 (500 for ServerException) with `x-amzn-ErrorType` naming it.
+    fn answer(&self) -> Answer {
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/x-amz-json-1.1"),
+            "{self:?}"
+        );
+        let id = self
+            .header("x-amzn-requestid")
+            .unwrap_or_else(|| panic!("no x-amzn-RequestId: {self:?}"));
+        uuid::Uuid::parse_str(id).unwrap_or_else(|e| panic!("request id {id:?}: {e}"));
+        let v: Value = serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)));
+        if self.status == 200 {
+            assert_eq!(self.header("x-amzn-errortype"), None, "{v}");
+            return Answer::Ok(v);
+        }
+        let kind = v["__type"]
+            .as_str()
+            .unwrap_or_else(|| panic!("HTTP {} without __type: {v}", self.status))
+            .to_string();
+        let expected = if kind == "ServerException" { 500 } else { 400 };
+        assert_eq!(self.status, expected, "{kind}: {v}");
+        assert_eq!(self.header("x-amzn-errortype"), Some(kind.as_str()), "{v}");
+        Answer::Err {
+            kind,
+            message: v["message"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no message: {v}"))
+                .to_string(),
+        }
+    }
+}
+
+/// One HTTP/1.1 request on `s` and its response: read to its length, the connection left open
+/// (or to the end, when the server closes it).
+async fn exchange_on(
+    s: &mut tokio::net::TcpStream,
+    method: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> HttpResponse {
+    let mut head = format!("{method} / HTTP/1.1\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    // Whether `raw` holds a whole response of a known length.
+    let whole = |raw: &[u8]| {
+        let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))?
+            .trim()
+            .parse()
+            .ok()?;
+        (raw.len() >= end + 4 + len).then_some(())
+    };
+    let mut raw = Vec::new();
+    timeout(WAIT, async {
+        s.write_all(head.as_bytes()).await?;
+        s.write_all(body).await?;
+        let mut chunk = [0u8; 16 * 1024];
+        while whole(&raw).is_none() {
+            let n = s.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&chunk[..n]);
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await
+    .expect("an HTTP answer in time")
+    .expect("an HTTP answer");
+    HttpResponse::parse(&raw)
+}
+
+/// An in-process controller with both adapters on one port.
+struct Rig {
+    addr: SocketAddr,
+    host: String,
+    full: Credentials,
+    reader: Credentials,
+    controller: Arc<Controller>,
+    grpc: tonic::client::Grpc<Channel>,
+    audit: PathBuf,
+    dir: PathBuf,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.server.abort();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn credentials(k: KeyWithSecret) -> Credentials {
+    Credentials {
+        access_key_id: k.record.access_key_id,
+        secret_access_key: k.secret,
+    }
+}
+
+/// Serves a controller as `berth-controller` does (auth required, AWS JSON 1.1 on the gRPC
+/// port), over a fresh in-memory store.
+async fn rig() -> Rig {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let sealer = Sealer::new(&[7; 32]);
+    let keys = Arc::new(AccessKeys::new(store.clone(), sealer.clone()));
+    let secrets = Arc::new(Secrets::new(store.clone(), sealer));
+    let activations = Arc::new(Activations::new(store.clone()));
+    let full = credentials(keys.create("admin", Permissions::Full).expect("a full key"));
+    let reader = credentials(
+        keys.create("reader", Permissions::ReadOnly)
+            .expect("a read-only key"),
+    );
+    let dir = std::env::temp_dir().join(format!("berth-aws-json-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("a scratch dir");
+    let audit = dir.join("audit.log");
+    let auth = Arc::new(Authenticator::new(
+        keys,
+        Mode::Required,
+        Some(Arc::new(AuditLog::open(&audit).expect("the audit log"))),
+    ));
+    let controller =
+        Arc::new(Controller::load(store, Arc::new(Fleet::default())).expect("a controller"));
+    let logs = Arc::new(LogService::new(
+        Arc::new(RedbLogStore::in_memory().expect("a log store")),
+        berth_controller::logs::system_clock(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let addr = listener.local_addr().expect("its address");
+    let signed = auth.layer();
+    let router = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .layer(AwsJsonLayer::new(auth.clone()))
+        .add_service(signed.layer(EcsServer::new(EcsApi(controller.clone()))))
+        .add_service(signed.layer(LogsServer::new(LogsApi(logs))))
+        .add_service(signed.layer(SsmServer::new(SsmApi {
+            secrets: secrets.clone(),
+            activations,
+            ca_fingerprint: "sha256:00".into(),
+        })))
+        .add_service(signed.layer(SecretsManagerServer::new(SecretsManagerApi { secrets })));
+    let server = tokio::spawn(async move {
+        let _ = router
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            )
+            .await;
+    });
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a URL")
+        .connect_timeout(WAIT)
+        .timeout(WAIT)
+        .connect()
+        .await
+        .expect("connected over gRPC");
+    Rig {
+        addr,
+        host: addr.to_string(),
+        full,
+        reader,
+        controller,
+        grpc: tonic::client::Grpc::new(channel),
+        audit,
+        dir,
+        server,
+    }
+}
+
+impl Rig {
+    /// `api` over gRPC as `berth` calls it: the request encoded by its row, signed by the CLI's
+    /// signer; the answer as the adapter turns a gRPC answer into ECS's JSON.
+    async fn grpc(&self, api: &str, request: &Value, creds: Option<&Credentials>) -> Answer {
+        let op = row(api);
+        let bytes = (op.decode)(request.clone()).unwrap_or_else(|e| panic!("{api} {request}: {e}"));
+        let signing = Signing {
+            credentials: creds.cloned(),
+            region: berth_proto::arn::REGION.to_string(),
+        };
+        let mut req = tonic::Request::new(bytes.clone());
+        if let Some((authorization, date)) =
+            signing.sign(&self.host, &op.path(), &bytes, SystemTime::now())
+        {
+            let md = req.metadata_mut();
+            md.insert(sigv4::AUTHORIZATION, authorization.parse().expect("ASCII"));
+            md.insert(sigv4::X_AMZ_DATE, date.parse().expect("ASCII"));
+        }
+        let mut grpc = self.grpc.clone();
+        timeout(WAIT, grpc.ready())
+            .await
+            .expect("the channel ready in time")
+            .expect("the channel ready");
+        let path = PathAndQuery::try_from(op.path()).expect("a gRPC path");
+        match timeout(WAIT, grpc.unary(req, path, Raw))
+            .await
+            .expect("a gRPC answer in time")
+        {
+            Ok(r) => Answer::Ok(
+                aws_json::encode_response(op, &r.into_inner()).expect("the answer encodes"),
+            ),
+            Err(s) => Answer::Err {
+                kind: s
+                    .metadata()
+                    .get(berth_proto::exceptions::METADATA_KEY)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("(no exception, gRPC {:?})", s.code())),
+                message: s.message().to_string(),
+            },
+        }
+    }
+
+    /// One HTTP/1.1 exchange on a fresh connection, closed after it.
+    async fn exchange(
+        &self,
+        method: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> HttpResponse {
+        let mut s = self.connect().await;
+        let mut headers = headers.to_vec();
+        headers.push(("Connection".into(), "close".into()));
+        exchange_on(&mut s, method, &headers, body).await
+    }
+
+    async fn connect(&self) -> tokio::net::TcpStream {
+        timeout(WAIT, tokio::net::TcpStream::connect(self.addr))
+            .await
+            .expect("connected in time")
+            .expect("connected")
+    }
+
+    /// The head of `POST /` as botocore sends it: host, x-amz-date, x-amz-target and
+    /// content-type signed (SigV4 over the body) with `signing`'s key for its service;
+    /// user-agent (and content-length, added on the way) not.
+    fn botocore_headers(
+        &self,
+        target: &str,
+        body: &[u8],
+        signing: Option<(&Credentials, &str)>,
+    ) -> Vec<(String, String)> {
+        let date = sigv4::amz_date(SystemTime::now());
+        let mut headers: Vec<(String, String)> = vec![
+            ("Host".into(), self.host.clone()),
+            ("X-Amz-Target".into(), target.into()),
+            ("Content-Type".into(), "application/x-amz-json-1.1".into()),
+            ("X-Amz-Date".into(), date.clone()),
+        ];
+        if let Some((creds, service)) = signing {
+            let input = sigv4::CanonicalInput {
+                method: "POST",
+                path: "/",
+                query: "",
+                headers: headers.clone(),
+                payload_sha256: sigv4::hex_sha256(body),
+            };
+            let authorization = sigv4::authorization(creds, &input, &date, HTTP_REGION, service);
+            headers.push(("Authorization".into(), authorization));
+        }
+        headers.push(("User-Agent".into(), "aws-cli/1.36.0 berth-test".into()));
+        headers
+    }
+
+    /// `POST /` as botocore sends it, on a fresh connection.
+    async fn post(
+        &self,
+        target: &str,
+        body: &[u8],
+        signing: Option<(&Credentials, &str)>,
+    ) -> HttpResponse {
+        let headers = self.botocore_headers(target, body, signing);
+        self.exchange("POST", &headers, body).await
+    }
+
+    /// `api` over AWS JSON 1.1, as the aws CLI calls it.
+    async fn http(&self, api: &str, request: &Value, creds: Option<&Credentials>) -> Answer {
+        let (target, service) = target_of(row(api));
+        self.post(
+            &target,
+            request.to_string().as_bytes(),
+            creds.map(|c| (c, service)),
+        )
+        .await
+        .answer()
+    }
+
+    async fn call_as(
+        &self,
+        via: Via,
+        creds: Option<&Credentials>,
+        api: &str,
+        request: &Value,
+    ) -> Answer {
+        match via {
+            Via::Grpc => self.grpc(api, request, creds).await,
+            Via::Http => self.http(api, request, creds).await,
+        }
+    }
+
+    /// `api` through one adapter, signed with the full key.
+    async fn call(&self, via: Via, api: &str, request: Value) -> Answer {
+        self.call_as(via, Some(&self.full), api, &request).await
+    }
+
+    fn audit_lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.audit)
+            .expect("the audit log")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("an audit line is JSON"))
+            .collect()
+    }
+
+    /// The audit lines a call left, without their time; the caller's address is loopback.
+    async fn audited(
+        &self,
+        via: Via,
+        creds: Option<&Credentials>,
+        api: &str,
+        req: &Value,
+    ) -> (Answer, Vec<Value>) {
+        let before = self.audit_lines().len();
+        let answer = self.call_as(via, creds, api, req).await;
+        let lines = self.audit_lines()[before..]
+            .iter()
+            .cloned()
+            .map(|mut l| {
+                let o = l.as_object_mut().expect("an audit object");
+                o.remove("time");
+                let from = o.remove("sourceAddress");
+                assert!(
+                    from.as_ref()
+                        .and_then(Value::as_str)
+                        .is_some_and(|a| a.starts_with("127.0.0.1:")),
+                    "{api} via {via:?}: source address {from:?}"
+                );
+                l
+            })
+            .collect();
+        (answer, lines)
+    }
+
+    /// `api` through both adapters as `creds` (`{via}` in `request` naming each one's own
+    /// resources): the answers must be the same but for the tags, times and task ids, and so
+    /// must the audit lines. Returns the HTTP answer.
+    async fn both_as(&self, creds: Option<&Credentials>, api: &str, request: &Value) -> Answer {
+        let (g, g_audit) = self
+            .audited(Via::Grpc, creds, api, &tagged(request, GRPC_TAG))
+            .await;
+        let (h, h_audit) = self
+            .audited(Via::Http, creds, api, &tagged(request, HTTP_TAG))
+            .await;
+        assert_eq!(
+            h.masked(),
+            g.masked(),
+            "{api} {request}: HTTP (left) vs gRPC (right)"
+        );
+        assert_eq!(
+            h_audit, g_audit,
+            "{api} {request}: audit lines, HTTP vs gRPC"
+        );
+        h
+    }
+
+    async fn both(&self, api: &str, request: Value) -> Answer {
+        self.both_as(Some(&self.full), api, &request).await
+    }
+
+    /// The very same request through both adapters, on the same resources: the answers must be
+    /// identical. Returns the HTTP answer.
+    async fn same(&self, api: &str, request: Value) -> Answer {
+        let (g, g_audit) = self
+            .audited(Via::Grpc, Some(&self.full), api, &request)
+            .await;
+        let (h, h_audit) = self
+            .audited(Via::Http, Some(&self.full), api, &request)
+            .await;
+        assert_eq!(h, g, "{api} {request}: HTTP (left) vs gRPC (right)");
+        assert_eq!(
+            h_audit, g_audit,
+            "{api} {request}: audit lines, HTTP vs gRPC"
+        );
+        h
+    }
+
+    /// A container instance in `default` whose agent is in step: a placement candidate; its id.
+    async fn instance(&self) -> (Attached, String) {
+        self.controller
+            .create_cluster(CreateClusterRequest::default())
+            .await
+            .expect("the default cluster");
+        let resource = |name: &str| Resource {
+            name: name.into(),
+            r#type: "INTEGER".into(),
+            integer_value: 1 << 16,
+            ..Default::default()
+        };
+        let ci = self
+            .controller
+            .register_container_instance(RegisterContainerInstanceRequest {
+                cluster: "default".into(),
+                total_resources: vec![resource("CPU"), resource("MEMORY")],
+                ..Default::default()
+            })
+            .await
+            .expect("an instance");
+        let id = berth_proto::arn::short_id("container-instance", &ci.container_instance_arn)
+            .expect("an instance id")
+            .to_string();
+        let session = self.controller.fleet().attach(&id);
+        self.controller.fleet().desired_acked(&session, 1);
+        (session, id)
+    }
+}
+
+/// Clusters, task definitions, tasks and log groups answer alike through both adapters, errors
+/// by the same exception and message, and the audit log cannot tell them apart.
+#[tokio::test]
+async fn the_same_calls_answer_alike_through_both_adapters() {
+    let r = rig().await;
+    let created = r
+        .both(
+            "CreateCluster",
+            json!({
+                "clusterName": "c-{via}",
+                "tags": [{"key": "team", "value": "web"}, {"key": "env", "value": "prod"}],
+                "settings": [{"name": "containerInsights", "value": "enabled"}]
+            }),
+        )
+        .await
+        .ok();
+    let c = &created["cluster"];
+    assert_eq!(c["clusterName"], "c-via_json");
+    assert_eq!(c["tags"][1], json!({"key": "env", "value": "prod"}), "{c}");
+    assert_eq!(c["settings"][0]["value"], "enabled", "{c}");
+
+    let described = r
+        .both(
+            "DescribeClusters",
+            json!({"clusters": ["c-{via}", "gone-{via}"], "include": ["TAGS", "SETTINGS", "STATISTICS"]}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        described["clusters"][0]["tags"][0]["key"], "team",
+        "{described}"
+    );
+    assert_eq!(described["failures"][0]["reason"], "MISSING", "{described}");
+
+    let web_app: Value = serde_json::from_str(WEB_APP).expect("the guide's JSON");
+    let td = r.both("RegisterTaskDefinition", web_app).await.ok();
+    let td = &td["taskDefinition"];
+    assert_eq!(
+        (td["family"].clone(), td["revision"].clone()),
+        (json!("web-app-via_json"), json!(1))
+    );
+    assert!(td["registeredAt"].is_number(), "{td}");
+    assert_eq!(
+        td["containerDefinitions"][0]["healthCheck"]["startPeriod"], 60,
+        "{td}"
+    );
+    r.both(
+        "DescribeTaskDefinition",
+        json!({"taskDefinition": "web-app-{via}:1", "include": ["TAGS"]}),
+    )
+    .await
+    .ok();
+
+    let missing = r
+        .both(
+            "DescribeTasks",
+            json!({"cluster": "c-{via}", "tasks": ["0123456789abcdef0123456789abcdef"]}),
+        )
+        .await
+        .ok();
+    assert_eq!(missing["failures"][0]["reason"], "MISSING", "{missing}");
+    assert_eq!(missing["tasks"], json!([]), "{missing}");
+
+    for (api, request) in [
+        ("ListTasks", json!({"cluster": "nowhere-{via}"})),
+        (
+            "DescribeServices",
+            json!({"cluster": "nowhere-{via}", "services": ["web"]}),
+        ),
+    ] {
+        let (kind, message) = r.both(api, request).await.err();
+        assert_eq!(kind, "ClusterNotFoundException", "{api}: {message}");
+    }
+
+    // The second service behind the adapter: 64-bit integers as numbers.
+    r.both(
+        "CreateLogGroup",
+        json!({"logGroupName": "/ecs/web-app-{via}"}),
+    )
+    .await
+    .ok();
+    let groups = r
+        .both(
+            "DescribeLogGroups",
+            json!({"logGroupNamePrefix": "/ecs/web-app-{via}"}),
+        )
+        .await
+        .ok();
+    assert!(groups["logGroups"][0]["creationTime"].is_i64(), "{groups}");
+    r.call(
+        Via::Grpc,
+        "CreateLogStream",
+        json!({"logGroupName": "/ecs/web-app-via_json", "logStreamName": "nginx/1"}),
+    )
+    .await
+    .ok();
+    let now_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64;
+    let events: Vec<Value> = (0..5)
+        .map(|i| json!({"timestamp": now_ms - 5_000 + i * 1_000, "message": format!("GET /{i} 200")}))
+        .collect();
+    r.call(
+        Via::Http,
+        "PutLogEvents",
+        json!({"logGroupName": "/ecs/web-app-via_json", "logStreamName": "nginx/1", "logEvents": events}),
+    )
+    .await
+    .ok();
+    let got = r
+        .same(
+            "GetLogEvents",
+            json!({"logGroupName": "/ecs/web-app-via_json", "logStreamName": "nginx/1",
+                   "startTime": now_ms - 3_500, "startFromHead": true, "limit": 2}),
+        )
+        .await
+        .ok();
+    assert_eq!(got["events"][0]["message"], "GET /2 200", "{got}");
+    assert_eq!(
+        got["events"][0]["timestamp"],
+        json!(now_ms - 3_000),
+        "{got}"
+    );
+    assert!(got["events"][0]["ingestionTime"].is_i64(), "{got}");
+    let token = got["nextForwardToken"].clone();
+    r.same(
+        "GetLogEvents",
+        json!({"logGroupName": "/ecs/web-app-via_json", "logStreamName": "nginx/1", "nextToken": token}),
+    )
+    .await
+    .ok();
+    let filtered = r
+        .same(
+            "FilterLogEvents",
+            json!({"logGroupName": "/ecs/web-app-via_json", "filterPattern": "\"/3\"", "endTime": now_ms}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        filtered["events"].as_array().map(Vec::len),
+        Some(1),
+        "{filtered}"
+    );
+
+    // A message that is not ASCII (gRPC percent-encodes it) reads the same.
+    let (kind, message) = r
+        .both("CreateCluster", json!({"clusterName": "caf\u{e9} {via}"}))
+        .await
+        .err();
+    assert_eq!(kind, "InvalidParameterException", "{message}");
+    assert!(message.contains('\u{e9}'), "{message}");
+
+    // Refusals of the caller, the same whichever way it came: read-only, unsigned, a wrong
+    // secret, an unknown key.
+    let (kind, _) = r
+        .both_as(
+            Some(&r.reader),
+            "CreateCluster",
+            &json!({"clusterName": "ro-{via}"}),
+        )
+        .await
+        .err();
+    assert_eq!(kind, "AccessDeniedException");
+    let (kind, _) = r
+        .both_as(None, "CreateCluster", &json!({"clusterName": "anon-{via}"}))
+        .await
+        .err();
+    assert_eq!(kind, "MissingAuthenticationTokenException");
+    let wrong = Credentials {
+        access_key_id: r.full.access_key_id.clone(),
+        secret_access_key: "not-the-secret".into(),
+    };
+    let (kind, _) = r
+        .both_as(Some(&wrong), "ListClusters", &json!({}))
+        .await
+        .err();
+    assert_eq!(kind, "InvalidSignatureException");
+    let unknown = Credentials {
+        access_key_id: "AKIAUNKNOWNUNKNOWN00".into(),
+        secret_access_key: "x".into(),
+    };
+    let (kind, _) = r
+        .both_as(
+            Some(&unknown),
+            "DeleteCluster",
+            &json!({"cluster": "c-{via}"}),
+        )
+        .await
+        .err();
+    assert_eq!(kind, "UnrecognizedClientException");
+    // None of them changed anything.
+    let clusters = r.same("ListClusters", json!({})).await.ok();
+    assert_eq!(
+        clusters["clusterArns"].as_array().map(Vec::len),
+        Some(2),
+        "{clusters}"
+    );
+}
+
+/// ListTaskDefinitions' pages and filters: the same through both adapters, and a nextToken from
+/// one is taken by the other.
+#[tokio::test]
+async fn pages_and_filters_agree_and_tokens_cross_adapters() {
+    let r = rig().await;
+    let td = |family: &str| json!({"family": family, "containerDefinitions": [{"name": "a", "image": "busybox", "memory": 64}]});
+    for i in 0..7 {
+        let via = if i % 2 == 0 { Via::Http } else { Via::Grpc };
+        r.call(via, "RegisterTaskDefinition", td("pages"))
+            .await
+            .ok();
+    }
+    r.call(Via::Grpc, "RegisterTaskDefinition", td("pages-more"))
+        .await
+        .ok();
+    r.call(Via::Http, "RegisterTaskDefinition", td("other"))
+        .await
+        .ok();
+    r.call(
+        Via::Grpc,
+        "DeregisterTaskDefinition",
+        json!({"taskDefinition": "pages:2"}),
+    )
+    .await
+    .ok();
+    r.call(
+        Via::Http,
+        "DeregisterTaskDefinition",
+        json!({"taskDefinition": "pages:5"}),
+    )
+    .await
+    .ok();
+
+    // Every page, the adapter of each chosen by `pick`.
+    let walk = |pick: fn(usize) -> Via, request: Value| {
+        let r = &r;
+        async move {
+            let mut pages = Vec::new();
+            let mut token: Option<Value> = None;
+            loop {
+                let mut req = request.clone();
+                if let Some(t) = &token {
+                    req["nextToken"] = t.clone();
+                }
+                let page = r
+                    .call(pick(pages.len()), "ListTaskDefinitions", req)
+                    .await
+                    .ok();
+                token = page.get("nextToken").cloned();
+                pages.push(page);
+                if token.is_none() || pages.len() > 10 {
+                    return pages;
+                }
+            }
+        }
+    };
+    let arns = |pages: &[Value]| -> Vec<String> {
+        pages
+            .iter()
+            .flat_map(|p| {
+                p["taskDefinitionArns"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|a| {
+                a.as_str()
+                    .unwrap_or_default()
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    };
+    for request in [
+        json!({"familyPrefix": "pages", "maxResults": 2}),
+        json!({"status": "ALL", "sort": "DESC", "maxResults": 2}),
+        json!({"familyPrefix": "pages", "status": "INACTIVE", "maxResults": 1}),
+    ] {
+        let grpc = walk(|_| Via::Grpc, request.clone()).await;
+        let http = walk(|_| Via::Http, request.clone()).await;
+        assert_eq!(http, grpc, "{request}: pages, HTTP vs gRPC");
+        let mixed = walk(
+            |i| if i % 2 == 0 { Via::Grpc } else { Via::Http },
+            request.clone(),
+        )
+        .await;
+        assert_eq!(
+            arns(&mixed),
+            arns(&grpc),
+            "{request}: gRPC's tokens through HTTP"
+        );
+        let mixed = walk(
+            |i| if i % 2 == 0 { Via::Http } else { Via::Grpc },
+            request.clone(),
+        )
+        .await;
+        assert_eq!(
+            arns(&mixed),
+            arns(&grpc),
+            "{request}: HTTP's tokens through gRPC"
+        );
+    }
+    let active = walk(
+        |_| Via::Http,
+        json!({"familyPrefix": "pages", "maxResults": 2}),
+    )
+    .await;
+    assert_eq!(
+        arns(&active),
+        ["pages:1", "pages:3", "pages:4", "pages:6", "pages:7"],
+        "{active:?}"
+    );
+    assert_eq!(active.len(), 3);
+    let all = walk(
+        |_| Via::Grpc,
+        json!({"status": "ALL", "sort": "DESC", "maxResults": 2}),
+    )
+    .await;
+    assert_eq!(arns(&all).len(), 9, "{all:?}");
+    // By family, then revision: `pages-more` sorts after `pages`.
+    assert_eq!(arns(&all)[..2], ["pages-more:1", "pages:7"], "{all:?}");
+
+    // Whole lists and refusals, the very same request through both.
+    for request in [
+        json!({}),
+        json!({"familyPrefix": "pages"}),
+        json!({"familyPrefix": "pag"}),
+        json!({"familyPrefix": "pages", "status": "INACTIVE"}),
+        json!({"status": "ALL", "sort": "DESC"}),
+        json!({"familyPrefix": "pages", "maxResults": 3}),
+    ] {
+        r.same("ListTaskDefinitions", request).await.ok();
+    }
+    for request in [
+        json!({"status": "RETIRED"}),
+        json!({"nextToken": "not-a-token"}),
+        json!({"maxResults": 0}),
+    ] {
+        r.same("ListTaskDefinitions", request).await.err();
+    }
+    let families = r
+        .same(
+            "ListTaskDefinitionFamilies",
+            json!({"familyPrefix": "pages", "status": "ALL"}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        families["families"],
+        json!(["pages", "pages-more"]),
+        "{families}"
+    );
+}
+
+/// RunTask's clientToken is one through both adapters: a retry through either answers the first
+/// call's tasks, another request with it is the same ConflictException; tasks, their lists and
+/// their filters read the same.
+#[tokio::test]
+async fn run_task_tokens_and_task_lists_are_one_through_both_adapters() {
+    let r = rig().await;
+    let (_session, instance_id) = r.instance().await;
+    r.call(
+        Via::Grpc,
+        "RegisterTaskDefinition",
+        json!({"family": "web", "containerDefinitions": [{"name": "a", "image": "busybox", "memory": 64}]}),
+    )
+    .await
+    .ok();
+    let run = json!({
+        "taskDefinition": "web",
+        "count": 2,
+        "startedBy": "deploy-42",
+        "clientToken": "tok-1",
+        "overrides": {"containerOverrides": [{"name": "a", "environment": [{"name": "X", "value": "1"}]}]},
+        "tags": [{"key": "team", "value": "web"}]
+    });
+    let first = r.call(Via::Http, "RunTask", run.clone()).await.ok();
+    assert_eq!(first["tasks"].as_array().map(Vec::len), Some(2), "{first}");
+    assert_eq!(first["failures"], json!([]), "{first}");
+    assert!(first["tasks"][0]["createdAt"].is_number(), "{first}");
+    assert_eq!(
+        r.call(Via::Http, "RunTask", run.clone()).await.ok(),
+        first,
+        "a retry over HTTP"
+    );
+    assert_eq!(
+        r.call(Via::Grpc, "RunTask", run.clone()).await.ok(),
+        first,
+        "a retry over gRPC"
+    );
+    // JSON's null is "not given": the same request, so the same tasks.
+    let mut with_null = run.clone();
+    with_null["group"] = Value::Null;
+    with_null["overrides"]["cpu"] = Value::Null;
+    with_null["placementConstraints"] = Value::Null;
+    assert_eq!(
+        r.call(Via::Http, "RunTask", with_null).await.ok(),
+        first,
+        "a retry with nulls"
+    );
+    let mut other = run.clone();
+    other["count"] = json!(1);
+    let (kind, _) = r.same("RunTask", other).await.err();
+    assert_eq!(kind, "ConflictException");
+    // A token of each adapter's own: alike but for the tasks' ids and times.
+    let mut own = run.clone();
+    own["clientToken"] = json!("tok-{via}");
+    r.both("RunTask", own).await.ok();
+
+    let arns: Vec<Value> = first["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| t["taskArn"].clone())
+        .collect();
+    let tasks = r
+        .same("DescribeTasks", json!({"tasks": arns, "include": ["TAGS"]}))
+        .await
+        .ok();
+    assert_eq!(tasks["tasks"][0]["tags"][0]["key"], "team", "{tasks}");
+    for request in [
+        json!({}),
+        json!({"startedBy": "deploy-42"}),
+        json!({"family": "web", "maxResults": 2}),
+        json!({"desiredStatus": "STOPPED"}),
+        json!({"containerInstance": "nope"}),
+    ] {
+        r.same("ListTasks", request).await;
+    }
+    // 64-bit counters (a Berth extension's) as JSON numbers, beyond 2^53 too.
+    let big = u64::MAX - 1;
+    r.controller
+        .apply_task_stats(
+            &SessionInfo {
+                instance_id,
+                epoch: "e1".into(),
+                own_tasks_only: false,
+            },
+            TaskStatsReport {
+                tasks: vec![TaskStats {
+                    task_arn: arns[1].as_str().expect("an ARN").into(),
+                    usage: Some(ResourceStats {
+                        cpu_total_usage_ns: big,
+                        memory_usage_bytes: 1 << 20,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+            },
+        )
+        .await;
+    let stats = r
+        .same("DescribeTaskStats", json!({"tasks": [arns[1]]}))
+        .await
+        .ok();
+    let usage = &stats["taskStats"][0]["usage"];
+    assert_eq!(usage["cpuTotalUsageNs"].as_u64(), Some(big), "{stats}");
+    assert_eq!(usage["memoryUsageBytes"], json!(1 << 20), "{stats}");
+    let stopped = r
+        .call(
+            Via::Http,
+            "StopTask",
+            json!({"task": arns[0], "reason": "done"}),
+        )
+        .await
+        .ok();
+    assert_eq!(stopped["task"]["desiredStatus"], "STOPPED", "{stopped}");
+    r.same("DescribeTasks", json!({"tasks": arns})).await.ok();
+    let listed = r
+        .same("ListTasks", json!({"desiredStatus": "STOPPED"}))
+        .await
+        .ok();
+    assert_eq!(listed["taskArns"], json!([arns[0]]), "{listed}");
+}
+
+/// What only HTTP can get wrong: members the model lacks, bodies that are not JSON, signatures
+/// over something else, targets Berth does not serve, requests that are not `POST /`.
+#[tokio::test]
+async fn malformed_aws_json_requests_are_refused_by_name() {
+    let r = rig().await;
+    let ecs = |api: &str| format!("AmazonEC2ContainerServiceV20141113.{api}");
+    let signed = Some((&r.full, "ecs"));
+    let refused = |resp: HttpResponse| resp.answer().err();
+
+    let (kind, message) = refused(
+        r.post(
+            &ecs("CreateCluster"),
+            br#"{"clusterName":"x","tagz":[]}"#,
+            signed,
+        )
+        .await,
+    );
+    assert_eq!(kind, "SerializationException");
+    assert!(message.contains("\"tagz\""), "{message}");
+    let (kind, message) = refused(
+        r.post(
+            &ecs("RegisterTaskDefinition"),
+            br#"{"family":"x","containerDefinitions":[{"name":"a","image":"i","memmory":64}]}"#,
+            signed,
+        )
+        .await,
+    );
+    assert_eq!(kind, "SerializationException");
+    assert!(message.contains("\"memmory\""), "{message}");
+    let (kind, _) = refused(
+        r.post(&ecs("CreateCluster"), b"{\"clusterName\":", signed)
+            .await,
+    );
+    assert_eq!(kind, "SerializationException");
+
+    // Unsigned; signed over another body; signed for another service.
+    let body = br#"{"clusterName":"x"}"#;
+    let (kind, _) = refused(r.post(&ecs("CreateCluster"), body, None).await);
+    assert_eq!(kind, "MissingAuthenticationTokenException");
+    let date = sigv4::amz_date(SystemTime::now());
+    let mut headers: Vec<(String, String)> = vec![
+        ("host".into(), r.host.clone()),
+        ("x-amz-target".into(), ecs("CreateCluster")),
+        ("content-type".into(), "application/x-amz-json-1.1".into()),
+        ("x-amz-date".into(), date.clone()),
+    ];
+    let input = sigv4::CanonicalInput {
+        method: "POST",
+        path: "/",
+        query: "",
+        headers: headers.clone(),
+        payload_sha256: sigv4::hex_sha256(br#"{"clusterName":"y"}"#),
+    };
+    headers.push((
+        "authorization".into(),
+        sigv4::authorization(&r.full, &input, &date, HTTP_REGION, "ecs"),
+    ));
+    let (kind, _) = refused(r.exchange("POST", &headers, body).await);
+    assert_eq!(kind, "InvalidSignatureException");
+    let (kind, message) = refused(
+        r.post(&ecs("CreateCluster"), body, Some((&r.full, "logs")))
+            .await,
+    );
+    assert_eq!(kind, "InvalidSignatureException");
+    assert!(message.contains("'ecs'"), "{message}");
+
+    // Targets Berth does not serve, or none.
+    for target in [
+        ecs("RunTasks"),
+        "DynamoDB_20120810.GetItem".into(),
+        "Logs_20140328.StartLiveTail".into(),
+        "AmazonEC2ContainerServiceV20141113".into(),
+    ] {
+        let (kind, message) = refused(r.post(&target, b"{}", signed).await);
+        assert_eq!(kind, "UnknownOperationException", "{target}: {message}");
+    }
+    let (kind, _) = refused(
+        r.exchange("POST", &[("host".into(), r.host.clone())], b"{}")
+            .await,
+    );
+    assert_eq!(kind, "UnknownOperationException");
+    let get = r
+        .exchange("GET", &[("host".into(), r.host.clone())], b"")
+        .await;
+    let (kind, _) = refused(get);
+    assert_eq!(kind, "UnknownOperationException");
+
+    // Nothing was created, and the port still serves both.
+    let clusters = r.same("ListClusters", json!({})).await.ok();
+    assert_eq!(clusters["clusterArns"], json!([]), "{clusters}");
+}
+
+/// botocore keeps its connections: calls follow each other on one, a refusal (of the body, of
+/// the method) leaving it usable.
+#[tokio::test]
+async fn one_connection_carries_call_after_call() {
+    let r = rig().await;
+    let mut s = r.connect().await;
+    let create = "AmazonEC2ContainerServiceV20141113.CreateCluster";
+    let list = "AmazonEC2ContainerServiceV20141113.ListClusters";
+    let signed = Some((&r.full, "ecs"));
+    for (method, target, body, expected) in [
+        (
+            "POST",
+            create,
+            r#"{"clusterName":"a","bogus":1}"#,
+            Err("SerializationException"),
+        ),
+        ("GET", list, "", Err("UnknownOperationException")),
+        ("POST", create, r#"{"clusterName":"a"}"#, Ok(())),
+        ("POST", create, r#"{"clusterName":"b"}"#, Ok(())),
+        ("POST", list, "", Ok(())),
+    ] {
+        let headers = r.botocore_headers(target, body.as_bytes(), signed);
+        let answer = exchange_on(&mut s, method, &headers, body.as_bytes())
+            .await
+            .answer();
+        match (expected, answer) {
+            (Ok(()), Answer::Ok(_)) => {}
+            (Err(kind), Answer::Err { kind: got, .. }) if got == kind => {}
+            (_, answer) => {
+                panic!("{method} {target} {body}: expected {expected:?}, got {answer:?}")
+            }
+        }
+    }
+    let headers = r.botocore_headers(list, b"", signed);
+    let clusters = exchange_on(&mut s, "POST", &headers, b"")
+        .await
+        .answer()
+        .ok();
+    assert_eq!(
+        clusters["clusterArns"].as_array().map(Vec::len),
+        Some(2),
+        "{clusters}"
+    );
+}
+
+/// Every unary ECS, Logs, SSM and Secrets Manager operation of the CLI's table is reachable by its
+/// AWS target, signed for its service, and only by it.
+#[test]
+fn every_unary_operation_has_its_target() {
+    let mut served = 0;
+    for op in table::all_operations() {
+        let Some((prefix, signing, _)) = AWS_TARGETS
+            .iter()
+            .find(|(_, _, grpc)| *grpc == op.service.grpc)
+        else {
+            continue;
+        };
+        let target = format!("{prefix}.{}", op.api);
+        if op.api == "StartLiveTail" {
+            assert!(aws_json::operation(&target).is_err(), "{target}: a stream");
+            continue;
+        }
+        let (name, found) = aws_json::operation(&target)
+            .unwrap_or_else(|e| panic!("{target}: {} {}", e.kind, e.message));
+        assert_eq!((name, found.path()), (*signing, op.path()), "{target}");
+        served += 1;
+    }
+    // An operation under another service's prefix (IAM's and EC2's under any) is unknown.
+    for (prefix, _, grpc) in AWS_TARGETS {
+        for op in table::all_operations().filter(|o| o.service.grpc != *grpc) {
+            let target = format!("{prefix}.{}", op.api);
+            let e = aws_json::operation(&target).err();
+            assert_eq!(
+                e.map(|e| e.kind).as_deref(),
+                Some("UnknownOperationException"),
+                "{target}"
+            );
+        }
+    }
+    assert!(served > 40, "only {served} operations");
+}
+
+/// The other services behind the adapter: a timestamp in a request (SSM's ExpirationDate, epoch
+/// seconds over HTTP, RFC 3339 in `berth`'s JSON) lands as the same instant; parameters and
+/// secrets (a SecretBinary blob is base64 both ways) answer alike.
+#[tokio::test]
+async fn ssm_and_secrets_manager_answer_alike_through_both_adapters() {
+    let r = rig().await;
+    // A day ahead, on a half second: the fraction must survive.
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        + 86_400;
+    let rfc3339 = prost_types::Timestamp {
+        seconds: secs as i64,
+        nanos: 500_000_000,
+    }
+    .to_string();
+    for (via, expiration) in [
+        (Via::Grpc, json!(rfc3339)),
+        (Via::Http, json!(secs as f64 + 0.5)),
+    ] {
+        r.call(
+            via,
+            "CreateActivation",
+            json!({"IamRole": "ecsAnywhereRole", "Description": format!("{via:?}"), "ExpirationDate": expiration}),
+        )
+        .await
+        .ok();
+    }
+    let listed = r.same("DescribeActivations", json!({})).await.ok();
+    let list = listed["ActivationList"].as_array().expect("activations");
+    assert_eq!(list.len(), 2, "{listed}");
+    for a in list {
+        assert_eq!(a["ExpirationDate"], json!(secs as f64 + 0.5), "{a}");
+    }
+
+    r.both(
+        "PutParameter",
+        json!({"Name": "/app/{via}/db", "Value": "s3cr3t", "Type": "SecureString"}),
+    )
+    .await
+    .ok();
+    let got = r
+        .both(
+            "GetParameter",
+            json!({"Name": "/app/{via}/db", "WithDecryption": true}),
+        )
+        .await
+        .ok();
+    assert_eq!(got["Parameter"]["Value"], "s3cr3t", "{got}");
+    assert!(got["Parameter"]["LastModifiedDate"].is_number(), "{got}");
+    let (kind, _) = r
+        .both("GetParameter", json!({"Name": "/app/{via}/none"}))
+        .await
+        .err();
+    assert_eq!(kind, "ParameterNotFound");
+
+    let created = r
+        .both(
+            "CreateSecret",
+            json!({"Name": "blob-{via}", "SecretBinary": "AAEC/w==", "ClientRequestToken": "tok-{via}-0000000000000000000000000000"}),
+        )
+        .await
+        .ok();
+    assert_eq!(created["Name"], "blob-via_json", "{created}");
+    let put = r
+        .both(
+            "PutSecretValue",
+            json!({"SecretId": "blob-{via}", "SecretBinary": "/w==", "ClientRequestToken": "tok-{via}-1111111111111111111111111111"}),
+        )
+        .await
+        .ok();
+    assert_eq!(put["VersionStages"], json!(["AWSCURRENT"]), "{put}");
+    let (kind, _) = r
+        .both("DeleteSecret", json!({"SecretId": "none-{via}"}))
+        .await
+        .err();
+    assert_eq!(kind, "ResourceNotFoundException");
+}
