@@ -22,7 +22,7 @@
 
 use crate::cli::model::{self, Kind, Msg};
 use crate::cli::table::{self, Operation};
-use crate::security::auth::{Authenticator, Verified};
+use crate::security::auth::{Authenticator, Verified, MISSING_TOKEN};
 use berth_proto::exceptions::{self as x, METADATA_KEY};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
@@ -54,6 +54,9 @@ pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 pub const SERIALIZATION: &str = "SerializationException";
 /// Refused: no such operation.
 pub const UNKNOWN_OPERATION: &str = "UnknownOperationException";
+
+/// An unsigned call's message: AWS's words, then where an AWS client finds a key.
+pub const MISSING_TOKEN_AWS_MESSAGE: &str = "Missing Authentication Token: this controller requires signed calls; give the aws CLI or SDK an access key (a profile in ~/.aws/credentials or AWS_SHARED_CREDENTIALS_FILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; the first admin key is in the controller's DATA_DIR/admin.credentials, in that file's format)";
 
 /// The operations served as streams (CloudWatch Logs' StartLiveTail): not AWS JSON 1.1.
 const STREAMS: &[&str] = &["StartLiveTail"];
@@ -529,11 +532,14 @@ where
     let caller = auth
         .verify_request(&parts, &bytes, signing, op.api)
         .map_err(|s| {
-            AwsError::from_status(
-                s.code(),
-                s.metadata().get(METADATA_KEY).and_then(|v| v.to_str().ok()),
-                s.message().to_string(),
-            )
+            let exception = s.metadata().get(METADATA_KEY).and_then(|v| v.to_str().ok());
+            // The gRPC message tells `berth` where keys come from; this caller is an AWS client.
+            let message = if exception == Some(MISSING_TOKEN) {
+                MISSING_TOKEN_AWS_MESSAGE.to_string()
+            } else {
+                s.message().to_string()
+            };
+            AwsError::from_status(s.code(), exception, message)
         })?;
     let message = decode_request(op, &bytes)?;
     let frame = berth_proto::sigv4::grpc_frame(&message);
