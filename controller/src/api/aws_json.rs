@@ -17,8 +17,10 @@
 //! - errors are HTTP 400 (500 for `ServerException`) with `{"__type", "message"}` and the
 //!   `x-amzn-ErrorType` and `x-amzn-RequestId` headers.
 //!
-//! HTTP/2 requests (gRPC) and any request that is not `POST /` with an `X-Amz-Target` pass
-//! through untouched.
+//! gRPC requests (content type `application/grpc…`) pass through untouched. Every other request
+//! is AWS JSON 1.1's, over HTTP/1.1 or HTTP/2 (an SDK may negotiate either over TLS); one that
+//! is not `POST /` with a known `X-Amz-Target` is refused by name (UnknownOperationException),
+//! and an IAM or EC2 query-protocol call gets an XML refusal its client can print.
 
 use crate::cli::model::{self, Kind, Msg};
 use crate::cli::table::{self, Operation};
@@ -347,10 +349,14 @@ pub fn error_response(e: &AwsError, request_id: &str) -> http::Response<Body> {
     r
 }
 
-/// Whether a request is AWS JSON 1.1's: HTTP/1.x `POST /` naming a target. gRPC is HTTP/2.
-pub fn is_aws_json(req: &http::Request<Body>) -> bool {
-    req.version() != http::Version::HTTP_2
-        && (req.headers().contains_key("x-amz-target") || req.uri().path() == "/")
+/// Whether a request is gRPC's (`application/grpc…`, as every gRPC client sends it): the one
+/// kind that passes through. Everything else is answered here as AWS JSON 1.1, over HTTP/1.1
+/// or HTTP/2 alike (an SDK may negotiate either), and refused by name when it is not.
+pub fn is_grpc(req: &http::Request<Body>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 /// Whether a request is of AWS's query protocol (IAM, EC2: a form-encoded body naming the
@@ -462,7 +468,7 @@ where
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        if !is_aws_json(&req) {
+        if is_grpc(&req) {
             return Box::pin(inner.call(req));
         }
         let auth = self.auth.clone();
@@ -480,7 +486,16 @@ where
                     );
                     r
                 }
-                Err(e) => error_response(&e, &id),
+                Err(e) => {
+                    if e.http_status().is_server_error() {
+                        tracing::error!(request_id = %id, exception = %e.kind, message = %e.message,
+                            "an AWS JSON call failed on the controller's side");
+                    } else {
+                        tracing::debug!(request_id = %id, exception = %e.kind, message = %e.message,
+                            "an AWS JSON call refused");
+                    }
+                    error_response(&e, &id)
+                }
             })
         })
     }
@@ -517,6 +532,26 @@ where
             )
         })?
         .to_string();
+    let (signing, op) = operation(&target)?;
+    let refused = |s: tonic::Status| {
+        let exception = s.metadata().get(METADATA_KEY).and_then(|v| v.to_str().ok());
+        // The gRPC message tells `berth` where keys come from; this caller is an AWS client.
+        let message = if exception == Some(MISSING_TOKEN) {
+            MISSING_TOKEN_AWS_MESSAGE.to_string()
+        } else {
+            s.message().to_string()
+        };
+        AwsError::from_status(s.code(), exception, message)
+    };
+    // An unsigned call is refused before its body is read (where signing is required): no one
+    // without a key makes the controller buffer a body.
+    if !parts
+        .headers
+        .contains_key(berth_proto::sigv4::AUTHORIZATION)
+    {
+        auth.verify_request(&parts, b"", signing, op.api)
+            .map_err(refused)?;
+    }
     let limit = berth_proto::link::MAX_MESSAGE_SIZE;
     let bytes = http_body_util::Limited::new(body, limit)
         .collect()
@@ -528,20 +563,13 @@ where
             )
         })?
         .to_bytes();
-    let (signing, op) = operation(&target)?;
     let caller = auth
         .verify_request(&parts, &bytes, signing, op.api)
-        .map_err(|s| {
-            let exception = s.metadata().get(METADATA_KEY).and_then(|v| v.to_str().ok());
-            // The gRPC message tells `berth` where keys come from; this caller is an AWS client.
-            let message = if exception == Some(MISSING_TOKEN) {
-                MISSING_TOKEN_AWS_MESSAGE.to_string()
-            } else {
-                s.message().to_string()
-            };
-            AwsError::from_status(s.code(), exception, message)
-        })?;
-    let message = decode_request(op, &bytes)?;
+        .map_err(refused)?;
+    // Refused here, after verification: audited as the gRPC side audits its refusals.
+    let message = decode_request(op, &bytes).inspect_err(|e| {
+        auth.audit_refusal(&parts, caller.as_ref(), signing, op.api, &e.kind);
+    })?;
     let frame = berth_proto::sigv4::grpc_frame(&message);
     let mut grpc = http::Request::new(Body::new(http_body_util::Full::new(Bytes::from(frame))));
     *grpc.method_mut() = http::Method::POST;

@@ -381,6 +381,29 @@ impl Authenticator {
         })
     }
 
+    /// Audits a state-changing call that `caller` made and an adapter refused after
+    /// verification (the AWS JSON adapter's SerializationException), as the layer audits the
+    /// refusals of the services behind it. A read is not audited.
+    pub fn audit_refusal(
+        &self,
+        parts: &http::request::Parts,
+        caller: Option<&Caller>,
+        service: &str,
+        action: &str,
+        outcome: &str,
+    ) {
+        if !is_read_action(action) {
+            self.audit(AuditEntry {
+                time: AuditEntry::at(SystemTime::now()),
+                access_key_id: caller.map(|c| c.access_key_id.clone()),
+                service: service.to_string(),
+                action: action.to_string(),
+                source_address: source_address(&parts.extensions),
+                outcome: outcome.to_string(),
+            });
+        }
+    }
+
     fn audit(&self, entry: AuditEntry) {
         if let Some(log) = &self.audit {
             log.record(&entry);

@@ -77,22 +77,38 @@ pub fn server_config(
     Ok(config)
 }
 
+/// At most this many handshakes are under way at once; more connections wait to be accepted.
+pub const MAX_HANDSHAKES: usize = 512;
+
 /// The connections accepted on `listener`, each after its handshake (at most
-/// [`HANDSHAKE_TIMEOUT`], in its own task, so a slow client holds up no other). A failed
-/// handshake is logged and dropped; an accept error is logged and accepting goes on.
+/// [`HANDSHAKE_TIMEOUT`], in its own task, so a slow or silent client holds up no other:
+/// `tls::tests::a_silent_client_holds_up_no_other`). At most [`MAX_HANDSHAKES`] run at once. A
+/// failed handshake is logged and dropped. An accept error (out of file descriptors) is logged,
+/// and accepting resumes when a handshake ends or after a second, not in a busy loop.
 pub fn incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
 ) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let ended = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(async move {
         loop {
+            let permit = tokio::select! {
+                p = handshakes.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                _ = tx.closed() => return,
+            };
             let (tcp, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         tracing::warn!(error = %e, "accepting a connection");
+                        drop(permit);
+                        let _ = tokio::time::timeout(Duration::from_secs(1), ended.notified()).await;
                         continue;
                     }
                 },
@@ -105,8 +121,12 @@ pub fn incoming(
             }
             let acceptor = acceptor.clone();
             let tx = tx.clone();
+            let ended = ended.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                drop(permit);
+                ended.notify_waiters();
+                match handshake {
                     Ok(Ok(tls)) => {
                         let _ = tx.send(Ok(tls)).await;
                     }
@@ -138,5 +158,47 @@ mod tests {
             server_config("junk", &id.key_pem, ca.cert_pem()),
             Err(TlsError::Pem { .. }) | Err(TlsError::Config(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_holds_up_no_other() {
+        use tokio_stream::StreamExt as _;
+        let ca = crate::security::pki::Ca::generate().expect("a CA");
+        let id = ca
+            .server_identity(&["localhost".into()])
+            .expect("an identity");
+        let config = server_config(&id.cert_pem, &id.key_pem, ca.cert_pem()).expect("config");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let addr = listener.local_addr().expect("its address");
+        let mut accepted = incoming(listener, Arc::new(config));
+        // Connected, and never a byte: its handshake waits out HANDSHAKE_TIMEOUT.
+        let _silent = TcpStream::connect(addr).await.expect("connect");
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()) {
+            roots.add(c.expect("the CA")).expect("a root");
+        }
+        let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        client.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+        // Half the handshake timeout: the silent client must not be waited for.
+        let within = HANDSHAKE_TIMEOUT / 2;
+        let (client, server) = tokio::time::timeout(within, async {
+            tokio::join!(connector.connect(name, tcp), accepted.next())
+        })
+        .await
+        .expect("the second client's handshake ended before the silent one's timeout");
+        let client = client.expect("the client's handshake");
+        let server = server.expect("a connection").expect("its handshake");
+        // The AWS SDKs' ALPN is taken: HTTP/1.1 on the port gRPC serves.
+        assert_eq!(client.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+        assert_eq!(server.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     }
 }
