@@ -5,7 +5,9 @@
 //! come out the same: the gRPC answer turned into ECS's JSON by the adapter's `encode_response`,
 //! a refusal by its exception name and message, and the audit line each call leaves. What only
 //! HTTP has (status, headers, SerializationException, malformed requests) is asserted on its
-//! own. No root, no containerd.
+//! own; so is one HTTP/2 cleartext connection carrying both protocols. Every list filter and
+//! page of ListTasks, ListContainerInstances, ListServices and the Logs describes and filter is
+//! walked through either adapter, each page's token handed to the other. No root, no containerd.
 
 use berth_controller::api::aws_json::{self, AwsJsonLayer};
 use berth_controller::api::ecs::EcsApi;
@@ -152,6 +154,9 @@ enum Via {
     Http,
 }
 
+/// Which adapter the page of an index goes through.
+type Pick = fn(usize) -> Via;
+
 /// An answer as the aws CLI sees it: ECS's JSON, or an exception and its message.
 #[derive(Debug, Clone, PartialEq)]
 enum Answer {
@@ -191,13 +196,14 @@ impl Answer {
     /// The same with what differs between two resources made alike (times, task ids); a time
     /// must be a number, as AWS JSON 1.1 writes it.
     fn masked(&self) -> Answer {
-        fn mask(key: Option<&str>, v: &mut Value, ids: &[regex::Regex; 2]) {
+        fn mask(key: Option<&str>, v: &mut Value, ids: &[regex::Regex; 3]) {
             match v {
                 Value::Object(m) => m.iter_mut().for_each(|(k, v)| mask(Some(k), v, ids)),
                 Value::Array(a) => a.iter_mut().for_each(|v| mask(key, v, ids)),
                 Value::String(s) => {
                     *s = ids[0].replace_all(s, "<id>").into_owned();
                     *s = ids[1].replace_all(s, "${1}-<random>").into_owned();
+                    *s = ids[2].replace_all(s, "ecs-svc/<id>").into_owned();
                 }
                 _ => {}
             }
@@ -211,10 +217,12 @@ impl Answer {
                 *v = json!("<time>");
             }
         }
-        // Task and container ids; the random suffix of a secret's ARN.
+        // Task and container ids; the random suffix of a secret's ARN; a service's deployment
+        // ids.
         let ids = [
             regex::Regex::new("[0-9a-f]{32}").expect("a regex"),
             regex::Regex::new("(:secret:.*)-[A-Za-z0-9]{6}$").expect("a regex"),
+            regex::Regex::new("ecs-svc/[0-9]+").expect("a regex"),
         ];
         match self.untagged() {
             Answer::Ok(mut v) => {
@@ -655,7 +663,14 @@ impl Rig {
     ) -> (Answer, Vec<Value>) {
         let before = self.audit_lines().len();
         let answer = self.call_as(via, creds, api, req).await;
-        let lines = self.audit_lines()[before..]
+        let lines = self.audit_since(before, &format!("{api} via {via:?}"));
+        (answer, lines)
+    }
+
+    /// The audit lines after the first `before`, without their time; the caller's address
+    /// (checked) is loopback.
+    fn audit_since(&self, before: usize, what: &str) -> Vec<Value> {
+        self.audit_lines()[before..]
             .iter()
             .cloned()
             .map(|mut l| {
@@ -666,12 +681,79 @@ impl Rig {
                     from.as_ref()
                         .and_then(Value::as_str)
                         .is_some_and(|a| a.starts_with("127.0.0.1:")),
-                    "{api} via {via:?}: source address {from:?}"
+                    "{what}: source address {from:?}"
                 );
                 l
             })
-            .collect();
-        (answer, lines)
+            .collect()
+    }
+
+    /// Every page of `api` from `request`, each through the adapter `pick` chooses for it (by
+    /// its index), a page's `nextToken` going into the next request.
+    async fn pages(&self, api: &str, request: &Value, pick: Pick) -> Vec<Value> {
+        let mut pages = Vec::new();
+        let mut token: Option<Value> = None;
+        loop {
+            let mut req = request.clone();
+            if let Some(t) = &token {
+                req["nextToken"] = t.clone();
+            }
+            let page = self.call(pick(pages.len()), api, req).await.ok();
+            token = page.get("nextToken").cloned();
+            pages.push(page);
+            if token.is_none() {
+                return pages;
+            }
+            assert!(pages.len() < 50, "{api} {request}: pages without end");
+        }
+    }
+
+    /// `api`'s pages from `request` (`size` its page size, `items` the member listed): the very
+    /// same through either adapter; the same items when each page's token goes to the other
+    /// adapter; together the one list `request` without `size` gives. More than one page.
+    /// Returns the items.
+    async fn pages_agree(&self, api: &str, request: Value, size: &str, items: &str) -> Vec<Value> {
+        let flat = |pages: &[Value]| -> Vec<Value> {
+            pages
+                .iter()
+                .flat_map(|p| p[items].as_array().cloned().unwrap_or_default())
+                .collect()
+        };
+        let grpc = self.pages(api, &request, |_| Via::Grpc).await;
+        let http = self.pages(api, &request, |_| Via::Http).await;
+        assert_eq!(http, grpc, "{api} {request}: pages, HTTP vs gRPC");
+        assert!(grpc.len() > 1, "{api} {request}: one page only: {grpc:?}");
+        let alternate: [(Pick, &str); 2] = [
+            (
+                |i| if i % 2 == 0 { Via::Grpc } else { Via::Http },
+                "gRPC's tokens through HTTP",
+            ),
+            (
+                |i| if i % 2 == 0 { Via::Http } else { Via::Grpc },
+                "HTTP's tokens through gRPC",
+            ),
+        ];
+        for (pick, what) in alternate {
+            let mixed = self.pages(api, &request, pick).await;
+            assert_eq!(flat(&mixed), flat(&grpc), "{api} {request}: {what}");
+        }
+        let mut whole = request.clone();
+        whole
+            .as_object_mut()
+            .expect("a request object")
+            .remove(size);
+        let all = self.same(api, whole).await.ok();
+        assert_eq!(
+            all.get("nextToken"),
+            None,
+            "{api} {request}: the whole list in one page"
+        );
+        assert_eq!(
+            Some(flat(&grpc)),
+            all[items].as_array().cloned(),
+            "{api} {request}: pages vs the whole list"
+        );
+        flat(&grpc)
     }
 
     /// `api` through both adapters as `creds` (`{via}` in `request` naming each one's own
@@ -1233,7 +1315,20 @@ async fn malformed_aws_json_requests_are_refused_by_name() {
     let ecs = |api: &str| format!("AmazonEC2ContainerServiceV20141113.{api}");
     let signed = Some((&r.full, "ecs"));
     let refused = |resp: HttpResponse| resp.answer().err();
+    // A signed call the adapter refuses after verifying it is audited as the gRPC side audits
+    // its refusals: the key, the service, the action, the exception; a read is not.
+    let audit_of = |before: usize, action: &str| {
+        let lines = r.audit_since(before, action);
+        let expected = json!({
+            "accessKeyId": r.full.access_key_id,
+            "service": "ecs",
+            "action": action,
+            "outcome": "SerializationException",
+        });
+        assert_eq!(lines, [expected], "{action}: the audit lines");
+    };
 
+    let before = r.audit_lines().len();
     let (kind, message) = refused(
         r.post(
             &ecs("CreateCluster"),
@@ -1244,6 +1339,8 @@ async fn malformed_aws_json_requests_are_refused_by_name() {
     );
     assert_eq!(kind, "SerializationException");
     assert!(message.contains("\"tagz\""), "{message}");
+    audit_of(before, "CreateCluster");
+    let before = r.audit_lines().len();
     let (kind, message) = refused(
         r.post(
             &ecs("RegisterTaskDefinition"),
@@ -1254,11 +1351,27 @@ async fn malformed_aws_json_requests_are_refused_by_name() {
     );
     assert_eq!(kind, "SerializationException");
     assert!(message.contains("\"memmory\""), "{message}");
+    audit_of(before, "RegisterTaskDefinition");
+    let before = r.audit_lines().len();
     let (kind, _) = refused(
         r.post(&ecs("CreateCluster"), b"{\"clusterName\":", signed)
             .await,
     );
     assert_eq!(kind, "SerializationException");
+    audit_of(before, "CreateCluster");
+    let before = r.audit_lines().len();
+    for (api, body) in [
+        ("ListClusters", &br#"{"maxResult":1}"#[..]),
+        ("DescribeClusters", &b"{\"clusters\":["[..]),
+    ] {
+        let (kind, _) = refused(r.post(&ecs(api), body, signed).await);
+        assert_eq!(kind, "SerializationException", "{api}");
+    }
+    assert_eq!(
+        r.audit_since(before, "reads"),
+        Vec::<Value>::new(),
+        "a refused read is not audited"
+    );
 
     // Unsigned; signed over another body; signed for another service.
     let body = br#"{"clusterName":"x"}"#;
@@ -1477,4 +1590,805 @@ async fn ssm_and_secrets_manager_answer_alike_through_both_adapters() {
         .await
         .err();
     assert_eq!(kind, "ResourceNotFoundException");
+}
+
+/// How many items a list answer holds under `member`.
+fn count(answer: &Value, member: &str) -> usize {
+    answer[member]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {member} in {answer}"))
+        .len()
+}
+
+/// Every ListTasks filter (launchType, serviceName, desiredStatus, family, containerInstance,
+/// startedBy) and its refusals answer the same through both adapters; pages too, their tokens
+/// taken by either.
+#[tokio::test]
+async fn every_task_list_filter_and_page_agrees_through_both_adapters() {
+    let r = rig().await;
+    let (_a, a) = r.instance().await;
+    let (_b, b) = r.instance().await;
+    for family in ["web", "batch"] {
+        r.call(
+            Via::Grpc,
+            "RegisterTaskDefinition",
+            json!({"family": family, "containerDefinitions": [{"name": "a", "image": "busybox", "memory": 64}]}),
+        )
+        .await
+        .ok();
+    }
+    let ci = r
+        .call(
+            Via::Http,
+            "RunTask",
+            json!({"taskDefinition": "web", "count": 3, "startedBy": "ci"}),
+        )
+        .await
+        .ok();
+    assert_eq!(count(&ci, "tasks"), 3, "{ci}");
+    let external = r
+        .call(
+            Via::Grpc,
+            "RunTask",
+            json!({"taskDefinition": "batch", "count": 2, "launchType": "EXTERNAL"}),
+        )
+        .await
+        .ok();
+    assert_eq!(count(&external, "tasks"), 2, "{external}");
+    r.call(
+        Via::Http,
+        "CreateService",
+        json!({"serviceName": "svc", "taskDefinition": "web", "desiredCount": 2}),
+    )
+    .await
+    .ok();
+    r.controller
+        .reconcile_services()
+        .await
+        .expect("a scheduler pass");
+    r.call(
+        Via::Http,
+        "StopTask",
+        json!({"task": ci["tasks"][0]["taskArn"], "reason": "done"}),
+    )
+    .await
+    .ok();
+
+    let listed = |request: Value| {
+        let r = &r;
+        async move { count(&r.same("ListTasks", request).await.ok(), "taskArns") }
+    };
+    assert_eq!(listed(json!({})).await, 6, "running: 2 ci, 2 batch, 2 svc");
+    assert_eq!(listed(json!({"launchType": "EXTERNAL"})).await, 2);
+    assert_eq!(listed(json!({"launchType": "EC2"})).await, 4);
+    assert_eq!(listed(json!({"launchType": "FARGATE"})).await, 0);
+    assert_eq!(listed(json!({"serviceName": "svc"})).await, 2);
+    assert_eq!(
+        listed(json!({"serviceName": "svc", "desiredStatus": "STOPPED"})).await,
+        0
+    );
+    assert_eq!(listed(json!({"desiredStatus": "STOPPED"})).await, 1);
+    assert_eq!(listed(json!({"desiredStatus": "PENDING"})).await, 0);
+    assert_eq!(listed(json!({"desiredStatus": "running"})).await, 6);
+    assert_eq!(listed(json!({"family": "batch"})).await, 2);
+    assert_eq!(listed(json!({"family": "web"})).await, 4);
+    assert_eq!(
+        listed(json!({"family": "web", "launchType": "EXTERNAL"})).await,
+        0
+    );
+    assert_eq!(listed(json!({"family": "nope"})).await, 0);
+    assert_eq!(listed(json!({"startedBy": "ci"})).await, 2);
+    assert_eq!(
+        listed(json!({"startedBy": "ci", "desiredStatus": "STOPPED"})).await,
+        1
+    );
+    let described = r
+        .same(
+            "DescribeContainerInstances",
+            json!({"containerInstances": [a, b]}),
+        )
+        .await
+        .ok();
+    let instance_arn = |i: usize| {
+        described["containerInstances"][i]["containerInstanceArn"]
+            .as_str()
+            .expect("an instance ARN")
+            .to_string()
+    };
+    let on_a = listed(json!({"containerInstance": a})).await;
+    let on_b = listed(json!({"containerInstance": instance_arn(1)})).await;
+    assert_eq!(on_a + on_b, 6, "{a}: {on_a}, {b}: {on_b}");
+    assert_eq!(
+        listed(json!({"containerInstance": instance_arn(0), "family": "batch"})).await
+            + listed(json!({"containerInstance": b, "family": "batch"})).await,
+        2
+    );
+    assert_eq!(listed(json!({"containerInstance": "nope"})).await, 0);
+    // Not refused (unlike ListServices' launchType), but alike.
+    r.same("ListTasks", json!({"launchType": "MOON"})).await;
+    let busiest = if on_a >= on_b { &a } else { &b };
+    for (request, kind) in [
+        (json!({"serviceName": "nope"}), "ServiceNotFoundException"),
+        (
+            json!({"desiredStatus": "DONE"}),
+            "InvalidParameterException",
+        ),
+        (
+            json!({"startedBy": "ci", "family": "web"}),
+            "InvalidParameterException",
+        ),
+        (
+            json!({"startedBy": "ci", "containerInstance": a}),
+            "InvalidParameterException",
+        ),
+        (
+            json!({"family": "web", "serviceName": "svc"}),
+            "InvalidParameterException",
+        ),
+        (
+            json!({"nextToken": "not-a-token"}),
+            "InvalidParameterException",
+        ),
+        (json!({"maxResults": 0}), "InvalidParameterException"),
+        (json!({"maxResults": 101}), "InvalidParameterException"),
+        (json!({"cluster": "nowhere"}), "ClusterNotFoundException"),
+    ] {
+        match r.same("ListTasks", request.clone()).await {
+            Answer::Err { kind: got, message } => assert_eq!(got, kind, "{request}: {message}"),
+            Answer::Ok(v) => panic!("{request}: expected {kind}, got {v}"),
+        }
+    }
+
+    // Pages, whichever adapter issued the token.
+    let all = r
+        .pages_agree(
+            "ListTasks",
+            json!({"maxResults": 2}),
+            "maxResults",
+            "taskArns",
+        )
+        .await;
+    assert_eq!(all.len(), 6);
+    for request in [
+        json!({"family": "web", "maxResults": 1}),
+        json!({"launchType": "EC2", "maxResults": 3}),
+        json!({"serviceName": "svc", "maxResults": 1}),
+        json!({"startedBy": "ci", "desiredStatus": "RUNNING", "maxResults": 1}),
+        json!({"desiredStatus": "RUNNING", "containerInstance": busiest, "maxResults": 1}),
+    ] {
+        r.pages_agree("ListTasks", request, "maxResults", "taskArns")
+            .await;
+    }
+}
+
+/// ListContainerInstances' `filter` (the cluster query language) and `status`, and their pages,
+/// answer the same through both adapters.
+#[tokio::test]
+async fn container_instance_filters_and_pages_agree_through_both_adapters() {
+    let r = rig().await;
+    let (_a, a) = r.instance().await;
+    let (_b, b) = r.instance().await;
+    let (_c, c) = r.instance().await;
+    let (_d, d) = r.instance().await;
+    let (_e, e) = r.instance().await;
+    let attribute = |id: &str| json!({"name": "stack", "value": "prod", "targetType": "container-instance", "targetId": id});
+    r.call(
+        Via::Http,
+        "PutAttributes",
+        json!({"attributes": [attribute(&a), attribute(&b), attribute(&c)]}),
+    )
+    .await
+    .ok();
+    r.call(
+        Via::Grpc,
+        "UpdateContainerInstancesState",
+        json!({"containerInstances": [b, d], "status": "DRAINING"}),
+    )
+    .await
+    .ok();
+    r.call(
+        Via::Http,
+        "DeregisterContainerInstance",
+        json!({"containerInstance": e}),
+    )
+    .await
+    .ok();
+
+    let listed = |request: Value| {
+        let r = &r;
+        async move {
+            count(
+                &r.same("ListContainerInstances", request).await.ok(),
+                "containerInstanceArns",
+            )
+        }
+    };
+    assert_eq!(listed(json!({})).await, 4, "ACTIVE and DRAINING");
+    assert_eq!(listed(json!({"status": "ACTIVE"})).await, 2);
+    assert_eq!(listed(json!({"status": "DRAINING"})).await, 2);
+    assert_eq!(listed(json!({"status": "INACTIVE"})).await, 1);
+    assert_eq!(
+        listed(json!({"filter": "attribute:stack == prod"})).await,
+        3
+    );
+    assert_eq!(
+        listed(json!({"filter": "attribute:stack == prod", "status": "DRAINING"})).await,
+        1
+    );
+    assert_eq!(
+        listed(json!({"filter": "attribute:stack !exists"})).await,
+        1
+    );
+    assert_eq!(
+        listed(json!({"filter": "attribute:stack in [prod, dev] and runningTasksCount == 0"}))
+            .await,
+        3
+    );
+    assert_eq!(listed(json!({"filter": "agentConnected == true"})).await, 4);
+    assert_eq!(
+        listed(json!({"filter": "registeredAt < 2000-01-01"})).await,
+        0
+    );
+    assert_eq!(listed(json!({"filter": ""})).await, 4);
+    for (request, kind) in [
+        (
+            json!({"filter": "attribute:stack ~= prod"}),
+            "InvalidParameterException",
+        ),
+        (json!({"status": "GONE"}), "InvalidParameterException"),
+        (
+            json!({"nextToken": "not-a-token"}),
+            "InvalidParameterException",
+        ),
+        (json!({"maxResults": 0}), "InvalidParameterException"),
+        (json!({"cluster": "nowhere"}), "ClusterNotFoundException"),
+    ] {
+        match r.same("ListContainerInstances", request.clone()).await {
+            Answer::Err { kind: got, message } => {
+                assert_eq!(got, kind, "{request}: {message}");
+                if request.get("filter").is_some() {
+                    assert!(message.starts_with("filter:"), "{message}");
+                }
+            }
+            Answer::Ok(v) => panic!("{request}: expected {kind}, got {v}"),
+        }
+    }
+
+    let all = r
+        .pages_agree(
+            "ListContainerInstances",
+            json!({"maxResults": 1}),
+            "maxResults",
+            "containerInstanceArns",
+        )
+        .await;
+    assert_eq!(all.len(), 4);
+    for request in [
+        json!({"filter": "attribute:stack == prod", "maxResults": 2}),
+        json!({"status": "DRAINING", "maxResults": 1}),
+        json!({"filter": "agentConnected == true", "status": "ACTIVE", "maxResults": 1}),
+    ] {
+        r.pages_agree(
+            "ListContainerInstances",
+            request,
+            "maxResults",
+            "containerInstanceArns",
+        )
+        .await;
+    }
+}
+
+/// Services through both adapters: CreateService's clientToken is one (a retry through either
+/// answers the same service, another request with it the same refusal); UpdateService,
+/// ListServices (filters, pages), DescribeServices (TAGS) and DeleteService answer alike.
+#[tokio::test]
+async fn services_answer_alike_and_their_tokens_are_one_through_both_adapters() {
+    let r = rig().await;
+    let (_session, _) = r.instance().await;
+    for _ in 0..2 {
+        r.call(
+            Via::Grpc,
+            "RegisterTaskDefinition",
+            json!({"family": "web", "containerDefinitions": [{"name": "a", "image": "busybox", "memory": 64}]}),
+        )
+        .await
+        .ok();
+    }
+    let create = json!({
+        "serviceName": "api",
+        "taskDefinition": "web:1",
+        "desiredCount": 1,
+        "clientToken": "svc-tok-1",
+        "tags": [{"key": "team", "value": "web"}],
+        "placementStrategy": [{"type": "spread", "field": "instanceId"}]
+    });
+    let first = r
+        .call(Via::Http, "CreateService", create.clone())
+        .await
+        .ok();
+    assert_eq!(first["service"]["status"], "ACTIVE", "{first}");
+    assert!(first["service"]["createdAt"].is_number(), "{first}");
+    assert_eq!(
+        r.call(Via::Http, "CreateService", create.clone())
+            .await
+            .ok(),
+        first,
+        "a retry over HTTP"
+    );
+    assert_eq!(
+        r.call(Via::Grpc, "CreateService", create.clone())
+            .await
+            .ok(),
+        first,
+        "a retry over gRPC"
+    );
+    let mut other = create.clone();
+    other["desiredCount"] = json!(3);
+    let (kind, message) = r.same("CreateService", other).await.err();
+    assert_eq!(kind, "InvalidParameterException", "{message}");
+    let mut untokened = create.clone();
+    untokened
+        .as_object_mut()
+        .expect("an object")
+        .remove("clientToken");
+    r.same("CreateService", untokened).await.err();
+
+    // Each adapter's own services: alike but for times and deployment ids.
+    for request in [
+        json!({"serviceName": "svc-{via}", "taskDefinition": "web:1", "desiredCount": 2,
+               "clientToken": "tok-{via}", "tags": [{"key": "env", "value": "prod"}]}),
+        json!({"serviceName": "ext-{via}", "taskDefinition": "web:1", "desiredCount": 0,
+               "launchType": "EXTERNAL"}),
+        json!({"serviceName": "dmn-{via}", "taskDefinition": "web:2", "schedulingStrategy": "DAEMON"}),
+    ] {
+        r.both("CreateService", request).await.ok();
+    }
+    for (request, kind) in [
+        (
+            json!({"serviceName": "x-{via}", "taskDefinition": "web"}),
+            "InvalidParameterException",
+        ),
+        (
+            json!({"serviceName": "x-{via}", "taskDefinition": "nope", "desiredCount": 1}),
+            "ClientException",
+        ),
+        (
+            json!({"cluster": "nowhere-{via}", "serviceName": "x", "taskDefinition": "web", "desiredCount": 1}),
+            "ClusterNotFoundException",
+        ),
+    ] {
+        match r.both("CreateService", request.clone()).await {
+            Answer::Err { kind: got, message } => assert_eq!(got, kind, "{request}: {message}"),
+            Answer::Ok(v) => panic!("{request}: expected {kind}, got {v}"),
+        }
+    }
+
+    let updated = r
+        .both(
+            "UpdateService",
+            json!({"service": "svc-{via}", "desiredCount": 3}),
+        )
+        .await
+        .ok();
+    assert_eq!(updated["service"]["desiredCount"], 3, "{updated}");
+    let redeployed = r
+        .both(
+            "UpdateService",
+            json!({"service": "svc-{via}", "taskDefinition": "web:2"}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        count(&redeployed["service"], "deployments"),
+        2,
+        "{redeployed}"
+    );
+    for request in [
+        json!({"service": "none-{via}", "desiredCount": 1}),
+        json!({"service": "svc-{via}", "desiredCount": -1}),
+        json!({"service": "dmn-{via}", "desiredCount": 2}),
+    ] {
+        r.both("UpdateService", request).await.err();
+    }
+
+    // The lists, the very same requests through both.
+    let listed = |request: Value| {
+        let r = &r;
+        async move { count(&r.same("ListServices", request).await.ok(), "serviceArns") }
+    };
+    assert_eq!(listed(json!({})).await, 7);
+    assert_eq!(listed(json!({"launchType": "EC2"})).await, 5);
+    assert_eq!(listed(json!({"launchType": "EXTERNAL"})).await, 2);
+    assert_eq!(listed(json!({"launchType": "FARGATE"})).await, 0);
+    assert_eq!(listed(json!({"schedulingStrategy": "REPLICA"})).await, 5);
+    assert_eq!(listed(json!({"schedulingStrategy": "DAEMON"})).await, 2);
+    assert_eq!(
+        listed(json!({"schedulingStrategy": "DAEMON", "launchType": "EXTERNAL"})).await,
+        0
+    );
+    for request in [
+        json!({"launchType": "MOON"}),
+        json!({"schedulingStrategy": "SOMETIMES"}),
+        json!({"nextToken": "not-a-token"}),
+        json!({"maxResults": 0}),
+        json!({"cluster": "nowhere"}),
+    ] {
+        r.same("ListServices", request).await.err();
+    }
+    let all = r
+        .pages_agree(
+            "ListServices",
+            json!({"maxResults": 2}),
+            "maxResults",
+            "serviceArns",
+        )
+        .await;
+    assert_eq!(all.len(), 7);
+    for request in [
+        json!({"launchType": "EC2", "maxResults": 2}),
+        json!({"schedulingStrategy": "DAEMON", "maxResults": 1}),
+    ] {
+        r.pages_agree("ListServices", request, "maxResults", "serviceArns")
+            .await;
+    }
+
+    let names = json!([
+        "api",
+        "svc-via_grpc",
+        "svc-via_json",
+        "ext-via_json",
+        "gone"
+    ]);
+    let described = r
+        .same(
+            "DescribeServices",
+            json!({"services": names, "include": ["TAGS"]}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        described["services"][0]["tags"],
+        json!([{"key": "team", "value": "web"}]),
+        "{described}"
+    );
+    assert_eq!(
+        described["services"][2]["tags"],
+        json!([{"key": "env", "value": "prod"}]),
+        "{described}"
+    );
+    assert_eq!(described["failures"][0]["reason"], "MISSING", "{described}");
+    let untagged = r
+        .same("DescribeServices", json!({"services": names}))
+        .await
+        .ok();
+    assert_eq!(untagged["services"][0].get("tags"), None, "{untagged}");
+    r.both(
+        "DescribeServices",
+        json!({"services": ["svc-{via}", "dmn-{via}"], "include": ["TAGS"]}),
+    )
+    .await
+    .ok();
+    for request in [
+        json!({"services": names, "include": ["STATISTICS"]}),
+        json!({"services": []}),
+    ] {
+        r.same("DescribeServices", request).await.err();
+    }
+
+    // Delete: refused while scaled up unless forced; then DRAINING, still listed.
+    let (kind, _) = r
+        .both("DeleteService", json!({"service": "svc-{via}"}))
+        .await
+        .err();
+    assert_eq!(kind, "InvalidParameterException");
+    let deleted = r
+        .both(
+            "DeleteService",
+            json!({"service": "svc-{via}", "force": true}),
+        )
+        .await
+        .ok();
+    assert_eq!(deleted["service"]["status"], "DRAINING", "{deleted}");
+    r.both("DeleteService", json!({"service": "ext-{via}"}))
+        .await
+        .ok();
+    let (kind, _) = r
+        .both(
+            "DeleteService",
+            json!({"service": "svc-{via}", "force": true}),
+        )
+        .await
+        .err();
+    assert_eq!(kind, "ServiceNotActiveException");
+    let (kind, _) = r
+        .both("DeleteService", json!({"service": "none-{via}"}))
+        .await
+        .err();
+    assert_eq!(kind, "ServiceNotFoundException");
+    let after = r
+        .same("DescribeServices", json!({"services": names}))
+        .await
+        .ok();
+    assert_eq!(after["services"][1]["status"], "DRAINING", "{after}");
+    assert_eq!(listed(json!({})).await, 7);
+}
+
+/// CloudWatch Logs' pages through both adapters: DescribeLogGroups by prefix, DescribeLogStreams
+/// by name or last event time either way, FilterLogEvents across streams; a token from either
+/// adapter taken by the other.
+#[tokio::test]
+async fn log_pages_agree_and_tokens_cross_adapters() {
+    let r = rig().await;
+    for (i, group) in [
+        "/pg/a-0", "/pg/a-1", "/pg/a-2", "/pg/a-3", "/pg/a-4", "/pg/b-0", "/other",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let via = if i % 2 == 0 { Via::Http } else { Via::Grpc };
+        r.call(via, "CreateLogGroup", json!({"logGroupName": group}))
+            .await
+            .ok();
+    }
+    let groups = r
+        .pages_agree(
+            "DescribeLogGroups",
+            json!({"logGroupNamePrefix": "/pg/a", "limit": 2}),
+            "limit",
+            "logGroups",
+        )
+        .await;
+    let names: Vec<&str> = groups
+        .iter()
+        .filter_map(|g| g["logGroupName"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["/pg/a-0", "/pg/a-1", "/pg/a-2", "/pg/a-3", "/pg/a-4"]
+    );
+    let all = r
+        .pages_agree(
+            "DescribeLogGroups",
+            json!({"limit": 3}),
+            "limit",
+            "logGroups",
+        )
+        .await;
+    assert_eq!(all.len(), 7);
+    for request in [
+        json!({"limit": 0}),
+        json!({"limit": 51}),
+        json!({"nextToken": "not-a-token"}),
+    ] {
+        r.same("DescribeLogGroups", request).await.err();
+    }
+
+    // Five streams whose last events sort otherwise than their names.
+    let group = "/pg/a-0";
+    let now_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64;
+    for (i, stream) in ["s-c", "s-a", "s-e", "t-b", "s-d"].into_iter().enumerate() {
+        let via = if i % 2 == 0 { Via::Grpc } else { Via::Http };
+        r.call(
+            via,
+            "CreateLogStream",
+            json!({"logGroupName": group, "logStreamName": stream}),
+        )
+        .await
+        .ok();
+        let i = i as i64;
+        let events: Vec<Value> = (0..3)
+            .map(|j| json!({"timestamp": now_ms - 60_000 + j * 10_000 + i * 1_000, "message": format!("{stream} line {j}")}))
+            .collect();
+        r.call(
+            via,
+            "PutLogEvents",
+            json!({"logGroupName": group, "logStreamName": stream, "logEvents": events}),
+        )
+        .await
+        .ok();
+    }
+    let stream_names = |streams: &[Value]| -> Vec<String> {
+        streams
+            .iter()
+            .filter_map(|s| s["logStreamName"].as_str().map(str::to_string))
+            .collect()
+    };
+    for (request, expected) in [
+        (json!({"limit": 2}), vec!["s-a", "s-c", "s-d", "s-e", "t-b"]),
+        (
+            json!({"orderBy": "LogStreamName", "descending": true, "limit": 2}),
+            vec!["t-b", "s-e", "s-d", "s-c", "s-a"],
+        ),
+        (
+            json!({"orderBy": "LastEventTime", "limit": 2}),
+            vec!["s-c", "s-a", "s-e", "t-b", "s-d"],
+        ),
+        (
+            json!({"orderBy": "LastEventTime", "descending": true, "limit": 3}),
+            vec!["s-d", "t-b", "s-e", "s-a", "s-c"],
+        ),
+        (
+            json!({"logStreamNamePrefix": "s-", "descending": true, "limit": 1}),
+            vec!["s-e", "s-d", "s-c", "s-a"],
+        ),
+    ] {
+        let mut request = request;
+        request["logGroupName"] = json!(group);
+        let streams = r
+            .pages_agree("DescribeLogStreams", request.clone(), "limit", "logStreams")
+            .await;
+        assert_eq!(stream_names(&streams), expected, "{request}");
+    }
+    for request in [
+        json!({"logGroupName": group, "orderBy": "Size"}),
+        json!({"logGroupName": group, "orderBy": "LastEventTime", "logStreamNamePrefix": "s-"}),
+        json!({"logGroupName": group, "limit": 0}),
+        json!({"logGroupName": group, "nextToken": "not-a-token"}),
+        json!({"logGroupName": "/none"}),
+    ] {
+        r.same("DescribeLogStreams", request).await.err();
+    }
+
+    // Fifteen events across the streams, oldest first.
+    let events = r
+        .pages_agree(
+            "FilterLogEvents",
+            json!({"logGroupName": group, "limit": 4}),
+            "limit",
+            "events",
+        )
+        .await;
+    assert_eq!(events.len(), 15);
+    let times: Vec<i64> = events
+        .iter()
+        .filter_map(|e| e["timestamp"].as_i64())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    for request in [
+        json!({"logGroupName": group, "filterPattern": "line", "limit": 2}),
+        json!({"logGroupName": group, "filterPattern": "\"line 1\"", "limit": 2}),
+        json!({"logGroupName": group, "logStreamNames": ["s-a", "t-b"], "limit": 1}),
+        json!({"logGroupName": group, "logStreamNamePrefix": "s-", "startTime": now_ms - 45_000, "limit": 3}),
+    ] {
+        r.pages_agree("FilterLogEvents", request, "limit", "events")
+            .await;
+    }
+    for request in [
+        json!({"logGroupName": group, "limit": 0}),
+        json!({"logGroupName": group, "nextToken": "not-a-token"}),
+        json!({"logGroupName": group, "logStreamNames": ["s-a"], "logStreamNamePrefix": "s-"}),
+    ] {
+        r.same("FilterLogEvents", request).await.err();
+    }
+}
+
+/// AWS JSON 1.1 over HTTP/2 cleartext (prior knowledge), as an SDK speaking HTTP/2 sends it: a
+/// request is gRPC only by its `application/grpc` content type, so ListClusters gets ECS's
+/// JSON; a gRPC call on the same connection still reaches the service, with the same answer.
+#[tokio::test]
+async fn aws_json_and_grpc_share_an_http2_cleartext_connection() {
+    use http_body_util::BodyExt as _;
+    let r = rig().await;
+    r.call(Via::Grpc, "CreateCluster", json!({"clusterName": "h2"}))
+        .await
+        .ok();
+    let io = hyper_util::rt::TokioIo::new(r.connect().await);
+    let (mut send, conn) = timeout(
+        WAIT,
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io),
+    )
+    .await
+    .expect("an HTTP/2 handshake in time")
+    .expect("an HTTP/2 handshake");
+    let driver = tokio::spawn(conn);
+    // One request on the connection: the status, headers, body and trailers.
+    let mut exchange = |req: http::Request<http_body_util::Full<bytes::Bytes>>| {
+        let sent = send.send_request(req);
+        async move {
+            let resp = timeout(WAIT, sent)
+                .await
+                .expect("an HTTP/2 answer in time")
+                .expect("an HTTP/2 answer");
+            assert_eq!(resp.version(), http::Version::HTTP_2);
+            let (head, body) = resp.into_parts();
+            let collected = timeout(WAIT, body.collect())
+                .await
+                .expect("the body in time")
+                .expect("the body");
+            let trailers = collected.trailers().cloned().unwrap_or_default();
+            let response = HttpResponse {
+                status: head.status.as_u16(),
+                headers: head
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_string(),
+                            v.to_str().expect("an ASCII header").to_string(),
+                        )
+                    })
+                    .collect(),
+                body: collected.to_bytes().to_vec(),
+            };
+            (response, trailers)
+        }
+    };
+
+    // AWS JSON 1.1, signed as botocore signs (host is the :authority in HTTP/2).
+    let list = "AmazonEC2ContainerServiceV20141113.ListClusters";
+    let body = b"{}";
+    let mut req = http::Request::post(format!("http://{}/", r.host));
+    for (k, v) in r.botocore_headers(list, body, Some((&r.full, "ecs"))) {
+        if !k.eq_ignore_ascii_case("host") {
+            req = req.header(k, v);
+        }
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(body)))
+        .expect("a request");
+    let (resp, _) = exchange(req).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let over_h2 = resp.answer().ok();
+    assert_eq!(count(&over_h2, "clusterArns"), 1, "{over_h2}");
+    assert_eq!(over_h2, r.same("ListClusters", json!({})).await.ok());
+
+    // A refusal over HTTP/2 is AWS's too.
+    let mut req = http::Request::post(format!("http://{}/", r.host));
+    for (k, v) in r.botocore_headers(list, b"{\"bogus\":1}", Some((&r.full, "ecs"))) {
+        if !k.eq_ignore_ascii_case("host") {
+            req = req.header(k, v);
+        }
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"{\"bogus\":1}",
+        )))
+        .expect("a request");
+    let (kind, message) = exchange(req).await.0.answer().err();
+    assert_eq!(kind, "SerializationException", "{message}");
+
+    // gRPC on the same connection, signed as `berth` signs.
+    let op = row("ListClusters");
+    let message = (op.decode)(json!({})).expect("the request encodes");
+    let signing = Signing {
+        credentials: Some(r.full.clone()),
+        region: berth_proto::arn::REGION.to_string(),
+    };
+    let (authorization, date) = signing
+        .sign(&r.host, &op.path(), &message, SystemTime::now())
+        .expect("a signature");
+    let req = http::Request::post(format!("http://{}{}", r.host, op.path()))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header(sigv4::AUTHORIZATION, authorization)
+        .header(sigv4::X_AMZ_DATE, date)
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            sigv4::grpc_frame(&message),
+        )))
+        .expect("a request");
+    let (resp, trailers) = exchange(req).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(
+        resp.header("content-type"),
+        Some("application/grpc"),
+        "{resp:?}"
+    );
+    let status = trailers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| resp.header("grpc-status"));
+    assert_eq!(status, Some("0"), "{resp:?} {trailers:?}");
+    // One frame: not compressed, its length, the message.
+    let frame = &resp.body;
+    assert!(frame.len() >= 5 && frame[0] == 0, "{frame:?}");
+    let len = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize;
+    let answer = aws_json::encode_response(op, &frame[5..5 + len]).expect("the answer encodes");
+    assert_eq!(
+        answer, over_h2,
+        "gRPC vs AWS JSON over one HTTP/2 connection"
+    );
+    driver.abort();
 }
