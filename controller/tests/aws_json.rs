@@ -1704,8 +1704,13 @@ async fn every_task_list_filter_and_page_agrees_through_both_adapters() {
         2
     );
     assert_eq!(listed(json!({"containerInstance": "nope"})).await, 0);
-    // Not refused (unlike ListServices' launchType), but alike.
-    r.same("ListTasks", json!({"launchType": "MOON"})).await;
+    // Refused as ListServices refuses it, alike through both.
+    let (kind, message) = r
+        .same("ListTasks", json!({"launchType": "MOON"}))
+        .await
+        .err();
+    assert_eq!(kind, "InvalidParameterException");
+    assert!(message.contains("'MOON'"), "{message}");
     let busiest = if on_a >= on_b { &a } else { &b };
     for (request, kind) in [
         (json!({"serviceName": "nope"}), "ServiceNotFoundException"),

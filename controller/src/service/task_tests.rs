@@ -220,6 +220,14 @@ async fn started_by_is_the_only_filter() {
         let msg = e.to_string();
         assert!(msg.contains("startedBy") && msg.contains(other), "{msg}");
     }
+    let e = c
+        .list_tasks(ListTasksRequest {
+            launch_type: Some("MOON".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("launchType: 'MOON'"), "{e}");
     let mut req = by_me(|_| {});
     req.container_instance = Some(instance);
     let e = c.list_tasks(req).await.unwrap_err();

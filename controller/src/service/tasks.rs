@@ -900,6 +900,14 @@ impl Controller {
                 "family and serviceName cannot both be given",
             ));
         }
+        // Refused as ListServices refuses it, not answered with an empty list.
+        if let Some(l) = &req.launch_type {
+            if !["EC2", "EXTERNAL", "FARGATE"].contains(&l.as_str()) {
+                return Err(EcsError::invalid(format!(
+                    "launchType: '{l}' is not one of EC2, EXTERNAL, FARGATE"
+                )));
+            }
+        }
         // ECS: "When you specify startedBy as the filter, it must be the only filter that you
         // use." desiredStatus still applies (it always has a value, RUNNING by default).
         if req.started_by.is_some() {
