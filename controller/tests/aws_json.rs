@@ -14,6 +14,7 @@ use berth_controller::api::ecs::EcsApi;
 use berth_controller::api::logs::LogsApi;
 use berth_controller::api::secrets_manager::SecretsManagerApi;
 use berth_controller::api::ssm::SsmApi;
+use berth_controller::cli::run::Raw;
 use berth_controller::cli::signing::Signing;
 use berth_controller::cli::table::{self, Operation};
 use berth_controller::fleet::{Attached, Fleet};
@@ -32,7 +33,6 @@ use berth_proto::v1::{
     ssm_server::SsmServer, CreateClusterRequest, RegisterContainerInstanceRequest, Resource,
     ResourceStats, TaskStats, TaskStatsReport,
 };
-use prost::bytes::{Buf as _, BufMut as _};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,7 +40,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::timeout;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 use tower::Layer as _;
@@ -111,41 +110,6 @@ const WEB_APP: &str = r#"{
     }
   ]
 }"#;
-
-/// Encoded messages as they are: the table's rows encode and decode them (as `cli::run`).
-#[derive(Debug, Clone, Copy, Default)]
-struct Raw;
-
-impl Codec for Raw {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = Raw;
-    type Decoder = Raw;
-    fn encoder(&mut self) -> Raw {
-        Raw
-    }
-    fn decoder(&mut self) -> Raw {
-        Raw
-    }
-}
-
-impl Encoder for Raw {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        buf.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for Raw {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
-        let n = buf.remaining();
-        Ok(Some(buf.copy_to_bytes(n).to_vec()))
-    }
-}
 
 /// Which adapter a call goes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

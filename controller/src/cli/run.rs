@@ -93,9 +93,10 @@ pub struct Connection {
     pub(super) host: String,
 }
 
-/// Passes encoded messages through: the table's rows encode and decode them.
+/// Passes encoded messages through: the table's rows encode and decode them (also the
+/// adapter comparison test's gRPC client).
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Raw;
+pub struct Raw;
 
 impl Codec for Raw {
     type Encode = Vec<u8>;
