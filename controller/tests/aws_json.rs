@@ -1361,6 +1361,35 @@ async fn malformed_aws_json_requests_are_refused_by_name() {
     ));
     let (kind, _) = refused(r.exchange("POST", &headers, body).await);
     assert_eq!(kind, "InvalidSignatureException");
+    // Signed without X-Amz-Target: a captured call must not be replayable as another operation.
+    let before = r.audit_lines().len();
+    let mut headers: Vec<(String, String)> = vec![
+        ("host".into(), r.host.clone()),
+        ("x-amz-date".into(), date.clone()),
+    ];
+    let input = sigv4::CanonicalInput {
+        method: "POST",
+        path: "/",
+        query: "",
+        headers: headers.clone(),
+        payload_sha256: sigv4::hex_sha256(body),
+    };
+    headers.push((
+        "authorization".into(),
+        sigv4::authorization(&r.full, &input, &date, HTTP_REGION, "ecs"),
+    ));
+    headers.push(("x-amz-target".into(), ecs("CreateCluster")));
+    let (kind, message) = refused(r.exchange("POST", &headers, body).await);
+    assert_eq!(kind, "IncompleteSignatureException");
+    assert!(message.contains("x-amz-target"), "{message}");
+    let audited = r.audit_lines()[before..].to_vec();
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert_eq!(audited[0]["outcome"], "IncompleteSignatureException");
+    // A web page (DNS rebinding to a loopback controller) is refused, signed or not.
+    let mut from_page = r.botocore_headers(&ecs("CreateCluster"), body, Some((&r.full, "ecs")));
+    from_page.push(("Origin".into(), "http://rebound.example".into()));
+    let (kind, _) = refused(r.exchange("POST", &from_page, body).await);
+    assert_eq!(kind, "AccessDeniedException");
     let (kind, message) = refused(
         r.post(&ecs("CreateCluster"), body, Some((&r.full, "logs")))
             .await,

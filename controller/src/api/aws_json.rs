@@ -24,7 +24,7 @@
 
 use crate::cli::model::{self, Kind, Msg};
 use crate::cli::table::{self, Operation};
-use crate::security::auth::{Authenticator, Verified, MISSING_TOKEN};
+use crate::security::auth::{Authenticator, Verified, INCOMPLETE_SIGNATURE, MISSING_TOKEN};
 use berth_proto::exceptions::{self as x, METADATA_KEY};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
@@ -59,6 +59,10 @@ pub const UNKNOWN_OPERATION: &str = "UnknownOperationException";
 
 /// An unsigned call's message: AWS's words, then where an AWS client finds a key.
 pub const MISSING_TOKEN_AWS_MESSAGE: &str = "Missing Authentication Token: this controller requires signed calls; give the aws CLI or SDK an access key (a profile in ~/.aws/credentials or AWS_SHARED_CREDENTIALS_FILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; the first admin key is in the controller's DATA_DIR/admin.credentials, in that file's format)";
+
+/// The largest request body taken: AWS's own limits are smaller (PutLogEvents 1 MiB, a task
+/// definition 64 KiB).
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// The operations served as streams (CloudWatch Logs' StartLiveTail): not AWS JSON 1.1.
 const STREAMS: &[&str] = &["StartLiveTail"];
@@ -169,7 +173,7 @@ fn request_value(v: &mut Value, msg: &Msg, at: &str) -> Result<(), AwsError> {
     let Value::Object(members) = v else {
         return Err(AwsError::new(
             SERIALIZATION,
-            format!("{at} must be a JSON object, not {v}"),
+            format!("{at} must be a JSON object, not {}", shown(v)),
         ));
     };
     for (key, value) in members.iter_mut() {
@@ -194,7 +198,7 @@ fn request_value(v: &mut Value, msg: &Msg, at: &str) -> Result<(), AwsError> {
             let Value::Array(items) = value else {
                 return Err(AwsError::new(
                     SERIALIZATION,
-                    format!("{inner} must be a list, not {value}"),
+                    format!("{inner} must be a list, not {}", shown(value)),
                 ));
             };
             for (i, item) in items.iter_mut().enumerate() {
@@ -234,6 +238,15 @@ fn request_item(v: &mut Value, kind: &Kind, at: &str) -> Result<(), AwsError> {
         Kind::Str | Kind::Int | Kind::Float | Kind::Bool => {}
     }
     Ok(())
+}
+
+/// A value as a refusal shows it: at most 100 characters of its JSON.
+fn shown(v: &Value) -> String {
+    let text = v.to_string();
+    match text.char_indices().nth(100) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text,
+    }
 }
 
 /// Epoch seconds as proto3 JSON's RFC 3339 timestamp.
@@ -501,6 +514,22 @@ where
     }
 }
 
+/// Whether the signature covers `X-Amz-Target`.
+fn target_signed(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(berth_proto::sigv4::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| berth_proto::sigv4::Authorization::parse(v).ok())
+        .is_some_and(|a| a.signed_headers.iter().any(|h| h == "x-amz-target"))
+}
+
+/// Whether a request comes from a web browser: browsers send `Origin` with every POST (and
+/// `Sec-Fetch-Site`), the aws CLI, the SDKs and curl never do. A page must not reach the
+/// controller, not even through DNS rebinding to a loopback controller without signing.
+fn from_a_browser(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(http::header::ORIGIN) || headers.contains_key("sec-fetch-site")
+}
+
 /// One AWS JSON 1.1 call: verified, handed to the gRPC service, its answer as ECS's JSON.
 async fn serve<S>(
     inner: &mut S,
@@ -511,6 +540,12 @@ where
     S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
 {
     let (parts, body) = req.into_parts();
+    if from_a_browser(&parts.headers) {
+        return Err(AwsError::new(
+            x::ACCESS_DENIED,
+            "requests from web browsers (an Origin or Sec-Fetch-Site header) are refused: the API is for the aws CLI, the SDKs and berth",
+        ));
+    }
     if parts.method != http::Method::POST || parts.uri.path() != "/" {
         return Err(AwsError::new(
             UNKNOWN_OPERATION,
@@ -543,8 +578,8 @@ where
         };
         AwsError::from_status(s.code(), exception, message)
     };
-    // An unsigned call is refused before its body is read (where signing is required): no one
-    // without a key makes the controller buffer a body.
+    // An unsigned call is refused before its body is read (where signing is required), and a
+    // body is read only up to `MAX_BODY`.
     if !parts
         .headers
         .contains_key(berth_proto::sigv4::AUTHORIZATION)
@@ -552,7 +587,7 @@ where
         auth.verify_request(&parts, b"", signing, op.api)
             .map_err(refused)?;
     }
-    let limit = berth_proto::link::MAX_MESSAGE_SIZE;
+    let limit = MAX_BODY;
     let bytes = http_body_util::Limited::new(body, limit)
         .collect()
         .await
@@ -566,6 +601,22 @@ where
     let caller = auth
         .verify_request(&parts, &bytes, signing, op.api)
         .map_err(refused)?;
+    // Over gRPC the operation is in the signed path; here it is in X-Amz-Target, which must be
+    // signed too, or a captured call could be replayed as another operation (botocore and the
+    // SDKs sign it).
+    if caller.is_some() && !target_signed(&parts.headers) {
+        auth.audit_refusal(
+            &parts,
+            caller.as_ref(),
+            signing,
+            op.api,
+            INCOMPLETE_SIGNATURE,
+        );
+        return Err(AwsError::new(
+            INCOMPLETE_SIGNATURE,
+            "SignedHeaders must include 'x-amz-target': it names the operation",
+        ));
+    }
     // Refused here, after verification: audited as the gRPC side audits its refusals.
     let message = decode_request(op, &bytes).inspect_err(|e| {
         auth.audit_refusal(&parts, caller.as_ref(), signing, op.api, &e.kind);

@@ -63,7 +63,7 @@ pub struct Caller {
 /// gRPC): the layer takes its caller as verified and audits the call as usual. Extensions are
 /// the server's own, so no client can set this.
 #[derive(Debug, Clone)]
-pub struct Verified(pub Option<Caller>);
+pub struct Verified(pub(crate) Option<Caller>);
 
 /// Whether `action` only reads (Describe*, List*, Get*, and CloudWatch Logs' FilterLogEvents
 /// and StartLiveTail, which IAM's ReadOnlyAccess grants too): what a read-only key may call

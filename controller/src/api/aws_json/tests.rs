@@ -202,3 +202,44 @@ async fn a_query_protocol_call_is_refused_in_the_xml_its_client_reads() {
     );
     assert!(!is_query_protocol(&json));
 }
+
+#[test]
+fn browsers_are_told_apart_and_the_target_must_be_signed() {
+    let mut h = http::HeaderMap::new();
+    assert!(!from_a_browser(&h));
+    h.insert(
+        "sec-fetch-site",
+        http::HeaderValue::from_static("same-origin"),
+    );
+    assert!(from_a_browser(&h));
+    let mut h = http::HeaderMap::new();
+    h.insert(
+        http::header::ORIGIN,
+        http::HeaderValue::from_static("http://rebound.example"),
+    );
+    assert!(from_a_browser(&h));
+
+    let auth = |signed: &str| {
+        let mut h = http::HeaderMap::new();
+        let v = format!(
+            "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE/20261129/us-east-1/ecs/aws4_request, SignedHeaders={signed}, Signature={}",
+            "0".repeat(64)
+        );
+        h.insert(berth_proto::sigv4::AUTHORIZATION, v.parse().unwrap());
+        h
+    };
+    assert!(target_signed(&auth(
+        "content-type;host;x-amz-date;x-amz-target"
+    )));
+    assert!(!target_signed(&auth("host;x-amz-date")));
+    assert!(!target_signed(&http::HeaderMap::new()));
+}
+
+#[test]
+fn a_refusal_shows_at_most_100_characters_of_a_value() {
+    let long = serde_json::json!("x".repeat(10_000));
+    let shown = shown(&long);
+    assert_eq!(shown.chars().count(), 101, "{shown}");
+    assert!(shown.ends_with('…'));
+    assert_eq!(super::shown(&serde_json::json!([1])), "[1]");
+}
