@@ -1390,6 +1390,18 @@ async fn malformed_aws_json_requests_are_refused_by_name() {
     from_page.push(("Origin".into(), "http://rebound.example".into()));
     let (kind, _) = refused(r.exchange("POST", &from_page, body).await);
     assert_eq!(kind, "AccessDeniedException");
+    // gRPC is HTTP/2 only: a gRPC frame over HTTP/1.1 (what a page's fetch could send) is
+    // refused before any service sees it.
+    let grpc_over_h1 = vec![
+        ("Host".to_string(), r.host.clone()),
+        ("Content-Type".to_string(), "application/grpc".to_string()),
+    ];
+    let (kind, message) = refused(
+        r.exchange("POST", &grpc_over_h1, &sigv4::grpc_frame(b""))
+            .await,
+    );
+    assert_eq!(kind, "UnknownOperationException");
+    assert!(message.contains("HTTP/2 only"), "{message}");
     let (kind, message) = refused(
         r.post(&ecs("CreateCluster"), body, Some((&r.full, "logs")))
             .await,

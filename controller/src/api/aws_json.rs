@@ -481,7 +481,20 @@ where
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        // A web page must reach no service on this port, gRPC's included (over HTTP/1.1, a
+        // page's fetch could carry a gRPC frame to a loopback controller without signatures).
+        if from_a_browser(req.headers()) {
+            let e = AwsError::new(
+                x::ACCESS_DENIED,
+                "requests from web browsers (an Origin or Sec-Fetch-Site header) are refused: the API is for the aws CLI, the SDKs and berth",
+            );
+            return Box::pin(async move { Ok(error_response(&e, &request_id())) });
+        }
         if is_grpc(&req) {
+            if req.version() != http::Version::HTTP_2 {
+                let e = AwsError::new(UNKNOWN_OPERATION, "gRPC is served over HTTP/2 only");
+                return Box::pin(async move { Ok(error_response(&e, &request_id())) });
+            }
             return Box::pin(inner.call(req));
         }
         let auth = self.auth.clone();
@@ -524,8 +537,9 @@ fn target_signed(headers: &http::HeaderMap) -> bool {
 }
 
 /// Whether a request comes from a web browser: browsers send `Origin` with every POST (and
-/// `Sec-Fetch-Site`), the aws CLI, the SDKs and curl never do. A page must not reach the
-/// controller, not even through DNS rebinding to a loopback controller without signing.
+/// `Sec-Fetch-Site`); the aws CLI, the SDKs, curl and gRPC clients never do. A page must not
+/// reach the controller, not even through DNS rebinding to a loopback controller without
+/// signing, by AWS JSON or by a gRPC frame over HTTP/1.1 (gRPC is taken over HTTP/2 only).
 fn from_a_browser(headers: &http::HeaderMap) -> bool {
     headers.contains_key(http::header::ORIGIN) || headers.contains_key("sec-fetch-site")
 }
@@ -540,12 +554,6 @@ where
     S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
 {
     let (parts, body) = req.into_parts();
-    if from_a_browser(&parts.headers) {
-        return Err(AwsError::new(
-            x::ACCESS_DENIED,
-            "requests from web browsers (an Origin or Sec-Fetch-Site header) are refused: the API is for the aws CLI, the SDKs and berth",
-        ));
-    }
     if parts.method != http::Method::POST || parts.uri.path() != "/" {
         return Err(AwsError::new(
             UNKNOWN_OPERATION,
