@@ -165,6 +165,39 @@ fn gated_writer(c: &Cluster, family: &str, group: &str, n: usize) -> String {
     ))
 }
 
+/// Whether a gated writer's output is all in the stream: its last stdout line (`padded(n)`)
+/// and its stderr "done". Their order is not fixed: each event is stamped when the agent reads
+/// its stream, and stdout's backlog (100,000 lines through one pipe) can be read after stderr's
+/// "done", so "done" may come a few milliseconds before stdout's last lines. The stream's
+/// newest event is one of the two; "done" is found by a filter.
+fn all_written(c: &Cluster, group: &str, stream: &str, n: usize) -> bool {
+    let last = last_message(c, group, stream);
+    if last.as_deref() != Some("done") && last.as_deref() != Some(padded(n).as_str()) {
+        return false;
+    }
+    let out = c.berth_with(
+        &[],
+        &[
+            "logs",
+            "filter-log-events",
+            "--log-group-name",
+            group,
+            "--log-stream-names",
+            stream,
+            "--filter-pattern",
+            "done",
+            "--output",
+            "json",
+        ],
+    );
+    out.status.success()
+        && serde_json::from_slice::<Value>(&out.stdout).is_ok_and(|v| {
+            v["events"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["message"] == "done"))
+        })
+}
+
 /// The newest event of a stream (get-log-events from the tail, limit 1), if any.
 fn last_message(c: &Cluster, group: &str, stream: &str) -> Option<String> {
     let out = c.berth_with(
@@ -289,7 +322,7 @@ fn a_container_writing_50_mb_while_the_controller_is_down_finishes_and_every_lin
     wait_for(
         "the last line in the stream",
         Duration::from_secs(900),
-        || (last_message(&c, "/ecs/outage", &stream).as_deref() == Some("done")).then_some(()),
+        || all_written(&c, "/ecs/outage", &stream, n).then_some(()),
     );
     eprintln!(
         "every line stored {:.1} s after the controller's start",
@@ -330,14 +363,22 @@ fn with_a_small_spool_bound_the_drop_is_counted_and_the_marker_reaches_the_strea
     wait_for(
         "the last line in the stream",
         Duration::from_secs(600),
-        || (last_message(&c, "/ecs/drop", &stream).as_deref() == Some("done")).then_some(()),
+        || all_written(&c, "/ecs/drop", &stream, n).then_some(()),
     );
-    let all = stream_messages(&c, "/ecs/drop", &stream);
+    let mut all = stream_messages(&c, "/ecs/drop", &stream);
     assert_eq!(
         all.first().map(String::as_str),
         Some("ready"),
         "the line before the outage"
     );
+    // stderr's "done" once, wherever its read time put it (see `all_written`).
+    assert_eq!(
+        all.iter().filter(|m| *m == "done").count(),
+        1,
+        "stderr's line"
+    );
+    all.retain(|m| m != "done");
+    all.push("done".into());
     // Walk the stream: each marker accounts for the lines missing where it stands.
     let mut next = 1;
     let mut dropped = 0;
@@ -448,7 +489,7 @@ fn a_stopped_tasks_undelivered_output_holds_its_cleanup_across_an_agent_restart(
     wait_for(
         "the last line in the stream",
         Duration::from_secs(300),
-        || (last_message(&c, "/ecs/held", &stream).as_deref() == Some("done")).then_some(()),
+        || all_written(&c, "/ecs/held", &stream, n).then_some(()),
     );
     let all = stream_messages(&c, "/ecs/held", &stream);
     let got: Vec<&String> = all.iter().filter(|m| m.starts_with("line-")).collect();
