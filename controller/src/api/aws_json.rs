@@ -504,14 +504,7 @@ where
         Box::pin(async move {
             let id = request_id();
             Ok(match serve(&mut inner, &auth, req).await {
-                Ok(r) => {
-                    let mut r = respond(http::StatusCode::OK, &id, r);
-                    r.headers_mut().insert(
-                        http::header::CONTENT_TYPE,
-                        http::HeaderValue::from_static(CONTENT_TYPE),
-                    );
-                    r
-                }
+                Ok(r) => respond(http::StatusCode::OK, &id, r),
                 Err(e) => {
                     if e.http_status().is_server_error() {
                         tracing::error!(request_id = %id, exception = %e.kind, message = %e.message,
